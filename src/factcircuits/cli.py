@@ -1,0 +1,47 @@
+"""The `factcircuits` command. Each subcommand lives in `factcircuits.commands.<name>`,
+which defines `register(subparsers)`; errors meant for the user are `UserError`s and print as
+one line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from factcircuits.errors import UserError
+
+# Order is the order shown in --help.
+SUBCOMMANDS = ["inspect", "dataset", "run", "sweep", "runs", "render"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="factcircuits",
+        description="Find where transformer LMs store and retrieve facts; write it up.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"factcircuits.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"factcircuits.commands.{name}":
+                raise
+            continue  # subcommand not built yet
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as exc:
+        print(f"factcircuits {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"factcircuits {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
