@@ -408,6 +408,11 @@ def run(model: str | None = None, dataset: str | None = None,
     return execute_run(plan_run(model, dataset, overrides, **kwargs), progress=progress)
 
 
+def project_relative(path: Path) -> str:
+    """A path as shown to the user: relative to the project when inside it."""
+    return tidy_path(Path(path), project_root())
+
+
 def list_runs(runs_root: Path | None = None) -> list[dict[str, Any]]:
     """run.json of every accepted run (folders starting with '_' or '.' are not runs)."""
     root = Path(runs_root or default_runs_root())

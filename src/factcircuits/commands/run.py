@@ -1,0 +1,104 @@
+"""`factcircuits run`: execute the analysis notebooks for one model × dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from factcircuits.errors import UserError
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """['n_prompts=8', 'device=cpu'] -> {'n_prompts': 8, 'device': 'cpu'} (values as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"-p {item!r}: expected key=value, e.g. -p n_prompts=8")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def load_params_file(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--params {path}: no such file")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"--params {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--params {path}: expected a mapping of parameter: value")
+    return data
+
+
+def add_run_arguments(parser) -> None:
+    parser.add_argument("--task", help="yesno or cloze (notebook default otherwise)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a notebook parameter (repeatable); values parse as YAML")
+    parser.add_argument("--params", metavar="FILE", help="YAML file of parameters")
+    parser.add_argument("--notebooks", metavar="01,02", help="run only these notebooks")
+    parser.add_argument("--device", help="cpu, cuda, mps or auto")
+    parser.add_argument("--notebooks-dir", type=Path, help="folder of NN_*.py notebooks "
+                        "(default: analysis/, or $FACTCIRCUITS_NOTEBOOKS)")
+    parser.add_argument("--runs-dir", type=Path, help="where run folders go "
+                        "(default: report/runs/, or $FACTCIRCUITS_RUNS)")
+
+
+def overrides_from_args(args) -> dict[str, Any]:
+    overrides = load_params_file(args.params) | parse_assignments(args.param)
+    for key in ("task", "device"):
+        if getattr(args, key, None):
+            overrides[key] = getattr(args, key)
+    return overrides
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run", help="execute the analysis notebooks for one model and dataset",
+        description="Execute the analysis notebooks with papermill into report/runs/<run-id>/. "
+                    "The last line printed is the run folder (a JSON object with --json).")
+    parser.add_argument("--model", help="model spec (default: the embedded SmolLM2)")
+    parser.add_argument("--dataset", help="dataset name or path (default: the default dataset)")
+    add_run_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="last line: JSON with run_dir, "
+                        "status, headline")
+    parser.add_argument("--render", action="store_true",
+                        help="render the write-up afterwards (the one-command main job)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args) -> int:
+    from factcircuits import pipeline
+
+    select = [s.strip() for s in args.notebooks.split(",") if s.strip()] if args.notebooks else None
+    plan = pipeline.plan_run(args.model, args.dataset, overrides_from_args(args),
+                             notebooks_dir=args.notebooks_dir, select=select,
+                             runs_root=args.runs_dir)
+    try:
+        result = pipeline.execute_run(plan, progress=not args.no_progress)
+    except pipeline.RunFailed as exc:
+        if args.json:
+            print(json.dumps({"run_id": plan.run_id, "run_dir": None, "status": "failed",
+                              "reason": str(exc), "headline": {}}))
+        raise
+    if args.render:
+        from factcircuits.render import render
+
+        render(to="html", runs_root=plan.runs_root)
+    run_dir = pipeline.project_relative(result.run_dir)
+    if args.json:
+        print(json.dumps({"run_id": result.run_id, "run_dir": run_dir, "status": result.status,
+                          "headline": result.headline}))
+    else:
+        print(run_dir)
+    return 0

@@ -1,0 +1,48 @@
+"""`factcircuits runs`: list runs with status, age and headline numbers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("runs", help="list runs with status, age and headline numbers")
+    parser.add_argument("--runs-dir", type=Path, help="default: report/runs/")
+    parser.add_argument("--json", action="store_true", help="one JSON list")
+    parser.set_defaults(handler=handle)
+
+
+def _age(iso: str | None) -> str:
+    if not iso:
+        return "?"
+    seconds = (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(iso)).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def handle(args) -> int:
+    from factcircuits import pipeline
+    from factcircuits.compare import flat_headline
+
+    runs_root = Path(args.runs_dir or pipeline.default_runs_root())
+    runs = pipeline.list_runs(runs_root)
+    failed = sorted((runs_root / "_failed").glob("*")) if (runs_root / "_failed").is_dir() else []
+    if args.json:
+        print(json.dumps([{"run_id": r["run_id"], "status": r["status"],
+                           "finished": r.get("finished"), "headline": r.get("headline", {})}
+                          for r in runs]))
+        return 0
+    if not runs:
+        print(f"no runs in {pipeline.project_relative(runs_root)}; try `factcircuits run`")
+    for r in runs:
+        numbers = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in list(flat_headline(r).items())[:6])
+        print(f"{r['run_id']:<48} {r['status']:<6} {_age(r.get('finished')):>5}  {numbers}")
+    if failed:
+        print(f"({len(failed)} failed attempt(s) kept in "
+              f"{pipeline.project_relative(runs_root / '_failed')})")
+    return 0
