@@ -1,0 +1,209 @@
+"""`factcircuits dataset generate|from-relations|filter|validate`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from factcircuits import datasets
+from factcircuits.errors import UserError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("dataset", help="build, filter and check fact datasets")
+    sub = parser.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+
+    gen = sub.add_parser("generate", help="generate a dataset with the OpenAI API")
+    gen.add_argument("--topic", required=True, help='what the facts are about, e.g. "Paris"')
+    gen.add_argument("--n", type=int, required=True, help="number of rows")
+    gen.add_argument("--task", choices=["yesno", "cloze"], default="yesno")
+    gen.add_argument("--model", default=None, help="OpenAI model (default gpt-4o-2024-08-06)")
+    gen.add_argument("--balance", type=float, default=0.5, help="fraction of True rows")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--concurrency", type=int, default=4)
+    gen.add_argument("--batch-size", type=int, default=10, help="items asked per request")
+    gen.add_argument("--max-attempts", type=int, default=5, help="tries per request")
+    gen.add_argument("--out", required=True, help="output .csv or .jsonl")
+    gen.set_defaults(handler=cmd_generate)
+
+    rel = sub.add_parser("from-relations", help="derive cloze/yes-no sets from relation files")
+    rel.add_argument("--relations", required=True,
+                     help="folder of relation JSON files (or one holding factual/)")
+    rel.add_argument("--relation", action="append", default=None, metavar="NAME",
+                     help="relation file stem; repeat; default: a set small models know")
+    rel.add_argument("--task", choices=["cloze", "yesno", "both"], default="cloze")
+    rel.add_argument("--n-per-relation", type=int, default=30)
+    rel.add_argument("--seed", type=int, default=0)
+    rel.add_argument("--out", required=True,
+                     help="output .csv/.jsonl; with --task both, <stem>_cloze and <stem>_yesno")
+    rel.set_defaults(handler=cmd_from_relations)
+
+    flt = sub.add_parser("filter", help="keep the rows a model answers correctly")
+    flt.add_argument("--model", default="default", help="model spec (default: embedded)")
+    flt.add_argument("--dataset", required=True, help="shipped name or path")
+    flt.add_argument("--min-margin", type=float, default=0.0,
+                     help="keep rows whose main metric (positive = right) exceeds this")
+    flt.add_argument("--prompt-format", default="raw", choices=["raw", "chat", "fewshot"])
+    flt.add_argument("--answer-map", default=None, help="yes/no answer map (default: shipped)")
+    flt.add_argument("--batch-size", type=int, default=16)
+    flt.add_argument("--out", required=True, help="kept rows; dropped go to <stem>.dropped.csv")
+    flt.set_defaults(handler=cmd_filter)
+
+    val = sub.add_parser("validate", help="check a dataset file and list every problem")
+    val.add_argument("path", help="shipped name or path")
+    val.set_defaults(handler=cmd_validate)
+
+
+# ---------------------------------------------------------------- generate
+
+def cmd_generate(args) -> int:
+    from factcircuits.generate import DEFAULT_MODEL, GenerateConfig, generate_dataset
+
+    cfg = GenerateConfig(topic=args.topic, n=args.n, task=args.task,
+                         model=args.model or DEFAULT_MODEL, balance=args.balance, seed=args.seed,
+                         concurrency=args.concurrency, batch_size=args.batch_size,
+                         max_attempts=args.max_attempts)
+    frame, meta = generate_dataset(cfg, args.out)
+    usage = meta["usage"]
+    cost = meta["cost_estimate_usd"]
+    cost_text = f"${cost:.4f}" if cost is not None else "unknown"
+    print(f"wrote {args.out}: {len(frame)} rows ({int(frame['label'].sum())} true); "
+          f"{usage['requests']} requests, {usage['retries']} retries, "
+          f"{usage['prompt_tokens']}+{usage['completion_tokens']} tokens, "
+          f"cost ≈ {cost_text}")
+    return 0
+
+
+# ---------------------------------------------------------------- from-relations
+
+def relations_folder(path: str) -> Path:
+    folder = Path(path)
+    if folder.is_dir() and not any(folder.glob("*.json")) and (folder / "factual").is_dir():
+        return folder / "factual"
+    return folder
+
+
+def cmd_from_relations(args) -> int:
+    from factcircuits.derive import DEFAULT_RELATIONS, derive
+
+    folder = relations_folder(args.relations)
+    out = Path(args.out)
+    tasks = ["cloze", "yesno"] if args.task == "both" else [args.task]
+    names = args.relation or list(DEFAULT_RELATIONS)
+    written = []
+    for task in tasks:
+        rows = derive(folder, names, task, args.n_per_relation, args.seed)
+        path = out.with_name(f"{out.stem}_{task}{out.suffix}") if len(tasks) > 1 else out
+        datasets.write_dataset(rows, path)
+        meta = {"source": args.relations, "relations": names, "task": task, "seed": args.seed,
+                "n_per_relation": args.n_per_relation, "rows": len(rows),
+                "source_sha256": {n: hashlib.sha256((folder / f"{n}.json").read_bytes())
+                                  .hexdigest() for n in names}}
+        datasets.atomic_write_bytes(path.with_name(path.stem + ".meta.json"),
+                                    (json.dumps(meta, indent=2) + "\n").encode())
+        written.append((path, rows))
+    _copy_license(folder, out.parent)
+    for path, rows in written:
+        counts = rows.groupby("relation").size()
+        print(f"wrote {path}: {len(rows)} rows over {len(counts)} relations "
+              f"({int(rows['label'].sum())} true)")
+    return 0
+
+
+def _copy_license(folder: Path, dest: Path) -> None:
+    """The relation data is MIT-licensed: keep its LICENSE next to anything derived from it."""
+    for candidate in (folder / "LICENSE", folder.parent / "LICENSE"):
+        if candidate.is_file():
+            if not (dest / "LICENSE").exists():
+                shutil.copyfile(candidate, dest / "LICENSE")
+            return
+    print(f"note: no LICENSE found beside {folder}; keep the source's licence with the output",
+          file=sys.stderr)
+
+
+# ---------------------------------------------------------------- filter
+
+def split_by_margin(rows: pd.DataFrame, metric: pd.Series, min_margin: float):
+    """(kept, dropped): kept rows have metric > min_margin; dropped rows carry their metric."""
+    metric = pd.Series(metric.to_numpy(), index=rows.index, dtype=float)
+    keep = metric > min_margin
+    dropped = rows[~keep].copy()
+    dropped["metric"] = metric[~keep]
+    return rows[keep].copy(), dropped
+
+
+def summary(kept: pd.DataFrame, dropped: pd.DataFrame) -> pd.DataFrame:
+    both = pd.concat([kept.assign(kept=True), dropped.assign(kept=False)])
+    table = (both.assign(relation=both["relation"].replace("", "(none)"))
+             .groupby(["relation", "label"])["kept"].agg(kept="sum", total="size"))
+    table["dropped"] = table["total"] - table["kept"]
+    table["kept_frac"] = (table["kept"] / table["total"]).round(3)
+    return table.reset_index()[["relation", "label", "kept", "dropped", "total", "kept_frac"]]
+
+
+def cmd_filter(args) -> int:
+    ds = datasets.load_dataset(args.dataset)
+    try:
+        from factcircuits.evaluate import score_dataset
+        from factcircuits.models import load_model
+    except ImportError as exc:
+        raise UserError(f"model scoring is not available ({exc}); install the full package")
+    lm = load_model(args.model)
+    scores = score_dataset(lm, ds, prompt_format=args.prompt_format,
+                           answer_map=args.answer_map, batch_size=args.batch_size)
+    if len(scores) != len(ds.rows) or "metric" not in scores:
+        raise UserError("scoring returned no per-row 'metric'; cannot filter")
+    kept, dropped = split_by_margin(ds.rows, scores["metric"], args.min_margin)
+    out = Path(args.out)
+    dropped_path = out.with_name(out.stem + ".dropped.csv")
+    meta = {"source": ds.name, "source_path": str(ds.path), "source_sha256": ds.sha256,
+            "model": getattr(lm, "provenance", {"spec": args.model}),
+            "min_margin": args.min_margin, "prompt_format": args.prompt_format,
+            "metric": "task main metric, label-signed (cloze: logit(answer) − "
+                      "logit(counterfactual); yes/no: log-odds), positive = right",
+            "kept": len(kept), "dropped": len(dropped)}
+    datasets.atomic_write_bytes(dropped_path, _dropped_csv(dropped))
+    datasets.atomic_write_bytes(out.with_name(out.stem + ".meta.json"),
+                                (json.dumps(meta, indent=2, default=str) + "\n").encode())
+    datasets.write_dataset(kept, out)
+    print(summary(kept, dropped).to_string(index=False))
+    print(f"kept {len(kept)} of {len(ds.rows)} rows (metric > {args.min_margin}) → {out}; "
+          f"dropped → {dropped_path}")
+    return 0
+
+
+def _dropped_csv(dropped: pd.DataFrame) -> bytes:
+    frame = dropped.reindex(columns=datasets.COLUMNS + ["metric"], fill_value="").copy()
+    frame["label"] = frame["label"].map(lambda b: "True" if bool(b) else "False")
+    return frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
+# ---------------------------------------------------------------- validate
+
+def cmd_validate(args) -> int:
+    try:
+        _, path = datasets.resolve(args.path)
+    except UserError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        problems = datasets.validate_file(path)
+        ds = None if problems else datasets.load_dataset(path, fill_counterfactuals=False)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    if problems:
+        print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 2
+    rels = sorted(set(ds.rows["relation"]) - {""})
+    print(f"{path}: ok; task {ds.task}, {len(ds)} rows, {int(ds.rows['label'].sum())} true, "
+          f"{len(rels)} relation(s){': ' + ', '.join(rels) if rels else ''}")
+    return 0

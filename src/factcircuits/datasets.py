@@ -1,0 +1,416 @@
+"""Fact datasets: one schema for both tasks (yes/no verification and cloze recall), loaded from
+CSV or JSONL, validated with one-line errors, with counterfactual (corrupted) prompts for patching.
+
+Columns of `FactDataset.rows`:
+  task, prompt, label (bool; True for every cloze row), answer (cloze object with its leading
+  space, "" for yes/no), counterfactual (cloze counterfactual object, "" for yes/no), subject,
+  relation, corrupted_prompt, corrupted_subject, clue, corruption_note.
+
+Token lengths of clean vs corrupted prompts depend on the tokenizer, so the data records only
+word/character-length equality in `corruption_note`; patching code groups or skips by tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from factcircuits.errors import DatasetError
+
+COLUMNS = [
+    "task", "prompt", "label", "answer", "counterfactual", "subject", "relation",
+    "corrupted_prompt", "corrupted_subject", "clue", "corruption_note",
+]
+TASKS = ("yesno", "cloze")
+DEFAULT_DATASET = "paris-cloze"
+
+# Shipped names → paths relative to data_dir(). The filtered set exists only once built.
+SHIPPED = {
+    "paris-cloze": "paris_cloze.csv",
+    "paris-yesno": "paris_yesno.csv",
+    "relations-cloze": "relations/relations_cloze.csv",
+    "relations-yesno": "relations/relations_yesno.csv",
+    "relations-cloze-smollm2": "relations/relations_cloze.smollm2-135m.csv",
+}
+
+# The 26 relation files of Hernandez et al. (evandez/relations, data/factual), by file stem.
+RELATION_FILES = (
+    "city_in_country", "company_ceo", "company_hq", "country_capital_city", "country_currency",
+    "country_language", "country_largest_city", "food_from_country", "landmark_in_country",
+    "landmark_on_continent", "person_band_lead_singer", "person_father", "person_mother",
+    "person_native_language", "person_occupation", "person_plays_instrument",
+    "person_plays_position_in_sport", "person_plays_pro_sport", "person_university",
+    "pokemon_evolutions", "presidents_birth_year", "presidents_election_year",
+    "product_by_company", "star_constellation", "superhero_archnemesis", "superhero_person",
+)
+# Relations used by the hand-written Paris sets that the relation files lack.
+EXTRA_RELATIONS = ("landmark_in_city", "river_in_city", "city_on_continent")
+KNOWN_RELATIONS = frozenset(RELATION_FILES + EXTRA_RELATIONS)
+
+_TRUE = {"True", "true", "1"}
+_FALSE = {"False", "false", "0"}
+
+
+@dataclass
+class FactDataset:
+    name: str
+    path: Path
+    sha256: str
+    task: str
+    rows: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+# ---------------------------------------------------------------- locating shipped data
+
+def data_dir() -> Path:
+    """The repository's `data/` folder: $FACTCIRCUITS_DATA_DIR, else found from this file
+    (src/factcircuits/datasets.py → repo root), else ./data."""
+    env = os.environ.get("FACTCIRCUITS_DATA_DIR")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[2]  # editable/source install: <repo>/src/factcircuits
+    if (repo / "data").is_dir():
+        return repo / "data"
+    return Path.cwd() / "data"
+
+
+def list_datasets() -> list[str]:
+    """Shipped dataset names whose files exist here."""
+    root = data_dir()
+    return [name for name, rel in SHIPPED.items() if (root / rel).is_file()]
+
+
+def resolve(name_or_path: str | os.PathLike) -> tuple[str, Path]:
+    key = str(name_or_path)
+    if key in SHIPPED:
+        path = data_dir() / SHIPPED[key]
+        if not path.is_file():
+            raise DatasetError(
+                f"dataset {key!r} is not built here ({path} missing); shipped: "
+                f"{', '.join(list_datasets()) or 'none'}"
+            )
+        return key, path
+    path = Path(key)
+    if not path.is_file():
+        raise DatasetError(
+            f"no dataset {key!r}: not a file and not a shipped name "
+            f"({', '.join(SHIPPED)}); pass a .csv/.jsonl path"
+        )
+    return path.stem, path
+
+
+# ---------------------------------------------------------------- reading raw files
+
+def read_text(path: Path) -> tuple[bytes, str]:
+    data = path.read_bytes()
+    try:
+        return data, data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DatasetError(
+            f"{path}: not UTF-8 at byte offset {exc.start} (line {line}, byte "
+            f"0x{data[exc.start]:02x}); re-save the file as UTF-8"
+        ) from None
+
+
+def parse_table(path: Path, text: str) -> pd.DataFrame:
+    """Raw cells as strings (JSON booleans kept) in file order; no validation beyond syntax."""
+    if not text.strip():
+        raise DatasetError(f"{path}: empty file; expected a header row and data rows")
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        records = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(
+                    f"{path}: line {n}: invalid JSON ({exc.msg}); one JSON object per line"
+                ) from None
+            if not isinstance(obj, dict):
+                raise DatasetError(f"{path}: line {n}: expected a JSON object per line")
+            records.append(obj)
+        return pd.DataFrame.from_records(records, dtype=object)
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as exc:
+        raise DatasetError(f"{path}: malformed CSV ({str(exc).strip()}); fix quoting") from None
+    except pd.errors.EmptyDataError:
+        raise DatasetError(f"{path}: empty file; expected a header row and data rows") from None
+    return frame
+
+
+# ---------------------------------------------------------------- validation
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    return str(value)
+
+
+def _parse_label(value) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = _cell(value).strip()
+    return True if text in _TRUE else False if text in _FALSE else None
+
+
+def infer_task(frame: pd.DataFrame) -> str:
+    if "task" in frame.columns:
+        tasks = {_cell(t).strip() for t in frame["task"]} - {""}
+        if len(tasks) == 1 and next(iter(tasks)) in TASKS:
+            return next(iter(tasks))
+    return "cloze" if "answer" in frame.columns else "yesno"
+
+
+def check_frame(frame: pd.DataFrame, path: Path | str) -> tuple[pd.DataFrame, list[str]]:
+    """Normalize a raw table to the schema. Returns (rows, problems); problems are one-line
+    messages naming file, 1-based data row and field. Duplicate rows are warned, not errors."""
+    problems: list[str] = []
+    if len(frame) == 0:
+        return frame, [f"{path}: empty file (header but no data rows); add at least one row"]
+    task = infer_task(frame)
+    required = ["prompt", "answer", "counterfactual"] if task == "cloze" else ["prompt", "label"]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        return frame, [
+            f"{path}: missing column {c!r} for task {task!r}; add a {c!r} column "
+            f"(required for {task}: {', '.join(required)})"
+            for c in missing
+        ]
+
+    declares_relation = "relation" in frame.columns and any(
+        _cell(r).strip() for r in frame["relation"]
+    )
+    out = {c: [] for c in COLUMNS}
+    for i, raw in enumerate(frame.to_dict("records"), start=1):
+        where = f"{path}: row {i}"
+        row = {c: _cell(raw.get(c)) for c in COLUMNS if c != "label"}
+        row_task = row["task"].strip() or task
+        if row_task not in TASKS:
+            problems.append(f"{where}, field 'task': {row_task!r} is not yesno or cloze")
+        elif row_task != task:
+            problems.append(
+                f"{where}, field 'task': {row_task!r} in a {task} file; one task per file"
+            )
+        row["task"] = task
+        if not row["prompt"].strip():
+            problems.append(f"{where}, field 'prompt': empty prompt; write the question/prefix")
+        if task == "yesno" or ("label" in raw and _cell(raw.get("label")).strip()):
+            label = _parse_label(raw.get("label"))
+            if label is None:
+                problems.append(
+                    f"{where}, field 'label': {_cell(raw.get('label'))!r} is not a label; "
+                    "use True/False (also accepted: true/false, 1/0)"
+                )
+            elif task == "cloze" and not label:
+                problems.append(f"{where}, field 'label': cloze rows are always True; drop it")
+        else:
+            label = True
+        row["label"] = bool(label)
+        if task == "cloze":
+            ans, cf = row["answer"], row["counterfactual"]
+            if not ans.strip():
+                problems.append(f"{where}, field 'answer': empty; give the correct object")
+            if not cf.strip():
+                problems.append(
+                    f"{where}, field 'counterfactual': empty; give another object of the "
+                    "same relation"
+                )
+            elif cf.strip().casefold() == ans.strip().casefold():
+                problems.append(
+                    f"{where}, field 'counterfactual': {cf!r} equals the correct answer; "
+                    "use a different object of the same relation"
+                )
+        else:
+            row["answer"] = row["counterfactual"] = ""
+        rel = row["relation"].strip()
+        if declares_relation and rel and rel not in KNOWN_RELATIONS:
+            problems.append(
+                f"{where}, field 'relation': unknown relation {rel!r}; use one of the "
+                "relation file names (e.g. country_capital_city) or factcircuits.datasets"
+                ".KNOWN_RELATIONS"
+            )
+        for c in COLUMNS:
+            out[c].append(row[c])
+
+    rows = pd.DataFrame(out, columns=COLUMNS)
+    rows["label"] = rows["label"].astype(bool)
+    _warn_duplicates(rows, path)
+    return rows, problems
+
+
+def _warn_duplicates(rows: pd.DataFrame, path) -> None:
+    key = rows["prompt"].str.strip() + "\x00" + rows["answer"].str.strip()
+    groups = key.groupby(key).groups
+    repeats = [list(idx) for idx in groups.values() if len(idx) > 1]
+    if repeats:
+        desc = "; ".join(
+            "rows " + ", ".join(str(i + 1) for i in idx) for idx in sorted(repeats)
+        )
+        warnings.warn(f"{path}: duplicate rows (same prompt and answer): {desc}", stacklevel=3)
+
+
+def validate_file(path: str | os.PathLike) -> list[str]:
+    """Every problem in the file (empty list: valid)."""
+    path = Path(path)
+    try:
+        _, text = read_text(path)
+        frame = parse_table(path, text)
+    except DatasetError as exc:
+        return [str(exc)]
+    return check_frame(frame, path)[1]
+
+
+def _raise_first(problems: list[str], path) -> None:
+    more = len(problems) - 1
+    tail = f" (+{more} more; see `factcircuits dataset validate {path}`)" if more else ""
+    raise DatasetError(problems[0] + tail)
+
+
+def load_dataset(name_or_path: str | os.PathLike = DEFAULT_DATASET, *,
+                 fill_counterfactuals: bool = True) -> FactDataset:
+    """Load a shipped dataset by name or a CSV/JSONL file by path; DatasetError if invalid.
+    Missing corrupted prompts of cloze rows are filled by `make_counterfactual` (seed 0)."""
+    name, path = resolve(name_or_path)
+    data, text = read_text(path)
+    rows, problems = check_frame(parse_table(path, text), path)
+    if problems:
+        _raise_first(problems, path)
+    if fill_counterfactuals:
+        rows = make_counterfactual(rows, seed=0)
+    task = rows["task"].iloc[0]
+    return FactDataset(name, path, hashlib.sha256(data).hexdigest(), task, rows)
+
+
+def from_frame(frame: pd.DataFrame, name: str = "in-memory") -> FactDataset:
+    """Validate an in-memory table (e.g. freshly generated) into a FactDataset."""
+    raw = frame.copy()
+    if "label" in raw.columns:
+        raw["label"] = raw["label"].map(lambda v: v if isinstance(v, bool) else _cell(v))
+    rows, problems = check_frame(raw, name)
+    if problems:
+        _raise_first(problems, name)
+    digest = hashlib.sha256(to_csv_bytes(rows)).hexdigest()
+    return FactDataset(name, Path(name), digest, rows["task"].iloc[0], rows)
+
+
+# ---------------------------------------------------------------- writing
+
+def to_csv_bytes(rows: pd.DataFrame) -> bytes:
+    frame = rows.reindex(columns=COLUMNS, fill_value="").copy()
+    frame["label"] = frame["label"].map(lambda b: "True" if bool(b) else "False")
+    return frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write via a temp file in the same folder and rename: readers see the old file or the
+    whole new one, never a partial write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def dataset_bytes(rows: pd.DataFrame, path: str | os.PathLike) -> bytes:
+    """Rows in schema column order, serialized as CSV or JSONL by the path's suffix."""
+    if Path(path).suffix.lower() in (".jsonl", ".ndjson"):
+        frame = rows.reindex(columns=COLUMNS, fill_value="")
+        lines = [json.dumps({k: (bool(v) if k == "label" else v) for k, v in rec.items()},
+                            ensure_ascii=False)
+                 for rec in frame.to_dict("records")]
+        return ("\n".join(lines) + "\n").encode("utf-8")
+    return to_csv_bytes(rows)
+
+
+def write_dataset(rows: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write rows (CSV or JSONL by suffix) atomically."""
+    return atomic_write_bytes(path, dataset_bytes(rows, path))
+
+
+# ---------------------------------------------------------------- counterfactual prompts
+
+def length_note(subject: str, other: str) -> str:
+    same_words = len(subject.split()) == len(other.split())
+    words = "same word count" if same_words else (
+        f"word count differs {len(subject.split())} vs {len(other.split())}")
+    chars = "same length" if len(subject) == len(other) else (
+        f"chars {len(subject)} vs {len(other)}")
+    return f"{words}, {chars}; token lengths are tokenizer-dependent"
+
+
+def pick_partner(subject: str, candidates: list[str], rng: random.Random) -> str:
+    """Prefer a subject with the same word count and a close character length, so that the
+    corrupted prompt usually tokenizes to the same length; ties broken by the seeded rng."""
+    words = len(subject.split())
+    same = [c for c in candidates if len(c.split()) == words] or candidates
+    best = min(abs(len(c) - len(subject)) for c in same)
+    close = sorted(c for c in same if abs(len(c) - len(subject)) <= best + 2)
+    return rng.choice(close)
+
+
+def make_counterfactual(rows: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Fill empty `corrupted_prompt`/`corrupted_subject` of cloze rows by swapping the subject
+    for another subject of the same relation whose answer differs (preferring the row whose
+    answer is this row's counterfactual, so the patching metric flips sign). Rows that cannot
+    be filled keep empty fields and say why in `corruption_note`. Returns a copy."""
+    rows = rows.copy()
+    rng = random.Random(seed)
+    for c in ("corrupted_prompt", "corrupted_subject", "corruption_note"):
+        if c not in rows.columns:
+            rows[c] = ""
+    for i in rows.index:
+        if rows.at[i, "corrupted_prompt"].strip():
+            continue
+        note = _fill_one(rows, i, rng)
+        if note and not rows.at[i, "corruption_note"].strip():
+            rows.at[i, "corruption_note"] = note
+    return rows
+
+
+def _fill_one(rows: pd.DataFrame, i, rng: random.Random) -> str:
+    row = rows.loc[i]
+    subject, relation = row["subject"].strip(), row["relation"].strip()
+    if row["task"] != "cloze":
+        return "not filled: yes/no rows need a derived or hand-written corrupted prompt"
+    if not subject or subject not in row["prompt"]:
+        return "not filled: subject missing or not in the prompt"
+    if not relation:
+        return "not filled: no relation, so no same-relation subject to swap in"
+    same_rel = rows[(rows["relation"].str.strip() == relation) & (rows["task"] == "cloze")]
+    ans = row["answer"].strip().casefold()
+    others = same_rel[(same_rel["answer"].str.strip().str.casefold() != ans)
+                      & (same_rel["subject"].str.strip() != subject)
+                      & (same_rel["subject"].str.strip() != "")]
+    if others.empty:
+        return "not filled: no other subject of this relation with a different answer"
+    matching = others[others["answer"].str.strip() == row["counterfactual"].strip()]
+    pool = matching if not matching.empty else others
+    partner = pick_partner(subject, sorted(set(pool["subject"].str.strip())), rng)
+    rows.at[i, "corrupted_subject"] = partner
+    rows.at[i, "corrupted_prompt"] = row["prompt"].replace(subject, partner, 1)
+    which = "its answer is the counterfactual" if not matching.empty else "different answer"
+    return f"subject swapped: {subject}→{partner} (same relation, {which}); " + length_note(
+        subject, partner)

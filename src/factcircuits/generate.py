@@ -1,0 +1,421 @@
+"""Generate fact datasets with OpenAI's chat API (as the original study did with gpt-4o), made
+repeatable: structured output with a JSON schema, bounded concurrency, retries with exponential
+backoff on 429/5xx/timeouts/malformed JSON, normalization, duplicate and near-duplicate removal,
+True/False balance topped up by asking again, a metadata sidecar, and atomic writes.
+
+The key comes from OPENAI_API_KEY only; OPENAI_BASE_URL points the client at any compatible
+server (the tests use a local one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import hashlib
+import json
+import os
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from factcircuits import __version__
+from factcircuits.datasets import (
+    COLUMNS,
+    atomic_write_bytes,
+    dataset_bytes,
+    from_frame,
+    length_note,
+)
+from factcircuits.errors import UserError
+
+DEFAULT_MODEL = "gpt-4o-2024-08-06"  # first gpt-4o snapshot with JSON-schema structured output
+
+# USD per million tokens (input, output), list prices; matched by longest model-name prefix.
+PRICES_PER_MTOK = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+}
+
+SYSTEM_PROMPT = (
+    "You write short, unambiguous factual test items used to probe what a small language "
+    "model knows. Use only well-known facts. False statements must be clearly false, not "
+    "debatable. Every item must mention its subject verbatim."
+)
+
+_ITEM_FIELDS = {
+    "yesno": {
+        "question": {"type": "string", "description": "a yes/no question ending with '?'"},
+        "answer": {"type": "boolean", "description": "true if the correct answer is yes"},
+        "subject": {"type": "string", "description": "the entity asked about, verbatim"},
+        "corrupted_subject": {
+            "type": "string",
+            "description": "a same-kind entity that flips the answer when substituted",
+        },
+    },
+    "cloze": {
+        "prompt": {"type": "string", "description": "sentence prefix; next word is the answer"},
+        "answer": {"type": "string", "description": "the correct next word(s)"},
+        "counterfactual": {"type": "string", "description": "a wrong answer of the same kind"},
+        "subject": {"type": "string", "description": "the entity in the prompt, verbatim"},
+        "corrupted_subject": {
+            "type": "string",
+            "description": "a same-kind entity whose correct answer is the counterfactual",
+        },
+    },
+}
+
+
+def response_schema(task: str) -> dict:
+    """OpenAI `response_format` for strict JSON-schema structured output."""
+    item = {"type": "object", "properties": _ITEM_FIELDS[task],
+            "required": list(_ITEM_FIELDS[task]), "additionalProperties": False}
+    schema = {"type": "object", "properties": {"items": {"type": "array", "items": item}},
+              "required": ["items"], "additionalProperties": False}
+    return {"type": "json_schema",
+            "json_schema": {"name": f"{task}_items", "strict": True, "schema": schema}}
+
+
+def request_text(task: str, topic: str, n_true: int, n_false: int, avoid: list[str]) -> str:
+    if task == "yesno":
+        ask = (f"Write {n_true + n_false} yes/no questions about {topic}: {n_true} whose "
+               f"correct answer is yes (answer=true) and {n_false} whose correct answer is no "
+               "(answer=false). Each question ends with a question mark.")
+    else:
+        ask = (f"Write {n_true} cloze prompts about {topic}: a sentence prefix whose next "
+               "word is a single well-known fact (e.g. prompt 'The capital of France is', "
+               "answer 'Paris', counterfactual 'Rome', subject 'France', corrupted_subject "
+               "'Italy').")
+    if avoid:
+        ask += " Do not repeat or paraphrase these existing items:\n" + "\n".join(
+            f"- {a.strip()}" for a in avoid)
+    return ask
+
+
+@dataclass
+class GenerateConfig:
+    topic: str
+    n: int
+    task: str = "yesno"
+    model: str = DEFAULT_MODEL
+    balance: float = 0.5  # fraction of True questions (yes/no only)
+    seed: int = 0
+    batch_size: int = 10  # items asked per request
+    concurrency: int = 4
+    max_attempts: int = 5  # per request, first try included
+    backoff: float = 1.0  # seconds before the first retry; doubles each retry
+    max_backoff: float = 30.0
+    timeout: float = 60.0  # per request, seconds
+    max_rounds: int = 4  # first round plus top-ups
+    temperature: float = 0.7
+    near_dup_ratio: float = 0.9  # difflib ratio at which two same-label items are duplicates
+
+    def check(self) -> None:
+        if self.task not in ("yesno", "cloze"):
+            raise UserError(f"--task {self.task!r}: use yesno or cloze")
+        if self.n < 1:
+            raise UserError(f"--n {self.n}: ask for at least one item")
+        if not 0.0 <= self.balance <= 1.0:
+            raise UserError(f"--balance {self.balance}: use a fraction between 0 and 1")
+        if not self.topic.strip():
+            raise UserError("--topic is empty; say what the facts should be about")
+
+
+@dataclass
+class Usage:
+    requests: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    malformed: int = 0
+
+
+@dataclass
+class Tally:
+    invalid: int = 0
+    duplicates: int = 0
+    near_duplicates: int = 0
+    extra: int = 0
+    dropped_examples: list[str] = field(default_factory=list)
+
+
+class MalformedResponse(Exception):
+    """The server answered 200 but the content is not the JSON we asked for."""
+
+
+# ---------------------------------------------------------------- normalization and dedupe
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def normalize_item(task: str, item: dict) -> dict | None:
+    """A schema row from one model item, or None if the item is unusable."""
+    subject = _one_line(item.get("subject", ""))
+    swap = _one_line(item.get("corrupted_subject", ""))
+    if task == "yesno":
+        question = _one_line(item.get("question", "")).rstrip(" ?.")
+        if not question or not isinstance(item.get("answer"), bool):
+            return None
+        prompt = question + "?\n"  # the study's format: question mark then newline
+        row = {"task": "yesno", "prompt": prompt, "label": item["answer"], "answer": "",
+               "counterfactual": ""}
+    else:
+        prompt = _one_line(item.get("prompt", "")).rstrip(" _.…")
+        answer = _one_line(item.get("answer", "")).strip(" .")
+        counterfactual = _one_line(item.get("counterfactual", "")).strip(" .")
+        if not (prompt and answer and counterfactual):
+            return None
+        if answer.casefold() == counterfactual.casefold():
+            return None
+        row = {"task": "cloze", "prompt": prompt, "label": True, "answer": " " + answer,
+               "counterfactual": " " + counterfactual}
+    row.update({"subject": "", "relation": "", "corrupted_prompt": "", "corrupted_subject": "",
+                "clue": "", "corruption_note": ""})
+    if subject and subject in prompt:
+        row["subject"] = subject
+        if swap and swap.casefold() != subject.casefold():
+            row["corrupted_subject"] = swap
+            row["corrupted_prompt"] = prompt.replace(subject, swap, 1)
+            row["corruption_note"] = (f"subject swapped: {subject}→{swap} (proposed by the "
+                                      "generating model; unchecked); "
+                                      + length_note(subject, swap))
+    if not row["corrupted_prompt"]:
+        row["corruption_note"] = "not filled: the generated item gave no usable subject swap"
+    return row
+
+
+def _key(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+
+
+def _group(row: dict) -> tuple:
+    return (row["label"], _key(row["answer"]))
+
+
+def is_near_duplicate(a: str, b: str, ratio: float) -> bool:
+    ka, kb = _key(a), _key(b)
+    if sorted(ka.split()) == sorted(kb.split()):
+        return True
+    return difflib.SequenceMatcher(None, ka, kb).ratio() >= ratio
+
+
+def add_unique(kept: list[dict], new: list[dict], ratio: float, tally: Tally) -> None:
+    """Append rows of `new` that are neither exact nor near duplicates of kept rows with the
+    same label/answer (near pairs with different truth values are useful minimal pairs)."""
+    for row in new:
+        same = [k for k in kept if _group(k) == _group(row)]
+        if any(_key(k["prompt"]) == _key(row["prompt"]) for k in same):
+            tally.duplicates += 1
+        elif any(is_near_duplicate(k["prompt"], row["prompt"], ratio) for k in same):
+            tally.near_duplicates += 1
+        else:
+            kept.append(row)
+            continue
+        if len(tally.dropped_examples) < 20:
+            tally.dropped_examples.append(row["prompt"].strip())
+
+
+# ---------------------------------------------------------------- calling the API
+
+def _describe(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    msg = _one_line(getattr(exc, "message", None) or str(exc) or type(exc).__name__)[:200]
+    return f"HTTP {status}: {msg}" if status else f"{type(exc).__name__}: {msg}"
+
+
+def parse_items(content: str | None) -> list[dict]:
+    if not content:
+        raise MalformedResponse("empty message content (refusal?)")
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError as exc:
+        raise MalformedResponse(f"not JSON ({exc.msg} at char {exc.pos})") from None
+    items = data.get("items") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise MalformedResponse("JSON without an 'items' list of objects")
+    return items
+
+
+class Generator:
+    def __init__(self, cfg: GenerateConfig, client):
+        self.cfg = cfg
+        self.client = client
+        self.usage = Usage()
+        self.tally = Tally()
+        self.semaphore = asyncio.Semaphore(max(1, cfg.concurrency))
+        self.jitter = random.Random(cfg.seed)
+        self.request_index = 0
+
+    async def ask(self, n_true: int, n_false: int, avoid: list[str]) -> list[dict]:
+        """One request (with retries) → normalized rows."""
+        import openai
+
+        cfg = self.cfg
+        seed = cfg.seed + self.request_index  # distinct per request, else batches repeat
+        self.request_index += 1
+        messages = [{"role": "system", "content": SYSTEM_PROMPT},
+                    {"role": "user",
+                     "content": request_text(cfg.task, cfg.topic, n_true, n_false, avoid)}]
+        last: BaseException | None = None
+        for attempt in range(1, cfg.max_attempts + 1):
+            try:
+                async with self.semaphore:
+                    self.usage.requests += 1
+                    resp = await self.client.chat.completions.create(
+                        model=cfg.model, messages=messages, seed=seed,
+                        temperature=cfg.temperature, response_format=response_schema(cfg.task),
+                    )
+                if resp.usage is not None:
+                    self.usage.prompt_tokens += resp.usage.prompt_tokens or 0
+                    self.usage.completion_tokens += resp.usage.completion_tokens or 0
+                items = parse_items(resp.choices[0].message.content if resp.choices else None)
+                rows = [normalize_item(cfg.task, i) for i in items]
+                self.tally.invalid += sum(r is None for r in rows)
+                return [r for r in rows if r is not None]
+            except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+                raise UserError(f"OpenAI refused the API key ({_describe(exc)}); check "
+                                "OPENAI_API_KEY") from None
+            except openai.RateLimitError as exc:
+                if getattr(exc, "code", None) == "insufficient_quota":
+                    raise UserError(f"OpenAI quota exhausted ({_describe(exc)}); check "
+                                    "billing") from None
+                last = exc
+            except (openai.BadRequestError, openai.NotFoundError,
+                    openai.UnprocessableEntityError) as exc:
+                raise UserError(f"OpenAI rejected the request ({_describe(exc)}); check "
+                                f"--model {cfg.model!r} supports JSON-schema output") from None
+            except (openai.InternalServerError, openai.APITimeoutError,
+                    openai.APIConnectionError) as exc:
+                last = exc
+            except openai.APIStatusError as exc:
+                if exc.status_code < 500 and exc.status_code not in (408, 409):
+                    raise UserError(f"OpenAI request failed ({_describe(exc)})") from None
+                last = exc
+            except MalformedResponse as exc:
+                self.usage.malformed += 1
+                last = exc
+            if attempt < cfg.max_attempts:
+                self.usage.retries += 1
+                delay = min(cfg.max_backoff, cfg.backoff * 2 ** (attempt - 1))
+                await asyncio.sleep(delay * (0.5 + 0.5 * self.jitter.random()))
+        raise UserError(f"gave up after {cfg.max_attempts} attempts ({_describe(last)}); "
+                        "try again later or lower --concurrency")
+
+    def chunks(self, n_true: int, n_false: int) -> list[tuple[int, int]]:
+        """Split a request for n_true/n_false items into batches, each balanced alike."""
+        out, total = [], n_true + n_false
+        done_t = done_f = 0
+        for start in range(0, total, self.cfg.batch_size):
+            size = min(self.cfg.batch_size, total - start)
+            t = round(n_true * (start + size) / total) - done_t
+            out.append((t, size - t))
+            done_t, done_f = done_t + t, done_f + size - t
+        return out
+
+    async def run(self) -> list[dict]:
+        cfg = self.cfg
+        if cfg.task == "yesno":
+            target = {True: round(cfg.n * cfg.balance), False: cfg.n - round(cfg.n * cfg.balance)}
+        else:
+            target = {True: cfg.n, False: 0}
+        kept: list[dict] = []
+        for _ in range(cfg.max_rounds):
+            have = {lab: sum(r["label"] == lab for r in kept) for lab in (True, False)}
+            need_t, need_f = (max(0, target[lab] - have[lab]) for lab in (True, False))
+            if need_t == 0 and need_f == 0:
+                break
+            avoid = [r["prompt"] for r in kept][-50:]  # cap the prompt size
+            batches = await asyncio.gather(*(self.ask(t, f, avoid)
+                                             for t, f in self.chunks(need_t, need_f)))
+            for rows in batches:  # request order, so the result is independent of timing
+                add_unique(kept, rows, cfg.near_dup_ratio, self.tally)
+        selected = {lab: [r for r in kept if r["label"] == lab][: target[lab]]
+                    for lab in (True, False)}
+        short = {lab: target[lab] - len(selected[lab]) for lab in (True, False)}
+        if any(short.values()):
+            raise UserError(
+                f"after {cfg.max_rounds} rounds still missing {short[True]} true and "
+                f"{short[False]} false items about {cfg.topic!r}; broaden --topic or lower --n"
+            )
+        chosen = {id(r) for lab in selected.values() for r in lab}
+        self.tally.extra = len(kept) - len(chosen)
+        return [r for r in kept if id(r) in chosen]  # keep generation order, labels mixed
+
+
+# ---------------------------------------------------------------- entry point
+
+def estimate_cost(model: str, usage: Usage) -> float | None:
+    matches = [p for p in PRICES_PER_MTOK if model.startswith(p)]
+    if not matches:
+        return None
+    price_in, price_out = PRICES_PER_MTOK[max(matches, key=len)]
+    return round((usage.prompt_tokens * price_in + usage.completion_tokens * price_out) / 1e6, 6)
+
+
+def sidecar_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.stem + ".meta.json")
+
+
+def make_client(cfg: GenerateConfig):
+    from openai import AsyncOpenAI
+
+    key = os.environ.get("OPENAI_API_KEY", "").strip()
+    if not key:
+        raise UserError("OPENAI_API_KEY is not set; export it in the environment (the key is "
+                        "read from the environment only)")
+    base_url = os.environ.get("OPENAI_BASE_URL") or None
+    # Retries are ours (backoff we control and count), so the client's own are off.
+    return AsyncOpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=cfg.timeout)
+
+
+async def _generate(cfg: GenerateConfig) -> tuple[list[dict], dict]:
+    client = make_client(cfg)
+    started = time.time()
+    try:
+        gen = Generator(cfg, client)
+        rows = await gen.run()
+    finally:
+        await client.close()
+    meta = {
+        "factcircuits_version": __version__,
+        "created_unix": round(started),
+        "elapsed_s": round(time.time() - started, 3),
+        "model": cfg.model,
+        "base_url": str(client.base_url),
+        "system_prompt": SYSTEM_PROMPT,
+        "request_template": request_text(cfg.task, cfg.topic, 0, 0, []).replace(" 0 ", " N "),
+        "response_format": response_schema(cfg.task),
+        "config": asdict(cfg),
+        "usage": asdict(gen.usage),
+        "cost_estimate_usd": estimate_cost(cfg.model, gen.usage),
+        "cost_note": "list prices per million tokens in factcircuits.generate.PRICES_PER_MTOK",
+        "cleaning": asdict(gen.tally),
+        "rows": len(rows),
+        "true_rows": sum(r["label"] for r in rows),
+    }
+    return rows, meta
+
+
+def generate_dataset(cfg: GenerateConfig, out: str | Path) -> tuple[pd.DataFrame, dict]:
+    """Generate, validate and write `out` (CSV/JSONL) plus `<stem>.meta.json`. On any error
+    nothing is written and an existing `out` is left as it was."""
+    cfg.check()
+    out = Path(out)
+    rows, meta = asyncio.run(_generate(cfg))
+    frame = from_frame(pd.DataFrame(rows, columns=COLUMNS), name=str(out)).rows
+    data = dataset_bytes(frame, out)
+    meta["output"] = out.name
+    meta["sha256"] = hashlib.sha256(data).hexdigest()
+    # Sidecar first, data last: the data file changes only once everything has succeeded.
+    atomic_write_bytes(sidecar_path(out),
+                       (json.dumps(meta, indent=2, default=str) + "\n").encode("utf-8"))
+    atomic_write_bytes(out, data)
+    return frame, meta
