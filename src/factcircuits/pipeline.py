@@ -176,11 +176,12 @@ def resolve_dataset(spec: str, root: Path) -> Path | None:
     try:  # the library's own resolver, when it has one
         from factcircuits import datasets
 
-        resolver = getattr(datasets, "dataset_path", None) or getattr(datasets, "resolve", None)
-        if resolver is not None:
-            return Path(resolver(spec)).resolve()
+        resolver = getattr(datasets, "resolve", None)
     except ImportError:
-        pass
+        resolver = None
+    if resolver is not None:
+        found = resolver(spec)  # raises a one-line DatasetError (a UserError) when unknown
+        return Path(found[1] if isinstance(found, tuple) else found).resolve()
     found = sorted(p for p in (root / "data").rglob(f"{spec}.*") if p.suffix in DATASET_SUFFIXES)
     if found:
         return found[0].resolve()

@@ -1,0 +1,157 @@
+"""The run pipeline on small fixture notebooks (tests/fixtures/notebooks): run folder and
+run.json, atomic replacement, failure handling, secret scan, CLI behaviour."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from factcircuits import pipeline
+from factcircuits.cli import main
+from factcircuits.errors import UserError
+from factcircuits.runid import make_run_id, slug
+
+FIXTURES = Path(__file__).parent / "fixtures"
+NOTEBOOKS = FIXTURES / "notebooks"
+DATASET = str(FIXTURES / "datasets" / "fixture.csv")
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def do_run(runs: Path, **overrides):
+    return pipeline.run(None, DATASET, overrides, notebooks_dir=NOTEBOOKS, runs_root=runs,
+                        progress=False)
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    return runs, do_run(runs)
+
+
+def test_run_folder_and_run_json_complete(good_run):
+    runs, result = good_run
+    assert result.status == "ok" and result.run_dir.parent == runs
+    assert result.run_id.startswith("default__fixture__")
+    files = {p.name for p in result.run_dir.iterdir()}
+    assert {"01_first.ipynb", "02_second.ipynb", "run.json", "model.json", "headline"} <= files
+    info = json.loads((result.run_dir / "run.json").read_text())
+    assert info["status"] == "ok" and info["run_id"] == result.run_id
+    assert info["parameters"]["n_prompts"] == 3 and "run_dir" not in info["parameters"]
+    assert info["model"] == {"name": "default", "dtype": "float32", "device": "cpu"}
+    assert info["dataset"]["path"] == "tests/fixtures/datasets/fixture.csv"
+    assert len(info["dataset"]["sha256"]) == 64
+    assert set(info["packages"]) == {"python", "torch", "transformers", "transformer-lens",
+                                     "papermill", "factcircuits"}
+    assert info["git"]["commit"] and info["started"] <= info["finished"]
+    assert [nb["name"] for nb in info["notebooks"]] == ["01_first", "02_second"]
+    assert all(nb["status"] == "ok" and nb["duration_s"] > 0 for nb in info["notebooks"])
+    assert info["headline"] == {"01_first": {"n_prompts": 3, "score": 0.5},
+                                "02_second": {"effect": 0.25}}
+    # no staging or failed leftovers next to the run
+    assert [p.name for p in runs.iterdir()] == [result.run_id]
+
+
+def test_executed_notebooks_have_no_errors_and_no_absolute_paths(good_run):
+    _, result = good_run
+    for path in result.run_dir.glob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+        assert not [o for o in outputs if o["output_type"] == "error"], path.name
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert 'run_dir = "."' in injected[0].source
+        assert str(Path.home()) + "/" not in path.read_text()
+        assert nb.metadata.papermill["output_path"] == path.name
+        # figures carry interactive HTML; plotly.js loaded once, inline
+        html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+        assert sum("plotly.js v" in h[:200] for h in html) == 1
+        assert any("plotly-graph-div" in h for h in html)
+
+
+def test_run_id_is_stable_and_reflects_overrides(tmp_path):
+    first = pipeline.plan_run(None, DATASET, {}, notebooks_dir=NOTEBOOKS, runs_root=tmp_path)
+    again = pipeline.plan_run(None, DATASET, {"seed": 0}, notebooks_dir=NOTEBOOKS,
+                              runs_root=tmp_path)
+    other = pipeline.plan_run(None, DATASET, {"seed": 1}, notebooks_dir=NOTEBOOKS,
+                              runs_root=tmp_path)
+    assert first.run_id == again.run_id != other.run_id
+    assert slug("HuggingFaceTB/SmolLM2-135M-Instruct") == "huggingfacetb-smollm2-135m-instruct"
+    assert make_run_id("a/b", "data/x.csv", {}).startswith("a-b__x__")
+    assert not list(tmp_path.iterdir())  # planning writes nothing
+
+
+def test_failing_parameter_keeps_last_good_run_and_failed_notebook(tmp_path):
+    good = do_run(tmp_path, fail=False)
+    before = tree_bytes(good.run_dir)
+    with pytest.raises(pipeline.RunFailed) as err:
+        pipeline.execute_run(_same_id_failing_plan(tmp_path, good.run_id), progress=False)
+    reason = str(err.value)
+    assert "02_second" in reason and "cell" in reason and "ValueError" in reason
+    assert "\n" not in reason
+    assert tree_bytes(good.run_dir) == before
+    failed = list((tmp_path / "_failed").iterdir())
+    assert len(failed) == 1 and failed[0].name.startswith(good.run_id)
+    partial = nbformat.read(failed[0] / "02_second.ipynb", as_version=4)
+    assert any(o["output_type"] == "error" for c in partial.cells for o in c.get("outputs", []))
+    assert json.loads((failed[0] / "run.json").read_text())["status"] == "failed"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("_staging")]
+
+
+def _same_id_failing_plan(runs: Path, run_id: str):
+    """A plan with fail=True that targets the good run's id (as a rerun of it would)."""
+    plan = pipeline.plan_run(None, DATASET, {"fail": True}, notebooks_dir=NOTEBOOKS,
+                             runs_root=runs)
+    plan.run_id = run_id
+    return plan
+
+
+def test_secret_scan_refuses_planted_key(tmp_path, monkeypatch):
+    fake = "sk-" + "A1b2C3d4" * 4
+    plan = pipeline.plan_run(None, DATASET, {}, notebooks_dir=NOTEBOOKS, runs_root=tmp_path,
+                             select=["01"])
+    # plant the key through the notebook's own output (not as a parameter: those are refused)
+    plan.parameters["leak"] = fake
+    with pytest.raises(pipeline.RunFailed) as err:
+        pipeline.execute_run(plan, progress=False)
+    assert "secret scan" in str(err.value) and "01_first.ipynb" in str(err.value)
+    assert fake not in str(err.value)
+    assert not (tmp_path / plan.run_id).exists()
+    assert len(list((tmp_path / "_failed").iterdir())) == 1
+
+
+def test_secrets_and_unknown_parameters_are_refused_up_front(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
+    cases = [({"bogus": 1}, "unknown parameter 'bogus'; known: model, dataset"),
+             ({"api_key": "abc"}, "secrets are read from the environment"),
+             ({"leak": "hf_" + "x" * 34}, "secrets come from the environment"),
+             ({"n_prompts": "many"}, "n_prompts='many': expected int")]
+    for overrides, message in cases:
+        with pytest.raises(UserError, match=message.replace("(", r"\(")):
+            pipeline.plan_run(None, DATASET, overrides, notebooks_dir=NOTEBOOKS,
+                              runs_root=tmp_path)
+    with pytest.raises(UserError, match="--dataset nosuch.csv: no such file"):
+        pipeline.plan_run(None, "nosuch.csv", {}, notebooks_dir=NOTEBOOKS, runs_root=tmp_path)
+    with pytest.raises(UserError, match="no_such_dataset_name"):
+        pipeline.plan_run(None, "no_such_dataset_name", {}, notebooks_dir=NOTEBOOKS,
+                          runs_root=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_run_json_last_line_and_errors(tmp_path, capsys):
+    args = ["run", "--dataset", DATASET, "--notebooks-dir", str(NOTEBOOKS), "--runs-dir",
+            str(tmp_path), "--notebooks", "01", "-p", "n_prompts=2", "--json", "--no-progress"]
+    assert main(args) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["status"] == "ok" and last["headline"]["01_first"]["n_prompts"] == 2
+    assert Path(last["run_dir"]).name == last["run_id"]
+    assert main(args[:-2] + ["-p", "nope=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown parameter 'nope'" in err
+    assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
+    assert last["run_id"] in capsys.readouterr().out
