@@ -143,7 +143,7 @@ def parse_table(path: Path, text: str) -> pd.DataFrame:
             if not isinstance(obj, dict):
                 raise DatasetError(f"{path}: line {n}: expected a JSON object per line")
             records.append(obj)
-        return pd.DataFrame.from_records(records, dtype=object)
+        return pd.DataFrame(records, dtype=object)
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except pd.errors.ParserError as exc:
