@@ -199,10 +199,20 @@ def _group(row: dict) -> tuple:
     return (row["label"], _key(row["answer"]))
 
 
+def _entities(text: str) -> set[str]:
+    """Capitalized or numeric words after the first: a cheap proxy for the named entities."""
+    words = re.sub(r"[^\w\s]", " ", text).split()[1:]
+    return {w for w in words if w[0].isupper() or any(ch.isdigit() for ch in w)}
+
+
 def is_near_duplicate(a: str, b: str, ratio: float) -> bool:
+    """Same words reordered, or nearly the same text about the same entities (so "Is Paris
+    in Spain?" and "Is Paris in Italy?" stay two facts)."""
     ka, kb = _key(a), _key(b)
     if sorted(ka.split()) == sorted(kb.split()):
         return True
+    if _entities(a) != _entities(b):
+        return False
     return difflib.SequenceMatcher(None, ka, kb).ratio() >= ratio
 
 
