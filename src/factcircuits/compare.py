@@ -48,6 +48,6 @@ def comparison_figures(table: pd.DataFrame, max_metrics: int = 12) -> list:
             continue
         fig = px.bar(data, x="dataset", y=metric, color="model", barmode="group",
                      hover_data=["run_id"], title=metric)
-        fig.update_layout(height=360, margin=dict(t=50, b=40))
+        fig.update_layout(height=360, margin={"t": 50, "b": 40})
         figures.append(fig)
     return figures

@@ -239,7 +239,7 @@ class RunResult:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _notebook_params(plan: RunPlan, nb: Notebook, cwd_depth_dir: Path) -> dict[str, Any]:
@@ -361,7 +361,7 @@ def execute_run(plan: RunPlan, *, progress: bool = True, stream=None) -> RunResu
                     kernel_name=spec.get("name", "python3"),
                     language=spec.get("language", "python"), cwd=str(staging),
                     progress_bar=False, stdout_file=stream, stderr_file=stream)
-            except Exception as exc:  # papermill raises many kinds; all mean "this run failed"
+            except Exception as exc:  # noqa: BLE001 -- papermill raises many kinds; all = failed
                 reason = _failure_reason(nb, exc)
             finally:
                 record |= {"duration_s": round(time.perf_counter() - t0, 3),

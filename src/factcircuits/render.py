@@ -50,7 +50,7 @@ def render_quarto(to: str, root: Path) -> list[Path]:
     write_generated(root)  # pre-render does it too; here so the version is known below
     formats = {"html": ["html"], "pdf": ["typst"], "all": ["html", "typst"]}[to]
     for fmt in formats:
-        proc = subprocess.run(["quarto", "render", "--to", fmt], cwd=root)
+        proc = subprocess.run(["quarto", "render", "--to", fmt], check=False, cwd=root)
         if proc.returncode != 0:
             raise UserError(f"quarto render --to {fmt} failed (exit {proc.returncode}); "
                             "see its output above")
@@ -106,13 +106,13 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
         f"<style>{_CSS}</style>",
         f"<script type='text/javascript'>{get_plotlyjs()}</script>",  # the only copy
         "</head><body>",
-        "<div class='preview-banner'><strong>PREVIEW</strong>: rendered without Quarto "
-        "(nbconvert). The full write-up with narrative, cross-references and PDF needs "
-        "<code>quarto render</code>.</div>",
+        ("<div class='preview-banner'><strong>PREVIEW</strong>: rendered without Quarto "
+         "(nbconvert). The full write-up with narrative, cross-references and PDF needs "
+         "<code>quarto render</code>.</div>"),
         "<h1>factcircuits: where language models store and retrieve facts</h1>",
-        f"<p class='version'>Version <strong>{esc(info['version'])}</strong> · factcircuits "
-        f"{esc(info['package'])} · commit <code>{esc(info['commit'])}</code> · rendered "
-        f"{esc(info['date'])} · runs: {esc(', '.join(info['runs']) or 'none')}</p>",
+        (f"<p class='version'>Version <strong>{esc(info['version'])}</strong> · factcircuits "
+         f"{esc(info['package'])} · commit <code>{esc(info['commit'])}</code> · rendered "
+         f"{esc(info['date'])} · runs: {esc(', '.join(info['runs']) or 'none')}</p>"),
         "<h2>Runs</h2>",
     ]
     if runs:

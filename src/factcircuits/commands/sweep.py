@@ -55,7 +55,7 @@ def handle(args) -> int:
         model, dataset = pair
         cmd = [sys.executable, "-m", "factcircuits.cli", "run", "--model", model, "--dataset",
                dataset, "--json", "--no-progress", *passthrough]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, text=True)
         lines = proc.stdout.strip().splitlines()
         try:
             result = json.loads(lines[-1])

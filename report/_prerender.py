@@ -1,0 +1,5 @@
+"""Quarto pre-render: write report/_generated/ (version stamp, run sections) from the runs present."""
+
+from factcircuits.report_pages import main
+
+main()
