@@ -1,0 +1,100 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Task check: does the model know these facts?
+#
+# Before asking *where* a model stores a fact, check *that* it retrieves it. This notebook
+# scores every prompt with every metric of the task, shows the model's top next tokens, and
+# keeps the prompts the model gets right for the mechanistic analyses that follow.
+
+# %% tags=["parameters"]
+model = "default"
+dataset = ""  # empty: the default dataset of the task (paris-cloze / paris-yesno)
+task = "cloze"
+prompt_format = "raw"
+answer_map = "yesno_default"
+device = "auto"
+dtype = ""
+batch_size = 16
+n_prompts = 0  # 0: every prompt
+seed = 0
+run_dir = "."
+top_k = 5
+
+# %% tags=["remove-cell"]
+from IPython.display import Markdown, display  # noqa: E402
+
+from factcircuits.display import init_notebook  # noqa: E402
+from factcircuits.session import open_session  # noqa: E402
+
+init_notebook()
+session = open_session(model=model, dataset=dataset, task=task, prompt_format=prompt_format,
+                       answer_map=answer_map, device=device, dtype=dtype, batch_size=batch_size,
+                       n_prompts=n_prompts, seed=seed, run_dir=run_dir)
+
+# %%
+import plotly.express as px  # noqa: E402
+
+from factcircuits import task_check  # noqa: E402
+from factcircuits.results import save_headline, save_table  # noqa: E402
+
+NOTEBOOK = "01_task_check"
+report = task_check.check(session, top_k=top_k)
+display(Markdown(report.summary_markdown()))
+
+# %% [markdown]
+# ## Model and dataset
+
+# %%
+display(report.model_table)
+
+# %% [markdown]
+# ## Top next tokens per prompt
+#
+# The model's own ranking at the position where the answer is read, as data rather than
+# printout.
+
+# %%
+display(report.top_tokens_wide)
+
+# %% [markdown]
+# ## Every metric, per prompt
+#
+# Signs are set by the label: positive means the model leans towards the right answer.
+
+# %%
+display(Markdown(task_check.metric_explanation(session.task)))
+display(report.per_prompt_display)
+
+# %%
+fig = px.bar(report.per_prompt, x="short_prompt", y="metric", color="label_text",
+             labels={"metric": report.main_metric, "short_prompt": "prompt",
+                     "label_text": "label"},
+             title=f"{report.main_metric} per prompt (positive = right)")
+fig.update_layout(xaxis_tickangle=-40, height=460)
+fig.show()
+
+# %% [markdown]
+# ## Prompts kept for the mechanistic analyses
+
+# %%
+display(Markdown(report.filter_markdown()))
+if len(report.dropped):
+    display(report.dropped)
+
+# %% tags=["remove-cell"]
+_ = save_table(run_dir, NOTEBOOK, "per_prompt", report.per_prompt)
+save_table(run_dir, NOTEBOOK, "top_tokens", report.top_tokens)
+save_table(run_dir, NOTEBOOK, "dropped", report.dropped)
+report.filtered_rows.to_csv(f"{run_dir}/{task_check.FILTERED_FILE}", index=False)
+_ = save_headline(run_dir, NOTEBOOK, report.headline)

@@ -1,0 +1,62 @@
+"""`factcircuits inspect`: top-k next tokens for one prompt, optionally with the cloze metrics."""
+
+from __future__ import annotations
+
+import json
+
+from factcircuits.answers import first_token_id
+from factcircuits.forward import final_logits
+from factcircuits.metrics import cloze_metrics
+from factcircuits.tokens import PROMPT_FORMATS, encode, format_prompt
+from factcircuits.topk import top_k_table
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("inspect", help="top-k next tokens for a prompt")
+    parser.add_argument("--model", default="default", help="model spec (default: embedded)")
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--answer", help="correct answer, e.g. ' Paris' (leading space matters)")
+    parser.add_argument("--counterfactual", help="counterfactual answer, e.g. ' Rome'")
+    parser.add_argument("--format", default="raw", choices=PROMPT_FORMATS, dest="prompt_format")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from factcircuits.errors import UserError
+    from factcircuits.models import load_model
+
+    if args.k < 1:
+        raise UserError(f"--k {args.k}: must be at least 1")
+    if bool(args.answer) != bool(args.counterfactual) and args.counterfactual:
+        raise UserError("--counterfactual needs --answer too")
+    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    text = format_prompt(args.prompt, args.prompt_format, lm.tokenizer, task="cloze")
+    logits = final_logits(lm.model, encode(lm.tokenizer, [text], args.prompt_format))
+    table = top_k_table(logits, lm.tokenizer, args.k)
+    result = {
+        "model": lm.provenance["resolved_name"], "prompt": args.prompt,
+        "top_tokens": table[["token", "logit", "prob"]].to_dict(orient="records"),
+    }
+    if args.answer:
+        answer_id, single = first_token_id(lm.tokenizer, args.answer)
+        cf_id = first_token_id(lm.tokenizer, args.counterfactual)[0] if args.counterfactual \
+            else answer_id
+        row = cloze_metrics(logits, [answer_id], [cf_id]).iloc[0]
+        result.update(p_answer=float(row["p_answer"]), answer_rank=int(row["rank"]),
+                      answer_single_token=single)
+        if args.counterfactual:
+            result.update(logit_diff=float(row["logit_diff"]),
+                          p_counterfactual=float(row["p_counterfactual"]))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['model']} · {args.prompt!r}")
+    print(table[["rank", "token", "logit", "prob"]].to_string(index=False))
+    for key in ("logit_diff", "p_answer", "answer_rank"):
+        if key in result:
+            print(f"{key}: {result[key]:.4g}")
+    return 0

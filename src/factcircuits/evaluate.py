@@ -1,0 +1,122 @@
+"""A dataset made ready for one model: formatted prompts, answer token ids, label signs, and the
+task's main metric as a function of final-position logits. Every analysis starts from this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+
+from factcircuits import metrics
+from factcircuits.answers import AnswerSets, answer_sets, first_token_id, load_answer_map
+from factcircuits.datasets import FactDataset
+from factcircuits.forward import final_logits
+from factcircuits.tokens import Batch, encode, format_prompt
+
+
+@dataclass
+class PreparedTask:
+    task: str  # "yesno" | "cloze"
+    prompt_format: str
+    rows: pd.DataFrame  # the dataset rows kept, index 0..n-1
+    prompts: list[str]  # formatted clean prompts
+    corrupted_prompts: list[str]  # formatted counterfactual prompts ("" where none)
+    signs: torch.Tensor  # [n] +1 true statement / cloze, −1 false statement
+    answer_sets: AnswerSets | None = None  # yes/no
+    answer_ids: torch.Tensor | None = None  # cloze [n]
+    cf_ids: torch.Tensor | None = None  # cloze [n]
+    dropped: pd.DataFrame = field(default_factory=pd.DataFrame)  # rows left out, with reason
+
+    @property
+    def main_metric(self) -> str:
+        return metrics.MAIN_METRIC[self.task]
+
+    def metric(self, logits: torch.Tensor, index=None) -> torch.Tensor:
+        """The task's main metric, label-signed, for final-position logits [batch, vocab] of
+        prompts `index` (default: all, in order) → [batch]."""
+        index = slice(None) if index is None else index
+        if self.task == "yesno":
+            raw = metrics.log_odds(logits, self.answer_sets.true_ids, self.answer_sets.false_ids)
+            return raw * self.signs[index].to(raw.device)
+        return metrics.logit_diff(logits, self.answer_ids[index], self.cf_ids[index])
+
+    def metric_table(self, logits: torch.Tensor) -> pd.DataFrame:
+        if self.task == "yesno":
+            sets = self.answer_sets
+            table = metrics.yesno_metrics(logits, sets.true_ids, sets.false_ids, self.signs > 0)
+        else:
+            table = metrics.cloze_metrics(logits, self.answer_ids, self.cf_ids)
+        table.insert(0, "metric", table[self.main_metric])
+        return table
+
+    def clean_batch(self, tokenizer) -> Batch:
+        return encode(tokenizer, self.prompts, self.prompt_format)
+
+    def corrupted_batch(self, tokenizer) -> Batch:
+        return encode(tokenizer, self.corrupted_prompts, self.prompt_format)
+
+    def subset(self, keep) -> "PreparedTask":
+        """Only the rows at positions `keep` (a list of ints or a boolean mask)."""
+        keep = torch.as_tensor(keep)
+        if keep.dtype == torch.bool:
+            keep = keep.nonzero().flatten()
+        idx = keep.tolist()
+        pick = lambda t: None if t is None else t[keep]  # noqa: E731
+        return PreparedTask(
+            self.task, self.prompt_format, self.rows.iloc[idx].reset_index(drop=True),
+            [self.prompts[i] for i in idx], [self.corrupted_prompts[i] for i in idx],
+            self.signs[keep], self.answer_sets, pick(self.answer_ids), pick(self.cf_ids),
+            self.dropped,
+        )
+
+
+def prepare(lm, dataset: FactDataset, prompt_format: str = "raw", answer_map: str | None = None,
+            n_prompts: int | None = None, drop_multi_token: bool = False) -> PreparedTask:
+    """Format prompts, map answers to token ids, and drop rows that cannot be scored (reported
+    in `.dropped`). `n_prompts` caps the rows (the first n, for quick runs)."""
+    tokenizer = lm.tokenizer
+    rows = dataset.rows.reset_index(drop=True)
+    if n_prompts:
+        rows = rows.head(int(n_prompts))
+    task = dataset.task
+    fmt = lambda text: format_prompt(text, prompt_format, tokenizer, task)  # noqa: E731
+    prompts = [fmt(p) for p in rows["prompt"]]
+    corrupted = [fmt(p) if p else "" for p in rows["corrupted_prompt"].fillna("")]
+    signs = metrics.label_signs(rows["label"])
+    if task == "yesno":
+        sets = answer_sets(tokenizer, load_answer_map(answer_map or "yesno_default"),
+                           drop_multi_token=drop_multi_token)
+        return PreparedTask(task, prompt_format, rows, prompts, corrupted, signs, answer_sets=sets)
+
+    answer, cf, reasons = [], [], []
+    for a, c in zip(rows["answer"], rows["counterfactual"]):
+        (a_id, _), (c_id, _) = first_token_id(tokenizer, a), first_token_id(tokenizer, c)
+        answer.append(a_id)
+        cf.append(c_id)
+        reasons.append("answer and counterfactual share their first token" if a_id == c_id
+                       else "")
+    prepared = PreparedTask(task, prompt_format, rows, prompts, corrupted, signs,
+                            answer_ids=torch.tensor(answer), cf_ids=torch.tensor(cf))
+    keep = [i for i, r in enumerate(reasons) if not r]
+    if len(keep) == len(rows):
+        return prepared
+    dropped = rows.assign(reason=reasons).loc[[bool(r) for r in reasons]]
+    prepared = prepared.subset(keep)
+    prepared.dropped = dropped
+    return prepared
+
+
+def score(lm, prepared: PreparedTask, batch_size: int = 16, progress: bool = False):
+    """Final-position logits and the per-prompt metric table (rows + all metrics)."""
+    logits = final_logits(lm.model, prepared.clean_batch(lm.tokenizer), batch_size, progress)
+    table = pd.concat([prepared.rows, prepared.metric_table(logits)], axis=1)
+    return logits, table
+
+
+def score_dataset(lm, dataset: FactDataset, prompt_format: str = "raw",
+                  answer_map: str | None = None, batch_size: int = 16) -> pd.DataFrame:
+    """One row per scorable dataset row: its columns plus every metric of the task, `metric`
+    (the main one, positive = right) and `correct`."""
+    _, table = score(lm, prepare(lm, dataset, prompt_format, answer_map), batch_size)
+    return table

@@ -1,0 +1,104 @@
+"""What every analysis notebook does first: load the model and dataset named by its parameters,
+prepare the task, and keep the prompts the model gets right for the mechanistic analyses.
+
+Notebooks call `open_session(**parameters)` and then only use the library and `Session`."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from factcircuits.datasets import load_dataset
+from factcircuits.errors import UserError
+from factcircuits.evaluate import PreparedTask, prepare, score
+from factcircuits.models import LoadedModel, load_model
+
+DEFAULT_DATASET_FOR_TASK = {"cloze": "paris-cloze", "yesno": "paris-yesno"}
+_MODELS: dict[tuple, LoadedModel] = {}  # one load per kernel, whatever the notebook asks
+
+
+@dataclass
+class Session:
+    params: dict[str, Any]
+    lm: LoadedModel
+    dataset: Any  # FactDataset
+    task: PreparedTask  # every usable row (capped by n_prompts)
+    run_dir: Path
+    batch_size: int
+
+    @property
+    def model(self):
+        return self.lm.model
+
+    @property
+    def tokenizer(self):
+        return self.lm.tokenizer
+
+    def score(self, prepared: PreparedTask | None = None, progress: bool = False):
+        return score(self.lm, prepared or self.task, self.batch_size, progress)
+
+    def known(self) -> tuple[PreparedTask, str]:
+        """The prompts the model answers correctly, and a sentence saying what was kept.
+        Falls back to every prompt when the model gets none right (at chance)."""
+        _, table = self.score()
+        keep = table["correct"].to_numpy()
+        if keep.sum() == 0:
+            return self.task, ("the model answers no prompt correctly, so the analyses below "
+                               "use all prompts: they describe how it computes a wrong answer")
+        note = f"{int(keep.sum())} of {len(keep)} prompts the model answers correctly"
+        return self.task.subset(torch.as_tensor(keep)), note
+
+    def patchable(self, prepared: PreparedTask) -> tuple[PreparedTask, pd.DataFrame]:
+        """Rows whose corrupted prompt has the same token length as the clean one (activation
+        patching compares the same positions); the others are returned with the reason."""
+        clean = prepared.clean_batch(self.tokenizer).lengths
+        corrupt = prepared.corrupted_batch(self.tokenizer).lengths
+        has_cf = torch.tensor([bool(p) for p in prepared.corrupted_prompts])
+        ok = (clean == corrupt) & has_cf
+        reasons = ["no corrupted prompt" if not h else
+                   f"token lengths differ ({int(a)} clean vs {int(b)} corrupted)"
+                   for h, a, b in zip(has_cf, clean, corrupt)]
+        dropped = prepared.rows.assign(reason=reasons).loc[(~ok).numpy()]
+        return prepared.subset(ok), dropped
+
+
+def open_session(model: str = "default", dataset: str = "", task: str = "cloze",
+                 prompt_format: str = "raw", answer_map: str = "yesno_default",
+                 device: str = "auto", dtype: str = "", batch_size: int = 16,
+                 n_prompts: int = 0, seed: int = 0, run_dir: str = ".",
+                 drop_multi_token_answers: bool = True, **_ignored: Any) -> Session:
+    """`dataset=""` means the default dataset of `task`. Extra notebook-specific parameters
+    are ignored here."""
+    if task not in DEFAULT_DATASET_FOR_TASK:
+        raise UserError(f"task={task!r}: use 'cloze' or 'yesno'")
+    seed_everything(seed)
+    key = (model, device, dtype or "")
+    if key not in _MODELS:
+        _MODELS[key] = load_model(model, device=device, dtype=dtype or None)
+    lm = _MODELS[key]
+    data = load_dataset(dataset or DEFAULT_DATASET_FOR_TASK[task])
+    if data.task != task:
+        raise UserError(f"dataset {data.name!r} is a {data.task} dataset but task={task!r}: "
+                        f"pass task={data.task!r} or a {task} dataset")
+    prepared = prepare(lm, data, prompt_format, answer_map, n_prompts or None,
+                       drop_multi_token=drop_multi_token_answers)
+    out = Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.json").write_text(json.dumps(lm.provenance, indent=2) + "\n")
+    params = dict(model=model, dataset=data.name, task=task, prompt_format=prompt_format,
+                  answer_map=answer_map, device=lm.provenance["device"], dtype=lm.provenance["dtype"],
+                  batch_size=batch_size, n_prompts=n_prompts, seed=seed)
+    return Session(params, lm, data, prepared, out, batch_size)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

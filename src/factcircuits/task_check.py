@@ -1,0 +1,145 @@
+"""The task check behind notebook 01: score every prompt with every metric, top-k tokens,
+accuracy against chance, and the prompts kept for the mechanistic analyses."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from factcircuits.topk import top_k_table
+
+FILTERED_FILE = "filtered_dataset.csv"
+
+def metric_explanation(prepared) -> str:
+    """Why the task's metrics exist side by side (set sizes come from the answer sets)."""
+    if prepared.task == "cloze":
+        return (
+            "**Metrics.** *Logit difference* logit(correct) − logit(counterfactual) compares "
+            "the fact with a plausible alternative of the same relation and is linear in the "
+            "residual stream (the metric for attribution and patching); *P(correct)* and the "
+            "*rank* of the correct token say how confidently the model actually produces it."
+        )
+    n_true, n_false = len(prepared.answer_sets.true_ids), len(prepared.answer_sets.false_ids)
+    return (
+        f"**Why three metrics.** The *summed logit difference* (the original study's first "
+        f"metric) adds {n_true} True logits and subtracts {n_false} False ones, so it is biased "
+        "by the set sizes and moves with logit shifts that change no probability. The "
+        "*probability-mass difference* P(True set) − P(False set) fixes that but saturates "
+        "near ±1. The *log-odds* log P(True set)/P(False set) = logsumexp(True) − "
+        "logsumexp(False) is unbiased by set sizes, unbounded, and close to linear in the "
+        "residual stream, so it is the metric the attribution and patching notebooks use."
+    )
+
+
+def binomial_two_sided_p(successes: int, n: int, p: float = 0.5) -> float:
+    """Exact two-sided binomial test: the probability of an outcome at most as likely."""
+    if n == 0:
+        return 1.0
+    pmf = [math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)]
+    observed = pmf[successes]
+    return min(1.0, sum(q for q in pmf if q <= observed * (1 + 1e-9)))
+
+
+def auc(scores, labels) -> float:
+    """Probability that a random true statement scores above a random false one."""
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    if not pos or not neg:
+        return float("nan")
+    wins = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg)
+    return wins / (len(pos) * len(neg))
+
+
+@dataclass
+class TaskCheckReport:
+    task: str
+    main_metric: str
+    model_table: pd.DataFrame
+    per_prompt: pd.DataFrame
+    top_tokens: pd.DataFrame
+    dropped: pd.DataFrame
+    filtered_rows: pd.DataFrame
+    headline: dict
+
+    @property
+    def per_prompt_display(self) -> pd.DataFrame:
+        cols = ["prompt", "label", "answer", "counterfactual", "metric", "log_odds",
+                "prob_mass_diff", "logit_diff_sum", "p_true_set", "p_false_set", "logit_diff",
+                "p_answer", "rank", "correct"]
+        shown = [c for c in cols if c in self.per_prompt.columns
+                 and not (self.task == "yesno" and c in ("answer", "counterfactual"))]
+        return self.per_prompt[shown].round(4)
+
+    @property
+    def top_tokens_wide(self) -> pd.DataFrame:
+        table = self.top_tokens.assign(
+            cell=lambda t: t["token"].map(repr) + " " + t["prob"].map("{:.2f}".format))
+        wide = table.pivot(index="prompt_index", columns="rank", values="cell")
+        wide.columns = [f"#{c}" for c in wide.columns]
+        wide.insert(0, "prompt", self.per_prompt["short_prompt"].to_numpy())
+        return wide.reset_index(drop=True)
+
+    def summary_markdown(self) -> str:
+        h = self.headline
+        text = (f"**{h['n_prompts']} prompts**, accuracy **{h['accuracy']:.0%}**, mean "
+                f"{self.main_metric} **{h['mean_metric']:+.3f}**.")
+        if self.task == "yesno":
+            text += (f" AUC of the log-odds against the labels: **{h['auc']:.2f}**; two-sided "
+                     f"binomial test against 50%: p = {h['p_vs_chance']:.3g}.")
+            if h["at_chance"]:
+                text += (" **The model is at chance on this task**: it does not separate true "
+                         "from false statements, so the later notebooks describe how it "
+                         "produces its (uninformed) answer, not how it verifies a fact.")
+        return text
+
+    def filter_markdown(self) -> str:
+        h = self.headline
+        if h["n_kept"] == 0:
+            return ("The model answers **no** prompt correctly; the later notebooks fall back "
+                    "to all prompts and say so.")
+        return (f"Kept **{h['n_kept']}** of {h['n_prompts']} prompts the model answers "
+                f"correctly; {h['n_dropped']} dropped (listed below with the reason).")
+
+
+def check(session, top_k: int = 5) -> TaskCheckReport:
+    prepared = session.task
+    logits, table = session.score(progress=True)
+    table["short_prompt"] = table["prompt"].str.strip().str.slice(0, 48)
+    table["label_text"] = table["label"].map({True: "true", False: "false"})
+    if prepared.task == "cloze":
+        table["label_text"] = "fact"
+    top = top_k_table(logits, session.tokenizer, top_k, prompts=table["short_prompt"].tolist())
+    wrong = table.loc[~table["correct"]].assign(reason="answered incorrectly")
+    unscorable = prepared.dropped
+    dropped = pd.concat([wrong, unscorable], ignore_index=True) if len(unscorable) else wrong
+    kept = table.loc[table["correct"], prepared.rows.columns]
+
+    n, correct = len(table), int(table["correct"].sum())
+    headline = {
+        "task": prepared.task, "n_prompts": n, "accuracy": correct / n,
+        "mean_metric": float(table["metric"].mean()), "main_metric": prepared.main_metric,
+        "n_kept": correct, "n_dropped": int(len(dropped)),
+        **{f"mean_{c}": float(table[c].mean()) for c in
+           ("log_odds", "prob_mass_diff", "logit_diff_sum", "logit_diff", "p_answer")
+           if c in table},
+    }
+    if prepared.task == "yesno":
+        raw = table["metric"] * prepared.signs.numpy()  # unsigned log-odds
+        headline["auc"] = auc(raw.tolist(), table["label"].tolist())
+        headline["p_vs_chance"] = binomial_two_sided_p(correct, n)
+        headline["at_chance"] = bool(headline["p_vs_chance"] > 0.05)
+        if session.task.answer_sets.dropped:
+            headline["dropped_answer_words"] = sorted(session.task.answer_sets.dropped)
+    else:
+        headline["at_chance"] = correct == 0
+    model_table = pd.DataFrame(
+        [{"field": k, "value": str(v)} for k, v in session.lm.provenance.items()
+         if k != "versions"]
+        + [{"field": "dataset", "value": f"{session.dataset.name} ({len(session.dataset)} rows, "
+            f"sha256 {session.dataset.sha256[:12]})"},
+           {"field": "prompt format", "value": prepared.prompt_format}]
+    )
+    return TaskCheckReport(prepared.task, prepared.main_metric, model_table, table, top,
+                           dropped, kept, headline)
