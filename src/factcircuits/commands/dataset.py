@@ -130,11 +130,14 @@ def _copy_license(folder: Path, dest: Path) -> None:
 # ---------------------------------------------------------------- filter
 
 def split_by_margin(rows: pd.DataFrame, metric: pd.Series, min_margin: float):
-    """(kept, dropped): kept rows have metric > min_margin; dropped rows carry their metric."""
-    metric = pd.Series(metric.to_numpy(), index=rows.index, dtype=float)
+    """(kept, dropped): kept rows have metric > min_margin; dropped rows carry their metric
+    and the reason (a NaN metric means the model could not score the row)."""
+    metric = metric.reindex(rows.index).astype(float)
     keep = metric > min_margin
     dropped = rows[~keep].copy()
     dropped["metric"] = metric[~keep]
+    dropped["reason"] = [f"metric <= {min_margin}" if pd.notna(m) else "not scorable"
+                         for m in dropped["metric"]]
     return rows[keep].copy(), dropped
 
 
@@ -155,11 +158,15 @@ def cmd_filter(args) -> int:
     except ImportError as exc:
         raise UserError(f"model scoring is not available ({exc}); install the full package")
     lm = load_model(args.model)
-    scores = score_dataset(lm, ds, prompt_format=args.prompt_format,
+    # score_dataset may leave out unscorable rows; a row number column maps scores back.
+    tagged = datasets.FactDataset(ds.name, ds.path, ds.sha256, ds.task,
+                                  ds.rows.assign(_row=range(len(ds.rows))))
+    scores = score_dataset(lm, tagged, prompt_format=args.prompt_format,
                            answer_map=args.answer_map, batch_size=args.batch_size)
-    if len(scores) != len(ds.rows) or "metric" not in scores:
+    if "metric" not in scores or "_row" not in scores:
         raise UserError("scoring returned no per-row 'metric'; cannot filter")
-    kept, dropped = split_by_margin(ds.rows, scores["metric"], args.min_margin)
+    metric = pd.Series(scores["metric"].to_numpy(), index=ds.rows.index[scores["_row"]])
+    kept, dropped = split_by_margin(ds.rows, metric, args.min_margin)
     out = Path(args.out)
     dropped_path = out.with_name(out.stem + ".dropped.csv")
     meta = {"source": ds.name, "source_path": str(ds.path), "source_sha256": ds.sha256,
@@ -179,7 +186,7 @@ def cmd_filter(args) -> int:
 
 
 def _dropped_csv(dropped: pd.DataFrame) -> bytes:
-    frame = dropped.reindex(columns=datasets.COLUMNS + ["metric"], fill_value="").copy()
+    frame = dropped.reindex(columns=[*datasets.COLUMNS, "metric", "reason"], fill_value="")
     frame["label"] = frame["label"].map(lambda b: "True" if bool(b) else "False")
     return frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
 
