@@ -1,0 +1,361 @@
+"""Direct logit attribution (DLA): how much each component writes along the answer direction at
+the last token, by layer (attention / MLP), by head, and by MLP neuron.
+
+The final logits of a model are `normalise(resid_final) @ W_U + b_U`, with resid_final =
+embeddings + Σ_l attn_out_l + Σ_l mlp_out_l. Freezing the final norm's scale at its value on
+resid_final (what TransformerLens's `cache.apply_ln_to_stack` does; with LayerNorm each
+component is also centred), every component's DLA is `(component / scale) · direction`, and the
+components plus the unembedding bias term sum to the metric.
+
+Answer directions (`answer_direction`):
+  cloze      W_U[:, answer] − W_U[:, counterfactual]; the metric logit_diff is linear in the
+             logits, so the DLA sums to it exactly.
+  yesno      `kind="log_odds"` (default): the metric s·(logsumexp_T − logsumexp_F) is nonlinear
+             in the logits. The direction is its exact local gradient at the final logits, no
+             backward pass needed: s·(Σ_{t∈T} softmax_T(t) W_U[:, t] − Σ_{f∈F} softmax_F(f)
+             W_U[:, f]). For yes/no the DLA therefore sums to the first-order approximation of
+             the log-odds at the final logits; the gap (`offset`, the difference of the
+             within-set entropies) is reported with the sum check.
+             `kind="logit_diff_sum"`: s·(Σ_T W_U[:, t] − Σ_F W_U[:, f]), exactly linear; the DLA
+             then sums to the summed logit difference (the original study's first metric).
+
+Models with final-logit soft-capping (Gemma-2: cfg.output_logits_soft_cap > 0) put a tanh
+after the unembedding, so the DLA cannot sum to the metric; `soft_cap_note` says so.
+Everything is read at each prompt's last real token with hooks that keep only that position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from factcircuits.errors import UserError
+from factcircuits.tokens import Batch
+
+DIRECTION_KINDS = ("auto", "logit_diff", "log_odds", "logit_diff_sum")
+
+
+# --------------------------------------------------------------------------- capture
+def _slice_last(act: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    rows = torch.arange(act.shape[0], device=act.device)
+    return act[rows, last.to(act.device)]
+
+
+@torch.no_grad()
+def capture_last(model, batch: Batch, names: list[str], batch_size: int = 16,
+                 progress: bool = False, desc: str = "capture", extra_hooks=None):
+    """Run `model` over `batch` (sub-batches, attention mask passed, padding trimmed) keeping
+    only each named hook's activation at each prompt's last real token.
+
+    Returns (values {name: float32 CPU tensor [n, ...]}, final logits [n, vocab])."""
+    values: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    logits_out = []
+    device = model.cfg.device
+    for start in tqdm(range(0, len(batch.tokens), batch_size), desc=desc, disable=not progress,
+                      leave=False):
+        part = slice(start, start + batch_size)
+        mask = batch.attention_mask[part]
+        width = int(mask.sum(1).max())
+        last = batch.last_index[part]
+
+        def keep(name, last=last):
+            def hook(act, hook):
+                values[name].append(_slice_last(act, last).float().cpu())
+            return hook
+
+        hooks = [(n, keep(n)) for n in names] + list(extra_hooks(last) if extra_hooks else [])
+        logits = model.run_with_hooks(batch.tokens[part, :width].to(device),
+                                      attention_mask=mask[:, :width].to(device), fwd_hooks=hooks)
+        logits_out.append(_slice_last(logits, last).float().cpu())
+    return {n: torch.cat(v) for n, v in values.items()}, torch.cat(logits_out)
+
+
+# --------------------------------------------------------------------------- directions
+@dataclass
+class AnswerDirection:
+    kind: str  # "logit_diff" | "log_odds" | "logit_diff_sum"
+    vectors: torch.Tensor  # [n, d_model] in the normalised residual space (after the final norm)
+    bias: torch.Tensor  # [n] unembedding-bias term along the direction
+    target: torch.Tensor  # [n] the metric the direction stands for, at the final logits
+    offset: torch.Tensor  # [n] target − (linear readout of the final logits); 0 when exact
+    exact: bool  # True when the metric is linear in the logits
+
+    @property
+    def label(self) -> str:
+        return {"logit_diff": "logit difference (answer − counterfactual)",
+                "log_odds": "log-odds, linearised at the final logits",
+                "logit_diff_sum": "summed logit difference (True set − False set)"}[self.kind]
+
+
+def _unembed(model):
+    W_U = model.W_U.detach().float().cpu()
+    b_U = getattr(model, "b_U", None)
+    b_U = torch.zeros(W_U.shape[1]) if b_U is None else b_U.detach().float().cpu()
+    return W_U, b_U
+
+
+def answer_direction(model, prepared, logits: torch.Tensor, kind: str = "auto") -> AnswerDirection:
+    """The answer direction of each prompt of `prepared` given its final logits [n, vocab]
+    (see the module docstring for the three kinds)."""
+    if kind not in DIRECTION_KINDS:
+        raise UserError(f"direction kind {kind!r}: use one of {', '.join(DIRECTION_KINDS)}")
+    W_U, b_U = _unembed(model)
+    logits = logits.float().cpu()
+    if prepared.task == "cloze":
+        if kind not in ("auto", "logit_diff"):
+            raise UserError(f"direction kind {kind!r} is for yes/no; cloze uses 'logit_diff'")
+        a, c = prepared.answer_ids.cpu(), prepared.cf_ids.cpu()
+        vectors = (W_U[:, a] - W_U[:, c]).T
+        target = prepared.metric(logits).float().cpu()
+        return AnswerDirection("logit_diff", vectors, b_U[a] - b_U[c], target,
+                               torch.zeros(len(a)), True)
+    sets = prepared.answer_sets
+    t_ids, f_ids = torch.as_tensor(sets.true_ids), torch.as_tensor(sets.false_ids)
+    signs = prepared.signs.float().cpu()
+    if kind == "logit_diff_sum":
+        grad_t = torch.ones(len(logits), len(t_ids))
+        grad_f = torch.ones(len(logits), len(f_ids))
+        target = signs * (logits[:, t_ids].sum(-1) - logits[:, f_ids].sum(-1))
+        out_kind, exact = "logit_diff_sum", True
+    elif kind in ("auto", "log_odds"):
+        grad_t = logits[:, t_ids].softmax(-1)
+        grad_f = logits[:, f_ids].softmax(-1)
+        target = prepared.metric(logits).float().cpu()
+        out_kind, exact = "log_odds", False
+    else:
+        raise UserError("direction kind 'logit_diff' is for cloze; yes/no uses 'log_odds' or "
+                        "'logit_diff_sum'")
+    vectors = signs[:, None] * (grad_t @ W_U[:, t_ids].T - grad_f @ W_U[:, f_ids].T)
+    bias = signs * (grad_t @ b_U[t_ids] - grad_f @ b_U[f_ids])
+    linear = signs * ((grad_t * logits[:, t_ids]).sum(-1) - (grad_f * logits[:, f_ids]).sum(-1))
+    return AnswerDirection(out_kind, vectors, bias, target, target - linear, exact)
+
+
+def soft_cap_note(model) -> str:
+    """A sentence when the model soft-caps its final logits (the DLA then cannot sum), else ""."""
+    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
+    if cap > 0:
+        return (f"This model soft-caps its final logits (cap·tanh(logits/cap), cap = {cap:g}), "
+                "so the direct logit attributions below do not sum to the metric: they describe "
+                "the logits before the cap.")
+    return ""
+
+
+# --------------------------------------------------------------------------- decomposition
+@dataclass
+class Decomposition:
+    """The last-token residual stream of every prompt split into components."""
+    embed: torch.Tensor  # [n, d_model] blocks.0.hook_resid_pre
+    attn: torch.Tensor  # [n, n_layers, d_model] hook_attn_out
+    mlp: torch.Tensor  # [n, n_layers, d_model] hook_mlp_out
+    scale: torch.Tensor  # [n, 1] final norm scale
+    logits: torch.Tensor  # [n, vocab] final logits
+    z: torch.Tensor | None = None  # [n, n_layers, n_heads, d_head] hook_z (query heads)
+    centre: bool = False  # LayerNorm-type final norm: centre components before scaling
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_layers(self) -> int:
+        return self.attn.shape[1]
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the frozen final norm to a stack whose first dim is the prompt."""
+        if self.centre:
+            x = x - x.mean(-1, keepdim=True)
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        return x / self.scale.reshape(shape)
+
+    def accumulated(self) -> torch.Tensor:
+        """[n, 2·n_layers + 1, d_model]: after the embeddings, then after each attention and
+        each MLP sublayer (TransformerLens accumulated_resid, split at the mid points)."""
+        steps = [self.embed]
+        running = self.embed
+        for layer in range(self.n_layers):
+            running = running + self.attn[:, layer]
+            steps.append(running)
+            running = running + self.mlp[:, layer]
+            steps.append(running)
+        return torch.stack(steps, dim=1)
+
+
+def decompose(model, tokenizer, prepared, batch_size: int = 16, heads: bool = True,
+              progress: bool = False) -> Decomposition:
+    """One batched pass over the clean prompts keeping the last-token components."""
+    L = model.cfg.n_layers
+    names = ["blocks.0.hook_resid_pre", "ln_final.hook_scale"]
+    names += [f"blocks.{ly}.hook_attn_out" for ly in range(L)]
+    names += [f"blocks.{ly}.hook_mlp_out" for ly in range(L)]
+    if heads:
+        names += [f"blocks.{ly}.attn.hook_z" for ly in range(L)]
+    values, logits = capture_last(model, prepared.clean_batch(tokenizer), names, batch_size,
+                                  progress, desc="decompose")
+    stack = lambda fmt: torch.stack([values[fmt.format(ly)] for ly in range(L)], 1)
+    norm = str(getattr(model.cfg, "normalization_type", "RMS") or "RMS")
+    return Decomposition(
+        embed=values["blocks.0.hook_resid_pre"], attn=stack("blocks.{}.hook_attn_out"),
+        mlp=stack("blocks.{}.hook_mlp_out"), scale=values["ln_final.hook_scale"].reshape(-1, 1),
+        logits=logits, z=stack("blocks.{}.attn.hook_z") if heads else None,
+        centre=norm.startswith("LN"),
+    )
+
+
+def _project(dec: Decomposition, x: torch.Tensor, direction: AnswerDirection) -> torch.Tensor:
+    """x [n, ..., d_model] → [n, ...] projected on each prompt's direction after the norm."""
+    v = direction.vectors
+    return torch.einsum("n...d,nd->n...", dec.normalise(x), v)
+
+
+def head_outputs(model, z: torch.Tensor, layer: int) -> torch.Tensor:
+    """Per-head outputs [n, n_heads, d_model] of `layer` from hook_z [n, n_heads, d_head] (query
+    heads; with grouped-query attention W_O is indexed by query head as well)."""
+    W_O = model.blocks[layer].attn.W_O.detach().float().cpu()  # [n_heads, d_head, d_model]
+    return torch.einsum("nhd,hdm->nhm", z, W_O)
+
+
+# --------------------------------------------------------------------------- DLA tables
+def _prompt_ids(n: int) -> list[int]:
+    return list(range(n))
+
+
+def layer_dla(dec: Decomposition, direction: AnswerDirection) -> pd.DataFrame:
+    """Tidy DLA per prompt × layer × component (attn / mlp), plus the embeddings (layer −1)."""
+    attn = _project(dec, dec.attn, direction)  # [n, L]
+    mlp = _project(dec, dec.mlp, direction)
+    embed = _project(dec, dec.embed, direction)
+    n, L = attn.shape
+    rows = [{"prompt": i, "layer": -1, "component": "embed", "dla": float(embed[i])}
+            for i in range(n)]
+    for i in range(n):
+        for ly in range(L):
+            rows.append({"prompt": i, "layer": ly, "component": "attn", "dla": float(attn[i, ly])})
+            rows.append({"prompt": i, "layer": ly, "component": "mlp", "dla": float(mlp[i, ly])})
+    return pd.DataFrame(rows)
+
+
+def head_dla(model, dec: Decomposition, direction: AnswerDirection,
+             progress: bool = False) -> pd.DataFrame:
+    """Tidy DLA per prompt × layer × head; `attn_bias` rows (head = -1) hold each layer's
+    attention output not written by any head (b_O; zero for bias-free models)."""
+    if dec.z is None:
+        raise UserError("head DLA needs the decomposition with heads=True")
+    frames = []
+    for ly in tqdm(range(dec.n_layers), desc="head DLA", disable=not progress, leave=False):
+        out = head_outputs(model, dec.z[:, ly], ly)  # [n, H, d]
+        dla = _project(dec, out, direction)  # [n, H]
+        rest = _project(dec, dec.attn[:, ly] - out.sum(1), direction)  # [n]
+        n, H = dla.shape
+        frame = pd.DataFrame({"prompt": torch.arange(n).repeat_interleave(H).numpy(),
+                              "layer": ly, "head": torch.arange(H).repeat(n).numpy(),
+                              "dla": dla.reshape(-1).numpy()})
+        bias = pd.DataFrame({"prompt": range(n), "layer": ly, "head": -1, "dla": rest.numpy()})
+        frames += [frame, bias]
+    return pd.concat(frames, ignore_index=True)
+
+
+@torch.no_grad()
+def neuron_dla(model, tokenizer, prepared, layer: int, direction: AnswerDirection,
+               batch_size: int = 16, dec: Decomposition | None = None,
+               progress: bool = False) -> pd.DataFrame:
+    """DLA of every MLP neuron of `layer`, per prompt: post-activation × (W_out row ·
+    direction) / final scale. Tidy [prompt, layer, neuron, activation, dla]; the `neuron = -1`
+    rows hold b_out's share (zero for bias-free models)."""
+    values, _ = capture_last(model, prepared.clean_batch(tokenizer),
+                             [f"blocks.{layer}.mlp.hook_post", "ln_final.hook_scale"],
+                             batch_size, progress, desc=f"neurons L{layer}")
+    post = values[f"blocks.{layer}.mlp.hook_post"]  # [n, d_mlp]
+    scale = values["ln_final.hook_scale"].reshape(-1, 1)
+    W_out = model.blocks[layer].mlp.W_out.detach().float().cpu()  # [d_mlp, d_model]
+    v = direction.vectors
+    norm = str(getattr(model.cfg, "normalization_type", "RMS") or "RMS")
+    if norm.startswith("LN"):
+        W_out = W_out - W_out.mean(-1, keepdim=True)
+    readout = v @ W_out.T  # [n, d_mlp]
+    dla = post * readout / scale
+    n, m = dla.shape
+    frame = pd.DataFrame({"prompt": torch.arange(n).repeat_interleave(m).numpy(), "layer": layer,
+                          "neuron": torch.arange(m).repeat(n).numpy(),
+                          "activation": post.reshape(-1).numpy(), "dla": dla.reshape(-1).numpy()})
+    b_out = getattr(model.blocks[layer].mlp, "b_out", None)
+    if b_out is not None:
+        b = b_out.detach().float().cpu()
+        if norm.startswith("LN"):
+            b = b - b.mean()
+        bias = (v @ b) / scale.flatten()
+        frame = pd.concat([frame, pd.DataFrame({"prompt": range(n), "layer": layer,
+                                                "neuron": -1, "activation": 1.0,
+                                                "dla": bias.numpy()})], ignore_index=True)
+    return frame
+
+
+def sum_check(dec: Decomposition, direction: AnswerDirection) -> pd.DataFrame:
+    """Per prompt: the metric, the sum of the components' DLA + unembedding-bias term, and
+    their difference. For exact directions `error` must be ~0 (≤ 1e-3); for the linearised
+    log-odds the gap between metric and first-order readout is `offset` and `error` checks
+    components + bias + offset = metric."""
+    parts = (_project(dec, dec.embed, direction) + _project(dec, dec.attn, direction).sum(1)
+             + _project(dec, dec.mlp, direction).sum(1))
+    total = parts + direction.bias
+    return pd.DataFrame({
+        "prompt": range(len(total)), "metric": direction.target.numpy(),
+        "components_plus_bias": total.numpy(), "linearisation_offset": direction.offset.numpy(),
+        "error": (direction.target - total - direction.offset).numpy(),
+    })
+
+
+def summarise_layers(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean DLA over prompts per layer × component (from `layer_dla`)."""
+    return (table.groupby(["layer", "component"], as_index=False)["dla"].mean()
+            .sort_values(["layer", "component"]).reset_index(drop=True))
+
+
+def top_heads(table: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+    """The k heads with the largest mean |DLA| over prompts (from `head_dla`)."""
+    heads = table[table["head"] >= 0].groupby(["layer", "head"], as_index=False)["dla"].mean()
+    heads["abs_dla"] = heads["dla"].abs()
+    return heads.sort_values("abs_dla", ascending=False).head(k).reset_index(drop=True)
+
+
+def top_neurons(table: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+    neurons = table[table["neuron"] >= 0].groupby(["layer", "neuron"], as_index=False)[
+        ["dla", "activation"]].mean()
+    neurons["abs_dla"] = neurons["dla"].abs()
+    return neurons.sort_values("abs_dla", ascending=False).head(k).reset_index(drop=True)
+
+
+def top_components(layer_table: pd.DataFrame, head_table: pd.DataFrame | None = None,
+                   k: int = 5) -> list[tuple]:
+    """The k components with the largest mean |DLA|, as ("attn", l) / ("mlp", l) /
+    ("head", l, h) tuples (heads only when a head table is given; then attention layers are
+    represented by their heads)."""
+    means = summarise_layers(layer_table)
+    means = means[means["component"] != "embed"]
+    items = [((row.component, int(row.layer)), row.dla) for row in means.itertuples()]
+    if head_table is not None:
+        heads = head_table[head_table["head"] >= 0].groupby(["layer", "head"])["dla"].mean()
+        items += [(("head", int(ly), int(h)), v) for (ly, h), v in heads.items()]
+    items.sort(key=lambda kv: -abs(kv[1]))
+    return [c for c, _ in items[:k]]
+
+
+# --------------------------------------------------------------------------- figures
+def layer_figure(table: pd.DataFrame, title: str = "Direct logit attribution by layer"):
+    import plotly.express as px
+
+    means = summarise_layers(table[table["component"] != "embed"])
+    fig = px.bar(means, x="layer", y="dla", color="component", barmode="group", title=title,
+                 labels={"dla": "mean DLA"})
+    return fig
+
+
+def head_heatmap(table: pd.DataFrame, title: str = "Direct logit attribution by head"):
+    import plotly.express as px
+
+    heads = table[table["head"] >= 0].groupby(["layer", "head"])["dla"].mean().unstack("head")
+    lim = float(heads.abs().max().max()) or 1.0
+    fig = px.imshow(heads, color_continuous_scale="RdBu", zmin=-lim, zmax=lim, aspect="auto",
+                    labels={"x": "head", "y": "layer", "color": "mean DLA"}, title=title,
+                    origin="lower")
+    return fig
