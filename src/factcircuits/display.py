@@ -43,6 +43,19 @@ def _register_renderer() -> None:
     pio.renderers["factcircuits"] = OfflineHtml()
 
 
+def _short_warning_paths() -> None:
+    """Warnings name their file by basename: full paths (a venv in the user's home) would
+    otherwise land in the executed notebook and fail the pipeline's home-path scan."""
+    import warnings
+
+    original = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        return original(message, category, os.path.basename(filename), lineno, line)
+
+    warnings.formatwarning = formatwarning
+
+
 def init_notebook(static: bool | None = None) -> None:
     """Set plotly's renderer and load plotly.js once (see module docstring)."""
     import plotly.io as pio
@@ -50,6 +63,7 @@ def init_notebook(static: bool | None = None) -> None:
     from plotly.offline import get_plotlyjs
 
     _register_renderer()
+    _short_warning_paths()
     if static is None:
         static = static_export_available()
     if static:

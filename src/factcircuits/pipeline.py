@@ -190,6 +190,15 @@ def resolve_dataset(spec: str, root: Path) -> Path | None:
                     f"(or give a path to a .csv/.jsonl file)")
 
 
+def default_dataset(task: str) -> str:
+    """The shipped dataset for a task (`paris-<task>`), else the library's default."""
+    from factcircuits import datasets
+
+    shipped = getattr(datasets, "SHIPPED", {})
+    name = f"paris-{task}"
+    return name if name in shipped else getattr(datasets, "DEFAULT_DATASET", "paris-cloze")
+
+
 def plan_run(model: str | None = None, dataset: str | None = None,
              overrides: dict[str, Any] | None = None, *, notebooks_dir: Path | None = None,
              select: list[str] | None = None, runs_root: Path | None = None) -> RunPlan:
@@ -215,6 +224,8 @@ def plan_run(model: str | None = None, dataset: str | None = None,
             raise UserError(f"parameter {key} holds a {kind}; secrets come from the environment")
         given[key] = _check_type(key, value, known[key])
     params = {k: v for k, v in known.items() if k not in RESERVED} | given
+    if not params.get("dataset"):  # empty = the task's default dataset; name it explicitly
+        params["dataset"] = default_dataset(str(params.get("task") or ""))
     model_spec, dataset_spec = str(params.get("model")), str(params.get("dataset"))
     dataset_file = resolve_dataset(dataset_spec, root)
     # Identity = model, dataset and what differs from the notebooks' defaults (stable when
