@@ -1,0 +1,163 @@
+"""Zero and mean ablation of model components, with the drop in the task metric.
+
+Components are tuples: ("attn", layer) → `blocks.{layer}.hook_attn_out`, ("mlp", layer) →
+`blocks.{layer}.hook_mlp_out`, ("head", layer, head) → that query head's slice of
+`blocks.{layer}.attn.hook_z` (so the head's contribution through W_O is removed; with
+grouped-query attention only that query head is touched). Ablation replaces the activation at
+every position: by zero, or by its mean over the reference prompts at the same position (mean
+over the prompts long enough to have that position).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from factcircuits.errors import UserError
+from factcircuits.tokens import Batch
+
+MODES = ("zero", "mean")
+
+
+def component_label(component: tuple) -> str:
+    kind, layer, *rest = component
+    return f"L{layer}H{rest[0]}" if kind == "head" else f"{kind} L{layer}"
+
+
+def hook_name(component: tuple) -> str:
+    kind, layer = component[0], int(component[1])
+    if kind == "attn":
+        return f"blocks.{layer}.hook_attn_out"
+    if kind == "mlp":
+        return f"blocks.{layer}.hook_mlp_out"
+    if kind == "head":
+        return f"blocks.{layer}.attn.hook_z"
+    raise UserError(f"component {component!r}: use ('attn', l), ('mlp', l) or ('head', l, h)")
+
+
+def _slice_last(logits: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    rows = torch.arange(len(logits), device=logits.device)
+    return logits[rows, last.to(logits.device)]
+
+
+@torch.no_grad()
+def run_last_logits(model, batch: Batch, hooks_for=None, batch_size: int = 16) -> torch.Tensor:
+    """Final-position logits [n, vocab] (float32, CPU) with extra hooks per sub-batch:
+    `hooks_for(rows: slice, last: Tensor, mask: Tensor) -> [(name, fn), ...]`."""
+    out = []
+    device = model.cfg.device
+    for start in range(0, len(batch.tokens), batch_size):
+        part = slice(start, start + batch_size)
+        mask = batch.attention_mask[part]
+        width = int(mask.sum(1).max())
+        last = batch.last_index[part]
+        hooks = hooks_for(part, last, mask[:, :width]) if hooks_for else []
+        logits = model.run_with_hooks(batch.tokens[part, :width].to(device),
+                                      attention_mask=mask[:, :width].to(device), fwd_hooks=hooks)
+        out.append(_slice_last(logits, last).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def mean_activations(model, batch: Batch, names: list[str], batch_size: int = 16
+                     ) -> dict[str, torch.Tensor]:
+    """Mean of each hook's activation over prompts at each position: {name: [pos, ...]}."""
+    sums: dict[str, torch.Tensor] = {}
+    counts = batch.attention_mask.sum(0).float().clamp(min=1)  # [pos]
+    device = model.cfg.device
+    for start in range(0, len(batch.tokens), batch_size):
+        part = slice(start, start + batch_size)
+        mask = batch.attention_mask[part]
+        width = int(mask.sum(1).max())
+
+        def add(name, m=mask[:, :width]):
+            def hook(act, hook):
+                w = m.to(act.device).reshape(m.shape + (1,) * (act.dim() - 2)).to(act.dtype)
+                total = (act * w).sum(0).float().cpu()
+                full = sums.setdefault(name, torch.zeros((batch.tokens.shape[1],)
+                                                         + tuple(total.shape[1:])))
+                full[: total.shape[0]] += total
+            return hook
+
+        model.run_with_hooks(batch.tokens[part, :width].to(device),
+                             attention_mask=mask[:, :width].to(device),
+                             fwd_hooks=[(n, add(n)) for n in names])
+    return {n: s / counts.reshape((-1,) + (1,) * (s.dim() - 1)) for n, s in sums.items()}
+
+
+def ablation_hooks(components: list[tuple], mode: str = "zero",
+                   means: dict[str, torch.Tensor] | None = None):
+    """A `hooks_for` function (see `run_last_logits`) ablating all `components` jointly."""
+    if mode not in MODES:
+        raise UserError(f"ablation mode {mode!r}: use one of {', '.join(MODES)}")
+    if mode == "mean" and means is None:
+        raise UserError("mean ablation needs the mean activations (mean_activations)")
+
+    def hooks_for(part, last, mask):
+        hooks = []
+        for comp in components:
+            name = hook_name(comp)
+            head = int(comp[2]) if comp[0] == "head" else None
+
+            def fn(act, hook, name=name, head=head):
+                act = act.clone()
+                width = act.shape[1]
+                if mode == "zero":
+                    value = torch.zeros_like(act[:, :, head] if head is not None else act)
+                else:
+                    mean = means[name][:width].to(act.device, act.dtype)
+                    mean = mean[:, head] if head is not None else mean
+                    value = mean.unsqueeze(0).expand_as(act[:, :, head] if head is not None
+                                                        else act)
+                if head is None:
+                    act[:] = value
+                else:
+                    act[:, :, head] = value
+                return act
+            hooks.append((name, fn))
+        return hooks
+    return hooks_for
+
+
+def ablation_table(model, tokenizer, prepared, components: list[tuple],
+                   modes=("zero", "mean"), batch_size: int = 16, joint: bool = True,
+                   reference=None, progress: bool = False) -> pd.DataFrame:
+    """Metric per prompt with each component ablated alone (and all of them together when
+    `joint`), by zero and by mean (means over `reference`'s prompts, default `prepared`).
+    Tidy: prompt, component, mode, clean, ablated, drop (= clean − ablated)."""
+    batch = prepared.clean_batch(tokenizer)
+    clean = prepared.metric(run_last_logits(model, batch, None, batch_size)).numpy()
+    means = None
+    if "mean" in modes:
+        names = sorted({hook_name(c) for c in components})
+        ref = (reference or prepared).clean_batch(tokenizer)
+        means = mean_activations(model, ref, names, batch_size)
+    runs = [[c] for c in components] + ([list(components)] if joint and len(components) > 1
+                                        else [])
+    frames = []
+    jobs = [(m, r) for m in modes for r in runs]
+    for mode, group in tqdm(jobs, desc="ablation", disable=not progress, leave=False):
+        logits = run_last_logits(model, batch, ablation_hooks(group, mode, means), batch_size)
+        ablated = prepared.metric(logits).numpy()
+        label = component_label(group[0]) if len(group) == 1 else f"all {len(group)} together"
+        frames.append(pd.DataFrame({"prompt": range(len(clean)), "component": label,
+                                    "mode": mode, "clean": clean, "ablated": ablated,
+                                    "drop": clean - ablated}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean clean / ablated / drop per component × mode, largest drop first."""
+    out = table.groupby(["component", "mode"], as_index=False)[["clean", "ablated", "drop"]].mean()
+    return out.sort_values("drop", ascending=False).reset_index(drop=True)
+
+
+def ablation_figure(table: pd.DataFrame, title: str = "Metric drop when a component is ablated"):
+    import plotly.express as px
+
+    means = summarise(table)
+    order = means.groupby("component")["drop"].max().sort_values(ascending=False).index.tolist()
+    return px.bar(means, x="component", y="drop", color="mode", barmode="group", title=title,
+                  category_orders={"component": order},
+                  labels={"drop": "mean metric drop (clean − ablated)"})

@@ -1,0 +1,140 @@
+"""Logit lens and direct logit attribution by layer (the original study's plot).
+
+The accumulated residual stream at the last token, after the embeddings and after every
+attention and MLP sublayer, is projected on the answer direction through the final norm with
+its scale frozen at the final residual's value (TransformerLens's
+`cache.accumulated_resid(apply_ln=True)`), plus the unembedding-bias term. So the last point
+equals the final metric (cloze, and yes/no with the summed logit difference; for the
+linearised yes/no log-odds it equals the metric minus the linearisation offset, which is added
+back so the curve ends on the metric), and each step's increase is that sublayer's DLA.
+
+The per-layer top tokens use the ordinary logit lens instead: each accumulated residual
+normalised with its own scale and unembedded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from factcircuits.methods.attribution import (
+    AnswerDirection,
+    Decomposition,
+    _unembed,
+    answer_direction,
+    decompose,
+)
+
+
+def step_labels(n_layers: int) -> pd.DataFrame:
+    """One row per logit-lens point: step, layer (−1 = embeddings), sublayer, label."""
+    rows = [{"step": 0, "layer": -1, "sublayer": "embed", "label": "embed"}]
+    for ly in range(n_layers):
+        rows.append({"step": 2 * ly + 1, "layer": ly, "sublayer": "attn", "label": f"{ly} attn"})
+        rows.append({"step": 2 * ly + 2, "layer": ly, "sublayer": "mlp", "label": f"{ly} mlp"})
+    return pd.DataFrame(rows)
+
+
+def accumulated_projection(dec: Decomposition, direction: AnswerDirection) -> torch.Tensor:
+    """[n, 2·n_layers + 1]: the metric read from the accumulated residual stream at each step
+    (final-scale norm, plus bias term and linearisation offset)."""
+    acc = dec.normalise(dec.accumulated())
+    values = torch.einsum("nsd,nd->ns", acc, direction.vectors)
+    return values + (direction.bias + direction.offset)[:, None]
+
+
+@dataclass
+class LogitLens:
+    table: pd.DataFrame  # tidy: prompt, step, layer, sublayer, label, value
+    direction: AnswerDirection
+    decomposition: Decomposition
+
+    def mean_curve(self) -> pd.DataFrame:
+        return (self.table.groupby(["step", "layer", "sublayer", "label"], as_index=False)
+                ["value"].mean().sort_values("step").reset_index(drop=True))
+
+    def shares(self) -> dict[str, float]:
+        """Attention and MLP shares of the total increase from the embeddings to the final
+        metric (mean curve), and the step with the largest single increase."""
+        curve = self.mean_curve()
+        jumps = curve["value"].diff()
+        jumps.iloc[0] = float("nan")
+        attn = float(jumps[curve["sublayer"] == "attn"].sum())
+        mlp = float(jumps[curve["sublayer"] == "mlp"].sum())
+        total = attn + mlp
+        peak = int(jumps.idxmax())
+        return {
+            "total_increase": total,
+            "attn_increase": attn, "mlp_increase": mlp,
+            "attn_share": attn / total if total else float("nan"),
+            "mlp_share": mlp / total if total else float("nan"),
+            "peak_layer": int(curve.loc[peak, "layer"]),
+            "peak_sublayer": str(curve.loc[peak, "sublayer"]),
+            "peak_jump": float(jumps.iloc[peak]),
+            "final_value": float(curve["value"].iloc[-1]),
+            "embed_value": float(curve["value"].iloc[0]),
+        }
+
+
+def logit_lens(model, tokenizer, prepared, batch_size: int = 16, kind: str = "auto",
+               progress: bool = False, dec: Decomposition | None = None) -> LogitLens:
+    """Logit lens on the answer direction for every prompt of `prepared`."""
+    dec = dec or decompose(model, tokenizer, prepared, batch_size, heads=False, progress=progress)
+    direction = answer_direction(model, prepared, dec.logits, kind)
+    values = accumulated_projection(dec, direction)
+    labels = step_labels(dec.n_layers)
+    n, _s = values.shape
+    table = pd.concat([labels.assign(prompt=i, value=values[i].numpy()) for i in range(n)],
+                      ignore_index=True)
+    return LogitLens(table[["prompt", "step", "layer", "sublayer", "label", "value"]],
+                     direction, dec)
+
+
+def top_tokens(model, tokenizer, dec: Decomposition, prompt: int = 0, k: int = 5,
+               answer_ids=()) -> pd.DataFrame:
+    """Ordinary logit lens for one prompt: at each step, the residual normalised with its own
+    scale and unembedded; the k top tokens with their probabilities, and the rank of each of
+    `answer_ids`."""
+    W_U, b_U = _unembed(model)
+    acc = dec.accumulated()[prompt]  # [s, d]
+    if dec.centre:
+        acc = acc - acc.mean(-1, keepdim=True)
+    eps = float(getattr(model.cfg, "eps", 1e-5) or 1e-5)
+    normed = acc / (acc.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    logits = normed @ W_U + b_U
+    probs = logits.softmax(-1)
+    top = probs.topk(k, dim=-1)
+    labels = step_labels(dec.n_layers)
+    rows = []
+    for s in range(len(labels)):
+        row = labels.iloc[s].to_dict()
+        row["top_tokens"] = " | ".join(repr(tokenizer.decode([int(t)])) for t in top.indices[s])
+        row["top_probs"] = " | ".join(f"{float(p):.3f}" for p in top.values[s])
+        for a in answer_ids:
+            name = tokenizer.decode([int(a)])
+            row[f"rank {name!r}"] = int((logits[s] > logits[s, int(a)]).sum()) + 1
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def lens_figure(lens: LogitLens, title: str | None = None):
+    """Mean accumulated metric after every sublayer, with every prompt faintly behind."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for prompt, part in lens.table.groupby("prompt"):
+        fig.add_trace(go.Scatter(x=part["label"], y=part["value"], mode="lines",
+                                 line={"width": 1, "color": "rgba(120,120,120,0.25)"},
+                                 name=f"prompt {prompt}", showlegend=False, hoverinfo="skip"))
+    curve = lens.mean_curve()
+    colors = ["#636efa" if s == "attn" else "#ef553b" if s == "mlp" else "#444"
+              for s in curve["sublayer"]]
+    fig.add_trace(go.Scatter(x=curve["label"], y=curve["value"], mode="lines+markers",
+                             marker={"color": colors, "size": 6}, line={"color": "#222"},
+                             name="mean"))
+    fig.update_layout(title=title or f"Logit lens: {lens.direction.label}",
+                      xaxis_title="after sublayer (blue = attention, red = MLP)",
+                      yaxis_title="metric read from the residual stream")
+    return fig
