@@ -31,7 +31,7 @@ seed = 0
 run_dir = "."
 top_k = 5
 
-# %% tags=["remove-cell"]
+# %% tags=["remove-input"]
 from IPython.display import Markdown, display  # noqa: E402
 
 from factcircuits.display import init_notebook  # noqa: E402

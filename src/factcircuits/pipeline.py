@@ -269,8 +269,10 @@ def _notebook_params(plan: RunPlan, nb: Notebook, cwd_depth_dir: Path) -> dict[s
     return params
 
 
-def _tidy_papermill_metadata(path: Path, source: str) -> None:
-    """papermill records absolute input/output paths; keep names only."""
+def _tidy_papermill_metadata(path: Path, source: str, keep_stderr: bool = False) -> None:
+    """papermill records absolute input/output paths; keep names only. Progress bars and
+    warnings (stderr) went to the terminal log already; a write-up reader does not need
+    them, so accepted notebooks drop them (a failed one keeps them for debugging)."""
     import nbformat
 
     if not path.is_file():
@@ -278,6 +280,11 @@ def _tidy_papermill_metadata(path: Path, source: str) -> None:
     nb = nbformat.read(path, as_version=4)
     meta = nb.metadata.get("papermill", {})
     meta["input_path"], meta["output_path"] = source, path.name
+    if not keep_stderr:
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs = [o for o in cell.outputs
+                                if not (o.output_type == "stream" and o.name == "stderr")]
     nbformat.write(nb, path)
 
 
@@ -378,7 +385,7 @@ def execute_run(plan: RunPlan, *, progress: bool = True, stream=None) -> RunResu
                 record |= {"duration_s": round(time.perf_counter() - t0, 3),
                            "status": "failed" if reason else "ok"}
                 records.append(record)
-                _tidy_papermill_metadata(out, source)
+                _tidy_papermill_metadata(out, source, keep_stderr=bool(reason))
             if reason:
                 break
         info = _write_run_json(plan, staging, "failed" if reason else "ok", started, records,

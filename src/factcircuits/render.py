@@ -11,9 +11,12 @@ Archived as `report/archive/factcircuits-preview-<version>.html`.
 
 from __future__ import annotations
 
+import datetime as dt
 import html
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from factcircuits.errors import UserError
@@ -49,18 +52,32 @@ def render_quarto(to: str, root: Path) -> list[Path]:
 
     write_generated(root)  # pre-render does it too; here so the version is known below
     formats = {"html": ["html"], "pdf": ["typst"], "all": ["html", "typst"]}[to]
+    # Quarto runs the pre-render script with `python` from PATH and the comparison page with
+    # QUARTO_PYTHON: both must be this environment's Python, which has factcircuits.
+    env = dict(os.environ, QUARTO_PYTHON=sys.executable,
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     for fmt in formats:
-        proc = subprocess.run(["quarto", "render", "--to", fmt], check=False, cwd=root)
+        proc = subprocess.run(["quarto", "render", "--to", fmt], check=False, cwd=root, env=env)
         if proc.returncode != 0:
             raise UserError(f"quarto render --to {fmt} failed (exit {proc.returncode}); "
                             "see its output above")
     output = root / "report" / "_output"
-    info = version_info(root, [])
-    archive = root / "report" / "archive" / info["version"]
-    if archive.exists():
-        shutil.rmtree(archive)
-    shutil.copytree(output, archive)
-    return [output, archive]
+    return [output, *archive_outputs(output, root / "report" / "archive", version_info(root, []))]
+
+
+def archive_outputs(output: Path, archive: Path, info: dict) -> list[Path]:
+    """Keep every rendered HTML/PDF as `<name>-<version>-<time>.<ext>` so that the versions
+    reviewers saw stay available after the next render."""
+    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    archive.mkdir(parents=True, exist_ok=True)
+    kept = []
+    for path in sorted(output.rglob("*")):
+        if path.suffix in (".html", ".pdf") and path.is_file():
+            name = "-".join(path.relative_to(output).with_suffix("").parts)
+            target = archive / f"{name}-{info['version']}-{stamp}{path.suffix}"
+            shutil.copy2(path, target)
+            kept.append(target)
+    return kept
 
 
 def _notebook_body(path: Path) -> str:
