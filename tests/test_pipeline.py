@@ -155,3 +155,26 @@ def test_cli_run_json_last_line_and_errors(tmp_path, capsys):
     assert err.count("\n") == 0 and "unknown parameter 'nope'" in err
     assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
     assert last["run_id"] in capsys.readouterr().out
+
+
+def test_sweep_runs_every_cell_of_the_grid_in_parallel(tmp_path, capsys):
+    other = tmp_path / "other.csv"
+    other.write_bytes(Path(DATASET).read_bytes())
+    runs = tmp_path / "runs"
+    code = main(["sweep", "--models", "default", "--datasets", f"{DATASET},{other}",
+                 "--jobs", "2", "--notebooks-dir", str(NOTEBOOKS), "--runs-dir", str(runs)])
+    assert code == 0
+    folders = sorted(p.name for p in runs.iterdir())
+    assert [f.split("__")[1] for f in folders] == ["fixture", "other"]
+    for folder in folders:
+        assert json.loads((runs / folder / "run.json").read_text())["status"] == "ok"
+    printed = capsys.readouterr().out
+    assert printed.count("ok ") == 2
+
+
+def test_sweep_validates_the_whole_grid_before_running(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    code = main(["sweep", "--models", "default", "--datasets", f"{DATASET},no-such-dataset",
+                 "--notebooks-dir", str(NOTEBOOKS), "--runs-dir", str(runs)])
+    assert code == 2 and "no-such-dataset" in capsys.readouterr().err
+    assert not runs.exists() or not any(runs.iterdir())
