@@ -1,0 +1,122 @@
+"""DLA: components + biases sum to the metric; heads sum to their layer; per-head values match
+an independent patch-out computation; yes/no directions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from factcircuits.datasets import load_dataset
+from factcircuits.evaluate import prepare
+from factcircuits.methods import attribution as A
+from factcircuits.models import load_model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("tiny")
+
+
+def _prepared(lm, name):
+    return prepare(lm, load_dataset(name), "raw", None, None, drop_multi_token=True)
+
+
+@pytest.fixture(scope="module")
+def cloze(tiny):
+    pr = _prepared(tiny, "paris-cloze")
+    dec = A.decompose(tiny.model, tiny.tokenizer, pr, batch_size=4)
+    return pr, dec, A.answer_direction(tiny.model, pr, dec.logits)
+
+
+def test_cloze_dla_sums_to_metric(tiny, cloze):
+    pr, dec, d = cloze
+    check = A.sum_check(dec, d)
+    # target is computed from the model's own logits, independently of the decomposition
+    assert torch.allclose(d.target, pr.metric(dec.logits))
+    assert check["error"].abs().max() < 1e-3
+    assert (check["linearisation_offset"] == 0).all()
+
+
+def test_heads_sum_to_layer_attention(tiny, cloze):
+    _, dec, d = cloze
+    heads = A.head_dla(tiny.model, dec, d)
+    layers = A.layer_dla(dec, d)
+    attn = layers[layers.component == "attn"].set_index(["prompt", "layer"])["dla"]
+    summed = heads.groupby(["prompt", "layer"])["dla"].sum()
+    assert (attn - summed.loc[attn.index]).abs().max() < 1e-4
+    assert heads["head"].max() == tiny.model.cfg.n_heads - 1  # query heads, not KV heads (GQA)
+
+
+@pytest.mark.parametrize("layer,head", [(2, 1), (1, 3)])
+def test_head_dla_equals_patch_out(tiny, cloze, layer, head):
+    """Zero the head's hook_z while every later component is frozen at its clean value and
+    the final norm scale is frozen: the metric drop is exactly the head's DLA."""
+    pr, dec, d = cloze
+    model, L = tiny.model, tiny.model.cfg.n_layers
+    batch = pr.clean_batch(tiny.tokenizer)
+    later = [f"blocks.{ly}.hook_mlp_out" for ly in range(layer, L)]
+    later += [f"blocks.{ly}.hook_attn_out" for ly in range(layer + 1, L)]
+    store = {}
+    with torch.no_grad():
+        model.run_with_hooks(batch.tokens, attention_mask=batch.attention_mask,
+                             fwd_hooks=[(n, lambda a, hook, n=n: store.__setitem__(n, a.clone()))
+                                        for n in later])
+
+    def zero_head(z, hook):
+        z = z.clone()
+        z[:, :, head] = 0
+        return z
+
+    def extra(last):
+        return [(f"blocks.{layer}.attn.hook_z", zero_head)] + [
+            (n, lambda a, hook, n=n: store[n]) for n in later]
+
+    values, _ = A.capture_last(model, batch, [f"blocks.{L - 1}.hook_resid_post"], batch_size=64,
+                               extra_hooks=extra)
+    resid = values[f"blocks.{L - 1}.hook_resid_post"]
+    logits = (resid / dec.scale) @ model.W_U.detach().float() + model.b_U.detach().float()
+    drop = pr.metric(dec.logits) - pr.metric(logits)
+    heads = A.head_dla(model, dec, d)
+    dla = heads[(heads["layer"] == layer) & (heads["head"] == head)].sort_values("prompt")["dla"]
+    assert torch.allclose(drop, torch.tensor(dla.to_numpy()), atol=1e-4)
+
+
+def test_yesno_directions(tiny):
+    pr = _prepared(tiny, "paris-yesno")
+    dec = A.decompose(tiny.model, tiny.tokenizer, pr, heads=False)
+    exact = A.answer_direction(tiny.model, pr, dec.logits, "logit_diff_sum")
+    assert A.sum_check(dec, exact)["error"].abs().max() < 1e-3
+    lin = A.answer_direction(tiny.model, pr, dec.logits, "log_odds")
+    check = A.sum_check(dec, lin)
+    assert check["error"].abs().max() < 1e-3  # with the linearisation offset added back
+    # the log-odds direction is its gradient: compare with autograd at the final logits
+    logits = dec.logits.clone().requires_grad_(True)
+    pr.metric(logits).sum().backward()
+    grad_dir = logits.grad @ tiny.model.W_U.detach().float().T
+    assert torch.allclose(grad_dir, lin.vectors, atol=1e-5)
+
+
+def test_neuron_dla_sums_to_mlp(tiny, cloze):
+    pr, dec, d = cloze
+    neurons = A.neuron_dla(tiny.model, tiny.tokenizer, pr, 1, d)
+    layers = A.layer_dla(dec, d)
+    mlp = layers[(layers.component == "mlp") & (layers.layer == 1)].set_index("prompt")["dla"]
+    summed = neurons.groupby("prompt")["dla"].sum()
+    assert (mlp - summed).abs().max() < 1e-4
+
+
+def test_no_soft_cap_note_for_llama(tiny):
+    assert A.soft_cap_note(tiny.model) == ""
+
+
+@pytest.mark.embedded
+def test_embedded_cloze_dla_sums():
+    lm = load_model("default")
+    pr = _prepared(lm, "paris-cloze").subset([0, 1, 2, 3])
+    dec = A.decompose(lm.model, lm.tokenizer, pr)
+    d = A.answer_direction(lm.model, pr, dec.logits)
+    assert A.sum_check(dec, d)["error"].abs().max() < 1e-3
+    heads = A.head_dla(lm.model, dec, d)
+    layers = A.layer_dla(dec, d)
+    attn = layers[layers.component == "attn"].set_index(["prompt", "layer"])["dla"]
+    assert (attn - heads.groupby(["prompt", "layer"])["dla"].sum().loc[attn.index]).abs().max() < 1e-3

@@ -1,0 +1,63 @@
+"""Logit lens: the last point equals the final metric; steps are the sublayers' DLA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from factcircuits.datasets import load_dataset
+from factcircuits.evaluate import prepare
+from factcircuits.forward import final_logits
+from factcircuits.methods import logit_lens as LL
+from factcircuits.models import load_model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("tiny")
+
+
+def _lens(lm, name, kind="auto"):
+    pr = prepare(lm, load_dataset(name), "raw", None, None, drop_multi_token=True)
+    return pr, LL.logit_lens(lm.model, lm.tokenizer, pr, batch_size=5, kind=kind)
+
+
+def test_last_point_is_final_metric(tiny):
+    pr, lens = _lens(tiny, "paris-cloze")
+    metric = pr.metric(final_logits(tiny.model, pr.clean_batch(tiny.tokenizer)))
+    last = lens.table[lens.table.step == lens.table.step.max()].sort_values("prompt")["value"]
+    assert torch.allclose(torch.tensor(last.to_numpy()), metric, atol=1e-3)
+    assert len(lens.table) == len(pr.prompts) * (2 * tiny.model.cfg.n_layers + 1)
+
+
+def test_shares_add_up(tiny):
+    _, lens = _lens(tiny, "paris-cloze")
+    s = lens.shares()
+    assert s["attn_share"] + s["mlp_share"] == pytest.approx(1.0)
+    assert s["final_value"] - s["embed_value"] == pytest.approx(s["total_increase"], abs=1e-4)
+    assert s["peak_sublayer"] in ("attn", "mlp")
+
+
+def test_yesno_last_point_is_metric(tiny):
+    pr, lens = _lens(tiny, "paris-yesno")
+    metric = pr.metric(final_logits(tiny.model, pr.clean_batch(tiny.tokenizer)))
+    last = lens.table[lens.table.step == lens.table.step.max()].sort_values("prompt")["value"]
+    assert torch.allclose(torch.tensor(last.to_numpy()), metric, atol=1e-3)
+
+
+def test_top_tokens_final_step_matches_model(tiny):
+    pr, lens = _lens(tiny, "paris-cloze")
+    table = LL.top_tokens(tiny.model, tiny.tokenizer, lens.decomposition, 0, 3,
+                          [int(pr.answer_ids[0])])
+    top = int(lens.decomposition.logits[0].argmax())
+    assert table["top_tokens"].iloc[-1].split(" | ")[0] == repr(tiny.tokenizer.decode([top]))
+
+
+@pytest.mark.embedded
+def test_embedded_last_point():
+    lm = load_model("default")
+    pr = prepare(lm, load_dataset("paris-cloze"), "raw").subset([0, 1])
+    lens = LL.logit_lens(lm.model, lm.tokenizer, pr)
+    metric = pr.metric(final_logits(lm.model, pr.clean_batch(lm.tokenizer)))
+    last = lens.table[lens.table.step == lens.table.step.max()].sort_values("prompt")["value"]
+    assert torch.allclose(torch.tensor(last.to_numpy()), metric, atol=1e-3)
