@@ -1,0 +1,74 @@
+"""Attention patterns of chosen heads on one prompt, as tidy tables and an interactive plotly
+figure (one heatmap per head, switched by a dropdown). Only the needed layers' `hook_pattern`
+is kept; patterns have the query-head count also under grouped-query attention."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from factcircuits.tokens import encode
+
+
+@torch.no_grad()
+def head_patterns(model, tokenizer, prompt: str, heads: list[tuple[int, int]],
+                  fmt: str = "raw") -> tuple[list[str], dict[tuple[int, int], torch.Tensor]]:
+    """(token strings, {(layer, head): pattern [query, key]}) for one prompt."""
+    batch = encode(tokenizer, [prompt], fmt)
+    layers = sorted({int(ly) for ly, _ in heads})
+    store: dict[int, torch.Tensor] = {}
+
+    def keep(layer):
+        def hook(pattern, hook):
+            store[layer] = pattern[0].float().cpu()
+        return hook
+
+    device = model.cfg.device
+    model.run_with_hooks(batch.tokens.to(device), attention_mask=batch.attention_mask.to(device),
+                         fwd_hooks=[(f"blocks.{ly}.attn.hook_pattern", keep(ly)) for ly in layers])
+    tokens = [tokenizer.decode([t]) for t in batch.tokens[0].tolist()]
+    return tokens, {(int(ly), int(h)): store[int(ly)][int(h)] for ly, h in heads}
+
+
+def last_token_attention(tokens: list[str], patterns: dict) -> pd.DataFrame:
+    """Tidy: layer, head, key position, key token, attention from the last token."""
+    rows = []
+    for (ly, h), p in patterns.items():
+        for k, tok in enumerate(tokens):
+            rows.append({"layer": ly, "head": h, "key": k, "token": tok,
+                         "attention": float(p[-1, k])})
+    return pd.DataFrame(rows)
+
+
+def pattern_figure(tokens: list[str], patterns: dict, title: str = "Attention patterns"):
+    """One heatmap per head (query × key), chosen with a dropdown; hover shows the tokens."""
+    import plotly.graph_objects as go
+
+    labels = [f"{i}: {t!r}" for i, t in enumerate(tokens)]
+    fig = go.Figure()
+    keys = list(patterns)
+    for i, key in enumerate(keys):
+        fig.add_trace(go.Heatmap(z=patterns[key].numpy(), x=labels, y=labels, zmin=0, zmax=1,
+                                 colorscale="Blues", visible=i == 0, name=f"L{key[0]}H{key[1]}",
+                                 hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>"))
+    buttons = [{"label": f"L{ly}H{h}", "method": "update",
+                "args": [{"visible": [j == i for j in range(len(keys))]},
+                         {"title": f"{title}: layer {ly}, head {h}"}]}
+               for i, (ly, h) in enumerate(keys)]
+    first = keys[0] if keys else (0, 0)
+    fig.update_layout(title=f"{title}: layer {first[0]}, head {first[1]}",
+                      updatemenus=[{"buttons": buttons, "x": 1.0, "y": 1.15}],
+                      xaxis_title="key", yaxis_title="query", yaxis_autorange="reversed",
+                      height=600)
+    return fig
+
+
+def last_token_figure(table: pd.DataFrame, title: str = "Attention from the last token"):
+    import plotly.express as px
+
+    table = table.assign(head_label=[f"L{ly}H{h}" for ly, h in zip(table["layer"], table["head"])],
+                         key_label=[f"{k}: {t!r}" for k, t in zip(table["key"], table["token"])])
+    wide = table.pivot(index="head_label", columns="key_label", values="attention")
+    wide = wide[sorted(wide.columns, key=lambda c: int(c.split(":")[0]))]
+    return px.imshow(wide, color_continuous_scale="Blues", zmin=0, zmax=1, aspect="auto",
+                     labels={"x": "key token", "y": "head", "color": "attention"}, title=title)
