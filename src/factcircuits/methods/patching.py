@@ -454,9 +454,17 @@ def tidy(result: PatchResult, positions: pd.DataFrame | None = None) -> pd.DataF
 
 
 def by_class(table: pd.DataFrame, column: str = "token_class") -> pd.DataFrame:
-    """Mean normalized effect per (component, layer, class) over prompts and positions."""
-    return (table.groupby(["component", "layer", column], observed=True)["normalized"]
-            .mean().reset_index())
+    """Normalized effect per (component, layer, class): the class's mean patched metric,
+    normalized by the mean clean and corrupted metrics of the same rows (normalizing means, not
+    averaging per-prompt ratios, so a pair with a small clean−corrupted gap cannot dominate)."""
+    means = (table.groupby(["component", "layer", column], observed=True)
+             [["metric", "clean", "corrupted"]].mean().reset_index())
+    means["normalized"] = normalized_effect(torch.tensor(means["metric"].to_numpy()),
+                                            torch.tensor(means["clean"].to_numpy()),
+                                            torch.tensor(means["corrupted"].to_numpy())).numpy()
+    means["n_cells"] = (table.groupby(["component", "layer", column], observed=True)
+                        .size().to_numpy())
+    return means
 
 
 def peak(table: pd.DataFrame, column: str = "token_class") -> dict:
