@@ -90,10 +90,14 @@ def _notebook_body(path: Path) -> str:
     for cell in nb.cells:
         cell["outputs"] = [o for o in cell.get("outputs", [])
                            if o.get("metadata", {}).get(PLOTLYJS_MARK) != "plotlyjs"]
+    # Reviewers read results: code is left out of the preview (the notebooks keep it), and
+    # the parameters cells are replaced by the run's parameter table.
     tags = TagRemovePreprocessor(remove_input_tags={"remove-input", "hide-input"},
-                                 remove_cell_tags={"remove-cell"},
+                                 remove_cell_tags={"remove-cell", "parameters",
+                                                   "injected-parameters"},
                                  remove_all_outputs_tags={"remove-output"})
-    exporter = HTMLExporter(template_name="basic")
+    exporter = HTMLExporter(template_name="basic", exclude_input=True,
+                            exclude_input_prompt=True, exclude_output_prompt=True)
     exporter.register_preprocessor(tags, enabled=True)
     body, _ = exporter.from_notebook_node(nb)
     return body
@@ -108,7 +112,7 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
     import pandas as pd
     from plotly.offline import get_plotlyjs
 
-    from factcircuits.compare import comparison_figures, comparison_table
+    from factcircuits.compare import comparison_figures, comparison_table, full_table, key_table
     from factcircuits.pipeline import list_runs
     from factcircuits.report_pages import version_info
 
@@ -141,13 +145,21 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
         parts.append("<p>No runs yet: run <code>factcircuits run</code> first.</p>")
     parts.append("<h2 id='comparison'>Comparison across runs</h2>")
     with pd.option_context("display.float_format", "{:.4g}".format):
-        parts.append(table.to_html(index=False, classes="comparison", na_rep="",
-                                   table_id="comparison-table"))
-    for fig in comparison_figures(table):
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=False,
-                                 include_mathjax=False))
+        parts.append(key_table(table).to_html(index=False, classes="comparison", na_rep="",
+                                              table_id="comparison-table"))
+        for fig in comparison_figures(table):
+            parts.append(fig.to_html(full_html=False, include_plotlyjs=False,
+                                     include_mathjax=False))
+        if len(table):
+            parts.append("<details><summary>Every headline number</summary>"
+                         + full_table(table).to_html(classes="comparison", na_rep="")
+                         + "</details>")
     for run in runs:
         parts.append(f"<h2 id='run-{_anchor(run['run_id'])}'>Run {esc(run['run_id'])}</h2>")
+        params = pd.DataFrame(sorted(run.get("parameters", {}).items()),
+                              columns=["parameter", "value"])
+        parts.append("<details><summary>Parameters</summary>"
+                     + params.to_html(index=False, classes="comparison") + "</details>")
         for nb in run.get("notebooks", []):
             path = Path(run["run_dir"]) / f"{nb['name']}.ipynb"
             parts.append(f"<section class='notebook'><h3>{esc(nb['name'])}</h3>"
