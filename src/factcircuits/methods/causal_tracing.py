@@ -176,16 +176,15 @@ def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_sam
                 cells = [(layer, window_layers(layer, windows[kind], cfg.n_layers))
                          for layer in range(cfg.n_layers)]
                 for chunk in _chunks(cells, cap):
-                    copies = [[(KINDS[kind].format(layer=w), None, pos) for w in ws]
+                    copies = [(min(ws), [(KINDS[kind].format(layer=w), None, pos) for w in ws])
                               for _, ws in chunk]
-                    start = min(min(ws) for _, ws in chunk)
-                    plan.append((len(groups) - 1, kind, start, pos, copies, chunk))
+                    plan.append((len(groups) - 1, kind, pos, copies, chunk))
 
-    for g_no, kind, start, pos, copies, chunk in tqdm(plan, desc="causal trace",
-                                                      disable=not progress, leave=False):
+    for g_no, kind, pos, copies, chunk in tqdm(plan, desc="causal trace",
+                                               disable=not progress, leave=False):
         group = groups[g_no]
         G = len(group.index) // S
-        values = _run_stack(runner, model, group, start, pos, copies, metric_fn)
+        values = _run_stack(runner, model, group, pos, copies, metric_fn)
         values = values.view(len(copies), S, G).mean(1)
         for j, (layer, _) in enumerate(chunk):
             out[kind][layer, pos, group.index[:G]] = values[j]

@@ -107,6 +107,11 @@ class Resumable:
         def cache_kwarg(_module, args, kwargs):
             if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
                 kwargs["past_key_values"] = kwargs["cache"]
+            mask = kwargs.get("attention_mask")
+            # No padding on this path: every row's causal mask is the same, and the batch may
+            # grow between blocks (copies that start later join), so keep one row.
+            if isinstance(mask, torch.Tensor) and mask.ndim == 4 and mask.shape[0] > 1:
+                kwargs["attention_mask"] = mask[:1]
             return args, kwargs
 
         handles = [b.attn.register_forward_pre_hook(cache_kwarg, with_kwargs=True)
@@ -126,7 +131,8 @@ class Resumable:
     def run(self, start: int, residual: torch.Tensor, kv=None, past: int = 0) -> torch.Tensor:
         """Logits [batch, vocab] at the last position. `residual` [batch, pos, d] enters block
         `start` at absolute positions past..past+pos-1; `kv` holds keys/values of positions
-        < past of every layer, already repeated to the batch."""
+        < past of every layer, repeated to the rows that layer sees (the batch may grow between
+        blocks through hooks)."""
         from transformers import DynamicCache
 
         cache = None
@@ -175,6 +181,14 @@ def normalized_effect(patched, clean, corrupted) -> torch.Tensor:
 # --------------------------------------------------------------------------- core
 def _groups(lengths: torch.Tensor) -> list[torch.Tensor]:
     return [(lengths == n).nonzero().flatten() for n in sorted(set(lengths.tolist()))]
+
+
+def _first_difference(clean, corrupt) -> torch.Tensor:
+    """Per pair, the first position where the clean and corrupted tokens differ (the length
+    when they are identical)."""
+    differ = (clean.tokens != corrupt.tokens) & clean.attention_mask.bool()
+    pos = torch.arange(differ.shape[1]).expand_as(differ)
+    return torch.where(differ, pos, differ.shape[1]).min(1).values.clamp(max=clean.lengths)
 
 
 def _check_pairs(clean, corrupt):
@@ -251,47 +265,69 @@ def _prepare_group(runner, model, metric, index, clean_tokens, corrupt_tokens, n
                   metric(logits, index).float().cpu())
 
 
-def _run_stack(runner, model, group: _Group, start: int, past: int, copies, metric):
-    """One forward of len(copies) patched copies of the group, all starting at layer `start`
-    and position `past`. Each copy is a list of patches (hook name, head or None, position or
-    None = all positions); returns the metric [len(copies), G]."""
+def _run_stack(runner, model, group: _Group, past: int, copies, metric):
+    """One forward of len(copies) patched copies of the group at positions past.. Each copy is
+    (start layer, patches); a patch is (hook name, head or None, position or None = all
+    positions). A copy joins the batch at its own start layer (blocks before it would only
+    reproduce the corrupted run), so stacking wastes no layer. Returns the metric
+    [len(copies), G] in the order given."""
     G = len(group.index)
-    c = len(copies)
-    residual = group.corrupt_resid[start][:, past:].repeat(c, 1, 1)
+    order = sorted(range(len(copies)), key=lambda j: copies[j][0])
+    starts = [copies[j][0] for j in order]
+    first = starts[0]
+    n_layers = len(group.corrupt_resid)
+    joining = {layer: starts.count(layer) for layer in set(starts)}
+    active = [sum(n for start, n in joining.items() if start <= layer) for layer in range(n_layers)]
+    residual = group.corrupt_resid[first][:, past:].repeat(joining[first], 1, 1)
     kv = None
     if past:
-        kv = [(k[:, :, :past].repeat(c, 1, 1, 1), v[:, :, :past].repeat(c, 1, 1, 1))
-              for k, v in group.kv]
+        kv = [(k[:, :, :past].repeat(max(active[i], 1), 1, 1, 1),
+               v[:, :, :past].repeat(max(active[i], 1), 1, 1, 1))
+              for i, (k, v) in enumerate(group.kv)]
     by_name: dict[str, list] = {}
-    for j, patches in enumerate(copies):
-        for name, head, pos in patches:
-            by_name.setdefault(name, []).append((j, head, pos))
+    for row, j in enumerate(order):
+        for name, head, pos in copies[j][1]:
+            by_name.setdefault(name, []).append((row, head, pos))
+
+    def apply(act, items, clean):
+        for row, head, pos in items:
+            rows = slice(row * G, (row + 1) * G)
+            if pos is None:  # all positions
+                if head is None:
+                    act[rows] = clean[:, past:]
+                else:
+                    act[rows, :, head] = clean[:, past:, head]
+            elif head is None:
+                act[rows, pos - past] = clean[:, pos]
+            else:
+                act[rows, pos - past, head] = clean[:, pos, head]
+        return act
 
     def make_hook(name, items):
         clean = group.clean_acts[name]
+        return lambda act, hook: apply(act, items, clean)
 
-        def hook(act, hook):
-            for j, head, pos in items:
-                rows = slice(j * G, (j + 1) * G)
-                if pos is None:  # all positions
-                    if head is None:
-                        act[rows] = clean[:, past:]
-                    else:
-                        act[rows, :, head] = clean[:, past:, head]
-                else:
-                    if head is None:
-                        act[rows, pos - past] = clean[:, pos]
-                    else:
-                        act[rows, pos - past, head] = clean[:, pos, head]
-            return act
+    def make_join(layer, name):
+        new = group.corrupt_resid[layer][:, past:].repeat(joining[layer], 1, 1)
+        items, clean = by_name.pop(name, []), group.clean_acts.get(name)
 
-        return hook
+        def join(act, hook):
+            act = torch.cat([act, new.to(act.dtype)])
+            return apply(act, items, clean) if items else act
 
-    hooks = [(name, make_hook(name, items)) for name, items in by_name.items()]
+        return join
+
+    hooks = [(COMPONENTS["resid_pre"].format(layer=layer),
+              make_join(layer, COMPONENTS["resid_pre"].format(layer=layer)))
+             for layer in sorted(joining) if layer != first]
+    hooks += [(name, make_hook(name, items)) for name, items in by_name.items()]
     with model.hooks(fwd_hooks=hooks):
-        logits = runner.run(start, residual, kv, past)
-    index = group.index.repeat(c)
-    return metric(logits, index).float().cpu().view(c, G)
+        logits = runner.run(first, residual, kv, past)
+    index = group.index.repeat(len(copies))
+    values = metric(logits, index).float().cpu().view(len(copies), G)
+    out = torch.empty_like(values)
+    out[torch.tensor(order)] = values
+    return out
 
 
 def _chunks(items, size):
@@ -336,37 +372,41 @@ def patch(lm, prepared, component: str = "resid_pre", by: str = "pos", layers=No
     clean_metric = torch.zeros(n_prompts)
     corrupt_metric = torch.zeros(n_prompts)
 
-    groups = _groups(clean.lengths)
-    plan = []  # (group_no, start layer, past position, copies, cells)
+    # Positions before the first token where a pair differs hold the same activations in both
+    # runs (causal attention): patching there is a no-op, so those cells are the corrupted
+    # metric without a forward. Grouping by (length, first difference) lets every group skip.
+    first_diff = _first_difference(clean, corrupt)
+    key = clean.lengths * (width + 1) + (first_diff if by != "head" else 0)
+    plan = []  # (group_no, past position, copies, cells)
     prepared_groups = []
-    for g_no, idx in enumerate(groups):
-        n = int(clean.lengths[idx[0]])
+    for g_no, idx in enumerate(_groups(key)):
+        n, skip = int(clean.lengths[idx[0]]), int(first_diff[idx[0]])
         group = _prepare_group(runner, model, metric, idx, clean.tokens[idx, :n],
                                corrupt.tokens[idx, :n], set(names.values()))
         prepared_groups.append(group)
         clean_metric[idx], corrupt_metric[idx] = group.clean_metric, group.corrupt_metric
-        # cells past this group's length: patching there changes nothing
-        if by in ("pos", "pos_head") and n < width:
-            values[:, n:, ..., idx] = group.corrupt_metric
+        if by in ("pos", "pos_head"):
+            values[:, n:, ..., idx] = group.corrupt_metric  # past the end: nothing to patch
+            values[:, :skip, ..., idx] = group.corrupt_metric  # identical prefix: no-op
         cap = max_patches if isinstance(max_patches, int) else \
             max_patches_for(cfg, len(idx), n, budget)
         if by == "head":
             cells = [(layer, h) for layer in layers for h in range(n_heads)]
             for chunk in _chunks(cells, cap):
-                copies = [[(names[layer], h, None)] for layer, h in chunk]
-                plan.append((g_no, min(c[0] for c in chunk), 0, copies, chunk))
+                copies = [(layer, [(names[layer], h, None)]) for layer, h in chunk]
+                plan.append((g_no, 0, copies, chunk))
             continue
-        for pos in range(n):
+        for pos in range(skip, n):
             cells = [(layer, h) for layer in layers
                      for h in (range(n_heads) if by == "pos_head" else [None])]
             for chunk in _chunks(cells, cap):
-                copies = [[(names[layer], h, pos)] for layer, h in chunk]
-                plan.append((g_no, min(c[0] for c in chunk), pos, copies, chunk))
+                copies = [(layer, [(names[layer], h, pos)]) for layer, h in chunk]
+                plan.append((g_no, pos, copies, chunk))
 
-    for g_no, start, pos, copies, chunk in tqdm(plan, desc=f"patch {component}",
-                                                disable=not progress, leave=False):
+    for g_no, pos, copies, chunk in tqdm(plan, desc=f"patch {component}",
+                                         disable=not progress, leave=False):
         group = prepared_groups[g_no]
-        out = _run_stack(runner, model, group, start, pos, copies, metric)
+        out = _run_stack(runner, model, group, pos, copies, metric)
         for j, (layer, h) in enumerate(chunk):
             if by == "head":
                 values[layer, h, group.index] = out[j]
