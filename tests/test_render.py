@@ -39,11 +39,13 @@ def test_preview_has_every_figure_plotlyjs_once_and_comparison(two_runs, tmp_pat
     # (plotly.js itself names a CDN only as the default topojson URL for geo maps)
     assert text.count("cdn.plot.ly") == get_plotlyjs().count("cdn.plot.ly")
     assert 'src="http' not in text and "src='http" not in text
-    # every figure of every run's notebooks, plus one comparison plot per headline number
+    # every figure of every run's notebooks, plus the comparison figure with a panel for each
+    # headline number (01_first.score, 01_first.n_prompts, 02_second.effect)
     for title in ("fixture-one-figure", "fixture-two-figure"):
         assert text.count(title) >= len(results), title
-    n_metrics = 3  # 01_first.score, 01_first.n_prompts, 02_second.effect
-    assert text.count('class="plotly-graph-div"') == 2 * len(results) + n_metrics
+    assert text.count('class="plotly-graph-div"') == 2 * len(results) + 1
+    for panel in ("score", "n_prompts", "effect"):
+        assert f'"text":"{panel}"' in text, panel
     assert 'id="comparison-table"' in text
     for result in results:
         assert result.run_id in text

@@ -72,13 +72,14 @@ def full_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparison_figure(table: pd.DataFrame):
-    """One figure, a small panel per key metric: dataset on x, one bar per model. None when
-    there is nothing to plot."""
+    """One figure, a small panel per key metric (every number, up to 12, when the runs have
+    none of the key ones): dataset on x, one bar per model. None when nothing to plot."""
     import plotly.express as px
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    keys = [k for k in key_metrics(table) if table[k].notna().any()]
+    keys = key_metrics(table) or [c for c in table.columns if c not in ID_COLUMNS][:12]
+    keys = [k for k in keys if table[k].notna().any()]
     if not keys:
         return None
     cols = 2
