@@ -149,8 +149,14 @@ def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_sam
     corrupt_metric = torch.zeros(n_prompts)
     lengths = batch.lengths
     plan, groups = [], []
-    for idx in [(lengths == n).nonzero().flatten() for n in sorted(set(lengths.tolist()))]:
-        n = int(lengths[idx[0]])
+    # States before the first subject token are the same in the clean and noised runs (causal
+    # attention): restoring them is a no-op (indirect effect 0) and needs no forward. Grouping
+    # by (length, first subject position) lets each group skip them.
+    first_subject = torch.tensor([min(p) if p else int(n) for p, n in
+                                  zip(subject_positions, lengths.tolist())])
+    key = lengths * (width + 1) + first_subject
+    for idx in [(key == k).nonzero().flatten() for k in sorted(set(key.tolist()))]:
+        n, skip = int(lengths[idx[0]]), int(first_subject[idx[0]])
         tokens = batch.tokens[idx, :n].to(cfg.device)
         clean_logits, cache = model.run_with_cache(
             tokens, names_filter=lambda name: name in names_needed, return_cache_object=False)
@@ -169,10 +175,12 @@ def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_sam
         groups.append(group)
         clean_metric[idx] = group.clean_metric
         corrupt_metric[idx] = group.corrupt_metric.view(S, len(idx)).mean(0)
+        for kind in kinds:
+            out[kind][:, :skip, idx] = corrupt_metric[idx]
         cap = max_patches if isinstance(max_patches, int) else \
             max_patches_for(cfg, S * len(idx), n, budget)
         for kind in kinds:
-            for pos in range(n):
+            for pos in range(skip, n):
                 cells = [(layer, window_layers(layer, windows[kind], cfg.n_layers))
                          for layer in range(cfg.n_layers)]
                 for chunk in _chunks(cells, cap):
