@@ -170,6 +170,17 @@ if results:
     headline.update(top_head_layer=int(top_heads["layer"][0]), top_head=int(top_heads["head"][0]),
                     top_head_effect=float(top_heads["normalized"][0]),
                     clean_metric=clean_mean, corrupted_metric=corrupt_mean)
+    resid_roles = roles[roles["component"] == "resid_pre"].pivot(
+        index="layer", columns="role", values="normalized")
+    handover = None
+    if {"subject", "last"} <= set(resid_roles.columns):
+        later = resid_roles.index[resid_roles["last"] >= resid_roles["subject"]]
+        handover = int(later[0]) if len(later) else None
+    headline["resid_pre_handover_layer"] = handover
+    display(Markdown(
+        "In the residual stream the clean answer is carried by the subject tokens first and by "
+        "the last token later; the last token's effect first reaches the subject tokens' at "
+        + (f"layer **{handover}**." if handover is not None else "no layer.")))
     display(Markdown(
         f"The residual stream carries the most at the **{CLASS_TITLES[r['token_class']]}** "
         f"(layer {r['layer']}, normalized effect {r['effect']:.2f}). MLP outputs peak at the "

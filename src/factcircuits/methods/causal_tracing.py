@@ -179,22 +179,21 @@ def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_sam
             out[kind][:, :skip, idx] = corrupt_metric[idx]
         cap = max_patches if isinstance(max_patches, int) else \
             max_patches_for(cfg, S * len(idx), n, budget)
-        for kind in kinds:
-            for pos in range(skip, n):
-                cells = [(layer, window_layers(layer, windows[kind], cfg.n_layers))
-                         for layer in range(cfg.n_layers)]
-                for chunk in _chunks(cells, cap):
-                    copies = [(min(ws), [(KINDS[kind].format(layer=w), None, pos) for w in ws])
-                              for _, ws in chunk]
-                    plan.append((len(groups) - 1, kind, pos, copies, chunk))
+        for pos in range(skip, n):  # every kind's restorations share the forwards
+            cells = [(kind, layer, window_layers(layer, windows[kind], cfg.n_layers))
+                     for kind in kinds for layer in range(cfg.n_layers)]
+            for chunk in _chunks(cells, cap):
+                copies = [(min(ws), [(KINDS[kind].format(layer=w), None, pos) for w in ws])
+                          for kind, _, ws in chunk]
+                plan.append((len(groups) - 1, pos, copies, chunk))
 
-    for g_no, kind, pos, copies, chunk in tqdm(plan, desc="causal trace",
-                                               disable=not progress, leave=False):
+    for g_no, pos, copies, chunk in tqdm(plan, desc="causal trace", disable=not progress,
+                                         leave=False):
         group = groups[g_no]
         G = len(group.index) // S
         values = _run_stack(runner, model, group, pos, copies, metric_fn)
         values = values.view(len(copies), S, G).mean(1)
-        for j, (layer, _) in enumerate(chunk):
+        for j, (kind, layer, _) in enumerate(chunk):
             out[kind][layer, pos, group.index[:G]] = values[j]
     return {kind: TraceResult(kind, windows[kind], out[kind], clean_metric, corrupt_metric,
                               lengths, noise_scale, std, S, int(seed)) for kind in kinds}

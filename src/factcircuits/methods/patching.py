@@ -14,7 +14,12 @@ Why it is faster than TransformerLens's one-full-forward-per-cell loop, with the
   them, so it saves nothing: we run the Hugging Face decoder on the sliced block list);
 - unembed only the last position (the metric's);
 - stack many patches along the batch axis (copies of the prompt group, one patch each), as
-  many as the memory cap allows (`max_patches="auto"`), so matrix multiplies stay large.
+  many as the memory cap allows (`max_patches="auto"`), so matrix multiplies stay large; a
+  copy joins the stacked batch at its own layer (a hook concatenates its rows there), so
+  stacking patches of different layers wastes no block;
+- positions before the first token where a pair differs hold identical activations in both
+  runs, so patching there is provably a no-op: those cells get the corrupted metric without a
+  forward (pairs are grouped by length and first differing token).
 
 Prompts are grouped by token length (clean and corrupted prompts of a pair must have equal
 length: `Session.patchable` keeps those); inside a group there is no padding, so no attention
