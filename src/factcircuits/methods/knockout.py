@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.methods.ablation import run_last_logits
 from factcircuits.methods.positions import position_mask, task_positions
