@@ -78,6 +78,9 @@ display(Markdown(
     f"found MLPs carried about 70% on gemma-2b-it. The largest single jump, "
     f"{shares['peak_jump']:.3f}, is at layer **{shares['peak_layer']}** "
     f"({shares['peak_sublayer']})."))
+caveat = LL.share_caveat(shares)
+if caveat:
+    display(Markdown(f"**Caveat.** {caveat}"))
 cap = soft_cap_note(session.model)
 if cap:
     display(Markdown(f"**Caveat.** {cap}"))
@@ -107,7 +110,7 @@ display(tops)
 save_table(run_dir, NOTEBOOK, "top_tokens_example", tops)
 
 # %%
-save_headline(run_dir, NOTEBOOK, {
+_ = save_headline(run_dir, NOTEBOOK, {
     "mlp_share": shares["mlp_share"], "attn_share": shares["attn_share"],
     "peak_layer": shares["peak_layer"], "peak_sublayer": shares["peak_sublayer"],
     "peak_jump": shares["peak_jump"], "total_increase": shares["total_increase"],

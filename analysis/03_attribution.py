@@ -113,7 +113,7 @@ display(top_n)
 save_table(run_dir, NOTEBOOK, "top_neurons", top_n)
 
 # %%
-save_headline(run_dir, NOTEBOOK, {
+_ = save_headline(run_dir, NOTEBOOK, {
     "dla_sum_check_max_abs_error": max_err, "dla_sum_check_passes": max_err < 1e-3 and not cap,
     "top_head": f"L{int(top_h['layer'][0])}H{int(top_h['head'][0])}",
     "top_head_dla": top_h["dla"][0],

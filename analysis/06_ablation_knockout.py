@@ -101,7 +101,7 @@ display(Markdown(" ".join(
     for role, p in peaks.items()) + f" (Windows of {k} layers.)"))
 
 # %%
-save_headline(run_dir, NOTEBOOK, {
+_ = save_headline(run_dir, NOTEBOOK, {
     "ablation_biggest_drop": big["drop"], "ablation_biggest_component": big["component"],
     "ablation_biggest_mode": big["mode"], "knockout_window": k,
     **{f"knockout_{role}_peak_centre": p["centre"] for role, p in peaks.items()},

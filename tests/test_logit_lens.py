@@ -61,3 +61,14 @@ def test_embedded_last_point():
     metric = pr.metric(final_logits(lm.model, pr.clean_batch(lm.tokenizer)))
     last = lens.table[lens.table.step == lens.table.step.max()].sort_values("prompt")["value"]
     assert torch.allclose(torch.tensor(last.to_numpy()), metric, atol=1e-3)
+
+
+def test_share_caveat_only_when_contributions_cancel():
+    from factcircuits.methods.logit_lens import share_caveat
+
+    clear = {"attn_increase": 1.0, "mlp_increase": 3.0, "total_increase": 4.0,
+             "mlp_share": 0.75}
+    assert share_caveat(clear) == ""
+    cancelling = {"attn_increase": 1.3, "mlp_increase": -1.26, "total_increase": 0.04,
+                  "mlp_share": -31.5}
+    assert "not meaningful" in share_caveat(cancelling)

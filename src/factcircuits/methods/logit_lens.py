@@ -78,6 +78,19 @@ class LogitLens:
         }
 
 
+def share_caveat(shares: dict[str, float]) -> str:
+    """A sentence for when the attention/MLP shares should not be read as shares: the total
+    increase is small next to the sublayers' own moves (they mostly cancel), so the ratios
+    blow up or leave 0–100%. Empty when the shares are meaningful."""
+    gross = abs(shares["attn_increase"]) + abs(shares["mlp_increase"])
+    total = shares["total_increase"]
+    if gross and abs(total) >= 0.25 * gross and 0 <= shares["mlp_share"] <= 1:
+        return ""
+    return (f"The sublayers' contributions largely cancel (net {total:+.3f} against "
+            f"{gross:.3f} moved in total), so the attention/MLP shares are not meaningful "
+            "here; read the curve and the per-sublayer bars instead.")
+
+
 def logit_lens(model, tokenizer, prepared, batch_size: int = 16, kind: str = "auto",
                progress: bool = False, dec: Decomposition | None = None) -> LogitLens:
     """Logit lens on the answer direction for every prompt of `prepared`."""
