@@ -11,6 +11,9 @@ wall time of each, the ratio, max |difference| of the [layer, pos] results, peak
 
     python benchmarks/patching.py [--json] [--components resid_pre,attn_out,mlp_out]
                                   [--reps 3] [--pairs 16] [--threads N] [--profile]
+
+On a busy 2-core machine pass `--threads 1`: two OpenMP threads competing with other load
+make both methods slower and the timings noisy (both methods always get the same setting).
 """
 
 from __future__ import annotations

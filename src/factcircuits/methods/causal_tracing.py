@@ -188,7 +188,7 @@ def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_sam
                 plan.append((len(groups) - 1, pos, copies, chunk))
 
     for g_no, pos, copies, chunk in tqdm(plan, desc="causal trace", disable=not progress,
-                                         leave=False):
+                                         mininterval=1.0, leave=False):
         group = groups[g_no]
         G = len(group.index) // S
         values = _run_stack(runner, model, group, pos, copies, metric_fn)

@@ -408,7 +408,7 @@ def patch(lm, prepared, component: str = "resid_pre", by: str = "pos", layers=No
                 copies = [(layer, [(names[layer], h, pos)]) for layer, h in chunk]
                 plan.append((g_no, pos, copies, chunk))
 
-    for g_no, pos, copies, chunk in tqdm(plan, desc=f"patch {component}",
+    for g_no, pos, copies, chunk in tqdm(plan, desc=f"patch {component}", mininterval=1.0,
                                          disable=not progress, leave=False):
         group = prepared_groups[g_no]
         out = _run_stack(runner, model, group, pos, copies, metric)
