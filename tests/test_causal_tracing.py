@@ -49,14 +49,15 @@ def test_noise_moves_probability_and_restoring_last_layer_recovers_it(tiny_lm, t
 
 
 def test_stacking_cap_does_not_change_trace(tiny_lm, tiny_task):
-    kw = dict(kinds=("mlp",), windows={"mlp": 3}, noise_samples=2, seed=0, progress=False)
+    kw = {"kinds": ("mlp",), "windows": {"mlp": 3}, "noise_samples": 2, "seed": 0,
+          "progress": False}
     auto = CT.trace(tiny_lm, tiny_task, **kw)["mlp"]
     one = CT.trace(tiny_lm, tiny_task, max_patches=1, **kw)["mlp"]
     assert (torch.nan_to_num(auto.values) - torch.nan_to_num(one.values)).abs().max() < 1e-5
 
 
 def test_window_layers_like_rome():
-    assert CT.window_layers(0, 10, 30) == list(range(0, 5))
+    assert CT.window_layers(0, 10, 30) == list(range(5))
     assert CT.window_layers(15, 10, 30) == list(range(10, 20))
     assert CT.window_layers(29, 10, 30) == list(range(24, 30))
     assert CT.window_layers(4, 1, 30) == [4]
