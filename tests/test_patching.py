@@ -158,11 +158,11 @@ def test_embedded_cells_match_transformer_lens(embedded_lm):
             activation_name=component, index_df=cells).cpu()
         mine = P.patch(lm, prepared, component, progress=False,
                        layers=sorted(set(cells["layer"]))).mean()
-        got = mine[cells["layer"].to_numpy(), cells["pos"].to_numpy()]
+        got = mine[cells["layer"].tolist(), cells["pos"].tolist()]
         assert (got - ref).abs().max() <= TOL, component
     heads = pd.DataFrame({"layer": [0, 10, n_layers - 1], "head": [0, 4, lm.cfg.n_heads - 1]})
     ref = tlp.generic_activation_patch(
         lm.model, tokens, cache, metric, patch_setter=tlp.layer_head_vector_patch_setter,
         activation_name="z", index_df=heads).cpu()
     mine = P.patch_heads(lm, prepared, progress=False, layers=sorted(set(heads["layer"]))).mean()
-    assert (mine[heads["layer"].to_numpy(), heads["head"].to_numpy()] - ref).abs().max() <= TOL
+    assert (mine[heads["layer"].tolist(), heads["head"].tolist()] - ref).abs().max() <= TOL
