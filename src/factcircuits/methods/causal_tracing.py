@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.methods.patching import (
     Resumable,
