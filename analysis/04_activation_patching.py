@@ -83,6 +83,9 @@ if len(pairs.prompts):
     display(Markdown(
         f"Mean {prepared.main_metric}: clean **{clean_mean:.2f}**, corrupted "
         f"**{corrupt_mean:.2f}** over {len(pairs.prompts)} pairs."))
+    caveat = P.normalization_caveat(clean_mean, corrupt_mean, prepared.main_metric)
+    if caveat:
+        display(Markdown(f"**Caveat.** {caveat}"))
 else:
     display(Markdown("No prompt pair can be patched, so this notebook shows nothing further."))
 
@@ -95,7 +98,7 @@ else:
 
 # %%
 if results:
-    for component, result in results.items():
+    for component in results:
         grid = classes[classes["component"] == component].pivot(
             index="layer", columns="token_class", values="normalized")
         grid = grid[[c for c in CLASS_ORDER if c in grid.columns]]

@@ -156,11 +156,8 @@ headline = {
     "window": window_mlp_attn, "metric": metric_name,
     "clean_mean": float(hidden.clean.mean()), "noised_mean": float(hidden.corrupted.mean()),
     "total_effect_mean": float(hidden.total_effect().mean()),
-    "mlp_last_subject_peak_aie": float(mlp_peak["peak_aie"]),
-    "mlp_last_subject_peak_layer": int(mlp_peak["layer"]),
-    "attn_last_subject_peak_aie": float(attn_peak["peak_aie"]),
-    "attn_last_subject_peak_layer": int(attn_peak["layer"]),
 }
+# One entry per (state kind, token class), e.g. mlp_subject_last_peak_aie / _peak_layer.
 for _, row in peaks.iterrows():
     headline[f"{row['kind']}_{row['token_class']}_peak_aie"] = float(row["peak_aie"])
     headline[f"{row['kind']}_{row['token_class']}_peak_layer"] = int(row["layer"])

@@ -119,4 +119,5 @@ def test_embedded_cloze_dla_sums():
     heads = A.head_dla(lm.model, dec, d)
     layers = A.layer_dla(dec, d)
     attn = layers[layers.component == "attn"].set_index(["prompt", "layer"])["dla"]
-    assert (attn - heads.groupby(["prompt", "layer"])["dla"].sum().loc[attn.index]).abs().max() < 1e-3
+    summed = heads.groupby(["prompt", "layer"])["dla"].sum().loc[attn.index]
+    assert (attn - summed).abs().max() < 1e-3

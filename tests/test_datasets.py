@@ -135,7 +135,8 @@ def test_empty_file_and_header_only(tmp_path):
 
 @pytest.mark.parametrize("bad", ["yes", "maybe", "2", ""])
 def test_label_not_true_false(tmp_path, bad):
-    path = write(tmp_path, "l.csv", f"prompt,label\nIs Rome in Italy?,True\nIs Rome in Peru?,{bad}\n")
+    text = f"prompt,label\nIs Rome in Italy?,True\nIs Rome in Peru?,{bad}\n"
+    path = write(tmp_path, "l.csv", text)
     msg = error_of(path)
     assert "row 2" in msg and "'label'" in msg and "True/False" in msg
 

@@ -166,3 +166,11 @@ def test_embedded_cells_match_transformer_lens(embedded_lm):
         activation_name="z", index_df=heads).cpu()
     mine = P.patch_heads(lm, prepared, progress=False, layers=sorted(set(heads["layer"]))).mean()
     assert (mine[heads["layer"].tolist(), heads["head"].tolist()] - ref).abs().max() <= TOL
+
+
+def test_normalization_caveat_only_when_corruption_does_not_flip():
+    from factcircuits.methods.patching import normalization_caveat
+
+    assert normalization_caveat(4.6, -3.9, "logit_diff") == ""
+    assert "do not flip" in normalization_caveat(0.79, 1.08, "log_odds")
+    assert "do not flip" in normalization_caveat(0.3, 0.2, "log_odds")

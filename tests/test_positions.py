@@ -59,7 +59,8 @@ def test_missing_subject_is_an_error(tok):
 
 def test_position_mask(tok):
     prompts = ["The capital of France is", "The Eiffel Tower is located in the city of"]
-    pps = [P.prompt_positions(tok, p, s, "raw", p) for p, s in zip(prompts, ["France", "Eiffel Tower"])]
+    subjects = ["France", "Eiffel Tower"]
+    pps = [P.prompt_positions(tok, p, s, "raw", p) for p, s in zip(prompts, subjects)]
     batch = encode(tok, prompts)
     mask = P.position_mask(pps, "last", batch.tokens.shape[1])
     assert mask.nonzero()[:, 1].tolist() == batch.last_index.tolist()

@@ -18,8 +18,11 @@ LAYER_KEY = re.compile(r"(layer|centre)$")
 KEY_METRICS = [
     r"01_task_check\.accuracy$", r"01_task_check\.auc$", r"01_task_check\.mean_metric$",
     r"02_logit_lens\.mlp_share$", r"02_logit_lens\.peak_layer_depth$",
-    r"03_attribution\.top_head_dla$", r"04_activation_patching\..*peak.*effect$",
-    r"05_causal_tracing\..*peak.*$", r"06_ablation_knockout\.ablation_biggest_drop$",
+    r"03_attribution\.top_head_dla$", r"04_activation_patching\.resid_pre_peak$",
+    r"04_activation_patching\.resid_pre_peak_layer_depth$",
+    r"05_causal_tracing\.total_effect_mean$", r"05_causal_tracing\.mlp_subject_last_peak_aie$",
+    r"05_causal_tracing\.mlp_subject_last_peak_layer_depth$",
+    r"06_ablation_knockout\.ablation_biggest_drop$",
     r"06_ablation_knockout\.knockout_subject_peak_centre_depth$",
 ]
 

@@ -77,7 +77,8 @@ def init_notebook(static: bool | None = None) -> None:
     else:
         pio.renderers.default = "factcircuits"
         if not os.environ.get("FACTCIRCUITS_PIPELINE"):  # the pipeline says it once per run
-            print("note: no Chromium for kaleido; figures are interactive HTML only (no PDF images)")
+            print("note: no Chromium for kaleido; figures are interactive HTML only "
+                  "(no PDF images)")
     display(HTML(f'<script type="text/javascript">{get_plotlyjs()}</script>'),
             metadata={"factcircuits": "plotlyjs"})
 

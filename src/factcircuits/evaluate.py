@@ -56,7 +56,7 @@ class PreparedTask:
     def corrupted_batch(self, tokenizer) -> Batch:
         return encode(tokenizer, self.corrupted_prompts, self.prompt_format)
 
-    def subset(self, keep) -> "PreparedTask":
+    def subset(self, keep) -> PreparedTask:
         """Only the rows at positions `keep` (a list of ints or a boolean mask)."""
         keep = torch.as_tensor(keep)
         if keep.dtype == torch.bool:

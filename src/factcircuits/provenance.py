@@ -26,7 +26,8 @@ def git_commit(root: Path) -> dict[str, object]:
     """{'commit': full sha or None, 'dirty': bool} of the project checkout."""
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", *args], check=False, cwd=root, capture_output=True, text=True,
+            out = subprocess.run(["git", *args], check=False, cwd=root, capture_output=True,
+                                 text=True,
                                  timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             return None

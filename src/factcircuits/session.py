@@ -93,7 +93,8 @@ def open_session(model: str = "default", dataset: str = "", task: str = "cloze",
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.json").write_text(json.dumps(lm.provenance, indent=2) + "\n")
     params = dict(model=model, dataset=data.name, task=task, prompt_format=prompt_format,
-                  answer_map=answer_map, device=lm.provenance["device"], dtype=lm.provenance["dtype"],
+                  answer_map=answer_map, device=lm.provenance["device"],
+                  dtype=lm.provenance["dtype"],
                   batch_size=batch_size, n_prompts=n_prompts, seed=seed)
     return Session(params, lm, data, prepared, out, batch_size)
 

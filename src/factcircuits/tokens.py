@@ -50,7 +50,7 @@ class Batch:
     def lengths(self) -> torch.Tensor:
         return self.last_index + 1
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         return Batch(self.tokens.to(device), self.attention_mask.to(device),
                      self.last_index.to(device))
 

@@ -156,7 +156,8 @@ def cmd_filter(args) -> int:
         from factcircuits.evaluate import score_dataset
         from factcircuits.models import load_model
     except ImportError as exc:
-        raise UserError(f"model scoring is not available ({exc}); install the full package")
+        raise UserError(f"model scoring is not available ({exc}); install the full package") \
+            from exc
     lm = load_model(args.model)
     # score_dataset may leave out unscorable rows; a row number column maps scores back.
     tagged = datasets.FactDataset(ds.name, ds.path, ds.sha256, ds.task,

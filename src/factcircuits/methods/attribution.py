@@ -192,7 +192,10 @@ def decompose(model, tokenizer, prepared, batch_size: int = 16, heads: bool = Tr
         names += [f"blocks.{ly}.attn.hook_z" for ly in range(L)]
     values, logits = capture_last(model, prepared.clean_batch(tokenizer), names, batch_size,
                                   progress, desc="decompose")
-    stack = lambda fmt: torch.stack([values[fmt.format(ly)] for ly in range(L)], 1)
+
+    def stack(fmt):
+        return torch.stack([values[fmt.format(ly)] for ly in range(L)], 1)
+
     norm = str(getattr(model.cfg, "normalization_type", "RMS") or "RMS")
     return Decomposition(
         embed=values["blocks.0.hook_resid_pre"], attn=stack("blocks.{}.hook_attn_out"),

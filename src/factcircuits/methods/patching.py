@@ -184,6 +184,17 @@ def normalized_effect(patched, clean, corrupted) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- core
+def normalization_caveat(clean_mean: float, corrupted_mean: float, metric: str) -> str:
+    """A sentence for when (patched − corrupted)/(clean − corrupted) is not a meaningful scale:
+    the corruption barely moves the metric, or moves it the wrong way. Empty otherwise."""
+    gap = clean_mean - corrupted_mean
+    if gap > 0.5 and gap > 0.25 * abs(clean_mean):
+        return ""
+    return (f"The corrupted prompts do not flip the answer (mean {metric} clean "
+            f"{clean_mean:.3f} vs corrupted {corrupted_mean:.3f}), so the normalized effects "
+            "below divide by a small or negative gap: read them as noise, not as localisation.")
+
+
 def _groups(lengths: torch.Tensor) -> list[torch.Tensor]:
     return [(lengths == n).nonzero().flatten() for n in sorted(set(lengths.tolist()))]
 
