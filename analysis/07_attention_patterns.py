@@ -48,7 +48,7 @@ display(Markdown(f"Analysed: {note}."))
 from factcircuits.methods import attention as AT  # noqa: E402
 from factcircuits.methods import attribution as A  # noqa: E402
 from factcircuits.methods.positions import prompt_positions  # noqa: E402
-from factcircuits.results import save_table  # noqa: E402
+from factcircuits.results import save_headline, save_table  # noqa: E402
 
 NOTEBOOK = "07_attention_patterns"
 dec = A.decompose(session.model, session.tokenizer, prepared, session.batch_size, progress=True)
@@ -76,3 +76,12 @@ subj = last[last["class"].str.startswith("subject")].groupby(["layer", "head"])[
 best = subj.idxmax()
 display(Markdown(f"Of these heads, L{best[0]}H{best[1]} puts the most attention from the last "
                  f"token on the subject ({subj.max():.2f} of its attention)."))
+top_dla = subj.get((heads[0][0], heads[0][1]), 0.0)
+display(Markdown(f"The head with the largest direct effect, L{heads[0][0]}H{heads[0][1]}, puts "
+                 f"{top_dla:.2f} of the last token's attention on the subject."))
+
+# %% tags=["remove-cell"]
+_ = save_headline(run_dir, NOTEBOOK, {
+    "top_subject_head": f"L{best[0]}H{best[1]}", "top_subject_head_attention": subj.max(),
+    "top_dla_head": f"L{heads[0][0]}H{heads[0][1]}",
+    "top_dla_head_subject_attention": top_dla, "example": ex})

@@ -58,12 +58,18 @@ def _short_warning_paths() -> None:
 
 def init_notebook(static: bool | None = None) -> None:
     """Set plotly's renderer and load plotly.js once (see module docstring)."""
+    import warnings
+
     import plotly.io as pio
     from IPython.display import HTML, display
     from plotly.offline import get_plotlyjs
 
     _register_renderer()
     _short_warning_paths()
+    # Known harmless notices that would otherwise repeat in every run's log: kaleido's server
+    # ignores per-call options, and text progress bars are used on purpose (no ipywidgets).
+    warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+    warnings.filterwarnings("ignore", message="IProgress not found")
     if static is None:
         static = static_export_available()
     if static:

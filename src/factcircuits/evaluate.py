@@ -115,8 +115,10 @@ def score(lm, prepared: PreparedTask, batch_size: int = 16, progress: bool = Fal
 
 
 def score_dataset(lm, dataset: FactDataset, prompt_format: str = "raw",
-                  answer_map: str | None = None, batch_size: int = 16) -> pd.DataFrame:
+                  answer_map: str | None = None, batch_size: int = 16,
+                  drop_multi_token: bool = False) -> pd.DataFrame:
     """One row per scorable dataset row: its columns plus every metric of the task, `metric`
     (the main one, positive = right) and `correct`."""
-    _, table = score(lm, prepare(lm, dataset, prompt_format, answer_map), batch_size)
+    prepared = prepare(lm, dataset, prompt_format, answer_map, drop_multi_token=drop_multi_token)
+    _, table = score(lm, prepared, batch_size)
     return table

@@ -53,7 +53,7 @@ class Session:
             return self.task, ("the model answers no prompt correctly, so the analyses below "
                                "use all prompts: they describe how it computes a wrong answer")
         note = f"{int(keep.sum())} of {len(keep)} prompts the model answers correctly"
-        return self.task.subset(torch.as_tensor(keep)), note
+        return self.task.subset(torch.as_tensor(keep.copy())), note
 
     def patchable(self, prepared: PreparedTask) -> tuple[PreparedTask, pd.DataFrame]:
         """Rows whose corrupted prompt has the same token length as the clean one (activation
