@@ -32,21 +32,19 @@ run_dir = "."
 top_k = 5
 
 # %% tags=["remove-input"]
-from IPython.display import Markdown, display  # noqa: E402
+from IPython.display import Markdown, display
 
-from factcircuits.display import init_notebook  # noqa: E402
-from factcircuits.session import open_session  # noqa: E402
+from factcircuits.display import init_notebook
+from factcircuits.session import open_session_from
 
 init_notebook()
-session = open_session(model=model, dataset=dataset, task=task, prompt_format=prompt_format,
-                       answer_map=answer_map, device=device, dtype=dtype, batch_size=batch_size,
-                       n_prompts=n_prompts, seed=seed, run_dir=run_dir)
+session = open_session_from(globals())
 
 # %%
-import plotly.express as px  # noqa: E402
+import plotly.express as px
 
-from factcircuits import task_check  # noqa: E402
-from factcircuits.results import save_headline, save_table  # noqa: E402
+from factcircuits import task_check
+from factcircuits.results import save_headline, save_table
 
 NOTEBOOK = "01_task_check"
 report = task_check.check(session, top_k=top_k)

@@ -35,22 +35,20 @@ example = 0  # prompt index for the per-layer top tokens
 top_k = 5
 
 # %% tags=["remove-input"]
-from IPython.display import Markdown, display  # noqa: E402
+from IPython.display import Markdown, display
 
-from factcircuits.display import init_notebook  # noqa: E402
-from factcircuits.session import open_session  # noqa: E402
+from factcircuits.display import init_notebook
+from factcircuits.session import open_session_from
 
 init_notebook()
-session = open_session(model=model, dataset=dataset, task=task, prompt_format=prompt_format,
-                       answer_map=answer_map, device=device, dtype=dtype, batch_size=batch_size,
-                       n_prompts=n_prompts, seed=seed, run_dir=run_dir)
+session = open_session_from(globals())
 prepared, note = session.known()
 display(Markdown(f"Analysed: {note}."))
 
 # %%
-from factcircuits.methods import logit_lens as LL  # noqa: E402
-from factcircuits.methods.attribution import soft_cap_note  # noqa: E402
-from factcircuits.results import save_headline, save_table  # noqa: E402
+from factcircuits.methods import logit_lens as LL
+from factcircuits.methods.attribution import soft_cap_note
+from factcircuits.results import save_headline, save_table
 
 NOTEBOOK = "02_logit_lens"
 lens = LL.logit_lens(session.model, session.tokenizer, prepared, session.batch_size,
@@ -89,7 +87,7 @@ if cap:
 # ## Contribution of each sublayer
 
 # %%
-import plotly.express as px  # noqa: E402
+import plotly.express as px
 
 steps = curve.assign(increase=curve["value"].diff()).iloc[1:]
 px.bar(steps, x="layer", y="increase", color="sublayer", barmode="group",

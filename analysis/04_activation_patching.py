@@ -41,12 +41,10 @@ heads_by_position = False  # also patch every head at every position (n_heads ×
 from IPython.display import Markdown, display
 
 from factcircuits.display import init_notebook
-from factcircuits.session import open_session
+from factcircuits.session import open_session_from
 
 init_notebook()
-session = open_session(model=model, dataset=dataset, task=task, prompt_format=prompt_format,
-                       answer_map=answer_map, device=device, dtype=dtype, batch_size=batch_size,
-                       n_prompts=n_prompts, seed=seed, run_dir=run_dir)
+session = open_session_from(globals())
 prepared, note = session.known()
 pairs, dropped = session.patchable(prepared)
 display(Markdown(

@@ -35,23 +35,21 @@ n_components = 6  # top components by |DLA| to ablate
 window = 0  # knockout window in layers; 0: n_layers // 6
 
 # %% tags=["remove-input"]
-from IPython.display import Markdown, display  # noqa: E402
+from IPython.display import Markdown, display
 
-from factcircuits.display import init_notebook  # noqa: E402
-from factcircuits.session import open_session  # noqa: E402
+from factcircuits.display import init_notebook
+from factcircuits.session import open_session_from
 
 init_notebook()
-session = open_session(model=model, dataset=dataset, task=task, prompt_format=prompt_format,
-                       answer_map=answer_map, device=device, dtype=dtype, batch_size=batch_size,
-                       n_prompts=n_prompts, seed=seed, run_dir=run_dir)
+session = open_session_from(globals())
 prepared, note = session.known()
 display(Markdown(f"Analysed: {note}."))
 
 # %%
-from factcircuits.methods import ablation as AB  # noqa: E402
-from factcircuits.methods import attribution as A  # noqa: E402
-from factcircuits.methods import knockout as KO  # noqa: E402
-from factcircuits.results import save_headline, save_table  # noqa: E402
+from factcircuits.methods import ablation as AB
+from factcircuits.methods import attribution as A
+from factcircuits.methods import knockout as KO
+from factcircuits.results import save_headline, save_table
 
 NOTEBOOK = "06_ablation_knockout"
 dec = A.decompose(session.model, session.tokenizer, prepared, session.batch_size, progress=True)

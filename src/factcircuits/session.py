@@ -99,6 +99,15 @@ def open_session(model: str = "default", dataset: str = "", task: str = "cloze",
     return Session(params, lm, data, prepared, out, batch_size)
 
 
+def open_session_from(namespace: dict[str, Any]) -> Session:
+    """`open_session` with the standard parameters taken from a notebook's namespace
+    (`open_session_from(globals())` after the papermill parameters cell)."""
+    import inspect
+
+    names = [n for n in inspect.signature(open_session).parameters if n != "_ignored"]
+    return open_session(**{n: namespace[n] for n in names if n in namespace})
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
