@@ -72,6 +72,12 @@ def test_executed_notebooks_have_no_errors_and_no_absolute_paths(good_run):
         html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
         assert sum("plotly.js v" in h[:200] for h in html) == 1
         assert any("plotly-graph-div" in h for h in html)
+    # Quarto's front matter: the title moved out of the first heading, the run as subtitle
+    first = nbformat.read(result.run_dir / "01_first.ipynb", as_version=4).cells
+    assert first[0].cell_type == "raw"
+    assert 'title: "Fixture notebook one"' in first[0].source
+    assert f'subtitle: "run {result.run_id}"' in first[0].source
+    assert "# Fixture notebook one" not in first[1].source
 
 
 def test_run_id_is_stable_and_reflects_overrides(tmp_path):

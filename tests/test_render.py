@@ -49,6 +49,7 @@ def test_preview_has_every_figure_plotlyjs_once_and_comparison(two_runs, tmp_pat
     assert 'id="comparison-table"' in text
     for result in results:
         assert result.run_id in text
+    assert '<h1 id="Fixture-notebook-one">' in text  # front matter title as a heading
     assert "01_first.score" in text and "1.5" in text  # seed=1 run's score
     # inputs tagged remove-input are hidden
     assert "init_notebook()" not in text

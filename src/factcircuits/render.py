@@ -80,6 +80,17 @@ def archive_outputs(output: Path, archive: Path, info: dict) -> list[Path]:
     return kept
 
 
+def _front_matter_to_heading(nb) -> None:
+    """nbconvert drops raw cells: show the Quarto front matter's title as a heading instead."""
+    import nbformat
+    import yaml
+
+    first = nb.cells[0] if nb.cells else None
+    if first is not None and first.cell_type == "raw" and first.source.startswith("---"):
+        meta = yaml.safe_load(first.source.strip().strip("-")) or {}
+        nb.cells[0] = nbformat.v4.new_markdown_cell(f"# {meta.get('title', '')}")
+
+
 def _notebook_body(path: Path) -> str:
     """One executed notebook as an HTML fragment, without its own copy of plotly.js."""
     import nbformat
@@ -87,6 +98,7 @@ def _notebook_body(path: Path) -> str:
     from nbconvert.preprocessors import TagRemovePreprocessor
 
     nb = nbformat.read(path, as_version=4)
+    _front_matter_to_heading(nb)
     for cell in nb.cells:
         cell["outputs"] = [o for o in cell.get("outputs", [])
                            if o.get("metadata", {}).get(PLOTLYJS_MARK) != "plotlyjs"]
