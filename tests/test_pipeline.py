@@ -184,3 +184,15 @@ def test_sweep_validates_the_whole_grid_before_running(tmp_path, capsys):
                  "--notebooks-dir", str(NOTEBOOKS), "--runs-dir", str(runs)])
     assert code == 2 and "no-such-dataset" in capsys.readouterr().err
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_unavailable_model_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    runs = tmp_path / "runs"
+    for spec, message in (("no-org/no-such-model", "not available offline"),
+                          ("./no/such/folder", "does not exist")):
+        code = main(["run", "--model", spec, "--notebooks-dir", str(NOTEBOOKS),
+                     "--runs-dir", str(runs)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and message in err and err.count("\n") == 0
+    assert not runs.exists()

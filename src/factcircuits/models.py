@@ -114,6 +114,31 @@ def _quiet_transformers() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
+def check_available(spec: str) -> None:
+    """Fail fast, without loading anything, when `spec` cannot load here: a missing local
+    folder, the embedded wheel not installed, or a hub model absent from the cache while
+    offline (HF_HUB_OFFLINE=1). A hub model while online is left to the real load."""
+    spec = (spec or DEFAULT_MODEL).strip()
+    if spec == "tiny":
+        return
+    if spec in (DEFAULT_MODEL, embedded.EMBEDDED_NAME):
+        embedded.gguf_path()
+        return
+    if Path(spec).expanduser().is_dir():
+        return
+    if spec.startswith(("/", "./", "../", "~")):
+        raise ModelUnavailableError(f"model folder {spec!r} does not exist: pass an existing "
+                                    "Hugging Face checkpoint folder, a hub name or 'default'")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(spec, "config.json"), str):
+            raise ModelUnavailableError(
+                f"model {spec!r} is not available offline (HF_HUB_OFFLINE=1 and not in the "
+                "Hugging Face cache): pass a local folder as --model /path/to/folder, or use "
+                "--model default")
+
+
 def boot_bridge(name, hf_model, tokenizer, device, dtype, processing):
     """Wrap a loaded HF model in a TransformerBridge with BOS handling matched to the tokenizer."""
     from transformer_lens.model_bridge import TransformerBridge

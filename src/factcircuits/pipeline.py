@@ -227,6 +227,9 @@ def plan_run(model: str | None = None, dataset: str | None = None,
     if not params.get("dataset"):  # empty = the task's default dataset; name it explicitly
         params["dataset"] = default_dataset(str(params.get("task") or ""))
     model_spec, dataset_spec = str(params.get("model")), str(params.get("dataset"))
+    from factcircuits.models import check_available  # imports torch: only when planning a run
+
+    check_available(model_spec)
     dataset_file = resolve_dataset(dataset_spec, root)
     # Identity = model, dataset and what differs from the notebooks' defaults (stable when
     # notebooks gain new parameters), plus the notebook subset if one was chosen.
