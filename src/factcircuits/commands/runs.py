@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 
@@ -26,7 +27,7 @@ def _age(iso: str | None) -> str:
 
 def handle(args) -> int:
     from factcircuits import pipeline
-    from factcircuits.compare import flat_headline
+    from factcircuits.compare import KEY_METRICS, flat_headline
 
     runs_root = Path(args.runs_dir or pipeline.default_runs_root())
     runs = pipeline.list_runs(runs_root)
@@ -39,8 +40,9 @@ def handle(args) -> int:
     if not runs:
         print(f"no runs in {pipeline.project_relative(runs_root)}; try `factcircuits run`")
     for r in runs:
-        numbers = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in list(flat_headline(r).items())[:6])
+        flat = flat_headline(r)
+        keys = [k for p in KEY_METRICS for k in flat if re.search(p, k)] or list(flat)[:6]
+        numbers = ", ".join(f"{k.split('.', 1)[1]}={flat[k]:.3g}" for k in keys[:6])
         print(f"{r['run_id']:<48} {r['status']:<6} {_age(r.get('finished')):>5}  {numbers}")
     if failed:
         print(f"({len(failed)} failed attempt(s) kept in "
