@@ -196,3 +196,14 @@ def test_unavailable_model_is_refused_before_anything_is_written(tmp_path, monke
         err = capsys.readouterr().err.strip()
         assert code == 2 and message in err and err.count("\n") == 0
     assert not runs.exists()
+
+
+def test_invalid_dataset_is_refused_before_anything_is_written(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt,label\nIs Paris in France?,maybe\n")
+    runs = tmp_path / "runs"
+    code = main(["run", "--dataset", str(bad), "--notebooks-dir", str(NOTEBOOKS),
+                 "--runs-dir", str(runs)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "row 1, field 'label'" in err and err.count("\n") == 0
+    assert not runs.exists()

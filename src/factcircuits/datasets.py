@@ -277,7 +277,7 @@ def validate_file(path: str | os.PathLike) -> list[str]:
     return check_frame(frame, path)[1]
 
 
-def _raise_first(problems: list[str], path) -> None:
+def raise_first(problems: list[str], path) -> None:
     more = len(problems) - 1
     tail = f" (+{more} more; see `factcircuits dataset validate {path}`)" if more else ""
     raise DatasetError(problems[0] + tail)
@@ -291,7 +291,7 @@ def load_dataset(name_or_path: str | os.PathLike = DEFAULT_DATASET, *,
     data, text = read_text(path)
     rows, problems = check_frame(parse_table(path, text), path)
     if problems:
-        _raise_first(problems, path)
+        raise_first(problems, path)
     if fill_counterfactuals:
         rows = make_counterfactual(rows, seed=0)
     task = rows["task"].iloc[0]
@@ -305,7 +305,7 @@ def from_frame(frame: pd.DataFrame, name: str = "in-memory") -> FactDataset:
         raw["label"] = raw["label"].map(lambda v: v if isinstance(v, bool) else _cell(v))
     rows, problems = check_frame(raw, name)
     if problems:
-        _raise_first(problems, name)
+        raise_first(problems, name)
     digest = hashlib.sha256(to_csv_bytes(rows)).hexdigest()
     return FactDataset(name, Path(name), digest, rows["task"].iloc[0], rows)
 

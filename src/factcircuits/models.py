@@ -73,6 +73,7 @@ def load_model(
     """
     if processing not in PROCESSING_MODES:
         raise UserError(f"processing={processing!r}: use one of {', '.join(PROCESSING_MODES)}")
+    check_available(spec)
     device = resolve_device(device)
     _quiet_transformers()
     torch_dtype = resolve_dtype(dtype, device)

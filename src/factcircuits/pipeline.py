@@ -166,28 +166,22 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
                     f"like the default {default!r}")
 
 
-def resolve_dataset(spec: str, root: Path) -> Path | None:
-    """A dataset path (file), or None for a name the library knows; unknown → UserError."""
+def resolve_dataset(spec: str) -> Path:
+    """The dataset file of a name or path, validated now so that a bad dataset is a one-line
+    error before anything runs (not a failed notebook)."""
+    from factcircuits import datasets
+
     path = Path(spec).expanduser()
     if path.suffix in DATASET_SUFFIXES or os.sep in spec:
         if not path.is_file():
             raise UserError(f"--dataset {spec}: no such file")
-        return path.resolve()
-    try:  # the library's own resolver, when it has one
-        from factcircuits import datasets
-
-        resolver = getattr(datasets, "resolve", None)
-    except ImportError:
-        resolver = None
-    if resolver is not None:
-        found = resolver(spec)  # raises a one-line DatasetError (a UserError) when unknown
-        return Path(found[1] if isinstance(found, tuple) else found).resolve()
-    found = sorted(p for p in (root / "data").rglob(f"{spec}.*") if p.suffix in DATASET_SUFFIXES)
-    if found:
-        return found[0].resolve()
-    known = sorted({p.stem for p in (root / "data").rglob("*") if p.suffix in DATASET_SUFFIXES})
-    raise UserError(f"--dataset {spec}: unknown dataset; known: {', '.join(known) or 'none'} "
-                    f"(or give a path to a .csv/.jsonl file)")
+        found = path.resolve()
+    else:
+        found = datasets.resolve(spec)[1].resolve()  # one-line DatasetError when unknown
+    problems = datasets.validate_file(found)
+    if problems:
+        datasets.raise_first(problems, spec)
+    return found
 
 
 def default_dataset(task: str) -> str:
@@ -230,7 +224,7 @@ def plan_run(model: str | None = None, dataset: str | None = None,
     from factcircuits.models import check_available  # imports torch: only when planning a run
 
     check_available(model_spec)
-    dataset_file = resolve_dataset(dataset_spec, root)
+    dataset_file = resolve_dataset(dataset_spec)
     # Identity = model, dataset and what differs from the notebooks' defaults (stable when
     # notebooks gain new parameters), plus the notebook subset if one was chosen.
     identity = {"model": model_spec, "dataset": dataset_spec}
