@@ -34,8 +34,8 @@ top_k = 5
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from factcircuits.display import init_notebook
-from factcircuits.session import open_session_from
+from factcircuits.run.display import init_notebook
+from factcircuits.run.session import open_session_from
 
 init_notebook()
 session = open_session_from(globals())
@@ -43,8 +43,8 @@ session = open_session_from(globals())
 # %%
 import plotly.express as px
 
-from factcircuits import task_check
-from factcircuits.results import save_headline, save_table
+from factcircuits.methods import task_check
+from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "01_task_check"
 report = task_check.check(session, top_k=top_k)

@@ -37,8 +37,8 @@ top_k = 5
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from factcircuits.display import init_notebook
-from factcircuits.session import open_session_from
+from factcircuits.run.display import init_notebook
+from factcircuits.run.session import open_session_from
 
 init_notebook()
 session = open_session_from(globals())
@@ -48,7 +48,7 @@ display(Markdown(f"Analysed: {note}."))
 # %%
 from factcircuits.methods import logit_lens as LL
 from factcircuits.methods.attribution import soft_cap_note
-from factcircuits.results import save_headline, save_table
+from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "02_logit_lens"
 lens = LL.logit_lens(session.model, session.tokenizer, prepared, session.batch_size,

@@ -31,13 +31,13 @@ n_prompts = 0  # 0: every prompt
 seed = 0
 run_dir = "."
 direction = "auto"
-top_k = 10
+top_components = 10  # heads and neurons listed by |DLA|
 
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from factcircuits.display import init_notebook
-from factcircuits.session import open_session_from
+from factcircuits.run.display import init_notebook
+from factcircuits.run.session import open_session_from
 
 init_notebook()
 session = open_session_from(globals())
@@ -46,7 +46,7 @@ display(Markdown(f"Analysed: {note}."))
 
 # %%
 from factcircuits.methods import attribution as A
-from factcircuits.results import save_headline, save_table
+from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "03_attribution"
 dec = A.decompose(session.model, session.tokenizer, prepared, session.batch_size, progress=True)
@@ -89,7 +89,7 @@ display(Markdown(f"The largest mean contribution is the {top_row['component']} o
 
 # %%
 A.head_heatmap(heads).show()
-top_h = A.top_heads(heads, top_k)
+top_h = A.top_heads(heads, top_components)
 display(top_h)
 display(Markdown(f"Top head: layer {int(top_h['layer'][0])}, head {int(top_h['head'][0])}, mean "
                  f"DLA {top_h['dla'][0]:.3f}."))
@@ -103,7 +103,7 @@ mlp_means = means[means.component == "mlp"]
 key_layer = int(mlp_means.loc[mlp_means["dla"].abs().idxmax(), "layer"])
 neurons = A.neuron_dla(session.model, session.tokenizer, prepared, key_layer, d,
                        session.batch_size, progress=True)
-top_n = A.top_neurons(neurons, top_k)
+top_n = A.top_neurons(neurons, top_components)
 share = float(top_n["dla"].sum() / mlp_means.set_index("layer").loc[key_layer, "dla"])
 display(Markdown(f"Key MLP layer: **{key_layer}**. Its top {len(top_n)} neurons together carry "
                  f"{100 * share:.0f}% of the layer's mean DLA."))

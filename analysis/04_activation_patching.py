@@ -40,8 +40,8 @@ heads_by_position = False  # also patch every head at every position (n_heads ×
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from factcircuits.display import init_notebook
-from factcircuits.session import open_session_from
+from factcircuits.run.display import init_notebook
+from factcircuits.run.session import open_session_from
 
 init_notebook()
 session = open_session_from(globals())
@@ -61,19 +61,18 @@ import plotly.express as px
 
 from factcircuits.methods import patching as P
 from factcircuits.methods.causal_tracing import CLASS_TITLES
-from factcircuits.results import save_headline, save_table
+from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "04_activation_patching"
 CLASS_ORDER = ["prefix", "subject_first", "subject_middle", "subject_last",
                "first_subsequent", "further", "last"]
-stack = max_patches if max_patches == "auto" else int(max_patches)
 results, headline = {}, {"n_pairs": len(pairs.prompts), "n_dropped_unequal": len(dropped),
                          "metric": prepared.main_metric}
 if len(pairs.prompts):
     positions = P.position_table(session.lm, pairs)
     for component in ("resid_pre", "attn_out", "mlp_out"):
-        results[component] = P.patch(session.lm, pairs, component, max_patches=stack)
-    heads = P.patch_heads(session.lm, pairs, max_patches=stack)
+        results[component] = P.patch(session.lm, pairs, component, max_patches=max_patches)
+    heads = P.patch_heads(session.lm, pairs, max_patches=max_patches)
     long = pd.concat([P.tidy(r, positions) for r in results.values()], ignore_index=True)
     classes = P.by_class(long, "token_class")
     roles = P.by_class(long, "role")
@@ -148,7 +147,7 @@ if results:
                               "normalized": top.values.tolist()})
     display(top_heads)
     if heads_by_position:
-        by_pos = P.patch_heads_by_pos(session.lm, pairs, max_patches=stack)
+        by_pos = P.patch_heads_by_pos(session.lm, pairs, max_patches=max_patches)
         save_table(run_dir, NOTEBOOK, "heads_by_position", P.tidy(by_pos))
 
 # %% [markdown]

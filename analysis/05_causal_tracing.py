@@ -35,15 +35,15 @@ seed = 0
 run_dir = "."
 noise_samples = 2  # ROME uses 10; 2 keeps the default pipeline within its CPU budget (~1 min)
 noise_scale = 3.0  # × the standard deviation of the embedding matrix
-window = 10  # layers restored together for MLP / attention (ROME: 10); hidden states: 1
+trace_window = 10  # layers restored together for MLP / attention (ROME: 10); hidden states: 1
 trace_metric = "prob"  # "prob": P(answer) as in ROME; "task": the task's own metric
 max_patches = "auto"
 
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from factcircuits.display import init_notebook
-from factcircuits.session import open_session_from
+from factcircuits.run.display import init_notebook
+from factcircuits.run.session import open_session_from
 
 init_notebook()
 session = open_session_from(globals())
@@ -57,16 +57,15 @@ import plotly.express as px
 
 from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods import patching as P
-from factcircuits.results import save_headline, save_table
+from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "05_causal_tracing"
-stack = max_patches if max_patches == "auto" else int(max_patches)
 n_layers = session.model.cfg.n_layers
-window_mlp_attn = max(1, min(int(window), n_layers))
+window_mlp_attn = max(1, min(int(trace_window), n_layers))
 traces = CT.trace(session.lm, prepared, noise_samples=noise_samples, noise_scale=noise_scale,
                   seed=seed, metric=trace_metric,
                   windows={"hidden": 1, "mlp": window_mlp_attn, "attn": window_mlp_attn},
-                  max_patches=stack)
+                  max_patches=max_patches)
 positions = P.position_table(session.lm, prepared)
 long = pd.concat([t.tidy(positions) for t in traces.values()], ignore_index=True)
 aie = CT.average_indirect_effect(long)

@@ -32,13 +32,13 @@ n_prompts = 0  # 0: every prompt
 seed = 0
 run_dir = "."
 n_components = 6  # top components by |DLA| to ablate
-window = 0  # knockout window in layers; 0: n_layers // 6
+knockout_window = 0  # layers knocked out together; 0: n_layers // 6
 
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from factcircuits.display import init_notebook
-from factcircuits.session import open_session_from
+from factcircuits.run.display import init_notebook
+from factcircuits.run.session import open_session_from
 
 init_notebook()
 session = open_session_from(globals())
@@ -49,7 +49,7 @@ display(Markdown(f"Analysed: {note}."))
 from factcircuits.methods import ablation as AB
 from factcircuits.methods import attribution as A
 from factcircuits.methods import knockout as KO
-from factcircuits.results import save_headline, save_table
+from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "06_ablation_knockout"
 dec = A.decompose(session.model, session.tokenizer, prepared, session.batch_size, progress=True)
@@ -84,7 +84,7 @@ display(summary)
 # ## Attention knockout from the last position
 
 # %%
-ko = KO.knockout_sweep(session.model, session.tokenizer, prepared, window or None,
+ko = KO.knockout_sweep(session.model, session.tokenizer, prepared, knockout_window or None,
                        batch_size=session.batch_size, progress=True)
 save_table(run_dir, NOTEBOOK, "knockout", ko)
 save_table(run_dir, NOTEBOOK, "knockout_summary", KO.summarise(ko))

@@ -34,8 +34,8 @@ example = 0
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from factcircuits.display import init_notebook
-from factcircuits.session import open_session_from
+from factcircuits.run.display import init_notebook
+from factcircuits.run.session import open_session_from
 
 init_notebook()
 session = open_session_from(globals())
@@ -46,7 +46,7 @@ display(Markdown(f"Analysed: {note}."))
 from factcircuits.methods import attention as AT
 from factcircuits.methods import attribution as A
 from factcircuits.methods.positions import prompt_positions
-from factcircuits.results import save_headline, save_table
+from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "07_attention_patterns"
 dec = A.decompose(session.model, session.tokenizer, prepared, session.batch_size, progress=True)

@@ -36,9 +36,9 @@ TL_FUNCTIONS = {"resid_pre": "get_act_patch_resid_pre", "attn_out": "get_act_pat
 
 def select_pairs(lm, n_pairs: int):
     """The first `n_pairs` equal-token-length cloze pairs: paris-cloze, then relations-cloze."""
-    from factcircuits.datasets import load_dataset
-    from factcircuits.evaluate import prepare
-    from factcircuits.tokens import encode
+    from factcircuits.data.datasets import load_dataset
+    from factcircuits.methods.evaluate import prepare
+    from factcircuits.models.tokens import encode
 
     chosen = []
     for name in ("paris-cloze", "relations-cloze"):
@@ -57,7 +57,7 @@ def merge(parts):
     import pandas as pd
     import torch
 
-    from factcircuits.evaluate import PreparedTask
+    from factcircuits.methods.evaluate import PreparedTask
 
     first = parts[0]
     return PreparedTask(
@@ -83,7 +83,7 @@ def child(method: str, component: str, n_pairs: int, out: str, threads: int,
     if threads:
         torch.set_num_threads(threads)
     from factcircuits.models import load_model
-    from factcircuits.tokens import encode
+    from factcircuits.models.tokens import encode
 
     lm = load_model("default")
     prepared = select_pairs(lm, n_pairs)

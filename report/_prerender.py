@@ -1,5 +1,6 @@
-"""Quarto pre-render: write report/_generated/ (version stamp, run sections) from the runs present."""
+"""Quarto pre-render: write report/_generated/ (version stamp, run sections) from the runs
+present."""
 
-from factcircuits.report_pages import main
+from factcircuits.report.pages import main
 
 main()

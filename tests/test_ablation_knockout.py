@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from factcircuits.datasets import load_dataset
-from factcircuits.evaluate import prepare
+from factcircuits.data.datasets import load_dataset
 from factcircuits.methods import ablation as AB
 from factcircuits.methods import knockout as KO
+from factcircuits.methods.evaluate import prepare
 from factcircuits.models import load_model
 
 

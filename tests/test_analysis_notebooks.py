@@ -9,11 +9,11 @@ import json
 import nbformat
 import pytest
 
-from factcircuits import pipeline
-from factcircuits.datasets import from_frame, load_dataset
-from factcircuits.evaluate import score_dataset
+from factcircuits.data.datasets import from_frame, load_dataset
+from factcircuits.methods.evaluate import score_dataset
+from factcircuits.run import folders, pipeline
 
-NOTEBOOKS = sorted(p.stem for p in pipeline.default_notebooks_dir().glob("[0-9][0-9]_*.py"))
+NOTEBOOKS = sorted(p.stem for p in folders.default_notebooks_dir().glob("[0-9][0-9]_*.py"))
 
 
 @pytest.fixture(scope="module", params=["cloze", "yesno"])

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from factcircuits.datasets import load_dataset
-from factcircuits.evaluate import prepare
+from factcircuits.data.datasets import load_dataset
 from factcircuits.methods import attribution as A
+from factcircuits.methods.evaluate import prepare
 from factcircuits.models import load_model
 
 

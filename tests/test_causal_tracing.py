@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from factcircuits.datasets import load_dataset
-from factcircuits.evaluate import prepare
+from factcircuits.data.datasets import load_dataset
 from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods import patching as P
+from factcircuits.methods.evaluate import prepare
 
 
 @pytest.fixture(scope="module", autouse=True)

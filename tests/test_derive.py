@@ -1,6 +1,6 @@
 """from-relations: counts, balance, determinism, counterfactuals never equal to the truth.
 
-Truth is read straight from the relation JSON here (independently of factcircuits.derive)."""
+Truth is read straight from the relation JSON here (independently of factcircuits.data.derive)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from factcircuits import cli, datasets
-from factcircuits.derive import DEFAULT_RELATIONS, QUESTION_TEMPLATES, derive
+from factcircuits import cli
+from factcircuits.data import datasets
+from factcircuits.data.derive import DEFAULT_RELATIONS, QUESTION_TEMPLATES, derive
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "relations"

@@ -13,13 +13,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from factcircuits import cli
-from factcircuits.errors import UserError
-from factcircuits.generate import (
+from factcircuits.data.generate import (
     GenerateConfig,
     generate_dataset,
     normalize_item,
     sidecar_path,
 )
+from factcircuits.errors import UserError
 
 
 def ok(items, prompt_tokens=100, completion_tokens=50):

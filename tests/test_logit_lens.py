@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from factcircuits.datasets import load_dataset
-from factcircuits.evaluate import prepare
-from factcircuits.forward import final_logits
+from factcircuits.data.datasets import load_dataset
 from factcircuits.methods import logit_lens as LL
+from factcircuits.methods.evaluate import prepare
 from factcircuits.models import load_model
+from factcircuits.models.forward import final_logits
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from factcircuits import metrics
+from factcircuits.methods import metrics
 
 LOGITS = torch.tensor([[2.0, 0.0, 1.0, -1.0, 0.5, 3.0]])
 TRUE_IDS, FALSE_IDS = [0, 1], [2, 3]

@@ -3,12 +3,11 @@
 import pytest
 import torch
 
-from factcircuits import embedded
-from factcircuits.answers import AnswerMap, answer_sets, load_answer_map
+from factcircuits.data.answers import AnswerMap, answer_sets, load_answer_map
 from factcircuits.errors import AnswerSetError, ModelUnavailableError
-from factcircuits.forward import final_logits
-from factcircuits.models import load_model
-from factcircuits.tokens import encode, format_prompt
+from factcircuits.models import embedded, load_model
+from factcircuits.models.forward import final_logits
+from factcircuits.models.tokens import encode, format_prompt
 
 PROMPTS = ["The capital of France is", "Paris is located in the country of",
            "The Eiffel Tower is located in the city of", "Is Paris in Germany?"]

@@ -7,10 +7,10 @@ import pytest
 import torch
 import transformer_lens.patching as tlp
 
-from factcircuits.datasets import load_dataset
-from factcircuits.evaluate import prepare
+from factcircuits.data.datasets import load_dataset
 from factcircuits.methods import patching as P
-from factcircuits.tokens import encode
+from factcircuits.methods.evaluate import prepare
+from factcircuits.models.tokens import encode
 
 TOL = 1e-4
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from factcircuits import pipeline
 from factcircuits.cli import main
 from factcircuits.errors import UserError
-from factcircuits.runid import make_run_id, slug
+from factcircuits.run import pipeline
+from factcircuits.run.runid import make_run_id, slug
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOTEBOOKS = FIXTURES / "notebooks"

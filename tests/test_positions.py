@@ -6,8 +6,8 @@ import pytest
 
 from factcircuits.errors import UserError
 from factcircuits.methods import positions as P
-from factcircuits.tiny import tiny_tokenizer
-from factcircuits.tokens import encode, format_prompt
+from factcircuits.models.tiny import tiny_tokenizer
+from factcircuits.models.tokens import encode, format_prompt
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ def test_pages_reference_only_existing_files_after_pre_render(tmp_path):
 def test_version_stamp_on_title_page():
     index = (ROOT / "report" / "index.qmd").read_text()
     assert "_generated/version.qmd" in index
-    from factcircuits.report_pages import version_markdown
+    from factcircuits.report.pages import version_markdown
 
     text = version_markdown({"version": "0.1.0+abc1234", "package": "0.1.0",
                              "commit": "abc1234", "date": "2025-01-01", "runs": ["a__b__c"]})

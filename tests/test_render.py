@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from plotly.offline import get_plotlyjs
 
-from factcircuits import pipeline, render
+from factcircuits.report import render
+from factcircuits.run import pipeline
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from factcircuits import datasets
+from factcircuits.data import datasets
 from factcircuits.errors import UserError
 
 
@@ -63,7 +63,7 @@ def register(subparsers) -> None:
 # ---------------------------------------------------------------- generate
 
 def cmd_generate(args) -> int:
-    from factcircuits.generate import DEFAULT_MODEL, GenerateConfig, generate_dataset
+    from factcircuits.data.generate import DEFAULT_MODEL, GenerateConfig, generate_dataset
 
     cfg = GenerateConfig(topic=args.topic, n=args.n, task=args.task,
                          model=args.model or DEFAULT_MODEL, balance=args.balance, seed=args.seed,
@@ -90,7 +90,7 @@ def relations_folder(path: str) -> Path:
 
 
 def cmd_from_relations(args) -> int:
-    from factcircuits.derive import DEFAULT_RELATIONS, derive
+    from factcircuits.data.derive import DEFAULT_RELATIONS, derive
 
     folder = relations_folder(args.relations)
     out = Path(args.out)
@@ -153,7 +153,7 @@ def summary(kept: pd.DataFrame, dropped: pd.DataFrame) -> pd.DataFrame:
 def cmd_filter(args) -> int:
     ds = datasets.load_dataset(args.dataset)
     try:
-        from factcircuits.evaluate import score_dataset
+        from factcircuits.methods.evaluate import score_dataset
         from factcircuits.models import load_model
     except ImportError as exc:
         raise UserError(f"model scoring is not available ({exc}); install the full package") \

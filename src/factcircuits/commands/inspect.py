@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from factcircuits.answers import first_token_id
-from factcircuits.forward import final_logits
-from factcircuits.metrics import cloze_metrics
-from factcircuits.tokens import PROMPT_FORMATS, encode, format_prompt
-from factcircuits.topk import top_k_table
+from factcircuits.data.answers import first_token_id
+from factcircuits.methods.metrics import cloze_metrics
+from factcircuits.methods.topk import top_k_table
+from factcircuits.models.forward import final_logits
+from factcircuits.models.tokens import PROMPT_FORMATS, encode, format_prompt
 
 
 def register(subparsers) -> None:

@@ -14,8 +14,8 @@ def register(subparsers) -> None:
 
 
 def handle(args) -> int:
-    from factcircuits.pipeline import project_relative
-    from factcircuits.render import render
+    from factcircuits.report.render import render
+    from factcircuits.run.folders import project_relative
 
     for path in render(to=args.to, runs_root=args.runs_dir):
         print(project_relative(path))

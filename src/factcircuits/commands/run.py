@@ -78,7 +78,7 @@ def register(subparsers) -> None:
 
 
 def handle(args) -> int:
-    from factcircuits import pipeline
+    from factcircuits.run import folders, pipeline
 
     select = [s.strip() for s in args.notebooks.split(",") if s.strip()] if args.notebooks else None
     plan = pipeline.plan_run(args.model, args.dataset, overrides_from_args(args),
@@ -92,10 +92,10 @@ def handle(args) -> int:
                               "reason": str(exc), "headline": {}}))
         raise
     if args.render:
-        from factcircuits.render import render
+        from factcircuits.report.render import render
 
         render(to="html", runs_root=plan.runs_root)
-    run_dir = pipeline.project_relative(result.run_dir)
+    run_dir = folders.project_relative(result.run_dir)
     if args.json:
         print(json.dumps({"run_id": result.run_id, "run_dir": run_dir, "status": result.status,
                           "headline": result.headline}))

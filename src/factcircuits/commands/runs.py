@@ -26,11 +26,11 @@ def _age(iso: str | None) -> str:
 
 
 def handle(args) -> int:
-    from factcircuits import pipeline
-    from factcircuits.compare import KEY_METRICS, flat_headline
+    from factcircuits.report.compare import KEY_METRICS, flat_headline
+    from factcircuits.run import folders
 
-    runs_root = Path(args.runs_dir or pipeline.default_runs_root())
-    runs = pipeline.list_runs(runs_root)
+    runs_root = Path(args.runs_dir or folders.default_runs_root())
+    runs = folders.list_runs(runs_root)
     failed = sorted((runs_root / "_failed").glob("*")) if (runs_root / "_failed").is_dir() else []
     if args.json:
         print(json.dumps([{"run_id": r["run_id"], "status": r["status"],
@@ -38,7 +38,7 @@ def handle(args) -> int:
                           for r in runs]))
         return 0
     if not runs:
-        print(f"no runs in {pipeline.project_relative(runs_root)}; try `factcircuits run`")
+        print(f"no runs in {folders.project_relative(runs_root)}; try `factcircuits run`")
     for r in runs:
         flat = flat_headline(r)
         keys = [k for p in KEY_METRICS for k in flat if re.search(p, k)] or list(flat)[:6]
@@ -46,5 +46,5 @@ def handle(args) -> int:
         print(f"{r['run_id']:<48} {r['status']:<6} {_age(r.get('finished')):>5}  {numbers}")
     if failed:
         print(f"({len(failed)} failed attempt(s) kept in "
-              f"{pipeline.project_relative(runs_root / '_failed')})")
+              f"{folders.project_relative(runs_root / '_failed')})")
     return 0

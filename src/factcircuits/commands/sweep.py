@@ -32,8 +32,8 @@ def _split(text: str, flag: str) -> list[str]:
 
 
 def handle(args) -> int:
-    from factcircuits import pipeline
     from factcircuits.commands.run import overrides_from_args
+    from factcircuits.run import pipeline
 
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: must be at least 1")

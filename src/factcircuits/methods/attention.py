@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from factcircuits.tokens import encode
+from factcircuits.models.tokens import encode
 
 
 @torch.no_grad()

@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.errors import UserError
-from factcircuits.tokens import Batch
+from factcircuits.models.tokens import Batch
 
 DIRECTION_KINDS = ("auto", "logit_diff", "log_odds", "logit_diff_sum")
 

@@ -36,7 +36,7 @@ from factcircuits.methods.patching import (
     capture_corrupted,
     max_patches_for,
 )
-from factcircuits.tokens import encode
+from factcircuits.models.tokens import encode
 
 KINDS = {"hidden": "blocks.{layer}.hook_resid_post", "mlp": "blocks.{layer}.hook_mlp_out",
          "attn": "blocks.{layer}.hook_attn_out"}

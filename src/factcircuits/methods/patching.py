@@ -43,7 +43,7 @@ import torch
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.errors import UserError
-from factcircuits.tokens import encode
+from factcircuits.models.tokens import encode
 
 COMPONENTS = {
     "resid_pre": "blocks.{layer}.hook_resid_pre",

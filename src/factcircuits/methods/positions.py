@@ -1,7 +1,7 @@
 """Token positions of a prompt: subject tokens, relation tokens, the last token.
 
 The subject is located by its character span in the (formatted) prompt and mapped to tokens
-through the tokenizer's offsets, with exactly the tokenization `factcircuits.tokens.encode`
+through the tokenizer's offsets, with exactly the tokenization `factcircuits.models.tokens.encode`
 uses (BOS as the tokenizer adds it; no special tokens added for chat prompts). The span is the
 last occurrence of the subject (case-sensitive first, then case-insensitive), so few-shot and
 chat prefixes that mention the subject earlier do not capture it.

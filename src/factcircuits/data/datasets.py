@@ -76,11 +76,11 @@ class FactDataset:
 
 def data_dir() -> Path:
     """The repository's `data/` folder: $FACTCIRCUITS_DATA_DIR, else found from this file
-    (src/factcircuits/datasets.py → repo root), else ./data."""
+    (src/factcircuits/data/datasets.py → repo root), else ./data."""
     env = os.environ.get("FACTCIRCUITS_DATA_DIR")
     if env:
         return Path(env)
-    repo = Path(__file__).resolve().parents[2]  # editable/source install: <repo>/src/factcircuits
+    repo = Path(__file__).resolve().parents[3]  # editable/source install: <repo>/src/factcircuits
     if (repo / "data").is_dir():
         return repo / "data"
     return Path.cwd() / "data"
@@ -243,7 +243,7 @@ def check_frame(frame: pd.DataFrame, path: Path | str) -> tuple[pd.DataFrame, li
         if declares_relation and rel and rel not in KNOWN_RELATIONS:
             problems.append(
                 f"{where}, field 'relation': unknown relation {rel!r}; use one of the "
-                "relation file names (e.g. country_capital_city) or factcircuits.datasets"
+                "relation file names (e.g. country_capital_city) or factcircuits.data.datasets"
                 ".KNOWN_RELATIONS"
             )
         for c in COLUMNS:

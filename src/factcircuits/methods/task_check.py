@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from factcircuits.topk import top_k_table
+from factcircuits.methods.topk import top_k_table
 
 FILTERED_FILE = "filtered_dataset.csv"
 

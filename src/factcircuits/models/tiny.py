@@ -66,7 +66,7 @@ def tiny_hf_model(seed: int = 0, n_layers: int = 3, d_model: int = 64, vocab_siz
 
 def tiny_model(seed: int = 0, device: str = "cpu", dtype=torch.float32, processing="compat",
                n_layers: int = 3):
-    from factcircuits.models import LoadedModel, boot_bridge, describe
+    from factcircuits.models.bridge import LoadedModel, boot_bridge, describe
 
     hf_model = tiny_hf_model(seed=seed, n_layers=n_layers).to(dtype)
     tokenizer = tiny_tokenizer()

@@ -5,7 +5,6 @@ Notebooks call `open_session(**parameters)` and then only use the library and `S
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +14,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from factcircuits.datasets import load_dataset
+from factcircuits.data.datasets import load_dataset
 from factcircuits.errors import UserError
-from factcircuits.evaluate import PreparedTask, prepare, score
+from factcircuits.methods.evaluate import PreparedTask, prepare, score
 from factcircuits.models import LoadedModel, load_model
+from factcircuits.run.folders import save_model_provenance
 
 DEFAULT_DATASET_FOR_TASK = {"cloze": "paris-cloze", "yesno": "paris-yesno"}
 _MODELS: dict[tuple, LoadedModel] = {}  # one load per kernel, whatever the notebook asks
@@ -91,7 +91,7 @@ def open_session(model: str = "default", dataset: str = "", task: str = "cloze",
                        drop_multi_token=drop_multi_token_answers)
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "model.json").write_text(json.dumps(lm.provenance, indent=2) + "\n")
+    save_model_provenance(out, lm.provenance)
     params = dict(model=model, dataset=data.name, task=task, prompt_format=prompt_format,
                   answer_map=answer_map, device=lm.provenance["device"],
                   dtype=lm.provenance["dtype"],

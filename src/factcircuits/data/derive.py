@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from factcircuits.datasets import COLUMNS, length_note, pick_partner
+from factcircuits.data.datasets import COLUMNS, length_note, pick_partner
 from factcircuits.errors import UserError
 
 # Relations a small model plausibly knows; the default selection for the shipped sets.
@@ -139,7 +139,7 @@ def yesno_rows(rel: Relation, n: int, rng: random.Random) -> list[dict]:
     template = QUESTION_TEMPLATES.get(rel.name)
     if template is None:
         raise UserError(f"no yes/no question template for relation {rel.name!r}; add one to "
-                        "factcircuits.derive.QUESTION_TEMPLATES or use --task cloze")
+                        "factcircuits.data.derive.QUESTION_TEMPLATES or use --task cloze")
     subjects = [s for s in sorted(rel.facts) if _partners(rel, s)]
     rng.shuffle(subjects)
     half = min(n, len(subjects)) // 2

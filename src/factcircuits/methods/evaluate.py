@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from factcircuits import metrics
-from factcircuits.answers import AnswerSets, answer_sets, first_token_id, load_answer_map
-from factcircuits.datasets import FactDataset
-from factcircuits.forward import final_logits
-from factcircuits.tokens import Batch, encode, format_prompt
+from factcircuits.data.answers import AnswerSets, answer_sets, first_token_id, load_answer_map
+from factcircuits.data.datasets import FactDataset
+from factcircuits.methods import metrics
+from factcircuits.models.forward import final_logits
+from factcircuits.models.tokens import Batch, encode, format_prompt
 
 
 @dataclass

@@ -34,7 +34,7 @@ class AnswerSets:
 
 
 def load_answer_map(name_or_path: str = DEFAULT_ANSWER_MAP) -> AnswerMap:
-    from factcircuits.datasets import data_dir
+    from factcircuits.data.datasets import data_dir
 
     path = Path(name_or_path)
     if not path.is_file():

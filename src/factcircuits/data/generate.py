@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from factcircuits import __version__
-from factcircuits.datasets import (
+from factcircuits.data.datasets import (
     COLUMNS,
     atomic_write_bytes,
     dataset_bytes,
@@ -406,7 +406,7 @@ async def _generate(cfg: GenerateConfig) -> tuple[list[dict], dict]:
         "config": asdict(cfg),
         "usage": asdict(gen.usage),
         "cost_estimate_usd": estimate_cost(cfg.model, gen.usage),
-        "cost_note": "list prices per million tokens in factcircuits.generate.PRICES_PER_MTOK",
+        "cost_note": "list prices per million tokens in factcircuits.data.generate.PRICES_PER_MTOK",
         "cleaning": asdict(gen.tally),
         "rows": len(rows),
         "true_rows": sum(r["label"] for r in rows),

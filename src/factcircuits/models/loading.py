@@ -9,34 +9,18 @@ Specs:
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
-import platform
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from factcircuits import embedded
 from factcircuits.errors import ModelUnavailableError, UserError
+from factcircuits.models import embedded
+from factcircuits.models.bridge import LoadedModel, boot_bridge, describe
 
 DEFAULT_MODEL = "default"
 PROCESSING_MODES = ("compat", "none")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class LoadedModel:
-    model: Any  # transformer_lens.model_bridge.TransformerBridge
-    # The model's own tokenizer. TransformerLens may swap the bridge's for one that always
-    # adds BOS; all tokenization here goes through this one (see factcircuits.tokens).
-    tokenizer: Any
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def cfg(self) -> Any:
-        return self.model.cfg
 
 
 def resolve_device(device: str | None = "auto") -> str:
@@ -80,7 +64,7 @@ def load_model(
     spec = (spec or DEFAULT_MODEL).strip()
 
     if spec == "tiny":
-        from factcircuits.tiny import tiny_model
+        from factcircuits.models.tiny import tiny_model
 
         return tiny_model(device=device, dtype=torch_dtype, processing=processing)
     if spec in (DEFAULT_MODEL, embedded.EMBEDDED_NAME):
@@ -140,34 +124,6 @@ def check_available(spec: str) -> None:
                 "--model default")
 
 
-def boot_bridge(name, hf_model, tokenizer, device, dtype, processing):
-    """Wrap a loaded HF model in a TransformerBridge with BOS handling matched to the tokenizer."""
-    from transformer_lens.model_bridge import TransformerBridge
-
-    if not getattr(hf_model.config, "architectures", None):
-        hf_model.config.architectures = [type(hf_model).__name__]
-    bridge = TransformerBridge.boot_transformers(
-        name, hf_model=hf_model.to(device), tokenizer=tokenizer, device=device, dtype=dtype
-    )
-    if processing == "compat":
-        bridge.enable_compatibility_mode(disable_warnings=True)
-    else:
-        bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
-    # TransformerLens prepends BOS by default; match what the tokenizer itself does, otherwise
-    # SmolLM2 gets <|im_start|> before every prompt (cf. TL issue 1418, double BOS).
-    bridge.cfg.default_prepend_bos = tokenizer_adds_bos(tokenizer)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"  # right padding keeps positions of real tokens unchanged
-    bridge.eval()
-    return bridge
-
-
-def tokenizer_adds_bos(tokenizer) -> bool:
-    ids = tokenizer("a")["input_ids"]
-    return tokenizer.bos_token_id is not None and bool(ids) and ids[0] == tokenizer.bos_token_id
-
-
 def _from_folder(folder: Path, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -192,35 +148,7 @@ def _from_hub(name: str, dtype: torch.dtype):
 
 
 def _folder_digest(folder: Path) -> str:
-    from factcircuits.embedded import sha256_of
+    from factcircuits.models.embedded import sha256_of
 
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     return ",".join(f"{p.name}:{sha256_of(p)[:16]}" for p in weights)
-
-
-def describe(bridge, device: str, dtype: torch.dtype, processing: str) -> dict[str, Any]:
-    cfg = bridge.cfg
-    return {
-        "dtype": str(dtype).removeprefix("torch."),
-        "device": device,
-        "processing": processing,
-        "dla_grade": processing == "compat",
-        "n_layers": cfg.n_layers,
-        "n_heads": cfg.n_heads,
-        "n_key_value_heads": getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
-        "d_model": cfg.d_model,
-        "d_mlp": getattr(cfg, "d_mlp", None),
-        "d_vocab": cfg.d_vocab,
-        "prepend_bos": bool(cfg.default_prepend_bos),
-        "versions": library_versions(),
-    }
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for dist in ("torch", "transformers", "transformer-lens", "factcircuits"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = "not installed"
-    return versions

@@ -43,7 +43,7 @@ def flat_headline(run: dict[str, Any]) -> dict[str, Any]:
 
 def comparison_table(runs_root: Path | None = None) -> pd.DataFrame:
     """One row per accepted run: id, model, dataset, task, then `notebook.metric` columns."""
-    from factcircuits.pipeline import list_runs
+    from factcircuits.run.folders import list_runs
 
     rows = []
     for run in list_runs(runs_root):

@@ -34,7 +34,7 @@ pre{background:#f6f8fa;padding:.5em;overflow-x:auto}
 
 def render(to: str = "html", root: Path | None = None, runs_root: Path | None = None) -> list[Path]:
     """Render the write-up; returns the files written (rendered outputs and archived copies)."""
-    from factcircuits.pipeline import project_root
+    from factcircuits.run.folders import project_root
 
     if to not in ("html", "pdf", "all"):
         raise UserError(f"--to {to}: choose html, pdf or all")
@@ -48,7 +48,7 @@ def render(to: str = "html", root: Path | None = None, runs_root: Path | None = 
 
 
 def render_quarto(to: str, root: Path) -> list[Path]:
-    from factcircuits.report_pages import version_info, write_generated
+    from factcircuits.report.pages import version_info, write_generated
 
     write_generated(root)  # pre-render does it too; here so the version is known below
     formats = {"html": ["html"], "pdf": ["typst"], "all": ["html", "typst"]}[to]
@@ -124,9 +124,14 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
     import pandas as pd
     from plotly.offline import get_plotlyjs
 
-    from factcircuits.compare import comparison_figures, comparison_table, full_table, key_table
-    from factcircuits.pipeline import list_runs
-    from factcircuits.report_pages import version_info
+    from factcircuits.report.compare import (
+        comparison_figures,
+        comparison_table,
+        full_table,
+        key_table,
+    )
+    from factcircuits.report.pages import version_info
+    from factcircuits.run.folders import list_runs
 
     runs_root = Path(runs_root or root / "report" / "runs")
     runs = list_runs(runs_root)

@@ -3,7 +3,7 @@
 `report/_generated/version.qmd`  the version block (package, commit, render date, run ids)
 `report/_generated/runs.qmd`     one section per run: parameters, headline, notebook links
 Files starting with '_' are not rendered on their own; pages `{{< include >}}` them.
-Run: `python -m factcircuits.report_pages` (done by `_quarto.yml`'s pre-render).
+Run: `python -m factcircuits.report.pages` (done by `_quarto.yml`'s pre-render).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from factcircuits import __version__
-from factcircuits.provenance import git_commit
+from factcircuits.run.provenance import git_commit
 
 
 def version_info(root: Path, run_ids: list[str]) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def runs_markdown(runs: list[dict[str, Any]], runs_rel: str) -> str:
 
 
 def write_generated(root: Path, runs_root: Path | None = None) -> Path:
-    from factcircuits.pipeline import list_runs
+    from factcircuits.run.folders import list_runs
 
     runs_root = Path(runs_root or root / "report" / "runs")
     runs = list_runs(runs_root)
@@ -72,7 +72,7 @@ def write_generated(root: Path, runs_root: Path | None = None) -> Path:
 
 
 def main() -> None:
-    from factcircuits.pipeline import project_root
+    from factcircuits.run.folders import project_root
 
     write_generated(project_root())
 

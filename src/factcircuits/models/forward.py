@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm  # plain text bars: they reach the terminal log under papermill
 
-from factcircuits.tokens import Batch
+from factcircuits.models.tokens import Batch
 
 
 @torch.inference_mode()

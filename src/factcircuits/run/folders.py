@@ -1,0 +1,156 @@
+"""Run folders: the one owner of where runs live and what a run folder holds.
+
+The runner writes run folders and the report reads them; both go through this module.
+
+  <runs_root>/<run-id>/                       an accepted run
+      NN_name.ipynb                           executed notebooks
+      run.json                                parameters, provenance, per-notebook status
+      model.json                              the loaded model's provenance (written by the session)
+      results/<notebook>/<table>.csv          tidy tables
+      headline/<notebook>.json                a few headline numbers per notebook
+  <runs_root>/_staging-<run-id>-<stamp>/      a run in progress (becomes <run-id>/)
+  <runs_root>/_failed/<run-id>-<stamp>/       a failed attempt, kept for debugging
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from factcircuits.run.provenance import tidy_path
+
+RUN_JSON = "run.json"
+MODEL_JSON = "model.json"
+
+
+# ------------------------------------------------------------------ where things are
+def project_root() -> Path:
+    """The checkout: $FACTCIRCUITS_ROOT, else the folder above src/ of this (editable) install,
+    else the current directory."""
+    if os.environ.get("FACTCIRCUITS_ROOT"):
+        return Path(os.environ["FACTCIRCUITS_ROOT"]).resolve()
+    candidate = Path(__file__).resolve().parents[3]
+    if (candidate / "pyproject.toml").is_file() and (candidate / "analysis").is_dir():
+        return candidate
+    return Path.cwd().resolve()
+
+
+def default_notebooks_dir() -> Path:
+    return Path(os.environ.get("FACTCIRCUITS_NOTEBOOKS") or project_root() / "analysis")
+
+
+def default_runs_root() -> Path:
+    return Path(os.environ.get("FACTCIRCUITS_RUNS") or project_root() / "report" / "runs")
+
+
+def project_relative(path: Path) -> str:
+    """A path as shown to the user: relative to the project when inside it."""
+    return tidy_path(Path(path), project_root())
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Folders starting with '_' or '.' (staging, failed, sweeps) are not runs."""
+    return not folder.name.startswith(("_", ".")) and (folder / RUN_JSON).is_file()
+
+
+def list_runs(runs_root: Path | None = None) -> list[dict[str, Any]]:
+    """run.json of every accepted run, each with `run_dir` added."""
+    root = Path(runs_root or default_runs_root())
+    runs = []
+    for folder in sorted(root.glob("*")):
+        if not is_run_folder(folder):
+            continue
+        info = json.loads((folder / RUN_JSON).read_text())
+        info["run_dir"] = folder
+        runs.append(info)
+    return runs
+
+
+# ------------------------------------------------------------------ results and headlines
+def _clean(value: Any) -> Any:
+    """JSON-safe scalars: numpy/torch numbers become floats, NaN becomes None."""
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def save_headline(run_dir: str | Path, notebook: str, numbers: dict[str, Any]) -> Path:
+    path = Path(run_dir) / "headline" / f"{notebook}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_clean(numbers), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def save_table(run_dir: str | Path, notebook: str, name: str, table: pd.DataFrame) -> Path:
+    path = Path(run_dir) / "results" / notebook / f"{name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return path
+
+
+def load_headlines(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """All headline numbers of a run, keyed by notebook."""
+    folder = Path(run_dir) / "headline"
+    if not folder.is_dir():
+        return {}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def load_table(run_dir: str | Path, notebook: str, name: str) -> pd.DataFrame:
+    return pd.read_csv(Path(run_dir) / "results" / notebook / f"{name}.csv")
+
+
+# ------------------------------------------------------------------ provenance files
+def save_model_provenance(run_dir: str | Path, provenance: dict[str, Any]) -> Path:
+    path = Path(run_dir) / MODEL_JSON
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(provenance, indent=2) + "\n")
+    return path
+
+
+def load_model_provenance(run_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / MODEL_JSON
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def save_run_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
+    path = Path(run_dir) / RUN_JSON
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------ atomic replacement
+def staging_folder(runs_root: Path, run_id: str, stamp: str) -> Path:
+    return runs_root / f"_staging-{run_id}-{stamp}"
+
+
+def failed_folder(runs_root: Path, run_id: str, stamp: str) -> Path:
+    return runs_root / "_failed" / f"{run_id}-{stamp}"
+
+
+def swap_into_place(staging: Path, final: Path) -> None:
+    """Replace `final` by `staging`; the old run is removed only after the new one is in place."""
+    old = final.with_name(f"_old-{final.name}-{time.time_ns()}")
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def move_failed(staging: Path, failed_dir: Path) -> None:
+    if staging.exists():
+        failed_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(failed_dir)

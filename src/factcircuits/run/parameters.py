@@ -1,0 +1,119 @@
+"""The parameter model of a run.
+
+Every analysis notebook declares the *core* parameters (model, dataset, task, …; their defaults
+are the library's, `factcircuits.run.session.open_session`) plus its own. A notebook receives the
+core parameters and what the user set among the names it declares; for everything else it keeps
+its own default. A name the user sets must be declared by at least one selected notebook, and
+its value keeps its type (an int stays an int; a float default accepts an int).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from factcircuits.errors import UserError
+from factcircuits.run.notebooks import Notebook
+from factcircuits.run.secretscan import looks_secret
+
+# Set by the runner, never by the user.
+RESERVED = ("run_dir",)
+_SECRETISH = ("key", "token", "secret", "password")
+# Defaults that mean "let the library choose"; they also accept a number.
+CHOOSE_DEFAULTS = ("auto",)
+
+
+def core_defaults() -> dict[str, Any]:
+    """The core parameters and their library defaults (the session's signature); the shipped
+    notebooks declare the same defaults (a test checks it)."""
+    from factcircuits.run.session import open_session
+
+    return {name: p.default for name, p in inspect.signature(open_session).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def declared(notebooks: list[Notebook]) -> dict[str, list[Notebook]]:
+    """Each parameter name → the notebooks that declare it."""
+    owners: dict[str, list[Notebook]] = {}
+    for nb in notebooks:
+        for key in nb.defaults:
+            owners.setdefault(key, []).append(nb)
+    return owners
+
+
+def check_value(key: str, value: Any, default: Any) -> Any:
+    """`value` if it has the type of `default` (int → float allowed), else a one-line error."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str) or (
+            default in CHOOSE_DEFAULTS and isinstance(value, int) and not isinstance(value, bool))
+    else:
+        ok = True
+    if not ok:
+        raise UserError(f"parameter {key}={value!r}: expected {type(default).__name__} "
+                        f"like the default {default!r}")
+    return value
+
+
+def validate_given(given: dict[str, Any], notebooks: list[Notebook]) -> dict[str, Any]:
+    """The user's parameters, checked against the notebooks that declare them."""
+    owners = declared(notebooks)
+    checked: dict[str, Any] = {}
+    for key, value in given.items():
+        if key in RESERVED:
+            raise UserError(f"parameter {key} is set by the pipeline; remove it")
+        if any(word in key.lower() for word in _SECRETISH):
+            raise UserError(f"parameter {key}: secrets are read from the environment, "
+                            "never passed as parameters")
+        if key not in owners:
+            names = ", ".join(k for k in owners if k not in RESERVED)
+            raise UserError(f"unknown parameter {key!r}; known: {names}")
+        if isinstance(value, str) and (kind := looks_secret(value)):
+            raise UserError(f"parameter {key} holds a {kind}; secrets come from the environment")
+        for nb in owners[key]:
+            value = check_value(key, value, nb.defaults[key])
+        checked[key] = value
+    return checked
+
+
+def core_values(notebooks: list[Notebook]) -> dict[str, Any]:
+    """The core parameters the notebooks declare, with the default they agree on: every
+    notebook of a run analyses the same model, dataset and prompts."""
+    values: dict[str, Any] = {}
+    for key, owners in declared(notebooks).items():
+        if key not in core_defaults() or key in RESERVED:
+            continue
+        first = owners[0]
+        for nb in owners[1:]:
+            if nb.defaults[key] != first.defaults[key]:
+                raise UserError(f"core parameter {key}: {first.name} declares "
+                                f"{first.defaults[key]!r} but {nb.name} {nb.defaults[key]!r}; "
+                                "give every notebook the same default")
+        values[key] = first.defaults[key]
+    return values
+
+
+def differs_from_defaults(given: dict[str, Any], notebooks: list[Notebook]) -> dict[str, Any]:
+    """The user's values that change what some notebook runs with (the run's identity)."""
+    owners = declared(notebooks)
+    return {k: v for k, v in given.items()
+            if any(nb.defaults.get(k) != v for nb in owners.get(k, []))}
+
+
+def for_notebook(nb: Notebook, core: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """What papermill injects into `nb`: the core values and the user's, for the names it
+    declares. Its other parameters keep the notebook's own defaults."""
+    return {k: v for k, v in (core | given).items() if k in nb.defaults}
+
+
+def effective(nb: Notebook, injected: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter `nb` ran with (its defaults overridden by what was injected)."""
+    return {k: v for k, v in (nb.defaults | injected).items() if k not in RESERVED}
