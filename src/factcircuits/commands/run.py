@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from factcircuits.errors import UserError
+from factcircuits.run.threads import add_threads_argument
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
@@ -51,6 +52,7 @@ def add_run_arguments(parser) -> None:
                         "(default: analysis/, or $FACTCIRCUITS_NOTEBOOKS)")
     parser.add_argument("--runs-dir", type=Path, help="where run folders go "
                         "(default: report/runs/, or $FACTCIRCUITS_RUNS)")
+    add_threads_argument(parser)
 
 
 def overrides_from_args(args) -> dict[str, Any]:
@@ -79,11 +81,12 @@ def register(subparsers) -> None:
 
 def handle(args) -> int:
     from factcircuits.run import folders, pipeline
+    from factcircuits.run.threads import resolve_threads
 
     select = [s.strip() for s in args.notebooks.split(",") if s.strip()] if args.notebooks else None
     plan = pipeline.plan_run(args.model, args.dataset, overrides_from_args(args),
                              notebooks_dir=args.notebooks_dir, select=select,
-                             runs_root=args.runs_dir)
+                             runs_root=args.runs_dir, threads=resolve_threads(args.threads))
     try:
         result = pipeline.execute_run(plan, progress=not args.no_progress)
     except pipeline.RunFailed as exc:

@@ -34,6 +34,7 @@ def _split(text: str, flag: str) -> list[str]:
 def handle(args) -> int:
     from factcircuits.commands.run import overrides_from_args
     from factcircuits.run import pipeline
+    from factcircuits.run.threads import resolve_threads
 
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: must be at least 1")
@@ -46,6 +47,9 @@ def handle(args) -> int:
             pipeline.plan_run(model, dataset, overrides, notebooks_dir=args.notebooks_dir,
                               select=select, runs_root=args.runs_dir)
     passthrough = [a for k, v in overrides.items() for a in ("-p", f"{k}={json.dumps(v)}")]
+    # Jobs running at once share the cores: one thread each unless told otherwise.
+    threads = resolve_threads(args.threads, jobs=min(args.jobs, len(models) * len(datasets)))
+    passthrough += ["--threads", str(threads.count)]
     for flag, value in (("--notebooks", args.notebooks), ("--notebooks-dir", args.notebooks_dir),
                         ("--runs-dir", args.runs_dir)):
         if value:

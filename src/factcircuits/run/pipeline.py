@@ -29,6 +29,7 @@ from factcircuits.run.notebooks import (
 from factcircuits.run.provenance import git_commit, package_versions, sha256_file, tidy_path
 from factcircuits.run.runid import make_run_id
 from factcircuits.run.secretscan import scan_folder
+from factcircuits.run.threads import ThreadChoice, resolve_threads, thread_env
 
 DATASET_SUFFIXES = (".csv", ".jsonl", ".json")
 
@@ -52,6 +53,7 @@ class RunPlan:
     dataset_file: Path | None
     selected: list[str] | None = None
     given: dict[str, Any] = field(default_factory=dict)  # what the user set, checked
+    threads: ThreadChoice | None = None  # CPU threads of the kernels (not part of the run id)
 
     @property
     def run_dir(self) -> Path:
@@ -87,7 +89,8 @@ def default_dataset(task: str) -> str:
 
 def plan_run(model: str | None = None, dataset: str | None = None,
              overrides: dict[str, Any] | None = None, *, notebooks_dir: Path | None = None,
-             select: list[str] | None = None, runs_root: Path | None = None) -> RunPlan:
+             select: list[str] | None = None, runs_root: Path | None = None,
+             threads: ThreadChoice | None = None) -> RunPlan:
     """Validate everything up front; nothing is written."""
     root = folders.project_root()
     notebooks = discover_notebooks(notebooks_dir or folders.default_notebooks_dir(), select)
@@ -113,7 +116,8 @@ def plan_run(model: str | None = None, dataset: str | None = None,
         identity["notebooks"] = [nb.name for nb in notebooks]
     runs_root = Path(runs_root or folders.default_runs_root())
     return RunPlan(make_run_id(model_spec, dataset_spec, identity), params, notebooks,
-                   runs_root, root, dataset_file, select, given)
+                   runs_root, root, dataset_file, select, given,
+                   threads or resolve_threads())
 
 
 # --------------------------------------------------------------------------- execution
@@ -174,6 +178,7 @@ def _write_run_json(plan: RunPlan, folder: Path, status: str, started: str,
         "dataset": dataset,
         "packages": package_versions(),
         "git": git_commit(plan.root),
+        "threads": plan.threads.record() if plan.threads else None,
         "started": started,
         "finished": _now(),
         "duration_s": round(sum(r["duration_s"] for r in records), 3),
@@ -199,9 +204,11 @@ def execute_run(plan: RunPlan, *, progress: bool = True, stream=None) -> RunResu
     staging.mkdir()
     failed_dir = folders.failed_folder(plan.runs_root, plan.run_id, stamp)
     # The kernel must be this environment's python, and know it runs under the pipeline.
-    env_backup = {k: os.environ.get(k) for k in ("PATH", "FACTCIRCUITS_PIPELINE")}
+    threads = thread_env(plan.threads.count) if plan.threads else {}
+    env_backup = {k: os.environ.get(k) for k in ("PATH", "FACTCIRCUITS_PIPELINE", *threads)}
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     os.environ["FACTCIRCUITS_PIPELINE"] = "1"
+    os.environ.update(threads)  # the kernels' torch reads OMP/MKL_NUM_THREADS at start
     if not static_export_available():
         print("note: no Chromium for kaleido: figures are interactive HTML only, the PDF will "
               "lack them (apt-get install chromium)", file=stream)
