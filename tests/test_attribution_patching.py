@@ -165,10 +165,10 @@ def test_qk_correction_is_second_order(tiny_lm, pairs):
     delta = clean_cache[resid] - acts[resid].detach()
     runner = P.Resumable(model)
     sizes = {}
-    with torch.no_grad():
+    with torch.no_grad(), AP._PatternProbe(runner, model) as probe:
         for eps in (1e-1, 1e-2):
-            corr = AP._qk_correction(runner, model, layer, acts[resid].detach(), eps * delta,
-                                     grad_pattern, vjp)
+            (corr,) = AP._qk_corrections(probe, layer, acts[resid].detach(), [eps * delta],
+                                         grad_pattern, vjp)
             sizes[eps] = float(corr.abs().max())
     assert sizes[1e-1] > 1e-6
     assert sizes[1e-2] < 0.05 * sizes[1e-1]  # quadratic: 0.01×; a linear error would be 0.1×

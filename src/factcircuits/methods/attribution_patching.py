@@ -110,37 +110,58 @@ class _Stop(Exception):
     """Raised by a hook to end a forward once the pattern it needs is captured."""
 
 
-def _pattern_from_layer(runner: Resumable, model, layer: int, residual: torch.Tensor):
-    """Attention pattern [batch, heads, pos, pos] of block `layer` for residual stream
-    `residual` [batch, pos, d] entering it (only that block's attention runs)."""
-    kept = []
+class _PatternProbe:
+    """Attention patterns of one block for a given residual stream entering it; only that
+    block's attention runs. The hooks are set once for many calls (each `model.hooks` context
+    costs the bridge milliseconds)."""
 
-    def stop(act, hook):
-        kept.append(act.detach())
-        raise _Stop
+    def __init__(self, runner: Resumable, model):
+        self.runner, self.model, self.kept = runner, model, []
 
-    with model.hooks(fwd_hooks=[(PATTERN.format(layer=layer), stop)]):
-        try:
-            runner.run(layer, residual)
+    def __enter__(self):
+        def stop(act, hook):
+            self.kept.append(act.detach())
+            raise _Stop
+
+        names = [PATTERN.format(layer=layer) for layer in range(self.model.cfg.n_layers)]
+        self.context = self.model.hooks(fwd_hooks=[(name, stop) for name in names])
+        self.context.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.context.__exit__(*exc)
+
+    def __call__(self, layer: int, residual: torch.Tensor) -> torch.Tensor:
+        """[batch, heads, pos, pos] of block `layer` for `residual` [batch, pos, d]."""
+        self.kept.clear()
+        try:  # the run starts at `layer`, so the first pattern hook to fire is that block's
+            self.runner.run(layer, residual)
         except _Stop:
             pass
-    return kept[0]
+        return self.kept[0]
 
 
-def _qk_correction(runner, model, reader: int, residual, delta, grad_pattern, vjp):
-    """AtP* − AtP for nodes that change the residual stream entering block `reader` by `delta`
-    [G, n, d] at their own position: per position p, g · (exact − linearised) change of that
-    block's attention pattern when position p alone moves by delta[:, p]. → [G, n]."""
+def _pattern_from_layer(runner: Resumable, model, layer: int, residual: torch.Tensor):
+    """Attention pattern [batch, heads, pos, pos] of block `layer` for `residual`."""
+    with _PatternProbe(runner, model) as probe:
+        return probe(layer, residual)
+
+
+def _qk_corrections(probe: _PatternProbe, reader: int, residual, deltas, grad_pattern, vjp):
+    """AtP* − AtP for nodes that change the residual stream entering block `reader` by
+    `delta` [G, n, d] at their own position (one delta per component): per position p,
+    g · (exact − linearised) change of that block's attention pattern when position p alone
+    moves by delta[:, p]. One forward for all; returns one [G, n] tensor per delta."""
     G, n, d = residual.shape
-    linear = (vjp * delta).sum(-1)  # g · Jpattern(Δ_p), every p at once: [G, n]
-    base = _pattern_from_layer(runner, model, reader, residual)
-    # n copies of the group, copy p with position p moved: rows ordered (p, prompt)
-    moved = residual.repeat(n, 1, 1).view(n, G, n, d)
     eye = torch.eye(n, dtype=residual.dtype).view(n, 1, n, 1)
-    moved = (moved + eye * delta.unsqueeze(0)).view(n * G, n, d)
-    exact = _pattern_from_layer(runner, model, reader, moved).view(n, G, *base.shape[1:])
-    change = ((exact - base) * grad_pattern).sum((-1, -2, -3))  # [n(p), G]
-    return change.T - linear
+    # rows: the unmoved group, then per delta n copies (copy p: position p moved)
+    moved = [residual] + [(residual.unsqueeze(0) + eye * delta.unsqueeze(0)).view(n * G, n, d)
+                          for delta in deltas]
+    patterns = probe(reader, torch.cat(moved))
+    base, exact = patterns[:G], patterns[G:].view(len(deltas), n, G, *patterns.shape[1:])
+    change = ((exact - base) * grad_pattern).sum((-1, -2, -3))  # [n_deltas, n(p), G]
+    linear = [(vjp * delta).sum(-1) for delta in deltas]  # g · Jpattern(Δ_p): [G, n]
+    return [change[j].T - linear[j] for j in range(len(deltas))]
 
 
 def _scan_group(runner, model, metric, index, clean_tokens, corrupt_tokens, components,
@@ -180,22 +201,30 @@ def _scan_group(runner, model, metric, index, clean_tokens, corrupt_tokens, comp
                                                 acts[resid_names[layer]],
                                                 grads[pattern_names[layer]],
                                                 retain_graph=layer < n_layers - 1)[0])
-    out = {}
+    atp, star = {}, {}
     for component in components:
-        atp, star = [], []
         for layer in range(n_layers):
             name = names[(component, layer)]
-            delta = (clean_cache[name] - acts[name].detach())
-            est = (delta * grads[name]).sum(-1)  # [G, n] or [G, n, heads] for z
-            atp.append(est)
-            reader = layer if component == "resid_pre" else layer + 1
-            if qk_fix and component != "z" and reader < n_layers:
-                with torch.no_grad():
-                    est = est + _qk_correction(
-                        runner, model, reader, acts[resid_names[reader]].detach(), delta,
-                        grads[pattern_names[reader]], vjps[reader])
-            star.append(est)
-        out[component] = (torch.stack(atp), torch.stack(star))
+            delta = clean_cache[name] - acts[name].detach()
+            atp[component, layer] = (delta * grads[name]).sum(-1)  # [G, n] ([G, n, heads]: z)
+            star[component, layer] = atp[component, layer]
+    if qk_fix:
+        with torch.no_grad(), _PatternProbe(runner, model) as probe:
+            for reader in range(n_layers):
+                # the nodes this block's attention reads first: its own resid_pre, the
+                # previous block's attention and MLP outputs (head outputs z keep AtP)
+                nodes = [(c, reader if c == "resid_pre" else reader - 1) for c in components
+                         if c != "z" and (c == "resid_pre" or reader > 0)]
+                if not nodes:
+                    continue
+                deltas = [clean_cache[names[node]] - acts[names[node]].detach()
+                          for node in nodes]
+                fixes = _qk_corrections(probe, reader, acts[resid_names[reader]].detach(),
+                                        deltas, grads[pattern_names[reader]], vjps[reader])
+                for node, fix in zip(nodes, fixes):
+                    star[node] = atp[node] + fix
+    out = {c: (torch.stack([atp[c, layer] for layer in range(n_layers)]),
+               torch.stack([star[c, layer] for layer in range(n_layers)])) for c in components}
     return out, clean_metric.detach(), corrupt_metric.detach().float()
 
 
