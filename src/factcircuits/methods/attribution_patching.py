@@ -368,3 +368,53 @@ def agreement(result: ScanResult, exact: PatchResult, k_exact: int = 5, k_scan: 
             else math.nan,
             f"recall_top{k_exact}_in_top{k_scan}": float(torch.tensor(recalls).mean())
             if recalls else math.nan}
+
+
+def check_proposals(lm, prepared, result: ScanResult, k: int = 10, star: bool = False
+                    ) -> pd.DataFrame:
+    """The scan's top-k cells per prompt, exactly patched: top_cells + an `exact` column
+    (exact patched − corrupted metric)."""
+    cells = top_cells(result, k, star)
+    cells["exact"] = patch_cells(lm, prepared, result.component, cells)
+    return cells
+
+
+def error_by_layer(result: ScanResult, exact: PatchResult) -> pd.DataFrame:
+    """Mean |estimate − exact effect| per layer over the cells patching can change, for AtP
+    and AtP*, with the mean |exact effect| for scale."""
+    true = exact.values - exact.corrupted
+    valid = result.valid()
+    rows = []
+    for layer in range(true.shape[0]):
+        ok = valid[layer]
+        rows.append({"layer": layer, "exact_abs": float(true[layer][ok].abs().mean()),
+                     "atp_abs_error": float((result.atp[layer] - true[layer])[ok].abs().mean()),
+                     "atp_star_abs_error": float((result.atp_star[layer]
+                                                  - true[layer])[ok].abs().mean())})
+    return pd.DataFrame(rows)
+
+
+def paired_cells(result: ScanResult, exact: PatchResult) -> pd.DataFrame:
+    """One row per (layer, position, prompt) cell patching can change, AtP and AtP* rows:
+    component, method, layer, pos, prompt_id, exact and estimated effect."""
+    true = exact.values - exact.corrupted
+    ok = result.valid()
+    layer, pos, prompt = (i[ok].numpy() for i in torch.meshgrid(
+        *(torch.arange(s) for s in true.shape), indexing="ij"))
+    return pd.concat([pd.DataFrame({
+        "component": result.component, "method": "AtP*" if star else "AtP", "layer": layer,
+        "pos": pos, "prompt_id": prompt, "exact": true[ok].numpy(),
+        "estimate": result.estimate(star)[ok].numpy()}) for star in (False, True)],
+        ignore_index=True)
+
+
+def proposal_summary(proposals: pd.DataFrame) -> dict:
+    """How exact patching bears out the scan's proposals: the share with the estimate's sign,
+    the rank correlation of estimate and exact effect, and the cell with the largest exact
+    |effect|."""
+    best = proposals.loc[proposals["exact"].abs().idxmax()]
+    return {"n_cells": len(proposals),
+            "same_sign": float((proposals["estimate"] * proposals["exact"] > 0).mean()),
+            "spearman": spearman(torch.tensor(proposals["estimate"].to_numpy()),
+                                 torch.tensor(proposals["exact"].to_numpy())),
+            "best": best.to_dict()}
