@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
+from jaxtyping import Float
+from torch import Tensor
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.errors import UserError
@@ -90,7 +92,8 @@ class AnswerDirection:
                 "logit_diff_sum": "summed logit difference (True set − False set)"}[self.kind]
 
 
-def _unembed(model):
+def unembedding(model) -> tuple[Float[Tensor, "d_model vocab"], Float[Tensor, " vocab"]]:
+    """(W_U, b_U) as float32 CPU tensors; b_U is zeros for models without an unembedding bias."""
     W_U = model.W_U.detach().float().cpu()
     b_U = getattr(model, "b_U", None)
     b_U = torch.zeros(W_U.shape[1]) if b_U is None else b_U.detach().float().cpu()
@@ -102,7 +105,7 @@ def answer_direction(model, prepared, logits: torch.Tensor, kind: str = "auto") 
     (see the module docstring for the three kinds)."""
     if kind not in DIRECTION_KINDS:
         raise UserError(f"direction kind {kind!r}: use one of {', '.join(DIRECTION_KINDS)}")
-    W_U, b_U = _unembed(model)
+    W_U, b_U = unembedding(model)
     logits = logits.float().cpu()
     if prepared.task == "cloze":
         if kind not in ("auto", "logit_diff"):
