@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.errors import UserError
+from factcircuits.methods.hooks import hook_name
 from factcircuits.models.tokens import Batch
 
 MODES = ("zero", "mean")
@@ -25,15 +26,12 @@ def component_label(component: tuple) -> str:
     return f"L{layer}H{rest[0]}" if kind == "head" else f"{kind} L{layer}"
 
 
-def hook_name(component: tuple) -> str:
-    kind, layer = component[0], int(component[1])
-    if kind == "attn":
-        return f"blocks.{layer}.hook_attn_out"
-    if kind == "mlp":
-        return f"blocks.{layer}.hook_mlp_out"
-    if kind == "head":
-        return f"blocks.{layer}.attn.hook_z"
-    raise UserError(f"component {component!r}: use ('attn', l), ('mlp', l) or ('head', l, h)")
+def component_hook(component: tuple) -> str:
+    """The hook a component ('attn', l), ('mlp', l) or ('head', l, h) is ablated at."""
+    kind = component[0]
+    if kind not in ("attn", "mlp", "head"):
+        raise UserError(f"component {component!r}: use ('attn', l), ('mlp', l) or ('head', l, h)")
+    return hook_name(int(component[1]), kind)
 
 
 def _slice_last(logits: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
@@ -97,7 +95,7 @@ def ablation_hooks(components: list[tuple], mode: str = "zero",
     def hooks_for(part, last, mask):
         hooks = []
         for comp in components:
-            name = hook_name(comp)
+            name = component_hook(comp)
             head = int(comp[2]) if comp[0] == "head" else None
 
             def fn(act, hook, name=name, head=head):
@@ -130,7 +128,7 @@ def ablation_table(model, tokenizer, prepared, components: list[tuple],
     clean = prepared.metric(run_last_logits(model, batch, None, batch_size)).numpy()
     means = None
     if "mean" in modes:
-        names = sorted({hook_name(c) for c in components})
+        names = sorted({component_hook(c) for c in components})
         ref = (reference or prepared).clean_batch(tokenizer)
         means = mean_activations(model, ref, names, batch_size)
     runs = [[c] for c in components] + ([list(components)] if joint and len(components) > 1

@@ -35,6 +35,7 @@ from torch import Tensor
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.errors import UserError
+from factcircuits.methods.hooks import FINAL_NORM_SCALE, hook_name, hook_names
 from factcircuits.models.tokens import Batch
 
 DIRECTION_KINDS = ("auto", "logit_diff", "log_odds", "logit_diff_sum")
@@ -188,22 +189,20 @@ def decompose(model, tokenizer, prepared, batch_size: int = 16, heads: bool = Tr
               progress: bool = False) -> Decomposition:
     """One batched pass over the clean prompts keeping the last-token components."""
     L = model.cfg.n_layers
-    names = ["blocks.0.hook_resid_pre", "ln_final.hook_scale"]
-    names += [f"blocks.{ly}.hook_attn_out" for ly in range(L)]
-    names += [f"blocks.{ly}.hook_mlp_out" for ly in range(L)]
-    if heads:
-        names += [f"blocks.{ly}.attn.hook_z" for ly in range(L)]
+    embed = hook_name(0, "resid_pre")
+    kinds = ["attn_out", "mlp_out"] + (["z"] if heads else [])
+    names = [embed, FINAL_NORM_SCALE] + [n for kind in kinds for n in hook_names(kind, range(L))]
     values, logits = capture_last(model, prepared.clean_batch(tokenizer), names, batch_size,
                                   progress, desc="decompose")
 
-    def stack(fmt):
-        return torch.stack([values[fmt.format(ly)] for ly in range(L)], 1)
+    def stack(kind):
+        return torch.stack([values[name] for name in hook_names(kind, range(L))], 1)
 
     norm = str(getattr(model.cfg, "normalization_type", "RMS") or "RMS")
     return Decomposition(
-        embed=values["blocks.0.hook_resid_pre"], attn=stack("blocks.{}.hook_attn_out"),
-        mlp=stack("blocks.{}.hook_mlp_out"), scale=values["ln_final.hook_scale"].reshape(-1, 1),
-        logits=logits, z=stack("blocks.{}.attn.hook_z") if heads else None,
+        embed=values[embed], attn=stack("attn_out"), mlp=stack("mlp_out"),
+        scale=values[FINAL_NORM_SCALE].reshape(-1, 1), logits=logits,
+        z=stack("z") if heads else None,
         centre=norm.startswith("LN"),
     )
 
@@ -269,10 +268,10 @@ def neuron_dla(model, tokenizer, prepared, layer: int, direction: AnswerDirectio
     direction) / final scale. Tidy [prompt, layer, neuron, activation, dla]; the `neuron = -1`
     rows hold b_out's share (zero for bias-free models)."""
     values, _ = capture_last(model, prepared.clean_batch(tokenizer),
-                             [f"blocks.{layer}.mlp.hook_post", "ln_final.hook_scale"],
+                             [hook_name(layer, "mlp_post"), FINAL_NORM_SCALE],
                              batch_size, progress, desc=f"neurons L{layer}")
-    post = values[f"blocks.{layer}.mlp.hook_post"]  # [n, d_mlp]
-    scale = values["ln_final.hook_scale"].reshape(-1, 1)
+    post = values[hook_name(layer, "mlp_post")]  # [n, d_mlp]
+    scale = values[FINAL_NORM_SCALE].reshape(-1, 1)
     W_out = model.blocks[layer].mlp.W_out.detach().float().cpu()  # [d_mlp, d_model]
     v = direction.vectors
     norm = str(getattr(model.cfg, "normalization_type", "RMS") or "RMS")

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.methods.ablation import run_last_logits
+from factcircuits.methods.hooks import hook_names
 from factcircuits.methods.positions import position_mask, task_positions
 
 ROLES = ("subject", "relation")
@@ -64,7 +65,7 @@ def knockout_hooks(layers, block: torch.Tensor):
             sel = scores[rows, :, q]  # [b, heads, key]
             scores[rows, :, q] = sel.masked_fill(cut[:, None, :], float("-inf"))
             return scores
-        return [(f"blocks.{ly}.attn.hook_attn_scores", fn) for ly in layers]
+        return [(name, fn) for name in hook_names("attn_scores", layers)]
     return hooks_for
 
 
