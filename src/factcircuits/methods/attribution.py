@@ -36,44 +36,9 @@ from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.errors import UserError
 from factcircuits.methods.hooks import FINAL_NORM_SCALE, hook_name, hook_names
-from factcircuits.models.tokens import Batch
+from factcircuits.models.forward import capture_last
 
 DIRECTION_KINDS = ("auto", "logit_diff", "log_odds", "logit_diff_sum")
-
-
-# --------------------------------------------------------------------------- capture
-def _slice_last(act: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    rows = torch.arange(act.shape[0], device=act.device)
-    return act[rows, last.to(act.device)]
-
-
-@torch.no_grad()
-def capture_last(model, batch: Batch, names: list[str], batch_size: int = 16,
-                 progress: bool = False, desc: str = "capture", extra_hooks=None):
-    """Run `model` over `batch` (sub-batches, attention mask passed, padding trimmed) keeping
-    only each named hook's activation at each prompt's last real token.
-
-    Returns (values {name: float32 CPU tensor [n, ...]}, final logits [n, vocab])."""
-    values: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    logits_out = []
-    device = model.cfg.device
-    for start in tqdm(range(0, len(batch.tokens), batch_size), desc=desc, disable=not progress,
-                      leave=False):
-        part = slice(start, start + batch_size)
-        mask = batch.attention_mask[part]
-        width = int(mask.sum(1).max())
-        last = batch.last_index[part]
-
-        def keep(name, last=last):
-            def hook(act, hook):
-                values[name].append(_slice_last(act, last).float().cpu())
-            return hook
-
-        hooks = [(n, keep(n)) for n in names] + list(extra_hooks(last) if extra_hooks else [])
-        logits = model.run_with_hooks(batch.tokens[part, :width].to(device),
-                                      attention_mask=mask[:, :width].to(device), fwd_hooks=hooks)
-        logits_out.append(_slice_last(logits, last).float().cpu())
-    return {n: torch.cat(v) for n, v in values.items()}, torch.cat(logits_out)
 
 
 # --------------------------------------------------------------------------- directions

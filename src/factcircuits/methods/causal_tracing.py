@@ -50,21 +50,6 @@ CLASS_TITLES = {"subject_first": "first subject token", "subject_middle": "middl
                 "further": "further tokens", "last": "last token", "prefix": "before the subject"}
 
 
-def probability_metric(prepared):
-    """P(answer) per row as a function (logits [batch, vocab], prompt index) → [batch]."""
-    def metric(logits, index):
-        probs = logits.float().softmax(-1)
-        if prepared.task == "yesno":
-            sets = prepared.answer_sets
-            p_true = probs[:, sets.true_ids].sum(-1)
-            p_false = probs[:, sets.false_ids].sum(-1)
-            signs = prepared.signs[index].to(probs.device)
-            return torch.where(signs > 0, p_true, p_false)
-        rows = torch.arange(len(probs), device=probs.device)
-        return probs[rows, prepared.answer_ids[index].to(probs.device)]
-    return metric
-
-
 def embedding_std(model) -> float:
     """Standard deviation over all entries of the embedding matrix W_E."""
     return float(model.W_E.detach().float().std())
@@ -133,7 +118,7 @@ def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_sam
 
     windows = {"hidden": 1, "mlp": 10, "attn": 10, **(windows or {})}
     model, cfg = lm.model, lm.model.cfg
-    metric_fn = probability_metric(prepared) if metric == "prob" else prepared.metric
+    metric_fn = prepared.answer_probability if metric == "prob" else prepared.metric
     batch = encode(lm.tokenizer, prepared.prompts, prepared.prompt_format)
     if subject_positions is None:
         subject_positions = [p.subject for p in task_positions(prepared, lm.tokenizer)]
