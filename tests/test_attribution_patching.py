@@ -15,7 +15,9 @@ import torch
 from factcircuits.data.datasets import load_dataset
 from factcircuits.methods import attribution_patching as AP
 from factcircuits.methods import patching as P
+from factcircuits.methods.engine import Resumable
 from factcircuits.methods.evaluate import prepare
+from factcircuits.methods.hooks import hook_name
 from factcircuits.models.tokens import encode
 
 
@@ -44,7 +46,7 @@ def _interpolated_metric_derivative(lm, prepared, i, component, layer, pos, head
     """d/dα of the metric of prompt i's corrupted run with one activation moved to
     corrupted + α (clean − corrupted), at α = 0, by autograd through a plain hook."""
     model = lm.model
-    name = P.COMPONENTS[component].format(layer=layer)
+    name = hook_name(layer, component)
     clean = encode(lm.tokenizer, [prepared.prompts[i]]).tokens
     corrupt = encode(lm.tokenizer, [prepared.corrupted_prompts[i]]).tokens
     _, cache = model.run_with_cache(clean, names_filter=lambda n: n == name,
@@ -112,7 +114,7 @@ def test_qk_fix_pattern_is_the_patched_runs_pattern(tiny_lm, pairs):
     i, layer = 0, 1
     clean = encode(tiny_lm.tokenizer, [pairs.prompts[i]]).tokens
     corrupt = encode(tiny_lm.tokenizer, [pairs.corrupted_prompts[i]]).tokens
-    name = P.COMPONENTS["resid_pre"].format(layer=layer)
+    name = hook_name(layer, "resid_pre")
     _, clean_cache = model.run_with_cache(clean, return_cache_object=False,
                                           names_filter=lambda n: n == name)
     _, corrupt_cache = model.run_with_cache(corrupt, return_cache_object=False)
@@ -128,15 +130,15 @@ def test_qk_fix_pattern_is_the_patched_runs_pattern(tiny_lm, pairs):
         kept["pattern"] = act.detach().clone()
         return act
 
-    with model.hooks(fwd_hooks=[(name, patch_pos), (AP.PATTERN.format(layer=layer), keep)]):
+    with model.hooks(fwd_hooks=[(name, patch_pos), (hook_name(layer, "pattern"), keep)]):
         model(corrupt)
     moved = corrupt_cache[name].clone()
     moved[0, pos] = clean_cache[name][0, pos]
-    runner = P.Resumable(model)
+    runner = Resumable(model)
     got = AP._pattern_from_layer(runner, model, layer, moved)
     assert (got - kept["pattern"]).abs().max() < 1e-5
     base = AP._pattern_from_layer(runner, model, layer, corrupt_cache[name])
-    assert (base - corrupt_cache[AP.PATTERN.format(layer=layer)]).abs().max() < 1e-5
+    assert (base - corrupt_cache[hook_name(layer, "pattern")]).abs().max() < 1e-5
     assert (got - base).abs().max() > 1e-3  # the patch does move the pattern
 
 
@@ -147,8 +149,8 @@ def test_qk_correction_is_second_order(tiny_lm, pairs):
     corrupt = encode(tiny_lm.tokenizer, [pairs.corrupted_prompts[0]]).tokens
     clean = encode(tiny_lm.tokenizer, [pairs.prompts[0]]).tokens
     layer = 1
-    resid, pattern = (P.COMPONENTS["resid_pre"].format(layer=layer),
-                      AP.PATTERN.format(layer=layer))
+    resid, pattern = (hook_name(layer, "resid_pre"),
+                      hook_name(layer, "pattern"))
     _, clean_cache = model.run_with_cache(clean, return_cache_object=False)
     acts = {}
 
@@ -163,7 +165,7 @@ def test_qk_correction_is_second_order(tiny_lm, pairs):
     (grad_pattern,) = torch.autograd.grad(value, [acts[pattern]], retain_graph=True)
     (vjp,) = torch.autograd.grad(acts[pattern], [acts[resid]], grad_pattern)
     delta = clean_cache[resid] - acts[resid].detach()
-    runner = P.Resumable(model)
+    runner = Resumable(model)
     sizes = {}
     with torch.no_grad(), AP._PatternProbe(runner, model) as probe:
         for eps in (1e-1, 1e-2):

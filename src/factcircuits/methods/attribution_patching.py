@@ -42,17 +42,11 @@ import torch
 from tqdm import tqdm
 
 from factcircuits.errors import UserError
-from factcircuits.methods.patching import (
-    COMPONENTS,
-    PatchResult,
-    Resumable,
-    _check_pairs,
-    _first_difference,
-    _groups,
-)
+from factcircuits.methods.engine import Resumable, groups_by
+from factcircuits.methods.hooks import hook_name
+from factcircuits.methods.patching import PatchResult, _check_pairs, _first_difference
 from factcircuits.models.tokens import encode
 
-PATTERN = "blocks.{layer}.attn.hook_pattern"
 SCAN_COMPONENTS = ("resid_pre", "attn_out", "mlp_out", "z")
 
 
@@ -123,7 +117,7 @@ class _PatternProbe:
             self.kept.append(act.detach())
             raise _Stop
 
-        names = [PATTERN.format(layer=layer) for layer in range(self.model.cfg.n_layers)]
+        names = [hook_name(layer, "pattern") for layer in range(self.model.cfg.n_layers)]
         self.context = self.model.hooks(fwd_hooks=[(name, stop) for name in names])
         self.context.__enter__()
         return self
@@ -167,10 +161,10 @@ def _qk_corrections(probe: _PatternProbe, reader: int, residual, deltas, grad_pa
 def _scan_group(runner, model, metric, index, clean_tokens, corrupt_tokens, components,
                 qk_fix):
     n_layers = model.cfg.n_layers
-    names = {(c, layer): COMPONENTS[c].format(layer=layer) for c in components
+    names = {(c, layer): hook_name(layer, c) for c in components
              for layer in range(n_layers)}
-    resid_names = [COMPONENTS["resid_pre"].format(layer=layer) for layer in range(n_layers)]
-    pattern_names = [PATTERN.format(layer=layer) for layer in range(n_layers)]
+    resid_names = [hook_name(layer, "resid_pre") for layer in range(n_layers)]
+    pattern_names = [hook_name(layer, "pattern") for layer in range(n_layers)]
     wanted = set(names.values()) | (set(resid_names) if qk_fix else set())
     with torch.inference_mode():
         clean_logits, clean_cache = model.run_with_cache(
@@ -233,7 +227,7 @@ def scan(lm, prepared, components=SCAN_COMPONENTS, qk_fix: bool = True, metric=N
     """AtP (and AtP* with `qk_fix`) estimates of patching every cell of `components`
     (resid_pre | attn_out | mlp_out by position; z by position and head) clean into corrupted
     for every prompt pair of `prepared`. Returns {component: ScanResult}."""
-    unknown = [c for c in components if c not in COMPONENTS]
+    unknown = [c for c in components if c not in SCAN_COMPONENTS]
     if unknown:
         raise UserError(f"component={unknown[0]!r}: use some of {', '.join(SCAN_COMPONENTS)}")
     start = time.perf_counter()
@@ -250,7 +244,7 @@ def scan(lm, prepared, components=SCAN_COMPONENTS, qk_fix: bool = True, metric=N
     atp = {c: torch.zeros(*shape[c], n_prompts) for c in components}
     star = {c: torch.zeros(*shape[c], n_prompts) for c in components}
     clean_metric, corrupt_metric = torch.zeros(n_prompts), torch.zeros(n_prompts)
-    for idx in tqdm(_groups(clean.lengths), desc="attribution patching", mininterval=1.0,
+    for idx in tqdm(groups_by(clean.lengths), desc="attribution patching", mininterval=1.0,
                     disable=not progress, leave=False):
         n = int(clean.lengths[idx[0]])
         device = cfg.device
@@ -298,12 +292,12 @@ def patch_cells(lm, prepared, component: str, cells: pd.DataFrame, metric=None) 
     effect = pd.Series(math.nan, index=cells.index, dtype=float)
     for i, part in cells.groupby("prompt_id"):
         n = int(clean.lengths[i])
-        names = {COMPONENTS[component].format(layer=layer) for layer in part["layer"]}
+        names = {hook_name(layer, component) for layer in part["layer"]}
         _, cache = model.run_with_cache(clean.tokens[[i], :n], return_cache_object=False,
                                         names_filter=names.__contains__)
         by_name: dict[str, list] = {}
         for row, cell in enumerate(part.itertuples()):
-            name = COMPONENTS[component].format(layer=cell.layer)
+            name = hook_name(cell.layer, component)
             by_name.setdefault(name, []).append((row, cell.pos, getattr(cell, "head", None)))
 
         def make_hook(items, clean_act):
