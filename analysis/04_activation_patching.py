@@ -259,10 +259,12 @@ if results:
         f"{worst['exact_abs']:.2f}; AtP\\* {worst['atp_star_abs_error']:.2f}). Across all "
         f"layers the mean |error| is {errors['atp_abs_error'].mean():.2f} for AtP and "
         f"{errors['atp_star_abs_error'].mean():.2f} for AtP\\*: "
-        + ("the QK fix helps, so part of the error is attention saturation."
+        + ("recomputing the first attention pattern that reads the patched state helps, so "
+           "part of the error is that pattern saturating; the rest comes from later layers."
            if errors["atp_star_abs_error"].mean() < errors["atp_abs_error"].mean() else
-           "the QK fix does not help here, so the error comes from other nonlinearities "
-           "(later attention layers, the MLPs, the final softmax).")))
+           "recomputing the first attention pattern that reads the patched state does not "
+           "help, so the error lies further on (later attention layers, the MLPs, the final "
+           "softmax).")))
 
 # %% [markdown]
 # ### Heads × positions: the scan's proposals, patched exactly
