@@ -128,3 +128,24 @@ def test_sweep_gives_each_parallel_job_its_share(tmp_path, thread_notebooks, no_
         info = json.loads((folder / "run.json").read_text())
         assert info["threads"]["count"] == share
         assert info["headline"]["01_threads"] == {"omp": str(share), "torch": share}
+
+
+def test_benchmarks_refuse_to_compare_different_thread_counts(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    try:
+        import _common
+    finally:
+        sys.path.pop(0)
+    _common.refuse_mixed_threads({"before": 1, "after": 1})  # same count: no objection
+    with pytest.raises(SystemExit, match=r"different thread counts \(before: 1, after: 2\)"):
+        _common.refuse_mixed_threads({"before": 1, "after": 2})
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps({"threads": 2, "after": {"wall_s": 10.0}}))
+    with pytest.raises(SystemExit, match="different thread counts"):
+        _common.compare_with_saved(str(saved), {"threads": 1, "after": {"wall_s": 5.0}},
+                                   [("after", "wall_s")])
+    lines = _common.compare_with_saved(str(saved), {"threads": 2, "after": {"wall_s": 5.0}},
+                                       [("after", "wall_s")])
+    assert lines[1].split() == ["after.wall_s", "10", "5"]
