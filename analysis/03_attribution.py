@@ -49,11 +49,11 @@ from factcircuits.methods import attribution as A
 from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "03_attribution"
-dec = A.decompose(session.model, session.tokenizer, prepared, session.batch_size, progress=True)
-d = A.answer_direction(session.model, prepared, dec.logits, direction)
+dec = A.decompose(session.lm, prepared, batch_size=session.batch_size, progress=True)
+d = A.answer_direction(session.lm, prepared, dec.logits, direction)
 check = A.sum_check(dec, d)
 layers = A.layer_dla(dec, d)
-heads = A.head_dla(session.model, dec, d, progress=True)
+heads = A.head_dla(session.lm, dec, d, progress=True)
 save_table(run_dir, NOTEBOOK, "sum_check", check)
 save_table(run_dir, NOTEBOOK, "layer_dla", layers)
 save_table(run_dir, NOTEBOOK, "head_dla", heads)
@@ -63,7 +63,7 @@ save_table(run_dir, NOTEBOOK, "head_dla", heads)
 
 # %%
 max_err = float(check["error"].abs().max())
-cap = A.soft_cap_note(session.model)
+cap = A.soft_cap_note(session.lm)
 verdict = "passes" if max_err < 1e-3 and not cap else "**fails**"
 lin = ("" if d.exact else
        f" For the yes/no log-odds the components sum to the first-order approximation at the "
@@ -101,8 +101,8 @@ save_table(run_dir, NOTEBOOK, "top_heads", top_h)
 # %%
 mlp_means = means[means.component == "mlp"]
 key_layer = int(mlp_means.loc[mlp_means["dla"].abs().idxmax(), "layer"])
-neurons = A.neuron_dla(session.model, session.tokenizer, prepared, key_layer, d,
-                       session.batch_size, progress=True)
+neurons = A.neuron_dla(session.lm, prepared, key_layer, d, batch_size=session.batch_size,
+                       progress=True)
 top_n = A.top_neurons(neurons, top_components)
 share = float(top_n["dla"].sum() / mlp_means.set_index("layer").loc[key_layer, "dla"])
 display(Markdown(f"Key MLP layer: **{key_layer}**. Its top {len(top_n)} neurons together carry "

@@ -52,11 +52,11 @@ from factcircuits.methods import knockout as KO
 from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "06_ablation_knockout"
-dec = A.decompose(session.model, session.tokenizer, prepared, session.batch_size, progress=True)
-d = A.answer_direction(session.model, prepared, dec.logits)
-components = A.top_components(A.layer_dla(dec, d), A.head_dla(session.model, dec, d),
+dec = A.decompose(session.lm, prepared, batch_size=session.batch_size, progress=True)
+d = A.answer_direction(session.lm, prepared, dec.logits)
+components = A.top_components(A.layer_dla(dec, d), A.head_dla(session.lm, dec, d),
                               n_components)
-abl = AB.ablation_table(session.model, session.tokenizer, prepared, components,
+abl = AB.ablation_table(session.lm, prepared, components,
                         batch_size=session.batch_size, reference=session.task, progress=True)
 summary = AB.summarise(abl)
 save_table(run_dir, NOTEBOOK, "ablation", abl)
@@ -84,7 +84,7 @@ display(summary)
 # ## Attention knockout from the last position
 
 # %%
-ko = KO.knockout_sweep(session.model, session.tokenizer, prepared, knockout_window or None,
+ko = KO.knockout_sweep(session.lm, prepared, knockout_window or None,
                        batch_size=session.batch_size, progress=True)
 save_table(run_dir, NOTEBOOK, "knockout", ko)
 save_table(run_dir, NOTEBOOK, "knockout_summary", KO.summarise(ko))

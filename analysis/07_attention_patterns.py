@@ -49,13 +49,12 @@ from factcircuits.methods.positions import prompt_positions
 from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "07_attention_patterns"
-dec = A.decompose(session.model, session.tokenizer, prepared, session.batch_size, progress=True)
-d = A.answer_direction(session.model, prepared, dec.logits)
-top = A.top_heads(A.head_dla(session.model, dec, d), n_heads)
+dec = A.decompose(session.lm, prepared, batch_size=session.batch_size, progress=True)
+d = A.answer_direction(session.lm, prepared, dec.logits)
+top = A.top_heads(A.head_dla(session.lm, dec, d), n_heads)
 heads = list(zip(top["layer"].astype(int), top["head"].astype(int)))
 ex = min(example, len(prepared.prompts) - 1)
-tokens, patterns = AT.head_patterns(session.model, session.tokenizer, prepared.prompts[ex],
-                                    heads, prepared.prompt_format)
+tokens, patterns = AT.head_patterns(session.lm, prepared, heads, example=ex)
 pos = prompt_positions(session.tokenizer, prepared.prompts[ex], prepared.rows["subject"][ex],
                        prepared.prompt_format, prepared.rows["prompt"][ex])
 last = AT.last_token_attention(tokens, patterns)

@@ -40,14 +40,14 @@ def test_zero_ablating_a_layer_equals_zeroing_all_its_heads(setup):
 def test_mean_ablation_with_one_prompt_is_identity(setup):
     lm, pr, _, _ = setup
     one = pr.subset([0])
-    table = AB.ablation_table(lm.model, lm.tokenizer, one, [("mlp", 0), ("head", 1, 2)],
+    table = AB.ablation_table(lm, one, [("mlp", 0), ("head", 1, 2)],
                               modes=("mean",))
     assert table["drop"].abs().max() < 1e-4  # the mean over one prompt is the prompt itself
 
 
 def test_ablation_table_shape(setup):
     lm, pr, _, clean = setup
-    table = AB.ablation_table(lm.model, lm.tokenizer, pr, [("mlp", 1), ("head", 0, 2)])
+    table = AB.ablation_table(lm, pr, [("mlp", 1), ("head", 0, 2)])
     assert set(table["mode"]) == {"zero", "mean"}
     assert table["component"].nunique() == 3  # two alone + together
     assert table["drop"].abs().max() > 0
@@ -59,10 +59,10 @@ def test_empty_knockout_changes_nothing(setup):
     lm, pr, batch, clean = setup
     none = torch.zeros_like(batch.tokens, dtype=torch.bool)
     L = lm.model.cfg.n_layers
-    assert torch.equal(pr.metric(KO.knockout(lm.model, lm.tokenizer, pr, none, range(L), 4)),
+    assert torch.equal(pr.metric(KO.knockout(lm, pr, none, range(L), batch_size=4)),
                        clean)
     everything = batch.attention_mask.bool()
-    assert torch.equal(pr.metric(KO.knockout(lm.model, lm.tokenizer, pr, everything, [], 4)),
+    assert torch.equal(pr.metric(KO.knockout(lm, pr, everything, [], batch_size=4)),
                        clean)
 
 
@@ -70,7 +70,7 @@ def test_full_knockout_changes_the_metric(setup):
     lm, pr, batch, clean = setup
     everything = batch.attention_mask.bool()
     L = lm.model.cfg.n_layers
-    knocked = pr.metric(KO.knockout(lm.model, lm.tokenizer, pr, everything, range(L), 4))
+    knocked = pr.metric(KO.knockout(lm, pr, everything, range(L), batch_size=4))
     assert (knocked - clean).abs().min() > 1e-3
 
 
@@ -80,7 +80,7 @@ def test_knockout_equals_renormalised_pattern(setup):
     layer = 1
     block = torch.zeros_like(batch.tokens, dtype=torch.bool)
     block[:, 1:3] = True
-    ko = KO.knockout(lm.model, lm.tokenizer, pr, block, [layer], 64)
+    ko = KO.knockout(lm, pr, block, [layer], batch_size=64)
 
     def pattern_hook(part, last, mask):
         def fn(p, hook):
@@ -99,7 +99,7 @@ def test_knockout_equals_renormalised_pattern(setup):
 
 def test_sweep_and_peaks(setup):
     lm, pr, _, _ = setup
-    table = KO.knockout_sweep(lm.model, lm.tokenizer, pr, window=2)
+    table = KO.knockout_sweep(lm, pr, window=2)
     L = lm.model.cfg.n_layers
     assert len(table) == 2 * L * len(pr.prompts)
     assert (table["last"] - table["first"] == 1).all()

@@ -35,7 +35,9 @@ from torch import Tensor
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.errors import UserError
+from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import FINAL_NORM_SCALE, hook_name, hook_names
+from factcircuits.models import LoadedModel
 from factcircuits.models.forward import capture_last
 
 DIRECTION_KINDS = ("auto", "logit_diff", "log_odds", "logit_diff_sum")
@@ -66,12 +68,14 @@ def unembedding(model) -> tuple[Float[Tensor, "d_model vocab"], Float[Tensor, " 
     return W_U, b_U
 
 
-def answer_direction(model, prepared, logits: torch.Tensor, kind: str = "auto") -> AnswerDirection:
-    """The answer direction of each prompt of `prepared` given its final logits [n, vocab]
+def answer_direction(lm: LoadedModel, prepared: PreparedTask,
+                     logits: Float[Tensor, "n_prompts vocab"], kind: str = "auto"
+                     ) -> AnswerDirection:
+    """The answer direction of each prompt of `prepared` given its final logits
     (see the module docstring for the three kinds)."""
     if kind not in DIRECTION_KINDS:
         raise UserError(f"direction kind {kind!r}: use one of {', '.join(DIRECTION_KINDS)}")
-    W_U, b_U = unembedding(model)
+    W_U, b_U = unembedding(lm.model)
     logits = logits.float().cpu()
     if prepared.task == "cloze":
         if kind not in ("auto", "logit_diff"):
@@ -103,9 +107,9 @@ def answer_direction(model, prepared, logits: torch.Tensor, kind: str = "auto") 
     return AnswerDirection(out_kind, vectors, bias, target, target - linear, exact)
 
 
-def soft_cap_note(model) -> str:
+def soft_cap_note(lm: LoadedModel) -> str:
     """A sentence when the model soft-caps its final logits (the DLA then cannot sum), else ""."""
-    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
+    cap = getattr(lm.model.cfg, "output_logits_soft_cap", -1.0) or -1.0
     if cap > 0:
         return (f"This model soft-caps its final logits (cap·tanh(logits/cap), cap = {cap:g}), "
                 "so the direct logit attributions below do not sum to the metric: they describe "
@@ -150,14 +154,15 @@ class Decomposition:
         return torch.stack(steps, dim=1)
 
 
-def decompose(model, tokenizer, prepared, batch_size: int = 16, heads: bool = True,
-              progress: bool = False) -> Decomposition:
+def decompose(lm: LoadedModel, prepared: PreparedTask, *, batch_size: int = 16,
+              heads: bool = True, progress: bool = False) -> Decomposition:
     """One batched pass over the clean prompts keeping the last-token components."""
+    model = lm.model
     L = model.cfg.n_layers
     embed = hook_name(0, "resid_pre")
     kinds = ["attn_out", "mlp_out"] + (["z"] if heads else [])
     names = [embed, FINAL_NORM_SCALE] + [n for kind in kinds for n in hook_names(kind, range(L))]
-    values, logits = capture_last(model, prepared.clean_batch(tokenizer), names, batch_size,
+    values, logits = capture_last(model, prepared.clean_batch(lm.tokenizer), names, batch_size,
                                   progress, desc="decompose")
 
     def stack(kind):
@@ -178,10 +183,11 @@ def _project(dec: Decomposition, x: torch.Tensor, direction: AnswerDirection) ->
     return torch.einsum("n...d,nd->n...", dec.normalise(x), v)
 
 
-def head_outputs(model, z: torch.Tensor, layer: int) -> torch.Tensor:
-    """Per-head outputs [n, n_heads, d_model] of `layer` from hook_z [n, n_heads, d_head] (query
-    heads; with grouped-query attention W_O is indexed by query head as well)."""
-    W_O = model.blocks[layer].attn.W_O.detach().float().cpu()  # [n_heads, d_head, d_model]
+def head_outputs(lm: LoadedModel, z: Float[Tensor, "n n_heads d_head"], layer: int
+                 ) -> Float[Tensor, "n n_heads d_model"]:
+    """Per-head outputs of `layer` from its hook_z (query heads; with grouped-query attention
+    W_O is indexed by query head as well)."""
+    W_O = lm.model.blocks[layer].attn.W_O.detach().float().cpu()  # [n_heads, d_head, d_model]
     return torch.einsum("nhd,hdm->nhm", z, W_O)
 
 
@@ -205,7 +211,7 @@ def layer_dla(dec: Decomposition, direction: AnswerDirection) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def head_dla(model, dec: Decomposition, direction: AnswerDirection,
+def head_dla(lm: LoadedModel, dec: Decomposition, direction: AnswerDirection,
              progress: bool = False) -> pd.DataFrame:
     """Tidy DLA per prompt × layer × head; `attn_bias` rows (head = -1) hold each layer's
     attention output not written by any head (b_O; zero for bias-free models)."""
@@ -213,7 +219,7 @@ def head_dla(model, dec: Decomposition, direction: AnswerDirection,
         raise UserError("head DLA needs the decomposition with heads=True")
     frames = []
     for ly in tqdm(range(dec.n_layers), desc="head DLA", disable=not progress, leave=False):
-        out = head_outputs(model, dec.z[:, ly], ly)  # [n, H, d]
+        out = head_outputs(lm, dec.z[:, ly], ly)  # [n, H, d]
         dla = _project(dec, out, direction)  # [n, H]
         rest = _project(dec, dec.attn[:, ly] - out.sum(1), direction)  # [n]
         n, H = dla.shape
@@ -226,13 +232,14 @@ def head_dla(model, dec: Decomposition, direction: AnswerDirection,
 
 
 @torch.no_grad()
-def neuron_dla(model, tokenizer, prepared, layer: int, direction: AnswerDirection,
-               batch_size: int = 16, dec: Decomposition | None = None,
+def neuron_dla(lm: LoadedModel, prepared: PreparedTask, layer: int,
+               direction: AnswerDirection, *, batch_size: int = 16,
                progress: bool = False) -> pd.DataFrame:
     """DLA of every MLP neuron of `layer`, per prompt: post-activation × (W_out row ·
     direction) / final scale. Tidy [prompt, layer, neuron, activation, dla]; the `neuron = -1`
     rows hold b_out's share (zero for bias-free models)."""
-    values, _ = capture_last(model, prepared.clean_batch(tokenizer),
+    model = lm.model
+    values, _ = capture_last(model, prepared.clean_batch(lm.tokenizer),
                              [hook_name(layer, "mlp_post"), FINAL_NORM_SCALE],
                              batch_size, progress, desc=f"neurons L{layer}")
     post = values[hook_name(layer, "mlp_post")]  # [n, d_mlp]

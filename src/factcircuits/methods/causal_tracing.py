@@ -37,7 +37,9 @@ from factcircuits.methods.engine import (
     run_stack,
     stack_size,
 )
+from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import EMBED, hook_name
+from factcircuits.models import LoadedModel
 from factcircuits.models.tokens import encode
 
 KINDS = ("hidden", "mlp", "attn")  # ROME's restored states (hooks.hook_name aliases)
@@ -105,10 +107,10 @@ def _noise_hook(noise: torch.Tensor):
 
 
 @torch.inference_mode()
-def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_samples: int = 5,
-          noise_scale: float = 3.0, seed: int = 0, metric="prob", max_patches="auto",
-          budget_bytes="auto", progress: bool = True, subject_positions=None
-          ) -> dict[str, TraceResult]:
+def trace(lm: LoadedModel, prepared: PreparedTask, kinds=("hidden", "mlp", "attn"),
+          windows=None, noise_samples: int = 5, noise_scale: float = 3.0, seed: int = 0,
+          metric="prob", max_patches="auto", budget_bytes="auto",
+          progress: bool = True, subject_positions=None) -> dict[str, TraceResult]:
     """Causal traces of every clean prompt of `prepared` for each kind of state.
 
     windows: {kind: window} (default 1 for hidden, 10 for mlp/attn as in ROME);

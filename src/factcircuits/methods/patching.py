@@ -225,33 +225,33 @@ def patch(lm: LoadedModel, prepared: PreparedTask, component: str = "resid_pre",
     return PatchResult(component, values, clean_metric, corrupt_metric, by, clean.lengths)
 
 
-def patch_resid_pre(lm, prepared, **kw) -> PatchResult:
+def patch_resid_pre(lm: LoadedModel, prepared: PreparedTask, **kw) -> PatchResult:
     """Residual stream entering each block: values [n_layers, n_pos, n_prompts]."""
     return patch(lm, prepared, "resid_pre", **kw)
 
 
-def patch_attn_out(lm, prepared, **kw) -> PatchResult:
+def patch_attn_out(lm: LoadedModel, prepared: PreparedTask, **kw) -> PatchResult:
     """Attention output of each block: values [n_layers, n_pos, n_prompts]."""
     return patch(lm, prepared, "attn_out", **kw)
 
 
-def patch_mlp_out(lm, prepared, **kw) -> PatchResult:
+def patch_mlp_out(lm: LoadedModel, prepared: PreparedTask, **kw) -> PatchResult:
     """MLP output of each block: values [n_layers, n_pos, n_prompts]."""
     return patch(lm, prepared, "mlp_out", **kw)
 
 
-def patch_heads(lm, prepared, **kw) -> PatchResult:
+def patch_heads(lm: LoadedModel, prepared: PreparedTask, **kw) -> PatchResult:
     """Each attention head's output (z) over all positions: values [n_layers, n_heads, n]."""
     return patch(lm, prepared, "z", by="head", **kw)
 
 
-def patch_heads_by_pos(lm, prepared, **kw) -> PatchResult:
+def patch_heads_by_pos(lm: LoadedModel, prepared: PreparedTask, **kw) -> PatchResult:
     """Each attention head's output at each position: values [n_layers, n_pos, n_heads, n]."""
     return patch(lm, prepared, "z", by="pos_head", **kw)
 
 
 # --------------------------------------------------------------------------- tidy forms
-def position_table(lm, prepared) -> pd.DataFrame:
+def position_table(lm: LoadedModel, prepared: PreparedTask) -> pd.DataFrame:
     """One row per (prompt, position): token string, ROME token class and coarse role
     (subject / relation / last / prefix)."""
     from factcircuits.methods.positions import task_positions

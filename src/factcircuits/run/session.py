@@ -42,7 +42,8 @@ class Session:
         return self.lm.tokenizer
 
     def score(self, prepared: PreparedTask | None = None, progress: bool = False):
-        return score(self.lm, prepared or self.task, self.batch_size, progress)
+        return score(self.lm, prepared or self.task, batch_size=self.batch_size,
+                     progress=progress)
 
     def known(self) -> tuple[PreparedTask, str]:
         """The prompts the model answers correctly, and a sentence saying what was kept.
