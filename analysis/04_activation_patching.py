@@ -60,12 +60,10 @@ import pandas as pd
 import plotly.express as px
 
 from factcircuits.methods import patching as P
-from factcircuits.methods.causal_tracing import CLASS_TITLES
+from factcircuits.methods.positions import CLASS_TITLES, TOKEN_CLASSES
 from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "04_activation_patching"
-CLASS_ORDER = ["prefix", "subject_first", "subject_middle", "subject_last",
-               "first_subsequent", "further", "last"]
 results, headline = {}, {"n_pairs": len(pairs.prompts), "n_dropped_unequal": len(dropped),
                          "metric": prepared.main_metric}
 if len(pairs.prompts):
@@ -98,7 +96,7 @@ if results:
     for component in results:
         grid = classes[classes["component"] == component].pivot(
             index="layer", columns="token_class", values="normalized")
-        grid = grid[[c for c in CLASS_ORDER if c in grid.columns]]
+        grid = grid[[c for c in TOKEN_CLASSES if c in grid.columns]]
         fig = px.imshow(grid.T, aspect="auto", color_continuous_scale="RdBu", zmin=-1, zmax=1,
                         labels={"x": "layer", "y": "token class", "color": "normalized"},
                         title=f"Patching the {P.COMPONENT_TITLES[component]}: normalized effect")

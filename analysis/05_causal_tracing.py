@@ -57,6 +57,7 @@ import plotly.express as px
 
 from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods import patching as P
+from factcircuits.methods.positions import CLASS_TITLES
 from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "05_causal_tracing"
@@ -86,14 +87,14 @@ display(Markdown(
 # outputs in a window of layers centred on the layer.
 
 # %%
-order = [c for c in CT.ROME_CLASSES if c in set(aie["token_class"])]
+order = [c for c in CT.TRACED_CLASSES if c in set(aie["token_class"])]
 for kind in traces:
     part = aie[(aie["kind"] == kind) & aie["token_class"].isin(order)].copy()
-    part["class"] = part["token_class"].map(CT.CLASS_TITLES)
+    part["class"] = part["token_class"].map(CLASS_TITLES)
     title = CT.KIND_TITLES[kind] + (f" (window {traces[kind].window})"
                                     if traces[kind].window > 1 else "")
     fig = px.line(part, x="layer", y="aie", color="class", markers=True,
-                  category_orders={"class": [CT.CLASS_TITLES[c] for c in order]},
+                  category_orders={"class": [CLASS_TITLES[c] for c in order]},
                   labels={"aie": f"AIE on {metric_name}"}, title=f"Restoring the {title}")
     fig.show()
 
@@ -143,7 +144,7 @@ for kind, result in traces.items():
 # ## Peaks per token class
 
 # %%
-table = peaks.assign(token_class=peaks["token_class"].map(lambda c: CT.CLASS_TITLES.get(c, c)))
+table = peaks.assign(token_class=peaks["token_class"].map(lambda c: CLASS_TITLES.get(c, c)))
 display(table)
 
 # %% tags=["remove-cell"]

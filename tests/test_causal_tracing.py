@@ -68,7 +68,7 @@ def test_aie_table_by_token_class(tiny_lm, tiny_task):
     positions = P.position_table(tiny_lm, tiny_task)
     table = traces["hidden"].tidy(positions)
     aie = CT.average_indirect_effect(table)
-    assert set(aie["token_class"]) <= set(CT.ROME_CLASSES) | {"prefix"}
+    assert set(aie["token_class"]) <= set(CT.TRACED_CLASSES) | {"prefix"}
     assert "subject_last" in set(aie["token_class"])
     peaks = CT.peak_by_class(aie)
     assert len(peaks) == aie["token_class"].nunique()

@@ -192,10 +192,6 @@ def head_outputs(lm: LoadedModel, z: Float[Tensor, "n n_heads d_head"], layer: i
 
 
 # --------------------------------------------------------------------------- DLA tables
-def _prompt_ids(n: int) -> list[int]:
-    return list(range(n))
-
-
 def layer_dla(dec: Decomposition, direction: AnswerDirection) -> pd.DataFrame:
     """Tidy DLA per prompt × layer × component (attn / mlp), plus the embeddings (layer −1)."""
     attn = _project(dec, dec.attn, direction)  # [n, L]

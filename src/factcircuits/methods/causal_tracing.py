@@ -39,17 +39,15 @@ from factcircuits.methods.engine import (
 )
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import EMBED, hook_name
+from factcircuits.methods.positions import TOKEN_CLASSES, task_positions
 from factcircuits.models import LoadedModel
 from factcircuits.models.tokens import encode
 
 KINDS = ("hidden", "mlp", "attn")  # ROME's restored states (hooks.hook_name aliases)
 KIND_TITLES = {"hidden": "hidden state (block output)", "mlp": "MLP output",
                "attn": "attention output"}
-ROME_CLASSES = ("subject_first", "subject_middle", "subject_last", "first_subsequent",
-                "further", "last")
-CLASS_TITLES = {"subject_first": "first subject token", "subject_middle": "middle subject tokens",
-                "subject_last": "last subject token", "first_subsequent": "first subsequent token",
-                "further": "further tokens", "last": "last token", "prefix": "before the subject"}
+# ROME's figures show the classes from the subject on (the prefix is never noised)
+TRACED_CLASSES = tuple(c for c in TOKEN_CLASSES if c != "prefix")
 
 
 def embedding_std(model) -> float:
@@ -107,7 +105,7 @@ def _noise_hook(noise: torch.Tensor):
 
 
 @torch.inference_mode()
-def trace(lm: LoadedModel, prepared: PreparedTask, kinds=("hidden", "mlp", "attn"),
+def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS,
           windows=None, noise_samples: int = 5, noise_scale: float = 3.0, seed: int = 0,
           metric="prob", max_patches="auto", budget_bytes="auto",
           progress: bool = True, subject_positions=None) -> dict[str, TraceResult]:
@@ -116,8 +114,6 @@ def trace(lm: LoadedModel, prepared: PreparedTask, kinds=("hidden", "mlp", "attn
     windows: {kind: window} (default 1 for hidden, 10 for mlp/attn as in ROME);
     subject_positions: list of position lists (default: from `methods.positions`).
     Returns {kind: TraceResult}."""
-    from factcircuits.methods.positions import task_positions
-
     windows = {"hidden": 1, "mlp": 10, "attn": 10, **(windows or {})}
     model, cfg = lm.model, lm.model.cfg
     metric_fn = prepared.answer_probability if metric == "prob" else prepared.metric

@@ -56,6 +56,7 @@ from factcircuits.methods.engine import (
 )
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
+from factcircuits.methods.positions import task_positions
 from factcircuits.models import LoadedModel
 from factcircuits.models.tokens import encode
 
@@ -254,8 +255,6 @@ def patch_heads_by_pos(lm: LoadedModel, prepared: PreparedTask, **kw) -> PatchRe
 def position_table(lm: LoadedModel, prepared: PreparedTask) -> pd.DataFrame:
     """One row per (prompt, position): token string, ROME token class and coarse role
     (subject / relation / last / prefix)."""
-    from factcircuits.methods.positions import task_positions
-
     rows = []
     for i, pos in enumerate(task_positions(prepared, lm.tokenizer)):
         relation = set(pos.relation)
@@ -322,13 +321,3 @@ def peak(table: pd.DataFrame, column: str = "token_class") -> dict:
     return {"effect": float(row["normalized"]), "layer": int(row["layer"]),
             column: str(row[column])}
 
-
-def template_labels(positions: pd.DataFrame) -> list[str]:
-    """Axis labels for the position axis: the token of prompt 0 and, when prompts differ at a
-    position, the most common token class there."""
-    labels = []
-    for p, rows in positions.groupby("pos"):
-        tokens = rows["token"].unique()
-        cls = rows["token_class"].mode().iloc[0]
-        labels.append(f"{p}: {tokens[0]!r}" if len(tokens) == 1 else f"{p}: [{cls}]")
-    return labels

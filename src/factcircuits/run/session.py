@@ -26,7 +26,6 @@ _MODELS: dict[tuple, LoadedModel] = {}  # one load per kernel, whatever the note
 
 @dataclass
 class Session:
-    params: dict[str, Any]
     lm: LoadedModel
     dataset: Any  # FactDataset
     task: PreparedTask  # every usable row (capped by n_prompts)
@@ -89,11 +88,7 @@ def open_session(model: str = "default", dataset: str = "", task: str = "cloze",
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_model_provenance(out, lm.provenance)
-    params = dict(model=model, dataset=data.name, task=task, prompt_format=prompt_format,
-                  answer_map=answer_map, device=lm.provenance["device"],
-                  dtype=lm.provenance["dtype"],
-                  batch_size=batch_size, n_prompts=n_prompts, seed=seed)
-    return Session(params, lm, data, prepared, out, batch_size)
+    return Session(lm, data, prepared, out, batch_size)
 
 
 def open_session_from(namespace: dict[str, Any]) -> Session:
