@@ -37,12 +37,9 @@ top_k = 5
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from factcircuits.run.display import init_notebook
-from factcircuits.run.session import open_session_from
+from factcircuits.run.session import start_analysis
 
-init_notebook()
-session = open_session_from(globals())
-prepared, note = session.known()
+session, prepared, note = start_analysis(globals())
 display(Markdown(f"Analysed: {note}."))
 
 # %%

@@ -10,13 +10,7 @@ from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods import patching as P
 from factcircuits.methods.evaluate import prepare
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -313,6 +313,26 @@ def top_components(layer_table: pd.DataFrame, head_table: pd.DataFrame | None = 
     return [c for c, _ in items[:k]]
 
 
+@dataclass
+class HeadAttribution:
+    """Decomposition → answer direction → DLA by layer and by head: what the attribution,
+    ablation and attention analyses all start from."""
+    decomposition: Decomposition
+    direction: AnswerDirection
+    layers: pd.DataFrame  # layer_dla
+    heads: pd.DataFrame  # head_dla
+
+
+def attribute_heads(lm: LoadedModel, prepared: PreparedTask, *, kind: str = "auto",
+                    batch_size: int = 16, progress: bool = False) -> HeadAttribution:
+    """Decompose the clean prompts' last token, build the answer direction of `kind` and the
+    tidy DLA tables by layer and by head."""
+    dec = decompose(lm, prepared, batch_size=batch_size, progress=progress)
+    direction = answer_direction(lm, prepared, dec.logits, kind)
+    return HeadAttribution(dec, direction, layer_dla(dec, direction),
+                           head_dla(lm, dec, direction, progress=progress))
+
+
 # --------------------------------------------------------------------------- figures
 def layer_figure(table: pd.DataFrame, title: str = "Direct logit attribution by layer"):
     import plotly.express as px

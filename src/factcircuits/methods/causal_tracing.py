@@ -27,16 +27,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
-from factcircuits.methods.engine import (
-    Resumable,
-    StackGroup,
-    capture_reference,
-    chunks,
-    groups_by,
-    memory_budget,
-    run_stack,
-    stack_size,
-)
+from factcircuits.methods import engine
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import EMBED, hook_name
 from factcircuits.methods.positions import TOKEN_CLASSES, task_positions
@@ -123,8 +114,8 @@ def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS,
     n_prompts, width = batch.tokens.shape
     std = embedding_std(model)
     generator = torch.Generator().manual_seed(int(seed))
-    runner = Resumable(model)
-    budget = memory_budget(cfg.device, budget_bytes)
+    runner = engine.Resumable(model)
+    budget = engine.memory_budget(cfg.device, budget_bytes)
     S = int(noise_samples)
     names_needed = {hook_name(layer, k) for k in kinds for layer in range(cfg.n_layers)}
 
@@ -139,7 +130,7 @@ def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS,
     first_subject = torch.tensor([min(p) if p else int(n) for p, n in
                                   zip(subject_positions, lengths.tolist())])
     key = lengths * (width + 1) + first_subject
-    for idx in groups_by(key):
+    for idx in engine.groups_by(key):
         n, skip = int(lengths[idx[0]]), int(first_subject[idx[0]])
         tokens = batch.tokens[idx, :n].to(cfg.device)
         clean_logits, cache = model.run_with_cache(
@@ -151,9 +142,9 @@ def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS,
                 pos = [p for p in subject_positions[i] if p < n]
                 noise[s * len(idx) + g, pos] = noise_scale * std * torch.randn(
                     len(pos), cfg.d_model, generator=generator)
-        logits, resid, kv = capture_reference(
+        logits, resid, kv = engine.capture_reference(
             runner, model, tokens.repeat(S, 1), fwd_hooks=[(EMBED, _noise_hook(noise))])
-        group = StackGroup(rows_index,
+        group = engine.StackGroup(rows_index,
                            {k: v.repeat(S, *[1] * (v.ndim - 1)) for k, v in cache.items()},
                            resid, kv, metric_fn(clean_logits[:, -1], idx).float().cpu(),
                            metric_fn(logits, rows_index).float().cpu())
@@ -162,11 +153,11 @@ def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS,
         corrupt_metric[idx] = group.reference_metric.view(S, len(idx)).mean(0)
         for kind in kinds:
             out[kind][:, :skip, idx] = corrupt_metric[idx]
-        cap = stack_size(max_patches, cfg, S * len(idx), n, budget)
+        cap = engine.stack_size(max_patches, cfg, S * len(idx), n, budget)
         for pos in range(skip, n):  # every kind's restorations share the forwards
             cells = [(kind, layer, window_layers(layer, windows[kind], cfg.n_layers))
                      for kind in kinds for layer in range(cfg.n_layers)]
-            for chunk in chunks(cells, cap):
+            for chunk in engine.chunks(cells, cap):
                 copies = [(min(ws), [(hook_name(w, kind), None, pos) for w in ws])
                           for kind, _, ws in chunk]
                 plan.append((len(groups) - 1, pos, copies, chunk))
@@ -175,7 +166,7 @@ def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS,
                                          mininterval=1.0, leave=False):
         group = groups[g_no]
         G = len(group.index) // S
-        values = run_stack(runner, model, group, pos, copies, metric_fn)
+        values = engine.run_stack(runner, model, group, pos, copies, metric_fn)
         values = values.view(len(copies), S, G).mean(1)
         for j, (kind, layer, _) in enumerate(chunk):
             out[kind][layer, pos, group.index[:G]] = values[j]

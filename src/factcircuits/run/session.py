@@ -100,6 +100,19 @@ def open_session_from(namespace: dict[str, Any]) -> Session:
     return open_session(**{n: namespace[n] for n in names if n in namespace})
 
 
+def start_analysis(namespace: dict[str, Any]) -> tuple[Session, PreparedTask, str]:
+    """What a mechanistic-analysis notebook does first, after its parameters cell: set up the
+    notebook display, open the session from its parameters (`open_session_from`) and keep the
+    prompts the model answers correctly. Returns (session, those prompts, a sentence saying
+    what was kept)."""
+    from factcircuits.run.display import init_notebook
+
+    init_notebook()
+    session = open_session_from(namespace)
+    prepared, note = session.known()
+    return session, prepared, note
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
