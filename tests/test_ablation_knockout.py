@@ -45,14 +45,35 @@ def test_mean_ablation_with_one_prompt_is_identity(setup):
     assert table["drop"].abs().max() < 1e-4  # the mean over one prompt is the prompt itself
 
 
-def test_ablation_table_shape(setup):
+def test_ablation_table_matches_hand_ablation(setup):
+    """Zero ablation recomputed with plain run_with_hooks on one prompt at a time (no padding,
+    no sub-batches): an MLP output set to zero, a head's z slice set to zero, and both."""
     lm, pr, _, clean = setup
-    table = AB.ablation_table(lm, pr, [("mlp", 1), ("head", 0, 2)])
-    assert set(table["mode"]) == {"zero", "mean"}
-    assert table["component"].nunique() == 3  # two alone + together
-    assert table["drop"].abs().max() > 0
-    first = table[(table["mode"] == "zero") & (table["component"] == "mlp L1")]
-    assert first["clean"].to_numpy() == pytest.approx(clean.numpy(), abs=1e-5)
+    table = AB.ablation_table(lm, pr, [("mlp", 1), ("head", 0, 2)], modes=("zero",))
+
+    def zero(act, hook):
+        return torch.zeros_like(act)
+
+    def zero_head(act, hook):
+        act = act.clone()
+        act[:, :, 2] = 0
+        return act
+
+    hooks = {"mlp L1": [("blocks.1.hook_mlp_out", zero)],
+             "L0H2": [("blocks.0.attn.hook_z", zero_head)]}
+    hooks["all 2 together"] = hooks["mlp L1"] + hooks["L0H2"]
+    assert sorted(table["component"].unique()) == sorted(hooks)
+    for label, fwd_hooks in hooks.items():
+        rows = table[table["component"] == label].sort_values("prompt")
+        expected = []
+        for i, prompt in enumerate(pr.prompts):
+            ids = lm.tokenizer(prompt, return_tensors="pt")["input_ids"]
+            with torch.no_grad():
+                logits = lm.model.run_with_hooks(ids, fwd_hooks=fwd_hooks)[:, -1]
+            expected.append(float(pr.metric(logits.float(), [i])[0]))
+        assert rows["ablated"].to_numpy() == pytest.approx(expected, abs=1e-4)
+        assert rows["clean"].to_numpy() == pytest.approx(clean.numpy(), abs=1e-5)
+        assert rows["drop"].to_numpy() == pytest.approx(clean.numpy() - expected, abs=1e-4)
 
 
 def test_empty_knockout_changes_nothing(setup):
@@ -98,13 +119,26 @@ def test_knockout_equals_renormalised_pattern(setup):
 
 
 def test_sweep_and_peaks(setup):
-    lm, pr, _, _ = setup
-    table = KO.knockout_sweep(lm, pr, window=2)
-    L = lm.model.cfg.n_layers
-    assert len(table) == 2 * L * len(pr.prompts)
-    assert (table["last"] - table["first"] == 1).all()
-    peaks = KO.peak_windows(table)
-    assert set(peaks) == {"subject", "relation"}
+    """Each sweep row equals a knockout of the same window recomputed with `knockout`, and the
+    peak is the window with the lowest mean relative change of P(answer)."""
+    from factcircuits.methods.positions import position_mask, task_positions
+
+    lm, pr, batch, clean = setup
+    table = KO.knockout_sweep(lm, pr, window=2, roles=("subject",))
+    mask = position_mask(task_positions(pr, lm.tokenizer), "subject", batch.tokens.shape[1])
+    clean_p = pr.answer_probability(final_logits(lm.model, batch, 4))
+    means = {}
+    for centre, first, last in KO.windows(lm.model.cfg.n_layers, 2):
+        logits = KO.knockout(lm, pr, mask, range(first, last + 1), batch_size=4)
+        change = (pr.answer_probability(logits) - clean_p) / clean_p
+        rows = table[table["centre"] == centre].sort_values("prompt")
+        assert rows["relative_p_change"].to_numpy() == pytest.approx(change.numpy(), abs=1e-5)
+        assert rows["metric_change"].to_numpy() == pytest.approx(
+            (pr.metric(logits) - clean).numpy(), abs=1e-4)
+        means[centre] = float(change.mean())
+    peak = KO.peak_windows(table)["subject"]
+    assert peak["centre"] == min(means, key=means.get)
+    assert peak["relative_p_change"] == pytest.approx(min(means.values()), abs=1e-5)
 
 
 def test_windows_clip():

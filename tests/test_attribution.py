@@ -106,8 +106,21 @@ def test_neuron_dla_sums_to_mlp(tiny, cloze):
     assert (mlp - summed).abs().max() < 1e-4
 
 
-def test_no_soft_cap_note_for_llama(tiny):
-    assert A.soft_cap_note(tiny) == ""
+@pytest.mark.parametrize("cap,noted", [(None, False), (-1.0, False), (0.0, False),
+                                       (30.0, True)])
+def test_soft_cap_note_only_for_a_positive_cap(tiny, cap, noted):
+    """Gemma-2 style cfg.output_logits_soft_cap > 0 gets the note (naming the cap); a missing,
+    negative or zero cap (TransformerLens's "none") gets none."""
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(**{k: v for k, v in vars(tiny.model.cfg).items()
+                             if k != "output_logits_soft_cap"})
+    if cap is not None:
+        cfg.output_logits_soft_cap = cap
+    note = A.soft_cap_note(SimpleNamespace(model=SimpleNamespace(cfg=cfg)))
+    assert bool(note) == noted
+    if noted:
+        assert "cap = 30" in note
 
 
 @pytest.mark.embedded
