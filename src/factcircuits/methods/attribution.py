@@ -47,10 +47,10 @@ DIRECTION_KINDS = ("auto", "logit_diff", "log_odds", "logit_diff_sum")
 @dataclass
 class AnswerDirection:
     kind: str  # "logit_diff" | "log_odds" | "logit_diff_sum"
-    vectors: torch.Tensor  # [n, d_model] in the normalised residual space (after the final norm)
-    bias: torch.Tensor  # [n] unembedding-bias term along the direction
-    target: torch.Tensor  # [n] the metric the direction stands for, at the final logits
-    offset: torch.Tensor  # [n] target − (linear readout of the final logits); 0 when exact
+    vectors: Float[Tensor, "n d_model"]  # in the normalised residual space (after the final norm)
+    bias: Float[Tensor, " n"]  # unembedding-bias term along the direction
+    target: Float[Tensor, " n"]  # the metric the direction stands for, at the final logits
+    offset: Float[Tensor, " n"]  # target − (linear readout of the final logits); 0 when exact
     exact: bool  # True when the metric is linear in the logits
 
     @property
@@ -121,12 +121,12 @@ def soft_cap_note(lm: LoadedModel) -> str:
 @dataclass
 class Decomposition:
     """The last-token residual stream of every prompt split into components."""
-    embed: torch.Tensor  # [n, d_model] blocks.0.hook_resid_pre
-    attn: torch.Tensor  # [n, n_layers, d_model] hook_attn_out
-    mlp: torch.Tensor  # [n, n_layers, d_model] hook_mlp_out
-    scale: torch.Tensor  # [n, 1] final norm scale
-    logits: torch.Tensor  # [n, vocab] final logits
-    z: torch.Tensor | None = None  # [n, n_layers, n_heads, d_head] hook_z (query heads)
+    embed: Float[Tensor, "n d_model"]  # blocks.0.hook_resid_pre
+    attn: Float[Tensor, "n n_layers d_model"]  # hook_attn_out
+    mlp: Float[Tensor, "n n_layers d_model"]  # hook_mlp_out
+    scale: Float[Tensor, "n 1"]  # final norm scale
+    logits: Float[Tensor, "n vocab"]  # final logits
+    z: Float[Tensor, "n n_layers n_heads d_head"] | None = None  # hook_z (query heads)
     centre: bool = False  # LayerNorm-type final norm: centre components before scaling
     extra: dict = field(default_factory=dict)
 
@@ -141,7 +141,7 @@ class Decomposition:
         shape = (x.shape[0],) + (1,) * (x.dim() - 1)
         return x / self.scale.reshape(shape)
 
-    def accumulated(self) -> torch.Tensor:
+    def accumulated(self) -> Float[Tensor, "n steps d_model"]:
         """[n, 2·n_layers + 1, d_model]: after the embeddings, then after each attention and
         each MLP sublayer (TransformerLens accumulated_resid, split at the mid points)."""
         steps = [self.embed]

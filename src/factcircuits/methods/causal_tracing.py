@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.methods import engine
@@ -55,10 +57,10 @@ def window_layers(layer: int, window: int, n_layers: int) -> list[int]:
 class TraceResult:
     kind: str
     window: int
-    values: torch.Tensor  # [n_layers, n_pos, n_prompts] restored metric (mean over samples)
-    clean: torch.Tensor  # [n_prompts]
-    corrupted: torch.Tensor  # [n_prompts] (mean over samples)
-    lengths: torch.Tensor  # [n_prompts]
+    values: Float[Tensor, "n_layers n_pos n_prompts"]  # restored metric (mean over samples)
+    clean: Float[Tensor, " n_prompts"]
+    corrupted: Float[Tensor, " n_prompts"]  # mean over samples
+    lengths: Int[Tensor, " n_prompts"]
     noise_scale: float
     noise_std: float
     noise_samples: int
