@@ -156,15 +156,17 @@ def test_counterfactual_equal_to_answer(tmp_path):
     assert "row 1" in msg and "'counterfactual'" in msg and "equals the correct answer" in msg
 
 
-def test_unknown_relation_only_when_relations_declared(tmp_path):
+def test_any_relation_label_is_accepted_with_a_note(tmp_path):
+    # Wikidata ids and other user labels: accepted; the note says what the built-in list is for
     path = write(tmp_path, "r.csv", CLOZE_HEADER
                  + "The capital of France is, Paris, Rome,France,country_capital_city\n"
-                 + "The mayor of Paris is, Hidalgo, Smith,Paris,city_mayor\n")
-    msg = error_of(path)
-    assert "row 2" in msg and "'relation'" in msg and "city_mayor" in msg
-    # a file that declares no relation at all is fine
-    ok = write(tmp_path, "n.csv", "prompt,answer,counterfactual\nThe mayor of Paris is, A, B\n")
-    assert load_dataset(ok).rows.loc[0, "relation"] == ""
+                 + "The continent of France is, Europe, Asia,France,P30\n"
+                 + "The language of France is, French, German,France,P407\n")
+    ds = load_dataset(path)
+    assert ds.rows["relation"].tolist() == ["country_capital_city", "P30", "P407"]
+    (note,) = datasets.notes(ds.rows)
+    assert "'P30', 'P407' are not built-in" in note and "from-relations" in note
+    assert datasets.notes(load_dataset("paris-cloze").rows) == []
 
 
 def test_non_utf8_names_the_byte_offset(tmp_path):
@@ -188,7 +190,7 @@ def test_duplicates_warn_not_error(tmp_path):
 
 def test_validate_lists_every_problem(tmp_path):
     path = write(tmp_path, "many.csv", "prompt,label,relation\n"
-                 ",True,\nIs Rome in Italy?,maybe,\nIs Rome in Peru?,False,capital_of_mars\n")
+                 ",True,\nIs Rome in Italy?,maybe,\nIs Rome in Peru?,perhaps,P17\n")
     problems = validate_file(path)
     assert len(problems) == 3
     assert [("row 1" in p, "row 2" in p, "row 3" in p) for p in problems] == [
