@@ -306,3 +306,53 @@ def test_filter_embedded_kept_rows_score_above_margin(tmp_path, capsys, monkeypa
     rescored = score_dataset(embedded_lm, kept)
     assert len(rescored) == len(kept)
     assert (rescored["metric"] > margin).all()
+
+
+# ---------------------------------------------------------------- formats and answers
+
+def test_json_array_tsv_and_parquet_read_like_csv(tmp_path):
+    rows = load_dataset("paris-cloze", fill_counterfactuals=False).rows
+    records = rows.to_dict("records")
+    write(tmp_path, "a.json", json.dumps(records))
+    rows.to_csv(tmp_path / "a.tsv", sep="\t", index=False)
+    paths = [tmp_path / "a.json", tmp_path / "a.tsv"]
+    if importlib.util.find_spec("pyarrow"):
+        rows.to_parquet(tmp_path / "a.parquet")
+        paths.append(tmp_path / "a.parquet")
+    for path in paths:
+        back = load_dataset(path, fill_counterfactuals=False).rows
+        pd.testing.assert_frame_equal(back, rows, obj=path.name)
+
+
+def test_cloze_answer_needs_its_leading_space_unless_the_prompt_ends_in_one(tmp_path):
+    bad = write(tmp_path, "b.csv", CLOZE_HEADER + "The capital of France is,Paris,Rome,,\n")
+    problems = validate_file(bad)
+    assert len(problems) == 2  # answer and counterfactual
+    assert "field 'answer': 'Paris' has no leading space" in problems[0]
+    assert "field 'counterfactual': 'Rome'" in problems[1] and "write ' Rome'" in problems[1]
+    ok = write(tmp_path, "ok.csv", CLOZE_HEADER + '"The capital of France is ",Paris,Rome,,\n'
+               + "日本の首都は,東京,大阪,,\n")
+    assert validate_file(ok) == []
+
+
+def test_multi_word_answers_get_a_note_not_an_error(tmp_path, capsys):
+    path = write(tmp_path, "m.csv", CLOZE_HEADER + "The capital of India is, New Delhi, Rome,,\n")
+    assert cli.main(["dataset", "validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "note: 1 row(s) have a multi-word answer or counterfactual (row 1 answer " \
+           "' New Delhi')" in err and "first token" in err
+    assert cli.main(["dataset", "validate", str(path), "--model", "tiny"]) == 0
+    err = capsys.readouterr().err
+    assert "multi-token answer or counterfactual (row 1: ' New Delhi' = ' N' + 'e' + " in err
+    assert "longest prompt" in err
+
+
+def test_answer_map_must_hold_lists_of_words(tmp_path):
+    from factcircuits.data.answers import load_answer_map
+    from factcircuits.errors import UserError
+
+    path = write(tmp_path, "m.json", '{"true": "Yes", "false": "No"}')
+    with pytest.raises(UserError, match=r"'true' is the string 'Yes', not a list"):
+        load_answer_map(str(path))
+    good = write(tmp_path, "g.json", '{"true": ["Yes", " Yes"], "false": ["No"]}')
+    assert load_answer_map(str(good)).true_words == ("Yes", " Yes")
