@@ -24,7 +24,7 @@ from typing import Any
 from factcircuits import __version__
 from factcircuits.errors import UserError
 from factcircuits.run import folders, parameters, preflight
-from factcircuits.run.interrupts import reason_of, signals_as_interrupts
+from factcircuits.run.interrupts import reason_of, signals_as_interrupts, signals_deferred
 from factcircuits.run.notebooks import (
     Notebook,
     discover_notebooks,
@@ -232,7 +232,7 @@ class _WithoutBars:
     """A kernel's stderr without progress bars (tqdm redraws its line with '\\r'): what
     --no-progress shows of it. Warnings and errors pass through."""
 
-    _BAR = re.compile(r"\d+%\||\d+(?:/\d+)?\s*\[\d+:\d\d")
+    _BAR = re.compile(r"\d+%\||\d+(?:/\d+|it)?\s*\[\d+:\d\d")
 
     def __init__(self, stream):
         self.stream = stream
@@ -359,10 +359,13 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+    with signals_deferred():  # a signal now waits until the folder is where it belongs
+        if reason:
+            folders.move_failed(staging, failed_dir)
+        else:
+            folders.swap_into_place(staging, plan.run_dir)
     if reason:
-        folders.move_failed(staging, failed_dir)
         raise RunFailed(f"{reason} [kept in {tidy_path(failed_dir, plan.root)}]", failed_dir)
-    folders.swap_into_place(staging, plan.run_dir)
     return RunResult(plan.run_id, plan.run_dir, "ok", info["headline"])
 
 
