@@ -118,7 +118,9 @@ def test_signal_moves_staging_to_failed_with_the_reason(tmp_path, reap, sig, rea
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err
-    assert err.strip().splitlines()[-1] == f"factcircuits run: {reason}"
+    lines = err.strip().splitlines()
+    assert f"factcircuits run: {reason}" in lines  # (the dying kernel may print its own noise)
+    assert "DeadKernelError" not in err  # no traceback of ours after the line
     assert runs_only(runs) == before  # the last good run of the same id, byte-identical
     assert not list(runs.glob("_staging-*")) and not (runs / "_locks").exists()
     (failed,) = (runs / "_failed").iterdir()

@@ -13,6 +13,7 @@ the reason in its run.json, and the last good run stays byte-identical.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 import sys
@@ -344,6 +345,10 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
             # Ctrl-C, SIGTERM/SIGHUP or a bug: keep what was done, say why, leave no staging.
             why = reason_of(exc)
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            if status == "interrupted":
+                # nbclient's kernel-alive poll fails once the kernel is gone; asyncio would print
+                # that task's traceback at exit, after the one line that says what happened.
+                logging.getLogger("asyncio").setLevel(logging.CRITICAL)
             try:
                 _write_run_json(plan, staging, status, started, records, why)
             except Exception:  # noqa: BLE001 -- the move below matters more than the record
