@@ -115,9 +115,13 @@ def _child_main(argv: list[str]) -> int:
     """`factcircuits run` inside a job. Slurm stops a job with SIGTERM (time limit, scancel):
     as an interrupt, the pipeline moves the partial run to `_failed/` like on Ctrl-C."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    from factcircuits.cli import main
+    try:
+        from factcircuits.cli import main
 
-    return main(["run", *argv])
+        return main(["run", *argv])
+    except KeyboardInterrupt:  # before the command started (still importing)
+        print("factcircuits run: interrupted", file=sys.stderr)
+        return 130
 
 
 # ------------------------------------------------------------------ submission side

@@ -209,9 +209,9 @@ def run_slurm(args: list[str], what: str) -> subprocess.CompletedProcess:
                         "is slurmctld running (`scontrol ping`)?") from None
 
 
-def require_slurm() -> list[str]:
-    """The cluster's partitions; a one-line error naming what is missing when there is no
-    Slurm here."""
+def require_slurm() -> dict[str, str]:
+    """The cluster's partitions and their time limits; a one-line error naming what is
+    missing when there is no Slurm here."""
     missing = [cmd for cmd in SLURM_COMMANDS if shutil.which(cmd) is None]
     if missing:
         also = f" (also missing: {', '.join(missing[1:])})" if missing[1:] else ""
@@ -222,14 +222,27 @@ def require_slurm() -> list[str]:
     if conf and not Path(conf).is_file():
         raise UserError(f"--executor slurm: SLURM_CONF={conf} does not exist; unset it or "
                         "point it at the cluster's slurm.conf")
-    proc = run_slurm(["sinfo", "--noheader", "--format=%R"], "--executor slurm")
+    proc = run_slurm(["sinfo", "--noheader", "--format=%R|%l"], "--executor slurm")
     if proc.returncode != 0:
         first = (proc.stderr.strip().splitlines() or ["no message"])[0]
         raise UserError(f"--executor slurm: Slurm does not answer (`sinfo`: {first})")
-    return sorted({line.strip() for line in proc.stdout.splitlines() if line.strip()})
+    lines = (line.strip().partition("|") for line in proc.stdout.splitlines() if line.strip())
+    return {name: limit for name, _, limit in sorted(lines)}
 
 
-def check_partition(resources: SlurmResources, partitions: list[str]) -> None:
-    if resources.partition and partitions and resources.partition not in partitions:
-        raise UserError(f"--partition {resources.partition}: no such partition on this cluster; "
+def check_partition(resources: SlurmResources, partitions: dict[str, str]) -> None:
+    """An unknown partition, or a time limit above the partition's (Slurm would accept the
+    jobs and leave them pending for ever), is a one-line error before submitting."""
+    name = resources.partition
+    if name and partitions and name not in partitions:
+        raise UserError(f"--partition {name}: no such partition on this cluster; "
                         f"available: {', '.join(partitions)}")
+    limit = partitions.get(name or "") if name else None
+    if limit and limit not in ("infinite", "n/a"):
+        try:
+            most = parse_time_minutes(limit)
+        except UserError:
+            return
+        if parse_time_minutes(resources.time) > most:
+            raise UserError(f"--time {resources.time}: partition {name} allows at most "
+                            f"{limit}; ask for less time or another partition")

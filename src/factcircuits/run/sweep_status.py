@@ -85,18 +85,23 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
     return found
 
 
-def slurm_log_hint(sweep_id: str, job_id: str) -> str | None:
-    """'time', 'memory' or 'cancelled' from slurmstepd's messages in Slurm's log of the job."""
+def slurm_messages(sweep_id: str, job_id: str) -> list[str]:
+    """What slurmstepd and srun said about the job in Slurm's log of it (kept by submitit)."""
     path = sweeps.submitit_folder(sweep_id) / job_id / f"{job_id}_0_log.err"
     try:
         text = path.read_text(errors="ignore")
     except OSError:
-        return None
-    lowered = text.lower()
+        return []
+    return [line for line in text.splitlines() if line.startswith(("slurmstepd", "srun:"))]
+
+
+def slurm_log_hint(sweep_id: str, job_id: str) -> str | None:
+    """'time', 'memory' or 'cancelled' from slurmstepd's messages in Slurm's log of the job."""
+    lowered = "\n".join(slurm_messages(sweep_id, job_id)).lower()
     if "due to time limit" in lowered:
         return "time"
-    if any(k in lowered for k in ("exceeded memory limit", "oom-kill", "out of memory",
-                                  "out_of_memory")):
+    if any(k in lowered for k in ("exceeded memory limit", "oom-kill", "oom_kill",
+                                  "out of memory", "out_of_memory")):
         return "memory"
     if "cancelled at" in lowered:
         return "cancelled"
@@ -171,6 +176,27 @@ def _attempt_status(folder: Path, record: dict[str, Any], job: dict[str, Any],
     return status
 
 
+def _move_partial_runs(runs_root: Path, run_id: str) -> None:
+    """A job killed outright (SIGKILL after a memory overrun, a node lost) cannot move its
+    run's staging folder aside itself; the sweep owned that run id, so it does it now."""
+    from factcircuits.run import folders
+
+    for staging in Path(runs_root).glob(f"_staging-{run_id}-*"):
+        stamp = staging.name[len(f"_staging-{run_id}-"):]
+        folders.move_failed(staging, folders.failed_folder(Path(runs_root), run_id, stamp))
+
+
+def _note_end_in_log(folder: Path, sweep_id: str, run_id: str, status: JobStatus) -> None:
+    """A job stopped by Slurm could not write its end: the sweep's log says it, with
+    Slurm's own words about the job."""
+    job_record = sweeps.load_job_record(folder, run_id) or {}
+    if job_record.get("slurm_job_id") == status.slurm_job_id and job_record.get("finished"):
+        return
+    lines = slurm_messages(sweep_id, status.slurm_job_id or "")
+    sweeps.append_log(folder, run_id, "".join(f"{line}\n" for line in lines)
+                      + f"== {sweeps.now()} failed: {status.detail}\n")
+
+
 def collect(runs_root: Path, sweep_id: str) -> tuple[dict[str, Any], list[JobStatus]]:
     """The sweep record and each job's status; newly final states are saved in sweep.json."""
     folder = sweeps.sweep_dir(runs_root, sweep_id)
@@ -191,6 +217,9 @@ def collect(runs_root: Path, sweep_id: str) -> tuple[dict[str, Any], list[JobSta
                                       final.get("slurm_state")))
         else:
             status = _attempt_status(folder, record, job, attempt, states)
+            if status.state == "failed":
+                _move_partial_runs(runs_root, job["run_id"])
+                _note_end_in_log(folder, record["sweep_id"], job["run_id"], status)
             if status.state in ("done", "failed"):
                 attempt["final"] = {"state": status.state, "detail": status.detail,
                                     "slurm_state": status.slurm_state}
