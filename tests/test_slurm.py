@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -60,19 +61,29 @@ def _installed(name: str) -> bool:
     return shutil.which(name) is not None or Path("/usr/sbin", name).exists()
 
 
+def _skip(reason: str) -> None:
+    """Skip, except where Slurm is required (CI installs it and sets FACTCIRCUITS_REQUIRE_SLURM):
+    there a Slurm test that cannot run fails."""
+    if os.environ.get("FACTCIRCUITS_REQUIRE_SLURM"):
+        pytest.fail(f"FACTCIRCUITS_REQUIRE_SLURM is set but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def local_slurm():
     """SLURM_CONF of a running local Slurm (started here unless one is already up)."""
     missing = [c for c in DAEMONS + CLIENTS if not _installed(c)]
     if missing:
-        pytest.skip(f"Slurm not installed ({', '.join(missing)} missing): "
-                    "apt-get install slurmctld slurmd slurm-client munge")
+        _skip(f"Slurm not installed ({', '.join(missing)} missing): "
+              "apt-get install slurmctld slurmd slurm-client munge")
     if os.geteuid() != 0 and subprocess.run(["sudo", "-n", "true"],
                                             capture_output=True).returncode != 0:
-        pytest.skip("the Slurm daemons need root (or passwordless sudo)")
+        _skip("the Slurm daemons need root (or passwordless sudo)")
     already = subprocess.run([SCRIPT, "status"], capture_output=True).returncode == 0
     if not already:
-        subprocess.run([SCRIPT, "start"], check=True, timeout=180, capture_output=True)
+        started = subprocess.run([SCRIPT, "start"], timeout=180, capture_output=True, text=True)
+        if started.returncode != 0:
+            pytest.fail(f"scripts/slurm_local.sh start failed: {started.stderr.strip()}")
     env_line = subprocess.run([SCRIPT, "env"], check=True, capture_output=True, text=True).stdout
     conf = env_line.strip().split("=", 1)[1]
     previous = os.environ.get("SLURM_CONF")
@@ -272,3 +283,39 @@ def test_unknown_partition_is_one_line_and_writes_nothing(sweep_env, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "sbatch refused the jobs:" in err
     assert not runs.exists() and not list((sweep_env / "cache").glob("sweeps/*"))
+
+
+def test_ctrl_c_while_waiting_offers_to_cancel(sweep_env, capsys):
+    import signal
+    import sys
+
+    runs = sweep_env / "runs"
+    submitted = submit(capsys, "--models", "tiny", "--datasets", str(FIXTURE_DATASET),
+                       "--notebooks-dir", str(sweep_env / "wait-notebooks"), "-p", "sleep_s=600",
+                       "--time", "5", "--mem", "2G", "--runs-dir", str(runs))
+    sweep_id, ((run_id, _),) = submitted["sweep_id"], submitted["jobs"].items()
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "factcircuits.cli", "sweeps", sweep_id, "--wait", "--runs-dir",
+         str(runs)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
+    err_chunks: list[str] = []
+    reader = threading.Thread(target=lambda: err_chunks.extend(iter(
+        lambda: waiting.stderr.read(1), "")), daemon=True)
+    reader.start()
+    # interrupt once the job runs and the command shows its progress bar
+    deadline = time.monotonic() + 180
+    while (job_record(runs, sweep_id, run_id) or {}).get("state") != "running" \
+            or f"sweep {sweep_id}:" not in "".join(err_chunks):
+        assert time.monotonic() < deadline and waiting.poll() is None
+        time.sleep(0.5)
+    waiting.send_signal(signal.SIGINT)
+    waiting.stdin.write("y\n")
+    waiting.stdin.close()
+    waiting.wait(timeout=60)
+    reader.join(timeout=10)
+    err = "".join(err_chunks)
+    assert waiting.returncode == 130, err
+    assert "1 job(s) of sweep" in err and "Cancel them (scancel)? [y/N]" in err
+    assert f"cancelled 1 job(s); `factcircuits sweep --resume {sweep_id}`" in err
+    code, jobs = wait(capsys, runs, sweep_id)
+    assert code == 1 and jobs[run_id]["detail"] == "cancelled (scancel)"
