@@ -224,10 +224,10 @@ def test_cancelled_job_fails_and_resume_reruns_only_it(sweep_env, capsys):
     assert (runs / kept_run / "run.json").stat().st_mtime_ns == kept_mtime
     record = sweeps.load_sweep(runs, sweep_id)
     assert [len(j["attempts"]) for j in record["jobs"]] == [1, 2]
-    # nothing left to do: resuming again submits nothing
-    assert main(["sweep", "--executor", "slurm", "--resume", sweep_id, "--runs-dir",
-                 str(runs)]) == 0
-    assert "nothing to resubmit (0 queued or running, 2 complete" in capsys.readouterr().out
+    # nothing left to do: resuming the same grid (the newest sweep of it) submits nothing
+    assert main(["sweep", "--executor", "slurm", *grid, "--resume"]) == 0
+    assert f"sweep {sweep_id}: nothing to resubmit (0 queued or running, 2 complete" in \
+        capsys.readouterr().out
 
 
 def test_slurm_limits_are_reported_with_the_limit(sweep_env, capsys):

@@ -169,7 +169,7 @@ def run_local(args) -> int:
         print(f"{r['status']:<7} {r['model']} × {r['dataset']}  "
               f"{r.get('run_dir') or r.get('reason', '')}")
     failed = [r for r in results if r["status"] != "ok"]
-    if args.render and not failed:
+    if args.render:  # once, after every run, with the runs that completed
         from factcircuits.report.render import render
         from factcircuits.run.folders import project_relative
 
