@@ -44,10 +44,11 @@ pid_alive() {  # pid_alive FILE: the process named in FILE is running
     [ -s "$1" ] && as_root kill -0 "$(as_root cat "$1")" 2>/dev/null
 }
 
-node_state() {
+node_state() {  # idle, mixed, down, ...; empty when Slurm does not answer
     # Without its file, sinfo would retry for a minute before giving up.
     [ -f "$CONF" ] || return 0
-    SLURM_CONF="$CONF" sinfo --noheader --nodes="$NODE" --format=%T 2>/dev/null | head -n 1
+    { SLURM_CONF="$CONF" sinfo --noheader --nodes="$NODE" --format=%T 2>/dev/null || true; } \
+        | head -n 1
 }
 
 write_config() {
@@ -122,7 +123,7 @@ start_munge() {
 
 start() {
     need_commands
-    if [ "$(node_state)" != "" ] && pid_alive "$SLURM_DIR/slurmctld.pid"; then
+    if pid_alive "$SLURM_DIR/slurmctld.pid" && [ -n "$(node_state)" ]; then
         echo "slurm_local: already running ($CONF)"
         print_env
         return
@@ -178,9 +179,9 @@ stop() {
 }
 
 status() {
-    local state
-    state="$(node_state)"
-    if [ -n "$state" ] && pid_alive "$SLURM_DIR/slurmctld.pid"; then
+    local state=""
+    pid_alive "$SLURM_DIR/slurmctld.pid" && state="$(node_state)"
+    if [ -n "$state" ]; then
         echo "running: node $NODE $state ($CONF)"
     else
         echo "stopped"

@@ -139,6 +139,7 @@ def job_record(runs: Path, sweep_id: str, run_id: str) -> dict | None:
     return sweeps.load_job_record(sweeps.sweep_dir(runs, sweep_id), run_id)
 
 
+@pytest.mark.slow
 def test_slurm_sweep_gives_the_same_runs_as_the_local_executor(sweep_env, capsys):
     from factcircuits.models.tiny import tiny_hf_model, tiny_tokenizer
 
@@ -186,6 +187,7 @@ def test_slurm_sweep_gives_the_same_runs_as_the_local_executor(sweep_env, capsys
     assert f"{sweep_id}" in (out := capsys.readouterr().out) and "4 done, 0 failed" in out
 
 
+@pytest.mark.slow
 def test_cancelled_job_fails_and_resume_reruns_only_it(sweep_env, capsys):
     runs = sweep_env / "runs"
     grid = ["--models", "tiny", "--datasets", str(FIXTURE_DATASET), "--grid", "seed=0,1",
@@ -230,6 +232,7 @@ def test_cancelled_job_fails_and_resume_reruns_only_it(sweep_env, capsys):
         capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_slurm_limits_are_reported_with_the_limit(sweep_env, capsys):
     runs = sweep_env / "runs"
     common = ["--models", "tiny", "--datasets", str(FIXTURE_DATASET), "--notebooks-dir",
