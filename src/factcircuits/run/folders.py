@@ -259,6 +259,10 @@ def read_owner(folder: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def failed_folder(runs_root: Path, run_id: str, stamp: str) -> Path:
+    return Path(runs_root) / "_failed" / f"{run_id}-{stamp}"
+
+
 def failed_folder_for(staging: Path) -> Path:
     """`_failed/<run-id>-<stamp>-…` for a staging folder (unique, like the staging name)."""
     failed = staging.parent / "_failed" / staging.name.removeprefix("_staging-")
