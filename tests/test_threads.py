@@ -69,6 +69,15 @@ def test_precedence_option_then_env_then_omp_then_cores(monkeypatch, no_thread_e
     assert (T.resolve_threads(7).count, T.resolve_threads(7).source) == (7, "--threads")
 
 
+def test_child_environment(monkeypatch, no_thread_env):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert T.thread_env(1) == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                               "FACTCIRCUITS_THREADS": "1"}
+    assert T.thread_env(2)["OMP_WAIT_POLICY"] == "PASSIVE"  # idle threads sleep when shared
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert T.thread_env(2)["OMP_WAIT_POLICY"] == "ACTIVE"  # the caller's choice stands
+
+
 def test_bad_counts_are_one_line_errors(monkeypatch, no_thread_env):
     with pytest.raises(UserError, match=r"--threads=0: .* ≥ 1"):
         T.resolve_threads(0)

@@ -107,8 +107,15 @@ def resolve_threads(requested: int | None = None, jobs: int = 1) -> ThreadChoice
 
 
 def thread_env(count: int) -> dict[str, str]:
-    """Environment variables that give a child process `count` threads."""
-    return {var: str(count) for var in THREAD_ENV_VARS}
+    """Environment variables that give a child process `count` threads. With several threads,
+    idle OpenMP threads sleep instead of spinning (unless the caller chose a wait policy):
+    on a shared machine, spinning threads take the CPU other processes need (measured here:
+    2 threads at load 2 spent 22 CPU-s for 11 s of patching spinning, 15 CPU-s sleeping,
+    11 CPU-s with one thread)."""
+    env = {var: str(count) for var in THREAD_ENV_VARS}
+    if count > 1:
+        env["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+    return env
 
 
 def apply_threads(count: int) -> None:
