@@ -73,7 +73,8 @@ peaks = CT.peak_by_class(aie)
 hidden = traces["hidden"]
 metric_name = "P(answer)" if trace_metric == "prob" else prepared.main_metric
 display(Markdown(
-    f"Noise: {noise_scale}× the embedding standard deviation ({hidden.noise_std:.4f}) on the "
+    f"Noise: {noise_scale}× the standard deviation of the subject tokens' embedding activations "
+    f"({hidden.noise_std:.4f}, measured where the noise is added) on the "
     f"subject tokens, {noise_samples} samples, seed {seed}. Mean {metric_name}: clean "
     f"**{float(hidden.clean.mean()):.3f}**, noised **{float(hidden.corrupted.mean()):.3f}**; "
     f"mean total effect **{float(hidden.total_effect().mean()):.3f}** over "

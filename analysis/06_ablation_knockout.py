@@ -53,7 +53,7 @@ from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "06_ablation_knockout"
 dec = A.decompose(session.model, session.tokenizer, prepared, session.batch_size, progress=True)
-d = A.answer_direction(session.model, prepared, dec.logits)
+d = A.answer_direction(session.model, prepared, dec.pre_cap_logits)
 components = A.top_components(A.layer_dla(dec, d), A.head_dla(session.model, dec, d),
                               n_components)
 abl = AB.ablation_table(session.model, session.tokenizer, prepared, components,

@@ -50,7 +50,7 @@ from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "07_attention_patterns"
 dec = A.decompose(session.model, session.tokenizer, prepared, session.batch_size, progress=True)
-d = A.answer_direction(session.model, prepared, dec.logits)
+d = A.answer_direction(session.model, prepared, dec.pre_cap_logits)
 top = A.top_heads(A.head_dla(session.model, dec, d), n_heads)
 heads = list(zip(top["layer"].astype(int), top["head"].astype(int)))
 ex = min(example, len(prepared.prompts) - 1)

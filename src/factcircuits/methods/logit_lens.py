@@ -24,8 +24,8 @@ from factcircuits.methods.attribution import (
     Decomposition,
     answer_direction,
     decompose,
-    unembedding,
 )
+from factcircuits.models.readout import final_readout
 
 
 def step_labels(n_layers: int) -> pd.DataFrame:
@@ -95,7 +95,7 @@ def logit_lens(model, tokenizer, prepared, batch_size: int = 16, kind: str = "au
                progress: bool = False, dec: Decomposition | None = None) -> LogitLens:
     """Logit lens on the answer direction for every prompt of `prepared`."""
     dec = dec or decompose(model, tokenizer, prepared, batch_size, heads=False, progress=progress)
-    direction = answer_direction(model, prepared, dec.logits, kind)
+    direction = answer_direction(model, prepared, dec.pre_cap_logits, kind)
     values = accumulated_projection(dec, direction)
     labels = step_labels(dec.n_layers)
     n, _s = values.shape
@@ -110,13 +110,11 @@ def top_tokens(model, tokenizer, dec: Decomposition, prompt: int = 0, k: int = 5
     """Ordinary logit lens for one prompt: at each step, the residual normalised with its own
     scale and unembedded; the k top tokens with their probabilities, and the rank of each of
     `answer_ids`."""
-    W_U, b_U = unembedding(model)
-    acc = dec.accumulated()[prompt]  # [s, d]
-    if dec.centre:
-        acc = acc - acc.mean(-1, keepdim=True)
+    readout = final_readout(model)  # the final norm's gain: exact on the unprocessed bridge too
     eps = float(getattr(model.cfg, "eps", 1e-5) or 1e-5)
-    normed = acc / (acc.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-    logits = normed @ W_U + b_U
+    logits = readout.logits(readout.normalise(dec.accumulated()[prompt], eps))  # [s, vocab]
+    if readout.soft_cap:  # what the model would output from that residual
+        logits = readout.soft_cap * torch.tanh(logits / readout.soft_cap)
     probs = logits.softmax(-1)
     top = probs.topk(k, dim=-1)
     labels = step_labels(dec.n_layers)
