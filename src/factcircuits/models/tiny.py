@@ -111,7 +111,7 @@ def _randomise_norms(model) -> None:
             weight.add_(0.3 * torch.randn_like(weight))
 
 
-def tiny_model(seed: int = 0, device: str = "cpu", dtype=torch.float32, processing="compat",
+def tiny_model(seed: int = 0, device: str = "cpu", dtype=torch.float32, processing="none",
                n_layers: int | None = None, family: str = "llama"):
     from factcircuits.models.bridge import LoadedModel, boot_bridge, describe
 
