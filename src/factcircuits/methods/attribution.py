@@ -39,8 +39,6 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
-from jaxtyping import Float
-from torch import Tensor
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.errors import UserError

@@ -105,7 +105,7 @@ def tiny_hf_model(seed: int = 0, n_layers: int = 3, d_model: int = 64, vocab_siz
 def _randomise_norms(model) -> None:
     """Freshly initialised norms have unit gain (Llama: w = 1; Gemma: 1 + w with w = 0), which
     would hide any code that forgets a norm's gain (folding, frozen-scale attributions)."""
-    for name, module in model.named_modules():
+    for module in model.modules():
         weight = getattr(module, "weight", None)
         if "norm" in type(module).__name__.lower() and isinstance(weight, torch.nn.Parameter):
             weight.add_(0.3 * torch.randn_like(weight))
