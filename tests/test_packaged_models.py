@@ -109,3 +109,14 @@ def test_packaged_model_not_installed_refuses_before_loading(monkeypatch):
     monkeypatch.setattr(packaged, "_module_folder", lambda module: None)
     with pytest.raises(ModelUnavailableError, match="models install qwen2.5-coder-1.5b"):
         check_available("qwen2.5-coder-1.5b")
+
+
+def test_write_up_names_the_models_licence():
+    from factcircuits.report.pages import runs_markdown
+
+    run = {"run_id": "r1", "parameters": {"model": "gemma3-270m", "dataset": "paris-cloze"},
+           "model": {"model_title": specs.GEMMA3_270M.title,
+                     "licence": specs.GEMMA3_270M.licence,
+                     "licence_url": specs.GEMMA3_270M.licence_url}}
+    text = runs_markdown([run], "runs")
+    assert "Gemma 3 270M (base)** (licence: [Gemma Terms of Use](https://ai.google.dev/" in text

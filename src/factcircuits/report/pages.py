@@ -37,9 +37,12 @@ def runs_markdown(runs: list[dict[str, Any]], runs_rel: str) -> str:
     parts = []
     for run in runs:
         rid, params = run["run_id"], run.get("parameters", {})
-        model = (run.get("model") or {}).get("name") or params.get("model")
+        info = run.get("model") or {}
+        model = info.get("model_title") or info.get("resolved_name") or params.get("model")
+        licence = (f" (licence: [{info['licence']}]({info['licence_url']}))"
+                   if info.get("licence") and info.get("licence_url") else "")
         parts.append(f"## {rid} {{#sec-run-{rid.replace('_', '-').replace('.', '-')}}}\n")
-        parts.append(f"Model **{model}** on dataset **{params.get('dataset')}** "
+        parts.append(f"Model **{model}**{licence} on dataset **{params.get('dataset')}** "
                      f"(task {params.get('task')}, finished {run.get('finished')}).\n")
         links = [f"[{nb['name']}]({runs_rel}/{rid}/{nb['name']}.ipynb)"
                  for nb in run.get("notebooks", [])]
