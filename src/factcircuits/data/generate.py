@@ -125,6 +125,13 @@ class GenerateConfig:
             raise UserError(f"--balance {self.balance}: use a fraction between 0 and 1")
         if not self.topic.strip():
             raise UserError("--topic is empty; say what the facts should be about")
+        for flag, value in (("--batch-size", self.batch_size), ("--concurrency", self.concurrency),
+                            ("--max-attempts", self.max_attempts),
+                            ("max_rounds", self.max_rounds)):
+            if value < 1:
+                raise UserError(f"{flag} {value}: must be at least 1")
+        if self.timeout <= 0:
+            raise UserError(f"timeout {self.timeout}: must be more than 0 seconds")
 
 
 @dataclass
@@ -246,7 +253,7 @@ def parse_items(content: str | None) -> list[dict]:
     try:
         data = json.loads(content)
     except json.JSONDecodeError as exc:
-        raise MalformedResponse(f"not JSON ({exc.msg} at char {exc.pos})") from None
+        raise MalformedResponse(f"not JSON ({exc})") from None
     items = data.get("items") if isinstance(data, dict) else None
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise MalformedResponse("JSON without an 'items' list of objects")
@@ -414,18 +421,49 @@ async def _generate(cfg: GenerateConfig) -> tuple[list[dict], dict]:
     return rows, meta
 
 
+OUT_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+
+
+def check_output(out: Path) -> None:
+    """Before any API call (they cost money): `out` and its sidecar can be written."""
+    if out.suffix.lower() not in OUT_SUFFIXES:
+        what = "a folder" if out.is_dir() else f"suffix {out.suffix or '(none)'!r}"
+        raise UserError(f"--out {out}: {what}; name the output file .csv or .jsonl, e.g. "
+                        f"--out {out / 'facts.csv' if out.is_dir() else out.with_suffix('.csv')}")
+    for path in (out, sidecar_path(out)):
+        if path.is_dir():
+            raise UserError(f"--out {out}: {path} is a folder; choose another file name")
+    existing = out.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {existing} is not writable; choose another folder")
+
+
 def generate_dataset(cfg: GenerateConfig, out: str | Path) -> tuple[pd.DataFrame, dict]:
     """Generate, validate and write `out` (CSV/JSONL) plus `<stem>.meta.json`. On any error
     nothing is written and an existing `out` is left as it was."""
     cfg.check()
     out = Path(out)
+    check_output(out)
     rows, meta = asyncio.run(_generate(cfg))
     frame = from_frame(pd.DataFrame(rows, columns=COLUMNS), name=str(out)).rows
     data = dataset_bytes(frame, out)
     meta["output"] = out.name
     meta["sha256"] = hashlib.sha256(data).hexdigest()
-    # Sidecar first, data last: the data file changes only once everything has succeeded.
-    atomic_write_bytes(sidecar_path(out),
-                       (json.dumps(meta, indent=2, default=str) + "\n").encode("utf-8"))
-    atomic_write_bytes(out, data)
+    # Sidecar first, data last: the data file changes only once everything has succeeded;
+    # if writing it fails, the previous sidecar comes back (no orphan describing no data).
+    side = sidecar_path(out)
+    previous = side.read_bytes() if side.is_file() else None
+    atomic_write_bytes(side, (json.dumps(meta, indent=2, default=str) + "\n").encode("utf-8"))
+    try:
+        atomic_write_bytes(out, data)
+    except BaseException:
+        if previous is None:
+            side.unlink(missing_ok=True)
+        else:
+            atomic_write_bytes(side, previous)
+        raise
     return frame, meta

@@ -11,7 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from factcircuits.models import packaged
-from factcircuits.models.packaged import cache_root, sha256_of  # noqa: F401 (public here too)
+from factcircuits.models.packaged import (  # noqa: F401 (public here too)
+    cache_root,
+    publish_folder,
+    sha256_of,
+)
 from factcircuits.models.specs import SMOLLM2
 
 EMBEDDED_NAME = "smollm2-135m"
@@ -23,6 +27,20 @@ GGUF_SHA256 = SMOLLM2.sha256
 
 def gguf_path() -> Path:
     return packaged.chunk_paths(SMOLLM2)[0]
+
+
+def checkpoint_folder() -> Path:
+    """Where the dequantized checkpoint lives (it may not exist yet)."""
+    return packaged.checkpoint_folder(SMOLLM2)
+
+
+def is_cached() -> bool:
+    return packaged.is_cached(SMOLLM2)
+
+
+def check_cache_root() -> None:
+    """Before a run: the cache folder (FACTCIRCUITS_CACHE_DIR) must be a folder we can use."""
+    packaged.check_cache_root(SMOLLM2)
 
 
 def cached_checkpoint() -> Path:

@@ -85,6 +85,44 @@ def is_cached(model: PackagedModel) -> bool:
         and (target / "tokenizer_config.json").is_file()
 
 
+def check_cache_root(model: PackagedModel) -> None:
+    """Before a run: the cache folder (FACTCIRCUITS_CACHE_DIR) must be a folder we can use."""
+    if is_cached(model):
+        return
+    root = cache_root()
+    where = ("FACTCIRCUITS_CACHE_DIR" if os.environ.get("FACTCIRCUITS_CACHE_DIR")
+             else "the model cache")
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ModelUnavailableError(f"{where} {root}: {existing} is a file, not a folder; "
+                                    "point FACTCIRCUITS_CACHE_DIR at a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ModelUnavailableError(f"{where} {root}: {existing} is not writable, and model "
+                                    f"{model.name!r} is not cached there yet; point "
+                                    "FACTCIRCUITS_CACHE_DIR at a writable folder")
+
+
+def publish_folder(target: Path, write) -> None:
+    """`write(folder)` into a fresh folder beside `target`, then rename it to `target`, so an
+    interrupted first load leaves no half cache. The folder gets the usual permissions
+    (0777 minus the umask), not mkdtemp's 0700: a cache on a shared disk must be readable by
+    the group that shares it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(staging, 0o777 & ~mask)
+        write(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def is_installed(model: PackagedModel) -> bool:
     return len(chunk_paths(model, missing_ok=True)) == len(model.chunks)
 
@@ -121,22 +159,20 @@ def cached_checkpoint(model: PackagedModel, progress=None) -> Path:
     target = checkpoint_folder(model)
     if is_cached(model):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Everything is written beside the target and renamed, so an interrupted first load (or a
-    # refused checksum) leaves no half cache.
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
-    try:
+
+    # Everything is written beside the target and renamed (publish_folder), so an interrupted
+    # first load or a refused checksum leaves no half cache; the assembled GGUF goes too.
+    def write(folder: Path) -> None:
         if progress:
             progress(f"{model.name}: assembling and verifying the GGUF (sha256)")
-        gguf = verified_gguf(model, staging)
+        gguf = verified_gguf(model, folder)
         if progress:
             progress(f"{model.name}: dequantizing once into {target} (this takes a while)")
-        _dequantize_into(gguf, staging / "checkpoint")
-        if target.exists():
-            shutil.rmtree(target)
-        (staging / "checkpoint").rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _dequantize_into(gguf, folder)
+        if gguf.parent == folder:
+            gguf.unlink()
+
+    publish_folder(target, write)
     return target
 
 

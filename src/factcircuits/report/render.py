@@ -69,15 +69,32 @@ def archive_outputs(output: Path, archive: Path, info: dict) -> list[Path]:
     """Keep every rendered HTML/PDF as `<name>-<version>-<time>.<ext>` so that the versions
     reviewers saw stay available after the next render."""
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
-    archive.mkdir(parents=True, exist_ok=True)
     kept = []
     for path in sorted(output.rglob("*")):
         if path.suffix in (".html", ".pdf") and path.is_file():
             name = "-".join(path.relative_to(output).with_suffix("").parts)
-            target = archive / f"{name}-{info['version']}-{stamp}{path.suffix}"
-            shutil.copy2(path, target)
-            kept.append(target)
+            kept.append(archive_copy(path, archive, f"{name}-{info['version']}-{stamp}"))
     return kept
+
+
+def archive_copy(source: Path, archive: Path, stem: str) -> Path:
+    """Copy `source` into the archive as `<stem><suffix>`; append-only: an archived file is
+    never overwritten (a different render of the same version gets `-2`, `-3`, …; the same
+    bytes again reuse the existing copy)."""
+    archive.mkdir(parents=True, exist_ok=True)
+    data = source.read_bytes()
+    n = 1
+    while True:
+        target = archive / f"{stem}{'' if n == 1 else f'-{n}'}{source.suffix}"
+        try:
+            with open(target, "xb") as handle:  # exclusive: fails if it exists
+                handle.write(data)
+            shutil.copystat(source, target)
+            return target
+        except FileExistsError:
+            if target.read_bytes() == data:
+                return target
+            n += 1
 
 
 def _front_matter_to_heading(nb) -> None:
@@ -186,7 +203,6 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
     out_dir.mkdir(parents=True, exist_ok=True)
     page = out_dir / "index.html"
     page.write_text("\n".join(parts), encoding="utf-8")
-    archive = root / "report" / "archive" / f"factcircuits-preview-{info['version']}.html"
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(page, archive)
+    archive = archive_copy(page, root / "report" / "archive",
+                           f"factcircuits-preview-{info['version']}")
     return page, archive
