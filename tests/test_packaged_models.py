@@ -51,7 +51,7 @@ def test_chunks_assemble_into_a_verified_checkpoint(fake_chunks, monkeypatch, tm
 
     def fake_dequantize(source, target):
         seen["bytes"] = source.read_bytes()
-        target.mkdir()
+        target.mkdir(exist_ok=True)
         for name in ("config.json", "model.safetensors", "tokenizer_config.json"):
             (target / name).write_text("{}")
 
