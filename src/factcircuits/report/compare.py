@@ -104,6 +104,67 @@ def comparison_figure(table: pd.DataFrame):
     return fig
 
 
-def comparison_figures(table: pd.DataFrame) -> list:
-    figure = comparison_figure(table)
-    return [figure] if figure is not None else []
+def depth_profiles(table: pd.DataFrame, runs_root: Path | None = None) -> pd.DataFrame:
+    """Per-layer profiles of the runs in `table` on relative depth, so models of different
+    depth overlay: the logit-lens curve (mean metric read after each sublayer, as a fraction
+    of the run's final value; depth = step / (2·layers)) and the mean MLP and attention DLA per
+    layer (as a fraction of the run's summed |mean DLA|; depth = layer / (layers − 1)).
+    Tidy: run_id, model, dataset, profile, depth, value."""
+    from factcircuits.run.folders import list_runs
+
+    wanted = set(table["run_id"]) if len(table) else set()
+    frames = []
+    for run in list_runs(runs_root):
+        n_layers = (run.get("model") or {}).get("n_layers")
+        if run["run_id"] not in wanted or not n_layers or n_layers < 2:
+            continue
+        ids = {"run_id": run["run_id"],
+               "model": (run.get("model") or {}).get("resolved_name"),
+               "dataset": (run.get("parameters") or {}).get("dataset")}
+        results = Path(run["run_dir"]) / "results"
+        lens = results / "02_logit_lens" / "logit_lens_mean.csv"
+        if lens.is_file():
+            curve = pd.read_csv(lens).sort_values("step")
+            final = float(curve["value"].iloc[-1])
+            if final:
+                frames.append(pd.DataFrame({**ids, "profile": "logit lens (fraction of final)",
+                                            "depth": curve["step"] / (2 * n_layers),
+                                            "value": curve["value"] / final}))
+        dla = results / "03_attribution" / "layer_dla.csv"
+        if dla.is_file():
+            layers = pd.read_csv(dla)
+            means = (layers[layers["component"] != "embed"]
+                     .groupby(["component", "layer"], as_index=False)["dla"].mean())
+            total = float(means["dla"].abs().sum())
+            for component, part in means.groupby("component"):
+                if total:
+                    frames.append(pd.DataFrame({
+                        **ids, "profile": f"{component} DLA (fraction of total |DLA|)",
+                        "depth": part["layer"] / (n_layers - 1), "value": part["dla"] / total}))
+    columns = ["run_id", "model", "dataset", "profile", "depth", "value"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def profile_figure(profiles: pd.DataFrame):
+    """Per-layer profiles overlaid on relative depth: one panel per profile, one line per run
+    (model · dataset). None when no run has per-layer results."""
+    import plotly.express as px
+
+    if profiles.empty:
+        return None
+    data = profiles.assign(run=profiles["model"].astype(str) + " · "
+                           + profiles["dataset"].astype(str))
+    fig = px.line(data, x="depth", y="value", color="run", facet_row="profile", markers=True,
+                  labels={"depth": "relative depth (0 = embeddings, 1 = last layer)",
+                          "value": ""}, title="Per-layer profiles by relative depth")
+    fig.update_yaxes(matches=None)
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
+    fig.update_layout(height=260 * data["profile"].nunique() + 120,
+                      legend={"orientation": "h", "y": -0.1})
+    return fig
+
+
+def comparison_figures(table: pd.DataFrame, runs_root: Path | None = None) -> list:
+    """The headline overview and the per-layer profiles overlaid by relative depth."""
+    figures = [comparison_figure(table), profile_figure(depth_profiles(table, runs_root))]
+    return [f for f in figures if f is not None]

@@ -181,7 +181,7 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
     with pd.option_context("display.float_format", "{:.4g}".format):
         parts.append(key_table(table).to_html(index=False, classes="comparison", na_rep="",
                                               table_id="comparison-table"))
-        for fig in comparison_figures(table):
+        for fig in comparison_figures(table, runs_root):
             parts.append(fig.to_html(full_html=False, include_plotlyjs=False,
                                      include_mathjax=False))
         if len(table):
