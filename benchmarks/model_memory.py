@@ -36,11 +36,11 @@ def measure(model: str, processing: str, n_prompts: int) -> dict:
     load = {"load_wall_s": time.perf_counter() - wall, "load_cpu_s": time.process_time() - cpu}
     prepared = prepare(lm, load_dataset("relations-cloze"), n_prompts=n_prompts)
     wall, cpu = time.perf_counter(), time.process_time()
-    dec = A.decompose(lm.model, lm.tokenizer, prepared, batch_size=4)
-    direction = A.answer_direction(lm.model, prepared, dec.pre_cap_logits)
+    dec = A.decompose(lm, prepared, batch_size=4)
+    direction = A.answer_direction(lm, prepared, dec.pre_cap_logits)
     layers = A.layer_dla(dec, direction)
-    A.head_dla(lm.model, dec, direction)
-    A.neuron_dla(lm.model, lm.tokenizer, prepared, lm.cfg.n_layers // 2, direction, 4)
+    A.head_dla(lm, dec, direction)
+    A.neuron_dla(lm, prepared, lm.cfg.n_layers // 2, direction, batch_size=4)
     return {**load, "dla_wall_s": time.perf_counter() - wall,
             "dla_cpu_s": time.process_time() - cpu,
             "sum_check_max_error": float(A.sum_check(dec, direction)["error"].abs().max()),

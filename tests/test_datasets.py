@@ -11,11 +11,11 @@ import pytest
 
 from factcircuits import cli
 from factcircuits.data import datasets
+from factcircuits.data.counterfactuals import make_counterfactual
 from factcircuits.data.datasets import (
     COLUMNS,
     DEFAULT_DATASET,
     load_dataset,
-    make_counterfactual,
     validate_file,
 )
 from factcircuits.errors import DatasetError

@@ -65,10 +65,10 @@ def test_bridge_logits_equal_raw_transformers(gemma):
 
 def test_dla_sums_to_the_metric(gemma):
     lm, prepared = gemma
-    dec = A.decompose(lm.model, lm.tokenizer, prepared)
-    direction = A.answer_direction(lm.model, prepared, dec.pre_cap_logits)
+    dec = A.decompose(lm, prepared)
+    direction = A.answer_direction(lm, prepared, dec.pre_cap_logits)
     assert A.sum_check(dec, direction)["error"].abs().max() < TOL
-    heads = A.head_dla(lm.model, dec, direction)
+    heads = A.head_dla(lm, dec, direction)
     assert heads.loc[heads["head"] == -1, "dla"].abs().max() < TOL  # post-attention norm
 
 

@@ -74,13 +74,13 @@ def raw_pre_cap_logits(lm, prompts):
 def test_dla_sums_to_the_pre_cap_metric(spec, processing):
     lm = model(spec, processing)
     prepared = prepare(lm, load_dataset("paris-cloze")).subset([0, 1, 2, 3])
-    dec = A.decompose(lm.model, lm.tokenizer, prepared)
+    dec = A.decompose(lm, prepared)
     raw = raw_pre_cap_logits(lm, prepared.prompts)
     assert (dec.pre_cap_logits - raw).abs().max() < TOL
     if spec == "tiny-gemma2":  # the cap is active: capped and pre-cap logits really differ
         assert (dec.logits - dec.pre_cap_logits).abs().max() > 0.1
-        assert "before the cap" in A.soft_cap_note(lm.model)
-    direction = A.answer_direction(lm.model, prepared, dec.pre_cap_logits)
+        assert "before the cap" in A.soft_cap_note(lm)
+    direction = A.answer_direction(lm, prepared, dec.pre_cap_logits)
     assert torch.allclose(direction.target, prepared.metric(raw), atol=TOL)
     assert A.sum_check(dec, direction)["error"].abs().max() < 1e-3
 
@@ -92,16 +92,16 @@ def test_heads_and_neurons_add_up_to_their_layer(spec, processing):
     and the neurons to its MLP DLA, also through Gemma 2/3's post-sublayer norms."""
     lm = model(spec, processing)
     prepared = prepare(lm, load_dataset("paris-cloze")).subset([0, 1, 2])
-    dec = A.decompose(lm.model, lm.tokenizer, prepared)
-    direction = A.answer_direction(lm.model, prepared, dec.pre_cap_logits)
+    dec = A.decompose(lm, prepared)
+    direction = A.answer_direction(lm, prepared, dec.pre_cap_logits)
     layers = A.layer_dla(dec, direction)
-    heads = A.head_dla(lm.model, dec, direction)
+    heads = A.head_dla(lm, dec, direction)
     assert heads.loc[heads["head"] == -1, "dla"].abs().max() < TOL  # nothing outside the heads
     by_layer = heads.groupby(["prompt", "layer"])["dla"].sum()
     attn = layers[layers.component == "attn"].set_index(["prompt", "layer"])["dla"]
     assert (by_layer - attn).abs().max() < TOL
     layer = lm.cfg.n_layers - 1
-    neurons = A.neuron_dla(lm.model, lm.tokenizer, prepared, layer, direction)
+    neurons = A.neuron_dla(lm, prepared, layer, direction)
     mlp = layers[(layers.component == "mlp") & (layers.layer == layer)].set_index("prompt")["dla"]
     assert (neurons.groupby("prompt")["dla"].sum() - mlp).abs().max() < TOL
 
@@ -112,15 +112,15 @@ def test_unprocessed_bridge_gives_the_compatibility_tables(spec):
     for processing in ("none", "compat"):
         lm = model(spec, processing)
         prepared = prepare(lm, load_dataset("paris-cloze")).subset([0, 1, 2])
-        dec = A.decompose(lm.model, lm.tokenizer, prepared)
-        direction = A.answer_direction(lm.model, prepared, dec.pre_cap_logits)
-        lens = LL.logit_lens(lm.model, lm.tokenizer, prepared, dec=dec)
-        top = LL.top_tokens(lm.model, lm.tokenizer, dec, k=3,
+        dec = A.decompose(lm, prepared)
+        direction = A.answer_direction(lm, prepared, dec.pre_cap_logits)
+        lens = LL.logit_lens(lm, prepared, dec=dec)
+        top = LL.top_tokens(lm, dec, k=3,
                             answer_ids=[int(prepared.answer_ids[0])])
         tables[processing] = {
             "layer": A.layer_dla(dec, direction)["dla"],
-            "head": A.head_dla(lm.model, dec, direction)["dla"],
-            "neuron": A.neuron_dla(lm.model, lm.tokenizer, prepared, 1, direction)["dla"],
+            "head": A.head_dla(lm, dec, direction)["dla"],
+            "neuron": A.neuron_dla(lm, prepared, 1, direction)["dla"],
             "lens": lens.table["value"], "top": top.drop(columns=["top_probs"]),
             "top_probs": top["top_probs"],
         }
@@ -134,8 +134,8 @@ def test_unprocessed_bridge_gives_the_compatibility_tables(spec):
 def test_logit_lens_last_step_is_the_models_prediction(spec):
     lm = model(spec)
     prepared = prepare(lm, load_dataset("paris-cloze")).subset([0])
-    dec = A.decompose(lm.model, lm.tokenizer, prepared, heads=False)
-    top = LL.top_tokens(lm.model, lm.tokenizer, dec, k=3)
+    dec = A.decompose(lm, prepared, heads=False)
+    top = LL.top_tokens(lm, dec, k=3)
     probs = dec.logits[0].softmax(-1).topk(3)
     expected = " | ".join(repr(lm.tokenizer.decode([int(t)])) for t in probs.indices)
     assert top["top_tokens"].iloc[-1] == expected

@@ -16,9 +16,9 @@ from factcircuits import cli
 from factcircuits.data.generate import (
     GenerateConfig,
     generate_dataset,
-    normalize_item,
     sidecar_path,
 )
+from factcircuits.data.generated_items import normalize_item
 from factcircuits.errors import UserError
 
 

@@ -261,11 +261,11 @@ def test_refuses_read_only_runs_folder(refuse, tmp_path):
 
 
 def test_refuses_a_second_identical_run_while_the_first_runs(refuse, tmp_path):
-    from factcircuits.run import folders, pipeline
+    from factcircuits.run import in_progress, pipeline
 
     plan = pipeline.plan_run("tiny", str(FIXTURE_DATASET), {}, notebooks_dir=NOTEBOOKS,
                              runs_root=tmp_path / "runs")
-    lock = folders.RunLock(plan.runs_root, plan.run_id)
+    lock = in_progress.RunLock(plan.runs_root, plan.run_id)
     lock.acquire()  # as the first run does
     try:
         refuse("the same run while it is already running", run_args(tmp_path),

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from factcircuits.cli import main
-from factcircuits.run import folders, pipeline
+from factcircuits.run import in_progress, pipeline
 
 HERE = Path(__file__).parent
 NOTEBOOKS = HERE / "fixtures" / "notebooks"
@@ -188,12 +188,12 @@ def test_two_identical_runs_at_once_one_runs_the_other_says_so(tmp_path, reap):
 
 
 def test_staging_names_never_collide_and_name_their_owner(tmp_path):
-    made = [folders.make_staging(tmp_path, "same__run__id") for _ in range(20)]  # same second
+    made = [in_progress.make_staging(tmp_path, "same__run__id") for _ in range(20)]  # same second
     assert len({m.name for m in made}) == 20
-    owner = folders.read_owner(made[0])
+    owner = in_progress.read_owner(made[0])
     assert owner["pid"] == os.getpid() and owner["run_id"] == "same__run__id"
     # all alive (this process); none swept
-    assert folders.sweep_stale_staging(tmp_path) == []
+    assert in_progress.sweep_stale_staging(tmp_path) == []
 
 
 def test_interrupted_swap_is_undone_by_the_next_run(tmp_path, good_run):
@@ -203,7 +203,7 @@ def test_interrupted_swap_is_undone_by_the_next_run(tmp_path, good_run):
     # a kill between the two renames of swap_into_place: the old run set aside, no new one
     aside = runs / f"_old-{good.run_id}-{time.time_ns()}"
     good.run_dir.rename(aside)
-    folders.sweep_stale_staging(runs)
+    in_progress.sweep_stale_staging(runs)
     assert tree(good.run_dir) == before and not aside.exists()
 
 

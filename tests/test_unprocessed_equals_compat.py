@@ -33,20 +33,19 @@ def tables(processing: str) -> dict[str, pd.Series | pd.DataFrame]:
     clean = encode(lm.tokenizer, prepared.prompts).lengths
     corrupt = encode(lm.tokenizer, prepared.corrupted_prompts).lengths
     prepared = prepared.subset((clean == corrupt).nonzero().flatten()[:3].tolist())
-    model, tok = lm.model, lm.tokenizer
-    dec = A.decompose(model, tok, prepared)
-    d = A.answer_direction(model, prepared, dec.pre_cap_logits)
+    dec = A.decompose(lm, prepared)
+    d = A.answer_direction(lm, prepared, dec.pre_cap_logits)
     layers = A.layer_dla(dec, d)
-    heads = A.head_dla(model, dec, d)
+    heads = A.head_dla(lm, dec, d)
     components = A.top_components(layers, heads, 3)
-    lens = LL.logit_lens(model, tok, prepared, dec=dec)
-    top = LL.top_tokens(model, tok, dec, k=5, answer_ids=[int(prepared.answer_ids[0])])
-    _, patterns = AT.head_patterns(model, tok, prepared.prompts[0], [(3, 0), (20, 4)])
+    lens = LL.logit_lens(lm, prepared, dec=dec)
+    top = LL.top_tokens(lm, dec, k=5, answer_ids=[int(prepared.answer_ids[0])])
+    _, patterns = AT.head_patterns(lm, prepared, [(3, 0), (20, 4)])
     trace = CT.trace(lm, prepared, kinds=("hidden", "mlp"), noise_samples=2, progress=False)
     return {
         "logits": pd.Series(dec.logits.flatten().numpy()),
         "layer_dla": layers["dla"], "head_dla": heads["dla"],
-        "neuron_dla": A.neuron_dla(model, tok, prepared, 20, d)["dla"],
+        "neuron_dla": A.neuron_dla(lm, prepared, 20, d)["dla"],
         "sum_check": A.sum_check(dec, d)["components_plus_bias"],
         "logit_lens": lens.table["value"],
         "top_tokens": top.drop(columns=["top_probs"]),
@@ -57,8 +56,8 @@ def tables(processing: str) -> dict[str, pd.Series | pd.DataFrame]:
         "trace_hidden": pd.Series(trace["hidden"].values.nan_to_num().flatten().numpy()),
         "trace_mlp": pd.Series(trace["mlp"].values.nan_to_num().flatten().numpy()),
         "noise_std": pd.Series([trace["hidden"].noise_std]),
-        "ablation": AB.ablation_table(model, tok, prepared, components)["ablated"],
-        "knockout": KO.knockout_sweep(model, tok, prepared)["metric"],
+        "ablation": AB.ablation_table(lm, prepared, components)["ablated"],
+        "knockout": KO.knockout_sweep(lm, prepared)["metric"],
         "patterns": pd.Series(torch.cat([p.flatten() for p in patterns.values()]).numpy()),
     }
 

@@ -28,14 +28,14 @@ def _age(iso: str | None) -> str:
 def handle(args) -> int:
     from factcircuits.errors import UserError
     from factcircuits.report.compare import KEY_METRICS, flat_headline
-    from factcircuits.run import folders
+    from factcircuits.run import folders, in_progress
 
     runs_root = Path(args.runs_dir or folders.default_runs_root())
     if runs_root.exists() and not runs_root.is_dir():
         raise UserError(f"runs folder {runs_root} is a file, not a folder; pass --runs-dir "
                         "with the folder that holds the runs")
     runs, damaged = folders.scan_runs(runs_root)
-    staging = folders.list_staging(runs_root)
+    staging = in_progress.list_staging(runs_root)
     failed = sorted((runs_root / "_failed").glob("*")) if (runs_root / "_failed").is_dir() else []
     if args.json:
         print(json.dumps(

@@ -1,7 +1,7 @@
 """Signals during a run: SIGTERM (what `timeout` and batch schedulers send) and SIGHUP (a closed
 terminal) end a run the way Ctrl-C does, as an exception, so that the runner moves its staging
 folder to `_failed/` with the reason instead of leaving it behind. SIGKILL cannot be caught:
-the next run sweeps what it leaves (`folders.sweep_stale_staging`)."""
+the next run sweeps what it leaves (`in_progress.sweep_stale_staging`)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from factcircuits import __version__
 from factcircuits.errors import UserError
-from factcircuits.run import folders, parameters, preflight
+from factcircuits.run import folders, in_progress, parameters, preflight
 from factcircuits.run.interrupts import reason_of, signals_as_interrupts, signals_deferred
 from factcircuits.run.notebooks import (
     Notebook,
@@ -258,20 +258,20 @@ def execute_run(plan: RunPlan, *, progress: bool = True, stream=None) -> RunResu
     """Run every notebook of `plan`; raise RunFailed (one-line reason) on any failure,
     RunInProgress when the same run id is running elsewhere, RunInterrupted on a signal."""
     stream = stream or sys.stderr
-    lock = folders.RunLock(plan.runs_root, plan.run_id)
+    lock = in_progress.RunLock(plan.runs_root, plan.run_id)
     try:
         plan.runs_root.mkdir(parents=True, exist_ok=True)
         lock.acquire()
     except OSError as exc:
-        raise folders.runs_root_error(exc, plan.runs_root) from None
+        raise in_progress.runs_root_error(exc, plan.runs_root) from None
     try:
-        for old, new, reason in folders.sweep_stale_staging(plan.runs_root, plan.run_id):
+        for old, new, reason in in_progress.sweep_stale_staging(plan.runs_root, plan.run_id):
             print(f"note: moved the stale {old.name} to {tidy_path(new, plan.root)} ({reason})",
                   file=stream)
         try:
-            staging = folders.make_staging(plan.runs_root, plan.run_id)
+            staging = in_progress.make_staging(plan.runs_root, plan.run_id)
         except OSError as exc:
-            raise folders.runs_root_error(exc, plan.runs_root) from None
+            raise in_progress.runs_root_error(exc, plan.runs_root) from None
         return _execute_in(plan, staging, progress, stream)
     finally:
         lock.release()
@@ -283,7 +283,7 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
 
     from factcircuits.run.display import static_export_available
 
-    failed_dir = folders.failed_folder_for(staging)
+    failed_dir = in_progress.failed_folder_for(staging)
     # The kernel must be this environment's python, and know it runs under the pipeline.
     env_keys = ("PATH", "FACTCIRCUITS_PIPELINE", "TQDM_DISABLE")
     env_backup = {k: os.environ.get(k) for k in env_keys}
