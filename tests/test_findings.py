@@ -26,7 +26,7 @@ def peaked(peak_layer: int, peak: float, **columns) -> pd.DataFrame:
 
 def make_run(root: Path, run_id: str = "m__d__1", *, task: str = "cloze",
              patch_mlp_layer: int = 4, patch_head: tuple[int, int] = (7, 2),
-             at_chance: bool = False, notebooks: tuple[str, ...] = ("01", "02", "03", "04",
+             at_chance: bool = False, trace_window: int = 1, notebooks: tuple[str, ...] = ("01", "02", "03", "04",
                                                                    "05", "06")) -> Path:
     folder = root / run_id
     (folder / "headline").mkdir(parents=True)
@@ -61,7 +61,7 @@ def make_run(root: Path, run_id: str = "m__d__1", *, task: str = "cloze",
                                      "mlp_subject_last_peak_layer": 3,
                                      "mlp_subject_last_peak_aie": 0.08,
                                      "attn_subject_last_peak_aie": 0.02,
-                                     "attn_last_peak_layer": 8}),
+                                     "attn_last_peak_layer": 8, "window": trace_window}),
         "06": ("06_ablation_knockout", {"knockout_window": 3}),
     }
     for key in notebooks:
@@ -107,13 +107,13 @@ def test_findings_of_a_full_run(tmp_path):
     assert [c.agree for c in f.checks] == [True, True, True]
     text = F.run_markdown(ev)
     assert "## toy-model on toy-facts" in text and "org/toy-model" in text
-    assert "**16 of 20** prompts correctly (80%)" in text
-    assert "layer 3 (relative depth 0.30), early layers: AIE 0.080" in text
+    assert "**16 of 20** prompts correctly (80%); mean logit difference (correct − " in text
+    assert "recovers the most for layer 3 (relative depth 0.30), early layers: AIE 0.080" in text
     assert "against 0.020 at most for attention" in text
-    assert "MLP outputs at the last subject token restore most at layer 4" in text
-    assert "attention outputs at the last token at layer 9 (relative depth 0.90) (0.50)" in text
+    assert "the MLP output at the last subject token restores most at layer 4" in text
+    assert "attention output at the last token most at layer 9 (relative depth 0.90), 0.50" in text
     assert "from layer 6 (relative depth 0.60) on" in text
-    assert "layers 6–8 (relative depth 0.60–0.80), where P(answer) changes by -60%" in text
+    assert "layers 6–8 (relative depth 0.60–0.80): P(answer) falls by 60%" in text
     assert "2 noise samples per prompt in causal tracing (ROME used 10)" in text
     assert "12 patched pairs (4 left out" in text
     assert "within 2.0e-06 (passes" in text
@@ -133,8 +133,21 @@ def test_disagreeing_methods_are_reported(tmp_path):
     assert [c.agree for c in f.checks] == [False, False, True]
     text = F.run_markdown(ev)
     assert "1 of 3 checks agree, so the methods disagree" in text
-    assert "**differs** (causal tracing layer 3, activation patching layer 6)" in text
+    assert "**differs** (causal tracing centred on layer 3, activation patching layer 6)" in text
     assert "**differs** (direct logit attribution L7H2, head patching L9H0)" in text
+
+
+def test_tracing_window_counts_as_the_same_place(tmp_path):
+    # window 5 around layer 3 restores layers 1-5 (ROME: [3 - 5//2, 3 + ceil(5/2))); patching
+    # at layer 6 is within one layer (the tolerance) of it
+    ev = RunEvidence.load(make_run(tmp_path, patch_mlp_layer=6, trace_window=5))
+    assert F.tracing_window(ev, 3) == (1, 5) and F.tracing_window(ev, 0) == (0, 2)
+    assert F.tracing_window(ev, 10) == (8, 10)  # clipped at the last layer
+    assert [c.agree for c in F.run_findings(ev).checks] == [True, True, True]
+    text = F.run_markdown(ev)
+    assert "recovers the most for layers 1–5, the window centred on layer 3" in text
+    assert "causal tracing centred on layer 3 (window 1–5), activation patching layer 6" in text
+    assert "**differs**" not in text
 
 
 def test_at_chance_says_so_and_interprets_nothing(tmp_path):

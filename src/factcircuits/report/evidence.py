@@ -54,7 +54,7 @@ class RunEvidence:
                  or params.get("model") or "unknown model")
         task = params.get("task") or (headline.get("01_task_check") or {}).get("task") or "?"
         return cls(run_id=record.get("run_id") or folder.name, folder=folder, model=str(model),
-                   dataset=str(params.get("dataset") or "?"), task=str(task),
+                   dataset=_dataset_name(params.get("dataset")), task=str(task),
                    n_layers=model_info.get("n_layers"), headline=headline, record=record,
                    model_info=model_info)
 
@@ -85,6 +85,12 @@ class RunEvidence:
     @property
     def anchor(self) -> str:
         return "".join(c if c.isalnum() else "-" for c in self.run_id.lower())
+
+
+def _dataset_name(spec: Any) -> str:
+    """A registered dataset's name, or a dataset file's stem ('data/my.csv' -> 'my')."""
+    text = str(spec or "?")
+    return Path(text).stem if "/" in text or text.endswith((".csv", ".jsonl")) else text
 
 
 def _read_json(path: Path) -> dict[str, Any]:

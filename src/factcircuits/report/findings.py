@@ -23,6 +23,12 @@ ROME = {"model": "GPT-2 XL", "n_layers": 48, "mlp_aie": 0.066, "attn_aie": 0.016
 # Two layer estimates agree when they differ by at most this share of the model's depth.
 AGREEMENT_DEPTH = 0.10
 
+METRIC_NAMES = {"logit_diff": "logit difference (correct − counterfactual)",
+                "log_odds": "log-odds of the answer sets",
+                "logit_diff_sum": "summed logit difference of the answer sets",
+                "prob_mass_diff": "probability-mass difference of the answer sets"}
+SUBLAYER_NAMES = {"attn": "attention", "mlp": "MLP", "embed": "embedding"}
+
 TRACING, PATCHING = "05_causal_tracing", "04_activation_patching"
 TASK, LENS, DLA, KNOCKOUT, ATTENTION = ("01_task_check", "02_logit_lens", "03_attribution",
                                         "06_ablation_knockout", "07_attention_patterns")
@@ -57,6 +63,27 @@ def _window(ev: RunEvidence, first, last) -> str:
     return f"layers {int(first)}–{int(last)}{depth}"
 
 
+def _metric(name) -> str:
+    return METRIC_NAMES.get(name, name or "metric")
+
+
+def _component(label: str) -> str:
+    """'attn L23' -> 'attention of layer 23' (direct logit attribution's component names)."""
+    kind, _, layer = str(label).partition(" L")
+    return f"{SUBLAYER_NAMES.get(kind, kind)} of layer {layer}" if layer.isdigit() else label
+
+
+def _change(fraction: float) -> str:
+    return f"falls by {-fraction:.0%}" if fraction < 0 else f"rises by {fraction:.0%}"
+
+
+def tracing_window(ev: RunEvidence, layer: int) -> tuple[int, int]:
+    """First and last layer restored together around `layer` (ROME's window, clipped)."""
+    window = int(ev.number(TRACING, "window") or 1)
+    last_layer = (ev.n_layers or layer + window) - 1
+    return max(0, layer - window // 2), min(last_layer, layer - (-window // 2) - 1)
+
+
 def _head(layer, head) -> str:
     return f"L{int(layer)}H{int(head)}"
 
@@ -75,7 +102,7 @@ def _knowledge(ev: RunEvidence) -> tuple[bool, list[str]]:
     acc, kept = ev.number(TASK, "accuracy"), ev.number(TASK, "n_kept")
     metric = ev.number(TASK, "main_metric") or "metric"
     text = (f"The model answers **{kept} of {n}** prompts correctly ({acc:.0%}); mean "
-            f"{metric} {ev.number(TASK, 'mean_metric'):+.2f}")
+            f"{_metric(metric)} {ev.number(TASK, 'mean_metric'):+.2f}")
     if ev.number(TASK, "mean_p_answer") is not None:
         text += f", mean P(correct answer) {ev.number(TASK, 'mean_p_answer'):.2f}"
     text += "."
@@ -120,8 +147,10 @@ def _where(ev: RunEvidence) -> list[str]:
     if "tracing" in mlp:
         layer, aie = mlp["tracing"]
         attn_aie = ev.number(TRACING, "attn_subject_last_peak_aie")
-        text = (f"**Causal tracing** ({ev.number(TRACING, 'n_prompts')} prompts): restoring the "
-                f"MLP outputs at the last subject token recovers the most at "
+        first, last = tracing_window(ev, int(layer))
+        restored = (f"layers {first}–{last}, the window centred on " if last > first else "")
+        text = (f"**Causal tracing** ({ev.number(TRACING, 'n_prompts')} prompts): restoring "
+                f"the MLP outputs at the last subject token recovers the most for {restored}"
                 f"{_layer(ev, layer)}, {depth_band(ev.depth(layer))} layers: AIE {aie:.3f} on "
                 f"{ev.number(TRACING, 'metric') or 'the metric'}")
         if attn_aie is not None:
@@ -135,25 +164,25 @@ def _where(ev: RunEvidence) -> list[str]:
                      f"first and at the last token from {_layer(ev, handover)} on;")
         if "patching" in mlp:
             layer, effect = mlp["patching"]
-            text += (f" MLP outputs at the last subject token restore most at "
-                     f"{_layer(ev, layer)} ({effect:.2f} of the clean−corrupted gap);")
+            text += (f" the MLP output at the last subject token restores most at "
+                     f"{_layer(ev, layer)}, {effect:.2f} of the clean−corrupted gap;")
         row = peak_row(ev.table(PATCHING, "patching_by_class"), "normalized",
                        component="attn_out", token_class="last")
         if row is not None:
-            text += (f" attention outputs at the last token at {_layer(ev, row['layer'])} "
-                     f"({row['normalized']:.2f}).")
+            text += (f" the attention output at the last token most at {_layer(ev, row['layer'])}, "
+                     f"{row['normalized']:.2f}.")
         bullets.append(text.rstrip(";:") + ("" if text.endswith(".") else "."))
     if ev.number(LENS, "mlp_share") is not None:
         text = (f"**Direct effects at the last token** (logit lens): attention sublayers write "
                 f"{ev.number(LENS, 'attn_share'):.0%} of the increase in the "
-                f"{ev.number(LENS, 'direction') or 'metric'} and MLP sublayers "
+                f"{_metric(ev.number(LENS, 'direction'))} and MLP sublayers "
                 f"{ev.number(LENS, 'mlp_share'):.0%}; the largest single jump is the "
-                f"{ev.number(LENS, 'peak_sublayer')} of "
+                f"{SUBLAYER_NAMES.get(ev.number(LENS, 'peak_sublayer'), 'sublayer')} of "
                 f"{_layer(ev, ev.number(LENS, 'peak_layer'))}.")
         if ev.number(DLA, "top_layer_component"):
             text += (f" By direct logit attribution the largest component is the "
-                     f"{ev.number(DLA, 'top_layer_component')} "
-                     f"({ev.number(DLA, 'top_layer_component_dla'):.2f}).")
+                     f"{_component(ev.number(DLA, 'top_layer_component'))} "
+                     f"({ev.number(DLA, 'top_layer_component_dla'):+.2f}).")
         bullets.append(text)
     return bullets
 
@@ -164,8 +193,8 @@ def _moves(ev: RunEvidence) -> list[str]:
     if ko is not None:
         bullets.append(
             f"**Attention knockout**: blocking the last token's attention to the subject hurts "
-            f"most in {_window(ev, ko['first'], ko['last'])}, where P(answer) changes by "
-            f"{ko['relative_p_change']:+.0%}.")
+            f"most in {_window(ev, ko['first'], ko['last'])}: P(answer) "
+            f"{_change(ko['relative_p_change'])}.")
     heads = []
     if ev.number(DLA, "top_head"):
         heads.append(f"the largest direct effect on the answer is **{ev.number(DLA, 'top_head')}**"
@@ -188,8 +217,12 @@ def _checks(ev: RunEvidence) -> list[Check]:
     mlp = _mlp_at_subject(ev)
     if {"tracing", "patching"} <= set(mlp):
         a, b = int(mlp["tracing"][0]), int(mlp["patching"][0])
-        checks.append(Check("MLP peak at the last subject token", abs(a - b) <= tol,
-                            f"causal tracing layer {a}, activation patching layer {b}"))
+        first, last = tracing_window(ev, a)
+        window = f" (window {first}–{last})" if last > first else ""
+        checks.append(Check("MLP peak at the last subject token",
+                            first - tol <= b <= last + tol,
+                            f"causal tracing centred on layer {a}{window}, activation "
+                            f"patching layer {b}"))
     dla_head = ev.number(DLA, "top_head")
     if dla_head and ev.number(PATCHING, "top_head_layer") is not None:
         patch_head = _head(ev.number(PATCHING, "top_head_layer"), ev.number(PATCHING, "top_head"))
@@ -214,9 +247,10 @@ def _sureness(ev: RunEvidence, checks: list[Check]) -> list[str]:
                    "the methods disagree: treat the location as uncertain")
         bullets.append(f"**Agreement between methods**: {agree} of {len(checks)} checks agree, "
                        f"so {verdict} (same place = within {_tolerance(ev)} layers, "
-                       f"{AGREEMENT_DEPTH:.0%} of the depth).")
-        bullets += [f"{c.question}: {'agrees' if c.agree else '**differs**'} ({c.detail})."
-                    for c in checks]
+                       f"{AGREEMENT_DEPTH:.0%} of the depth)."
+                       + "".join(f"\n  - {c.question[0].upper()}{c.question[1:]}: "
+                                 f"{'agrees' if c.agree else '**differs**'} ({c.detail})."
+                                 for c in checks))
     sizes = []
     if ev.number(LENS, "n_prompts") is not None:
         sizes.append(f"{ev.number(LENS, 'n_prompts')} prompts analysed")
@@ -251,7 +285,8 @@ def _literature(ev: RunEvidence) -> list[str]:
                 f"≈{o['mlp_share']:.0%} of the increase, the largest jump at the layer-"
                 f"{o['peak_layer']} MLP (relative depth {o_depth:.2f}). Here MLPs carry "
                 f"{share:.0%}, so {where}; the largest jump is the "
-                f"{ev.number(LENS, 'peak_sublayer')} of {_layer(ev, layer)}")
+                f"{SUBLAYER_NAMES.get(ev.number(LENS, 'peak_sublayer'), 'sublayer')} of "
+                f"{_layer(ev, layer)}")
         if depth is not None:
             side = "later" if depth > o_depth else "earlier"
             text += f", {abs(depth - o_depth):.2f} of the depth {side}"
