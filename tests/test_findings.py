@@ -26,8 +26,8 @@ def peaked(peak_layer: int, peak: float, **columns) -> pd.DataFrame:
 
 def make_run(root: Path, run_id: str = "m__d__1", *, task: str = "cloze",
              patch_mlp_layer: int = 4, patch_head: tuple[int, int] = (7, 2),
-             at_chance: bool = False, trace_window: int = 1, notebooks: tuple[str, ...] = ("01", "02", "03", "04",
-                                                                   "05", "06")) -> Path:
+             at_chance: bool = False, trace_window: int = 1,
+             notebooks: tuple[str, ...] = ("01", "02", "03", "04", "05", "06")) -> Path:
     folder = root / run_id
     (folder / "headline").mkdir(parents=True)
     record = {"run_id": run_id, "status": "ok",

@@ -362,7 +362,8 @@ def run_markdown(ev: RunEvidence, level: int = 2, anchors: bool = True) -> str:
     hashes = "#" * level
     anchor = f" {{#sec-findings-{ev.anchor}}}" if anchors else ""
     lines = [f"{hashes} {ev.title}{anchor}", "",
-             f"Model `{ev.model}`, task {ev.task}, run `{ev.run_id}`.", "", f"**In short.** {f.summary}", ""]
+             f"Model `{ev.model}`, task {ev.task}, run `{ev.run_id}`.", "",
+             f"**In short.** {f.summary}", ""]
     for title, bullets in f.sections.items():
         lines += [f"{hashes}# {title}" + (" {.unnumbered}" if anchors else ""), ""]
         lines += [f"- {b}" for b in bullets] + [""]

@@ -32,7 +32,6 @@ from factcircuits.run.provenance import git_commit
 
 GENERATED = Path("report") / "_generated"
 RUNS = Path("report") / "runs"
-COMPARISON_PAGE = "report/comparison.qmd"
 
 
 def quarto_project_dir() -> Path:
@@ -71,7 +70,8 @@ def notebook_paths(ev: RunEvidence, project_dir: Path) -> list[str]:
 
 def book_config(runs: list[RunEvidence], info: dict[str, Any], project_dir: Path) -> dict:
     """The run-dependent part of the book: merged into `_quarto.yml` by Quarto (its lists are
-    appended to the static ones there: the front page first, the appendices last)."""
+    appended to the static ones there: front page and comparison first, one part per run,
+    then the appendices)."""
     chapters: list[Any] = []
     notebooks: list[str] = []
     for i, ev in enumerate(runs, 1):
@@ -79,7 +79,6 @@ def book_config(runs: list[RunEvidence], info: dict[str, Any], project_dir: Path
         if paths:
             chapters.append({"part": part_title(i, ev), "chapters": paths})
             notebooks += paths
-    chapters.append(COMPARISON_PAGE)
     runs_text = ("runs: " + ", ".join(info["runs"])) if info["runs"] else "no runs yet"
     config: dict[str, Any] = {
         "book": {"subtitle": f"Version {info['version']} · {runs_text}",
