@@ -10,6 +10,7 @@ from factcircuits.methods import ablation as AB
 from factcircuits.methods import knockout as KO
 from factcircuits.methods.evaluate import prepare
 from factcircuits.models import load_model
+from factcircuits.models.forward import final_logits
 
 
 @pytest.fixture(scope="module")
@@ -17,22 +18,22 @@ def setup():
     lm = load_model("tiny")
     pr = prepare(lm, load_dataset("paris-cloze"), "raw", None, None, drop_multi_token=True)
     batch = pr.clean_batch(lm.tokenizer)
-    clean = pr.metric(AB.run_last_logits(lm.model, batch, None, 4))
+    clean = pr.metric(final_logits(lm.model, batch, 4))
     return lm, pr, batch, clean
 
 
 def test_ablating_nothing_changes_nothing(setup):
     lm, pr, batch, clean = setup
-    logits = AB.run_last_logits(lm.model, batch, AB.ablation_hooks([], "zero"), 4)
+    logits = final_logits(lm.model, batch, 4, hooks_for=AB.ablation_hooks([], "zero"))
     assert torch.allclose(pr.metric(logits), clean)
 
 
 def test_zero_ablating_a_layer_equals_zeroing_all_its_heads(setup):
     lm, _pr, batch, _ = setup
     H = lm.model.cfg.n_heads
-    attn = AB.run_last_logits(lm.model, batch, AB.ablation_hooks([("attn", 1)], "zero"), 4)
-    heads = AB.run_last_logits(lm.model, batch,
-                               AB.ablation_hooks([("head", 1, h) for h in range(H)], "zero"), 4)
+    attn = final_logits(lm.model, batch, 4, hooks_for=AB.ablation_hooks([("attn", 1)], "zero"))
+    heads = final_logits(lm.model, batch, 4,
+                         hooks_for=AB.ablation_hooks([("head", 1, h) for h in range(H)], "zero"))
     assert torch.allclose(attn, heads, atol=1e-4)
 
 
@@ -92,7 +93,7 @@ def test_knockout_equals_renormalised_pattern(setup):
             return p
         return [(f"blocks.{layer}.attn.hook_pattern", fn)]
 
-    ref = AB.run_last_logits(lm.model, batch, pattern_hook, 64)
+    ref = final_logits(lm.model, batch, 64, hooks_for=pattern_hook)
     assert torch.allclose(ko, ref, atol=1e-4)
 
 

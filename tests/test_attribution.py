@@ -10,6 +10,7 @@ from factcircuits.data.datasets import load_dataset
 from factcircuits.methods import attribution as A
 from factcircuits.methods.evaluate import prepare
 from factcircuits.models import load_model
+from factcircuits.models.forward import capture_last
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +72,8 @@ def test_head_dla_equals_patch_out(tiny, cloze, layer, head):
         return [(f"blocks.{layer}.attn.hook_z", zero_head)] + [
             (n, lambda a, hook, n=n: store[n]) for n in later]
 
-    values, _ = A.capture_last(model, batch, [f"blocks.{L - 1}.hook_resid_post"], batch_size=64,
-                               extra_hooks=extra)
+    values, _ = capture_last(model, batch, [f"blocks.{L - 1}.hook_resid_post"], batch_size=64,
+                             extra_hooks=extra)
     resid = values[f"blocks.{L - 1}.hook_resid_post"]
     logits = (resid / dec.scale) @ model.W_U.detach().float() + model.b_U.detach().float()
     drop = pr.metric(dec.logits) - pr.metric(logits)

@@ -51,6 +51,10 @@ def test_run_folder_and_run_json_complete(good_run):
                                      "papermill", "factcircuits"}
     assert info["git"]["commit"] and info["started"] <= info["finished"]
     assert [nb["name"] for nb in info["notebooks"]] == ["01_first", "02_second"]
+    # each notebook's own parameters are recorded: `leak` belongs to 01 only, `fail` to 02
+    first, second = (nb["parameters"] for nb in info["notebooks"])
+    assert first["leak"] == "" and "fail" not in first and first["n_prompts"] == 3
+    assert second["fail"] is False and "leak" not in second
     assert all(nb["status"] == "ok" and nb["duration_s"] > 0 for nb in info["notebooks"])
     assert info["headline"] == {"01_first": {"n_prompts": 3, "score": 0.5},
                                 "02_second": {"effect": 0.25}}

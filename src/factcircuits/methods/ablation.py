@@ -15,7 +15,8 @@ import torch
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.errors import UserError
-from factcircuits.models.tokens import Batch
+from factcircuits.methods.hooks import hook_name
+from factcircuits.models.forward import final_logits, position_mean
 
 MODES = ("zero", "mean")
 
@@ -25,79 +26,27 @@ def component_label(component: tuple) -> str:
     return f"L{layer}H{rest[0]}" if kind == "head" else f"{kind} L{layer}"
 
 
-def hook_name(component: tuple) -> str:
-    kind, layer = component[0], int(component[1])
-    if kind == "attn":
-        return f"blocks.{layer}.hook_attn_out"
-    if kind == "mlp":
-        return f"blocks.{layer}.hook_mlp_out"
-    if kind == "head":
-        return f"blocks.{layer}.attn.hook_z"
-    raise UserError(f"component {component!r}: use ('attn', l), ('mlp', l) or ('head', l, h)")
-
-
-def _slice_last(logits: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    rows = torch.arange(len(logits), device=logits.device)
-    return logits[rows, last.to(logits.device)]
-
-
-@torch.no_grad()
-def run_last_logits(model, batch: Batch, hooks_for=None, batch_size: int = 16) -> torch.Tensor:
-    """Final-position logits [n, vocab] (float32, CPU) with extra hooks per sub-batch:
-    `hooks_for(rows: slice, last: Tensor, mask: Tensor) -> [(name, fn), ...]`."""
-    out = []
-    device = model.cfg.device
-    for start in range(0, len(batch.tokens), batch_size):
-        part = slice(start, start + batch_size)
-        mask = batch.attention_mask[part]
-        width = int(mask.sum(1).max())
-        last = batch.last_index[part]
-        hooks = hooks_for(part, last, mask[:, :width]) if hooks_for else []
-        logits = model.run_with_hooks(batch.tokens[part, :width].to(device),
-                                      attention_mask=mask[:, :width].to(device), fwd_hooks=hooks)
-        out.append(_slice_last(logits, last).float().cpu())
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def mean_activations(model, batch: Batch, names: list[str], batch_size: int = 16
-                     ) -> dict[str, torch.Tensor]:
-    """Mean of each hook's activation over prompts at each position: {name: [pos, ...]}."""
-    sums: dict[str, torch.Tensor] = {}
-    counts = batch.attention_mask.sum(0).float().clamp(min=1)  # [pos]
-    device = model.cfg.device
-    for start in range(0, len(batch.tokens), batch_size):
-        part = slice(start, start + batch_size)
-        mask = batch.attention_mask[part]
-        width = int(mask.sum(1).max())
-
-        def add(name, m=mask[:, :width]):
-            def hook(act, hook):
-                w = m.to(act.device).reshape(m.shape + (1,) * (act.dim() - 2)).to(act.dtype)
-                total = (act * w).sum(0).float().cpu()
-                full = sums.setdefault(name, torch.zeros((batch.tokens.shape[1],)
-                                                         + tuple(total.shape[1:])))
-                full[: total.shape[0]] += total
-            return hook
-
-        model.run_with_hooks(batch.tokens[part, :width].to(device),
-                             attention_mask=mask[:, :width].to(device),
-                             fwd_hooks=[(n, add(n)) for n in names])
-    return {n: s / counts.reshape((-1,) + (1,) * (s.dim() - 1)) for n, s in sums.items()}
+def component_hook(component: tuple) -> str:
+    """The hook a component ('attn', l), ('mlp', l) or ('head', l, h) is ablated at."""
+    kind = component[0]
+    if kind not in ("attn", "mlp", "head"):
+        raise UserError(f"component {component!r}: use ('attn', l), ('mlp', l) or ('head', l, h)")
+    return hook_name(int(component[1]), kind)
 
 
 def ablation_hooks(components: list[tuple], mode: str = "zero",
                    means: dict[str, torch.Tensor] | None = None):
-    """A `hooks_for` function (see `run_last_logits`) ablating all `components` jointly."""
+    """A `hooks_for` function (see `models.forward.final_logits`) ablating all `components`
+    jointly."""
     if mode not in MODES:
         raise UserError(f"ablation mode {mode!r}: use one of {', '.join(MODES)}")
     if mode == "mean" and means is None:
-        raise UserError("mean ablation needs the mean activations (mean_activations)")
+        raise UserError("mean ablation needs the mean activations (forward.position_mean)")
 
     def hooks_for(part, last, mask):
         hooks = []
         for comp in components:
-            name = hook_name(comp)
+            name = component_hook(comp)
             head = int(comp[2]) if comp[0] == "head" else None
 
             def fn(act, hook, name=name, head=head):
@@ -127,18 +76,19 @@ def ablation_table(model, tokenizer, prepared, components: list[tuple],
     `joint`), by zero and by mean (means over `reference`'s prompts, default `prepared`).
     Tidy: prompt, component, mode, clean, ablated, drop (= clean − ablated)."""
     batch = prepared.clean_batch(tokenizer)
-    clean = prepared.metric(run_last_logits(model, batch, None, batch_size)).numpy()
+    clean = prepared.metric(final_logits(model, batch, batch_size)).numpy()
     means = None
     if "mean" in modes:
-        names = sorted({hook_name(c) for c in components})
+        names = sorted({component_hook(c) for c in components})
         ref = (reference or prepared).clean_batch(tokenizer)
-        means = mean_activations(model, ref, names, batch_size)
+        means = position_mean(model, ref, names, batch_size)
     runs = [[c] for c in components] + ([list(components)] if joint and len(components) > 1
                                         else [])
     frames = []
     jobs = [(m, r) for m in modes for r in runs]
     for mode, group in tqdm(jobs, desc="ablation", disable=not progress, leave=False):
-        logits = run_last_logits(model, batch, ablation_hooks(group, mode, means), batch_size)
+        logits = final_logits(model, batch, batch_size,
+                              hooks_for=ablation_hooks(group, mode, means))
         ablated = prepared.metric(logits).numpy()
         label = component_label(group[0]) if len(group) == 1 else f"all {len(group)} together"
         frames.append(pd.DataFrame({"prompt": range(len(clean)), "component": label,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from factcircuits.methods.hooks import hook_name
 from factcircuits.models.tokens import encode
 
 
@@ -25,7 +26,7 @@ def head_patterns(model, tokenizer, prompt: str, heads: list[tuple[int, int]],
 
     device = model.cfg.device
     model.run_with_hooks(batch.tokens.to(device), attention_mask=batch.attention_mask.to(device),
-                         fwd_hooks=[(f"blocks.{ly}.attn.hook_pattern", keep(ly)) for ly in layers])
+                         fwd_hooks=[(hook_name(ly, "pattern"), keep(ly)) for ly in layers])
     tokens = [tokenizer.decode([t]) for t in batch.tokens[0].tolist()]
     return tokens, {(int(ly), int(h)): store[int(ly)][int(h)] for ly, h in heads}
 

@@ -30,47 +30,15 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
+from jaxtyping import Float
+from torch import Tensor
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.errors import UserError
-from factcircuits.models.tokens import Batch
+from factcircuits.methods.hooks import FINAL_NORM_SCALE, hook_name, hook_names
+from factcircuits.models.forward import capture_last
 
 DIRECTION_KINDS = ("auto", "logit_diff", "log_odds", "logit_diff_sum")
-
-
-# --------------------------------------------------------------------------- capture
-def _slice_last(act: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    rows = torch.arange(act.shape[0], device=act.device)
-    return act[rows, last.to(act.device)]
-
-
-@torch.no_grad()
-def capture_last(model, batch: Batch, names: list[str], batch_size: int = 16,
-                 progress: bool = False, desc: str = "capture", extra_hooks=None):
-    """Run `model` over `batch` (sub-batches, attention mask passed, padding trimmed) keeping
-    only each named hook's activation at each prompt's last real token.
-
-    Returns (values {name: float32 CPU tensor [n, ...]}, final logits [n, vocab])."""
-    values: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    logits_out = []
-    device = model.cfg.device
-    for start in tqdm(range(0, len(batch.tokens), batch_size), desc=desc, disable=not progress,
-                      leave=False):
-        part = slice(start, start + batch_size)
-        mask = batch.attention_mask[part]
-        width = int(mask.sum(1).max())
-        last = batch.last_index[part]
-
-        def keep(name, last=last):
-            def hook(act, hook):
-                values[name].append(_slice_last(act, last).float().cpu())
-            return hook
-
-        hooks = [(n, keep(n)) for n in names] + list(extra_hooks(last) if extra_hooks else [])
-        logits = model.run_with_hooks(batch.tokens[part, :width].to(device),
-                                      attention_mask=mask[:, :width].to(device), fwd_hooks=hooks)
-        logits_out.append(_slice_last(logits, last).float().cpu())
-    return {n: torch.cat(v) for n, v in values.items()}, torch.cat(logits_out)
 
 
 # --------------------------------------------------------------------------- directions
@@ -90,7 +58,8 @@ class AnswerDirection:
                 "logit_diff_sum": "summed logit difference (True set − False set)"}[self.kind]
 
 
-def _unembed(model):
+def unembedding(model) -> tuple[Float[Tensor, "d_model vocab"], Float[Tensor, " vocab"]]:
+    """(W_U, b_U) as float32 CPU tensors; b_U is zeros for models without an unembedding bias."""
     W_U = model.W_U.detach().float().cpu()
     b_U = getattr(model, "b_U", None)
     b_U = torch.zeros(W_U.shape[1]) if b_U is None else b_U.detach().float().cpu()
@@ -102,7 +71,7 @@ def answer_direction(model, prepared, logits: torch.Tensor, kind: str = "auto") 
     (see the module docstring for the three kinds)."""
     if kind not in DIRECTION_KINDS:
         raise UserError(f"direction kind {kind!r}: use one of {', '.join(DIRECTION_KINDS)}")
-    W_U, b_U = _unembed(model)
+    W_U, b_U = unembedding(model)
     logits = logits.float().cpu()
     if prepared.task == "cloze":
         if kind not in ("auto", "logit_diff"):
@@ -185,22 +154,20 @@ def decompose(model, tokenizer, prepared, batch_size: int = 16, heads: bool = Tr
               progress: bool = False) -> Decomposition:
     """One batched pass over the clean prompts keeping the last-token components."""
     L = model.cfg.n_layers
-    names = ["blocks.0.hook_resid_pre", "ln_final.hook_scale"]
-    names += [f"blocks.{ly}.hook_attn_out" for ly in range(L)]
-    names += [f"blocks.{ly}.hook_mlp_out" for ly in range(L)]
-    if heads:
-        names += [f"blocks.{ly}.attn.hook_z" for ly in range(L)]
+    embed = hook_name(0, "resid_pre")
+    kinds = ["attn_out", "mlp_out"] + (["z"] if heads else [])
+    names = [embed, FINAL_NORM_SCALE] + [n for kind in kinds for n in hook_names(kind, range(L))]
     values, logits = capture_last(model, prepared.clean_batch(tokenizer), names, batch_size,
                                   progress, desc="decompose")
 
-    def stack(fmt):
-        return torch.stack([values[fmt.format(ly)] for ly in range(L)], 1)
+    def stack(kind):
+        return torch.stack([values[name] for name in hook_names(kind, range(L))], 1)
 
     norm = str(getattr(model.cfg, "normalization_type", "RMS") or "RMS")
     return Decomposition(
-        embed=values["blocks.0.hook_resid_pre"], attn=stack("blocks.{}.hook_attn_out"),
-        mlp=stack("blocks.{}.hook_mlp_out"), scale=values["ln_final.hook_scale"].reshape(-1, 1),
-        logits=logits, z=stack("blocks.{}.attn.hook_z") if heads else None,
+        embed=values[embed], attn=stack("attn_out"), mlp=stack("mlp_out"),
+        scale=values[FINAL_NORM_SCALE].reshape(-1, 1), logits=logits,
+        z=stack("z") if heads else None,
         centre=norm.startswith("LN"),
     )
 
@@ -266,10 +233,10 @@ def neuron_dla(model, tokenizer, prepared, layer: int, direction: AnswerDirectio
     direction) / final scale. Tidy [prompt, layer, neuron, activation, dla]; the `neuron = -1`
     rows hold b_out's share (zero for bias-free models)."""
     values, _ = capture_last(model, prepared.clean_batch(tokenizer),
-                             [f"blocks.{layer}.mlp.hook_post", "ln_final.hook_scale"],
+                             [hook_name(layer, "mlp_post"), FINAL_NORM_SCALE],
                              batch_size, progress, desc=f"neurons L{layer}")
-    post = values[f"blocks.{layer}.mlp.hook_post"]  # [n, d_mlp]
-    scale = values["ln_final.hook_scale"].reshape(-1, 1)
+    post = values[hook_name(layer, "mlp_post")]  # [n, d_mlp]
+    scale = values[FINAL_NORM_SCALE].reshape(-1, 1)
     W_out = model.blocks[layer].mlp.W_out.detach().float().cpu()  # [d_mlp, d_model]
     v = direction.vectors
     norm = str(getattr(model.cfg, "normalization_type", "RMS") or "RMS")

@@ -13,9 +13,9 @@ token embeddings, then restore one clean state and see how much of the answer co
 - indirect effect of a state = metric(restored) − metric(corrupted); total effect =
   metric(clean) − metric(corrupted). With zero noise both are 0.
 
-It shares the fast engine of `patching`: restoring at (l, p) leaves positions < p as in the
-noised run, so only positions p.. of layers ≥ the window's first layer are recomputed, with
-many restorations stacked along the batch axis.
+It runs on `methods.engine`, as activation patching does: restoring at (l, p) leaves positions
+< p as in the noised run, so only positions p.. of layers ≥ the window's first layer are
+recomputed, with many restorations stacked along the batch axis.
 """
 
 from __future__ import annotations
@@ -27,19 +27,20 @@ import pandas as pd
 import torch
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
-from factcircuits.methods.patching import (
+from factcircuits.methods.engine import (
     Resumable,
-    _budget_bytes,
-    _chunks,
-    _Group,
-    _run_stack,
-    capture_corrupted,
-    max_patches_for,
+    StackGroup,
+    capture_reference,
+    chunks,
+    groups_by,
+    memory_budget,
+    run_stack,
+    stack_size,
 )
+from factcircuits.methods.hooks import EMBED, hook_name
 from factcircuits.models.tokens import encode
 
-KINDS = {"hidden": "blocks.{layer}.hook_resid_post", "mlp": "blocks.{layer}.hook_mlp_out",
-         "attn": "blocks.{layer}.hook_attn_out"}
+KINDS = ("hidden", "mlp", "attn")  # ROME's restored states (hooks.hook_name aliases)
 KIND_TITLES = {"hidden": "hidden state (block output)", "mlp": "MLP output",
                "attn": "attention output"}
 ROME_CLASSES = ("subject_first", "subject_middle", "subject_last", "first_subsequent",
@@ -47,21 +48,6 @@ ROME_CLASSES = ("subject_first", "subject_middle", "subject_last", "first_subseq
 CLASS_TITLES = {"subject_first": "first subject token", "subject_middle": "middle subject tokens",
                 "subject_last": "last subject token", "first_subsequent": "first subsequent token",
                 "further": "further tokens", "last": "last token", "prefix": "before the subject"}
-
-
-def probability_metric(prepared):
-    """P(answer) per row as a function (logits [batch, vocab], prompt index) → [batch]."""
-    def metric(logits, index):
-        probs = logits.float().softmax(-1)
-        if prepared.task == "yesno":
-            sets = prepared.answer_sets
-            p_true = probs[:, sets.true_ids].sum(-1)
-            p_false = probs[:, sets.false_ids].sum(-1)
-            signs = prepared.signs[index].to(probs.device)
-            return torch.where(signs > 0, p_true, p_false)
-        rows = torch.arange(len(probs), device=probs.device)
-        return probs[rows, prepared.answer_ids[index].to(probs.device)]
-    return metric
 
 
 def embedding_std(model) -> float:
@@ -132,7 +118,7 @@ def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_sam
 
     windows = {"hidden": 1, "mlp": 10, "attn": 10, **(windows or {})}
     model, cfg = lm.model, lm.model.cfg
-    metric_fn = probability_metric(prepared) if metric == "prob" else prepared.metric
+    metric_fn = prepared.answer_probability if metric == "prob" else prepared.metric
     batch = encode(lm.tokenizer, prepared.prompts, prepared.prompt_format)
     if subject_positions is None:
         subject_positions = [p.subject for p in task_positions(prepared, lm.tokenizer)]
@@ -140,9 +126,9 @@ def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_sam
     std = embedding_std(model)
     generator = torch.Generator().manual_seed(int(seed))
     runner = Resumable(model)
-    budget = _budget_bytes(cfg.device, budget_bytes)
+    budget = memory_budget(cfg.device, budget_bytes)
     S = int(noise_samples)
-    names_needed = {KINDS[k].format(layer=layer) for k in kinds for layer in range(cfg.n_layers)}
+    names_needed = {hook_name(layer, k) for k in kinds for layer in range(cfg.n_layers)}
 
     out = {k: torch.full((cfg.n_layers, width, n_prompts), math.nan) for k in kinds}
     clean_metric = torch.zeros(n_prompts)
@@ -155,7 +141,7 @@ def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_sam
     first_subject = torch.tensor([min(p) if p else int(n) for p, n in
                                   zip(subject_positions, lengths.tolist())])
     key = lengths * (width + 1) + first_subject
-    for idx in [(key == k).nonzero().flatten() for k in sorted(set(key.tolist()))]:
+    for idx in groups_by(key):
         n, skip = int(lengths[idx[0]]), int(first_subject[idx[0]])
         tokens = batch.tokens[idx, :n].to(cfg.device)
         clean_logits, cache = model.run_with_cache(
@@ -167,23 +153,23 @@ def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_sam
                 pos = [p for p in subject_positions[i] if p < n]
                 noise[s * len(idx) + g, pos] = noise_scale * std * torch.randn(
                     len(pos), cfg.d_model, generator=generator)
-        logits, resid, kv = capture_corrupted(
-            runner, model, tokens.repeat(S, 1), fwd_hooks=[("hook_embed", _noise_hook(noise))])
-        group = _Group(rows_index, {k: v.repeat(S, *[1] * (v.ndim - 1)) for k, v in cache.items()},
-                       resid, kv, metric_fn(clean_logits[:, -1], idx).float().cpu(),
-                       metric_fn(logits, rows_index).float().cpu())
+        logits, resid, kv = capture_reference(
+            runner, model, tokens.repeat(S, 1), fwd_hooks=[(EMBED, _noise_hook(noise))])
+        group = StackGroup(rows_index,
+                           {k: v.repeat(S, *[1] * (v.ndim - 1)) for k, v in cache.items()},
+                           resid, kv, metric_fn(clean_logits[:, -1], idx).float().cpu(),
+                           metric_fn(logits, rows_index).float().cpu())
         groups.append(group)
-        clean_metric[idx] = group.clean_metric
-        corrupt_metric[idx] = group.corrupt_metric.view(S, len(idx)).mean(0)
+        clean_metric[idx] = group.source_metric
+        corrupt_metric[idx] = group.reference_metric.view(S, len(idx)).mean(0)
         for kind in kinds:
             out[kind][:, :skip, idx] = corrupt_metric[idx]
-        cap = max_patches if isinstance(max_patches, int) else \
-            max_patches_for(cfg, S * len(idx), n, budget)
+        cap = stack_size(max_patches, cfg, S * len(idx), n, budget)
         for pos in range(skip, n):  # every kind's restorations share the forwards
             cells = [(kind, layer, window_layers(layer, windows[kind], cfg.n_layers))
                      for kind in kinds for layer in range(cfg.n_layers)]
-            for chunk in _chunks(cells, cap):
-                copies = [(min(ws), [(KINDS[kind].format(layer=w), None, pos) for w in ws])
+            for chunk in chunks(cells, cap):
+                copies = [(min(ws), [(hook_name(w, kind), None, pos) for w in ws])
                           for kind, _, ws in chunk]
                 plan.append((len(groups) - 1, pos, copies, chunk))
 
@@ -191,7 +177,7 @@ def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_sam
                                          mininterval=1.0, leave=False):
         group = groups[g_no]
         G = len(group.index) // S
-        values = _run_stack(runner, model, group, pos, copies, metric_fn)
+        values = run_stack(runner, model, group, pos, copies, metric_fn)
         values = values.view(len(copies), S, G).mean(1)
         for j, (kind, layer, _) in enumerate(chunk):
             out[kind][layer, pos, group.index[:G]] = values[j]

@@ -41,6 +41,21 @@ class PreparedTask:
             return raw * self.signs[index].to(raw.device)
         return metrics.logit_diff(logits, self.answer_ids[index], self.cf_ids[index])
 
+    def answer_probability(self, logits: torch.Tensor, index=None) -> torch.Tensor:
+        """P(answer) for final-position logits [batch, vocab] of prompts `index` (default: all,
+        in order) → [batch]: cloze P(correct object); yes/no the probability mass of the
+        answer set matching the label (P(True set) for a true statement, P(False set) for a
+        false one)."""
+        index = slice(None) if index is None else index
+        probs = logits.float().softmax(-1)
+        if self.task == "yesno":
+            sets = self.answer_sets
+            p_true = probs[:, sets.true_ids].sum(-1)
+            p_false = probs[:, sets.false_ids].sum(-1)
+            return torch.where(self.signs[index].to(probs.device) > 0, p_true, p_false)
+        rows = torch.arange(len(probs), device=probs.device)
+        return probs[rows, self.answer_ids[index].to(probs.device)]
+
     def metric_table(self, logits: torch.Tensor) -> pd.DataFrame:
         if self.task == "yesno":
             sets = self.answer_sets
@@ -112,6 +127,30 @@ def score(lm, prepared: PreparedTask, batch_size: int = 16, progress: bool = Fal
     logits = final_logits(lm.model, prepared.clean_batch(lm.tokenizer), batch_size, progress)
     table = pd.concat([prepared.rows, prepared.metric_table(logits)], axis=1)
     return logits, table
+
+
+@dataclass
+class KnownPrompts:
+    """The "keep the prompts the model gets right" filter of the mechanistic analyses."""
+
+    task: PreparedTask  # the correctly answered prompts; every prompt when none is
+    kept: pd.DataFrame  # dataset rows answered correctly (empty when none is)
+    wrong: pd.DataFrame  # scored rows answered incorrectly, with a `reason` column
+    note: str  # a sentence saying what was kept
+
+
+def known_prompts(prepared: PreparedTask, table: pd.DataFrame) -> KnownPrompts:
+    """Split `prepared` by the `correct` column of its `score` table. Falls back to every
+    prompt when the model gets none right (at chance), and says so in `note`."""
+    correct = table["correct"].to_numpy()
+    kept = table.loc[correct, prepared.rows.columns]
+    wrong = table.loc[~correct].assign(reason="answered incorrectly")
+    if correct.sum() == 0:
+        note = ("the model answers no prompt correctly, so the analyses below use all prompts: "
+                "they describe how it computes a wrong answer")
+        return KnownPrompts(prepared, kept, wrong, note)
+    note = f"{int(correct.sum())} of {len(correct)} prompts the model answers correctly"
+    return KnownPrompts(prepared.subset(torch.as_tensor(correct.copy())), kept, wrong, note)
 
 
 def score_dataset(lm, dataset: FactDataset, prompt_format: str = "raw",

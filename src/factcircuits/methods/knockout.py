@@ -13,8 +13,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
-from factcircuits.methods.ablation import run_last_logits
+from factcircuits.methods.hooks import hook_names
 from factcircuits.methods.positions import position_mask, task_positions
+from factcircuits.models.forward import final_logits
 
 ROLES = ("subject", "relation")
 
@@ -34,20 +35,8 @@ def windows(n_layers: int, k: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def answer_probability(prepared, logits: torch.Tensor) -> torch.Tensor:
-    """P(correct answer) per prompt: cloze P(answer token); yes/no the probability mass of the
-    answer set matching the label."""
-    probs = logits.float().softmax(-1)
-    if prepared.task == "cloze":
-        rows = torch.arange(len(probs))
-        return probs[rows, prepared.answer_ids]
-    sets = prepared.answer_sets
-    p_true, p_false = probs[:, sets.true_ids].sum(-1), probs[:, sets.false_ids].sum(-1)
-    return torch.where(prepared.signs > 0, p_true, p_false)
-
-
 def knockout_hooks(layers, block: torch.Tensor):
-    """A `hooks_for` function (see ablation.run_last_logits) that blocks, in each of `layers`,
+    """A `hooks_for` function (see models.forward.final_logits) that blocks, in each of `layers`,
     the last position's attention to the key positions where `block` [n, pos] is True."""
     def hooks_for(part, last, mask):
         sub = block[part]
@@ -64,14 +53,14 @@ def knockout_hooks(layers, block: torch.Tensor):
             sel = scores[rows, :, q]  # [b, heads, key]
             scores[rows, :, q] = sel.masked_fill(cut[:, None, :], float("-inf"))
             return scores
-        return [(f"blocks.{ly}.attn.hook_attn_scores", fn) for ly in layers]
+        return [(name, fn) for name in hook_names("attn_scores", layers)]
     return hooks_for
 
 
 def knockout(model, tokenizer, prepared, block: torch.Tensor, layers, batch_size: int = 16):
     """Final logits [n, vocab] with the last position's attention to `block` cut in `layers`."""
-    return run_last_logits(model, prepared.clean_batch(tokenizer), knockout_hooks(layers, block),
-                           batch_size)
+    return final_logits(model, prepared.clean_batch(tokenizer), batch_size,
+                        hooks_for=knockout_hooks(layers, block))
 
 
 def knockout_sweep(model, tokenizer, prepared, window: int | None = None, roles=ROLES,
@@ -84,18 +73,18 @@ def knockout_sweep(model, tokenizer, prepared, window: int | None = None, roles=
     batch = prepared.clean_batch(tokenizer)
     width = batch.tokens.shape[1]
     positions = task_positions(prepared, tokenizer)
-    clean_logits = run_last_logits(model, batch, None, batch_size)
+    clean_logits = final_logits(model, batch, batch_size)
     clean_metric = prepared.metric(clean_logits).numpy()
-    clean_p = answer_probability(prepared, clean_logits).numpy()
+    clean_p = prepared.answer_probability(clean_logits).numpy()
     frames = []
     jobs = [(role, w) for role in roles for w in windows(L, k)]
     masks = {role: position_mask(positions, role, width) for role in roles}
     for role, (centre, first, last) in tqdm(jobs, desc="knockout", disable=not progress,
                                             leave=False):
-        logits = run_last_logits(model, batch,
-                                 knockout_hooks(range(first, last + 1), masks[role]), batch_size)
+        logits = final_logits(model, batch, batch_size,
+                              hooks_for=knockout_hooks(range(first, last + 1), masks[role]))
         metric = prepared.metric(logits).numpy()
-        p = answer_probability(prepared, logits).numpy()
+        p = prepared.answer_probability(logits).numpy()
         frames.append(pd.DataFrame({
             "prompt": range(len(metric)), "role": role, "window": k, "centre": centre,
             "first": first, "last": last, "clean_metric": clean_metric, "metric": metric,

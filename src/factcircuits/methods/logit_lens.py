@@ -22,9 +22,9 @@ import torch
 from factcircuits.methods.attribution import (
     AnswerDirection,
     Decomposition,
-    _unembed,
     answer_direction,
     decompose,
+    unembedding,
 )
 
 
@@ -110,7 +110,7 @@ def top_tokens(model, tokenizer, dec: Decomposition, prompt: int = 0, k: int = 5
     """Ordinary logit lens for one prompt: at each step, the residual normalised with its own
     scale and unembedded; the k top tokens with their probabilities, and the rank of each of
     `answer_ids`."""
-    W_U, b_U = _unembed(model)
+    W_U, b_U = unembedding(model)
     acc = dec.accumulated()[prompt]  # [s, d]
     if dec.centre:
         acc = acc - acc.mean(-1, keepdim=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from factcircuits.methods.evaluate import known_prompts
 from factcircuits.methods.topk import top_k_table
 
 FILTERED_FILE = "filtered_dataset.csv"
@@ -111,10 +112,11 @@ def check(session, top_k: int = 5) -> TaskCheckReport:
     if prepared.task == "cloze":
         table["label_text"] = "fact"
     top = top_k_table(logits, session.tokenizer, top_k, prompts=table["short_prompt"].tolist())
-    wrong = table.loc[~table["correct"]].assign(reason="answered incorrectly")
+    known = known_prompts(prepared, table)
     unscorable = prepared.dropped
-    dropped = pd.concat([wrong, unscorable], ignore_index=True) if len(unscorable) else wrong
-    kept = table.loc[table["correct"], prepared.rows.columns]
+    dropped = (pd.concat([known.wrong, unscorable], ignore_index=True) if len(unscorable)
+               else known.wrong)
+    kept = known.kept
 
     n, correct = len(table), int(table["correct"].sum())
     headline = {

@@ -16,7 +16,7 @@ import torch
 
 from factcircuits.data.datasets import load_dataset
 from factcircuits.errors import UserError
-from factcircuits.methods.evaluate import PreparedTask, prepare, score
+from factcircuits.methods.evaluate import PreparedTask, known_prompts, prepare, score
 from factcircuits.models import LoadedModel, load_model
 from factcircuits.run.folders import save_model_provenance
 
@@ -48,12 +48,8 @@ class Session:
         """The prompts the model answers correctly, and a sentence saying what was kept.
         Falls back to every prompt when the model gets none right (at chance)."""
         _, table = self.score()
-        keep = table["correct"].to_numpy()
-        if keep.sum() == 0:
-            return self.task, ("the model answers no prompt correctly, so the analyses below "
-                               "use all prompts: they describe how it computes a wrong answer")
-        note = f"{int(keep.sum())} of {len(keep)} prompts the model answers correctly"
-        return self.task.subset(torch.as_tensor(keep.copy())), note
+        known = known_prompts(self.task, table)
+        return known.task, known.note
 
     def patchable(self, prepared: PreparedTask) -> tuple[PreparedTask, pd.DataFrame]:
         """Rows whose corrupted prompt has the same token length as the clean one (activation

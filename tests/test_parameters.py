@@ -1,0 +1,74 @@
+"""The parameter model: each notebook keeps its own defaults, shared names mean one thing,
+values keep their types, and run.json records what each notebook ran with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from factcircuits.errors import UserError
+from factcircuits.run import parameters
+from factcircuits.run.folders import default_notebooks_dir
+from factcircuits.run.notebooks import Notebook, discover_notebooks
+
+ANALYSIS = discover_notebooks(default_notebooks_dir())
+
+
+def test_shared_parameter_names_mean_one_thing():
+    """A name declared by two notebooks has one default and one type everywhere."""
+    for name, owners in parameters.declared(ANALYSIS).items():
+        values = {(type(nb.defaults[name]).__name__, repr(nb.defaults[name])) for nb in owners}
+        assert len(values) == 1, f"{name}: {[(nb.name, nb.defaults[name]) for nb in owners]}"
+
+
+def test_core_defaults_match_the_library():
+    library = parameters.core_defaults()
+    for nb in ANALYSIS:
+        for name, value in nb.defaults.items():
+            if name in library:
+                assert value == library[name] and type(value) is type(library[name]), \
+                    f"{nb.name}: {name}={value!r}, library {library[name]!r}"
+    # every notebook declares the parameters that decide what is analysed
+    deciding = {"model", "dataset", "task", "prompt_format", "n_prompts", "seed"}
+    for nb in ANALYSIS:
+        assert deciding <= set(nb.defaults), nb.name
+
+
+def _nb(name, **defaults):
+    return Notebook(path=Path(f"{name}.py"), defaults=defaults)
+
+
+def test_a_notebook_keeps_its_own_defaults_for_what_the_user_did_not_set():
+    trace = _nb("05_trace", model="default", seed=0, trace_window=10)
+    knock = _nb("06_knock", model="default", seed=0, knockout_window=0)
+    core = parameters.core_values([trace, knock])
+    assert core == {"model": "default", "seed": 0}
+    given = parameters.validate_given({"trace_window": 5, "seed": 3}, [trace, knock])
+    assert parameters.for_notebook(trace, core, given) == {"model": "default", "seed": 3,
+                                                          "trace_window": 5}
+    assert parameters.for_notebook(knock, core, given) == {"model": "default", "seed": 3}
+    injected = parameters.for_notebook(knock, core, given)
+    assert parameters.effective(knock, injected) == {"model": "default", "seed": 3,
+                                                     "knockout_window": 0}
+
+
+def test_values_keep_their_types():
+    assert parameters.check_value("max_patches", 8, "auto") == 8
+    assert isinstance(parameters.check_value("max_patches", 8, "auto"), int)
+    assert parameters.check_value("max_patches", "auto", "auto") == "auto"
+    assert parameters.check_value("noise_scale", 2, 3.0) == 2.0
+    assert isinstance(parameters.check_value("noise_scale", 2, 3.0), float)
+    for key, value, default in [("n_prompts", "8", 0), ("n_prompts", 2.5, 0),
+                                ("heads_by_position", 1, False), ("task", 3, "cloze"),
+                                ("n_prompts", True, 0)]:
+        with pytest.raises(UserError, match=f"parameter {key}="):
+            parameters.check_value(key, value, default)
+
+
+def test_unknown_and_disagreeing_core_parameters_are_refused():
+    a, b = _nb("01_a", seed=0), _nb("02_b", seed=1)
+    with pytest.raises(UserError, match="core parameter seed: 01_a declares 0 but 02_b 1"):
+        parameters.core_values([a, b])
+    with pytest.raises(UserError, match="unknown parameter 'window'"):
+        parameters.validate_given({"window": 3}, [a])
