@@ -186,3 +186,12 @@ def test_front_page_zero_one_and_two_runs(tmp_path):
     assert "| toy-model on toy-facts | cloze | 80% | L3 (0.30) | L6–8 | L7H2 | 3 of 3 |" in two
     assert "| toy-model on toy-facts | cloze | 80% | L3 (0.30) | L6–8 | L7H2 | 1 of 3 |" in two
     assert "{#" not in two and "{.unnumbered}" not in two
+    assert ("MLPs at the last subject token peak in **early** layers in 2 of 2 runs "
+            "(relative depth 0.30–0.30)") in two
+    assert "between relative depth 0.60 and 0.80 (2 runs)" in two
+    assert "**L7H2** in 2 of 2 runs of toy-model" in two
+    assert "Cross-method checks: 4 of 6 agree over 2 runs." in two
+    make_run(tmp_path, "c__z__3", task="yesno", at_chance=True)
+    three = F.front_page_markdown(load_runs(tmp_path))
+    assert "1 of 3 runs is at chance and left out of this summary." in three
+    assert "| toy-model on toy-facts | yesno | 50% (chance) | — | — | — | — |" in three
