@@ -77,15 +77,21 @@ def key_metrics(table: pd.DataFrame) -> list[str]:
     return [c for pattern in KEY_METRICS for c in columns if re.search(pattern, c)]
 
 
-def key_numbers_table(table: pd.DataFrame, runs: list[RunEvidence]):
-    """The key numbers, one row per number and one column per run ('Run 1', ...): narrow
-    enough for a page with several runs. A pandas Styler with 3 significant digits."""
+def short_labels(runs: list[RunEvidence]) -> dict[str, str]:
+    """run id -> 'Run 1', ... (the page lists what each stands for)."""
+    return {rid: label.split(":")[0] for rid, label in run_labels(runs).items()}
+
+
+def key_numbers_table(table: pd.DataFrame, runs: list[RunEvidence]) -> pd.DataFrame:
+    """The key numbers as text with 3 significant digits, one row per number and one column
+    per run ('Run 1', ...): narrow enough for a page with several runs."""
     keys = key_metrics(table) or [c for c in table.columns if c not in ID_COLUMNS][:12]
-    short = {rid: label.split(":")[0] for rid, label in run_labels(runs).items()}
-    out = table.set_index("run_id")[keys].T.rename(columns=short)
+    out = table.set_index("run_id")[keys].T.rename(columns=short_labels(runs))
+    out = out.apply(lambda col: col.map(lambda v: "–" if pd.isna(v) else f"{v:.3g}"))
     out.index = [k.split(".", 1)[1].replace("_", " ") for k in out.index]
     out.index.name = "headline number"
-    return out.style.format("{:.3g}", na_rep="–")
+    out.columns.name = None
+    return out
 
 
 def full_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -118,7 +124,7 @@ def comparison_figure(table: pd.DataFrame, runs: list[RunEvidence] | None = None
                                  marker_color=colours[model], legendgroup=model,
                                  showlegend=i == 0, hovertext=part["run_id"]),
                           row=i // cols + 1, col=i % cols + 1)
-    fig.update_layout(height=200 * rows + 120, width=900, barmode="group",
+    fig.update_layout(height=200 * rows + 120, barmode="group",
                       margin={"t": 80, "b": 40}, title="Key headline numbers by dataset and model",
                       legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0})
     fig.update_annotations(font_size=11)
@@ -133,7 +139,7 @@ def comparison_figures(table: pd.DataFrame, runs: list[RunEvidence] | None = Non
 # ------------------------------------------------------------------ per-layer profiles
 def _profile(runs: list[RunEvidence], notebook: str, name: str, select, y: str) -> pd.DataFrame:
     """Rows of one result table per run, with `run` (label) and `depth` columns added."""
-    labels, parts = run_labels(runs), []
+    labels, parts = short_labels(runs), []
     for ev in runs:
         table = ev.table(notebook, name)
         if table is None or not ev.n_layers:
@@ -154,7 +160,7 @@ def _lines(data: pd.DataFrame, y: str, dash: str | None, title: str, y_label: st
                   markers=True, title=title, color_discrete_sequence=PALETTE,
                   labels={"depth": "relative depth (layer / (layers − 1))", y: y_label,
                           "run": "run", dash or "": ""})
-    fig.update_layout(width=900, height=460, legend={"orientation": "h", "y": -0.25})
+    fig.update_layout(height=460, legend={"orientation": "h", "y": -0.2})
     return fig
 
 

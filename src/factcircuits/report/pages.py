@@ -123,7 +123,9 @@ def comparison_intro(runs: list[RunEvidence]) -> str:
             "dataset and model, then the per-layer profiles overlaid by relative depth "
             "(layer / (layers − 1)), so that models of different depth line up. Compare "
             "runs only on the same task: a model at chance shows an AUC near 0.5 or a "
-            "logit difference near 0.\n")
+            "logit difference near 0.\n\n"
+            + "".join(f"- **Run {i}**: {ev.title} (`{ev.run_id}`)\n"
+                      for i, ev in enumerate(runs, 1)))
 
 
 def _cell(value: Any) -> str:

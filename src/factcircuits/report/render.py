@@ -185,8 +185,8 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
               markdown_html(comparison_intro(runs))]
     if len(runs) > 1:
         table = comparison_table(runs)
-        parts.append("<div id='comparison-table'>" + key_numbers_table(table, runs).to_html()
-                     + "</div>")
+        parts.append("<div id='comparison-table'>" + key_numbers_table(table, runs).to_html(
+            classes="comparison") + "</div>")
         for fig in comparison_figures(table, runs) + profile_figures(runs):
             parts.append(fig.to_html(full_html=False, include_plotlyjs=False,
                                      include_mathjax=False))
