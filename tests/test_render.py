@@ -86,3 +86,19 @@ def test_preview_with_no_runs(tmp_path, no_quarto):
     text = page.read_text()
     assert "There are no runs yet" in text
     assert "nothing to compare" in text
+
+
+def test_archive_keeps_the_pdf_and_the_site(tmp_path):
+    import zipfile
+
+    output = tmp_path / "_output"
+    (output / "report").mkdir(parents=True)
+    (output / "index.html").write_text("<a href='report/page.html'>page</a>")
+    (output / "report" / "page.html").write_text("page")
+    (output / "factcircuits.pdf").write_bytes(b"%PDF-1.7")
+    kept = render.archive_outputs(output, tmp_path / "archive", {"version": "0.1.0+abc1234"})
+    names = sorted(p.name for p in kept)
+    assert names[0].startswith("factcircuits-0.1.0+abc1234-") and names[0].endswith(".pdf")
+    assert names[1].startswith("factcircuits-site-0.1.0+abc1234-") and names[1].endswith(".zip")
+    with zipfile.ZipFile(kept[1]) as site:
+        assert {"index.html", "report/page.html"} <= set(site.namelist())
