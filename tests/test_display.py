@@ -12,6 +12,21 @@ import pytest
 from factcircuits.run import display
 
 
+@pytest.fixture(autouse=True)
+def restore_global_settings():
+    """init_notebook sets process-wide options (made for a notebook kernel): undo them."""
+    import warnings
+
+    import pandas as pd
+
+    renderer, formatwarning = pio.renderers.default, warnings.formatwarning
+    yield
+    pio.renderers.default, warnings.formatwarning = renderer, formatwarning
+    for option in ("display.precision", "styler.format.precision", "display.max_colwidth",
+                   "display.max_columns"):
+        pd.reset_option(option)
+
+
 def figure() -> dict:
     return go.Figure(go.Bar(x=[1, 2], y=[3, 4]), layout_title_text="two bars").to_dict()
 
@@ -85,3 +100,13 @@ def test_static_export_problem_names_what_is_missing(monkeypatch, missing):
         monkeypatch.setattr(shutil, "which", lambda name: None)
         assert "no Chromium" in display.static_export_problem()
         assert not display.static_export_available()
+
+
+def test_tables_fit_a_page():
+    import pandas as pd
+
+    display._table_format()
+    wide = pd.DataFrame([[1.23456789] * 20], columns=[f"column_{i}" for i in range(20)])
+    html = wide._repr_html_()
+    assert "column_4" in html and "column_15" in html and "column_10" not in html
+    assert "1.2346" in html and "1.23456789" not in html

@@ -124,9 +124,10 @@ def comparison_figure(table: pd.DataFrame, runs: list[RunEvidence] | None = None
                                  marker_color=colours[model], legendgroup=model,
                                  showlegend=i == 0, hovertext=part["run_id"]),
                           row=i // cols + 1, col=i % cols + 1)
-    fig.update_layout(height=200 * rows + 120, barmode="group",
-                      margin={"t": 80, "b": 40}, title="Key headline numbers by dataset and model",
-                      legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0})
+    fig.update_layout(height=200 * rows + 140, barmode="group",
+                      margin={"t": 70, "b": 70}, title="Key headline numbers by dataset and model",
+                      legend={"orientation": "h", "y": -0.03, "yanchor": "top", "x": 0,
+                              "title_text": "model"})
     fig.update_annotations(font_size=11)
     return fig
 
@@ -160,7 +161,8 @@ def _lines(data: pd.DataFrame, y: str, dash: str | None, title: str, y_label: st
                   markers=True, title=title, color_discrete_sequence=PALETTE,
                   labels={"depth": "relative depth (layer / (layers − 1))", y: y_label,
                           "run": "run", dash or "": ""})
-    fig.update_layout(height=460, legend={"orientation": "h", "y": -0.2})
+    fig.update_layout(height=460, legend={"orientation": "h", "y": -0.2, "title_text": ""},
+                      title_font_size=15)
     return fig
 
 
@@ -174,8 +176,8 @@ def profile_figures(runs: list[RunEvidence]) -> list:
                      "normalized")
     if patch["run"].nunique() > 1 if len(patch) else False:
         figures.append(_lines(patch, "normalized", "token_class",
-                              "Activation patching, residual stream: effect by relative depth "
-                              "(last subject token, last token)", "normalized effect"))
+                              "Residual-stream patching at the last subject token and the last "
+                              "token", "normalized effect"))
     trace = _profile(runs, "05_causal_tracing", "aie_by_class",
                      lambda t: t[((t["kind"] == "mlp") & (t["token_class"] == "subject_last"))
                                  | ((t["kind"] == "attn") & (t["token_class"] == "last"))]
@@ -183,8 +185,8 @@ def profile_figures(runs: list[RunEvidence]) -> list:
                                                             "attn": "attention, last token"})),
                      "aie")
     if trace["run"].nunique() > 1 if len(trace) else False:
-        figures.append(_lines(trace, "aie", "state", "Causal tracing: average indirect effect "
-                              "by relative depth", "AIE"))
+        figures.append(_lines(trace, "aie", "state", "Causal tracing: average indirect effect",
+                              "AIE"))
 
     def lens_share(t: pd.DataFrame) -> pd.DataFrame | None:
         final = float(t["value"].iloc[-1])
@@ -196,5 +198,5 @@ def profile_figures(runs: list[RunEvidence]) -> list:
     lens = _profile(runs, "02_logit_lens", "logit_lens_mean", lens_share, "share")
     if lens["run"].nunique() > 1 if len(lens) else False:
         figures.append(_lines(lens, "share", None, "Logit lens: share of the final metric "
-                              "reached by relative depth", "share of final value"))
+                              "reached", "share of final value"))
     return figures

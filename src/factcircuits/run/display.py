@@ -105,12 +105,15 @@ def _short_warning_paths() -> None:
 
 
 def _table_format() -> None:
-    """Four significant digits and no truncation surprises in notebook tables."""
+    """Tables that read well and fit an A4 page: four decimals, long texts cut at 60
+    characters, and at most 10 columns (wider tables show their first and last five around a
+    '…' column; the run's results/*.csv files hold every column)."""
     import pandas as pd
 
     pd.set_option("display.precision", 4)
     pd.set_option("styler.format.precision", 4)
     pd.set_option("display.max_colwidth", 60)
+    pd.set_option("display.max_columns", 10)
 
 
 def init_notebook(static: bool | None = None) -> None:
