@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from factcircuits.report import findings as F
+from factcircuits.report import synthesis
 from factcircuits.report.evidence import RunEvidence, depth_band, load_runs, relative_depth
 
 N_LAYERS = 11
@@ -173,16 +174,16 @@ def test_partial_run_gets_what_its_files_support(tmp_path):
 
 
 def test_front_page_zero_one_and_two_runs(tmp_path):
-    assert "There are no runs yet" in F.front_page_markdown([])
+    assert "There are no runs yet" in synthesis.front_page_markdown([])
     make_run(tmp_path, "a__x__1")
     (tmp_path / "_staging-a__x__2-2025").mkdir()
     (tmp_path / "_failed" / "a__x__3").mkdir(parents=True)
     runs = load_runs(tmp_path)
     assert [ev.run_id for ev in runs] == ["a__x__1"]
-    one = F.front_page_markdown(runs)
+    one = synthesis.front_page_markdown(runs)
     assert "| run |" not in one and "{#sec-findings-a--x--1}" in one
     make_run(tmp_path, "b__y__2", patch_mlp_layer=6, patch_head=(9, 0))
-    two = F.front_page_markdown(load_runs(tmp_path), anchors=False)
+    two = synthesis.front_page_markdown(load_runs(tmp_path), anchors=False)
     assert "| toy-model on toy-facts | cloze | 80% | L3 (0.30) | L6–8 | L7H2 | 3 of 3 |" in two
     assert "| toy-model on toy-facts | cloze | 80% | L3 (0.30) | L6–8 | L7H2 | 1 of 3 |" in two
     assert "{#" not in two and "{.unnumbered}" not in two
@@ -192,6 +193,6 @@ def test_front_page_zero_one_and_two_runs(tmp_path):
     assert "**L7H2** in 2 of 2 runs of toy-model" in two
     assert "Cross-method checks: 4 of 6 agree over 2 runs." in two
     make_run(tmp_path, "c__z__3", task="yesno", at_chance=True)
-    three = F.front_page_markdown(load_runs(tmp_path))
+    three = synthesis.front_page_markdown(load_runs(tmp_path))
     assert "1 of 3 runs is at chance and left out of this summary." in three
     assert "| toy-model on toy-facts | yesno | 50% (chance) | — | — | — | — |" in three

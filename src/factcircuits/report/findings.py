@@ -6,7 +6,8 @@ components); how it moves to the last token (attention windows, heads); how sure
 (gemma-2b-it) and with ROME (GPT-2 XL), by relative depth where models differ in depth.
 When the model is at chance, the findings say so and do not interpret the mechanism.
 
-The same markdown feeds the Quarto front page and the Quarto-free preview.
+The same markdown feeds the Quarto front page and the Quarto-free preview (through
+`factcircuits.report.synthesis`, which adds what the runs have in common).
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def _knowledge(ev: RunEvidence) -> tuple[bool, list[str]]:
     return at_chance, [text]
 
 
-def _mlp_at_subject(ev: RunEvidence) -> dict:
+def mlp_at_subject(ev: RunEvidence) -> dict:
     """Where restoring MLP outputs at the last subject token matters most, by method."""
     out = {}
     if ev.number(TRACING, "mlp_subject_last_peak_layer") is not None:
@@ -131,7 +132,7 @@ def _mlp_at_subject(ev: RunEvidence) -> dict:
     return out
 
 
-def _subject_knockout(ev: RunEvidence) -> dict | None:
+def subject_knockout(ev: RunEvidence) -> dict | None:
     table = ev.table(KNOCKOUT, "knockout_summary")
     if table is None or "relative_p_change" not in table.columns:
         return None
@@ -143,7 +144,7 @@ def _subject_knockout(ev: RunEvidence) -> dict | None:
 
 def _where(ev: RunEvidence) -> list[str]:
     bullets = []
-    mlp = _mlp_at_subject(ev)
+    mlp = mlp_at_subject(ev)
     if "tracing" in mlp:
         layer, aie = mlp["tracing"]
         attn_aie = ev.number(TRACING, "attn_subject_last_peak_aie")
@@ -189,7 +190,7 @@ def _where(ev: RunEvidence) -> list[str]:
 
 def _moves(ev: RunEvidence) -> list[str]:
     bullets = []
-    ko = _subject_knockout(ev)
+    ko = subject_knockout(ev)
     if ko is not None:
         bullets.append(
             f"**Attention knockout**: blocking the last token's attention to the subject hurts "
@@ -214,7 +215,7 @@ def _moves(ev: RunEvidence) -> list[str]:
 
 def _checks(ev: RunEvidence) -> list[Check]:
     tol, checks = _tolerance(ev), []
-    mlp = _mlp_at_subject(ev)
+    mlp = mlp_at_subject(ev)
     if {"tracing", "patching"} <= set(mlp):
         a, b = int(mlp["tracing"][0]), int(mlp["patching"][0])
         first, last = tracing_window(ev, a)
@@ -228,7 +229,7 @@ def _checks(ev: RunEvidence) -> list[Check]:
         patch_head = _head(ev.number(PATCHING, "top_head_layer"), ev.number(PATCHING, "top_head"))
         checks.append(Check("the head that moves the answer", patch_head == dla_head,
                             f"direct logit attribution {dla_head}, head patching {patch_head}"))
-    ko = _subject_knockout(ev)
+    ko = subject_knockout(ev)
     if dla_head and ko is not None:
         layer = int(dla_head[1:].split("H")[0])
         inside = ko["first"] - tol <= layer <= ko["last"] + tol
@@ -291,7 +292,7 @@ def _literature(ev: RunEvidence) -> list[str]:
             side = "later" if depth > o_depth else "earlier"
             text += f", {abs(depth - o_depth):.2f} of the depth {side}"
         bullets.append(text + ".")
-    mlp = _mlp_at_subject(ev)
+    mlp = mlp_at_subject(ev)
     if "tracing" in mlp:
         r = ROME
         layer, aie = mlp["tracing"]
@@ -319,12 +320,12 @@ def _summary(ev: RunEvidence, at_chance: bool, checks: list[Check]) -> str:
         return (f"{ev.short_model} is at chance on {ev.dataset}: there is no retrieved fact to "
                 "locate, so no mechanism is claimed.")
     parts = []
-    mlp = _mlp_at_subject(ev)
+    mlp = mlp_at_subject(ev)
     if "tracing" in mlp or "patching" in mlp:
         layer = (mlp.get("tracing") or mlp["patching"])[0]
         parts.append(f"the subject is enriched by MLPs at its last token in "
                      f"{depth_band(ev.depth(layer))} layers (peak at layer {int(layer)})")
-    ko, head = _subject_knockout(ev), ev.number(DLA, "top_head")
+    ko, head = subject_knockout(ev), ev.number(DLA, "top_head")
     if ko is not None:
         parts.append(f"attention in layers {int(ko['first'])}–{int(ko['last'])}"
                      + (f" (top head {head})" if head else "")
@@ -368,84 +369,3 @@ def run_markdown(ev: RunEvidence, level: int = 2, anchors: bool = True) -> str:
         lines += [f"{hashes}# {title}" + (" {.unnumbered}" if anchors else ""), ""]
         lines += [f"- {b}" for b in bullets] + [""]
     return "\n".join(lines)
-
-
-def overview_table(runs: list[RunEvidence]) -> str:
-    """One markdown row per run with its main answers (front page, two or more runs)."""
-    rows = ["| run | task | accuracy | MLP peak, last subject token | subject knockout | top head"
-            " | checks agreeing |", "|---|---|---|---|---|---|---|"]
-    for ev in runs:
-        f = run_findings(ev)
-        acc = ev.number(TASK, "accuracy")
-        mlp = _mlp_at_subject(ev)
-        layer = (mlp.get("tracing") or mlp.get("patching") or (None,))[0]
-        depth = ev.depth(layer)
-        ko = _subject_knockout(ev)
-        cells = [ev.title, ev.task, "—" if acc is None else f"{acc:.0%}" + (
-                     " (chance)" if f.at_chance else ""),
-                 "—" if layer is None or f.at_chance else f"L{int(layer)}" + (
-                     f" ({depth:.2f})" if depth is not None else ""),
-                 "—" if ko is None or f.at_chance else f"L{int(ko['first'])}–{int(ko['last'])}",
-                 "—" if f.at_chance else (ev.number(DLA, "top_head") or "—"),
-                 f"{sum(c.agree for c in f.checks)} of {len(f.checks)}" if f.checks else "—"]
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows) + "\n"
-
-
-def across_runs(runs: list[RunEvidence]) -> list[str]:
-    """What the runs that are not at chance have in common (two or more runs)."""
-    from collections import Counter
-
-    usable = [ev for ev in runs if not run_findings(ev).at_chance]
-    lines = []
-    if len(usable) < len(runs):
-        n = len(runs) - len(usable)
-        lines.append(f"{n} of {len(runs)} runs {'is' if n == 1 else 'are'} at chance and left "
-                     "out of this summary.")
-    if len(usable) < 2:
-        return lines
-    depths = {}
-    for ev in usable:
-        mlp = _mlp_at_subject(ev)
-        layer = (mlp.get("tracing") or mlp.get("patching") or (None,))[0]
-        if ev.depth(layer) is not None:
-            depths[ev.run_id] = ev.depth(layer)
-    if depths:
-        band, count = Counter(depth_band(d) for d in depths.values()).most_common(1)[0]
-        lines.append(f"MLPs at the last subject token peak in **{band}** layers in {count} of "
-                     f"{len(depths)} runs (relative depth {min(depths.values()):.2f}–"
-                     f"{max(depths.values()):.2f}).")
-    windows = [(ev.depth(k["first"]), ev.depth(k["last"])) for ev in usable
-               if (k := _subject_knockout(ev)) is not None and ev.n_layers]
-    if windows:
-        lines.append(f"Blocking the last token's attention to the subject hurts most between "
-                     f"relative depth {min(w[0] for w in windows):.2f} and "
-                     f"{max(w[1] for w in windows):.2f} ({len(windows)} runs).")
-    if len({ev.model for ev in usable}) == 1:  # heads are only comparable within one model
-        heads = Counter(ev.number(DLA, "top_head") for ev in usable if ev.number(DLA, "top_head"))
-        if heads:
-            head, count = heads.most_common(1)[0]
-            lines.append(f"The head with the largest direct effect is **{head}** in {count} of "
-                         f"{sum(heads.values())} runs of {usable[0].short_model}.")
-    agree = [sum(c.agree for c in run_findings(ev).checks) for ev in usable]
-    total = [len(run_findings(ev).checks) for ev in usable]
-    if sum(total):
-        lines.append(f"Cross-method checks: {sum(agree)} of {sum(total)} agree over "
-                     f"{len(usable)} runs.")
-    return lines
-
-
-def front_page_markdown(runs: list[RunEvidence], anchors: bool = True) -> str:
-    """The synthesis: what every run found (layers as relative depth in parentheses)."""
-    if not runs:
-        return ("**There are no runs yet.** Run `factcircuits run` (the default model on the "
-                "default dataset, a few minutes on a CPU), then render again; this page will "
-                "state what the run found.\n")
-    parts = []
-    if len(runs) > 1:
-        parts += [f"**Across the {len(runs)} runs.** " + " ".join(across_runs(runs)), "",
-                  overview_table(runs), "Layers are given with their relative depth "
-                  "(layer / (layers − 1)) so that models of different depth line up; each "
-                  "run's own findings follow.", ""]
-    parts += [run_markdown(ev, level=2, anchors=anchors) for ev in runs]
-    return "\n".join(parts)

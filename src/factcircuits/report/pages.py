@@ -105,7 +105,7 @@ def write_generated(project_dir: Path | None = None) -> Path:
 
 # ------------------------------------------------------------------ page bodies (markdown)
 def front_page(project_dir: Path | None = None, anchors: bool = True) -> str:
-    from factcircuits.report.findings import front_page_markdown
+    from factcircuits.report.synthesis import front_page_markdown
 
     root = Path(project_dir or quarto_project_dir())
     runs = project_runs(root)

@@ -141,7 +141,6 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
         profile_figures,
     )
     from factcircuits.report.evidence import load_runs
-    from factcircuits.report.findings import front_page_markdown
     from factcircuits.report.pages import (
         comparison_intro,
         part_title,
@@ -149,6 +148,7 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
         version_info,
         version_markdown,
     )
+    from factcircuits.report.synthesis import front_page_markdown
 
     runs_root = Path(runs_root or root / "report" / "runs")
     runs = load_runs(runs_root)
