@@ -37,12 +37,9 @@ top_k = 5
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from factcircuits.run.display import init_notebook
-from factcircuits.run.session import open_session_from
+from factcircuits.run.session import start_analysis
 
-init_notebook()
-session = open_session_from(globals())
-prepared, note = session.known()
+session, prepared, note = start_analysis(globals())
 display(Markdown(f"Analysed: {note}."))
 
 # %%
@@ -51,8 +48,8 @@ from factcircuits.methods.attribution import soft_cap_note
 from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "02_logit_lens"
-lens = LL.logit_lens(session.model, session.tokenizer, prepared, session.batch_size,
-                     kind=direction, progress=True)
+lens = LL.logit_lens(session.lm, prepared, kind=direction, batch_size=session.batch_size,
+                     progress=True)
 shares = lens.shares()
 curve = lens.mean_curve()
 save_table(run_dir, NOTEBOOK, "logit_lens", lens.table)
@@ -79,7 +76,7 @@ display(Markdown(
 caveat = LL.share_caveat(shares)
 if caveat:
     display(Markdown(f"**Caveat.** {caveat}"))
-cap = soft_cap_note(session.model)
+cap = soft_cap_note(session.lm)
 if cap:
     display(Markdown(f"**Caveat.** {cap}"))
 
@@ -102,7 +99,7 @@ px.bar(steps, x="layer", y="increase", color="sublayer", barmode="group",
 # %%
 ex = min(example, len(prepared.prompts) - 1)
 answers = [int(prepared.answer_ids[ex])] if prepared.task == "cloze" else []
-tops = LL.top_tokens(session.model, session.tokenizer, lens.decomposition, ex, top_k, answers)
+tops = LL.top_tokens(session.lm, lens.decomposition, ex, top_k, answers)
 display(Markdown(f"Prompt: `{prepared.prompts[ex]!r}`"))
 display(tops)
 save_table(run_dir, NOTEBOOK, "top_tokens_example", tops)

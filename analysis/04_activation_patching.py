@@ -40,12 +40,9 @@ heads_by_position = False  # also patch every head at every position (n_heads ×
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from factcircuits.run.display import init_notebook
-from factcircuits.run.session import open_session_from
+from factcircuits.run.session import start_analysis
 
-init_notebook()
-session = open_session_from(globals())
-prepared, note = session.known()
+session, prepared, note = start_analysis(globals())
 pairs, dropped = session.patchable(prepared)
 display(Markdown(
     f"Analysed: {note}. Of these, **{len(pairs.prompts)}** have a counterfactual prompt of "
@@ -56,33 +53,23 @@ if len(dropped):
     display(dropped[["prompt", "corrupted_prompt", "reason"]])
 
 # %%
-import pandas as pd
 import plotly.express as px
 
 from factcircuits.methods import patching as P
-from factcircuits.methods.causal_tracing import CLASS_TITLES
+from factcircuits.methods.positions import CLASS_TITLES
+from factcircuits.methods.summaries import patching_summary
 from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "04_activation_patching"
-CLASS_ORDER = ["prefix", "subject_first", "subject_middle", "subject_last",
-               "first_subsequent", "further", "last"]
-results, headline = {}, {"n_pairs": len(pairs.prompts), "n_dropped_unequal": len(dropped),
-                         "metric": prepared.main_metric}
-if len(pairs.prompts):
-    positions = P.position_table(session.lm, pairs)
-    for component in ("resid_pre", "attn_out", "mlp_out"):
-        results[component] = P.patch(session.lm, pairs, component, max_patches=max_patches)
-    heads = P.patch_heads(session.lm, pairs, max_patches=max_patches)
-    long = pd.concat([P.tidy(r, positions) for r in results.values()], ignore_index=True)
-    classes = P.by_class(long, "token_class")
-    roles = P.by_class(long, "role")
-    clean_mean, corrupt_mean = float(heads.clean.mean()), float(heads.corrupted.mean())
+summary = patching_summary(session.lm, pairs, n_dropped=len(dropped), max_patches=max_patches,
+                           heads_by_position=heads_by_position)
+results, headline = summary.results, summary.headline
+if results:
     display(Markdown(
-        f"Mean {prepared.main_metric}: clean **{clean_mean:.2f}**, corrupted "
-        f"**{corrupt_mean:.2f}** over {len(pairs.prompts)} pairs."))
-    caveat = P.normalization_caveat(clean_mean, corrupt_mean, prepared.main_metric)
-    if caveat:
-        display(Markdown(f"**Caveat.** {caveat}"))
+        f"Mean {prepared.main_metric}: clean **{headline['clean_metric']:.2f}**, corrupted "
+        f"**{headline['corrupted_metric']:.2f}** over {len(pairs.prompts)} pairs."))
+    if summary.caveat:
+        display(Markdown(f"**Caveat.** {summary.caveat}"))
 else:
     display(Markdown("No prompt pair can be patched, so this notebook shows nothing further."))
 
@@ -94,17 +81,14 @@ else:
 # a class.
 
 # %%
-if results:
-    for component in results:
-        grid = classes[classes["component"] == component].pivot(
-            index="layer", columns="token_class", values="normalized")
-        grid = grid[[c for c in CLASS_ORDER if c in grid.columns]]
-        fig = px.imshow(grid.T, aspect="auto", color_continuous_scale="RdBu", zmin=-1, zmax=1,
-                        labels={"x": "layer", "y": "token class", "color": "normalized"},
-                        title=f"Patching the {P.COMPONENT_TITLES[component]}: normalized effect")
-        fig.update_yaxes(ticktext=[CLASS_TITLES.get(c, c) for c in grid.columns],
-                         tickvals=list(grid.columns))
-        fig.show()
+for component in results:
+    grid = summary.class_grid(component)
+    fig = px.imshow(grid.T, aspect="auto", color_continuous_scale="RdBu", zmin=-1, zmax=1,
+                    labels={"x": "layer", "y": "token class", "color": "normalized"},
+                    title=f"Patching the {P.COMPONENT_TITLES[component]}: normalized effect")
+    fig.update_yaxes(ticktext=[CLASS_TITLES.get(c, c) for c in grid.columns],
+                     tickvals=list(grid.columns))
+    fig.show()
 
 # %% [markdown]
 # ## One example, position by position
@@ -115,6 +99,7 @@ if results:
 if results:
     ex = 0
     n_tok = int(results["resid_pre"].lengths[ex])
+    positions = summary.positions
     ex_tokens = positions[positions["prompt_id"] == ex]["token"].tolist()
     ex_labels = [f"{i}: {t!r}" for i, t in enumerate(ex_tokens)]
     display(Markdown(f"Clean: `{pairs.prompts[ex]!r}` → corrupted: "
@@ -134,49 +119,22 @@ if results:
 
 # %%
 if results:
-    head_grid = heads.normalized_mean()
-    fig = px.imshow(head_grid.numpy(), aspect="auto", color_continuous_scale="RdBu", zmin=-1,
-                    zmax=1, labels={"x": "head", "y": "layer", "color": "normalized"},
+    fig = px.imshow(summary.heads.normalized_mean().numpy(), aspect="auto",
+                    color_continuous_scale="RdBu", zmin=-1, zmax=1,
+                    labels={"x": "head", "y": "layer", "color": "normalized"},
                     title="Per-head patching (all positions): normalized effect")
     fig.show()
-    flat = head_grid.flatten().nan_to_num(float("-inf"))
-    top = flat.topk(min(5, len(flat)))
-    n_heads = head_grid.shape[1]
-    top_heads = pd.DataFrame({"layer": (top.indices // n_heads).tolist(),
-                              "head": (top.indices % n_heads).tolist(),
-                              "normalized": top.values.tolist()})
-    display(top_heads)
-    if heads_by_position:
-        by_pos = P.patch_heads_by_pos(session.lm, pairs, max_patches=max_patches)
-        save_table(run_dir, NOTEBOOK, "heads_by_position", P.tidy(by_pos))
+    display(summary.top_heads)
 
 # %% [markdown]
 # ## Where the effect peaks
 
 # %%
 if results:
-    rows = []
-    for component in results:
-        best = P.peak(long[long["component"] == component], "token_class")
-        best_role = P.peak(long[long["component"] == component], "role")
-        rows.append({"component": component, **best, "role": best_role["role"],
-                     "role_effect": best_role["effect"], "role_layer": best_role["layer"]})
-        headline[f"{component}_peak"] = best["effect"]
-        headline[f"{component}_peak_layer"] = best["layer"]
-        headline[f"{component}_peak_class"] = best["token_class"]
-    peaks = pd.DataFrame(rows)
+    peaks = summary.peaks
     display(peaks)
     r, a, m = (peaks.set_index("component").loc[c] for c in ("resid_pre", "attn_out", "mlp_out"))
-    headline.update(top_head_layer=int(top_heads["layer"][0]), top_head=int(top_heads["head"][0]),
-                    top_head_effect=float(top_heads["normalized"][0]),
-                    clean_metric=clean_mean, corrupted_metric=corrupt_mean)
-    resid_roles = roles[roles["component"] == "resid_pre"].pivot(
-        index="layer", columns="role", values="normalized")
-    handover = None
-    if {"subject", "last"} <= set(resid_roles.columns):
-        later = resid_roles.index[resid_roles["last"] >= resid_roles["subject"]]
-        handover = int(later[0]) if len(later) else None
-    headline["resid_pre_handover_layer"] = handover
+    handover = summary.handover
     display(Markdown(
         "In the residual stream the clean answer is carried by the subject tokens first and by "
         "the last token later; the last token's effect first reaches the subject tokens' at "
@@ -186,16 +144,18 @@ if results:
         f"(layer {r['layer']}, normalized effect {r['effect']:.2f}). MLP outputs peak at the "
         f"{CLASS_TITLES[m['token_class']]} in layer {m['layer']} ({m['effect']:.2f}); "
         f"attention outputs at the {CLASS_TITLES[a['token_class']]} in layer {a['layer']} "
-        f"({a['effect']:.2f}). The strongest single head is L{top_heads['layer'][0]}"
-        f"H{top_heads['head'][0]} ({top_heads['normalized'][0]:.2f})."))
+        f"({a['effect']:.2f}). The strongest single head is L{headline['top_head_layer']}"
+        f"H{headline['top_head']} ({headline['top_head_effect']:.2f})."))
 
 # %% tags=["remove-cell"]
 if results:
-    save_table(run_dir, NOTEBOOK, "patching_long", long)
-    save_table(run_dir, NOTEBOOK, "patching_by_class", classes)
-    save_table(run_dir, NOTEBOOK, "patching_by_role", roles)
-    save_table(run_dir, NOTEBOOK, "heads", P.tidy(heads))
+    save_table(run_dir, NOTEBOOK, "patching_long", summary.long)
+    save_table(run_dir, NOTEBOOK, "patching_by_class", summary.classes)
+    save_table(run_dir, NOTEBOOK, "patching_by_role", summary.roles)
+    save_table(run_dir, NOTEBOOK, "heads", P.tidy(summary.heads))
     save_table(run_dir, NOTEBOOK, "peaks", peaks)
+    if summary.heads_by_position is not None:
+        save_table(run_dir, NOTEBOOK, "heads_by_position", P.tidy(summary.heads_by_position))
 if len(dropped):
     save_table(run_dir, NOTEBOOK, "dropped_pairs", dropped)
 _ = save_headline(run_dir, NOTEBOOK, headline)

@@ -42,42 +42,31 @@ max_patches = "auto"
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from factcircuits.run.display import init_notebook
-from factcircuits.run.session import open_session_from
+from factcircuits.run.session import start_analysis
 
-init_notebook()
-session = open_session_from(globals())
-prepared, note = session.known()
+session, prepared, note = start_analysis(globals())
 display(Markdown(f"Analysed: {note}. Causal tracing needs no counterfactual prompt, so no "
                  "pair is dropped for unequal token length here."))
 
 # %%
-import pandas as pd
 import plotly.express as px
 
 from factcircuits.methods import causal_tracing as CT
-from factcircuits.methods import patching as P
+from factcircuits.methods.positions import CLASS_TITLES
+from factcircuits.methods.summaries import tracing_summary
 from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "05_causal_tracing"
-n_layers = session.model.cfg.n_layers
-window_mlp_attn = max(1, min(int(trace_window), n_layers))
-traces = CT.trace(session.lm, prepared, noise_samples=noise_samples, noise_scale=noise_scale,
-                  seed=seed, metric=trace_metric,
-                  windows={"hidden": 1, "mlp": window_mlp_attn, "attn": window_mlp_attn},
-                  max_patches=max_patches)
-positions = P.position_table(session.lm, prepared)
-long = pd.concat([t.tidy(positions) for t in traces.values()], ignore_index=True)
-aie = CT.average_indirect_effect(long)
-peaks = CT.peak_by_class(aie)
-hidden = traces["hidden"]
-metric_name = "P(answer)" if trace_metric == "prob" else prepared.main_metric
+summary = tracing_summary(session.lm, prepared, noise_samples=noise_samples,
+                          noise_scale=noise_scale, seed=seed, metric=trace_metric,
+                          window=trace_window, max_patches=max_patches)
+traces, aie, h = summary.traces, summary.aie, summary.headline
+metric_name = summary.metric_name
 display(Markdown(
-    f"Noise: {noise_scale}× the embedding standard deviation ({hidden.noise_std:.4f}) on the "
+    f"Noise: {noise_scale}× the embedding standard deviation ({h['noise_std']:.4f}) on the "
     f"subject tokens, {noise_samples} samples, seed {seed}. Mean {metric_name}: clean "
-    f"**{float(hidden.clean.mean()):.3f}**, noised **{float(hidden.corrupted.mean()):.3f}**; "
-    f"mean total effect **{float(hidden.total_effect().mean()):.3f}** over "
-    f"{len(prepared.prompts)} prompts."))
+    f"**{h['clean_mean']:.3f}**, noised **{h['noised_mean']:.3f}**; mean total effect "
+    f"**{h['total_effect_mean']:.3f}** over {len(prepared.prompts)} prompts."))
 
 # %% [markdown]
 # ## Average indirect effect by token class
@@ -86,14 +75,14 @@ display(Markdown(
 # outputs in a window of layers centred on the layer.
 
 # %%
-order = [c for c in CT.ROME_CLASSES if c in set(aie["token_class"])]
+order = [c for c in CT.TRACED_CLASSES if c in set(aie["token_class"])]
 for kind in traces:
     part = aie[(aie["kind"] == kind) & aie["token_class"].isin(order)].copy()
-    part["class"] = part["token_class"].map(CT.CLASS_TITLES)
+    part["class"] = part["token_class"].map(CLASS_TITLES)
     title = CT.KIND_TITLES[kind] + (f" (window {traces[kind].window})"
                                     if traces[kind].window > 1 else "")
     fig = px.line(part, x="layer", y="aie", color="class", markers=True,
-                  category_orders={"class": [CT.CLASS_TITLES[c] for c in order]},
+                  category_orders={"class": [CLASS_TITLES[c] for c in order]},
                   labels={"aie": f"AIE on {metric_name}"}, title=f"Restoring the {title}")
     fig.show()
 
@@ -107,15 +96,14 @@ fig = px.line(curves, x="layer", y="aie", color="kind", markers=True,
               labels={"aie": f"AIE on {metric_name}"},
               title="Last subject token: MLP vs attention (windowed restoration)")
 fig.show()
-pk = peaks.set_index(["kind", "token_class"])
-mlp_peak = pk.loc[("mlp", "subject_last")]
-attn_peak = pk.loc[("attn", "subject_last")]
-attn_last = pk.loc[("attn", "last")] if ("attn", "last") in pk.index else None
+mlp_peak = summary.peak("mlp", "subject_last")
+attn_peak = summary.peak("attn", "subject_last")
+attn_last = summary.peak("attn", "last")
 display(Markdown(
-    f"At the last subject token the MLP restoration peaks at layer **{int(mlp_peak['layer'])}** "
-    f"(AIE {mlp_peak['peak_aie']:.3f}) and attention at layer **{int(attn_peak['layer'])}** "
+    f"At the last subject token the MLP restoration peaks at layer **{mlp_peak['layer']}** "
+    f"(AIE {mlp_peak['peak_aie']:.3f}) and attention at layer **{attn_peak['layer']}** "
     f"(AIE {attn_peak['peak_aie']:.3f})"
-    + (f"; at the last token attention peaks at layer {int(attn_last['layer'])} "
+    + (f"; at the last token attention peaks at layer {attn_last['layer']} "
        f"(AIE {attn_last['peak_aie']:.3f})." if attn_last is not None else ".")
     + (" As in ROME, the MLPs dominate at the subject's last token."
        if mlp_peak["peak_aie"] > attn_peak["peak_aie"] else
@@ -126,7 +114,8 @@ display(Markdown(
 
 # %%
 ex = 0
-n_tok = int(hidden.lengths[ex])
+n_tok = int(traces["hidden"].lengths[ex])
+positions = summary.positions
 ex_tokens = positions[positions["prompt_id"] == ex]["token"].tolist()
 ex_classes = positions[positions["prompt_id"] == ex]["token_class"].tolist()
 labels = [f"{t!r}{'*' if c.startswith('subject') else ''}" for t, c in zip(ex_tokens, ex_classes)]
@@ -143,22 +132,11 @@ for kind, result in traces.items():
 # ## Peaks per token class
 
 # %%
-table = peaks.assign(token_class=peaks["token_class"].map(lambda c: CT.CLASS_TITLES.get(c, c)))
-display(table)
+peaks = summary.peaks
+display(peaks.assign(token_class=peaks["token_class"].map(lambda c: CLASS_TITLES.get(c, c))))
 
 # %% tags=["remove-cell"]
-headline = {
-    "n_prompts": len(prepared.prompts), "noise_samples": noise_samples,
-    "noise_scale": noise_scale, "noise_std": hidden.noise_std, "seed": seed,
-    "window": window_mlp_attn, "metric": metric_name,
-    "clean_mean": float(hidden.clean.mean()), "noised_mean": float(hidden.corrupted.mean()),
-    "total_effect_mean": float(hidden.total_effect().mean()),
-}
-# One entry per (state kind, token class), e.g. mlp_subject_last_peak_aie / _peak_layer.
-for _, row in peaks.iterrows():
-    headline[f"{row['kind']}_{row['token_class']}_peak_aie"] = float(row["peak_aie"])
-    headline[f"{row['kind']}_{row['token_class']}_peak_layer"] = int(row["layer"])
-save_table(run_dir, NOTEBOOK, "trace_long", long)
+save_table(run_dir, NOTEBOOK, "trace_long", summary.long)
 save_table(run_dir, NOTEBOOK, "aie_by_class", aie)
 save_table(run_dir, NOTEBOOK, "peaks", peaks)
-_ = save_headline(run_dir, NOTEBOOK, headline)
+_ = save_headline(run_dir, NOTEBOOK, h)

@@ -37,71 +37,54 @@ knockout_window = 0  # layers knocked out together; 0: n_layers // 6
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from factcircuits.run.display import init_notebook
-from factcircuits.run.session import open_session_from
+from factcircuits.run.session import start_analysis
 
-init_notebook()
-session = open_session_from(globals())
-prepared, note = session.known()
+session, prepared, note = start_analysis(globals())
 display(Markdown(f"Analysed: {note}."))
 
 # %%
 from factcircuits.methods import ablation as AB
-from factcircuits.methods import attribution as A
 from factcircuits.methods import knockout as KO
+from factcircuits.methods.summaries import ablation_summary, knockout_summary
 from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "06_ablation_knockout"
-dec = A.decompose(session.model, session.tokenizer, prepared, session.batch_size, progress=True)
-d = A.answer_direction(session.model, prepared, dec.logits)
-components = A.top_components(A.layer_dla(dec, d), A.head_dla(session.model, dec, d),
-                              n_components)
-abl = AB.ablation_table(session.model, session.tokenizer, prepared, components,
-                        batch_size=session.batch_size, reference=session.task, progress=True)
-summary = AB.summarise(abl)
-save_table(run_dir, NOTEBOOK, "ablation", abl)
-save_table(run_dir, NOTEBOOK, "ablation_summary", summary)
+abl = ablation_summary(session.lm, prepared, reference=session.task, n_components=n_components,
+                       batch_size=session.batch_size, progress=True)
+save_table(run_dir, NOTEBOOK, "ablation", abl.table)
+save_table(run_dir, NOTEBOOK, "ablation_summary", abl.summary)
 
 # %% [markdown]
 # ## Ablating the top components
 
 # %%
-AB.ablation_figure(abl).show()
-single = summary[~summary["component"].str.startswith("all")]
-big = single.iloc[0]
-joint = summary[summary["component"].str.startswith("all")]
+AB.ablation_figure(abl.table).show()
+big, components = abl.biggest, abl.components
 joint_txt = "".join(f" Ablating all {len(components)} together ({r.mode}) drops it by "
-                    f"{r.drop:.3f}." for r in joint.itertuples())
+                    f"{r.drop:.3f}." for r in abl.joint.itertuples())
 display(Markdown(
     f"Components ablated: the {len(components)} with the largest mean |DLA| "
     f"({', '.join(AB.component_label(c) for c in components)}). Mean clean metric "
-    f"{abl['clean'].mean():.3f}. The biggest single drop is **{big['drop']:.3f}**, from "
+    f"{abl.table['clean'].mean():.3f}. The biggest single drop is **{big['drop']:.3f}**, from "
     f"{big['mode']}-ablating **{big['component']}**.{joint_txt} Mean ablation uses the mean "
     f"over all {len(session.task.prompts)} dataset prompts at each position."))
-display(summary)
+display(abl.summary)
 
 # %% [markdown]
 # ## Attention knockout from the last position
 
 # %%
-ko = KO.knockout_sweep(session.model, session.tokenizer, prepared, knockout_window or None,
-                       batch_size=session.batch_size, progress=True)
-save_table(run_dir, NOTEBOOK, "knockout", ko)
-save_table(run_dir, NOTEBOOK, "knockout_summary", KO.summarise(ko))
-KO.knockout_figure(ko).show()
-KO.knockout_figure(ko, "metric_change").show()
-peaks = KO.peak_windows(ko)
-k = int(ko["window"].iloc[0])
+ko = knockout_summary(session.lm, prepared, window=knockout_window,
+                      batch_size=session.batch_size, progress=True)
+save_table(run_dir, NOTEBOOK, "knockout", ko.table)
+save_table(run_dir, NOTEBOOK, "knockout_summary", ko.summary)
+KO.knockout_figure(ko.table).show()
+KO.knockout_figure(ko.table, "metric_change").show()
 display(Markdown(" ".join(
     f"Blocking the last token's attention to the **{role}** tokens hurts most in layers "
     f"{p['first']}–{p['last']} (centre {p['centre']}): P(answer) changes by "
     f"{100 * p['relative_p_change']:.1f}% and the metric by {p['metric_change']:.3f}."
-    for role, p in peaks.items()) + f" (Windows of {k} layers.)"))
+    for role, p in ko.peaks.items()) + f" (Windows of {ko.window} layers.)"))
 
 # %%
-_ = save_headline(run_dir, NOTEBOOK, {
-    "ablation_biggest_drop": big["drop"], "ablation_biggest_component": big["component"],
-    "ablation_biggest_mode": big["mode"], "knockout_window": k,
-    **{f"knockout_{role}_peak_centre": p["centre"] for role, p in peaks.items()},
-    **{f"knockout_{role}_peak_relative_p_change": p["relative_p_change"]
-       for role, p in peaks.items()}})
+_ = save_headline(run_dir, NOTEBOOK, {**abl.headline, **ko.headline})

@@ -34,52 +34,36 @@ example = 0
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
-from factcircuits.run.display import init_notebook
-from factcircuits.run.session import open_session_from
+from factcircuits.run.session import start_analysis
 
-init_notebook()
-session = open_session_from(globals())
-prepared, note = session.known()
+session, prepared, note = start_analysis(globals())
 display(Markdown(f"Analysed: {note}."))
 
 # %%
 from factcircuits.methods import attention as AT
-from factcircuits.methods import attribution as A
-from factcircuits.methods.positions import prompt_positions
+from factcircuits.methods.summaries import attention_summary
 from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "07_attention_patterns"
-dec = A.decompose(session.model, session.tokenizer, prepared, session.batch_size, progress=True)
-d = A.answer_direction(session.model, prepared, dec.logits)
-top = A.top_heads(A.head_dla(session.model, dec, d), n_heads)
-heads = list(zip(top["layer"].astype(int), top["head"].astype(int)))
-ex = min(example, len(prepared.prompts) - 1)
-tokens, patterns = AT.head_patterns(session.model, session.tokenizer, prepared.prompts[ex],
-                                    heads, prepared.prompt_format)
-pos = prompt_positions(session.tokenizer, prepared.prompts[ex], prepared.rows["subject"][ex],
-                       prepared.prompt_format, prepared.rows["prompt"][ex])
-last = AT.last_token_attention(tokens, patterns)
-last["class"] = [pos.classes[k] for k in last["key"]]
-save_table(run_dir, NOTEBOOK, "last_token_attention", last)
-display(Markdown(f"Prompt: `{prepared.prompts[ex]!r}`; subject tokens: "
-                 f"{', '.join(repr(tokens[i]) for i in pos.subject)}."))
-display(top)
+summary = attention_summary(session.lm, prepared, n_heads=n_heads, example=example,
+                            batch_size=session.batch_size, progress=True)
+tokens, h = summary.tokens, summary.headline
+save_table(run_dir, NOTEBOOK, "last_token_attention", summary.last)
+display(Markdown(f"Prompt: `{prepared.prompts[summary.example]!r}`; subject tokens: "
+                 f"{', '.join(repr(tokens[i]) for i in summary.positions.subject)}."))
+display(summary.top_heads)
 
 # %%
-AT.pattern_figure(tokens, patterns).show()
+AT.pattern_figure(tokens, summary.patterns).show()
 
 # %%
-AT.last_token_figure(last).show()
-subj = last[last["class"].str.startswith("subject")].groupby(["layer", "head"])["attention"].sum()
-best = subj.idxmax()
-display(Markdown(f"Of these heads, L{best[0]}H{best[1]} puts the most attention from the last "
-                 f"token on the subject ({subj.max():.2f} of its attention)."))
-top_dla = subj.get((heads[0][0], heads[0][1]), 0.0)
-display(Markdown(f"The head with the largest direct effect, L{heads[0][0]}H{heads[0][1]}, puts "
-                 f"{top_dla:.2f} of the last token's attention on the subject."))
+AT.last_token_figure(summary.last).show()
+display(Markdown(f"Of these heads, {h['top_subject_head']} puts the most attention from the "
+                 f"last token on the subject ({h['top_subject_head_attention']:.2f} of its "
+                 "attention)."))
+display(Markdown(f"The head with the largest direct effect, {h['top_dla_head']}, puts "
+                 f"{h['top_dla_head_subject_attention']:.2f} of the last token's attention on "
+                 "the subject."))
 
 # %% tags=["remove-cell"]
-_ = save_headline(run_dir, NOTEBOOK, {
-    "top_subject_head": f"L{best[0]}H{best[1]}", "top_subject_head_attention": subj.max(),
-    "top_dla_head": f"L{heads[0][0]}H{heads[0][1]}",
-    "top_dla_head_subject_attention": top_dla, "example": ex})
+_ = save_headline(run_dir, NOTEBOOK, h)

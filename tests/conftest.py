@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the suite never touches the network
 
@@ -22,3 +23,12 @@ def embedded_lm():
     from factcircuits.models import load_model
 
     return load_model("default")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Many tiny forwards: one thread avoids OpenMP oversubscription on a busy 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

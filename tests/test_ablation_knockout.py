@@ -40,29 +40,50 @@ def test_zero_ablating_a_layer_equals_zeroing_all_its_heads(setup):
 def test_mean_ablation_with_one_prompt_is_identity(setup):
     lm, pr, _, _ = setup
     one = pr.subset([0])
-    table = AB.ablation_table(lm.model, lm.tokenizer, one, [("mlp", 0), ("head", 1, 2)],
+    table = AB.ablation_table(lm, one, [("mlp", 0), ("head", 1, 2)],
                               modes=("mean",))
     assert table["drop"].abs().max() < 1e-4  # the mean over one prompt is the prompt itself
 
 
-def test_ablation_table_shape(setup):
+def test_ablation_table_matches_hand_ablation(setup):
+    """Zero ablation recomputed with plain run_with_hooks on one prompt at a time (no padding,
+    no sub-batches): an MLP output set to zero, a head's z slice set to zero, and both."""
     lm, pr, _, clean = setup
-    table = AB.ablation_table(lm.model, lm.tokenizer, pr, [("mlp", 1), ("head", 0, 2)])
-    assert set(table["mode"]) == {"zero", "mean"}
-    assert table["component"].nunique() == 3  # two alone + together
-    assert table["drop"].abs().max() > 0
-    first = table[(table["mode"] == "zero") & (table["component"] == "mlp L1")]
-    assert first["clean"].to_numpy() == pytest.approx(clean.numpy(), abs=1e-5)
+    table = AB.ablation_table(lm, pr, [("mlp", 1), ("head", 0, 2)], modes=("zero",))
+
+    def zero(act, hook):
+        return torch.zeros_like(act)
+
+    def zero_head(act, hook):
+        act = act.clone()
+        act[:, :, 2] = 0
+        return act
+
+    hooks = {"mlp L1": [("blocks.1.hook_mlp_out", zero)],
+             "L0H2": [("blocks.0.attn.hook_z", zero_head)]}
+    hooks["all 2 together"] = hooks["mlp L1"] + hooks["L0H2"]
+    assert sorted(table["component"].unique()) == sorted(hooks)
+    for label, fwd_hooks in hooks.items():
+        rows = table[table["component"] == label].sort_values("prompt")
+        expected = []
+        for i, prompt in enumerate(pr.prompts):
+            ids = lm.tokenizer(prompt, return_tensors="pt")["input_ids"]
+            with torch.no_grad():
+                logits = lm.model.run_with_hooks(ids, fwd_hooks=fwd_hooks)[:, -1]
+            expected.append(float(pr.metric(logits.float(), [i])[0]))
+        assert rows["ablated"].to_numpy() == pytest.approx(expected, abs=1e-4)
+        assert rows["clean"].to_numpy() == pytest.approx(clean.numpy(), abs=1e-5)
+        assert rows["drop"].to_numpy() == pytest.approx(clean.numpy() - expected, abs=1e-4)
 
 
 def test_empty_knockout_changes_nothing(setup):
     lm, pr, batch, clean = setup
     none = torch.zeros_like(batch.tokens, dtype=torch.bool)
     L = lm.model.cfg.n_layers
-    assert torch.equal(pr.metric(KO.knockout(lm.model, lm.tokenizer, pr, none, range(L), 4)),
+    assert torch.equal(pr.metric(KO.knockout(lm, pr, none, range(L), batch_size=4)),
                        clean)
     everything = batch.attention_mask.bool()
-    assert torch.equal(pr.metric(KO.knockout(lm.model, lm.tokenizer, pr, everything, [], 4)),
+    assert torch.equal(pr.metric(KO.knockout(lm, pr, everything, [], batch_size=4)),
                        clean)
 
 
@@ -70,7 +91,7 @@ def test_full_knockout_changes_the_metric(setup):
     lm, pr, batch, clean = setup
     everything = batch.attention_mask.bool()
     L = lm.model.cfg.n_layers
-    knocked = pr.metric(KO.knockout(lm.model, lm.tokenizer, pr, everything, range(L), 4))
+    knocked = pr.metric(KO.knockout(lm, pr, everything, range(L), batch_size=4))
     assert (knocked - clean).abs().min() > 1e-3
 
 
@@ -80,7 +101,7 @@ def test_knockout_equals_renormalised_pattern(setup):
     layer = 1
     block = torch.zeros_like(batch.tokens, dtype=torch.bool)
     block[:, 1:3] = True
-    ko = KO.knockout(lm.model, lm.tokenizer, pr, block, [layer], 64)
+    ko = KO.knockout(lm, pr, block, [layer], batch_size=64)
 
     def pattern_hook(part, last, mask):
         def fn(p, hook):
@@ -98,13 +119,26 @@ def test_knockout_equals_renormalised_pattern(setup):
 
 
 def test_sweep_and_peaks(setup):
-    lm, pr, _, _ = setup
-    table = KO.knockout_sweep(lm.model, lm.tokenizer, pr, window=2)
-    L = lm.model.cfg.n_layers
-    assert len(table) == 2 * L * len(pr.prompts)
-    assert (table["last"] - table["first"] == 1).all()
-    peaks = KO.peak_windows(table)
-    assert set(peaks) == {"subject", "relation"}
+    """Each sweep row equals a knockout of the same window recomputed with `knockout`, and the
+    peak is the window with the lowest mean relative change of P(answer)."""
+    from factcircuits.methods.positions import position_mask, task_positions
+
+    lm, pr, batch, clean = setup
+    table = KO.knockout_sweep(lm, pr, window=2, roles=("subject",))
+    mask = position_mask(task_positions(pr, lm.tokenizer), "subject", batch.tokens.shape[1])
+    clean_p = pr.answer_probability(final_logits(lm.model, batch, 4))
+    means = {}
+    for centre, first, last in KO.windows(lm.model.cfg.n_layers, 2):
+        logits = KO.knockout(lm, pr, mask, range(first, last + 1), batch_size=4)
+        change = (pr.answer_probability(logits) - clean_p) / clean_p
+        rows = table[table["centre"] == centre].sort_values("prompt")
+        assert rows["relative_p_change"].to_numpy() == pytest.approx(change.numpy(), abs=1e-5)
+        assert rows["metric_change"].to_numpy() == pytest.approx(
+            (pr.metric(logits) - clean).numpy(), abs=1e-4)
+        means[centre] = float(change.mean())
+    peak = KO.peak_windows(table)["subject"]
+    assert peak["centre"] == min(means, key=means.get)
+    assert peak["relative_p_change"] == pytest.approx(min(means.values()), abs=1e-5)
 
 
 def test_windows_clip():

@@ -25,8 +25,8 @@ def _prepared(lm, name):
 @pytest.fixture(scope="module")
 def cloze(tiny):
     pr = _prepared(tiny, "paris-cloze")
-    dec = A.decompose(tiny.model, tiny.tokenizer, pr, batch_size=4)
-    return pr, dec, A.answer_direction(tiny.model, pr, dec.logits)
+    dec = A.decompose(tiny, pr, batch_size=4)
+    return pr, dec, A.answer_direction(tiny, pr, dec.logits)
 
 
 def test_cloze_dla_sums_to_metric(tiny, cloze):
@@ -40,7 +40,7 @@ def test_cloze_dla_sums_to_metric(tiny, cloze):
 
 def test_heads_sum_to_layer_attention(tiny, cloze):
     _, dec, d = cloze
-    heads = A.head_dla(tiny.model, dec, d)
+    heads = A.head_dla(tiny, dec, d)
     layers = A.layer_dla(dec, d)
     attn = layers[layers.component == "attn"].set_index(["prompt", "layer"])["dla"]
     summed = heads.groupby(["prompt", "layer"])["dla"].sum()
@@ -77,17 +77,17 @@ def test_head_dla_equals_patch_out(tiny, cloze, layer, head):
     resid = values[f"blocks.{L - 1}.hook_resid_post"]
     logits = (resid / dec.scale) @ model.W_U.detach().float() + model.b_U.detach().float()
     drop = pr.metric(dec.logits) - pr.metric(logits)
-    heads = A.head_dla(model, dec, d)
+    heads = A.head_dla(tiny, dec, d)
     dla = heads[(heads["layer"] == layer) & (heads["head"] == head)].sort_values("prompt")["dla"]
     assert torch.allclose(drop, torch.tensor(dla.to_numpy()), atol=1e-4)
 
 
 def test_yesno_directions(tiny):
     pr = _prepared(tiny, "paris-yesno")
-    dec = A.decompose(tiny.model, tiny.tokenizer, pr, heads=False)
-    exact = A.answer_direction(tiny.model, pr, dec.logits, "logit_diff_sum")
+    dec = A.decompose(tiny, pr, heads=False)
+    exact = A.answer_direction(tiny, pr, dec.logits, "logit_diff_sum")
     assert A.sum_check(dec, exact)["error"].abs().max() < 1e-3
-    lin = A.answer_direction(tiny.model, pr, dec.logits, "log_odds")
+    lin = A.answer_direction(tiny, pr, dec.logits, "log_odds")
     check = A.sum_check(dec, lin)
     assert check["error"].abs().max() < 1e-3  # with the linearisation offset added back
     # the log-odds direction is its gradient: compare with autograd at the final logits
@@ -99,25 +99,38 @@ def test_yesno_directions(tiny):
 
 def test_neuron_dla_sums_to_mlp(tiny, cloze):
     pr, dec, d = cloze
-    neurons = A.neuron_dla(tiny.model, tiny.tokenizer, pr, 1, d)
+    neurons = A.neuron_dla(tiny, pr, 1, d)
     layers = A.layer_dla(dec, d)
     mlp = layers[(layers.component == "mlp") & (layers.layer == 1)].set_index("prompt")["dla"]
     summed = neurons.groupby("prompt")["dla"].sum()
     assert (mlp - summed).abs().max() < 1e-4
 
 
-def test_no_soft_cap_note_for_llama(tiny):
-    assert A.soft_cap_note(tiny.model) == ""
+@pytest.mark.parametrize("cap,noted", [(None, False), (-1.0, False), (0.0, False),
+                                       (30.0, True)])
+def test_soft_cap_note_only_for_a_positive_cap(tiny, cap, noted):
+    """Gemma-2 style cfg.output_logits_soft_cap > 0 gets the note (naming the cap); a missing,
+    negative or zero cap (TransformerLens's "none") gets none."""
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(**{k: v for k, v in vars(tiny.model.cfg).items()
+                             if k != "output_logits_soft_cap"})
+    if cap is not None:
+        cfg.output_logits_soft_cap = cap
+    note = A.soft_cap_note(SimpleNamespace(model=SimpleNamespace(cfg=cfg)))
+    assert bool(note) == noted
+    if noted:
+        assert "cap = 30" in note
 
 
 @pytest.mark.embedded
 def test_embedded_cloze_dla_sums():
     lm = load_model("default")
     pr = _prepared(lm, "paris-cloze").subset([0, 1, 2, 3])
-    dec = A.decompose(lm.model, lm.tokenizer, pr)
-    d = A.answer_direction(lm.model, pr, dec.logits)
+    dec = A.decompose(lm, pr)
+    d = A.answer_direction(lm, pr, dec.logits)
     assert A.sum_check(dec, d)["error"].abs().max() < 1e-3
-    heads = A.head_dla(lm.model, dec, d)
+    heads = A.head_dla(lm, dec, d)
     layers = A.layer_dla(dec, d)
     attn = layers[layers.component == "attn"].set_index(["prompt", "layer"])["dla"]
     summed = heads.groupby(["prompt", "layer"])["dla"].sum().loc[attn.index]

@@ -10,13 +10,7 @@ from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods import patching as P
 from factcircuits.methods.evaluate import prepare
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +58,28 @@ def test_window_layers_like_rome():
 
 
 def test_aie_table_by_token_class(tiny_lm, tiny_task):
+    """AIE recomputed by hand from the trace tensor and each prompt's token classes: mean over
+    a prompt's tokens of a class, then over the prompts that have the class; the peak is the
+    layer of the largest AIE."""
+    from factcircuits.methods.positions import task_positions
+
     traces = CT.trace(tiny_lm, tiny_task, kinds=("hidden",), noise_samples=2, progress=False)
-    positions = P.position_table(tiny_lm, tiny_task)
-    table = traces["hidden"].tidy(positions)
-    aie = CT.average_indirect_effect(table)
-    assert set(aie["token_class"]) <= set(CT.ROME_CLASSES) | {"prefix"}
-    assert "subject_last" in set(aie["token_class"])
-    peaks = CT.peak_by_class(aie)
-    assert len(peaks) == aie["token_class"].nunique()
+    ie = traces["hidden"].indirect_effect()  # [layer, pos, prompt]
+    aie = CT.average_indirect_effect(traces["hidden"].tidy(P.position_table(tiny_lm, tiny_task)))
+    peaks = CT.peak_by_class(aie).set_index("token_class")
+    classes = [p.classes for p in task_positions(tiny_task, tiny_lm.tokenizer)]
+    n_layers = ie.shape[0]
+    for cls in ("prefix", "subject_last", "last"):
+        by_layer = []
+        for layer in range(n_layers):
+            per_prompt = [ie[layer, [j for j, c in enumerate(cs) if c == cls], i].mean()
+                          for i, cs in enumerate(classes) if cls in cs]
+            by_layer.append(float(torch.stack(per_prompt).mean()))
+        table = aie[aie["token_class"] == cls].sort_values("layer")["aie"].to_numpy()
+        assert table == pytest.approx(by_layer, abs=1e-6)
+        best = max(range(n_layers), key=by_layer.__getitem__)
+        assert int(peaks.loc[cls, "layer"]) == best
+        assert float(peaks.loc[cls, "peak_aie"]) == pytest.approx(by_layer[best], abs=1e-6)
 
 
 @pytest.mark.embedded

@@ -11,11 +11,11 @@ import pytest
 
 from factcircuits import cli
 from factcircuits.data import datasets
+from factcircuits.data.counterfactuals import make_counterfactual
 from factcircuits.data.datasets import (
     COLUMNS,
     DEFAULT_DATASET,
     load_dataset,
-    make_counterfactual,
     validate_file,
 )
 from factcircuits.errors import DatasetError
@@ -156,15 +156,17 @@ def test_counterfactual_equal_to_answer(tmp_path):
     assert "row 1" in msg and "'counterfactual'" in msg and "equals the correct answer" in msg
 
 
-def test_unknown_relation_only_when_relations_declared(tmp_path):
+def test_any_relation_label_is_accepted_with_a_note(tmp_path):
+    # Wikidata ids and other user labels: accepted; the note says what the built-in list is for
     path = write(tmp_path, "r.csv", CLOZE_HEADER
                  + "The capital of France is, Paris, Rome,France,country_capital_city\n"
-                 + "The mayor of Paris is, Hidalgo, Smith,Paris,city_mayor\n")
-    msg = error_of(path)
-    assert "row 2" in msg and "'relation'" in msg and "city_mayor" in msg
-    # a file that declares no relation at all is fine
-    ok = write(tmp_path, "n.csv", "prompt,answer,counterfactual\nThe mayor of Paris is, A, B\n")
-    assert load_dataset(ok).rows.loc[0, "relation"] == ""
+                 + "The continent of France is, Europe, Asia,France,P30\n"
+                 + "The language of France is, French, German,France,P407\n")
+    ds = load_dataset(path)
+    assert ds.rows["relation"].tolist() == ["country_capital_city", "P30", "P407"]
+    (note,) = datasets.notes(ds.rows)
+    assert "'P30', 'P407' are not built-in" in note and "from-relations" in note
+    assert datasets.notes(load_dataset("paris-cloze").rows) == []
 
 
 def test_non_utf8_names_the_byte_offset(tmp_path):
@@ -188,7 +190,7 @@ def test_duplicates_warn_not_error(tmp_path):
 
 def test_validate_lists_every_problem(tmp_path):
     path = write(tmp_path, "many.csv", "prompt,label,relation\n"
-                 ",True,\nIs Rome in Italy?,maybe,\nIs Rome in Peru?,False,capital_of_mars\n")
+                 ",True,\nIs Rome in Italy?,maybe,\nIs Rome in Peru?,perhaps,P17\n")
     problems = validate_file(path)
     assert len(problems) == 3
     assert [("row 1" in p, "row 2" in p, "row 3" in p) for p in problems] == [
@@ -304,3 +306,53 @@ def test_filter_embedded_kept_rows_score_above_margin(tmp_path, capsys, monkeypa
     rescored = score_dataset(embedded_lm, kept)
     assert len(rescored) == len(kept)
     assert (rescored["metric"] > margin).all()
+
+
+# ---------------------------------------------------------------- formats and answers
+
+def test_json_array_tsv_and_parquet_read_like_csv(tmp_path):
+    rows = load_dataset("paris-cloze", fill_counterfactuals=False).rows
+    records = rows.to_dict("records")
+    write(tmp_path, "a.json", json.dumps(records))
+    rows.to_csv(tmp_path / "a.tsv", sep="\t", index=False)
+    paths = [tmp_path / "a.json", tmp_path / "a.tsv"]
+    if importlib.util.find_spec("pyarrow"):
+        rows.to_parquet(tmp_path / "a.parquet")
+        paths.append(tmp_path / "a.parquet")
+    for path in paths:
+        back = load_dataset(path, fill_counterfactuals=False).rows
+        pd.testing.assert_frame_equal(back, rows, obj=path.name)
+
+
+def test_cloze_answer_needs_its_leading_space_unless_the_prompt_ends_in_one(tmp_path):
+    bad = write(tmp_path, "b.csv", CLOZE_HEADER + "The capital of France is,Paris,Rome,,\n")
+    problems = validate_file(bad)
+    assert len(problems) == 2  # answer and counterfactual
+    assert "field 'answer': 'Paris' has no leading space" in problems[0]
+    assert "field 'counterfactual': 'Rome'" in problems[1] and "write ' Rome'" in problems[1]
+    ok = write(tmp_path, "ok.csv", CLOZE_HEADER + '"The capital of France is ",Paris,Rome,,\n'
+               + "日本の首都は,東京,大阪,,\n")
+    assert validate_file(ok) == []
+
+
+def test_multi_word_answers_get_a_note_not_an_error(tmp_path, capsys):
+    path = write(tmp_path, "m.csv", CLOZE_HEADER + "The capital of India is, New Delhi, Rome,,\n")
+    assert cli.main(["dataset", "validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "note: 1 row(s) have a multi-word answer or counterfactual (row 1 answer " \
+           "' New Delhi')" in err and "first token" in err
+    assert cli.main(["dataset", "validate", str(path), "--model", "tiny"]) == 0
+    err = capsys.readouterr().err
+    assert "multi-token answer or counterfactual (row 1: ' New Delhi' = ' N' + 'e' + " in err
+    assert "longest prompt" in err
+
+
+def test_answer_map_must_hold_lists_of_words(tmp_path):
+    from factcircuits.data.answers import load_answer_map
+    from factcircuits.errors import UserError
+
+    path = write(tmp_path, "m.json", '{"true": "Yes", "false": "No"}')
+    with pytest.raises(UserError, match=r"'true' is the string 'Yes', not a list"):
+        load_answer_map(str(path))
+    good = write(tmp_path, "g.json", '{"true": ["Yes", " Yes"], "false": ["No"]}')
+    assert load_answer_map(str(good)).true_words == ("Yes", " Yes")

@@ -16,9 +16,9 @@ from factcircuits import cli
 from factcircuits.data.generate import (
     GenerateConfig,
     generate_dataset,
-    normalize_item,
     sidecar_path,
 )
+from factcircuits.data.generated_items import normalize_item
 from factcircuits.errors import UserError
 
 
@@ -253,3 +253,49 @@ def test_normalize_item_rejects_bad_items():
     row = normalize_item("yesno", {"question": "Is Paris\nin France ?", "answer": False,
                                    "subject": "Lyon"})
     assert row["prompt"] == "Is Paris in France?\n" and row["subject"] == ""  # not in prompt
+
+
+def test_malformed_json_is_described_once(server, tmp_path):
+    # The decoder's own message ends in "at"; the position follows it once ("at at" before).
+    server.default = raw('{"items": [ {"question": "Is Paris')
+    with pytest.raises(UserError) as info:
+        generate_dataset(config(max_attempts=2), tmp_path / "out.csv")
+    message = str(info.value)
+    assert "Unterminated string starting at: line 1 column" in message
+    assert "at at" not in message and "\n" not in message
+
+
+def test_output_path_is_checked_before_any_request(server, tmp_path, capsys):
+    for out in (tmp_path, tmp_path / "facts.json", tmp_path / "file.csv" / "x.csv"):
+        (tmp_path / "file.csv").write_text("a file, not a folder")
+        code = cli.main(["dataset", "generate", "--topic", "Paris", "--n", "4", "--out",
+                         str(out)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and "--out" in err, err
+    assert server.requests == []  # nothing paid for
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.csv"]  # no orphan sidecar
+
+
+def test_failed_data_write_leaves_no_orphan_sidecar(server, tmp_path, monkeypatch):
+    from factcircuits.data import generate
+
+    server.script = [ok(FOUR)]
+    out = tmp_path / "out.csv"
+    real = generate.atomic_write_bytes
+
+    def failing(path, data):
+        if path == out:
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(generate, "atomic_write_bytes", failing)
+    with pytest.raises(OSError):
+        generate_dataset(config(), out)
+    assert list(tmp_path.iterdir()) == []  # the sidecar went with the data
+
+
+@pytest.mark.parametrize("field, value", [("batch_size", 0), ("concurrency", 0),
+                                          ("max_attempts", 0), ("timeout", 0.0)])
+def test_config_values_below_one_are_refused(field, value):
+    with pytest.raises(UserError, match=f"{value}: must be"):
+        config(**{field: value}).check()

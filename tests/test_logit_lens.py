@@ -19,7 +19,7 @@ def tiny():
 
 def _lens(lm, name, kind="auto"):
     pr = prepare(lm, load_dataset(name), "raw", None, None, drop_multi_token=True)
-    return pr, LL.logit_lens(lm.model, lm.tokenizer, pr, batch_size=5, kind=kind)
+    return pr, LL.logit_lens(lm, pr, batch_size=5, kind=kind)
 
 
 def test_last_point_is_final_metric(tiny):
@@ -47,7 +47,7 @@ def test_yesno_last_point_is_metric(tiny):
 
 def test_top_tokens_final_step_matches_model(tiny):
     pr, lens = _lens(tiny, "paris-cloze")
-    table = LL.top_tokens(tiny.model, tiny.tokenizer, lens.decomposition, 0, 3,
+    table = LL.top_tokens(tiny, lens.decomposition, 0, 3,
                           [int(pr.answer_ids[0])])
     top = int(lens.decomposition.logits[0].argmax())
     assert table["top_tokens"].iloc[-1].split(" | ")[0] == repr(tiny.tokenizer.decode([top]))
@@ -57,7 +57,7 @@ def test_top_tokens_final_step_matches_model(tiny):
 def test_embedded_last_point():
     lm = load_model("default")
     pr = prepare(lm, load_dataset("paris-cloze"), "raw").subset([0, 1])
-    lens = LL.logit_lens(lm.model, lm.tokenizer, pr)
+    lens = LL.logit_lens(lm, pr)
     metric = pr.metric(final_logits(lm.model, pr.clean_batch(lm.tokenizer)))
     last = lens.table[lens.table.step == lens.table.step.max()].sort_values("prompt")["value"]
     assert torch.allclose(torch.tensor(last.to_numpy()), metric, atol=1e-3)

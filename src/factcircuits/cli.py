@@ -38,9 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"factcircuits {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"factcircuits {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP during a run
+        why = getattr(exc, "reason", "interrupted")
+        print(f"factcircuits {args.command}: {why}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
+    except OSError as exc:  # the file system said no (full, read-only, permissions): one line
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"factcircuits {args.command}: error: {exc.strerror or exc}{where}",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

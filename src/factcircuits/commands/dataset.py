@@ -57,6 +57,13 @@ def register(subparsers) -> None:
 
     val = sub.add_parser("validate", help="check a dataset file and list every problem")
     val.add_argument("path", help="shipped name or path")
+    val.add_argument("--model", default=None,
+                     help="also check with this model's tokenizer: prompt lengths, answers of "
+                          "several tokens (loads the tokenizer only)")
+    val.add_argument("--prompt-format", default="raw", choices=["raw", "chat", "fewshot"])
+    from factcircuits.commands.run import add_check_arguments
+
+    add_check_arguments(val)
     val.set_defaults(handler=cmd_validate)
 
 
@@ -151,6 +158,8 @@ def summary(kept: pd.DataFrame, dropped: pd.DataFrame) -> pd.DataFrame:
 
 
 def cmd_filter(args) -> int:
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     ds = datasets.load_dataset(args.dataset)
     try:
         from factcircuits.methods.evaluate import score_dataset
@@ -203,15 +212,33 @@ def cmd_validate(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         problems = datasets.validate_file(path)
-        ds = None if problems else datasets.load_dataset(path, fill_counterfactuals=False)
+        ds = None if problems else datasets.load_dataset(path)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if problems:
-        print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
+        if len(problems) > 1:
+            print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
         for p in problems:
             print(p, file=sys.stderr)
         return 2
+    notes = datasets.notes(ds.rows)
+    if args.model:
+        from factcircuits.models.loading import check_available, load_tokenizer
+        from factcircuits.run import preflight
+
+        check_available(args.model)
+        checked = preflight.check_with_tokenizer(
+            load_tokenizer(args.model), ds, {"prompt_format": args.prompt_format},
+            limit=preflight.max_prompt_tokens(args.max_prompt_tokens),
+            single_token_answers=args.single_token_answers)
+        notes = [n for n in notes if "multi-word" not in n] + checked.notes
+        notes.append(f"with {args.model}'s tokenizer: longest prompt "
+                     f"{checked.facts['longest_prompt_tokens']} tokens "
+                     f"(limit {checked.facts['max_prompt_tokens']})")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     rels = sorted(set(ds.rows["relation"]) - {""})
     print(f"{path}: ok; task {ds.task}, {len(ds)} rows, {int(ds.rows['label'].sum())} true, "
-          f"{len(rels)} relation(s){': ' + ', '.join(rels) if rels else ''}")
+          f"{len(rels)} relation(s){': ' + ', '.join(rels[:12]) if rels else ''}"
+          f"{f' (+{len(rels) - 12} more)' if len(rels) > 12 else ''}")
     return 0

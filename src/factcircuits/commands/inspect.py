@@ -29,6 +29,13 @@ def run(args) -> int:
     from factcircuits.errors import UserError
     from factcircuits.models import load_model
 
+    if not args.prompt.strip():
+        raise UserError(f"--prompt {args.prompt!r} is empty; give the text whose next token to "
+                        "show, e.g. --prompt 'The capital of France is'")
+    for flag, value in (("--answer", args.answer), ("--counterfactual", args.counterfactual)):
+        if value is not None and not value.strip():
+            raise UserError(f"{flag} {value!r} is empty; give a word with its leading space, "
+                            "e.g. ' Paris', or leave the option out")
     if args.k < 1:
         raise UserError(f"--k {args.k}: must be at least 1")
     if bool(args.answer) != bool(args.counterfactual) and args.counterfactual:

@@ -14,9 +14,19 @@ def register(subparsers) -> None:
 
 
 def handle(args) -> int:
-    from factcircuits.report.render import render
-    from factcircuits.run.folders import project_relative
+    import sys
 
-    for path in render(to=args.to, runs_root=args.runs_dir):
-        print(project_relative(path))
+    from factcircuits.errors import UserError
+    from factcircuits.report.render import render
+    from factcircuits.run import folders
+
+    runs_root = args.runs_dir
+    if runs_root is not None and runs_root.exists() and not runs_root.is_dir():
+        raise UserError(f"--runs-dir {runs_root} is a file, not a folder; pass the folder "
+                        "that holds the runs")
+    for folder, why in folders.scan_runs(runs_root)[1]:
+        print(f"note: skipping damaged run {folder.name}: {why}; rerun it or delete the "
+              "folder", file=sys.stderr)
+    for path in render(to=args.to, runs_root=runs_root):
+        print(folders.project_relative(path))
     return 0

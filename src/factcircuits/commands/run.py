@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,17 +74,43 @@ def register(subparsers) -> None:
                         "status, headline")
     parser.add_argument("--render", action="store_true",
                         help="render the write-up afterwards (the one-command main job)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (the notebooks' own included)")
+    add_check_arguments(parser)
     parser.set_defaults(handler=handle)
+
+
+def add_check_arguments(parser) -> None:
+    """Options of the checks made before a run (they refuse inputs; they change no result)."""
+    parser.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N",
+                        help="refuse prompts longer than N tokens (default 256, or "
+                             "$FACTCIRCUITS_MAX_PROMPT_TOKENS)")
+    parser.add_argument("--single-token-answers", action="store_true",
+                        help="refuse cloze answers of several tokens instead of scoring their "
+                             "first token")
+
+
+def selected_notebooks(value: str | None) -> list[str] | None:
+    """--notebooks '01,02' -> ['01', '02']; absent -> None (all); given but empty -> error."""
+    if value is None:
+        return None
+    names = [s.strip() for s in value.split(",") if s.strip()]
+    if not names:
+        raise UserError(f"--notebooks {value!r}: name at least one notebook, e.g. --notebooks "
+                        "01,02 (leave the option out to run all)")
+    return names
 
 
 def handle(args) -> int:
     from factcircuits.run import folders, pipeline
 
-    select = [s.strip() for s in args.notebooks.split(",") if s.strip()] if args.notebooks else None
+    select = selected_notebooks(args.notebooks)
     plan = pipeline.plan_run(args.model, args.dataset, overrides_from_args(args),
                              notebooks_dir=args.notebooks_dir, select=select,
-                             runs_root=args.runs_dir)
+                             runs_root=args.runs_dir, max_prompt_tokens=args.max_prompt_tokens,
+                             single_token_answers=args.single_token_answers)
+    for note in plan.notes:
+        print(f"note: {note}", file=sys.stderr)
     try:
         result = pipeline.execute_run(plan, progress=not args.no_progress)
     except pipeline.RunFailed as exc:

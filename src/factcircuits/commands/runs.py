@@ -26,24 +26,38 @@ def _age(iso: str | None) -> str:
 
 
 def handle(args) -> int:
+    from factcircuits.errors import UserError
     from factcircuits.report.compare import KEY_METRICS, flat_headline
-    from factcircuits.run import folders
+    from factcircuits.run import folders, in_progress
 
     runs_root = Path(args.runs_dir or folders.default_runs_root())
-    runs = folders.list_runs(runs_root)
+    if runs_root.exists() and not runs_root.is_dir():
+        raise UserError(f"runs folder {runs_root} is a file, not a folder; pass --runs-dir "
+                        "with the folder that holds the runs")
+    runs, damaged = folders.scan_runs(runs_root)
+    staging = in_progress.list_staging(runs_root)
     failed = sorted((runs_root / "_failed").glob("*")) if (runs_root / "_failed").is_dir() else []
     if args.json:
-        print(json.dumps([{"run_id": r["run_id"], "status": r["status"],
-                           "finished": r.get("finished"), "headline": r.get("headline", {})}
-                          for r in runs]))
+        print(json.dumps(
+            [{"run_id": r["run_id"], "status": r["status"], "finished": r.get("finished"),
+              "headline": r.get("headline", {})} for r in runs]
+            + [{"run_id": f.name, "status": "damaged", "reason": why} for f, why in damaged]
+            + [{"run_id": f.name, "status": "running" if alive else "stale", "reason": why}
+               for f, alive, why in staging]))
         return 0
-    if not runs:
+    if not runs and not damaged:
         print(f"no runs in {folders.project_relative(runs_root)}; try `factcircuits run`")
     for r in runs:
         flat = flat_headline(r)
         keys = [k for p in KEY_METRICS for k in flat if re.search(p, k)] or list(flat)[:6]
         numbers = ", ".join(f"{k.split('.', 1)[1]}={flat[k]:.3g}" for k in keys[:6])
         print(f"{r['run_id']:<48} {r['status']:<6} {_age(r.get('finished')):>5}  {numbers}")
+    for folder, why in damaged:
+        print(f"{folder.name:<48} damaged: {why}; rerun it or delete the folder")
+    for folder, alive, why in staging:
+        state = "running" if alive else "stale"
+        then = "" if alive else "; the next run moves it to _failed/"
+        print(f"{folder.name:<48} {state}: {why}{then}")
     if failed:
         print(f"({len(failed)} failed attempt(s) kept in "
               f"{folders.project_relative(runs_root / '_failed')})")

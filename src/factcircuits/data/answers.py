@@ -34,24 +34,43 @@ class AnswerSets:
 
 
 def load_answer_map(name_or_path: str = DEFAULT_ANSWER_MAP) -> AnswerMap:
+    """A shipped answer map by name, or a JSON file `{"true": [words], "false": [words]}`."""
     from factcircuits.data.datasets import data_dir
 
-    path = Path(name_or_path)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        raise UserError(f"answer_map={name_or_path!r} is a folder; pass its JSON file")
     if not path.is_file():
         path = data_dir() / "answer_maps" / f"{name_or_path}.json"
     if not path.is_file():
         known = sorted(p.stem for p in (data_dir() / "answer_maps").glob("*.json"))
         raise UserError(f"answer_map={name_or_path!r} not found: use a JSON file path or one of "
                         f"{', '.join(known)}")
+    shape = 'write {"true": ["Yes", ...], "false": ["No", ...]}'
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        true_words, false_words = raw["true"], raw["false"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise UserError(f"{path}: an answer map is a JSON object with lists 'true' and 'false' "
-                        f"({exc})") from exc
-    if not true_words or not false_words:
-        raise UserError(f"{path}: both 'true' and 'false' need at least one word")
-    return AnswerMap(path.stem, tuple(true_words), tuple(false_words))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"answer map {path.name}: not valid JSON ({exc}); {shape}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"answer map {path.name}: a JSON {type(raw).__name__}, not an object; "
+                        f"{shape}")
+    sides = {}
+    for side in ("true", "false"):
+        words = raw.get(side)
+        if words is None:
+            raise UserError(f"answer map {path.name}: no {side!r} list; {shape}")
+        if isinstance(words, str):
+            # A string is iterable: read as a list it would become one answer per character.
+            raise UserError(f"answer map {path.name}: {side!r} is the string {words!r}, not a "
+                            f"list; write \"{side}\": [{json.dumps(words)}]")
+        if not isinstance(words, list) or not all(isinstance(w, str) and w for w in words):
+            raise UserError(f"answer map {path.name}: {side!r} must be a list of non-empty "
+                            f"strings, got {json.dumps(words)[:80]}; {shape}")
+        if not words:
+            raise UserError(f"answer map {path.name}: {side!r} is empty; both 'true' and "
+                            "'false' need at least one word")
+        sides[side] = tuple(words)
+    return AnswerMap(path.stem, sides["true"], sides["false"])
 
 
 def token_pieces(tokenizer, word: str) -> list[str]:

@@ -1,5 +1,6 @@
-"""Fact datasets: one schema for both tasks (yes/no verification and cloze recall), loaded from
-CSV or JSONL, validated with one-line errors, with counterfactual (corrupted) prompts for patching.
+"""Fact datasets: one schema for both tasks (yes/no verification and cloze recall), read from
+CSV, TSV, JSON Lines, a JSON array or parquet (`formats`), validated with one-line errors,
+with counterfactual (corrupted) prompts for patching.
 
 Columns of `FactDataset.rows`:
   task, prompt, label (bool; True for every cloze row), answer (cloze object with its leading
@@ -13,17 +14,18 @@ word/character-length equality in `corruption_note`; patching code groups or ski
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import random
 import tempfile
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from factcircuits.data.counterfactuals import make_counterfactual
+from factcircuits.data.formats import FORMATS_READ, check_is_file, read_table
 from factcircuits.errors import DatasetError
 
 COLUMNS = [
@@ -54,6 +56,8 @@ RELATION_FILES = (
 )
 # Relations used by the hand-written Paris sets that the relation files lack.
 EXTRA_RELATIONS = ("landmark_in_city", "river_in_city", "city_on_continent")
+# Built-in relation names. Any label is accepted in a dataset (counterfactuals swap subjects
+# within the file's own relations); only `derive` needs a built-in one (its yes/no templates).
 KNOWN_RELATIONS = frozenset(RELATION_FILES + EXTRA_RELATIONS)
 
 _TRUE = {"True", "true", "1"}
@@ -102,55 +106,14 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[str, Path]:
                 f"{', '.join(list_datasets()) or 'none'}"
             )
         return key, path
-    path = Path(key)
-    if not path.is_file():
+    path = Path(key).expanduser()
+    if not path.exists():
         raise DatasetError(
             f"no dataset {key!r}: not a file and not a shipped name "
-            f"({', '.join(SHIPPED)}); pass a .csv/.jsonl path"
+            f"({', '.join(SHIPPED)}); pass a {FORMATS_READ} file"
         )
+    check_is_file(path)
     return path.stem, path
-
-
-# ---------------------------------------------------------------- reading raw files
-
-def read_text(path: Path) -> tuple[bytes, str]:
-    data = path.read_bytes()
-    try:
-        return data, data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DatasetError(
-            f"{path}: not UTF-8 at byte offset {exc.start} (line {line}, byte "
-            f"0x{data[exc.start]:02x}); re-save the file as UTF-8"
-        ) from None
-
-
-def parse_table(path: Path, text: str) -> pd.DataFrame:
-    """Raw cells as strings (JSON booleans kept) in file order; no validation beyond syntax."""
-    if not text.strip():
-        raise DatasetError(f"{path}: empty file; expected a header row and data rows")
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        records = []
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(
-                    f"{path}: line {n}: invalid JSON ({exc.msg}); one JSON object per line"
-                ) from None
-            if not isinstance(obj, dict):
-                raise DatasetError(f"{path}: line {n}: expected a JSON object per line")
-            records.append(obj)
-        return pd.DataFrame(records, dtype=object)
-    try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    except pd.errors.ParserError as exc:
-        raise DatasetError(f"{path}: malformed CSV ({str(exc).strip()}); fix quoting") from None
-    except pd.errors.EmptyDataError:
-        raise DatasetError(f"{path}: empty file; expected a header row and data rows") from None
-    return frame
 
 
 # ---------------------------------------------------------------- validation
@@ -194,9 +157,6 @@ def check_frame(frame: pd.DataFrame, path: Path | str) -> tuple[pd.DataFrame, li
             for c in missing
         ]
 
-    declares_relation = "relation" in frame.columns and any(
-        _cell(r).strip() for r in frame["relation"]
-    )
     out = {c: [] for c in COLUMNS}
     for i, raw in enumerate(frame.to_dict("records"), start=1):
         where = f"{path}: row {i}"
@@ -237,15 +197,15 @@ def check_frame(frame: pd.DataFrame, path: Path | str) -> tuple[pd.DataFrame, li
                     f"{where}, field 'counterfactual': {cf!r} equals the correct answer; "
                     "use a different object of the same relation"
                 )
+            for name, value in (("answer", ans), ("counterfactual", cf)):
+                if value.strip() and needs_leading_space(row["prompt"], value):
+                    problems.append(
+                        f"{where}, field {name!r}: {value!r} has no leading space, but it "
+                        f"continues the prompt {_tail(row['prompt'])!r}: write "
+                        f"{' ' + value!r} (the model predicts the space with the word)"
+                    )
         else:
             row["answer"] = row["counterfactual"] = ""
-        rel = row["relation"].strip()
-        if declares_relation and rel and rel not in KNOWN_RELATIONS:
-            problems.append(
-                f"{where}, field 'relation': unknown relation {rel!r}; use one of the "
-                "relation file names (e.g. country_capital_city) or factcircuits.data.datasets"
-                ".KNOWN_RELATIONS"
-            )
         for c in COLUMNS:
             out[c].append(row[c])
 
@@ -266,12 +226,47 @@ def _warn_duplicates(rows: pd.DataFrame, path) -> None:
         warnings.warn(f"{path}: duplicate rows (same prompt and answer): {desc}", stacklevel=3)
 
 
+def needs_leading_space(prompt: str, answer: str) -> bool:
+    """A cloze answer continues the prompt; unless the prompt ends in whitespace (or in a
+    script written without spaces, e.g. Chinese), the answer's first token carries a space."""
+    if not prompt or prompt[-1].isspace() or answer[:1].isspace():
+        return False
+    return unicodedata.east_asian_width(prompt[-1]) not in ("W", "F")
+
+
+def _tail(prompt: str, n: int = 24) -> str:
+    return prompt if len(prompt) <= n else "…" + prompt[-n:]
+
+
+def notes(rows: pd.DataFrame) -> list[str]:
+    """Things worth saying about a valid dataset that are not errors (one line each)."""
+    out = []
+    rels = sorted(set(rows["relation"].str.strip()) - {""})
+    own = [r for r in rels if r not in KNOWN_RELATIONS]
+    if own:
+        more = f" (+{len(own) - 8} more)" if len(own) > 8 else ""
+        out.append(f"relation(s) {', '.join(map(repr, own[:8]))}{more} are not built-in: "
+                   "fine for runs (corrupted prompts swap subjects within each relation of "
+                   "this file); `dataset from-relations --task yesno` has question templates "
+                   "for the built-in ones only")
+    if len(rows) and rows["task"].iloc[0] == "cloze":
+        multi = [(i, c, rows.at[i, c]) for i in rows.index for c in ("answer", "counterfactual")
+                 if len(rows.at[i, c].split()) > 1]
+        if multi:
+            i, field, value = multi[0]
+            count = len({i for i, _, _ in multi})
+            out.append(f"{count} row(s) have a multi-word answer or counterfactual (row {i + 1} "
+                       f"{field} {value!r}): a run scores a cloze answer by its first token "
+                       "(ROME convention); `dataset validate --model M` shows the pieces, "
+                       "`run --single-token-answers` refuses them")
+    return out
+
+
 def validate_file(path: str | os.PathLike) -> list[str]:
     """Every problem in the file (empty list: valid)."""
     path = Path(path)
     try:
-        _, text = read_text(path)
-        frame = parse_table(path, text)
+        _, frame = read_table(path)
     except DatasetError as exc:
         return [str(exc)]
     return check_frame(frame, path)[1]
@@ -288,8 +283,8 @@ def load_dataset(name_or_path: str | os.PathLike = DEFAULT_DATASET, *,
     """Load a shipped dataset by name or a CSV/JSONL file by path; DatasetError if invalid.
     Missing corrupted prompts of cloze rows are filled by `make_counterfactual` (seed 0)."""
     name, path = resolve(name_or_path)
-    data, text = read_text(path)
-    rows, problems = check_frame(parse_table(path, text), path)
+    data, frame = read_table(path)
+    rows, problems = check_frame(frame, path)
     if problems:
         raise_first(problems, path)
     if fill_counterfactuals:
@@ -355,69 +350,3 @@ def dataset_bytes(rows: pd.DataFrame, path: str | os.PathLike) -> bytes:
 def write_dataset(rows: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write rows (CSV or JSONL by suffix) atomically."""
     return atomic_write_bytes(path, dataset_bytes(rows, path))
-
-
-# ---------------------------------------------------------------- counterfactual prompts
-
-def length_note(subject: str, other: str) -> str:
-    same_words = len(subject.split()) == len(other.split())
-    words = "same word count" if same_words else (
-        f"word count differs {len(subject.split())} vs {len(other.split())}")
-    chars = "same length" if len(subject) == len(other) else (
-        f"chars {len(subject)} vs {len(other)}")
-    return f"{words}, {chars}; token lengths are tokenizer-dependent"
-
-
-def pick_partner(subject: str, candidates: list[str], rng: random.Random) -> str:
-    """Prefer a subject with the same word count and a close character length, so that the
-    corrupted prompt usually tokenizes to the same length; ties broken by the seeded rng."""
-    words = len(subject.split())
-    same = [c for c in candidates if len(c.split()) == words] or candidates
-    best = min(abs(len(c) - len(subject)) for c in same)
-    close = sorted(c for c in same if abs(len(c) - len(subject)) <= best + 2)
-    return rng.choice(close)
-
-
-def make_counterfactual(rows: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """Fill empty `corrupted_prompt`/`corrupted_subject` of cloze rows by swapping the subject
-    for another subject of the same relation whose answer differs (preferring the row whose
-    answer is this row's counterfactual, so the patching metric flips sign). Rows that cannot
-    be filled keep empty fields and say why in `corruption_note`. Returns a copy."""
-    rows = rows.copy()
-    rng = random.Random(seed)
-    for c in ("corrupted_prompt", "corrupted_subject", "corruption_note"):
-        if c not in rows.columns:
-            rows[c] = ""
-    for i in rows.index:
-        if rows.at[i, "corrupted_prompt"].strip():
-            continue
-        note = _fill_one(rows, i, rng)
-        if note and not rows.at[i, "corruption_note"].strip():
-            rows.at[i, "corruption_note"] = note
-    return rows
-
-
-def _fill_one(rows: pd.DataFrame, i, rng: random.Random) -> str:
-    row = rows.loc[i]
-    subject, relation = row["subject"].strip(), row["relation"].strip()
-    if row["task"] != "cloze":
-        return "not filled: yes/no rows need a derived or hand-written corrupted prompt"
-    if not subject or subject not in row["prompt"]:
-        return "not filled: subject missing or not in the prompt"
-    if not relation:
-        return "not filled: no relation, so no same-relation subject to swap in"
-    same_rel = rows[(rows["relation"].str.strip() == relation) & (rows["task"] == "cloze")]
-    ans = row["answer"].strip().casefold()
-    others = same_rel[(same_rel["answer"].str.strip().str.casefold() != ans)
-                      & (same_rel["subject"].str.strip() != subject)
-                      & (same_rel["subject"].str.strip() != "")]
-    if others.empty:
-        return "not filled: no other subject of this relation with a different answer"
-    matching = others[others["answer"].str.strip() == row["counterfactual"].strip()]
-    pool = matching if not matching.empty else others
-    partner = pick_partner(subject, sorted(set(pool["subject"].str.strip())), rng)
-    rows.at[i, "corrupted_subject"] = partner
-    rows.at[i, "corrupted_prompt"] = row["prompt"].replace(subject, partner, 1)
-    which = "its answer is the counterfactual" if not matching.empty else "different answer"
-    return f"subject swapped: {subject}→{partner} (same relation, {which}); " + length_note(
-        subject, partner)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from factcircuits.data.datasets import COLUMNS, length_note, pick_partner
+from factcircuits.data.counterfactuals import length_note, pick_partner
+from factcircuits.data.datasets import COLUMNS
 from factcircuits.errors import UserError
 
 # Relations a small model plausibly knows; the default selection for the shipped sets.

@@ -10,14 +10,12 @@ server (the tests use a local one).
 from __future__ import annotations
 
 import asyncio
-import difflib
 import hashlib
 import json
 import os
 import random
-import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -28,8 +26,8 @@ from factcircuits.data.datasets import (
     atomic_write_bytes,
     dataset_bytes,
     from_frame,
-    length_note,
 )
+from factcircuits.data.generated_items import Tally, add_unique, normalize_item, one_line
 from factcircuits.errors import UserError
 
 DEFAULT_MODEL = "gpt-4o-2024-08-06"  # first gpt-4o snapshot with JSON-schema structured output
@@ -125,6 +123,13 @@ class GenerateConfig:
             raise UserError(f"--balance {self.balance}: use a fraction between 0 and 1")
         if not self.topic.strip():
             raise UserError("--topic is empty; say what the facts should be about")
+        for flag, value in (("--batch-size", self.batch_size), ("--concurrency", self.concurrency),
+                            ("--max-attempts", self.max_attempts),
+                            ("max_rounds", self.max_rounds)):
+            if value < 1:
+                raise UserError(f"{flag} {value}: must be at least 1")
+        if self.timeout <= 0:
+            raise UserError(f"timeout {self.timeout}: must be more than 0 seconds")
 
 
 @dataclass
@@ -136,107 +141,15 @@ class Usage:
     malformed: int = 0
 
 
-@dataclass
-class Tally:
-    invalid: int = 0
-    duplicates: int = 0
-    near_duplicates: int = 0
-    extra: int = 0
-    dropped_examples: list[str] = field(default_factory=list)
-
-
 class MalformedResponse(Exception):
     """The server answered 200 but the content is not the JSON we asked for."""
-
-
-# ---------------------------------------------------------------- normalization and dedupe
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def normalize_item(task: str, item: dict) -> dict | None:
-    """A schema row from one model item, or None if the item is unusable."""
-    subject = _one_line(item.get("subject", ""))
-    swap = _one_line(item.get("corrupted_subject", ""))
-    if task == "yesno":
-        question = _one_line(item.get("question", "")).rstrip(" ?.")
-        if not question or not isinstance(item.get("answer"), bool):
-            return None
-        prompt = question + "?\n"  # the study's format: question mark then newline
-        row = {"task": "yesno", "prompt": prompt, "label": item["answer"], "answer": "",
-               "counterfactual": ""}
-    else:
-        prompt = _one_line(item.get("prompt", "")).rstrip(" _.…")
-        answer = _one_line(item.get("answer", "")).strip(" .")
-        counterfactual = _one_line(item.get("counterfactual", "")).strip(" .")
-        if not (prompt and answer and counterfactual):
-            return None
-        if answer.casefold() == counterfactual.casefold():
-            return None
-        row = {"task": "cloze", "prompt": prompt, "label": True, "answer": " " + answer,
-               "counterfactual": " " + counterfactual}
-    row.update({"subject": "", "relation": "", "corrupted_prompt": "", "corrupted_subject": "",
-                "clue": "", "corruption_note": ""})
-    if subject and subject in prompt:
-        row["subject"] = subject
-        if swap and swap.casefold() != subject.casefold():
-            row["corrupted_subject"] = swap
-            row["corrupted_prompt"] = prompt.replace(subject, swap, 1)
-            row["corruption_note"] = (f"subject swapped: {subject}→{swap} (proposed by the "
-                                      "generating model; unchecked); "
-                                      + length_note(subject, swap))
-    if not row["corrupted_prompt"]:
-        row["corruption_note"] = "not filled: the generated item gave no usable subject swap"
-    return row
-
-
-def _key(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
-
-
-def _group(row: dict) -> tuple:
-    return (row["label"], _key(row["answer"]))
-
-
-def _entities(text: str) -> set[str]:
-    """Capitalized or numeric words after the first: a cheap proxy for the named entities."""
-    words = re.sub(r"[^\w\s]", " ", text).split()[1:]
-    return {w for w in words if w[0].isupper() or any(ch.isdigit() for ch in w)}
-
-
-def is_near_duplicate(a: str, b: str, ratio: float) -> bool:
-    """Same words reordered, or nearly the same text about the same entities (so "Is Paris
-    in Spain?" and "Is Paris in Italy?" stay two facts)."""
-    ka, kb = _key(a), _key(b)
-    if sorted(ka.split()) == sorted(kb.split()):
-        return True
-    if _entities(a) != _entities(b):
-        return False
-    return difflib.SequenceMatcher(None, ka, kb).ratio() >= ratio
-
-
-def add_unique(kept: list[dict], new: list[dict], ratio: float, tally: Tally) -> None:
-    """Append rows of `new` that are neither exact nor near duplicates of kept rows with the
-    same label/answer (near pairs with different truth values are useful minimal pairs)."""
-    for row in new:
-        same = [k for k in kept if _group(k) == _group(row)]
-        if any(_key(k["prompt"]) == _key(row["prompt"]) for k in same):
-            tally.duplicates += 1
-        elif any(is_near_duplicate(k["prompt"], row["prompt"], ratio) for k in same):
-            tally.near_duplicates += 1
-        else:
-            kept.append(row)
-            continue
-        if len(tally.dropped_examples) < 20:
-            tally.dropped_examples.append(row["prompt"].strip())
 
 
 # ---------------------------------------------------------------- calling the API
 
 def _describe(exc: BaseException) -> str:
     status = getattr(exc, "status_code", None)
-    msg = _one_line(getattr(exc, "message", None) or str(exc) or type(exc).__name__)[:200]
+    msg = one_line(getattr(exc, "message", None) or str(exc) or type(exc).__name__)[:200]
     return f"HTTP {status}: {msg}" if status else f"{type(exc).__name__}: {msg}"
 
 
@@ -246,7 +159,7 @@ def parse_items(content: str | None) -> list[dict]:
     try:
         data = json.loads(content)
     except json.JSONDecodeError as exc:
-        raise MalformedResponse(f"not JSON ({exc.msg} at char {exc.pos})") from None
+        raise MalformedResponse(f"not JSON ({exc})") from None
     items = data.get("items") if isinstance(data, dict) else None
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise MalformedResponse("JSON without an 'items' list of objects")
@@ -414,18 +327,49 @@ async def _generate(cfg: GenerateConfig) -> tuple[list[dict], dict]:
     return rows, meta
 
 
+OUT_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+
+
+def check_output(out: Path) -> None:
+    """Before any API call (they cost money): `out` and its sidecar can be written."""
+    if out.suffix.lower() not in OUT_SUFFIXES:
+        what = "a folder" if out.is_dir() else f"suffix {out.suffix or '(none)'!r}"
+        raise UserError(f"--out {out}: {what}; name the output file .csv or .jsonl, e.g. "
+                        f"--out {out / 'facts.csv' if out.is_dir() else out.with_suffix('.csv')}")
+    for path in (out, sidecar_path(out)):
+        if path.is_dir():
+            raise UserError(f"--out {out}: {path} is a folder; choose another file name")
+    existing = out.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {existing} is not writable; choose another folder")
+
+
 def generate_dataset(cfg: GenerateConfig, out: str | Path) -> tuple[pd.DataFrame, dict]:
     """Generate, validate and write `out` (CSV/JSONL) plus `<stem>.meta.json`. On any error
     nothing is written and an existing `out` is left as it was."""
     cfg.check()
     out = Path(out)
+    check_output(out)
     rows, meta = asyncio.run(_generate(cfg))
     frame = from_frame(pd.DataFrame(rows, columns=COLUMNS), name=str(out)).rows
     data = dataset_bytes(frame, out)
     meta["output"] = out.name
     meta["sha256"] = hashlib.sha256(data).hexdigest()
-    # Sidecar first, data last: the data file changes only once everything has succeeded.
-    atomic_write_bytes(sidecar_path(out),
-                       (json.dumps(meta, indent=2, default=str) + "\n").encode("utf-8"))
-    atomic_write_bytes(out, data)
+    # Sidecar first, data last: the data file changes only once everything has succeeded;
+    # if writing it fails, the previous sidecar comes back (no orphan describing no data).
+    side = sidecar_path(out)
+    previous = side.read_bytes() if side.is_file() else None
+    atomic_write_bytes(side, (json.dumps(meta, indent=2, default=str) + "\n").encode("utf-8"))
+    try:
+        atomic_write_bytes(out, data)
+    except BaseException:
+        if previous is None:
+            side.unlink(missing_ok=True)
+        else:
+            atomic_write_bytes(side, previous)
+        raise
     return frame, meta

@@ -15,7 +15,9 @@ import torch
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.errors import UserError
+from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
+from factcircuits.models import LoadedModel
 from factcircuits.models.forward import final_logits, position_mean
 
 MODES = ("zero", "mean")
@@ -69,12 +71,14 @@ def ablation_hooks(components: list[tuple], mode: str = "zero",
     return hooks_for
 
 
-def ablation_table(model, tokenizer, prepared, components: list[tuple],
+def ablation_table(lm: LoadedModel, prepared: PreparedTask, components: list[tuple], *,
                    modes=("zero", "mean"), batch_size: int = 16, joint: bool = True,
-                   reference=None, progress: bool = False) -> pd.DataFrame:
+                   reference: PreparedTask | None = None, progress: bool = False
+                   ) -> pd.DataFrame:
     """Metric per prompt with each component ablated alone (and all of them together when
     `joint`), by zero and by mean (means over `reference`'s prompts, default `prepared`).
     Tidy: prompt, component, mode, clean, ablated, drop (= clean − ablated)."""
+    model, tokenizer = lm.model, lm.tokenizer
     batch = prepared.clean_batch(tokenizer)
     clean = prepared.metric(final_logits(model, batch, batch_size)).numpy()
     means = None

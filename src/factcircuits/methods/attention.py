@@ -6,16 +6,23 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
+from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
+from factcircuits.models import LoadedModel
 from factcircuits.models.tokens import encode
+
+Patterns = dict[tuple[int, int], Float[Tensor, "query key"]]
 
 
 @torch.no_grad()
-def head_patterns(model, tokenizer, prompt: str, heads: list[tuple[int, int]],
-                  fmt: str = "raw") -> tuple[list[str], dict[tuple[int, int], torch.Tensor]]:
-    """(token strings, {(layer, head): pattern [query, key]}) for one prompt."""
-    batch = encode(tokenizer, [prompt], fmt)
+def head_patterns(lm: LoadedModel, prepared: PreparedTask, heads: list[tuple[int, int]], *,
+                  example: int = 0) -> tuple[list[str], Patterns]:
+    """(token strings, {(layer, head): pattern [query, key]}) for prompt `example`."""
+    model, tokenizer = lm.model, lm.tokenizer
+    batch = encode(tokenizer, [prepared.prompts[example]], prepared.prompt_format)
     layers = sorted({int(ly) for ly, _ in heads})
     store: dict[int, torch.Tensor] = {}
 
@@ -31,7 +38,7 @@ def head_patterns(model, tokenizer, prompt: str, heads: list[tuple[int, int]],
     return tokens, {(int(ly), int(h)): store[int(ly)][int(h)] for ly, h in heads}
 
 
-def last_token_attention(tokens: list[str], patterns: dict) -> pd.DataFrame:
+def last_token_attention(tokens: list[str], patterns: Patterns) -> pd.DataFrame:
     """Tidy: layer, head, key position, key token, attention from the last token."""
     rows = []
     for (ly, h), p in patterns.items():
@@ -41,7 +48,7 @@ def last_token_attention(tokens: list[str], patterns: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def pattern_figure(tokens: list[str], patterns: dict, title: str = "Attention patterns"):
+def pattern_figure(tokens: list[str], patterns: Patterns, title: str = "Attention patterns"):
     """One heatmap per head (query × key), chosen with a dropdown; hover shows the tokens."""
     import plotly.graph_objects as go
 

@@ -35,7 +35,9 @@ from torch import Tensor
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.errors import UserError
+from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import FINAL_NORM_SCALE, hook_name, hook_names
+from factcircuits.models import LoadedModel
 from factcircuits.models.forward import capture_last
 
 DIRECTION_KINDS = ("auto", "logit_diff", "log_odds", "logit_diff_sum")
@@ -45,10 +47,10 @@ DIRECTION_KINDS = ("auto", "logit_diff", "log_odds", "logit_diff_sum")
 @dataclass
 class AnswerDirection:
     kind: str  # "logit_diff" | "log_odds" | "logit_diff_sum"
-    vectors: torch.Tensor  # [n, d_model] in the normalised residual space (after the final norm)
-    bias: torch.Tensor  # [n] unembedding-bias term along the direction
-    target: torch.Tensor  # [n] the metric the direction stands for, at the final logits
-    offset: torch.Tensor  # [n] target − (linear readout of the final logits); 0 when exact
+    vectors: Float[Tensor, "n d_model"]  # in the normalised residual space (after the final norm)
+    bias: Float[Tensor, " n"]  # unembedding-bias term along the direction
+    target: Float[Tensor, " n"]  # the metric the direction stands for, at the final logits
+    offset: Float[Tensor, " n"]  # target − (linear readout of the final logits); 0 when exact
     exact: bool  # True when the metric is linear in the logits
 
     @property
@@ -66,12 +68,14 @@ def unembedding(model) -> tuple[Float[Tensor, "d_model vocab"], Float[Tensor, " 
     return W_U, b_U
 
 
-def answer_direction(model, prepared, logits: torch.Tensor, kind: str = "auto") -> AnswerDirection:
-    """The answer direction of each prompt of `prepared` given its final logits [n, vocab]
+def answer_direction(lm: LoadedModel, prepared: PreparedTask,
+                     logits: Float[Tensor, "n_prompts vocab"], kind: str = "auto"
+                     ) -> AnswerDirection:
+    """The answer direction of each prompt of `prepared` given its final logits
     (see the module docstring for the three kinds)."""
     if kind not in DIRECTION_KINDS:
         raise UserError(f"direction kind {kind!r}: use one of {', '.join(DIRECTION_KINDS)}")
-    W_U, b_U = unembedding(model)
+    W_U, b_U = unembedding(lm.model)
     logits = logits.float().cpu()
     if prepared.task == "cloze":
         if kind not in ("auto", "logit_diff"):
@@ -103,9 +107,9 @@ def answer_direction(model, prepared, logits: torch.Tensor, kind: str = "auto") 
     return AnswerDirection(out_kind, vectors, bias, target, target - linear, exact)
 
 
-def soft_cap_note(model) -> str:
+def soft_cap_note(lm: LoadedModel) -> str:
     """A sentence when the model soft-caps its final logits (the DLA then cannot sum), else ""."""
-    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
+    cap = getattr(lm.model.cfg, "output_logits_soft_cap", -1.0) or -1.0
     if cap > 0:
         return (f"This model soft-caps its final logits (cap·tanh(logits/cap), cap = {cap:g}), "
                 "so the direct logit attributions below do not sum to the metric: they describe "
@@ -117,12 +121,12 @@ def soft_cap_note(model) -> str:
 @dataclass
 class Decomposition:
     """The last-token residual stream of every prompt split into components."""
-    embed: torch.Tensor  # [n, d_model] blocks.0.hook_resid_pre
-    attn: torch.Tensor  # [n, n_layers, d_model] hook_attn_out
-    mlp: torch.Tensor  # [n, n_layers, d_model] hook_mlp_out
-    scale: torch.Tensor  # [n, 1] final norm scale
-    logits: torch.Tensor  # [n, vocab] final logits
-    z: torch.Tensor | None = None  # [n, n_layers, n_heads, d_head] hook_z (query heads)
+    embed: Float[Tensor, "n d_model"]  # blocks.0.hook_resid_pre
+    attn: Float[Tensor, "n n_layers d_model"]  # hook_attn_out
+    mlp: Float[Tensor, "n n_layers d_model"]  # hook_mlp_out
+    scale: Float[Tensor, "n 1"]  # final norm scale
+    logits: Float[Tensor, "n vocab"]  # final logits
+    z: Float[Tensor, "n n_layers n_heads d_head"] | None = None  # hook_z (query heads)
     centre: bool = False  # LayerNorm-type final norm: centre components before scaling
     extra: dict = field(default_factory=dict)
 
@@ -137,7 +141,7 @@ class Decomposition:
         shape = (x.shape[0],) + (1,) * (x.dim() - 1)
         return x / self.scale.reshape(shape)
 
-    def accumulated(self) -> torch.Tensor:
+    def accumulated(self) -> Float[Tensor, "n steps d_model"]:
         """[n, 2·n_layers + 1, d_model]: after the embeddings, then after each attention and
         each MLP sublayer (TransformerLens accumulated_resid, split at the mid points)."""
         steps = [self.embed]
@@ -150,14 +154,15 @@ class Decomposition:
         return torch.stack(steps, dim=1)
 
 
-def decompose(model, tokenizer, prepared, batch_size: int = 16, heads: bool = True,
-              progress: bool = False) -> Decomposition:
+def decompose(lm: LoadedModel, prepared: PreparedTask, *, batch_size: int = 16,
+              heads: bool = True, progress: bool = False) -> Decomposition:
     """One batched pass over the clean prompts keeping the last-token components."""
+    model = lm.model
     L = model.cfg.n_layers
     embed = hook_name(0, "resid_pre")
     kinds = ["attn_out", "mlp_out"] + (["z"] if heads else [])
     names = [embed, FINAL_NORM_SCALE] + [n for kind in kinds for n in hook_names(kind, range(L))]
-    values, logits = capture_last(model, prepared.clean_batch(tokenizer), names, batch_size,
+    values, logits = capture_last(model, prepared.clean_batch(lm.tokenizer), names, batch_size,
                                   progress, desc="decompose")
 
     def stack(kind):
@@ -178,18 +183,15 @@ def _project(dec: Decomposition, x: torch.Tensor, direction: AnswerDirection) ->
     return torch.einsum("n...d,nd->n...", dec.normalise(x), v)
 
 
-def head_outputs(model, z: torch.Tensor, layer: int) -> torch.Tensor:
-    """Per-head outputs [n, n_heads, d_model] of `layer` from hook_z [n, n_heads, d_head] (query
-    heads; with grouped-query attention W_O is indexed by query head as well)."""
-    W_O = model.blocks[layer].attn.W_O.detach().float().cpu()  # [n_heads, d_head, d_model]
+def head_outputs(lm: LoadedModel, z: Float[Tensor, "n n_heads d_head"], layer: int
+                 ) -> Float[Tensor, "n n_heads d_model"]:
+    """Per-head outputs of `layer` from its hook_z (query heads; with grouped-query attention
+    W_O is indexed by query head as well)."""
+    W_O = lm.model.blocks[layer].attn.W_O.detach().float().cpu()  # [n_heads, d_head, d_model]
     return torch.einsum("nhd,hdm->nhm", z, W_O)
 
 
 # --------------------------------------------------------------------------- DLA tables
-def _prompt_ids(n: int) -> list[int]:
-    return list(range(n))
-
-
 def layer_dla(dec: Decomposition, direction: AnswerDirection) -> pd.DataFrame:
     """Tidy DLA per prompt × layer × component (attn / mlp), plus the embeddings (layer −1)."""
     attn = _project(dec, dec.attn, direction)  # [n, L]
@@ -205,7 +207,7 @@ def layer_dla(dec: Decomposition, direction: AnswerDirection) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def head_dla(model, dec: Decomposition, direction: AnswerDirection,
+def head_dla(lm: LoadedModel, dec: Decomposition, direction: AnswerDirection,
              progress: bool = False) -> pd.DataFrame:
     """Tidy DLA per prompt × layer × head; `attn_bias` rows (head = -1) hold each layer's
     attention output not written by any head (b_O; zero for bias-free models)."""
@@ -213,7 +215,7 @@ def head_dla(model, dec: Decomposition, direction: AnswerDirection,
         raise UserError("head DLA needs the decomposition with heads=True")
     frames = []
     for ly in tqdm(range(dec.n_layers), desc="head DLA", disable=not progress, leave=False):
-        out = head_outputs(model, dec.z[:, ly], ly)  # [n, H, d]
+        out = head_outputs(lm, dec.z[:, ly], ly)  # [n, H, d]
         dla = _project(dec, out, direction)  # [n, H]
         rest = _project(dec, dec.attn[:, ly] - out.sum(1), direction)  # [n]
         n, H = dla.shape
@@ -226,13 +228,14 @@ def head_dla(model, dec: Decomposition, direction: AnswerDirection,
 
 
 @torch.no_grad()
-def neuron_dla(model, tokenizer, prepared, layer: int, direction: AnswerDirection,
-               batch_size: int = 16, dec: Decomposition | None = None,
+def neuron_dla(lm: LoadedModel, prepared: PreparedTask, layer: int,
+               direction: AnswerDirection, *, batch_size: int = 16,
                progress: bool = False) -> pd.DataFrame:
     """DLA of every MLP neuron of `layer`, per prompt: post-activation × (W_out row ·
     direction) / final scale. Tidy [prompt, layer, neuron, activation, dla]; the `neuron = -1`
     rows hold b_out's share (zero for bias-free models)."""
-    values, _ = capture_last(model, prepared.clean_batch(tokenizer),
+    model = lm.model
+    values, _ = capture_last(model, prepared.clean_batch(lm.tokenizer),
                              [hook_name(layer, "mlp_post"), FINAL_NORM_SCALE],
                              batch_size, progress, desc=f"neurons L{layer}")
     post = values[hook_name(layer, "mlp_post")]  # [n, d_mlp]
@@ -308,6 +311,26 @@ def top_components(layer_table: pd.DataFrame, head_table: pd.DataFrame | None = 
         items += [(("head", int(ly), int(h)), v) for (ly, h), v in heads.items()]
     items.sort(key=lambda kv: -abs(kv[1]))
     return [c for c, _ in items[:k]]
+
+
+@dataclass
+class HeadAttribution:
+    """Decomposition → answer direction → DLA by layer and by head: what the attribution,
+    ablation and attention analyses all start from."""
+    decomposition: Decomposition
+    direction: AnswerDirection
+    layers: pd.DataFrame  # layer_dla
+    heads: pd.DataFrame  # head_dla
+
+
+def attribute_heads(lm: LoadedModel, prepared: PreparedTask, *, kind: str = "auto",
+                    batch_size: int = 16, progress: bool = False) -> HeadAttribution:
+    """Decompose the clean prompts' last token, build the answer direction of `kind` and the
+    tidy DLA tables by layer and by head."""
+    dec = decompose(lm, prepared, batch_size=batch_size, progress=progress)
+    direction = answer_direction(lm, prepared, dec.logits, kind)
+    return HeadAttribution(dec, direction, layer_dla(dec, direction),
+                           head_dla(lm, dec, direction, progress=progress))
 
 
 # --------------------------------------------------------------------------- figures

@@ -25,29 +25,22 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
-from factcircuits.methods.engine import (
-    Resumable,
-    StackGroup,
-    capture_reference,
-    chunks,
-    groups_by,
-    memory_budget,
-    run_stack,
-    stack_size,
-)
+from factcircuits.methods import engine
+from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import EMBED, hook_name
+from factcircuits.methods.positions import TOKEN_CLASSES, task_positions
+from factcircuits.models import LoadedModel
 from factcircuits.models.tokens import encode
 
 KINDS = ("hidden", "mlp", "attn")  # ROME's restored states (hooks.hook_name aliases)
 KIND_TITLES = {"hidden": "hidden state (block output)", "mlp": "MLP output",
                "attn": "attention output"}
-ROME_CLASSES = ("subject_first", "subject_middle", "subject_last", "first_subsequent",
-                "further", "last")
-CLASS_TITLES = {"subject_first": "first subject token", "subject_middle": "middle subject tokens",
-                "subject_last": "last subject token", "first_subsequent": "first subsequent token",
-                "further": "further tokens", "last": "last token", "prefix": "before the subject"}
+# ROME's figures show the classes from the subject on (the prefix is never noised)
+TRACED_CLASSES = tuple(c for c in TOKEN_CLASSES if c != "prefix")
 
 
 def embedding_std(model) -> float:
@@ -64,10 +57,10 @@ def window_layers(layer: int, window: int, n_layers: int) -> list[int]:
 class TraceResult:
     kind: str
     window: int
-    values: torch.Tensor  # [n_layers, n_pos, n_prompts] restored metric (mean over samples)
-    clean: torch.Tensor  # [n_prompts]
-    corrupted: torch.Tensor  # [n_prompts] (mean over samples)
-    lengths: torch.Tensor  # [n_prompts]
+    values: Float[Tensor, "n_layers n_pos n_prompts"]  # restored metric (mean over samples)
+    clean: Float[Tensor, " n_prompts"]
+    corrupted: Float[Tensor, " n_prompts"]  # mean over samples
+    lengths: Int[Tensor, " n_prompts"]
     noise_scale: float
     noise_std: float
     noise_samples: int
@@ -105,17 +98,15 @@ def _noise_hook(noise: torch.Tensor):
 
 
 @torch.inference_mode()
-def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_samples: int = 5,
-          noise_scale: float = 3.0, seed: int = 0, metric="prob", max_patches="auto",
-          budget_bytes="auto", progress: bool = True, subject_positions=None
-          ) -> dict[str, TraceResult]:
+def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS,
+          windows=None, noise_samples: int = 5, noise_scale: float = 3.0, seed: int = 0,
+          metric="prob", max_patches="auto", budget_bytes="auto",
+          progress: bool = True, subject_positions=None) -> dict[str, TraceResult]:
     """Causal traces of every clean prompt of `prepared` for each kind of state.
 
     windows: {kind: window} (default 1 for hidden, 10 for mlp/attn as in ROME);
     subject_positions: list of position lists (default: from `methods.positions`).
     Returns {kind: TraceResult}."""
-    from factcircuits.methods.positions import task_positions
-
     windows = {"hidden": 1, "mlp": 10, "attn": 10, **(windows or {})}
     model, cfg = lm.model, lm.model.cfg
     metric_fn = prepared.answer_probability if metric == "prob" else prepared.metric
@@ -125,8 +116,8 @@ def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_sam
     n_prompts, width = batch.tokens.shape
     std = embedding_std(model)
     generator = torch.Generator().manual_seed(int(seed))
-    runner = Resumable(model)
-    budget = memory_budget(cfg.device, budget_bytes)
+    runner = engine.Resumable(model)
+    budget = engine.memory_budget(cfg.device, budget_bytes)
     S = int(noise_samples)
     names_needed = {hook_name(layer, k) for k in kinds for layer in range(cfg.n_layers)}
 
@@ -141,7 +132,7 @@ def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_sam
     first_subject = torch.tensor([min(p) if p else int(n) for p, n in
                                   zip(subject_positions, lengths.tolist())])
     key = lengths * (width + 1) + first_subject
-    for idx in groups_by(key):
+    for idx in engine.groups_by(key):
         n, skip = int(lengths[idx[0]]), int(first_subject[idx[0]])
         tokens = batch.tokens[idx, :n].to(cfg.device)
         clean_logits, cache = model.run_with_cache(
@@ -153,9 +144,9 @@ def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_sam
                 pos = [p for p in subject_positions[i] if p < n]
                 noise[s * len(idx) + g, pos] = noise_scale * std * torch.randn(
                     len(pos), cfg.d_model, generator=generator)
-        logits, resid, kv = capture_reference(
+        logits, resid, kv = engine.capture_reference(
             runner, model, tokens.repeat(S, 1), fwd_hooks=[(EMBED, _noise_hook(noise))])
-        group = StackGroup(rows_index,
+        group = engine.StackGroup(rows_index,
                            {k: v.repeat(S, *[1] * (v.ndim - 1)) for k, v in cache.items()},
                            resid, kv, metric_fn(clean_logits[:, -1], idx).float().cpu(),
                            metric_fn(logits, rows_index).float().cpu())
@@ -164,11 +155,11 @@ def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_sam
         corrupt_metric[idx] = group.reference_metric.view(S, len(idx)).mean(0)
         for kind in kinds:
             out[kind][:, :skip, idx] = corrupt_metric[idx]
-        cap = stack_size(max_patches, cfg, S * len(idx), n, budget)
+        cap = engine.stack_size(max_patches, cfg, S * len(idx), n, budget)
         for pos in range(skip, n):  # every kind's restorations share the forwards
             cells = [(kind, layer, window_layers(layer, windows[kind], cfg.n_layers))
                      for kind in kinds for layer in range(cfg.n_layers)]
-            for chunk in chunks(cells, cap):
+            for chunk in engine.chunks(cells, cap):
                 copies = [(min(ws), [(hook_name(w, kind), None, pos) for w in ws])
                           for kind, _, ws in chunk]
                 plan.append((len(groups) - 1, pos, copies, chunk))
@@ -177,7 +168,7 @@ def trace(lm, prepared, kinds=("hidden", "mlp", "attn"), windows=None, noise_sam
                                          mininterval=1.0, leave=False):
         group = groups[g_no]
         G = len(group.index) // S
-        values = run_stack(runner, model, group, pos, copies, metric_fn)
+        values = engine.run_stack(runner, model, group, pos, copies, metric_fn)
         values = values.view(len(copies), S, G).mean(1)
         for j, (kind, layer, _) in enumerate(chunk):
             out[kind][layer, pos, group.index[:G]] = values[j]

@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 from factcircuits.data.answers import AnswerSets, answer_sets, first_token_id, load_answer_map
 from factcircuits.data.datasets import FactDataset
 from factcircuits.methods import metrics
+from factcircuits.models import LoadedModel
 from factcircuits.models.forward import final_logits
 from factcircuits.models.tokens import Batch, encode, format_prompt
 
@@ -86,8 +89,9 @@ class PreparedTask:
         )
 
 
-def prepare(lm, dataset: FactDataset, prompt_format: str = "raw", answer_map: str | None = None,
-            n_prompts: int | None = None, drop_multi_token: bool = False) -> PreparedTask:
+def prepare(lm: LoadedModel, dataset: FactDataset, prompt_format: str = "raw",
+            answer_map: str | None = None, n_prompts: int | None = None,
+            drop_multi_token: bool = False) -> PreparedTask:
     """Format prompts, map answers to token ids, and drop rows that cannot be scored (reported
     in `.dropped`). `n_prompts` caps the rows (the first n, for quick runs)."""
     tokenizer = lm.tokenizer
@@ -122,7 +126,8 @@ def prepare(lm, dataset: FactDataset, prompt_format: str = "raw", answer_map: st
     return prepared
 
 
-def score(lm, prepared: PreparedTask, batch_size: int = 16, progress: bool = False):
+def score(lm: LoadedModel, prepared: PreparedTask, *, batch_size: int = 16,
+          progress: bool = False) -> tuple[Float[Tensor, "n_prompts vocab"], pd.DataFrame]:
     """Final-position logits and the per-prompt metric table (rows + all metrics)."""
     logits = final_logits(lm.model, prepared.clean_batch(lm.tokenizer), batch_size, progress)
     table = pd.concat([prepared.rows, prepared.metric_table(logits)], axis=1)
@@ -153,11 +158,11 @@ def known_prompts(prepared: PreparedTask, table: pd.DataFrame) -> KnownPrompts:
     return KnownPrompts(prepared.subset(torch.as_tensor(correct.copy())), kept, wrong, note)
 
 
-def score_dataset(lm, dataset: FactDataset, prompt_format: str = "raw",
+def score_dataset(lm: LoadedModel, dataset: FactDataset, prompt_format: str = "raw",
                   answer_map: str | None = None, batch_size: int = 16,
                   drop_multi_token: bool = False) -> pd.DataFrame:
     """One row per scorable dataset row: its columns plus every metric of the task, `metric`
     (the main one, positive = right) and `correct`."""
     prepared = prepare(lm, dataset, prompt_format, answer_map, drop_multi_token=drop_multi_token)
-    _, table = score(lm, prepared, batch_size)
+    _, table = score(lm, prepared, batch_size=batch_size)
     return table

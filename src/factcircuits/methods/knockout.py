@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
+from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_names
 from factcircuits.methods.positions import position_mask, task_positions
+from factcircuits.models import LoadedModel
 from factcircuits.models.forward import final_logits
 
 ROLES = ("subject", "relation")
@@ -35,7 +39,7 @@ def windows(n_layers: int, k: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def knockout_hooks(layers, block: torch.Tensor):
+def knockout_hooks(layers, block: Bool[Tensor, "n_prompts pos"]):
     """A `hooks_for` function (see models.forward.final_logits) that blocks, in each of `layers`,
     the last position's attention to the key positions where `block` [n, pos] is True."""
     def hooks_for(part, last, mask):
@@ -57,17 +61,20 @@ def knockout_hooks(layers, block: torch.Tensor):
     return hooks_for
 
 
-def knockout(model, tokenizer, prepared, block: torch.Tensor, layers, batch_size: int = 16):
-    """Final logits [n, vocab] with the last position's attention to `block` cut in `layers`."""
-    return final_logits(model, prepared.clean_batch(tokenizer), batch_size,
+def knockout(lm: LoadedModel, prepared: PreparedTask, block: Bool[Tensor, "n_prompts pos"],
+             layers, *, batch_size: int = 16) -> Float[Tensor, "n_prompts vocab"]:
+    """Final logits with the last position's attention to `block` cut in `layers`."""
+    return final_logits(lm.model, prepared.clean_batch(lm.tokenizer), batch_size,
                         hooks_for=knockout_hooks(layers, block))
 
 
-def knockout_sweep(model, tokenizer, prepared, window: int | None = None, roles=ROLES,
-                   batch_size: int = 16, progress: bool = False) -> pd.DataFrame:
+def knockout_sweep(lm: LoadedModel, prepared: PreparedTask, window: int | None = None,
+                   roles=ROLES, *, batch_size: int = 16, progress: bool = False
+                   ) -> pd.DataFrame:
     """Knock out subject / relation positions over sliding windows of `window` layers.
     Tidy per prompt: role, centre, first, last, clean/knocked metric and P(answer),
     relative change of P(answer) = (p_knocked − p_clean) / p_clean, and metric change."""
+    model, tokenizer = lm.model, lm.tokenizer
     L = model.cfg.n_layers
     k = window or default_window(L)
     batch = prepared.clean_batch(tokenizer)

@@ -26,6 +26,8 @@ from factcircuits.methods.attribution import (
     decompose,
     unembedding,
 )
+from factcircuits.methods.evaluate import PreparedTask
+from factcircuits.models import LoadedModel
 
 
 def step_labels(n_layers: int) -> pd.DataFrame:
@@ -91,11 +93,12 @@ def share_caveat(shares: dict[str, float]) -> str:
             "here; read the curve and the per-sublayer bars instead.")
 
 
-def logit_lens(model, tokenizer, prepared, batch_size: int = 16, kind: str = "auto",
-               progress: bool = False, dec: Decomposition | None = None) -> LogitLens:
+def logit_lens(lm: LoadedModel, prepared: PreparedTask, *, kind: str = "auto",
+               batch_size: int = 16, progress: bool = False,
+               dec: Decomposition | None = None) -> LogitLens:
     """Logit lens on the answer direction for every prompt of `prepared`."""
-    dec = dec or decompose(model, tokenizer, prepared, batch_size, heads=False, progress=progress)
-    direction = answer_direction(model, prepared, dec.logits, kind)
+    dec = dec or decompose(lm, prepared, batch_size=batch_size, heads=False, progress=progress)
+    direction = answer_direction(lm, prepared, dec.logits, kind)
     values = accumulated_projection(dec, direction)
     labels = step_labels(dec.n_layers)
     n, _s = values.shape
@@ -105,11 +108,12 @@ def logit_lens(model, tokenizer, prepared, batch_size: int = 16, kind: str = "au
                      direction, dec)
 
 
-def top_tokens(model, tokenizer, dec: Decomposition, prompt: int = 0, k: int = 5,
+def top_tokens(lm: LoadedModel, dec: Decomposition, prompt: int = 0, k: int = 5,
                answer_ids=()) -> pd.DataFrame:
     """Ordinary logit lens for one prompt: at each step, the residual normalised with its own
     scale and unembedded; the k top tokens with their probabilities, and the rank of each of
     `answer_ids`."""
+    model, tokenizer = lm.model, lm.tokenizer
     W_U, b_U = unembedding(model)
     acc = dec.accumulated()[prompt]  # [s, d]
     if dec.centre:

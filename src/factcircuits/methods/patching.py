@@ -56,6 +56,7 @@ from factcircuits.methods.engine import (
 )
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
+from factcircuits.methods.positions import task_positions
 from factcircuits.models import LoadedModel
 from factcircuits.models.tokens import encode
 
@@ -225,37 +226,35 @@ def patch(lm: LoadedModel, prepared: PreparedTask, component: str = "resid_pre",
     return PatchResult(component, values, clean_metric, corrupt_metric, by, clean.lengths)
 
 
-def patch_resid_pre(lm, prepared, **kw) -> PatchResult:
+def patch_resid_pre(lm: LoadedModel, prepared: PreparedTask, **kw) -> PatchResult:
     """Residual stream entering each block: values [n_layers, n_pos, n_prompts]."""
     return patch(lm, prepared, "resid_pre", **kw)
 
 
-def patch_attn_out(lm, prepared, **kw) -> PatchResult:
+def patch_attn_out(lm: LoadedModel, prepared: PreparedTask, **kw) -> PatchResult:
     """Attention output of each block: values [n_layers, n_pos, n_prompts]."""
     return patch(lm, prepared, "attn_out", **kw)
 
 
-def patch_mlp_out(lm, prepared, **kw) -> PatchResult:
+def patch_mlp_out(lm: LoadedModel, prepared: PreparedTask, **kw) -> PatchResult:
     """MLP output of each block: values [n_layers, n_pos, n_prompts]."""
     return patch(lm, prepared, "mlp_out", **kw)
 
 
-def patch_heads(lm, prepared, **kw) -> PatchResult:
+def patch_heads(lm: LoadedModel, prepared: PreparedTask, **kw) -> PatchResult:
     """Each attention head's output (z) over all positions: values [n_layers, n_heads, n]."""
     return patch(lm, prepared, "z", by="head", **kw)
 
 
-def patch_heads_by_pos(lm, prepared, **kw) -> PatchResult:
+def patch_heads_by_pos(lm: LoadedModel, prepared: PreparedTask, **kw) -> PatchResult:
     """Each attention head's output at each position: values [n_layers, n_pos, n_heads, n]."""
     return patch(lm, prepared, "z", by="pos_head", **kw)
 
 
 # --------------------------------------------------------------------------- tidy forms
-def position_table(lm, prepared) -> pd.DataFrame:
+def position_table(lm: LoadedModel, prepared: PreparedTask) -> pd.DataFrame:
     """One row per (prompt, position): token string, ROME token class and coarse role
     (subject / relation / last / prefix)."""
-    from factcircuits.methods.positions import task_positions
-
     rows = []
     for i, pos in enumerate(task_positions(prepared, lm.tokenizer)):
         relation = set(pos.relation)
@@ -322,13 +321,3 @@ def peak(table: pd.DataFrame, column: str = "token_class") -> dict:
     return {"effect": float(row["normalized"]), "layer": int(row["layer"]),
             column: str(row[column])}
 
-
-def template_labels(positions: pd.DataFrame) -> list[str]:
-    """Axis labels for the position axis: the token of prompt 0 and, when prompts differ at a
-    position, the most common token class there."""
-    labels = []
-    for p, rows in positions.groupby("pos"):
-        tokens = rows["token"].unique()
-        cls = rows["token_class"].mode().iloc[0]
-        labels.append(f"{p}: {tokens[0]!r}" if len(tokens) == 1 else f"{p}: [{cls}]")
-    return labels

@@ -28,6 +28,10 @@ from factcircuits.errors import UserError
 
 SUBJECT_CLASSES = ("subject_first", "subject_middle", "subject_last")
 TOKEN_CLASSES = ("prefix", *SUBJECT_CLASSES, "first_subsequent", "further", "last")
+CLASS_TITLES = {"prefix": "before the subject", "subject_first": "first subject token",
+                "subject_middle": "middle subject tokens", "subject_last": "last subject token",
+                "first_subsequent": "first subsequent token", "further": "further tokens",
+                "last": "last token"}
 
 
 def subject_char_span(prompt: str, subject: str) -> tuple[int, int]:
@@ -106,12 +110,6 @@ def prompt_positions(tokenizer, prompt: str, subject: str, fmt: str = "raw",
     classes[last] = "last"
     tokens = [tokenizer.decode([t]) for t in ids]
     return PromptPositions(tokens, subject_pos, relation, last, classes)
-
-
-def token_classes(tokenizer, prompt: str, subject: str, fmt: str = "raw",
-                  question: str | None = None) -> list[str]:
-    """One class name (see TOKEN_CLASSES) per token position of `prompt`."""
-    return prompt_positions(tokenizer, prompt, subject, fmt, question).classes
 
 
 def task_positions(prepared, tokenizer) -> list[PromptPositions]:

@@ -54,10 +54,39 @@ def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def checkpoint_folder() -> Path:
+    """Where the dequantized checkpoint lives (it may not exist yet)."""
+    return cache_root() / f"smollm2-135m-instruct-{GGUF_SHA256[:16]}"
+
+
+def is_cached() -> bool:
+    target = checkpoint_folder()
+    return (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file()
+
+
+def check_cache_root() -> None:
+    """Before a run: the cache folder (FACTCIRCUITS_CACHE_DIR) must be a folder we can use."""
+    if is_cached():
+        return
+    root = cache_root()
+    where = ("FACTCIRCUITS_CACHE_DIR" if os.environ.get("FACTCIRCUITS_CACHE_DIR")
+             else "the model cache")
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ModelUnavailableError(f"{where} {root}: {existing} is a file, not a folder; "
+                                    "point FACTCIRCUITS_CACHE_DIR at a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ModelUnavailableError(f"{where} {root}: {existing} is not writable, and the "
+                                    "embedded model is not cached there yet; point "
+                                    "FACTCIRCUITS_CACHE_DIR at a writable folder")
+
+
 def cached_checkpoint() -> Path:
     """Folder with config.json, model.safetensors and tokenizer files; built on first use."""
-    target = cache_root() / f"smollm2-135m-instruct-{GGUF_SHA256[:16]}"
-    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+    target = checkpoint_folder()
+    if is_cached():
         return target
     source = gguf_path()
     actual = sha256_of(source)
@@ -80,12 +109,26 @@ def _dequantize_into(source: Path, target: Path) -> None:
     model.config.architectures = [type(model).__name__]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    publish_folder(target, write)
+
+
+def publish_folder(target: Path, write) -> None:
+    """`write(folder)` into a fresh folder beside `target`, then rename it to `target`, so an
+    interrupted first load leaves no half cache. The folder gets the usual permissions
+    (0777 minus the umask), not mkdtemp's 0700: a cache on a shared disk must be readable by
+    the group that shares it."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename, so an interrupted first load leaves no half cache.
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(staging, 0o777 & ~mask)
+        write(staging)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

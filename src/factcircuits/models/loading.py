@@ -9,6 +9,7 @@ Specs:
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -108,8 +109,10 @@ def check_available(spec: str) -> None:
         return
     if spec in (DEFAULT_MODEL, embedded.EMBEDDED_NAME):
         embedded.gguf_path()
+        embedded.check_cache_root()
         return
     if Path(spec).expanduser().is_dir():
+        check_folder(Path(spec).expanduser(), spec)
         return
     if spec.startswith(("/", "./", "../", "~")):
         raise ModelUnavailableError(f"model folder {spec!r} does not exist: pass an existing "
@@ -122,6 +125,51 @@ def check_available(spec: str) -> None:
                 f"model {spec!r} is not available offline (HF_HUB_OFFLINE=1 and not in the "
                 "Hugging Face cache): pass a local folder as --model /path/to/folder, or use "
                 "--model default")
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+
+
+def check_folder(folder: Path, spec: str) -> None:
+    """A local checkpoint folder needs a config and weights (named as given, so the message
+    shows the user's own path)."""
+    missing = []
+    if not (folder / "config.json").is_file():
+        missing.append("config.json")
+    if not any(next(folder.glob(p), None) for p in WEIGHT_PATTERNS):
+        missing.append("weights (*.safetensors or *.bin)")
+    if missing:
+        what = "is empty" if not any(folder.iterdir()) else f"has no {' and no '.join(missing)}"
+        raise ModelUnavailableError(f"model folder {spec!r} {what}: pass a Hugging Face "
+                                    "checkpoint folder (save_pretrained output), a hub name or "
+                                    "'default'")
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(spec: str = DEFAULT_MODEL):
+    """The tokenizer of `spec` alone, without weights (seconds): for checks before a run."""
+    spec = (spec or DEFAULT_MODEL).strip()
+    if spec == "tiny":
+        from factcircuits.models.tiny import tiny_tokenizer
+
+        return tiny_tokenizer()
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    if spec in (DEFAULT_MODEL, embedded.EMBEDDED_NAME):
+        if embedded.is_cached():
+            return AutoTokenizer.from_pretrained(embedded.checkpoint_folder())
+        gguf = embedded.gguf_path()
+        return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    folder = Path(spec).expanduser()
+    try:
+        if folder.is_dir():
+            return AutoTokenizer.from_pretrained(folder)
+        return AutoTokenizer.from_pretrained(spec, token=os.environ.get("HF_TOKEN"))
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ModelUnavailableError(f"model {spec!r}: its tokenizer cannot be loaded ({first}); "
+                                    "a checkpoint needs its tokenizer files") from None
 
 
 def _from_folder(folder: Path, dtype: torch.dtype):

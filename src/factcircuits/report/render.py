@@ -71,16 +71,37 @@ def archive_outputs(output: Path, archive: Path, info: dict) -> list[Path]:
     """Keep what reviewers saw after the next render replaces it: every PDF as
     `<name>-<version>-<time>.pdf`, and the HTML site as one zip."""
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
-    archive.mkdir(parents=True, exist_ok=True)
     kept = []
     for path in sorted(output.rglob("*.pdf")):
-        target = archive / f"{path.stem}-{info['version']}-{stamp}.pdf"
-        shutil.copy2(path, target)
-        kept.append(target)
+        kept.append(archive_copy(path, archive, f"{path.stem}-{info['version']}-{stamp}"))
     if (output / "index.html").is_file():
-        base = archive / f"factcircuits-site-{info['version']}-{stamp}"
-        kept.append(Path(shutil.make_archive(str(base), "zip", output)))
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:  # zip beside, then archive append-only
+            site = Path(shutil.make_archive(str(Path(tmp) / "site"), "zip", output))
+            kept.append(archive_copy(site, archive,
+                                     f"factcircuits-site-{info['version']}-{stamp}"))
     return kept
+
+
+def archive_copy(source: Path, archive: Path, stem: str) -> Path:
+    """Copy `source` into the archive as `<stem><suffix>`; append-only: an archived file is
+    never overwritten (a different render of the same version gets `-2`, `-3`, …; the same
+    bytes again reuse the existing copy)."""
+    archive.mkdir(parents=True, exist_ok=True)
+    data = source.read_bytes()
+    n = 1
+    while True:
+        target = archive / f"{stem}{'' if n == 1 else f'-{n}'}{source.suffix}"
+        try:
+            with open(target, "xb") as handle:  # exclusive: fails if it exists
+                handle.write(data)
+            shutil.copystat(source, target)
+            return target
+        except FileExistsError:
+            if target.read_bytes() == data:
+                return target
+            n += 1
 
 
 def _front_matter_to_heading(nb) -> None:
@@ -197,7 +218,6 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
     out_dir.mkdir(parents=True, exist_ok=True)
     page = out_dir / "index.html"
     page.write_text("\n".join(parts), encoding="utf-8")
-    archive = root / "report" / "archive" / f"factcircuits-preview-{info['version']}.html"
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(page, archive)
+    archive = archive_copy(page, root / "report" / "archive",
+                           f"factcircuits-preview-{info['version']}")
     return page, archive

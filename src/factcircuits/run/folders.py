@@ -8,8 +8,17 @@ The runner writes run folders and the report reads them; both go through this mo
       model.json                              the loaded model's provenance (written by the session)
       results/<notebook>/<table>.csv          tidy tables
       headline/<notebook>.json                a few headline numbers per notebook
-  <runs_root>/_staging-<run-id>-<stamp>/      a run in progress (becomes <run-id>/)
-  <runs_root>/_failed/<run-id>-<stamp>/       a failed attempt, kept for debugging
+  <runs_root>/_staging-<run-id>-<stamp>-<pid>-<rand>/
+                                              a run in progress (becomes <run-id>/); its
+                                              .owner.json names the process writing it
+  <runs_root>/_failed/<run-id>-<stamp>-…/     a failed, interrupted or abandoned attempt,
+                                              kept for debugging (run.json says why)
+  <runs_root>/_locks/<run-id>.lock            exists, locked (flock), while a run of that id runs
+
+Runs in progress (staging folders, their owners, stale staging, locks) are handled by
+`factcircuits.run.in_progress`: a staging folder whose process has died (SIGKILL, a lost node)
+is moved to _failed/ by the next run in the same runs folder; `factcircuits runs` lists it
+meanwhile.
 """
 
 from __future__ import annotations
@@ -24,10 +33,13 @@ from typing import Any
 
 import pandas as pd
 
+from factcircuits.errors import UserError
 from factcircuits.run.provenance import tidy_path
 
 RUN_JSON = "run.json"
 MODEL_JSON = "model.json"
+OWNER_JSON = ".owner.json"
+LOCKS_DIR = "_locks"
 
 
 # ------------------------------------------------------------------ where things are
@@ -60,17 +72,33 @@ def is_run_folder(folder: Path) -> bool:
     return not folder.name.startswith(("_", ".")) and (folder / RUN_JSON).is_file()
 
 
-def list_runs(runs_root: Path | None = None) -> list[dict[str, Any]]:
-    """run.json of every accepted run, each with `run_dir` added."""
+def scan_runs(runs_root: Path | None = None) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+    """(runs, damaged): run.json of every accepted run with `run_dir` added, and the run
+    folders whose run.json cannot be read, with the reason. A damaged run never breaks the
+    listing of the others."""
     root = Path(runs_root or default_runs_root())
-    runs = []
+    runs, damaged = [], []
+    if not root.is_dir():
+        return runs, damaged
     for folder in sorted(root.glob("*")):
         if not is_run_folder(folder):
             continue
-        info = json.loads((folder / RUN_JSON).read_text())
+        try:
+            info = json.loads((folder / RUN_JSON).read_text())
+            if not isinstance(info, dict) or "run_id" not in info:
+                raise ValueError("no run_id")
+        except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError too
+            damaged.append((folder, f"{RUN_JSON} unreadable ({str(exc).splitlines()[0][:80]})"))
+            continue
         info["run_dir"] = folder
         runs.append(info)
-    return runs
+    return runs, damaged
+
+
+def list_runs(runs_root: Path | None = None) -> list[dict[str, Any]]:
+    """run.json of every readable accepted run, each with `run_dir` added (damaged runs are
+    left out: see `scan_runs`)."""
+    return scan_runs(runs_root)[0]
 
 
 # ------------------------------------------------------------------ results and headlines
@@ -133,14 +161,6 @@ def save_run_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
 
 
 # ------------------------------------------------------------------ atomic replacement
-def staging_folder(runs_root: Path, run_id: str, stamp: str) -> Path:
-    return runs_root / f"_staging-{run_id}-{stamp}"
-
-
-def failed_folder(runs_root: Path, run_id: str, stamp: str) -> Path:
-    return runs_root / "_failed" / f"{run_id}-{stamp}"
-
-
 def swap_into_place(staging: Path, final: Path) -> None:
     """Replace `final` by `staging`; the old run is removed only after the new one is in place."""
     old = final.with_name(f"_old-{final.name}-{time.time_ns()}")
@@ -154,3 +174,21 @@ def move_failed(staging: Path, failed_dir: Path) -> None:
     if staging.exists():
         failed_dir.parent.mkdir(parents=True, exist_ok=True)
         staging.rename(failed_dir)
+
+
+# ------------------------------------------------------------------ the runs folder itself
+def check_runs_root(runs_root: Path) -> None:
+    """Before a run: `runs_root` is a folder we can write into, or can be created."""
+    runs_root = Path(runs_root)
+    fix = "pass --runs-dir (or set FACTCIRCUITS_RUNS) to a writable folder"
+    existing = runs_root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == runs_root and not runs_root.is_dir():
+        raise UserError(f"runs folder {runs_root} is a file, not a folder; {fix}")
+    if not existing.is_dir():
+        raise UserError(f"runs folder {runs_root} cannot be created: {existing} is a file; "
+                        f"{fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        state = "is read-only" if existing == runs_root else f"cannot be created in {existing}"
+        raise UserError(f"runs folder {runs_root} {state}; {fix}")

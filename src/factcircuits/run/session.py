@@ -26,7 +26,6 @@ _MODELS: dict[tuple, LoadedModel] = {}  # one load per kernel, whatever the note
 
 @dataclass
 class Session:
-    params: dict[str, Any]
     lm: LoadedModel
     dataset: Any  # FactDataset
     task: PreparedTask  # every usable row (capped by n_prompts)
@@ -42,7 +41,8 @@ class Session:
         return self.lm.tokenizer
 
     def score(self, prepared: PreparedTask | None = None, progress: bool = False):
-        return score(self.lm, prepared or self.task, self.batch_size, progress)
+        return score(self.lm, prepared or self.task, batch_size=self.batch_size,
+                     progress=progress)
 
     def known(self) -> tuple[PreparedTask, str]:
         """The prompts the model answers correctly, and a sentence saying what was kept.
@@ -88,11 +88,7 @@ def open_session(model: str = "default", dataset: str = "", task: str = "cloze",
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_model_provenance(out, lm.provenance)
-    params = dict(model=model, dataset=data.name, task=task, prompt_format=prompt_format,
-                  answer_map=answer_map, device=lm.provenance["device"],
-                  dtype=lm.provenance["dtype"],
-                  batch_size=batch_size, n_prompts=n_prompts, seed=seed)
-    return Session(params, lm, data, prepared, out, batch_size)
+    return Session(lm, data, prepared, out, batch_size)
 
 
 def open_session_from(namespace: dict[str, Any]) -> Session:
@@ -102,6 +98,19 @@ def open_session_from(namespace: dict[str, Any]) -> Session:
 
     names = [n for n in inspect.signature(open_session).parameters if n != "_ignored"]
     return open_session(**{n: namespace[n] for n in names if n in namespace})
+
+
+def start_analysis(namespace: dict[str, Any]) -> tuple[Session, PreparedTask, str]:
+    """What a mechanistic-analysis notebook does first, after its parameters cell: set up the
+    notebook display, open the session from its parameters (`open_session_from`) and keep the
+    prompts the model answers correctly. Returns (session, those prompts, a sentence saying
+    what was kept)."""
+    from factcircuits.run.display import init_notebook
+
+    init_notebook()
+    session = open_session_from(namespace)
+    prepared, note = session.known()
+    return session, prepared, note
 
 
 def seed_everything(seed: int) -> None:

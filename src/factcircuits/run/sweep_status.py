@@ -179,11 +179,11 @@ def _attempt_status(folder: Path, record: dict[str, Any], job: dict[str, Any],
 def _move_partial_runs(runs_root: Path, run_id: str) -> None:
     """A job killed outright (SIGKILL after a memory overrun, a node lost) cannot move its
     run's staging folder aside itself; the sweep owned that run id, so it does it now."""
-    from factcircuits.run import folders
+    from factcircuits.run import folders, in_progress
 
     for staging in Path(runs_root).glob(f"_staging-{run_id}-*"):
         stamp = staging.name[len(f"_staging-{run_id}-"):]
-        folders.move_failed(staging, folders.failed_folder(Path(runs_root), run_id, stamp))
+        folders.move_failed(staging, in_progress.failed_folder(Path(runs_root), run_id, stamp))
 
 
 def _note_end_in_log(folder: Path, sweep_id: str, run_id: str, status: JobStatus) -> None:

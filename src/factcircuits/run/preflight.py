@@ -1,0 +1,180 @@
+"""Checks a run makes before it writes anything or loads a model: every one fails in one line
+that names the field, the value and the fix (a `UserError`). What a notebook would otherwise
+find after a model load, inside a `_failed/` folder, is found here in seconds.
+
+Without the model: parameter values (task, device, dtype, prompt format, batch size, prompt
+count), the dataset's task against the run's, the answer map's shape.
+With the tokenizer only (no weights): prompt lengths against a limit, cloze answers of several
+tokens, yes/no answer words that are no single token, a chat format without a chat template.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from factcircuits.errors import UserError
+
+DEFAULT_MAX_PROMPT_TOKENS = 256  # fact prompts are ~10–60 tokens; cost grows with length²
+MAX_PROMPT_TOKENS_ENV = "FACTCIRCUITS_MAX_PROMPT_TOKENS"
+TASKS = ("cloze", "yesno")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass
+class Checked:
+    """What the checks found that is worth saying (notes) and recording (facts)."""
+
+    notes: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def max_prompt_tokens(value: int | None = None) -> int:
+    """The prompt-length limit: the argument, else $FACTCIRCUITS_MAX_PROMPT_TOKENS, else 256."""
+    source = "--max-prompt-tokens"
+    if value is None and os.environ.get(MAX_PROMPT_TOKENS_ENV):
+        source, raw = MAX_PROMPT_TOKENS_ENV, os.environ[MAX_PROMPT_TOKENS_ENV]
+        try:
+            value = int(raw)
+        except ValueError:
+            raise UserError(f"{source}={raw!r}: expected a whole number of tokens") from None
+    value = DEFAULT_MAX_PROMPT_TOKENS if value is None else value
+    if value < 1:
+        raise UserError(f"{source} {value}: must be at least 1 token")
+    return value
+
+
+# --------------------------------------------------------------------------- values
+def check_values(params: dict[str, Any]) -> None:
+    """The core parameters' values (their types are checked against the notebooks already)."""
+    if "task" in params and params["task"] not in TASKS:
+        raise UserError(f"task={params['task']!r}: use 'cloze' or 'yesno'")
+    if "batch_size" in params and params["batch_size"] is not None and params["batch_size"] < 1:
+        raise UserError(f"batch_size={params['batch_size']}: must be at least 1 (prompts per "
+                        "forward pass)")
+    if "n_prompts" in params and params["n_prompts"] is not None and params["n_prompts"] < 0:
+        raise UserError(f"n_prompts={params['n_prompts']}: use 0 for every prompt or a positive "
+                        "count")
+    if params.get("prompt_format") is not None:
+        from factcircuits.models.tokens import PROMPT_FORMATS
+
+        if params["prompt_format"] not in PROMPT_FORMATS:
+            raise UserError(f"prompt_format={params['prompt_format']!r}: use one of "
+                            f"{', '.join(PROMPT_FORMATS)}")
+    if params.get("device") not in (None, ""):
+        check_device(str(params["device"]))
+    if params.get("dtype") not in (None, ""):
+        from factcircuits.models.loading import DTYPES
+
+        if params["dtype"] not in (*DTYPES, "auto"):
+            raise UserError(f"dtype={params['dtype']!r}: use one of {', '.join(DTYPES)} (or "
+                            "leave it empty for the device's default)")
+
+
+def check_device(device: str) -> None:
+    if not _DEVICE.match(device):
+        raise UserError(f"device={device!r}: use auto, cpu, cuda, cuda:N or mps")
+    import torch
+
+    from factcircuits.models.loading import resolve_device
+
+    resolve_device(device)  # one line when CUDA is missing
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise UserError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                        "device(s); use cuda:0 or auto")
+    mps = getattr(torch.backends, "mps", None)
+    if device == "mps" and not (mps and mps.is_available()):
+        raise UserError("device='mps' but MPS is not available here: use --device cpu")
+
+
+def check_task(params: dict[str, Any], given: dict[str, Any], dataset) -> None:
+    """The dataset decides the task unless the user chose one; a clash is refused."""
+    if "task" not in params or params.get("task") == dataset.task:
+        return
+    if "task" in given:
+        raise UserError(f"dataset {dataset.name!r} is a {dataset.task} dataset but "
+                        f"task={given['task']!r}: pass --task {dataset.task} or a "
+                        f"{given['task']} dataset")
+    # Not chosen: a yes/no dataset means the yes/no task.
+    params["task"] = given["task"] = dataset.task
+
+
+def check_answer_map(params: dict[str, Any], given: dict[str, Any]):
+    """The yes/no answer map, loaded and checked for shape when the run uses it (or the user
+    named one); None otherwise."""
+    if "answer_map" not in params or (params.get("task") != "yesno" and "answer_map" not in given):
+        return None
+    from factcircuits.data.answers import load_answer_map
+
+    return load_answer_map(str(params["answer_map"]))
+
+
+# --------------------------------------------------------------------------- with the tokenizer
+def check_with_tokenizer(tokenizer, dataset, params: dict[str, Any], answer_map=None, *,
+                         limit: int = DEFAULT_MAX_PROMPT_TOKENS,
+                         single_token_answers: bool = False) -> Checked:
+    from factcircuits.models.tokens import format_prompt
+
+    rows = dataset.rows.reset_index(drop=True)
+    if params.get("n_prompts"):
+        rows = rows.head(int(params["n_prompts"]))  # only the rows the run will use
+    fmt = str(params.get("prompt_format") or "raw")
+    checked = Checked(facts={"max_prompt_tokens": limit})
+    longest = 0
+    for column in ("prompt", "corrupted_prompt"):
+        texts = [(i, format_prompt(t, fmt, tokenizer, dataset.task))
+                 for i, t in enumerate(rows[column]) if t.strip()]
+        if not texts:
+            continue
+        ids = tokenizer([t for _, t in texts], add_special_tokens=fmt != "chat")["input_ids"]
+        for (i, _), tokens in zip(texts, ids):
+            longest = max(longest, len(tokens))
+            if len(tokens) > limit:
+                what = "prompt" if column == "prompt" else "corrupted prompt"
+                raise UserError(f"dataset {dataset.name!r} row {i + 1}: the {what} is "
+                                f"{len(tokens)} tokens ({fmt} format), over the limit of "
+                                f"{limit}; shorten or drop the row, or raise "
+                                "--max-prompt-tokens")
+    checked.facts["longest_prompt_tokens"] = longest
+    if dataset.task == "cloze":
+        _cloze_answers(tokenizer, dataset.name, rows, single_token_answers, checked)
+    elif answer_map is not None:
+        from factcircuits.data.answers import answer_sets
+
+        answer_sets(tokenizer, answer_map, drop_multi_token=True)  # a side with no token: error
+    return checked
+
+
+def _pieces(tokenizer, text: str) -> list[str]:
+    return [tokenizer.decode([i]) for i in tokenizer.encode(text, add_special_tokens=False)]
+
+
+def _cloze_answers(tokenizer, name: str, rows, strict: bool, checked: Checked) -> None:
+    multi, same_first = [], 0
+    for i, row in rows.iterrows():
+        firsts = []
+        for column in ("answer", "counterfactual"):
+            pieces = _pieces(tokenizer, row[column])
+            firsts.append(pieces[0] if pieces else None)
+            if len(pieces) > 1:
+                multi.append((i, column, row[column], pieces))
+        same_first += firsts[0] == firsts[1]
+    checked.facts["multi_token_answer_rows"] = len({m[0] for m in multi})
+    if multi:
+        i, column, value, pieces = multi[0]
+        rows_text = f"{len({m[0] for m in multi})} of {len(rows)} rows"
+        if strict:
+            raise UserError(f"dataset {name!r} row {i + 1}, field {column!r}: {value!r} is "
+                            f"{len(pieces)} tokens {pieces} ({rows_text} like this) and "
+                            "--single-token-answers is set: use one-token answers or drop "
+                            "those rows")
+        checked.notes.append(f"{rows_text} have a multi-token answer or counterfactual (row "
+                             f"{i + 1}: {value!r} = {' + '.join(map(repr, pieces))}); they "
+                             "are scored by their first token (ROME convention); "
+                             "--single-token-answers refuses them")
+    if len(rows) and same_first == len(rows):
+        raise UserError(f"dataset {name!r}: in every row the answer and the counterfactual "
+                        "start with the same token, so no row can be scored; use "
+                        "counterfactuals that differ in their first token")
