@@ -111,12 +111,19 @@ def test_packaged_model_not_installed_refuses_before_loading(monkeypatch):
         check_available("qwen2.5-coder-1.5b")
 
 
-def test_write_up_names_the_models_licence():
-    from factcircuits.report.pages import runs_markdown
+def test_write_up_names_the_models_licence(tmp_path):
+    """The provenance appendix lists model.json, which carries the licence of a packaged
+    model (load_model puts it there)."""
+    from factcircuits.report.evidence import RunEvidence
+    from factcircuits.report.pages import provenance
 
-    run = {"run_id": "r1", "parameters": {"model": "gemma3-270m", "dataset": "paris-cloze"},
-           "model": {"model_title": specs.GEMMA3_270M.title,
-                     "licence": specs.GEMMA3_270M.licence,
-                     "licence_url": specs.GEMMA3_270M.licence_url}}
-    text = runs_markdown([run], "runs")
-    assert "Gemma 3 270M (base)** (licence: [Gemma Terms of Use](https://ai.google.dev/" in text
+    folder = tmp_path / "run1"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"run_id": "run1", "parameters": {
+        "model": "gemma3-270m", "dataset": "paris-cloze", "task": "cloze"}}))
+    (folder / "model.json").write_text(json.dumps({
+        "resolved_name": specs.GEMMA3_270M.hf_name, "licence": specs.GEMMA3_270M.licence,
+        "licence_url": specs.GEMMA3_270M.licence_url, "n_layers": 18}))
+    text = provenance(runs=[RunEvidence.load(folder)])
+    assert "| licence | Gemma Terms of Use |" in text
+    assert "ai.google.dev/gemma/terms" in text
