@@ -12,8 +12,10 @@ wall time of each, the ratio, max |difference| of the [layer, pos] results, peak
     python benchmarks/patching.py [--json] [--components resid_pre,attn_out,mlp_out]
                                   [--reps 3] [--pairs 16] [--threads N] [--profile]
 
-On a busy 2-core machine pass `--threads 1`: two OpenMP threads competing with other load
-make both methods slower and the timings noisy (both methods always get the same setting).
+Both methods always run with the same thread count (`--threads`, default: see
+`factcircuits.run.threads`); it is printed, and a comparison of measurements made with
+different counts is refused. On a busy 2-core machine pass `--threads 1`: two OpenMP threads
+competing with other load make both methods slower and the timings noisy.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def child(method: str, component: str, n_pairs: int, out: str, threads: int,
 
         profiler = cProfile.Profile()
         profiler.enable()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if method == "tl":
         import transformer_lens.patching as tlp
 
@@ -123,7 +125,7 @@ def child(method: str, component: str, n_pairs: int, out: str, threads: int,
 
         grid = patch(lm, prepared, component, clean_batch=clean, corrupt_batch=corrupt,
                      progress=False).mean()
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     if profiler is not None:
         import pstats
 
@@ -131,7 +133,7 @@ def child(method: str, component: str, n_pairs: int, out: str, threads: int,
         stats = pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime")
         stats.print_stats(15)
     torch.save(grid.detach().cpu().float(), out)
-    info = {"wall_s": wall, "peak_rss_mib": _rss_kib("VmHWM") / 1024,
+    info = {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": _rss_kib("VmHWM") / 1024,
             "rss_after_load_mib": rss_start / 1024,
             "peak_above_load_mib": (_rss_kib("VmHWM") - rss_start) / 1024,
             "n_pairs": len(prepared.prompts), "grid": list(grid.shape),
@@ -140,10 +142,13 @@ def child(method: str, component: str, n_pairs: int, out: str, threads: int,
 
 
 def run_child(method, component, n_pairs, threads, workdir, rep, profile=False):
+    from _common import child_env
+
     out = str(Path(workdir) / f"{method}_{component}_{rep}.pt")
     cmd = [sys.executable, __file__, "--child", method, component, str(n_pairs), out,
            str(threads)] + (["--profile"] if profile else [])
-    subprocess.run(cmd, check=True, stderr=None if profile else subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stderr=None if profile else subprocess.DEVNULL,
+                   env=child_env(threads))
     return out, json.loads(Path(out + ".json").read_text())
 
 
@@ -152,20 +157,31 @@ def main() -> int:
         method, component, n_pairs, out, threads = sys.argv[2:7]
         child(method, component, int(n_pairs), out, int(threads), "--profile" in sys.argv)
         return 0
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _common import (
+        add_common_arguments,
+        choose_threads,
+        compare_with_saved,
+        machine,
+        refuse_mixed_threads,
+    )
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_common_arguments(parser)
     parser.add_argument("--components", default="resid_pre",
                         help="comma-separated: resid_pre,attn_out,mlp_out (default resid_pre)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one run of ours (cProfile, to stderr)")
     args = parser.parse_args()
+    threads = choose_threads(args)
+    args.threads = threads.count
     import torch
 
     report = {"model": "default (SmolLM2-135M-Instruct, embedded)", "reps": args.reps,
-              "components": {}}
+              "threads": threads.count, "threads_source": threads.source,
+              "machine_before": machine(), "components": {}}
     with tempfile.TemporaryDirectory() as workdir:
         for component in args.components.split(","):
             runs = {"tl": [], "ours": []}
@@ -178,13 +194,19 @@ def main() -> int:
                     if not args.json:
                         print(f"{component} rep {rep} {method}: {info['wall_s']:.2f} s, "
                               f"peak RSS {info['peak_rss_mib']:.0f} MiB", file=sys.stderr)
+            refuse_mixed_threads({f"{m} #{i}": r["threads"] for m in runs
+                                  for i, r in enumerate(runs[m])} | {"asked": threads.count})
             tl = statistics.median(r["wall_s"] for r in runs["tl"])
             ours = statistics.median(r["wall_s"] for r in runs["ours"])
+            tl_cpu = statistics.median(r["cpu_s"] for r in runs["tl"])
+            ours_cpu = statistics.median(r["cpu_s"] for r in runs["ours"])
             diff = max(float((a["grid_tensor"] - b["grid_tensor"]).abs().max())
                        for a in runs["tl"] for b in runs["ours"])
             report["components"][component] = {
                 "tl_median_s": round(tl, 3), "ours_median_s": round(ours, 3),
-                "ratio": round(tl / ours, 2), "max_abs_diff": diff,
+                "ratio": round(tl / ours, 2), "tl_median_cpu_s": round(tl_cpu, 3),
+                "ours_median_cpu_s": round(ours_cpu, 3), "ratio_cpu": round(tl_cpu / ours_cpu, 2),
+                "max_abs_diff": diff,
                 "tl_peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs["tl"]), 1),
                 "ours_peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs["ours"]), 1),
                 "tl_peak_above_load_mib": round(max(r["peak_above_load_mib"]
@@ -197,17 +219,28 @@ def main() -> int:
         if args.profile:
             run_child("ours", args.components.split(",")[0], args.pairs, args.threads,
                       workdir, "profile", profile=True)
+    report["machine_after"] = machine()
     if args.json:
         print(json.dumps(report))
     else:
+        print(f"{threads.count} thread(s) ({threads.source}); load "
+              f"{report['machine_before']['load_average_1_5_15']} → "
+              f"{report['machine_after']['load_average_1_5_15']}")
         for component, r in report["components"].items():
             print(f"{component}: grid {r['grid']} on {r['n_pairs']} pairs, {r['threads']} threads")
             print(f"  median wall  TL {r['tl_median_s']:.2f} s   ours {r['ours_median_s']:.2f} s"
                   f"   ratio {r['ratio']:.1f}x")
+            print(f"  median CPU   TL {r['tl_median_cpu_s']:.2f} s   ours "
+                  f"{r['ours_median_cpu_s']:.2f} s   ratio {r['ratio_cpu']:.1f}x")
             print(f"  max |diff|   {r['max_abs_diff']:.2e}")
             print(f"  peak RSS     TL {r['tl_peak_rss_mib']:.0f} MiB   ours "
                   f"{r['ours_peak_rss_mib']:.0f} MiB   (above load: TL "
                   f"{r['tl_peak_above_load_mib']:.0f}, ours {r['ours_peak_above_load_mib']:.0f})")
+    if args.against:
+        first = next(iter(report["components"]))
+        print("\n".join(compare_with_saved(args.against, report, [
+            ("components", first, "tl_median_s"), ("components", first, "ours_median_s"),
+            ("components", first, "ratio"), ("components", first, "max_abs_diff")])))
     return 0
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from factcircuits.errors import UserError
+from factcircuits.run.threads import add_threads_argument
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
@@ -52,6 +53,7 @@ def add_run_arguments(parser) -> None:
                         "(default: analysis/, or $FACTCIRCUITS_NOTEBOOKS)")
     parser.add_argument("--runs-dir", type=Path, help="where run folders go "
                         "(default: report/runs/, or $FACTCIRCUITS_RUNS)")
+    add_threads_argument(parser)
 
 
 def overrides_from_args(args) -> dict[str, Any]:
@@ -103,12 +105,14 @@ def selected_notebooks(value: str | None) -> list[str] | None:
 
 def handle(args) -> int:
     from factcircuits.run import folders, pipeline
+    from factcircuits.run.threads import resolve_threads
 
     select = selected_notebooks(args.notebooks)
     plan = pipeline.plan_run(args.model, args.dataset, overrides_from_args(args),
                              notebooks_dir=args.notebooks_dir, select=select,
                              runs_root=args.runs_dir, max_prompt_tokens=args.max_prompt_tokens,
-                             single_token_answers=args.single_token_answers)
+                             single_token_answers=args.single_token_answers,
+                             threads=resolve_threads(args.threads))
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
     try:

@@ -137,6 +137,8 @@ def runs_root_of(args) -> Path:
 
 # ------------------------------------------------------------------ local
 def run_local(args) -> int:
+    from factcircuits.run.threads import resolve_threads
+
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: must be at least 1")
     if args.resume not in (None, LATEST):
@@ -149,6 +151,10 @@ def run_local(args) -> int:
         for c in done:
             print(f"skip    {c.run_id} (already complete)", file=sys.stderr)
         cells = [c for c in cells if c not in done]
+    # Local jobs running at once share the cores: one thread each unless told otherwise.
+    threads = resolve_threads(args.threads, jobs=min(args.jobs, max(1, len(cells))))
+    for cell in cells:
+        cell.run_args += ["--threads", str(threads.count)]
 
     def one(cell: Cell) -> dict:
         cmd = [sys.executable, "-m", "factcircuits.cli", "run", *cell.run_args, "--json",

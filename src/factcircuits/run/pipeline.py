@@ -35,6 +35,7 @@ from factcircuits.run.notebooks import (
 from factcircuits.run.provenance import git_commit, package_versions, sha256_file, tidy_path
 from factcircuits.run.runid import make_run_id
 from factcircuits.run.secretscan import scan_folder
+from factcircuits.run.threads import ThreadChoice, resolve_threads, thread_env
 
 DATASET_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet")
 
@@ -60,6 +61,7 @@ class RunPlan:
     given: dict[str, Any] = field(default_factory=dict)  # what the user set, checked
     notes: list[str] = field(default_factory=list)  # what the checks found worth saying
     checks: dict[str, Any] = field(default_factory=dict)  # what they measured (run.json)
+    threads: ThreadChoice | None = None  # CPU threads of the kernels (not part of the run id)
 
     @property
     def run_dir(self) -> Path:
@@ -96,7 +98,8 @@ def plan_run(model: str | None = None, dataset: str | None = None,
              overrides: dict[str, Any] | None = None, *, notebooks_dir: Path | None = None,
              select: list[str] | None = None, runs_root: Path | None = None,
              max_prompt_tokens: int | None = None,
-             single_token_answers: bool = False) -> RunPlan:
+             single_token_answers: bool = False,
+             threads: ThreadChoice | None = None) -> RunPlan:
     """Validate everything up front (`preflight`); nothing is written, no model is loaded
     (only its tokenizer, to check prompts and answers)."""
     root = folders.project_root()
@@ -136,7 +139,8 @@ def plan_run(model: str | None = None, dataset: str | None = None,
     notes = [f"dataset {data.name}: {n}" for n in datasets.notes(data.rows)
              if "multi-word" not in n] + checked.notes  # the tokenizer's note is the exact one
     return RunPlan(make_run_id(model_spec, dataset_spec, identity), params, notebooks,
-                   runs_root, root, data.path.resolve(), select, given, notes, checked.facts)
+                   runs_root, root, data.path.resolve(), select, given, notes, checked.facts,
+                   threads or resolve_threads())
 
 
 # --------------------------------------------------------------------------- execution
@@ -214,6 +218,7 @@ def _write_run_json(plan: RunPlan, folder: Path, status: str, started: str,
         "dataset": dataset,
         "packages": package_versions(),
         "git": git_commit(plan.root),
+        "threads": plan.threads.record() if plan.threads else None,
         "started": started,
         "finished": _now(),
         "duration_s": round(sum(r["duration_s"] for r in records), 3),
@@ -285,10 +290,12 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
 
     failed_dir = in_progress.failed_folder_for(staging)
     # The kernel must be this environment's python, and know it runs under the pipeline.
-    env_keys = ("PATH", "FACTCIRCUITS_PIPELINE", "TQDM_DISABLE")
+    threads = thread_env(plan.threads.count) if plan.threads else {}
+    env_keys = ("PATH", "FACTCIRCUITS_PIPELINE", "TQDM_DISABLE", *threads)
     env_backup = {k: os.environ.get(k) for k in env_keys}
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     os.environ["FACTCIRCUITS_PIPELINE"] = "1"
+    os.environ.update(threads)  # the kernels' torch reads OMP/MKL_NUM_THREADS at start
     if not progress:
         os.environ["TQDM_DISABLE"] = "1"  # bars that do not set `disable` themselves
     kernel_err = stream if progress else _WithoutBars(stream)

@@ -1,0 +1,232 @@
+"""Causal tracing, before and after: the tracer of a baseline git revision against this
+checkout's, on the default run's prompts, with the same seed and thread count.
+
+The prompts are the default run's: the embedded model, the default cloze dataset, the prompts
+the model answers correctly; every kind (hidden, MLP, attention), ROME's windows (1 / 10),
+`--samples` noise samples (ROME: 10), seed 0. Each measurement runs in its own process (the
+baseline with the library of `git archive <rev> src`, default: the tracer before issue 14) and
+reports wall and CPU seconds; printed: both, the ratio, and max |difference| of every traced
+value (identical noise: same seed). The arithmetic a trace needs (matmul FLOPs of the blocks
+it recomputes and of the unembedding) is printed with the rate each run reached: the tracer is
+bound by float32 matrix multiplies, which is what limits how much faster it can get at equal
+numbers. `--bf16` also runs this checkout's tracer on a bfloat16 model and reports its
+difference from float32 (usable only if within 1e-3).
+
+    python benchmarks/tracing.py [--json] [--threads N] [--samples 10] [--prompts 0]
+                                 [--reps 1] [--before REV] [--bf16] [--against saved.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE_REV = "f2d3065795a2b13732619da13c57eb58f424fff5"  # main before issue 14's tracer work
+
+
+# --------------------------------------------------------------------------- child process
+def default_run_prompts(lm, n_prompts: int):
+    """The default run's prompts: the default cloze dataset, those the model gets right."""
+    import torch
+
+    from factcircuits.data.datasets import load_dataset
+    from factcircuits.methods.evaluate import prepare, score
+
+    prepared = prepare(lm, load_dataset("paris-cloze"))
+    _, table = score(lm, prepared)
+    known = prepared.subset(torch.as_tensor(table["correct"].to_numpy().copy()))
+    return known.subset(list(range(n_prompts))) if n_prompts else known
+
+
+def trace_flops(lm, prepared, samples: int, windows=(1, 10, 10)) -> float:
+    """Matmul FLOPs of a trace: for every restored (kind, layer, position) and noise sample,
+    the blocks from the window's first layer on over positions p.. , plus one unembedding."""
+    from factcircuits.methods.causal_tracing import window_layers
+    from factcircuits.methods.positions import task_positions
+    from factcircuits.models.tokens import encode
+
+    cfg = lm.model.cfg
+    n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+    d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
+    block = 2 * cfg.d_model * (2 * cfg.n_heads * cfg.d_head + 2 * n_kv * cfg.d_head + 3 * d_mlp)
+    unembed = 2 * cfg.d_model * cfg.d_vocab
+    lengths = encode(lm.tokenizer, prepared.prompts).lengths.tolist()
+    total = 0.0
+    for n, pos in zip(lengths, task_positions(prepared, lm.tokenizer)):
+        for p in range(min(pos.subject) if pos.subject else n, n):
+            for window in windows:
+                for layer in range(cfg.n_layers):
+                    start = min(window_layers(layer, window, cfg.n_layers))
+                    total += samples * ((cfg.n_layers - start) * (n - p) * block + unembed)
+    return total
+
+
+def child(out: str, samples: int, n_prompts: int, seed: int, dtype: str) -> None:
+    import torch
+
+    from factcircuits.methods import causal_tracing as CT
+    from factcircuits.models import load_model
+
+    lm = load_model("default", dtype=dtype or None)
+    prepared = default_run_prompts(lm, n_prompts)
+    wall, cpu = time.perf_counter(), time.process_time()
+    traces = CT.trace(lm, prepared, noise_samples=samples, seed=seed, progress=False)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    torch.save({k: {"values": t.values.float(), "clean": t.clean, "corrupted": t.corrupted}
+                for k, t in traces.items()}, out)
+    info = {"wall_s": wall, "cpu_s": cpu, "threads": torch.get_num_threads(),
+            "n_prompts": len(prepared.prompts), "dtype": str(lm.model.cfg.dtype)}
+    try:
+        info["flops"] = trace_flops(lm, prepared, samples)
+    except ImportError:  # a baseline library without positions.task_positions
+        pass
+    Path(out + ".json").write_text(json.dumps(info))
+
+
+# --------------------------------------------------------------------------- parent
+def baseline_source(rev: str, workdir: Path) -> Path:
+    """This repository's `src` at `rev`, unpacked under `workdir`."""
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], check=True,
+                                 capture_output=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        sys.exit(f"--before {rev}: cannot read that revision from git "
+                 f"({detail.decode().strip() or exc}); pass a commit this clone has")
+    target = workdir / "baseline"
+    target.mkdir()
+    tar = target / "src.tar"
+    tar.write_bytes(archive)
+    with tarfile.open(tar) as handle:
+        handle.extractall(target, filter="data")
+    return target / "src"
+
+
+def run_child(label, src: Path, threads: int, workdir: Path, rep: int, args, dtype=""):
+    from _common import child_env
+
+    out = str(workdir / f"{label}_{rep}.pt")
+    cmd = [sys.executable, __file__, "--child", out, str(args.samples), str(args.prompts),
+           str(args.seed), dtype]
+    env = child_env(threads, PYTHONPATH=str(src))
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+    return out, json.loads(Path(out + ".json").read_text())
+
+
+def max_abs_diff(a: dict, b: dict) -> tuple[float, bool]:
+    import torch
+
+    diffs, identical = [], True
+    for kind in a:
+        for key in ("values", "clean", "corrupted"):
+            x, y = torch.nan_to_num(a[kind][key]), torch.nan_to_num(b[kind][key])
+            diffs.append(float((x - y).abs().max()))
+            identical &= torch.equal(x, y)
+    return max(diffs), identical
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        out, samples, n_prompts, seed, dtype = (sys.argv[2:7] + [""])[:5]
+        child(out, int(samples), int(n_prompts), int(seed), dtype)
+        return 0
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _common import (
+        add_common_arguments,
+        choose_threads,
+        compare_with_saved,
+        machine,
+        refuse_mixed_threads,
+    )
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser)
+    parser.add_argument("--samples", type=int, default=10, help="noise samples (ROME: 10)")
+    parser.add_argument("--prompts", type=int, default=0, help="first N prompts (0: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--before", default=BASELINE_REV, help="baseline git revision")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also trace with a bfloat16 model and report its difference")
+    args = parser.parse_args()
+    threads = choose_threads(args)
+    import torch
+
+    report = {"benchmark": "tracing", "threads": threads.count, "threads_source": threads.source,
+              "samples": args.samples, "seed": args.seed, "before_rev": args.before,
+              "machine_before": machine()}
+    runs = {"before": [], "after": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        sources = {"before": baseline_source(args.before, workdir), "after": ROOT / "src"}
+        for rep in range(args.reps):
+            for label in ("before", "after"):
+                out, info = run_child(label, sources[label], threads.count, workdir, rep, args)
+                info["result"] = torch.load(out)
+                runs[label].append(info)
+                if not args.json:
+                    print(f"rep {rep} {label}: {info['wall_s']:.1f} s wall, "
+                          f"{info['cpu_s']:.1f} s CPU", file=sys.stderr)
+        refuse_mixed_threads({f"{label} #{i}": r["threads"] for label in runs
+                              for i, r in enumerate(runs[label])} | {"asked": threads.count})
+        diff, identical = max_abs_diff(runs["before"][0]["result"], runs["after"][0]["result"])
+        side = {}
+        for label, items in runs.items():
+            side[label] = {"wall_s": round(statistics.median(r["wall_s"] for r in items), 2),
+                           "cpu_s": round(statistics.median(r["cpu_s"] for r in items), 2)}
+        flops = runs["after"][0].get("flops")
+        if flops:
+            report["tflop"] = round(flops / 1e12, 2)
+            for label in side:
+                side[label]["gflop_per_cpu_s"] = round(flops / 1e9 / side[label]["cpu_s"], 1)
+        report |= {"n_prompts": runs["after"][0]["n_prompts"], **side,
+                   "speedup_wall": round(side["before"]["wall_s"] / side["after"]["wall_s"], 2),
+                   "speedup_cpu": round(side["before"]["cpu_s"] / side["after"]["cpu_s"], 2),
+                   "max_abs_diff": diff, "identical": identical}
+        if args.bf16:
+            out, info = run_child("bf16", sources["after"], threads.count, workdir, 0, args,
+                                  dtype="bfloat16")
+            bf_diff, _ = max_abs_diff(runs["after"][0]["result"], torch.load(out))
+            report["bf16"] = {"wall_s": round(info["wall_s"], 2), "cpu_s": round(info["cpu_s"], 2),
+                              "max_abs_diff_vs_float32": bf_diff,
+                              "within_1e-3": bf_diff <= 1e-3}
+    report["machine_after"] = machine()
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"causal tracing, {report['n_prompts']} prompts × {args.samples} noise samples, "
+              f"seed {args.seed}, {threads.count} thread(s) ({threads.source}); load "
+              f"{report['machine_before']['load_average_1_5_15']} → "
+              f"{report['machine_after']['load_average_1_5_15']}")
+        print(f"{'':<14} {'before':>10} {'after':>10} {'ratio':>8}")
+        for key in ("wall_s", "cpu_s"):
+            print(f"{key:<14} {side['before'][key]:>10.1f} {side['after'][key]:>10.1f} "
+                  f"{side['before'][key] / side['after'][key]:>7.2f}x")
+        if flops:
+            print(f"arithmetic     {report['tflop']:.1f} TFLOP of matmuls: "
+                  f"{side['before']['gflop_per_cpu_s']} → {side['after']['gflop_per_cpu_s']} "
+                  "GFLOP per CPU-second")
+        print(f"max |diff|     {diff:.2e} (same seed{', bitwise identical' if identical else ''})")
+        if "bf16" in report:
+            b = report["bf16"]
+            print(f"bfloat16       {b['cpu_s']:.1f} s CPU, max |diff| vs float32 "
+                  f"{b['max_abs_diff_vs_float32']:.2e} "
+                  f"({'within' if b['within_1e-3'] else 'NOT within'} 1e-3)")
+    if args.against:
+        print("\n".join(compare_with_saved(args.against, report, [
+            ("after", "wall_s"), ("after", "cpu_s"), ("max_abs_diff",)])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
