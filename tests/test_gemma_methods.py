@@ -26,12 +26,7 @@ FAMILIES = ["tiny", "tiny-gemma", "tiny-gemma2", "tiny-gemma3"]
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one thread
 
 
 _MODELS: dict = {}

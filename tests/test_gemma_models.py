@@ -19,12 +19,7 @@ PROMPTS = ["The capital of France is", "Is Paris the capital of France?",
            "The Eiffel Tower is located in the city of Paris and the Louvre is a museum in"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one thread
 
 
 @pytest.fixture(scope="module", params=[(f, p) for f in FAMILIES for p in ("none", "compat")],
