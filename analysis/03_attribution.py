@@ -65,7 +65,8 @@ lin = ("" if d.exact else
        f"final logits; the gap (largest {check['linearisation_offset'].abs().max():.3f}) is the "
        f"difference of the within-set entropies, added back before the check.")
 cap = summary.soft_cap_note
-display(Markdown(f"Direction: {d.label}. Largest |metric − (components + bias)| over "
+display(Markdown(f"Direction: {d.label}. Largest |metric"
+                 f"{' (pre-cap logits)' if cap else ''} − (components + bias)| over "
                  f"{len(check)} prompts: {h['dla_sum_check_max_abs_error']:.2e}; the 1e-3 check "
                  f"{verdict}.{lin}" + (f"\n\n**Caveat.** {cap}" if cap else "")))
 display(check)

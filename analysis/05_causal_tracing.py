@@ -63,7 +63,8 @@ summary = tracing_summary(session.lm, prepared, noise_samples=noise_samples,
 traces, aie, h = summary.traces, summary.aie, summary.headline
 metric_name = summary.metric_name
 display(Markdown(
-    f"Noise: {noise_scale}× the embedding standard deviation ({h['noise_std']:.4f}) on the "
+    f"Noise: {noise_scale}× the standard deviation of the subject tokens' embedding activations "
+    f"({h['noise_std']:.4f}, measured where the noise is added) on the "
     f"subject tokens, {noise_samples} samples, seed {seed}. Mean {metric_name}: clean "
     f"**{h['clean_mean']:.3f}**, noised **{h['noised_mean']:.3f}**; mean total effect "
     f"**{h['total_effect_mean']:.3f}** over {len(prepared.prompts)} prompts."))

@@ -18,6 +18,14 @@ def tiny():
     return load_model("tiny")
 
 
+def final_gain(lm):
+    """The final RMSNorm's weight as transformers holds it (Llama: x / rms · w): 1 in
+    compatibility mode, where it is folded into W_U."""
+    if lm.provenance["processing"] == "compat":
+        return torch.ones(lm.cfg.d_model)
+    return lm.model.original_model.model.norm.weight.detach().float()
+
+
 def _prepared(lm, name):
     return prepare(lm, load_dataset(name), "raw", None, None, drop_multi_token=True)
 
@@ -75,7 +83,8 @@ def test_head_dla_equals_patch_out(tiny, cloze, layer, head):
     values, _ = capture_last(model, batch, [f"blocks.{L - 1}.hook_resid_post"], batch_size=64,
                              extra_hooks=extra)
     resid = values[f"blocks.{L - 1}.hook_resid_post"]
-    logits = (resid / dec.scale) @ model.W_U.detach().float() + model.b_U.detach().float()
+    logits = (resid / dec.scale) * final_gain(tiny) @ model.W_U.detach().float() \
+        + model.b_U.detach().float()
     drop = pr.metric(dec.logits) - pr.metric(logits)
     heads = A.head_dla(tiny, dec, d)
     dla = heads[(heads["layer"] == layer) & (heads["head"] == head)].sort_values("prompt")["dla"]
@@ -93,7 +102,7 @@ def test_yesno_directions(tiny):
     # the log-odds direction is its gradient: compare with autograd at the final logits
     logits = dec.logits.clone().requires_grad_(True)
     pr.metric(logits).sum().backward()
-    grad_dir = logits.grad @ tiny.model.W_U.detach().float().T
+    grad_dir = logits.grad @ (final_gain(tiny)[:, None] * tiny.model.W_U.detach().float()).T
     assert torch.allclose(grad_dir, lin.vectors, atol=1e-5)
 
 

@@ -20,13 +20,7 @@ from factcircuits.methods.evaluate import prepare
 from factcircuits.methods.hooks import hook_name
 from factcircuits.models.tokens import encode
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one thread
 
 
 @pytest.fixture(scope="module")

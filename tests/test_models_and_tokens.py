@@ -1,11 +1,13 @@
 """Model loading (offline), BOS handling, batching with padding, answer sets."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from factcircuits.data.answers import AnswerMap, answer_sets, load_answer_map
 from factcircuits.errors import AnswerSetError, ModelUnavailableError
-from factcircuits.models import embedded, load_model
+from factcircuits.models import embedded, load_model, packaged
 from factcircuits.models.forward import final_logits
 from factcircuits.models.tokens import encode, format_prompt
 
@@ -82,13 +84,13 @@ def test_cached_checkpoint_is_reused_without_dequantizing(embedded_lm, monkeypat
     def forbidden(*_):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(embedded, "_dequantize_into", forbidden)
+    monkeypatch.setattr(packaged, "_dequantize_into", forbidden)
     assert (embedded.cached_checkpoint() / "model.safetensors").is_file()
 
 
 def test_bad_checksum_refuses_and_writes_no_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FACTCIRCUITS_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(embedded, "GGUF_SHA256", "0" * 64)
+    monkeypatch.setattr(embedded, "SMOLLM2", replace(embedded.SMOLLM2, sha256="0" * 64))
     with pytest.raises(ModelUnavailableError, match="expected 0000"):
         embedded.cached_checkpoint()
     assert list(tmp_path.iterdir()) == []

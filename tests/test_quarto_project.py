@@ -1,20 +1,22 @@
-"""`_quarto.yml` and the report pages reference only files that exist, with zero runs too.
-
-Quarto is not installed here, so this checks the project statically, in Quarto's order:
-pre-render script first, then the render list, includes, embeds and local links."""
+"""The Quarto book renders in every state of a checkout: fresh (no generated files), zero
+runs, runs with leftover staging and failed folders. Quarto is not needed here: this checks
+the project statically, in Quarto's order (config and includes are read before the
+pre-render script runs), and runs the pre-render on a copy of the project."""
 
 from __future__ import annotations
 
-import glob
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+from test_findings import make_run
 
 ROOT = Path(__file__).resolve().parents[1]
-INCLUDE = re.compile(r"\{\{<\s*(?:include|embed)\s+([^\s>#]+)")
+SHORTCODE = re.compile(r"\{\{<\s*(include|embed)\s+([^\s>]+)")
 LINK = re.compile(r"\]\((?!https?:|#|mailto:)([^)#\s]+)")
 
 
@@ -22,40 +24,100 @@ def config() -> dict:
     return yaml.safe_load((ROOT / "_quarto.yml").read_text())
 
 
-def test_render_list_and_pre_render_exist():
+def project_pages(root: Path = ROOT) -> list[Path]:
+    return [root / entry for entry in config()["project"]["render"]]
+
+
+def copy_project(target: Path) -> Path:
+    """The files Quarto reads, as in a fresh clone (no report/_generated, no runs)."""
+    for page in ["_quarto.yml", config()["project"]["pre-render"], *config()["project"]["render"]]:
+        (target / page).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / page, target / page)
+    return target
+
+
+def pre_render(project: Path) -> dict:
+    """Run the pre-render as Quarto does (QUARTO_PROJECT_DIR set, cwd = project) and return
+    the generated metadata file."""
+    env = dict(os.environ, QUARTO_PROJECT_DIR=str(project))
+    subprocess.run([sys.executable, config()["project"]["pre-render"]], cwd=project, env=env,
+                   check=True)
+    return yaml.safe_load((project / "report" / "_generated" / "book.yml").read_text())
+
+
+def test_book_with_one_pdf_and_static_pages_that_exist():
     project = config()["project"]
-    assert (ROOT / project["pre-render"]).is_file()
-    for entry in project["render"]:
-        if any(ch in entry for ch in "*?["):
-            continue  # globs: match whatever runs exist, possibly none
-        assert (ROOT / entry).is_file(), entry
-    assert config()["format"]["html"]["embed-resources"] is True
-    assert {"html", "typst"} <= set(config()["format"])
+    assert project["type"] == "book" and (ROOT / project["pre-render"]).is_file()
+    for page in project_pages():
+        assert page.is_file(), page
+    book = config()["book"]
+    assert book["chapters"][0] == "index.qmd"  # the findings come first
+    assert set(book["appendices"]) <= set(project["render"])
+    assert config()["metadata-files"] == ["report/_generated/book.yml"]
+    assert config()["format"]["typst"]["echo"] is False  # no code in the PDF
+    assert config()["format"]["html"]["code-fold"] is True  # folded in the HTML
 
 
-def test_pages_reference_only_existing_files_after_pre_render(tmp_path):
-    # The pre-render writes report/_generated/ from the runs present (here: the real folder,
-    # maybe empty); it must run from the project root like Quarto runs it.
-    script = ROOT / config()["project"]["pre-render"]
-    subprocess.run([sys.executable, str(script)], cwd=ROOT, check=True)
-    pages = [Path(p) for entry in config()["project"]["render"]
-             for p in glob.glob(str(ROOT / entry)) if p.endswith(".qmd")]
-    assert pages
-    for page in pages + sorted((ROOT / "report" / "_generated").glob("*.qmd")):
-        text = page.read_text()
-        for ref in INCLUDE.findall(text) + LINK.findall(text):
-            target = (page.parent / ref).resolve()
-            if page.parent.name == "_generated" and ref.startswith("runs/"):
-                target = (ROOT / "report" / ref).resolve()  # included into report/ pages
-            assert target.exists(), f"{page.relative_to(ROOT)} -> {ref}"
+def test_pages_never_include_a_generated_file():
+    # Quarto expands includes while it lists the project, before the pre-render runs: a page
+    # that includes report/_generated/* fails on a fresh clone.
+    for page in project_pages():
+        for kind, target in SHORTCODE.findall(page.read_text()):
+            assert "_generated" not in target, f"{page.name} {kind}s {target}"
+            assert (page.parent / target.split("#")[0]).exists(), f"{page.name} -> {target}"
+        for link in LINK.findall(page.read_text()):
+            assert (page.parent / link).exists(), f"{page.name} -> {link}"
 
 
-def test_version_stamp_on_title_page():
-    index = (ROOT / "report" / "index.qmd").read_text()
-    assert "_generated/version.qmd" in index
-    from factcircuits.report.pages import version_markdown
+def test_pre_render_writes_into_the_rendered_project_not_the_checkout(tmp_path):
+    generated = ROOT / "report" / "_generated" / "book.yml"
+    before = generated.stat().st_mtime_ns if generated.exists() else None
+    project = copy_project(tmp_path / "copy")
+    book = pre_render(project)
+    after = generated.stat().st_mtime_ns if generated.exists() else None
+    assert before == after  # the checkout was not touched
+    # zero runs: no part, nothing extra to render, the title page says so
+    assert "chapters" not in book["book"] or book["book"]["chapters"] == []
+    assert "project" not in book
+    assert "no runs yet" in book["book"]["subtitle"]
 
-    text = version_markdown({"version": "0.1.0+abc1234", "package": "0.1.0",
-                             "commit": "abc1234", "date": "2025-01-01", "runs": ["a__b__c"]})
-    assert "0.1.0+abc1234" in text and "abc1234" in text and "2025-01-01" in text
-    assert "a__b__c" in text
+
+def test_pre_render_with_runs_and_leftovers(tmp_path):
+    project = copy_project(tmp_path / "copy")
+    runs = project / "report" / "runs"
+    for run_id in ("b__y__2", "a__x__1"):
+        folder = make_run(runs, run_id)
+        for name in ("01_task_check", "02_logit_lens"):
+            (folder / f"{name}.ipynb").write_text("{}")
+    record = (runs / "a__x__1" / "run.json")
+    record.write_text(record.read_text().replace(
+        '[{"name": "01_task_check"', '[{"name": "02_logit_lens"}, {"name": "01_task_check"'))
+    # an interrupted run and a failed attempt hold notebooks too: never part of the book
+    for leftover in ("_staging-c__z__3-20250101", "_failed/c__z__3-20250101"):
+        (runs / leftover).mkdir(parents=True)
+        (runs / leftover / "01_task_check.ipynb").write_text("{}")
+    book = pre_render(project)
+    parts = book["book"]["chapters"]
+    assert [p["part"] for p in parts] == ["Run 1: toy-model on toy-facts",
+                                          "Run 2: toy-model on toy-facts"]
+    # notebooks in the order run.json lists them (01 only for b: the only one it records)
+    assert parts[0]["chapters"] == ["report/runs/a__x__1/02_logit_lens.ipynb",
+                                    "report/runs/a__x__1/01_task_check.ipynb"]
+    assert parts[1]["chapters"] == ["report/runs/b__y__2/01_task_check.ipynb"]
+    assert book["project"]["render"] == parts[0]["chapters"] + parts[1]["chapters"]
+    assert "runs: a__x__1, b__y__2" in book["book"]["subtitle"]
+    assert book["book"]["subtitle"].startswith("Version 0.1.0+")
+
+
+def test_front_page_and_provenance_read_the_rendered_project(tmp_path, monkeypatch):
+    from factcircuits.report import pages
+
+    project = copy_project(tmp_path / "copy")
+    monkeypatch.setenv("QUARTO_PROJECT_DIR", str(project))
+    assert "There are no runs yet" in pages.front_page()
+    make_run(project / "report" / "runs", "a__x__1")
+    front = pages.front_page()
+    assert "**Runs:** `a__x__1`" in front and "**In short.**" in front
+    appendix = pages.provenance()
+    assert "| seed | 0 |" in appendix and "| weights_sha256 | ffffffffffffffff… |" in appendix
+    assert "| 01_task_check | ok | 1.5 |" in appendix

@@ -1,5 +1,6 @@
-"""Preview rendering (no Quarto here): every figure, plotly.js once and offline, the
-comparison table, version stamp and archive copy."""
+"""Preview rendering (no Quarto here): the write-up's structure in one HTML file (findings,
+one section per run, comparison, provenance), every figure, plotly.js once and offline,
+version stamp and archive copy."""
 
 from __future__ import annotations
 
@@ -24,10 +25,14 @@ def two_runs(tmp_path_factory):
     return runs, results
 
 
-def test_preview_has_every_figure_plotlyjs_once_and_comparison(two_runs, tmp_path, monkeypatch,
-                                                               capsys):
-    runs, results = two_runs
+@pytest.fixture
+def no_quarto(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)  # as on a machine without Quarto
+
+
+def test_preview_has_the_write_ups_structure_and_every_figure(two_runs, tmp_path, no_quarto,
+                                                             capsys):
+    runs, results = two_runs
     paths = render.render(to="html", root=tmp_path, runs_root=runs)
     assert capsys.readouterr().out.startswith("Quarto is not installed")
     page, archive = paths
@@ -40,6 +45,13 @@ def test_preview_has_every_figure_plotlyjs_once_and_comparison(two_runs, tmp_pat
     # (plotly.js itself names a CDN only as the default topojson URL for geo maps)
     assert text.count("cdn.plot.ly") == get_plotlyjs().count("cdn.plot.ly")
     assert 'src="http' not in text and "src='http" not in text
+    # the order of the book: findings, one section per run, comparison, provenance
+    anchors = ["id='findings'", *(f"id='run-{r.run_id.lower().replace('_', '-')}'"
+                                  for r in sorted(results, key=lambda r: r.run_id)),
+               "id='comparison'", "id='provenance'"]
+    positions = [text.index(a) for a in anchors]
+    assert positions == sorted(positions)
+    assert text.count("<h1>Run ") == 2 and "Run 1: default on fixture" in text
     # every figure of every run's notebooks, plus the comparison figure with a panel for each
     # headline number (01_first.score, 01_first.n_prompts, 02_second.effect)
     for title in ("fixture-one-figure", "fixture-two-figure"):
@@ -47,16 +59,46 @@ def test_preview_has_every_figure_plotlyjs_once_and_comparison(two_runs, tmp_pat
     assert text.count('class="plotly-graph-div"') == 2 * len(results) + 1
     for panel in ("score", "n_prompts", "effect"):
         assert f'"text":"{panel}"' in text, panel
-    assert 'id="comparison-table"' in text
-    for result in results:
-        assert result.run_id in text
-    assert '<h1 id="Fixture-notebook-one">' in text  # front matter title as a heading
-    assert "01_first.score" in text and "1.5" in text  # seed=1 run's score
-    # inputs tagged remove-input are hidden
-    assert "init_notebook()" not in text
+    table = text[text.index("id='comparison-table'"):]
+    table = table[:table.index("</table>")]
+    assert ">Run 1<" in table and ">Run 2<" in table and ">1.5<" in table  # seed=1's score
+    assert '<h2 id="Fixture-notebook-one">' in text  # front matter title, one level down
+    # code is left out: inputs, the parameters cell, the session setup
+    assert "init_notebook()" not in text and "leak = " not in text
+    # provenance: each run's parameters
+    provenance = text[text.index("id='provenance'"):]
+    assert all(r.run_id in provenance for r in results) and "<td>seed</td>" in provenance
 
 
-def test_preview_with_no_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(shutil, "which", lambda name: None)
+def test_preview_with_one_run_says_there_is_nothing_to_compare(two_runs, tmp_path, no_quarto):
+    runs, results = two_runs
+    one = tmp_path / "one"
+    shutil.copytree(results[0].run_dir, one / results[0].run_id)
+    page, _ = render.render(to="html", root=tmp_path, runs_root=one)
+    text = page.read_text()
+    comparison = text[text.index("id='comparison'"):text.index("id='provenance'")]
+    assert "nothing to compare yet" in comparison
+    assert "plotly-graph-div" not in comparison and "<table" not in comparison
+
+
+def test_preview_with_no_runs(tmp_path, no_quarto):
     page, _ = render.render(to="all", root=tmp_path, runs_root=tmp_path / "none")
-    assert "No runs yet" in page.read_text()
+    text = page.read_text()
+    assert "There are no runs yet" in text
+    assert "nothing to compare" in text
+
+
+def test_archive_keeps_the_pdf_and_the_site(tmp_path):
+    import zipfile
+
+    output = tmp_path / "_output"
+    (output / "report").mkdir(parents=True)
+    (output / "index.html").write_text("<a href='report/page.html'>page</a>")
+    (output / "report" / "page.html").write_text("page")
+    (output / "factcircuits.pdf").write_bytes(b"%PDF-1.7")
+    kept = render.archive_outputs(output, tmp_path / "archive", {"version": "0.1.0+abc1234"})
+    names = sorted(p.name for p in kept)
+    assert names[0].startswith("factcircuits-0.1.0+abc1234-") and names[0].endswith(".pdf")
+    assert names[1].startswith("factcircuits-site-0.1.0+abc1234-") and names[1].endswith(".zip")
+    with zipfile.ZipFile(kept[1]) as site:
+        assert {"index.html", "report/page.html"} <= set(site.namelist())

@@ -11,7 +11,7 @@ import sys
 from factcircuits.errors import UserError
 
 # Order is the order shown in --help.
-SUBCOMMANDS = ["inspect", "dataset", "run", "sweep", "sweeps", "runs", "render"]
+SUBCOMMANDS = ["inspect", "dataset", "run", "sweep", "sweeps", "runs", "render", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:

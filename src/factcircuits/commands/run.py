@@ -125,7 +125,7 @@ def handle(args) -> int:
     if args.render:
         from factcircuits.report.render import render
 
-        render(to="html", runs_root=plan.runs_root)
+        render(to="all", runs_root=plan.runs_root)  # site and PDF (preview: HTML only)
     run_dir = folders.project_relative(result.run_dir)
     if args.json:
         print(json.dumps({"run_id": result.run_id, "run_dir": run_dir, "status": result.status,

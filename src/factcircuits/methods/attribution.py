@@ -1,11 +1,18 @@
 """Direct logit attribution (DLA): how much each component writes along the answer direction at
 the last token, by layer (attention / MLP), by head, and by MLP neuron.
 
-The final logits of a model are `normalise(resid_final) @ W_U + b_U`, with resid_final =
-embeddings + Σ_l attn_out_l + Σ_l mlp_out_l. Freezing the final norm's scale at its value on
-resid_final (what TransformerLens's `cache.apply_ln_to_stack` does; with LayerNorm each
-component is also centred), every component's DLA is `(component / scale) · direction`, and the
-components plus the unembedding bias term sum to the metric.
+The final logits of a model are `(normalise(resid_final) ⊙ gain) @ W_U + b_U`, with
+resid_final = embeddings + Σ_l attn_out_l + Σ_l mlp_out_l. Freezing the final norm's scale at
+its value on resid_final (what TransformerLens's `cache.apply_ln_to_stack` does; with LayerNorm
+each component is also centred), every component's DLA is `(component / scale) · direction`,
+and the components plus the unembedding bias term sum to the metric. The direction carries the
+final norm's gain (`models.readout`), so this is exact on the unprocessed bridge as well as in
+compatibility mode (where the gain is folded into W_U): no folded copy of the weights needed.
+
+Models that normalise each sublayer's output before adding it (Gemma 2/3: post-attention and
+post-feedforward norms) have attention and MLP outputs that are linear in the heads and
+neurons only with that norm's scale frozen too: head and neuron DLA multiply by its gain and
+divide by its scale (hooks `blocks.L.ln1_post.hook_scale`, `ln2_post.hook_scale`).
 
 Answer directions (`answer_direction`):
   cloze      W_U[:, answer] − W_U[:, counterfactual]; the metric logit_diff is linear in the
@@ -20,7 +27,9 @@ Answer directions (`answer_direction`):
              then sums to the summed logit difference (the original study's first metric).
 
 Models with final-logit soft-capping (Gemma-2: cfg.output_logits_soft_cap > 0) put a tanh
-after the unembedding, so the DLA cannot sum to the metric; `soft_cap_note` says so.
+after the unembedding: the DLA sums to the metric of the logits before the cap
+(`Decomposition.pre_cap_logits`, read from the unembedding's own output), which is what
+directions are built from and what the sum check compares with; `soft_cap_note` says so.
 Everything is read at each prompt's last real token with hooks that keep only that position.
 """
 
@@ -36,9 +45,10 @@ from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.errors import UserError
 from factcircuits.methods.evaluate import PreparedTask
-from factcircuits.methods.hooks import FINAL_NORM_SCALE, hook_name, hook_names
+from factcircuits.methods.hooks import FINAL_NORM_SCALE, PRE_CAP_LOGITS, hook_name, hook_names
 from factcircuits.models import LoadedModel
 from factcircuits.models.forward import capture_last
+from factcircuits.models.readout import final_readout, post_norm
 
 DIRECTION_KINDS = ("auto", "logit_diff", "log_odds", "logit_diff_sum")
 
@@ -60,31 +70,25 @@ class AnswerDirection:
                 "logit_diff_sum": "summed logit difference (True set − False set)"}[self.kind]
 
 
-def unembedding(model) -> tuple[Float[Tensor, "d_model vocab"], Float[Tensor, " vocab"]]:
-    """(W_U, b_U) as float32 CPU tensors; b_U is zeros for models without an unembedding bias."""
-    W_U = model.W_U.detach().float().cpu()
-    b_U = getattr(model, "b_U", None)
-    b_U = torch.zeros(W_U.shape[1]) if b_U is None else b_U.detach().float().cpu()
-    return W_U, b_U
-
-
 def answer_direction(lm: LoadedModel, prepared: PreparedTask,
                      logits: Float[Tensor, "n_prompts vocab"], kind: str = "auto"
                      ) -> AnswerDirection:
-    """The answer direction of each prompt of `prepared` given its final logits
-    (see the module docstring for the three kinds)."""
+    """The answer direction of each prompt of `prepared` given its pre-cap final logits
+    (`Decomposition.pre_cap_logits`; the same as the final logits for models without
+    soft-capping). See the module docstring for the three kinds. Only the answer tokens'
+    columns of W_U are read, with the final norm's gain folded in."""
     if kind not in DIRECTION_KINDS:
         raise UserError(f"direction kind {kind!r}: use one of {', '.join(DIRECTION_KINDS)}")
-    W_U, b_U = unembedding(lm.model)
+    readout = final_readout(lm.model)
     logits = logits.float().cpu()
     if prepared.task == "cloze":
         if kind not in ("auto", "logit_diff"):
             raise UserError(f"direction kind {kind!r} is for yes/no; cloze uses 'logit_diff'")
         a, c = prepared.answer_ids.cpu(), prepared.cf_ids.cpu()
-        vectors = (W_U[:, a] - W_U[:, c]).T
+        vectors = (readout.columns(a) - readout.columns(c)).T
         target = prepared.metric(logits).float().cpu()
-        return AnswerDirection("logit_diff", vectors, b_U[a] - b_U[c], target,
-                               torch.zeros(len(a)), True)
+        bias = readout.bias_terms(a) - readout.bias_terms(c)
+        return AnswerDirection("logit_diff", vectors, bias, target, torch.zeros(len(a)), True)
     sets = prepared.answer_sets
     t_ids, f_ids = torch.as_tensor(sets.true_ids), torch.as_tensor(sets.false_ids)
     signs = prepared.signs.float().cpu()
@@ -101,8 +105,9 @@ def answer_direction(lm: LoadedModel, prepared: PreparedTask,
     else:
         raise UserError("direction kind 'logit_diff' is for cloze; yes/no uses 'log_odds' or "
                         "'logit_diff_sum'")
-    vectors = signs[:, None] * (grad_t @ W_U[:, t_ids].T - grad_f @ W_U[:, f_ids].T)
-    bias = signs * (grad_t @ b_U[t_ids] - grad_f @ b_U[f_ids])
+    cols_t, cols_f = readout.columns(t_ids), readout.columns(f_ids)
+    vectors = signs[:, None] * (grad_t @ cols_t.T - grad_f @ cols_f.T)
+    bias = signs * (grad_t @ readout.bias_terms(t_ids) - grad_f @ readout.bias_terms(f_ids))
     linear = signs * ((grad_t * logits[:, t_ids]).sum(-1) - (grad_f * logits[:, f_ids]).sum(-1))
     return AnswerDirection(out_kind, vectors, bias, target, target - linear, exact)
 
@@ -111,9 +116,10 @@ def soft_cap_note(lm: LoadedModel) -> str:
     """A sentence when the model soft-caps its final logits (the DLA then cannot sum), else ""."""
     cap = getattr(lm.model.cfg, "output_logits_soft_cap", -1.0) or -1.0
     if cap > 0:
-        return (f"This model soft-caps its final logits (cap·tanh(logits/cap), cap = {cap:g}), "
-                "so the direct logit attributions below do not sum to the metric: they describe "
-                "the logits before the cap.")
+        return (f"This model soft-caps its final logits (cap·tanh(logits/cap), cap = {cap:g}). "
+                "The direct logit attributions below describe the logits before the cap: they "
+                "sum to the metric computed from those, and the sum check compares with that "
+                "pre-cap metric, not with the capped one.")
     return ""
 
 
@@ -125,10 +131,21 @@ class Decomposition:
     attn: Float[Tensor, "n n_layers d_model"]  # hook_attn_out
     mlp: Float[Tensor, "n n_layers d_model"]  # hook_mlp_out
     scale: Float[Tensor, "n 1"]  # final norm scale
-    logits: Float[Tensor, "n vocab"]  # final logits
+    logits: Float[Tensor, "n vocab"]  # final logits (what the model outputs)
     z: Float[Tensor, "n n_layers n_heads d_head"] | None = None  # hook_z (query heads)
     centre: bool = False  # LayerNorm-type final norm: centre components before scaling
     extra: dict = field(default_factory=dict)
+    # logits before any final soft-cap (the DLA sums to these); None = `logits`
+    pre_cap: Float[Tensor, "n vocab"] | None = None
+    # Post-sublayer norms (Gemma 2/3), else None: scales [n, n_layers], gains [n_layers, d]
+    attn_post_scale: Tensor | None = None
+    mlp_post_scale: Tensor | None = None
+    attn_post_gain: Tensor | None = None
+    mlp_post_gain: Tensor | None = None
+
+    @property
+    def pre_cap_logits(self) -> Float[Tensor, "n vocab"]:
+        return self.logits if self.pre_cap is None else self.pre_cap
 
     @property
     def n_layers(self) -> int:
@@ -162,11 +179,26 @@ def decompose(lm: LoadedModel, prepared: PreparedTask, *, batch_size: int = 16,
     embed = hook_name(0, "resid_pre")
     kinds = ["attn_out", "mlp_out"] + (["z"] if heads else [])
     names = [embed, FINAL_NORM_SCALE] + [n for kind in kinds for n in hook_names(kind, range(L))]
+    capped = final_readout(model).soft_cap is not None
+    if capped:
+        names.append(PRE_CAP_LOGITS)
+    posts = {sub: [post_norm(model, ly, sub) for ly in range(L)] for sub in ("attn", "mlp")}
+    has_posts = posts["attn"][0] is not None
+    if has_posts:
+        names += [found[1] for sub in posts for found in posts[sub]]
     values, logits = capture_last(model, prepared.clean_batch(lm.tokenizer), names, batch_size,
                                   progress, desc="decompose")
 
     def stack(kind):
         return torch.stack([values[name] for name in hook_names(kind, range(L))], 1)
+
+    def post(sub):
+        if not has_posts:
+            return None, None
+        scales = torch.stack([values[found[1]].reshape(-1) for found in posts[sub]], 1)
+        return scales, torch.stack([found[0] for found in posts[sub]])
+
+    (attn_scale, attn_gain), (mlp_scale, mlp_gain) = post("attn"), post("mlp")
 
     norm = str(getattr(model.cfg, "normalization_type", "RMS") or "RMS")
     return Decomposition(
@@ -174,6 +206,9 @@ def decompose(lm: LoadedModel, prepared: PreparedTask, *, batch_size: int = 16,
         scale=values[FINAL_NORM_SCALE].reshape(-1, 1), logits=logits,
         z=stack("z") if heads else None,
         centre=norm.startswith("LN"),
+        pre_cap=values[PRE_CAP_LOGITS] if capped else None,
+        attn_post_scale=attn_scale, attn_post_gain=attn_gain,
+        mlp_post_scale=mlp_scale, mlp_post_gain=mlp_gain,
     )
 
 
@@ -210,12 +245,15 @@ def layer_dla(dec: Decomposition, direction: AnswerDirection) -> pd.DataFrame:
 def head_dla(lm: LoadedModel, dec: Decomposition, direction: AnswerDirection,
              progress: bool = False) -> pd.DataFrame:
     """Tidy DLA per prompt × layer × head; `attn_bias` rows (head = -1) hold each layer's
-    attention output not written by any head (b_O; zero for bias-free models)."""
+    attention output not written by any head (b_O; zero for bias-free models). With a
+    post-attention norm (Gemma 2/3) each head's output goes through it with its scale frozen."""
     if dec.z is None:
         raise UserError("head DLA needs the decomposition with heads=True")
     frames = []
     for ly in tqdm(range(dec.n_layers), desc="head DLA", disable=not progress, leave=False):
         out = head_outputs(lm, dec.z[:, ly], ly)  # [n, H, d]
+        if dec.attn_post_scale is not None:
+            out = out * dec.attn_post_gain[ly] / dec.attn_post_scale[:, ly, None, None]
         dla = _project(dec, out, direction)  # [n, H]
         rest = _project(dec, dec.attn[:, ly] - out.sum(1), direction)  # [n]
         n, H = dla.shape
@@ -232,16 +270,23 @@ def neuron_dla(lm: LoadedModel, prepared: PreparedTask, layer: int,
                direction: AnswerDirection, *, batch_size: int = 16,
                progress: bool = False) -> pd.DataFrame:
     """DLA of every MLP neuron of `layer`, per prompt: post-activation × (W_out row ·
-    direction) / final scale. Tidy [prompt, layer, neuron, activation, dla]; the `neuron = -1`
-    rows hold b_out's share (zero for bias-free models)."""
+    direction) / final scale (and, with a post-feedforward norm as in Gemma 2/3, × its gain /
+    its frozen scale). Tidy [prompt, layer, neuron, activation, dla]; the `neuron = -1` rows
+    hold b_out's share (zero for bias-free models)."""
     model = lm.model
-    values, _ = capture_last(model, prepared.clean_batch(lm.tokenizer),
-                             [hook_name(layer, "mlp_post"), FINAL_NORM_SCALE],
+    post_found = post_norm(model, layer, "mlp")
+    names = [hook_name(layer, "mlp_post"), FINAL_NORM_SCALE]
+    if post_found is not None:
+        names.append(post_found[1])
+    values, _ = capture_last(model, prepared.clean_batch(lm.tokenizer), names,
                              batch_size, progress, desc=f"neurons L{layer}")
     post = values[hook_name(layer, "mlp_post")]  # [n, d_mlp]
     scale = values[FINAL_NORM_SCALE].reshape(-1, 1)
     W_out = model.blocks[layer].mlp.W_out.detach().float().cpu()  # [d_mlp, d_model]
     v = direction.vectors
+    if post_found is not None:
+        v = v * post_found[0]
+        scale = scale * values[post_found[1]].reshape(-1, 1)
     norm = str(getattr(model.cfg, "normalization_type", "RMS") or "RMS")
     if norm.startswith("LN"):
         W_out = W_out - W_out.mean(-1, keepdim=True)
@@ -328,7 +373,7 @@ def attribute_heads(lm: LoadedModel, prepared: PreparedTask, *, kind: str = "aut
     """Decompose the clean prompts' last token, build the answer direction of `kind` and the
     tidy DLA tables by layer and by head."""
     dec = decompose(lm, prepared, batch_size=batch_size, progress=progress)
-    direction = answer_direction(lm, prepared, dec.logits, kind)
+    direction = answer_direction(lm, prepared, dec.pre_cap_logits, kind)
     return HeadAttribution(dec, direction, layer_dla(dec, direction),
                            head_dla(lm, dec, direction, progress=progress))
 

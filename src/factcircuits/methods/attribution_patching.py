@@ -44,7 +44,7 @@ from tqdm import tqdm
 from factcircuits.errors import UserError
 from factcircuits.methods.engine import Resumable, groups_by
 from factcircuits.methods.hooks import hook_name
-from factcircuits.methods.patching import PatchResult, _check_pairs, _first_difference
+from factcircuits.methods.patching import PatchResult, check_pairs, first_difference
 from factcircuits.models.tokens import encode
 
 SCAN_COMPONENTS = ("resid_pre", "attn_out", "mlp_out", "z")
@@ -236,7 +236,7 @@ def scan(lm, prepared, components=SCAN_COMPONENTS, qk_fix: bool = True, metric=N
     clean = clean_batch or encode(lm.tokenizer, prepared.prompts, prepared.prompt_format)
     corrupt = corrupt_batch or encode(lm.tokenizer, prepared.corrupted_prompts,
                                       prepared.prompt_format)
-    _check_pairs(clean, corrupt)
+    check_pairs(clean, corrupt)
     n_prompts, width = clean.tokens.shape
     runner = Resumable(model) if qk_fix else None
     shape = {c: (cfg.n_layers, width, cfg.n_heads) if c == "z" else (cfg.n_layers, width)
@@ -255,7 +255,7 @@ def scan(lm, prepared, components=SCAN_COMPONENTS, qk_fix: bool = True, metric=N
         for c, (a, s) in est.items():  # [L, G, n(, H)] → [L, n(, H), G]
             atp[c][:, :n, ..., idx] = a.movedim(1, -1).float().cpu()
             star[c][:, :n, ..., idx] = s.movedim(1, -1).float().cpu()
-    first = _first_difference(clean, corrupt)
+    first = first_difference(clean, corrupt)
     seconds = time.perf_counter() - start
     return {c: ScanResult(c, atp[c], star[c], clean_metric, corrupt_metric, clean.lengths,
                           first, seconds) for c in components}
@@ -288,7 +288,7 @@ def patch_cells(lm, prepared, component: str, cells: pd.DataFrame, metric=None) 
     metric = metric or prepared.metric
     clean = encode(lm.tokenizer, prepared.prompts, prepared.prompt_format)
     corrupt = encode(lm.tokenizer, prepared.corrupted_prompts, prepared.prompt_format)
-    _check_pairs(clean, corrupt)
+    check_pairs(clean, corrupt)
     effect = pd.Series(math.nan, index=cells.index, dtype=float)
     for i, part in cells.groupby("prompt_id"):
         n = int(clean.lengths[i])

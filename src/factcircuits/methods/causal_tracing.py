@@ -1,9 +1,11 @@
 """ROME causal tracing (Meng et al. 2022): corrupt the subject by adding Gaussian noise to its
 token embeddings, then restore one clean state and see how much of the answer comes back.
 
-- noise: `noise_scale` (ROME: 3) × the standard deviation of the embedding matrix W_E, added
-  to the embeddings of every subject token, independently for each of `noise_samples` samples
-  (a seeded generator: the seed is recorded in the result);
+- noise: `noise_scale` (ROME: 3) × the standard deviation of the embedding activations of the
+  subject tokens (`hook_embed`, where the noise is added; ROME's `collect_embedding_std`),
+  added to the embeddings of every subject token, independently for each of `noise_samples`
+  samples (a seeded generator: the seed is recorded in the result). Not the std of W_E: Gemma
+  scales embeddings by √d_model inside the embedding step, so W_E's std is √d_model too small;
 - restored states: the hidden state (block output, `hook_resid_post`), the MLP output or the
   attention output at one (layer, token); with `window` > 1 the same token is restored in the
   `window` layers centred on the layer (ROME: window 10 for MLP/attention, 1 for hidden);
@@ -43,9 +45,28 @@ KIND_TITLES = {"hidden": "hidden state (block output)", "mlp": "MLP output",
 TRACED_CLASSES = tuple(c for c in TOKEN_CLASSES if c != "prefix")
 
 
-def embedding_std(model) -> float:
-    """Standard deviation over all entries of the embedding matrix W_E."""
-    return float(model.W_E.detach().float().std())
+def embedding_std(model, batch, subject_positions=None, batch_size: int = 16) -> float:
+    """Standard deviation over all entries of the `hook_embed` activations (what the noise is
+    added to) at the subject tokens of the prompts in `batch` (every real token where no
+    subject positions are given or none is found)."""
+    from factcircuits.models.forward import final_logits
+
+    kept: list[torch.Tensor] = []
+    lengths = batch.lengths.tolist()
+    if subject_positions is None or not any(subject_positions):
+        subject_positions = [list(range(n)) for n in lengths]
+
+    def hooks_for(part, last, mask):
+        rows = range(len(batch.tokens))[part]
+
+        def keep(act, hook):
+            for row, i in enumerate(rows):
+                pos = [p for p in subject_positions[i] if p < lengths[i]]
+                kept.append(act[row, pos].float().cpu())
+        return [(EMBED, keep)]
+
+    final_logits(model, batch, batch_size, hooks_for=hooks_for, desc="embedding std")
+    return float(torch.cat(kept).std())
 
 
 def window_layers(layer: int, window: int, n_layers: int) -> list[int]:
@@ -114,7 +135,7 @@ def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS,
     if subject_positions is None:
         subject_positions = [p.subject for p in task_positions(prepared, lm.tokenizer)]
     n_prompts, width = batch.tokens.shape
-    std = embedding_std(model)
+    std = embedding_std(model, batch, subject_positions)
     generator = torch.Generator().manual_seed(int(seed))
     runner = engine.Resumable(model)
     budget = engine.memory_budget(cfg.device, budget_bytes)

@@ -23,8 +23,10 @@ Vocabulary:
 
 Scope: Hugging Face decoder-only models whose decoder has a `layers` (or `h`) block list that
 the TransformerBridge wraps (Llama, Mistral, Qwen2/3, Gemma, GPT-2 style...). Models that
-alternate sliding-window and global layers (Gemma-2/3) are exact for prompts shorter than the
-window.
+alternate sliding-window and global layers (Gemma-2/3) are exact at any prompt length: the KV
+cache is built without the model config, so every layer keeps all keys/values (transformers'
+sliding-window cache layers keep only the last window−1, and a prefix sliced out of them is
+wrong once a prompt reaches the window), while the attention masks still apply the window.
 """
 
 from __future__ import annotations
@@ -99,8 +101,10 @@ class Resumable:
     def kv_cache(self, tokens: Int[Tensor, "batch pos"]
                  ) -> tuple[Float[Tensor, "batch vocab"], KV]:
         """Run `tokens`: (final-position logits [batch, vocab], per-layer (keys, values))."""
-        with self._cache_kwarg():
-            out = self.decoder(input_ids=tokens, use_cache=True)
+        from transformers import DynamicCache
+
+        with self._cache_kwarg():  # full-length cache layers only: see the module docstring
+            out = self.decoder(input_ids=tokens, cache=DynamicCache(), use_cache=True)
         cache = out.past_key_values
         kv = [(layer.keys, layer.values) for layer in cache.layers]
         return self.unembed(out.last_hidden_state[:, -1]), kv
@@ -144,7 +148,7 @@ class Resumable:
 
         cache = None
         if past:
-            cache = DynamicCache(ddp_cache_data=[(k, v) for k, v in kv], config=self.hf.config)
+            cache = DynamicCache(ddp_cache_data=[(k, v) for k, v in kv])  # full layers
         with self._sliced(start, residual):
             out = self.decoder(inputs_embeds=residual, cache=cache, use_cache=cache is not None)
         return self.unembed(out.last_hidden_state[:, -1])

@@ -10,7 +10,8 @@ Kinds (TransformerLens names) and the short aliases the methods use:
   pattern      blocks.{l}.attn.hook_pattern     attention pattern [batch, head, query, key]
   attn_scores  blocks.{l}.attn.hook_attn_scores pre-softmax attention scores
   mlp_post     blocks.{l}.mlp.hook_post         MLP neuron activations
-Layer-free hooks: `EMBED` (token embeddings) and `FINAL_NORM_SCALE` (the final norm's scale).
+Layer-free hooks: `EMBED` (token embeddings), `FINAL_NORM_SCALE` (the final norm's scale) and
+`PRE_CAP_LOGITS` (the unembedding's output: the logits before any final soft-cap).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ HOOK_NAMES = {
 ALIASES = {"hidden": "resid_post", "attn": "attn_out", "mlp": "mlp_out", "head": "z"}
 EMBED = "hook_embed"
 FINAL_NORM_SCALE = "ln_final.hook_scale"
+PRE_CAP_LOGITS = "unembed.hook_out"
 
 
 def hook_name(layer: int, kind: str) -> str:

@@ -24,10 +24,10 @@ from factcircuits.methods.attribution import (
     Decomposition,
     answer_direction,
     decompose,
-    unembedding,
 )
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.models import LoadedModel
+from factcircuits.models.readout import final_readout
 
 
 def step_labels(n_layers: int) -> pd.DataFrame:
@@ -98,7 +98,7 @@ def logit_lens(lm: LoadedModel, prepared: PreparedTask, *, kind: str = "auto",
                dec: Decomposition | None = None) -> LogitLens:
     """Logit lens on the answer direction for every prompt of `prepared`."""
     dec = dec or decompose(lm, prepared, batch_size=batch_size, heads=False, progress=progress)
-    direction = answer_direction(lm, prepared, dec.logits, kind)
+    direction = answer_direction(lm, prepared, dec.pre_cap_logits, kind)
     values = accumulated_projection(dec, direction)
     labels = step_labels(dec.n_layers)
     n, _s = values.shape
@@ -114,13 +114,11 @@ def top_tokens(lm: LoadedModel, dec: Decomposition, prompt: int = 0, k: int = 5,
     scale and unembedded; the k top tokens with their probabilities, and the rank of each of
     `answer_ids`."""
     model, tokenizer = lm.model, lm.tokenizer
-    W_U, b_U = unembedding(model)
-    acc = dec.accumulated()[prompt]  # [s, d]
-    if dec.centre:
-        acc = acc - acc.mean(-1, keepdim=True)
+    readout = final_readout(model)  # the final norm's gain: exact on the unprocessed bridge too
     eps = float(getattr(model.cfg, "eps", 1e-5) or 1e-5)
-    normed = acc / (acc.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-    logits = normed @ W_U + b_U
+    logits = readout.logits(readout.normalise(dec.accumulated()[prompt], eps))  # [s, vocab]
+    if readout.soft_cap:  # what the model would output from that residual
+        logits = readout.soft_cap * torch.tanh(logits / readout.soft_cap)
     probs = logits.softmax(-1)
     top = probs.topk(k, dim=-1)
     labels = step_labels(dec.n_layers)

@@ -114,7 +114,7 @@ def normalization_caveat(clean_mean: float, corrupted_mean: float, metric: str) 
             "below divide by a small or negative gap: read them as noise, not as localisation.")
 
 
-def _first_difference(clean, corrupt) -> torch.Tensor:
+def first_difference(clean, corrupt) -> torch.Tensor:
     """Per pair, the first position where the clean and corrupted tokens differ (the length
     when they are identical)."""
     differ = (clean.tokens != corrupt.tokens) & clean.attention_mask.bool()
@@ -122,7 +122,7 @@ def _first_difference(clean, corrupt) -> torch.Tensor:
     return torch.where(differ, pos, differ.shape[1]).min(1).values.clamp(max=clean.lengths)
 
 
-def _check_pairs(clean, corrupt):
+def check_pairs(clean, corrupt):
     if clean.tokens.shape[0] != corrupt.tokens.shape[0]:
         raise UserError("clean and corrupted prompt lists differ in length")
     bad = (clean.lengths != corrupt.lengths).nonzero().flatten().tolist()
@@ -168,7 +168,7 @@ def patch(lm: LoadedModel, prepared: PreparedTask, component: str = "resid_pre",
     clean = clean_batch or encode(tokenizer, prepared.prompts, prepared.prompt_format)
     corrupt = corrupt_batch or encode(tokenizer, prepared.corrupted_prompts,
                                       prepared.prompt_format)
-    _check_pairs(clean, corrupt)
+    check_pairs(clean, corrupt)
     cfg = model.cfg
     layers = list(range(cfg.n_layers)) if layers is None else list(layers)
     names = {layer: hook_name(layer, component) for layer in layers}
@@ -185,7 +185,7 @@ def patch(lm: LoadedModel, prepared: PreparedTask, component: str = "resid_pre",
     # Positions before the first token where a pair differs hold the same activations in both
     # runs (causal attention): patching there is a no-op, so those cells are the corrupted
     # metric without a forward. Grouping by (length, first difference) lets every group skip.
-    first_diff = _first_difference(clean, corrupt)
+    first_diff = first_difference(clean, corrupt)
     key = clean.lengths * (width + 1) + (first_diff if by != "head" else 0)
     plan = []  # (group_no, past position, copies, cells)
     prepared_groups = []

@@ -24,17 +24,35 @@ class LoadedModel:
         return self.model.cfg
 
 
+_UNSET = object()
+
+
 def boot_bridge(name, hf_model, tokenizer, device, dtype, processing):
     """Wrap a loaded HF model in a TransformerBridge with BOS handling matched to the tokenizer."""
     from transformer_lens.model_bridge import TransformerBridge
 
     if not getattr(hf_model.config, "architectures", None):
         hf_model.config.architectures = [type(hf_model).__name__]
-    bridge = TransformerBridge.boot_transformers(
-        name, hf_model=hf_model.to(device), tokenizer=tokenizer, device=device, dtype=dtype
-    )
+    # TransformerLens reloads the tokenizer from its name unless the tokenizer declares that it
+    # adds BOS (get_tokenizer_with_bos): a second full load (~10 s for Gemma's 262k vocabulary)
+    # of a tokenizer nothing here uses. Declare it for the boot only; BOS handling below
+    # follows what the tokenizer really does.
+    declared = tokenizer.init_kwargs.get("add_bos_token", _UNSET)
+    tokenizer.init_kwargs["add_bos_token"] = True
+    try:
+        bridge = TransformerBridge.boot_transformers(
+            name, hf_model=hf_model.to(device), tokenizer=tokenizer, device=device, dtype=dtype
+        )
+    finally:
+        if declared is _UNSET:
+            tokenizer.init_kwargs.pop("add_bos_token", None)
+        else:
+            tokenizer.init_kwargs["add_bos_token"] = declared
     if processing == "compat":
-        bridge.enable_compatibility_mode(disable_warnings=True)
+        # No unembedding centring: it shifts every logit of a row by the same amount, which
+        # changes what users read as logits (and the summed logit difference over answer sets
+        # of unequal sizes) but no logit difference.
+        bridge.enable_compatibility_mode(disable_warnings=True, center_unembed=False)
     else:
         bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     # TransformerLens prepends BOS by default; match what the tokenizer itself does, otherwise
@@ -58,7 +76,9 @@ def describe(bridge, device: str, dtype: torch.dtype, processing: str) -> dict[s
         "dtype": str(dtype).removeprefix("torch."),
         "device": device,
         "processing": processing,
-        "dla_grade": processing == "compat",
+        # Direct logit attribution is exact in both modes (models.readout); kept for readers
+        # of older run.json files, where only "compat" was.
+        "dla_grade": True,
         "n_layers": cfg.n_layers,
         "n_heads": cfg.n_heads,
         "n_key_value_heads": getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,

@@ -1,6 +1,15 @@
-"""A tiny random-weight Llama-style model for unit tests: built from a config and an in-memory
-tokenizer, so it needs no file and no network. It has grouped-query attention (4 query heads,
-2 KV heads) and a tokenizer that prepends BOS, so tests cover both of those code paths."""
+"""Tiny random-weight models for unit tests, built from a config and an in-memory tokenizer, so
+they need no file and no network. All have grouped-query attention (4 query heads, 2 KV heads)
+and a tokenizer that prepends BOS.
+
+Families (spec "tiny" = Llama; "tiny-gemma", "tiny-gemma2", "tiny-gemma3"):
+  llama   plain pre-norm RMSNorm decoder
+  gemma   Gemma 1: embeddings scaled by sqrt(d_model) inside the model, (1 + w) RMSNorm, GELU
+  gemma2  Gemma 2: + pre/post norms around attention and MLP, attention and final-logit
+          soft-capping, alternating sliding-window (window 4, shorter than the test prompts)
+          and global layers
+  gemma3  Gemma 3: + QK-norm, sliding-window (4) and global layers, tied unembedding
+"""
 
 from __future__ import annotations
 
@@ -49,28 +58,69 @@ def tiny_tokenizer():
     return wrapped
 
 
-def tiny_hf_model(seed: int = 0, n_layers: int = 3, d_model: int = 64, vocab_size: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
+FAMILIES = ("llama", "gemma", "gemma2", "gemma3")
+SLIDING_WINDOW = 4  # shorter than every test prompt: the sliding-window code paths really run
 
-    config = LlamaConfig(
-        vocab_size=vocab_size or len(tiny_tokenizer()), hidden_size=d_model,
-        intermediate_size=2 * d_model, num_hidden_layers=n_layers, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
+
+def _config(family: str, n_layers: int, d_model: int, vocab_size: int):
+    import transformers
+
+    common = dict(
+        vocab_size=vocab_size, hidden_size=d_model, intermediate_size=2 * d_model,
+        num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=d_model // 4, max_position_embeddings=256,
         initializer_range=0.2,  # large enough that logits are far from uniform
         bos_token_id=0, eos_token_id=1, pad_token_id=2,
     )
-    config.architectures = ["LlamaForCausalLM"]
+    if family == "llama":
+        return transformers.LlamaConfig(**common, tie_word_embeddings=False), \
+            transformers.LlamaForCausalLM
+    if family == "gemma":
+        return transformers.GemmaConfig(**common), transformers.GemmaForCausalLM
+    if family == "gemma2":
+        # Soft-caps far from saturation would hide a wrong cap: 5 is reached by random logits.
+        return transformers.Gemma2Config(
+            **common, sliding_window=SLIDING_WINDOW, final_logit_softcapping=5.0,
+            attn_logit_softcapping=5.0), transformers.Gemma2ForCausalLM
+    if family == "gemma3":
+        layer_types = ["sliding_attention" if (i + 1) % 3 else "full_attention"
+                       for i in range(n_layers)]
+        return transformers.Gemma3TextConfig(
+            **common, sliding_window=SLIDING_WINDOW, layer_types=layer_types,
+            tie_word_embeddings=True), transformers.Gemma3ForCausalLM
+    raise ValueError(f"tiny model family {family!r}: use one of {', '.join(FAMILIES)}")
+
+
+def tiny_hf_model(seed: int = 0, n_layers: int = 3, d_model: int = 64, vocab_size: int = 0,
+                  family: str = "llama"):
+    config, model_class = _config(family, n_layers, d_model, vocab_size or len(tiny_tokenizer()))
+    config.architectures = [model_class.__name__]
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config).eval()
+    model = model_class(config).eval()
+    _randomise_norms(model)
+    return model
 
 
-def tiny_model(seed: int = 0, device: str = "cpu", dtype=torch.float32, processing="compat",
-               n_layers: int = 3):
+@torch.no_grad()
+def _randomise_norms(model) -> None:
+    """Freshly initialised norms have unit gain (Llama: w = 1; Gemma: 1 + w with w = 0), which
+    would hide any code that forgets a norm's gain (folding, frozen-scale attributions)."""
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if "norm" in type(module).__name__.lower() and isinstance(weight, torch.nn.Parameter):
+            weight.add_(0.3 * torch.randn_like(weight))
+
+
+def tiny_model(seed: int = 0, device: str = "cpu", dtype=torch.float32, processing="none",
+               n_layers: int | None = None, family: str = "llama"):
     from factcircuits.models.bridge import LoadedModel, boot_bridge, describe
 
-    hf_model = tiny_hf_model(seed=seed, n_layers=n_layers).to(dtype)
+    n_layers = n_layers or (3 if family == "llama" else 4)
+    hf_model = tiny_hf_model(seed=seed, n_layers=n_layers, family=family).to(dtype)
     tokenizer = tiny_tokenizer()
-    bridge = boot_bridge("tiny-llama", hf_model, tokenizer, device, dtype, processing)
-    provenance = {"spec": "tiny", "source": "random", "resolved_name": "tiny-llama",
+    name = f"tiny-{family}"
+    bridge = boot_bridge(name, hf_model, tokenizer, device, dtype, processing)
+    spec = "tiny" if family == "llama" else name
+    provenance = {"spec": spec, "source": "random", "resolved_name": name,
                   "seed": seed, **describe(bridge, device, dtype, processing)}
     return LoadedModel(model=bridge, tokenizer=tokenizer, provenance=provenance)

@@ -1,4 +1,4 @@
-"""Headline numbers across runs (model × dataset): tables and one overview figure.
+"""Runs side by side: the key headline numbers, grouped figures, per-layer profiles.
 
 Used by the Quarto comparison page and by the preview HTML alike. Layer numbers are also
 given as relative depth (layer / (n_layers − 1)), so models of different depth compare.
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from factcircuits.report.evidence import RunEvidence, load_runs, relative_depth
 
 ID_COLUMNS = ["run_id", "model", "dataset", "task"]
 LAYER_KEY = re.compile(r"(layer|centre)$")
@@ -25,34 +27,49 @@ KEY_METRICS = [
     r"06_ablation_knockout\.ablation_biggest_drop$",
     r"06_ablation_knockout\.knockout_subject_peak_centre_depth$",
 ]
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+           "#17becf", "#7f7f7f", "#bcbd22"]
 
 
 def flat_headline(run: dict[str, Any]) -> dict[str, Any]:
+    """A run.json's headline numbers, flat (see `flat_numbers`)."""
+    return flat_numbers(run.get("headline") or {}, (run.get("model") or {}).get("n_layers"))
+
+
+def flat_numbers(headline: dict[str, dict], n_layers: int | None) -> dict[str, Any]:
     """{'02_logit_lens': {'peak_layer': 23}} -> {'02_logit_lens.peak_layer': 23, and
     '02_logit_lens.peak_layer_depth': 0.79 when the model's depth is known} (numbers only)."""
-    n_layers = (run.get("model") or {}).get("n_layers")
     flat = {}
-    for notebook, numbers in sorted((run.get("headline") or {}).items()):
+    for notebook, numbers in sorted((headline or {}).items()):
         for key, value in sorted(numbers.items()):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 flat[f"{notebook}.{key}"] = value
-                if LAYER_KEY.search(key) and n_layers and n_layers > 1:
-                    flat[f"{notebook}.{key}_depth"] = round(value / (n_layers - 1), 4)
+                depth = relative_depth(value, n_layers) if LAYER_KEY.search(key) else None
+                if depth is not None:
+                    flat[f"{notebook}.{key}_depth"] = round(depth, 4)
     return flat
 
 
-def comparison_table(runs_root: Path | None = None) -> pd.DataFrame:
-    """One row per accepted run: id, model, dataset, task, then `notebook.metric` columns."""
-    from factcircuits.run.folders import list_runs
+def _runs(runs: list[RunEvidence] | Path | None) -> list[RunEvidence]:
+    if runs is None or isinstance(runs, (str, Path)):
+        from factcircuits.run.folders import default_runs_root
 
-    rows = []
-    for run in list_runs(runs_root):
-        params = run.get("parameters", {})
-        model = (run.get("model") or {}).get("resolved_name") or params.get("model")
-        rows.append({"run_id": run["run_id"], "model": model,
-                     "dataset": params.get("dataset"), "task": params.get("task"),
-                     **flat_headline(run)})
+        return load_runs(Path(runs or default_runs_root()))
+    return runs
+
+
+def comparison_table(runs: list[RunEvidence] | Path | None = None) -> pd.DataFrame:
+    """One row per accepted run: id, model, dataset, task, then `notebook.metric` columns."""
+    rows = [{"run_id": ev.run_id, "model": ev.model, "dataset": ev.dataset, "task": ev.task,
+             **flat_numbers(ev.headline, ev.n_layers)} for ev in _runs(runs)]
     return pd.DataFrame(rows, columns=None if rows else ID_COLUMNS)
+
+
+def run_labels(runs: list[RunEvidence]) -> dict[str, str]:
+    """run id -> 'Run 1: model on dataset' (the same numbering as the write-up's parts)."""
+    from factcircuits.report.pages import part_title
+
+    return {ev.run_id: part_title(i, ev) for i, ev in enumerate(runs, 1)}
 
 
 def key_metrics(table: pd.DataFrame) -> list[str]:
@@ -60,11 +77,21 @@ def key_metrics(table: pd.DataFrame) -> list[str]:
     return [c for pattern in KEY_METRICS for c in columns if re.search(pattern, c)]
 
 
-def key_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The key numbers only: one row per run, short column names."""
-    keys = key_metrics(table)
-    out = table[["run_id", "model", "dataset", "task", *keys]].copy()
-    return out.rename(columns={k: k.split(".", 1)[1] for k in keys})
+def short_labels(runs: list[RunEvidence]) -> dict[str, str]:
+    """run id -> 'Run 1', ... (the page lists what each stands for)."""
+    return {rid: label.split(":")[0] for rid, label in run_labels(runs).items()}
+
+
+def key_numbers_table(table: pd.DataFrame, runs: list[RunEvidence]) -> pd.DataFrame:
+    """The key numbers as text with 3 significant digits, one row per number and one column
+    per run ('Run 1', ...): narrow enough for a page with several runs."""
+    keys = key_metrics(table) or [c for c in table.columns if c not in ID_COLUMNS][:12]
+    out = table.set_index("run_id")[keys].T.rename(columns=short_labels(runs))
+    out = out.apply(lambda col: col.map(lambda v: "–" if pd.isna(v) else f"{v:.3g}"))
+    out.index = [k.split(".", 1)[1].replace("_", " ") for k in out.index]
+    out.index.name = "headline number"
+    out.columns.name = None
+    return out
 
 
 def full_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -74,10 +101,9 @@ def full_table(table: pd.DataFrame) -> pd.DataFrame:
     return table.set_index("run_id").drop(columns=["model", "dataset", "task"]).T
 
 
-def comparison_figure(table: pd.DataFrame):
-    """One figure, a small panel per key metric (every number, up to 12, when the runs have
+def comparison_figure(table: pd.DataFrame, runs: list[RunEvidence] | None = None):
+    """One figure, a small panel per key number (every number, up to 12, when the runs have
     none of the key ones): dataset on x, one bar per model. None when nothing to plot."""
-    import plotly.express as px
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -88,22 +114,89 @@ def comparison_figure(table: pd.DataFrame):
     cols = 2
     rows = (len(keys) + cols - 1) // cols
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[k.split(".", 1)[1] for k in keys],
-                        vertical_spacing=0.5 / rows)
-    colours = dict(zip(sorted(table["model"].astype(str).unique()),
-                       px.colors.qualitative.Plotly * 10))
+                        vertical_spacing=min(0.5 / rows, 0.12))
+    models = sorted(table["model"].astype(str).unique())
+    colours = dict(zip(models, PALETTE * 10))
     for i, key in enumerate(keys):
         data = table.dropna(subset=[key])
         for model, part in data.groupby(data["model"].astype(str)):
-            fig.add_trace(go.Bar(x=part["dataset"], y=part[key], name=model,
+            fig.add_trace(go.Bar(x=part["dataset"], y=part[key], name=model.rsplit("/", 1)[-1],
                                  marker_color=colours[model], legendgroup=model,
                                  showlegend=i == 0, hovertext=part["run_id"]),
                           row=i // cols + 1, col=i % cols + 1)
-    fig.update_layout(height=220 * rows + 80, barmode="group", margin={"t": 60, "b": 30},
-                      title="Key headline numbers by dataset and model",
-                      legend={"orientation": "h", "y": -0.05})
+    fig.update_layout(height=200 * rows + 140, barmode="group",
+                      margin={"t": 70, "b": 70}, title="Key headline numbers by dataset and model",
+                      legend={"orientation": "h", "y": -0.03, "yanchor": "top", "x": 0,
+                              "title_text": "model"})
+    fig.update_annotations(font_size=11)
     return fig
 
 
-def comparison_figures(table: pd.DataFrame) -> list:
-    figure = comparison_figure(table)
+def comparison_figures(table: pd.DataFrame, runs: list[RunEvidence] | None = None) -> list:
+    figure = comparison_figure(table, runs)
     return [figure] if figure is not None else []
+
+
+# ------------------------------------------------------------------ per-layer profiles
+def _profile(runs: list[RunEvidence], notebook: str, name: str, select, y: str) -> pd.DataFrame:
+    """Rows of one result table per run, with `run` (label) and `depth` columns added."""
+    labels, parts = short_labels(runs), []
+    for ev in runs:
+        table = ev.table(notebook, name)
+        if table is None or not ev.n_layers:
+            continue
+        part = select(table)
+        if part is None or part.empty or y not in part:
+            continue
+        part = part.assign(run=labels[ev.run_id],
+                           depth=part["layer"].astype(float) / (ev.n_layers - 1))
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _lines(data: pd.DataFrame, y: str, dash: str | None, title: str, y_label: str):
+    import plotly.express as px
+
+    fig = px.line(data.sort_values("depth"), x="depth", y=y, color="run", line_dash=dash,
+                  markers=True, title=title, color_discrete_sequence=PALETTE,
+                  labels={"depth": "relative depth (layer / (layers − 1))", y: y_label,
+                          "run": "run", dash or "": ""})
+    fig.update_layout(height=460, legend={"orientation": "h", "y": -0.2, "title_text": ""},
+                      title_font_size=15)
+    return fig
+
+
+def profile_figures(runs: list[RunEvidence]) -> list:
+    """Per-layer profiles overlaid across runs by relative depth (only those with data in at
+    least two runs)."""
+    figures = []
+    patch = _profile(runs, "04_activation_patching", "patching_by_class",
+                     lambda t: t[(t["component"] == "resid_pre")
+                                 & t["token_class"].isin(["subject_last", "last"])],
+                     "normalized")
+    if patch["run"].nunique() > 1 if len(patch) else False:
+        figures.append(_lines(patch, "normalized", "token_class",
+                              "Residual-stream patching at the last subject token and the last "
+                              "token", "normalized effect"))
+    trace = _profile(runs, "05_causal_tracing", "aie_by_class",
+                     lambda t: t[((t["kind"] == "mlp") & (t["token_class"] == "subject_last"))
+                                 | ((t["kind"] == "attn") & (t["token_class"] == "last"))]
+                     .assign(state=lambda d: d["kind"].map({"mlp": "MLP, last subject token",
+                                                            "attn": "attention, last token"})),
+                     "aie")
+    if trace["run"].nunique() > 1 if len(trace) else False:
+        figures.append(_lines(trace, "aie", "state", "Causal tracing: average indirect effect",
+                              "AIE"))
+
+    def lens_share(t: pd.DataFrame) -> pd.DataFrame | None:
+        final = float(t["value"].iloc[-1])
+        if abs(final) < 1e-9:
+            return None
+        t = t.assign(layer=t["layer"] + (t["sublayer"] == "mlp") * 0.5)
+        return t.assign(share=t["value"] / final)
+
+    lens = _profile(runs, "02_logit_lens", "logit_lens_mean", lens_share, "share")
+    if lens["run"].nunique() > 1 if len(lens) else False:
+        figures.append(_lines(lens, "share", None, "Logit lens: share of the final metric "
+                              "reached", "share of final value"))
+    return figures

@@ -1,20 +1,47 @@
-"""Generated parts of the Quarto write-up, written before each render (Quarto pre-render).
+"""The parts of the write-up that depend on which runs exist.
 
-`report/_generated/version.qmd`  the version block (package, commit, render date, run ids)
-`report/_generated/runs.qmd`     one section per run: parameters, headline, notebook links
-Files starting with '_' are not rendered on their own; pages `{{< include >}}` them.
-Run: `python -m factcircuits.report.pages` (done by `_quarto.yml`'s pre-render).
+Quarto renders a book (`_quarto.yml`): the front page `index.qmd` (findings), one part per run
+with its executed notebooks as chapters, the comparison, and appendices (methods, parameters
+and provenance). The run-dependent parts come from here:
+
+- `write_generated(project_dir)` (Quarto's pre-render, `report/_prerender.py`) writes
+  `report/_generated/book.yml`: the title page's version and run ids, one book part per run,
+  and the render list. `_quarto.yml` names that file in `metadata-files`; Quarto skips it when
+  it is missing (fresh clone) and reads it again after the pre-render, so no page ever
+  includes a file that might not exist yet.
+- `front_page()`, `comparison_intro()`, `provenance()` return markdown that the pages print
+  from a hidden code cell (`output: asis`), computed from the runs present at render time.
+
+Everything reads and writes the project Quarto renders (`QUARTO_PROJECT_DIR`), not the
+checkout where the package is installed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from factcircuits import __version__
+from factcircuits.report.evidence import RunEvidence, load_runs
 from factcircuits.run.provenance import git_commit
+
+GENERATED = Path("report") / "_generated"
+RUNS = Path("report") / "runs"
+
+
+def quarto_project_dir() -> Path:
+    """The project being rendered: Quarto's QUARTO_PROJECT_DIR (set for the pre-render script
+    and the executed pages), else the current directory."""
+    return Path(os.environ.get("QUARTO_PROJECT_DIR") or Path.cwd()).resolve()
+
+
+def project_runs(project_dir: Path | None = None) -> list[RunEvidence]:
+    return load_runs((project_dir or quarto_project_dir()) / RUNS)
 
 
 def version_info(root: Path, run_ids: list[str]) -> dict[str, Any]:
@@ -30,51 +57,128 @@ def version_markdown(info: dict[str, Any]) -> str:
             f"`{info['commit']}` · rendered {info['date']}  \n**Runs:** {runs}\n")
 
 
-def runs_markdown(runs: list[dict[str, Any]], runs_rel: str) -> str:
-    if not runs:
-        return ("No runs yet. Run `factcircuits run` (or `factcircuits run --render`) and "
-                "render again.\n")
-    parts = []
-    for run in runs:
-        rid, params = run["run_id"], run.get("parameters", {})
-        model = (run.get("model") or {}).get("name") or params.get("model")
-        parts.append(f"## {rid} {{#sec-run-{rid.replace('_', '-').replace('.', '-')}}}\n")
-        parts.append(f"Model **{model}** on dataset **{params.get('dataset')}** "
-                     f"(task {params.get('task')}, finished {run.get('finished')}).\n")
-        links = [f"[{nb['name']}]({runs_rel}/{rid}/{nb['name']}.ipynb)"
-                 for nb in run.get("notebooks", [])]
-        parts.append("Notebooks: " + " · ".join(links) + "\n")
-        rows = [(f"{nb}", k, v) for nb, nums in sorted((run.get("headline") or {}).items())
-                for k, v in sorted(nums.items())]
-        if rows:
-            parts.append("| notebook | number | value |\n|---|---|---|")
-            parts += [f"| {nb} | {k} | {v:.4g} |" if isinstance(v, float) else
-                      f"| {nb} | {k} | {v} |" for nb, k, v in rows]
-            parts.append("")
-        parts.append("<details><summary>Parameters</summary>\n\n```json\n"
-                     + json.dumps(params, indent=2) + "\n```\n\n</details>\n")
-    return "\n".join(parts)
+def part_title(index: int, ev: RunEvidence) -> str:
+    return f"Run {index}: {ev.title}"
 
 
-def write_generated(root: Path, runs_root: Path | None = None) -> Path:
-    from factcircuits.run.folders import list_runs
+def notebook_paths(ev: RunEvidence, project_dir: Path) -> list[str]:
+    """The run's executed notebooks, in order, relative to the project."""
+    names = [nb["name"] for nb in ev.record.get("notebooks", []) if nb.get("name")]
+    paths = [ev.folder / f"{name}.ipynb" for name in names] or sorted(ev.folder.glob("*.ipynb"))
+    return [p.resolve().relative_to(project_dir).as_posix() for p in paths if p.is_file()]
 
-    runs_root = Path(runs_root or root / "report" / "runs")
-    runs = list_runs(runs_root)
-    out = root / "report" / "_generated"
+
+def book_config(runs: list[RunEvidence], info: dict[str, Any], project_dir: Path) -> dict:
+    """The run-dependent part of the book: merged into `_quarto.yml` by Quarto (its lists are
+    appended to the static ones there: front page and comparison first, one part per run,
+    then the appendices)."""
+    chapters: list[Any] = []
+    notebooks: list[str] = []
+    for i, ev in enumerate(runs, 1):
+        paths = notebook_paths(ev, project_dir)
+        if paths:
+            chapters.append({"part": part_title(i, ev), "chapters": paths})
+            notebooks += paths
+    runs_text = ("runs: " + ", ".join(info["runs"])) if info["runs"] else "no runs yet"
+    config: dict[str, Any] = {
+        "book": {"subtitle": f"Version {info['version']} · {runs_text}",
+                 "date": info["date"], "chapters": chapters},
+    }
+    if notebooks:
+        config["project"] = {"render": notebooks}
+    return config
+
+
+def write_generated(project_dir: Path | None = None) -> Path:
+    """Write report/_generated/ of the project being rendered; returns that folder."""
+    root = Path(project_dir or quarto_project_dir()).resolve()
+    runs = project_runs(root)
+    info = version_info(root, [ev.run_id for ev in runs])
+    out = root / GENERATED
     out.mkdir(parents=True, exist_ok=True)
-    info = version_info(root, [r["run_id"] for r in runs])
-    (out / "version.qmd").write_text(version_markdown(info))
+    header = "# Written by factcircuits.report.pages before each render; do not edit.\n"
+    (out / "book.yml").write_text(header + yaml.safe_dump(book_config(runs, info, root),
+                                                          sort_keys=False, allow_unicode=True))
     (out / "version.json").write_text(json.dumps(info, indent=2) + "\n")
-    # Links are relative to report/ (the including pages live there).
-    (out / "runs.qmd").write_text(runs_markdown(runs, "runs"))
     return out
 
 
-def main() -> None:
-    from factcircuits.run.folders import project_root
+# ------------------------------------------------------------------ page bodies (markdown)
+def front_page(project_dir: Path | None = None, anchors: bool = True) -> str:
+    from factcircuits.report.synthesis import front_page_markdown
 
-    write_generated(project_root())
+    root = Path(project_dir or quarto_project_dir())
+    runs = project_runs(root)
+    info = version_info(root, [ev.run_id for ev in runs])
+    return version_markdown(info) + "\n" + front_page_markdown(runs, anchors=anchors)
+
+
+def comparison_intro(runs: list[RunEvidence]) -> str:
+    if not runs:
+        return "There are no runs yet, so there is nothing to compare.\n"
+    if len(runs) == 1:
+        return (f"There is one run so far ({runs[0].title}), so there is nothing to compare "
+                "yet: run another model or dataset and render again.\n")
+    return (f"{len(runs)} runs side by side: first the key headline numbers, grouped by "
+            "dataset and model, then the per-layer profiles overlaid by relative depth "
+            "(layer / (layers − 1)), so that models of different depth line up. Compare "
+            "runs only on the same task: a model at chance shows an AUC near 0.5 or a "
+            "logit difference near 0.\n\n"
+            + "".join(f"- **Run {i}**: {ev.title} (`{ev.run_id}`)\n"
+                      for i, ev in enumerate(runs, 1)))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        value = json.dumps(value)
+    text = str(value).replace("|", "\\|")
+    # long unbroken values (hashes) are shortened to fit a page; run.json has them whole
+    return text if len(text) <= 40 or " " in text else text[:16] + "…"
+
+
+def _table(rows: list[tuple[str, Any]], header: tuple[str, str]) -> list[str]:
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {k} | {_cell(v)} |" for k, v in rows if v is not None and v != ""]
+    return lines + [""]
+
+
+def provenance(project_dir: Path | None = None, level: int = 2,
+               runs: list[RunEvidence] | None = None) -> str:
+    """Parameters and provenance of every run (the appendix)."""
+    runs = project_runs(project_dir) if runs is None else runs
+    if not runs:
+        return "There are no runs yet.\n"
+    h = "#" * level
+    out = ["Long values (checksums) are shortened to their first 16 characters; each run's "
+           "`run.json` holds them in full.", ""]
+    for i, ev in enumerate(runs, 1):
+        rec, model = ev.record, ev.model_info
+        out += [f"{h} {part_title(i, ev)}", "", f"Run id `{ev.run_id}`, status "
+                f"{rec.get('status')}, started {rec.get('started')}, finished "
+                f"{rec.get('finished')} ({rec.get('duration_s')} s).", ""]
+        out += [f"{h}# Parameters", ""] + _table(
+            sorted((rec.get("parameters") or {}).items()), ("parameter", "value"))
+        model_rows = [(k, v) for k, v in model.items() if k != "versions"]
+        out += [f"{h}# Model", ""] + _table(model_rows, ("field", "value"))
+        dataset = rec.get("dataset") or {}
+        git = rec.get("git") or {}
+        versions = rec.get("packages") or model.get("versions") or {}
+        out += [f"{h}# Data, code and versions", ""] + _table(
+            [*(("dataset " + k, v) for k, v in dataset.items()),
+             ("git commit", git.get("commit")), ("uncommitted changes", git.get("dirty")),
+             *versions.items()], ("item", "value"))
+        notebooks = rec.get("notebooks") or []
+        if notebooks:
+            out += [f"{h}# Notebooks", "", "| notebook | status | seconds |", "|---|---|---|"]
+            out += [f"| {nb.get('name')} | {nb.get('status')} | {nb.get('duration_s')} |"
+                    for nb in notebooks] + [""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    write_generated(quarto_project_dir())
 
 
 if __name__ == "__main__":

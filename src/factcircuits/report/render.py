@@ -1,11 +1,12 @@
 """The write-up: `quarto render` when Quarto is installed, else a single preview HTML.
 
-Quarto path: `quarto render [--to html|typst]` at the project root (its pre-render writes the
-generated pages), then copies of the outputs go to `report/archive/<version>/` so earlier
-versions stay available.
-Preview path (no Quarto): `report/_preview/index.html`, one self-contained file: a banner
-saying it is a preview, the version stamp, the run list, the comparison table and plots, and
-every executed notebook (nbconvert, inputs tagged remove-input hidden); plotly.js inline once.
+Quarto path: `quarto render` at the project root renders the book of `_quarto.yml` (its
+pre-render writes the run-dependent parts): an HTML site in `report/_output/` and, with
+`--to pdf|all`, one PDF of the whole write-up. Copies go to `report/archive/` (the PDF, and
+the site as a zip) with the version in the name, so earlier versions stay available.
+Preview path (no Quarto): `report/_preview/index.html`, one self-contained file with the same
+structure: the findings first, one section per run with its notebooks (results only, no
+code), the comparison, then parameters and provenance; plotly.js inline once.
 Archived as `report/archive/factcircuits-preview-<version>.html`.
 """
 
@@ -28,7 +29,10 @@ body{font-family:system-ui,sans-serif;max-width:1100px;margin:auto;padding:1em 2
 .preview-banner{background:#fff3cd;border:1px solid #e0c36a;padding:.6em 1em;border-radius:4px}
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:.2em .5em}
 pre{background:#f6f8fa;padding:.5em;overflow-x:auto}
-.jp-InputArea,.input_area{background:#f6f8fa}.notebook{border-top:2px solid #888;margin-top:2em}
+.jp-InputArea,.input_area{background:#f6f8fa}.notebook{border-top:1px solid #bbb;margin-top:2em}
+section.run,#comparison,#provenance{border-top:3px solid #555;margin-top:3em}
+nav.contents{background:#f6f8fa;padding:.5em 1em;border-radius:4px}
+blockquote{border-left:4px solid #e0c36a;margin-left:0;padding-left:1em;color:#555}
 """
 
 
@@ -48,32 +52,35 @@ def render(to: str = "html", root: Path | None = None, runs_root: Path | None = 
 
 
 def render_quarto(to: str, root: Path) -> list[Path]:
-    from factcircuits.report.pages import version_info, write_generated
+    from factcircuits.report.pages import version_info
 
-    write_generated(root)  # pre-render does it too; here so the version is known below
-    formats = {"html": ["html"], "pdf": ["typst"], "all": ["html", "typst"]}[to]
-    # Quarto runs the pre-render script with `python` from PATH and the comparison page with
-    # QUARTO_PYTHON: both must be this environment's Python, which has factcircuits.
+    formats = {"html": ["--to", "html"], "pdf": ["--to", "typst"], "all": []}[to]
+    # Quarto runs the pre-render script with `python` from PATH and the pages' hidden cells
+    # with QUARTO_PYTHON: both must be this environment's Python, which has factcircuits.
     env = dict(os.environ, QUARTO_PYTHON=sys.executable,
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    for fmt in formats:
-        proc = subprocess.run(["quarto", "render", "--to", fmt], check=False, cwd=root, env=env)
-        if proc.returncode != 0:
-            raise UserError(f"quarto render --to {fmt} failed (exit {proc.returncode}); "
-                            "see its output above")
+    proc = subprocess.run(["quarto", "render", *formats], check=False, cwd=root, env=env)
+    if proc.returncode != 0:
+        raise UserError(f"quarto render {' '.join(formats)} failed (exit {proc.returncode}); "
+                        "see its output above".replace("  ", " "))
     output = root / "report" / "_output"
     return [output, *archive_outputs(output, root / "report" / "archive", version_info(root, []))]
 
 
 def archive_outputs(output: Path, archive: Path, info: dict) -> list[Path]:
-    """Keep every rendered HTML/PDF as `<name>-<version>-<time>.<ext>` so that the versions
-    reviewers saw stay available after the next render."""
+    """Keep what reviewers saw after the next render replaces it: every PDF as
+    `<name>-<version>-<time>.pdf`, and the HTML site as one zip."""
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
     kept = []
-    for path in sorted(output.rglob("*")):
-        if path.suffix in (".html", ".pdf") and path.is_file():
-            name = "-".join(path.relative_to(output).with_suffix("").parts)
-            kept.append(archive_copy(path, archive, f"{name}-{info['version']}-{stamp}"))
+    for path in sorted(output.rglob("*.pdf")):
+        kept.append(archive_copy(path, archive, f"{path.stem}-{info['version']}-{stamp}"))
+    if (output / "index.html").is_file():
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:  # zip beside, then archive append-only
+            site = Path(shutil.make_archive(str(Path(tmp) / "site"), "zip", output))
+            kept.append(archive_copy(site, archive,
+                                     f"factcircuits-site-{info['version']}-{stamp}"))
     return kept
 
 
@@ -106,6 +113,11 @@ def _front_matter_to_heading(nb) -> None:
     if first is not None and first.cell_type == "raw" and first.source.startswith("---"):
         meta = yaml.safe_load(first.source.strip().strip("-")) or {}
         nb.cells[0] = nbformat.v4.new_markdown_cell(f"# {meta.get('title', '')}")
+    # In the preview each notebook sits inside its run's section: one heading level down.
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = "\n".join("#" + line if line.startswith("#") else line
+                                     for line in cell.source.splitlines())
 
 
 def _notebook_body(path: Path) -> str:
@@ -132,29 +144,40 @@ def _notebook_body(path: Path) -> str:
     return body
 
 
-def _anchor(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text)
+def markdown_html(text: str) -> str:
+    """Markdown (with tables) as an HTML fragment, for the preview."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
 
 
 def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path]:
     """Write report/_preview/index.html and its archived copy; returns both paths."""
-    import pandas as pd
     from plotly.offline import get_plotlyjs
 
     from factcircuits.report.compare import (
         comparison_figures,
         comparison_table,
-        full_table,
-        key_table,
+        key_numbers_table,
+        profile_figures,
     )
-    from factcircuits.report.pages import version_info
-    from factcircuits.run.folders import list_runs
+    from factcircuits.report.evidence import load_runs
+    from factcircuits.report.pages import (
+        comparison_intro,
+        part_title,
+        provenance,
+        version_info,
+        version_markdown,
+    )
+    from factcircuits.report.synthesis import front_page_markdown
 
     runs_root = Path(runs_root or root / "report" / "runs")
-    runs = list_runs(runs_root)
-    info = version_info(root, [r["run_id"] for r in runs])
-    table = comparison_table(runs_root)
+    runs = load_runs(runs_root)
+    info = version_info(root, [ev.run_id for ev in runs])
     esc = html.escape
+    titles = [(f"run-{ev.anchor}", part_title(i, ev)) for i, ev in enumerate(runs, 1)]
+    contents = [("findings", "Findings"), *titles, ("comparison", "Comparison across runs"),
+                ("provenance", "Appendix: parameters and provenance")]
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>factcircuits write-up (preview) {esc(info['version'])}</title>",
@@ -162,43 +185,35 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
         f"<script type='text/javascript'>{get_plotlyjs()}</script>",  # the only copy
         "</head><body>",
         ("<div class='preview-banner'><strong>PREVIEW</strong>: rendered without Quarto "
-         "(nbconvert). The full write-up with narrative, cross-references and PDF needs "
+         "(nbconvert), HTML only. The full write-up (a navigable site and one PDF) needs "
          "<code>quarto render</code>.</div>"),
-        "<h1>factcircuits: where language models store and retrieve facts</h1>",
-        (f"<p class='version'>Version <strong>{esc(info['version'])}</strong> · factcircuits "
-         f"{esc(info['package'])} · commit <code>{esc(info['commit'])}</code> · rendered "
-         f"{esc(info['date'])} · runs: {esc(', '.join(info['runs']) or 'none')}</p>"),
-        "<h2>Runs</h2>",
+        "<h1>Where do language models store and retrieve facts?</h1>",
+        f"<div class='version'>{markdown_html(version_markdown(info))}</div>",
+        "<nav class='contents'><strong>Contents</strong><ol>"
+        + "".join(f"<li><a href='#{a}'>{esc(t)}</a></li>" for a, t in contents) + "</ol></nav>",
+        "<section id='findings'><h1>Findings</h1>",
+        markdown_html(front_page_markdown(runs, anchors=False)), "</section>",
     ]
-    if runs:
-        parts.append("<ul>" + "".join(
-            f"<li><a href='#run-{_anchor(r['run_id'])}'>{esc(r['run_id'])}</a> "
-            f"({esc(str(r.get('status')))}, finished {esc(str(r.get('finished')))})</li>"
-            for r in runs) + "</ul>")
-    else:
-        parts.append("<p>No runs yet: run <code>factcircuits run</code> first.</p>")
-    parts.append("<h2 id='comparison'>Comparison across runs</h2>")
-    with pd.option_context("display.float_format", "{:.4g}".format):
-        parts.append(key_table(table).to_html(index=False, classes="comparison", na_rep="",
-                                              table_id="comparison-table"))
-        for fig in comparison_figures(table):
+    for (anchor, title), ev in zip(titles, runs):
+        parts.append(f"<section id='{anchor}' class='run'><h1>{esc(title)}</h1>"
+                     f"<p>Run <code>{esc(ev.run_id)}</code>.</p>")
+        for nb in ev.record.get("notebooks", []):
+            path = ev.folder / f"{nb['name']}.ipynb"
+            if path.is_file():
+                parts.append(f"<section class='notebook'>{_notebook_body(path)}</section>")
+        parts.append("</section>")
+    parts += ["<section id='comparison'><h1>Comparison across runs</h1>",
+              markdown_html(comparison_intro(runs))]
+    if len(runs) > 1:
+        table = comparison_table(runs)
+        parts.append("<div id='comparison-table'>" + key_numbers_table(table, runs).to_html(
+            classes="comparison") + "</div>")
+        for fig in comparison_figures(table, runs) + profile_figures(runs):
             parts.append(fig.to_html(full_html=False, include_plotlyjs=False,
                                      include_mathjax=False))
-        if len(table):
-            parts.append("<details><summary>Every headline number</summary>"
-                         + full_table(table).to_html(classes="comparison", na_rep="")
-                         + "</details>")
-    for run in runs:
-        parts.append(f"<h2 id='run-{_anchor(run['run_id'])}'>Run {esc(run['run_id'])}</h2>")
-        params = pd.DataFrame(sorted(run.get("parameters", {}).items()),
-                              columns=["parameter", "value"])
-        parts.append("<details><summary>Parameters</summary>"
-                     + params.to_html(index=False, classes="comparison") + "</details>")
-        for nb in run.get("notebooks", []):
-            path = Path(run["run_dir"]) / f"{nb['name']}.ipynb"
-            parts.append(f"<section class='notebook'><h3>{esc(nb['name'])}</h3>"
-                         f"{_notebook_body(path)}</section>")
-    parts.append("</body></html>")
+    parts += ["</section>", "<section id='provenance'><h1>Appendix: parameters and "
+              "provenance</h1>", markdown_html(provenance(runs=runs, level=2)), "</section>",
+              "</body></html>"]
     out_dir = root / "report" / "_preview"
     out_dir.mkdir(parents=True, exist_ok=True)
     page = out_dir / "index.html"

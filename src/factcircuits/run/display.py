@@ -3,44 +3,92 @@
 Call `init_notebook()` in the first (setup) cell of every analysis notebook. It
 - loads plotly.js once, inline and offline, as a (hidden-but-kept) output of that cell, so
   every later figure only carries its data (plotly's own notebook renderer would also pull
-  MathJax from a CDN, and papermill's default renderer emits only a mimetype nobody renders);
-- makes every figure output carry `text/html` (interactive, for HTML) and, when a static
-  exporter is available (kaleido + Chromium), `image/png` (for PDF). Without Chromium the
-  figures are HTML only; that is said once, by the pipeline or by this cell when run by hand.
+  MathJax from a CDN, and papermill's default renderer emits only a mimetype nobody renders).
+  That output carries an empty `text/markdown` too: formats without HTML (the PDF) show that
+  instead of the object's repr;
+- makes every figure output carry `text/html` (interactive, for HTML) and `image/png` (for the
+  PDF) when kaleido and a Chromium are available; otherwise, or when one figure cannot be
+  exported, a visible `text/markdown` placeholder that says why (never a silent gap);
+- formats tables with a few significant digits, so that they read well and fit a page.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 
 _BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 _state: dict[str, bool] = {}
+# Static images: the figure's own size (or these defaults) at this scale, sharp on A4.
+PNG_WIDTH, PNG_HEIGHT, PNG_SCALE = 900, 500, 2
+
+
+def static_export_problem() -> str | None:
+    """Why figures cannot be exported as images here, or None when they can."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return "kaleido is not installed (pip install 'kaleido>=1')"
+    path = os.environ.get("BROWSER_PATH")
+    if (path and os.path.exists(path)) or any(shutil.which(b) for b in _BROWSERS):
+        return None
+    return "no Chromium for kaleido on this machine (apt-get install chromium)"
 
 
 def static_export_available() -> bool:
     """True when kaleido is importable and a Chromium it can drive is on this machine."""
+    return static_export_problem() is None
+
+
+def figure_title(fig_dict: dict) -> str:
+    title = (fig_dict.get("layout") or {}).get("title") or {}
+    text = title.get("text") if isinstance(title, dict) else str(title)
+    return text or "untitled figure"
+
+
+def placeholder_markdown(fig_dict: dict, reason: str) -> str:
+    """What a format without interactive HTML (the PDF) shows instead of a figure."""
+    return (f"> **Figure not available as an image:** *{figure_title(fig_dict)}*. "
+            f"It is in the HTML version only ({reason}).\n")
+
+
+def figure_bundle(fig_dict: dict, static: bool, problem: str | None = None) -> dict[str, str]:
+    """The mime bundle of one figure: interactive HTML (no plotly.js, no CDN) plus a PNG, or
+    a placeholder saying why there is no PNG."""
+    import plotly.io as pio
+
+    html = pio.to_html(fig_dict, include_plotlyjs=False, include_mathjax=False,
+                       full_html=False, default_width="100%", validate=False)
+    bundle = {"text/html": html}
+    if not static:
+        bundle["text/markdown"] = placeholder_markdown(fig_dict, problem or "no static export")
+        return bundle
+    layout = fig_dict.get("layout") or {}
     try:
-        import kaleido  # noqa: F401
-    except ImportError:
-        return False
-    path = os.environ.get("BROWSER_PATH")
-    return bool((path and os.path.exists(path)) or any(shutil.which(b) for b in _BROWSERS))
+        png = pio.to_image(fig_dict, format="png", width=layout.get("width") or PNG_WIDTH,
+                           height=layout.get("height") or PNG_HEIGHT, scale=PNG_SCALE,
+                           validate=False)
+    except Exception as exc:  # any exporter failure becomes a visible note
+        reason = f"image export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        bundle["text/markdown"] = placeholder_markdown(fig_dict, reason)
+        return bundle
+    bundle["image/png"] = base64.b64encode(png).decode("ascii")
+    return bundle
 
 
-def _register_renderer() -> None:
+def _register_renderer(static: bool, problem: str | None) -> None:
     import plotly.io as pio
     from plotly.io._base_renderers import MimetypeRenderer
 
-    class OfflineHtml(MimetypeRenderer):
-        """A figure's div + script, no plotly.js (loaded once by init_notebook), no CDN."""
+    class OfflineFigure(MimetypeRenderer):
+        """A figure's div + script (plotly.js is loaded once by init_notebook) and a PNG."""
 
         def to_mimebundle(self, fig_dict):
-            html = pio.to_html(fig_dict, include_plotlyjs=False, include_mathjax=False,
-                               full_html=False, default_width="100%", validate=False)
-            return {"text/html": html}
+            return figure_bundle(fig_dict, static, problem)
 
-    pio.renderers["factcircuits"] = OfflineHtml()
+    pio.renderers["factcircuits"] = OfflineFigure()
+    pio.renderers.default = "factcircuits"
 
 
 def _short_warning_paths() -> None:
@@ -56,37 +104,45 @@ def _short_warning_paths() -> None:
     warnings.formatwarning = formatwarning
 
 
+def _table_format() -> None:
+    """Tables that read well and fit an A4 page: four decimals, long texts cut at 60
+    characters, and at most 10 columns (wider tables show their first and last five around a
+    '…' column; the run's results/*.csv files hold every column)."""
+    import pandas as pd
+
+    pd.set_option("display.precision", 4)
+    pd.set_option("styler.format.precision", 4)
+    pd.set_option("display.max_colwidth", 60)
+    pd.set_option("display.max_columns", 10)
+
+
 def init_notebook(static: bool | None = None) -> None:
     """Set plotly's renderer and load plotly.js once (see module docstring)."""
     import warnings
 
-    import plotly.io as pio
-    from IPython.display import HTML, display
+    from IPython.display import display
     from plotly.offline import get_plotlyjs
 
-    _register_renderer()
     _short_warning_paths()
+    _table_format()
     # Known harmless notices that would otherwise repeat in every run's log: kaleido's server
     # ignores per-call options, and text progress bars are used on purpose (no ipywidgets).
     warnings.filterwarnings("ignore", message="The kopts argument is ignored")
     warnings.filterwarnings("ignore", message="IProgress not found")
+    problem = static_export_problem()
     if static is None:
-        static = static_export_available()
-    if static:
+        static = problem is None
+    if static and not _state.get("kaleido"):
         import kaleido
 
-        if not _state.get("kaleido"):
-            # One persistent browser: ~0.2 s per figure instead of ~4 s of browser start-up.
-            kaleido.start_sync_server(silence_warnings=True)
-            _state["kaleido"] = True
-        pio.renderers.default = "factcircuits+png"
-    else:
-        pio.renderers.default = "factcircuits"
-        if not os.environ.get("FACTCIRCUITS_PIPELINE"):  # the pipeline says it once per run
-            print("note: no Chromium for kaleido; figures are interactive HTML only "
-                  "(no PDF images)")
-    display(HTML(f'<script type="text/javascript">{get_plotlyjs()}</script>'),
-            metadata={"factcircuits": "plotlyjs"})
+        # One persistent browser: ~0.2 s per figure instead of ~4 s of browser start-up.
+        kaleido.start_sync_server(silence_warnings=True)
+        _state["kaleido"] = True
+    if not static and not os.environ.get("FACTCIRCUITS_PIPELINE"):
+        print(f"note: figures are interactive HTML only, no PDF images: {problem}")
+    _register_renderer(static, problem or "static export switched off")
+    display({"text/html": f'<script type="text/javascript">{get_plotlyjs()}</script>',
+             "text/markdown": ""}, raw=True, metadata={"factcircuits": "plotlyjs"})
 
 
 def show(fig) -> None:

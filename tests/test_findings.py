@@ -1,0 +1,198 @@
+"""Findings computed from hand-made run folders (headline JSON and result CSVs).
+
+The model has 11 layers, so relative depth = layer / 10 and the agreement tolerance is one
+layer (10% of the depth): every expected number below is worked out by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from factcircuits.report import findings as F
+from factcircuits.report import synthesis
+from factcircuits.report.evidence import RunEvidence, depth_band, load_runs, relative_depth
+
+N_LAYERS = 11
+
+
+def peaked(peak_layer: int, peak: float, **columns) -> pd.DataFrame:
+    """One row per layer; `peak` at `peak_layer`, a tenth of it elsewhere."""
+    return pd.DataFrame([{**columns, "layer": layer,
+                          "value": peak if layer == peak_layer else peak / 10}
+                         for layer in range(N_LAYERS)])
+
+
+def make_run(root: Path, run_id: str = "m__d__1", *, task: str = "cloze",
+             patch_mlp_layer: int = 4, patch_head: tuple[int, int] = (7, 2),
+             at_chance: bool = False, trace_window: int = 1,
+             notebooks: tuple[str, ...] = ("01", "02", "03", "04", "05", "06")) -> Path:
+    folder = root / run_id
+    (folder / "headline").mkdir(parents=True)
+    record = {"run_id": run_id, "status": "ok",
+              "parameters": {"model": "default", "dataset": "toy-facts", "task": task,
+                             "seed": 0},
+              "notebooks": [{"name": "01_task_check", "status": "ok", "duration_s": 1.5}],
+              "git": {"commit": "abc1234def", "dirty": False}}
+    (folder / "run.json").write_text(json.dumps(record))
+    (folder / "model.json").write_text(json.dumps(
+        {"resolved_name": "org/toy-model", "n_layers": N_LAYERS,
+         "weights_sha256": "f" * 64}))
+    headline = {
+        "01": ("01_task_check", {"task": task, "n_prompts": 20, "accuracy": 0.5 if at_chance
+                                 else 0.8, "n_kept": 10 if at_chance else 16,
+                                 "main_metric": "logit_diff", "mean_metric": 2.5,
+                                 "mean_p_answer": 0.4, "at_chance": at_chance,
+                                 **({"auc": 0.52, "p_vs_chance": 0.9} if at_chance else {})}),
+        "02": ("02_logit_lens", {"mlp_share": 0.25, "attn_share": 0.75, "peak_layer": 8,
+                                 "peak_sublayer": "attn", "direction": "logit_diff",
+                                 "n_prompts": 16}),
+        "03": ("03_attribution", {"top_head": "L7H2", "top_head_dla": 1.25,
+                                  "top_layer_component": "attn L8",
+                                  "top_layer_component_dla": 2.0,
+                                  "dla_sum_check_max_abs_error": 2e-6,
+                                  "dla_sum_check_passes": True}),
+        "04": ("04_activation_patching", {"n_pairs": 12, "n_dropped_unequal": 4,
+                                          "resid_pre_handover_layer": 6,
+                                          "top_head_layer": patch_head[0],
+                                          "top_head": patch_head[1], "top_head_effect": 0.7}),
+        "05": ("05_causal_tracing", {"n_prompts": 16, "noise_samples": 2, "metric": "P(answer)",
+                                     "mlp_subject_last_peak_layer": 3,
+                                     "mlp_subject_last_peak_aie": 0.08,
+                                     "attn_subject_last_peak_aie": 0.02,
+                                     "attn_last_peak_layer": 8, "window": trace_window}),
+        "06": ("06_ablation_knockout", {"knockout_window": 3}),
+    }
+    for key in notebooks:
+        name, numbers = headline[key]
+        (folder / "headline" / f"{name}.json").write_text(json.dumps(numbers))
+    results = folder / "results"
+    if "04" in notebooks:
+        patch = pd.concat([
+            peaked(patch_mlp_layer, 0.6, component="mlp_out", token_class="subject_last"),
+            peaked(9, 0.5, component="attn_out", token_class="last"),
+            peaked(2, 0.9, component="mlp_out", token_class="subject_first"),  # other class
+        ]).rename(columns={"value": "normalized"})
+        (results / "04_activation_patching").mkdir(parents=True)
+        patch.to_csv(results / "04_activation_patching" / "patching_by_class.csv", index=False)
+    if "06" in notebooks:
+        windows = [{"role": role, "centre": c, "first": c - 1, "last": c + 1,
+                    "relative_p_change": (-0.6 if (role, c) == ("subject", 7) else -0.1),
+                    "metric_change": -1.0} for role in ("subject", "relation")
+                   for c in range(1, 10)]
+        (results / "06_ablation_knockout").mkdir(parents=True)
+        pd.DataFrame(windows).to_csv(results / "06_ablation_knockout" / "knockout_summary.csv",
+                                     index=False)
+    return folder
+
+
+def test_depth_helpers():
+    assert relative_depth(3, 11) == pytest.approx(0.3)
+    assert relative_depth(3, 1) is None and relative_depth(None, 11) is None
+    assert [depth_band(d) for d in (0.0, 0.3, 0.34, 0.66, 0.67, 1.0)] == [
+        "early", "early", "middle", "middle", "late", "late"]
+
+
+def test_findings_of_a_full_run(tmp_path):
+    ev = RunEvidence.load(make_run(tmp_path))
+    f = F.run_findings(ev)
+    assert not f.at_chance
+    # tracing peak layer 3 (depth 0.30: early); knockout of the subject worst at centre 7
+    # (layers 6-8); DLA top head L7H2
+    assert f.summary == ("The subject is enriched by MLPs at its last token in early layers "
+                         "(peak at layer 3); attention in layers 6–8 (top head L7H2) moves the "
+                         "attribute to the last token. 3 of 3 cross-method checks agree.")
+    # tracing 3 vs patching 4: within one layer; same head; head layer 7 inside 6-8
+    assert [c.agree for c in f.checks] == [True, True, True]
+    text = F.run_markdown(ev)
+    assert "## toy-model on toy-facts" in text and "org/toy-model" in text
+    assert "**16 of 20** prompts correctly (80%); mean logit difference (correct − " in text
+    assert "recovers the most for layer 3 (relative depth 0.30), early layers: AIE 0.080" in text
+    assert "against 0.020 at most for attention" in text
+    assert "the MLP output at the last subject token restores most at layer 4" in text
+    assert "attention output at the last token most at layer 9 (relative depth 0.90), 0.50" in text
+    assert "from layer 6 (relative depth 0.60) on" in text
+    assert "layers 6–8 (relative depth 0.60–0.80): P(answer) falls by 60%" in text
+    assert "2 noise samples per prompt in causal tracing (ROME used 10)" in text
+    assert "12 patched pairs (4 left out" in text
+    assert "within 2.0e-06 (passes" in text
+    # original study: 13 / 17 = 0.76; here the largest jump is at layer 8 (0.80): 0.04 later
+    assert "relative depth 0.76" in text and "0.04 of the depth later" in text
+    assert "attention, not the MLPs, carries most of it" in text
+    assert "MLPs carry 25%" in text
+    # ROME: early, not middle; MLP AIE 8.0% > attention 2.0%; last-token attention at 8 > 3
+    assert "in the **early** layers (unlike ROME)" in text
+    assert "its AIE (8.0%) is larger than attention's (2.0%)" in text
+    assert "later than the MLP peak" in text
+
+
+def test_disagreeing_methods_are_reported(tmp_path):
+    ev = RunEvidence.load(make_run(tmp_path, patch_mlp_layer=6, patch_head=(9, 0)))
+    f = F.run_findings(ev)
+    assert [c.agree for c in f.checks] == [False, False, True]
+    text = F.run_markdown(ev)
+    assert "1 of 3 checks agree, so the methods disagree" in text
+    assert "**differs** (causal tracing centred on layer 3, activation patching layer 6)" in text
+    assert "**differs** (direct logit attribution L7H2, head patching L9H0)" in text
+
+
+def test_tracing_window_counts_as_the_same_place(tmp_path):
+    # window 5 around layer 3 restores layers 1-5 (ROME: [3 - 5//2, 3 + ceil(5/2))); patching
+    # at layer 6 is within one layer (the tolerance) of it
+    ev = RunEvidence.load(make_run(tmp_path, patch_mlp_layer=6, trace_window=5))
+    assert F.tracing_window(ev, 3) == (1, 5) and F.tracing_window(ev, 0) == (0, 2)
+    assert F.tracing_window(ev, 10) == (8, 10)  # clipped at the last layer
+    assert [c.agree for c in F.run_findings(ev).checks] == [True, True, True]
+    text = F.run_markdown(ev)
+    assert "recovers the most for layers 1–5, the window centred on layer 3" in text
+    assert "causal tracing centred on layer 3 (window 1–5), activation patching layer 6" in text
+    assert "**differs**" not in text
+
+
+def test_at_chance_says_so_and_interprets_nothing(tmp_path):
+    ev = RunEvidence.load(make_run(tmp_path, task="yesno", at_chance=True))
+    f = F.run_findings(ev)
+    assert f.at_chance and f.checks == []
+    text = F.run_markdown(ev)
+    assert "**The model is at chance on this task**" in text
+    assert "AUC of true against false statements 0.52" in text
+    assert "no mechanism is claimed" in f.summary
+    for absent in ("Where the fact is read", "enriched", "**ROME**", "Original study"):
+        assert absent not in text
+
+
+def test_partial_run_gets_what_its_files_support(tmp_path):
+    ev = RunEvidence.load(make_run(tmp_path, notebooks=("01",)))
+    f = F.run_findings(ev)
+    assert f.summary == "This run has too few analyses to say where the fact is read."
+    assert list(f.sections) == ["Does the model know the facts?"]
+    # no task check at all
+    bare = RunEvidence.load(make_run(tmp_path / "b", notebooks=()))
+    assert "did not run" in F.run_markdown(bare)
+
+
+def test_front_page_zero_one_and_two_runs(tmp_path):
+    assert "There are no runs yet" in synthesis.front_page_markdown([])
+    make_run(tmp_path, "a__x__1")
+    (tmp_path / "_staging-a__x__2-2025").mkdir()
+    (tmp_path / "_failed" / "a__x__3").mkdir(parents=True)
+    runs = load_runs(tmp_path)
+    assert [ev.run_id for ev in runs] == ["a__x__1"]
+    one = synthesis.front_page_markdown(runs)
+    assert "| run |" not in one and "{#sec-findings-a--x--1}" in one
+    make_run(tmp_path, "b__y__2", patch_mlp_layer=6, patch_head=(9, 0))
+    two = synthesis.front_page_markdown(load_runs(tmp_path), anchors=False)
+    assert "| toy-model on toy-facts | cloze | 80% | L3 (0.30) | L6–8 | L7H2 | 3 of 3 |" in two
+    assert "| toy-model on toy-facts | cloze | 80% | L3 (0.30) | L6–8 | L7H2 | 1 of 3 |" in two
+    assert "{#" not in two and "{.unnumbered}" not in two
+    assert ("MLPs at the last subject token peak in **early** layers in 2 of 2 runs "
+            "(relative depth 0.30–0.30)") in two
+    assert "between relative depth 0.60 and 0.80 (2 runs)" in two
+    assert "**L7H2** in 2 of 2 runs of toy-model" in two
+    assert "Cross-method checks: 4 of 6 agree over 2 runs." in two
+    make_run(tmp_path, "c__z__3", task="yesno", at_chance=True)
+    three = synthesis.front_page_markdown(load_runs(tmp_path))
+    assert "1 of 3 runs is at chance and left out of this summary." in three
+    assert "| toy-model on toy-facts | yesno | 50% (chance) | — | — | — | — |" in three

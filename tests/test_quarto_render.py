@@ -1,0 +1,91 @@
+"""`quarto render` on a copy of the project: one site and one PDF, in every state.
+
+Skipped where Quarto is not installed (`.ci/run` tests the Quarto-free preview instead)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_quarto_project import copy_project
+
+from factcircuits.run import pipeline
+from factcircuits.run.display import static_export_available
+
+FIXTURES = Path(__file__).parent / "fixtures"
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("quarto") is None, reason="Quarto not installed")]
+
+
+def quarto_render(project: Path) -> Path:
+    env = dict(os.environ, QUARTO_PYTHON=sys.executable,
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    proc = subprocess.run(["quarto", "render"], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return project / "report" / "_output"
+
+
+def pdf_text(pdf: Path) -> str:
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) not installed")
+    return subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def reachable(site: Path) -> set[Path]:
+    """Pages reachable by following local links from index.html."""
+    seen, todo = set(), [site / "index.html"]
+    while todo:
+        page = todo.pop().resolve()
+        if page in seen or not page.is_file():
+            continue
+        seen.add(page)
+        for href in re.findall(r'href="([^"#?]+\.html)', page.read_text(errors="replace")):
+            if not href.startswith(("http:", "https:")):
+                todo.append(page.parent / href)
+    return seen
+
+
+def test_fresh_clone_with_zero_runs(tmp_path):
+    site = quarto_render(copy_project(tmp_path))
+    assert "There are no runs yet" in (site / "index.html").read_text()
+    assert len(list(site.rglob("*.pdf"))) == 1
+    assert "There are no runs yet" in pdf_text(next(site.rglob("*.pdf")))
+
+
+def test_one_run_with_leftover_staging_and_failed_folders(tmp_path):
+    project = copy_project(tmp_path)
+    runs = project / "report" / "runs"
+    result = pipeline.run(None, str(FIXTURES / "datasets" / "fixture.csv"), {},
+                          notebooks_dir=FIXTURES / "notebooks", runs_root=runs, progress=False)
+    for leftover in (f"_staging-{result.run_id}-1", f"_failed/{result.run_id}-2"):
+        shutil.copytree(result.run_dir, runs / leftover)
+    site = quarto_render(project)
+    pages = {p.relative_to(site.resolve()).as_posix() for p in reachable(site)}
+    run_pages = {f"report/runs/{result.run_id}/{name}.html" for name in ("01_first", "02_second")}
+    assert run_pages | {"index.html", "report/comparison.html"} <= pages
+    assert not any("_staging" in p or "_failed" in p for p in pages)
+    comparison = (site / "report" / "comparison.html").read_text()
+    assert "nothing to compare yet" in comparison
+    # the figures draw offline: plotly.js is in the page, no CDN script
+    page = (site / "report" / "runs" / result.run_id / "01_first.html").read_text()
+    assert "fixture-one-figure" in page and "Plotly.newPlot" in page
+    assert not re.search(r'<script[^>]+src="https?://[^"]*plot', page)
+    pdfs = list(site.rglob("*.pdf"))
+    assert len(pdfs) == 1
+    text = pdf_text(pdfs[0])
+    for forbidden in ("IPython.core", "open_session_from", "import ", "init_notebook"):
+        assert forbidden not in text, forbidden
+    assert text.index("Findings") < text.index("Fixture notebook one")
+    if static_export_available():  # each of the run's two figures is an image in the PDF
+        images = subprocess.run(["pdfimages", "-list", str(pdfs[0])], capture_output=True,
+                                text=True, check=True).stdout.splitlines()[2:]
+        assert len([i for i in images if " image " in i]) >= 2
+    else:
+        assert text.count("Figure not available as an image") == 2
