@@ -193,7 +193,10 @@ if results:
         f"(per-prompt median {resid_atp['spearman_median']:.2f}; "
         f"AtP\\* {resid_star['spearman']:.2f}), and on average "
         f"**{resid_atp[recall_key]:.0%}** of each prompt's five largest exact effects are among "
-        f"AtP's ten largest estimates (AtP\\* {resid_star[recall_key]:.0%})."))
+        f"AtP's ten largest estimates (AtP\\* {resid_star[recall_key]:.0%}); read that share "
+        f"next to the ties: on average {resid_atp['exact_near_top5']:.0f} residual cells per "
+        "prompt have an exact effect within 10% of its fifth largest, so which five are the top "
+        "is largely arbitrary there."))
 
 # %% [markdown]
 # ### Estimate against exact effect, cell by cell
@@ -214,18 +217,18 @@ if results:
     fig.show()
     errors = AP.error_by_layer(scan["resid_pre"], results["resid_pre"])
     worst = errors.loc[errors["atp_abs_error"].idxmax()]
+    atp_error, star_error = errors["atp_abs_error"].mean(), errors["atp_star_abs_error"].mean()
     display(Markdown(
         f"AtP errs most on the residual stream at layer **{int(worst['layer'])}** (mean "
         f"|error| {worst['atp_abs_error']:.2f} against a mean |exact effect| of "
         f"{worst['exact_abs']:.2f}; AtP\\* {worst['atp_star_abs_error']:.2f}). Across all "
-        f"layers the mean |error| is {errors['atp_abs_error'].mean():.2f} for AtP and "
-        f"{errors['atp_star_abs_error'].mean():.2f} for AtP\\*: "
-        + ("recomputing the first attention pattern that reads the patched state helps, so "
-           "part of the error is that pattern saturating; the rest comes from later layers."
-           if errors["atp_star_abs_error"].mean() < errors["atp_abs_error"].mean() else
-           "recomputing the first attention pattern that reads the patched state does not "
-           "help, so the error lies further on (later attention layers, the MLPs, the final "
-           "softmax).")))
+        f"layers the mean |error| is {atp_error:.2f} for AtP and {star_error:.2f} for AtP\\*: "
+        + (f"recomputing the first attention pattern that reads the patched state removes "
+           f"{1 - star_error / atp_error:.0%} of the error, so part of it is that pattern "
+           "saturating." if star_error < 0.9 * atp_error else
+           "recomputing the first attention pattern that reads the patched state changes it "
+           f"by {star_error / atp_error - 1:+.0%}, so the error lies further on (later "
+           "attention layers, the MLPs, the final softmax), not in that pattern.")))
 
 # %% [markdown]
 # ### Heads × positions: the scan's proposals, patched exactly
@@ -255,6 +258,7 @@ if results:
         atp_resid_pre_spearman=float(resid_atp["spearman"]),
         atp_star_resid_pre_spearman=float(resid_star["spearman"]),
         atp_resid_pre_recall_top5_in_top10=float(resid_atp[recall_key]),
+        atp_resid_pre_exact_near_top5=float(resid_atp["exact_near_top5"]),
         atp_heads_by_pos_same_sign=checked["same_sign"])
 
 # %% tags=["remove-cell"]

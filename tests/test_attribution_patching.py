@@ -212,6 +212,8 @@ def test_spearman_and_agreement_by_hand():
     assert found["recall_top2_in_top2"] == 0.5
     assert found["spearman"] == pytest.approx(AP.spearman(est.flatten(), exact.values.flatten()))
     assert found["n_cells"] == 4
+    # exact |effects| 4, 0.5, 0, 3: cells within 10% of the 2nd largest (3) are 4 and 3
+    assert found["exact_near_top2"] == 2
 
 
 def test_agreement_with_exact_patching_on_tiny(tiny_lm, pairs, scanned, capsys):

@@ -336,7 +336,9 @@ def agreement(result: ScanResult, exact: PatchResult, k_exact: int = 5, k_scan: 
     cell patching can change, pooled across prompts (identical-prefix and padding cells,
     exactly 0 in both, are left out so they cannot inflate it); spearman_median: the median of
     the per-prompt correlations; recall: per prompt, the share of the k_exact cells with the
-    largest exact |effect| that are among the scan's k_scan largest |estimate|, averaged."""
+    largest exact |effect| that are among the scan's k_scan largest |estimate|, averaged;
+    exact_near_top: per prompt, how many cells' exact |effect| is within 10% of the k_exact-th
+    largest, averaged (many near-ties make "the top k" arbitrary and the recall with it)."""
     est = result.heads(star) if exact.index_name == "head" else result.estimate(star)
     true = exact.values - exact.corrupted
     if est.shape != true.shape:
@@ -344,14 +346,16 @@ def agreement(result: ScanResult, exact: PatchResult, k_exact: int = 5, k_scan: 
                         "differ: compare the same component and layout")
     valid = torch.ones_like(est, dtype=torch.bool) if exact.index_name == "head" else \
         result.valid()
-    per_prompt, recalls = [], []
+    per_prompt, recalls, near = [], [], []
     for i in range(est.shape[-1]):
         ok = valid[..., i]
         e, t = est[..., i][ok], true[..., i][ok]
         if len(e) < 2:
             continue
         per_prompt.append(spearman(e, t))
-        top_true = set(t.abs().topk(min(k_exact, len(t))).indices.tolist())
+        top = t.abs().topk(min(k_exact, len(t)))
+        top_true = set(top.indices.tolist())
+        near.append(int((t.abs() >= 0.9 * top.values[-1]).sum()))
         top_est = set(e.abs().topk(min(k_scan, len(e))).indices.tolist())
         recalls.append(len(top_true & top_est) / len(top_true))
     return {"component": result.component + (" (all positions)" if exact.index_name == "head"
@@ -361,7 +365,9 @@ def agreement(result: ScanResult, exact: PatchResult, k_exact: int = 5, k_scan: 
             "spearman_median": float(torch.tensor(per_prompt).median()) if per_prompt
             else math.nan,
             f"recall_top{k_exact}_in_top{k_scan}": float(torch.tensor(recalls).mean())
-            if recalls else math.nan}
+            if recalls else math.nan,
+            f"exact_near_top{k_exact}": float(torch.tensor(near, dtype=torch.float).mean())
+            if near else math.nan}
 
 
 def check_proposals(lm, prepared, result: ScanResult, k: int = 10, star: bool = False
