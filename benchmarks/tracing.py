@@ -1,19 +1,25 @@
-"""Causal tracing, before and after: the tracer of a baseline git revision against this
-checkout's, on the default run's prompts, with the same seed and thread count.
+"""Causal tracing, before and after: the tracer as it was against this checkout's, on the
+default run's prompts, with the same seed and thread count.
 
 The prompts are the default run's: the embedded model, the default cloze dataset, the prompts
 the model answers correctly; every kind (hidden, MLP, attention), ROME's windows (1 / 10),
-`--samples` noise samples (ROME: 10), seed 0. Each measurement runs in its own process (the
-baseline with the library of `git archive <rev> src`, default: the tracer before issue 14) and
+`--samples` noise samples (ROME: 10), seed 0. Each measurement runs in its own process and
 reports wall and CPU seconds; printed: both, the ratio, and max |difference| of every traced
-value (identical noise: same seed). The arithmetic a trace needs (matmul FLOPs of the blocks
-it recomputes and of the unembedding) is printed with the rate each run reached: the tracer is
-bound by float32 matrix multiplies, which is what limits how much faster it can get at equal
-numbers. `--bf16` also runs this checkout's tracer on a bfloat16 model and reports its
-difference from float32 (usable only if within 1e-3).
+value (identical noise: same seed). The baseline ("before") is by default this checkout with
+the stacking budget the tracer had before issue 14 (48 MiB, `--before budget=48`: the only
+thing issue 14 changed in the tracer, so the science is the same); `--before REV` runs the
+library of `git archive REV src` instead (differences then include any change of method
+between the revisions, e.g. how the noise scale is measured).
+
+The arithmetic a trace needs (matmul FLOPs of the blocks it recomputes and of the unembedding)
+is printed with the rate each run reached: the tracer is bound by float32 matrix multiplies,
+which is what limits how much faster it can get at equal numbers. `--bf16` also runs this
+checkout's tracer on a bfloat16 model and reports its difference from float32 (usable only if
+within 1e-3).
 
     python benchmarks/tracing.py [--json] [--threads N] [--samples 10] [--prompts 0]
-                                 [--reps 1] [--before REV] [--bf16] [--against saved.json]
+                                 [--reps 1] [--before budget=48|REV] [--bf16]
+                                 [--against saved.json]
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
-BASELINE_REV = "f2d3065795a2b13732619da13c57eb58f424fff5"  # main before issue 14's tracer work
+OLD_BUDGET = "budget=48"  # MiB: the CPU stacking budget before issue 14
 
 
 # --------------------------------------------------------------------------- child process
@@ -71,7 +77,7 @@ def trace_flops(lm, prepared, samples: int, windows=(1, 10, 10)) -> float:
     return total
 
 
-def child(out: str, samples: int, n_prompts: int, seed: int, dtype: str) -> None:
+def child(out: str, samples: int, n_prompts: int, seed: int, dtype: str, budget: str) -> None:
     import torch
 
     from factcircuits.methods import causal_tracing as CT
@@ -80,7 +86,9 @@ def child(out: str, samples: int, n_prompts: int, seed: int, dtype: str) -> None
     lm = load_model("default", dtype=dtype or None)
     prepared = default_run_prompts(lm, n_prompts)
     wall, cpu = time.perf_counter(), time.process_time()
-    traces = CT.trace(lm, prepared, noise_samples=samples, seed=seed, progress=False)
+    budget_bytes = int(budget) * 2**20 if budget else "auto"
+    traces = CT.trace(lm, prepared, noise_samples=samples, seed=seed, progress=False,
+                      budget_bytes=budget_bytes)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     torch.save({k: {"values": t.values.float(), "clean": t.clean, "corrupted": t.corrupted}
                 for k, t in traces.items()}, out)
@@ -112,12 +120,13 @@ def baseline_source(rev: str, workdir: Path) -> Path:
     return target / "src"
 
 
-def run_child(label, src: Path, threads: int, workdir: Path, rep: int, args, dtype=""):
+def run_child(label, src: Path, threads: int, workdir: Path, rep: int, args, dtype="",
+              budget=""):
     from _common import child_env
 
     out = str(workdir / f"{label}_{rep}.pt")
     cmd = [sys.executable, __file__, "--child", out, str(args.samples), str(args.prompts),
-           str(args.seed), dtype]
+           str(args.seed), dtype, budget]
     env = child_env(threads, PYTHONPATH=str(src))
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
     return out, json.loads(Path(out + ".json").read_text())
@@ -137,8 +146,8 @@ def max_abs_diff(a: dict, b: dict) -> tuple[float, bool]:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        out, samples, n_prompts, seed, dtype = (sys.argv[2:7] + [""])[:5]
-        child(out, int(samples), int(n_prompts), int(seed), dtype)
+        out, samples, n_prompts, seed, dtype, budget = (sys.argv[2:8] + ["", ""])[:6]
+        child(out, int(samples), int(n_prompts), int(seed), dtype, budget)
         return 0
     sys.path.insert(0, str(Path(__file__).parent))
     from _common import (
@@ -155,7 +164,9 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=0, help="first N prompts (0: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reps", type=int, default=1)
-    parser.add_argument("--before", default=BASELINE_REV, help="baseline git revision")
+    parser.add_argument("--before", default=OLD_BUDGET,
+                        help="baseline: budget=MIB (this checkout with that stacking budget; "
+                             "default: the budget before issue 14) or a git revision")
     parser.add_argument("--bf16", action="store_true",
                         help="also trace with a bfloat16 model and report its difference")
     args = parser.parse_args()
@@ -163,15 +174,19 @@ def main() -> int:
     import torch
 
     report = {"benchmark": "tracing", "threads": threads.count, "threads_source": threads.source,
-              "samples": args.samples, "seed": args.seed, "before_rev": args.before,
+              "samples": args.samples, "seed": args.seed, "baseline": args.before,
               "machine_before": machine()}
     runs = {"before": [], "after": []}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        sources = {"before": baseline_source(args.before, workdir), "after": ROOT / "src"}
+        old_budget = args.before.startswith("budget=")
+        sources = {"before": ROOT / "src" if old_budget else baseline_source(args.before, workdir),
+                   "after": ROOT / "src"}
+        budgets = {"before": args.before.split("=", 1)[1] if old_budget else "", "after": ""}
         for rep in range(args.reps):
             for label in ("before", "after"):
-                out, info = run_child(label, sources[label], threads.count, workdir, rep, args)
+                out, info = run_child(label, sources[label], threads.count, workdir, rep, args,
+                                      budget=budgets[label])
                 info["result"] = torch.load(out)
                 runs[label].append(info)
                 if not args.json:
