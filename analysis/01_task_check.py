@@ -15,7 +15,7 @@
 #
 # Before asking *where* a model stores a fact, check *that* it retrieves it. This notebook
 # scores every prompt with every metric of the task, shows the model's top next tokens, and
-# keeps the prompts the model gets right for the mechanistic analyses that follow.
+# keeps the prompts the model knows (parameter `known`) for the mechanistic analyses that follow.
 
 # %% tags=["parameters"]
 model = "default"
@@ -28,6 +28,7 @@ dtype = ""
 batch_size = 16
 n_prompts = 0  # 0: every prompt
 seed = 0
+known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
 run_dir = "."
 top_k = 5
 

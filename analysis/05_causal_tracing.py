@@ -32,6 +32,7 @@ dtype = ""
 batch_size = 16
 n_prompts = 0  # 0: every prompt
 seed = 0
+known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
 run_dir = "."
 noise_samples = 10  # ROME: 10 samples of subject noise per prompt
 noise_scale = 3.0  # × the standard deviation of the embedding matrix

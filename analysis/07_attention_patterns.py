@@ -27,6 +27,7 @@ dtype = ""
 batch_size = 16
 n_prompts = 0  # 0: every prompt
 seed = 0
+known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
 run_dir = "."
 n_heads = 6
 example = 0

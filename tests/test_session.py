@@ -31,7 +31,7 @@ def test_known_keeps_exactly_the_prompts_whose_answer_is_the_top_token(tiny_lm, 
     kept, note = _session(tiny_lm, prepared, tmp_path).known()
     assert kept.prompts == [prepared.prompts[0], prepared.prompts[2]]
     assert kept.answer_ids.tolist() == [top[0], top[2]]
-    assert note == "2 of 4 prompts the model answers correctly"
+    assert note == "2 of 4 prompts the model answers correctly (the answer is its top token)"
 
     prepared.answer_ids = torch.tensor([(t + 1) % vocab for t in top])  # none right
     kept, note = _session(tiny_lm, prepared, tmp_path).known()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
@@ -12,6 +13,7 @@ from torch import Tensor
 
 from factcircuits.data.answers import AnswerSets, answer_sets, first_token_id, load_answer_map
 from factcircuits.data.datasets import FactDataset
+from factcircuits.errors import UserError
 from factcircuits.methods import metrics
 from factcircuits.models import LoadedModel
 from factcircuits.models.forward import final_logits
@@ -134,28 +136,71 @@ def score(lm: LoadedModel, prepared: PreparedTask, *, batch_size: int = 16,
     return logits, table
 
 
+# Which prompts count as known, for the mechanistic analyses (the `known` parameter).
+KNOWN_CRITERIA = ("top1", "pairwise")
+
+
+def check_known(criterion: str) -> str:
+    """`criterion` when it is one of KNOWN_CRITERIA, else a one-line error naming it."""
+    if criterion not in KNOWN_CRITERIA:
+        raise UserError(f"known={criterion!r}: use 'top1' (the answer is the model's top token) "
+                        "or 'pairwise' (the answer's logit is above the counterfactual's)")
+    return criterion
+
+
+def known_mask(table: pd.DataFrame, task: str, criterion: str = "top1") -> np.ndarray:
+    """Which rows of a `score` table count as known. Cloze: `top1` = the answer is the top
+    token (`correct`), `pairwise` = logit(answer) > logit(counterfactual) (`logit_diff` > 0).
+    Yes/no has one meaning under both: the answer set matching the label outweighs the other
+    (`correct`)."""
+    check_known(criterion)
+    if task == "cloze" and criterion == "pairwise":
+        return (table["logit_diff"] > 0).to_numpy()
+    return table["correct"].to_numpy().astype(bool)
+
+
+def known_phrase(task: str, criterion: str = "top1") -> str:
+    """How the kept prompts are described: 'prompts the model …'."""
+    if task == "cloze" and criterion == "pairwise":
+        return "ranks above the counterfactual"
+    if task == "cloze":
+        return "answers correctly (the answer is its top token)"
+    if criterion == "pairwise":
+        return "answers correctly (known=pairwise means the same as top1 for yes/no)"
+    return "answers correctly"
+
+
 @dataclass
 class KnownPrompts:
-    """The "keep the prompts the model gets right" filter of the mechanistic analyses."""
+    """The "keep the prompts the model knows" filter of the mechanistic analyses."""
 
-    task: PreparedTask  # the correctly answered prompts; every prompt when none is
-    kept: pd.DataFrame  # dataset rows answered correctly (empty when none is)
-    wrong: pd.DataFrame  # scored rows answered incorrectly, with a `reason` column
-    note: str  # a sentence saying what was kept
+    task: PreparedTask  # the known prompts; every prompt when none is
+    kept: pd.DataFrame  # dataset rows known (empty when none is)
+    wrong: pd.DataFrame  # scored rows not known, with a `reason` column
+    note: str  # a sentence saying what was kept, and by which criterion
+    criterion: str = "top1"
 
 
-def known_prompts(prepared: PreparedTask, table: pd.DataFrame) -> KnownPrompts:
-    """Split `prepared` by the `correct` column of its `score` table. Falls back to every
-    prompt when the model gets none right (at chance), and says so in `note`."""
-    correct = table["correct"].to_numpy()
-    kept = table.loc[correct, prepared.rows.columns]
-    wrong = table.loc[~correct].assign(reason="answered incorrectly")
-    if correct.sum() == 0:
-        note = ("the model answers no prompt correctly, so the analyses below use all prompts: "
-                "they describe how it computes a wrong answer")
-        return KnownPrompts(prepared, kept, wrong, note)
-    note = f"{int(correct.sum())} of {len(correct)} prompts the model answers correctly"
-    return KnownPrompts(prepared.subset(torch.as_tensor(correct.copy())), kept, wrong, note)
+def known_prompts(prepared: PreparedTask, table: pd.DataFrame,
+                  criterion: str = "top1") -> KnownPrompts:
+    """Split `prepared` by `known_mask` of its `score` table. Falls back to every prompt when
+    none is known (at chance), and says so in `note`."""
+    known = known_mask(table, prepared.task, criterion)
+    pairwise_cloze = prepared.task == "cloze" and criterion == "pairwise"
+    kept = table.loc[known, prepared.rows.columns]
+    wrong = table.loc[~known].assign(
+        reason="counterfactual ranked at or above the answer" if pairwise_cloze
+        else "answered incorrectly")
+    phrase = known_phrase(prepared.task, criterion)
+    if known.sum() == 0:
+        none = ("ranks no answer above its counterfactual" if pairwise_cloze
+                else "answers no prompt correctly")
+        note = (f"the model {none}, so the analyses below use all prompts: they describe how "
+                "it computes a wrong answer")
+        return KnownPrompts(prepared, kept, wrong, note, criterion)
+    note = f"{int(known.sum())} of {len(known)} prompts the model {phrase}"
+    return KnownPrompts(prepared.subset(torch.as_tensor(known.copy())), kept, wrong, note,
+                        criterion)
 
 
 def score_dataset(lm: LoadedModel, dataset: FactDataset, prompt_format: str = "raw",

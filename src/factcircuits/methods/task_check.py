@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from factcircuits.methods.evaluate import known_prompts
+from factcircuits.methods.evaluate import known_phrase, known_prompts
 from factcircuits.methods.topk import top_k_table
 
 FILTERED_FILE = "filtered_dataset.csv"
@@ -97,11 +97,13 @@ class TaskCheckReport:
 
     def filter_markdown(self) -> str:
         h = self.headline
+        criterion = f"`known={h['known']}`"
         if h["n_kept"] == 0:
-            return ("The model answers **no** prompt correctly; the later notebooks fall back "
-                    "to all prompts and say so.")
-        return (f"Kept **{h['n_kept']}** of {h['n_prompts']} prompts the model answers "
-                f"correctly; {h['n_dropped']} dropped (listed below with the reason).")
+            return (f"No prompt passes {criterion} (prompts the model {h['known_phrase']}); "
+                    "the later notebooks fall back to all prompts and say so.")
+        return (f"Kept **{h['n_kept']}** of {h['n_prompts']} prompts the model "
+                f"{h['known_phrase']} ({criterion}); {h['n_dropped']} dropped (listed below "
+                "with the reason).")
 
 
 def check(session, top_k: int = 5) -> TaskCheckReport:
@@ -112,7 +114,8 @@ def check(session, top_k: int = 5) -> TaskCheckReport:
     if prepared.task == "cloze":
         table["label_text"] = "fact"
     top = top_k_table(logits, session.tokenizer, top_k, prompts=table["short_prompt"].tolist())
-    known = known_prompts(prepared, table)
+    criterion = session.known_criterion
+    known = known_prompts(prepared, table, criterion)
     unscorable = prepared.dropped
     dropped = (pd.concat([known.wrong, unscorable], ignore_index=True) if len(unscorable)
                else known.wrong)
@@ -122,7 +125,8 @@ def check(session, top_k: int = 5) -> TaskCheckReport:
     headline = {
         "task": prepared.task, "n_prompts": n, "accuracy": correct / n,
         "mean_metric": float(table["metric"].mean()), "main_metric": prepared.main_metric,
-        "n_kept": correct, "n_dropped": int(len(dropped)),
+        "known": criterion, "known_phrase": known_phrase(prepared.task, criterion),
+        "n_kept": int(len(kept)), "n_dropped": int(len(dropped)),
         **{f"mean_{c}": float(table[c].mean()) for c in
            ("log_odds", "prob_mass_diff", "logit_diff_sum", "logit_diff", "p_answer")
            if c in table},
@@ -135,7 +139,9 @@ def check(session, top_k: int = 5) -> TaskCheckReport:
         if session.task.answer_sets.dropped:
             headline["dropped_answer_words"] = sorted(session.task.answer_sets.dropped)
     else:
-        headline["at_chance"] = correct == 0
+        headline["at_chance"] = len(kept) == 0  # the analyses fall back to every prompt
+        # answer above the counterfactual, whichever criterion picked the prompts
+        headline["pairwise_accuracy"] = float((table["logit_diff"] > 0).mean())
     model_table = pd.DataFrame(
         [{"field": k, "value": str(v)} for k, v in session.lm.provenance.items()
          if k != "versions"]

@@ -107,6 +107,10 @@ def _knowledge(ev: RunEvidence) -> tuple[bool, list[str]]:
     if ev.number(TASK, "mean_p_answer") is not None:
         text += f", mean P(correct answer) {ev.number(TASK, 'mean_p_answer'):.2f}"
     text += "."
+    pairwise = ev.number(TASK, "pairwise_accuracy")
+    if pairwise is not None:
+        text += (f" It ranks the answer above the counterfactual for {round(pairwise * n)} "
+                 f"({pairwise:.0%}).")
     if ev.number(TASK, "auc") is not None:
         text += (f" AUC of true against false statements {ev.number(TASK, 'auc'):.2f}; "
                  f"binomial test against 50%: p = {ev.number(TASK, 'p_vs_chance'):.2g}.")
@@ -115,7 +119,10 @@ def _knowledge(ev: RunEvidence) -> tuple[bool, list[str]]:
         text += (" **The model is at chance on this task**: the later analyses describe how it "
                  "produces an uninformed answer, so the mechanism is not interpreted here.")
     elif kept is not None and kept < n:
-        text += f" The mechanistic analyses use the {kept} prompts it gets right."
+        criterion = ev.number(TASK, "known")
+        phrase = ev.number(TASK, "known_phrase") or "answers correctly"
+        text += (f" The mechanistic analyses use the {kept} prompts it {phrase}"
+                 + (f" (`known={criterion}`)." if criterion else "."))
     return at_chance, [text]
 
 

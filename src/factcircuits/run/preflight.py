@@ -3,7 +3,7 @@ that names the field, the value and the fix (a `UserError`). What a notebook wou
 find after a model load, inside a `_failed/` folder, is found here in seconds.
 
 Without the model: parameter values (task, device, dtype, prompt format, batch size, prompt
-count), the dataset's task against the run's, the answer map's shape.
+count, known criterion), the dataset's task against the run's, the answer map's shape.
 With the tokenizer only (no weights): prompt lengths against a limit, cloze answers of several
 tokens, yes/no answer words that are no single token, a chat format without a chat template.
 """
@@ -57,6 +57,10 @@ def check_values(params: dict[str, Any]) -> None:
     if "n_prompts" in params and params["n_prompts"] is not None and params["n_prompts"] < 0:
         raise UserError(f"n_prompts={params['n_prompts']}: use 0 for every prompt or a positive "
                         "count")
+    if params.get("known") is not None:
+        from factcircuits.methods.evaluate import check_known
+
+        check_known(params["known"])
     if params.get("prompt_format") is not None:
         from factcircuits.models.tokens import PROMPT_FORMATS
 

@@ -1,5 +1,5 @@
 """What every analysis notebook does first: load the model and dataset named by its parameters,
-prepare the task, and keep the prompts the model gets right for the mechanistic analyses.
+prepare the task, and keep the prompts the model knows (`known`) for the mechanistic analyses.
 
 Notebooks call `open_session(**parameters)` and then only use the library and `Session`."""
 
@@ -16,7 +16,13 @@ import torch
 
 from factcircuits.data.datasets import load_dataset
 from factcircuits.errors import UserError
-from factcircuits.methods.evaluate import PreparedTask, known_prompts, prepare, score
+from factcircuits.methods.evaluate import (
+    PreparedTask,
+    check_known,
+    known_prompts,
+    prepare,
+    score,
+)
 from factcircuits.models import LoadedModel, load_model
 from factcircuits.run.folders import save_model_provenance
 
@@ -31,6 +37,7 @@ class Session:
     task: PreparedTask  # every usable row (capped by n_prompts)
     run_dir: Path
     batch_size: int
+    known_criterion: str = "top1"  # which prompts `known` keeps (evaluate.KNOWN_CRITERIA)
 
     @property
     def model(self):
@@ -45,10 +52,11 @@ class Session:
                      progress=progress)
 
     def known(self) -> tuple[PreparedTask, str]:
-        """The prompts the model answers correctly, and a sentence saying what was kept.
-        Falls back to every prompt when the model gets none right (at chance)."""
+        """The prompts the model knows by the session's criterion (`known_criterion`: top1 =
+        the answer is the top token, pairwise = above the counterfactual), and a sentence
+        saying what was kept. Falls back to every prompt when none is known (at chance)."""
         _, table = self.score()
-        known = known_prompts(self.task, table)
+        known = known_prompts(self.task, table, self.known_criterion)
         return known.task, known.note
 
     def patchable(self, prepared: PreparedTask) -> tuple[PreparedTask, pd.DataFrame]:
@@ -69,11 +77,14 @@ def open_session(model: str = "default", dataset: str = "", task: str = "cloze",
                  prompt_format: str = "raw", answer_map: str = "yesno_default",
                  device: str = "auto", dtype: str = "", batch_size: int = 16,
                  n_prompts: int = 0, seed: int = 0, run_dir: str = ".",
-                 drop_multi_token_answers: bool = True, **_ignored: Any) -> Session:
-    """`dataset=""` means the default dataset of `task`. Extra notebook-specific parameters
-    are ignored here."""
+                 drop_multi_token_answers: bool = True, known: str = "top1",
+                 **_ignored: Any) -> Session:
+    """`dataset=""` means the default dataset of `task`; `known` picks the prompts the
+    mechanistic analyses keep (`Session.known`). Extra notebook-specific parameters are
+    ignored here."""
     if task not in DEFAULT_DATASET_FOR_TASK:
         raise UserError(f"task={task!r}: use 'cloze' or 'yesno'")
+    check_known(known)
     seed_everything(seed)
     key = (model, device, dtype or "")
     if key not in _MODELS:
@@ -88,7 +99,7 @@ def open_session(model: str = "default", dataset: str = "", task: str = "cloze",
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_model_provenance(out, lm.provenance)
-    return Session(lm, data, prepared, out, batch_size)
+    return Session(lm, data, prepared, out, batch_size, known)
 
 
 def open_session_from(namespace: dict[str, Any]) -> Session:
@@ -103,7 +114,7 @@ def open_session_from(namespace: dict[str, Any]) -> Session:
 def start_analysis(namespace: dict[str, Any]) -> tuple[Session, PreparedTask, str]:
     """What a mechanistic-analysis notebook does first, after its parameters cell: set up the
     notebook display, open the session from its parameters (`open_session_from`) and keep the
-    prompts the model answers correctly. Returns (session, those prompts, a sentence saying
+    prompts the model knows (the `known` parameter). Returns (session, those prompts, a sentence saying
     what was kept)."""
     from factcircuits.run.display import init_notebook
 
