@@ -96,6 +96,14 @@ def test_run_id_is_stable_and_reflects_overrides(tmp_path):
     assert not list(tmp_path.iterdir())  # planning writes nothing
 
 
+def test_known_criterion_is_a_recorded_core_parameter_that_changes_the_run_id(tmp_path):
+    default = pipeline.plan_run(None, DATASET, {}, notebooks_dir=NOTEBOOKS, runs_root=tmp_path)
+    pairwise = pipeline.plan_run(None, DATASET, {"known": "pairwise"}, notebooks_dir=NOTEBOOKS,
+                                 runs_root=tmp_path)
+    assert default.parameters["known"] == "top1"  # what run.json records
+    assert pairwise.parameters["known"] == "pairwise" and pairwise.run_id != default.run_id
+
+
 def test_failing_parameter_keeps_last_good_run_and_failed_notebook(tmp_path):
     good = do_run(tmp_path, fail=False)
     before = tree_bytes(good.run_dir)

@@ -189,6 +189,8 @@ def test_refuses_yesno_dataset_run_as_cloze(refuse, tmp_path):
     (["--device", "gpu"], "device='gpu': use auto, cpu, cuda, cuda:N or mps"),
     (["-p", "dtype=float64"], "dtype='float64': use one of float32, bfloat16, float16"),
     (["-p", "prompt_format=xml"], "prompt_format='xml': use one of raw, chat, fewshot"),
+    (["-p", "known=top-1"], "known='top-1': use 'top1' (the answer is the model's top token) "
+     "or 'pairwise'"),
     (["--notebooks", ""], "--notebooks '': name at least one notebook"),
 ])
 def test_refuses_bad_run_parameters(refuse, tmp_path, flags, expect):

@@ -114,8 +114,8 @@ def open_session_from(namespace: dict[str, Any]) -> Session:
 def start_analysis(namespace: dict[str, Any]) -> tuple[Session, PreparedTask, str]:
     """What a mechanistic-analysis notebook does first, after its parameters cell: set up the
     notebook display, open the session from its parameters (`open_session_from`) and keep the
-    prompts the model knows (the `known` parameter). Returns (session, those prompts, a sentence saying
-    what was kept)."""
+    prompts the model knows (the `known` parameter). Returns (session, those prompts, a
+    sentence saying what was kept)."""
     from factcircuits.run.display import init_notebook
 
     init_notebook()
