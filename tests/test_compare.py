@@ -47,3 +47,30 @@ def test_key_numbers_and_profiles_by_relative_depth(tmp_path):
 def test_one_run_has_no_profiles(tmp_path):
     add_resid_profile(make_run(tmp_path, "a__x__1"), 2)
     assert profile_figures(load_runs(tmp_path)) == []
+
+
+def add_layer_dla(folder, by_layer):
+    """by_layer: {(component, layer): [dla per prompt]}; every other cell 0; embed 5 (left out
+    of the profile)."""
+    rows = [{"prompt": p, "layer": -1, "component": "embed", "dla": 5.0} for p in (0, 1)]
+    rows += [{"prompt": p, "layer": layer, "component": c,
+              "dla": by_layer.get((c, layer), [0.0, 0.0])[p]}
+             for c in ("attn", "mlp") for layer in range(11) for p in (0, 1)]
+    (folder / "results" / "03_attribution").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(folder / "results" / "03_attribution" / "layer_dla.csv",
+                              index=False)
+
+
+def test_dla_profile_is_the_signed_share_of_total_abs_dla_by_relative_depth(tmp_path):
+    # run a: attention at layer 3 means (1+3)/2 = 2, MLP at layer 5 means −2: total |DLA| 4
+    add_layer_dla(make_run(tmp_path, "a__x__1"), {("attn", 3): [1.0, 3.0],
+                                                  ("mlp", 5): [-2.0, -2.0]})
+    add_layer_dla(make_run(tmp_path, "b__y__2"), {("mlp", 8): [0.5, 1.5]})  # all of it
+    figures = profile_figures(load_runs(tmp_path))
+    dla = [f for f in figures if "Direct logit attribution" in f.layout.title.text]
+    assert len(dla) == 1
+    traces = {t.name: dict(zip(t.x, t.y)) for t in dla[0].data}
+    assert set(traces) == {"Run 1, attention", "Run 1, MLP", "Run 2, attention", "Run 2, MLP"}
+    assert traces["Run 1, attention"][0.3] == 0.5 and traces["Run 1, MLP"][0.5] == -0.5
+    assert traces["Run 2, MLP"][0.8] == 1.0
+    assert sum(abs(v) for v in traces["Run 2, attention"].values()) == 0

@@ -28,7 +28,8 @@ def peaked(peak_layer: int, peak: float, **columns) -> pd.DataFrame:
 def make_run(root: Path, run_id: str = "m__d__1", *, task: str = "cloze",
              patch_mlp_layer: int = 4, patch_head: tuple[int, int] = (7, 2),
              at_chance: bool = False, trace_window: int = 1,
-             notebooks: tuple[str, ...] = ("01", "02", "03", "04", "05", "06")) -> Path:
+             notebooks: tuple[str, ...] = ("01", "02", "03", "04", "05", "06"),
+             task_check: dict | None = None) -> Path:
     folder = root / run_id
     (folder / "headline").mkdir(parents=True)
     record = {"run_id": run_id, "status": "ok",
@@ -65,6 +66,7 @@ def make_run(root: Path, run_id: str = "m__d__1", *, task: str = "cloze",
                                      "attn_last_peak_layer": 8, "window": trace_window}),
         "06": ("06_ablation_knockout", {"knockout_window": 3}),
     }
+    headline["01"][1].update(task_check or {})
     for key in notebooks:
         name, numbers = headline[key]
         (folder / "headline" / f"{name}.json").write_text(json.dumps(numbers))
@@ -149,6 +151,23 @@ def test_tracing_window_counts_as_the_same_place(tmp_path):
     assert "recovers the most for layers 1–5, the window centred on layer 3" in text
     assert "causal tracing centred on layer 3 (window 1–5), activation patching layer 6" in text
     assert "**differs**" not in text
+
+
+def test_pairwise_criterion_is_named_with_the_prompts_it_kept(tmp_path):
+    # 2 of 20 answered top-1, 18 ranked above the counterfactual (0.9 × 20) and kept
+    ev = RunEvidence.load(make_run(tmp_path, task_check={
+        "accuracy": 0.1, "n_kept": 18, "pairwise_accuracy": 0.9, "known": "pairwise",
+        "known_phrase": "ranks above the counterfactual"}))
+    text = F.run_markdown(ev)
+    assert "answers **2 of 20** prompts correctly (10%)" in text  # top-1, not n_kept
+    assert "It ranks the answer above the counterfactual for 18 (90%)." in text
+    assert ("The mechanistic analyses use the 18 prompts it ranks above the counterfactual "
+            "(`known=pairwise`).") in text
+    every = RunEvidence.load(make_run(tmp_path / "all", task_check={
+        "n_kept": 20, "pairwise_accuracy": 1.0, "known": "pairwise",
+        "known_phrase": "ranks above the counterfactual"}))
+    assert ("The mechanistic analyses use all 20 prompts, each one it ranks above the "
+            "counterfactual (`known=pairwise`).") in F.run_markdown(every)
 
 
 def test_at_chance_says_so_and_interprets_nothing(tmp_path):

@@ -199,4 +199,21 @@ def profile_figures(runs: list[RunEvidence]) -> list:
     if lens["run"].nunique() > 1 if len(lens) else False:
         figures.append(_lines(lens, "share", None, "Logit lens: share of the final metric "
                               "reached", "share of final value"))
+    dla = _profile(runs, "03_attribution", "layer_dla", dla_share, "share")
+    if dla["run"].nunique() > 1 if len(dla) else False:
+        figures.append(_lines(dla, "share", "sublayer", "Direct logit attribution by layer: "
+                              "share of the run's total |DLA|", "share of total |DLA|"))
     return figures
+
+
+def dla_share(table: pd.DataFrame) -> pd.DataFrame | None:
+    """Mean DLA per layer of the attention and MLP outputs, divided by the sum of their
+    absolute values over every layer, so models whose logits differ in scale compare (signed:
+    a negative share pushes towards the counterfactual / the wrong answer)."""
+    means = (table[table["component"].isin(["attn", "mlp"])]
+             .groupby(["component", "layer"], as_index=False)["dla"].mean())
+    total = float(means["dla"].abs().sum())
+    if total < 1e-9:
+        return None
+    return means.assign(share=means["dla"] / total,
+                        sublayer=means["component"].map({"attn": "attention", "mlp": "MLP"}))

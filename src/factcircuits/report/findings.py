@@ -102,7 +102,8 @@ def _knowledge(ev: RunEvidence) -> tuple[bool, list[str]]:
                        "these facts is not established."]
     acc, kept = ev.number(TASK, "accuracy"), ev.number(TASK, "n_kept")
     metric = ev.number(TASK, "main_metric") or "metric"
-    text = (f"The model answers **{kept} of {n}** prompts correctly ({acc:.0%}); mean "
+    correct = round(acc * n)  # top-1 (cloze) or the label's answer set (yes/no)
+    text = (f"The model answers **{correct} of {n}** prompts correctly ({acc:.0%}); mean "
             f"{_metric(metric)} {ev.number(TASK, 'mean_metric'):+.2f}")
     if ev.number(TASK, "mean_p_answer") is not None:
         text += f", mean P(correct answer) {ev.number(TASK, 'mean_p_answer'):.2f}"
@@ -118,10 +119,12 @@ def _knowledge(ev: RunEvidence) -> tuple[bool, list[str]]:
     if at_chance:
         text += (" **The model is at chance on this task**: the later analyses describe how it "
                  "produces an uninformed answer, so the mechanism is not interpreted here.")
-    elif kept is not None and kept < n:
+    elif kept is not None and (kept < n or ev.number(TASK, "known") not in (None, "top1")):
         criterion = ev.number(TASK, "known")
         phrase = ev.number(TASK, "known_phrase") or "answers correctly"
-        text += (f" The mechanistic analyses use the {kept} prompts it {phrase}"
+        which = (f"the {kept} prompts it {phrase}" if kept < n
+                 else f"all {n} prompts, each one it {phrase}")
+        text += (f" The mechanistic analyses use {which}"
                  + (f" (`known={criterion}`)." if criterion else "."))
     return at_chance, [text]
 
