@@ -237,6 +237,20 @@ def test_refuses_runs_dir_that_is_a_file(refuse, tmp_path):
            "is a file, not a folder", checked=CLI)
 
 
+def test_refuses_quarto_render_of_runs_outside_the_project(refuse, tmp_path, monkeypatch):
+    """Quarto's book holds only the project's report/runs/: another folder would be left out
+    silently, so it is refused (before the run, for `run --render`)."""
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/quarto" if name == "quarto"
+                        else which(name))
+    (tmp_path / "elsewhere").mkdir()
+    refuse("`render --runs-dir <a folder outside report/runs/>` with Quarto",
+           ["render", "--runs-dir", tmp_path / "elsewhere"],
+           "Quarto renders only the runs in the project's", checked=CLI)
+    refuse("`run --render --runs-dir <a folder outside report/runs/>` with Quarto",
+           run_args(tmp_path, "--render"), "Quarto renders only the runs in the project's")
+
+
 def test_refuses_read_only_runs_folder(refuse, tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()

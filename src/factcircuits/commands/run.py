@@ -113,6 +113,10 @@ def handle(args) -> int:
                              runs_root=args.runs_dir, max_prompt_tokens=args.max_prompt_tokens,
                              single_token_answers=args.single_token_answers,
                              threads=resolve_threads(args.threads))
+    if args.render:
+        from factcircuits.report.render import check_renderable
+
+        check_renderable(plan.runs_root)
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
     try:

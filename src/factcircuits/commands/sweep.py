@@ -146,6 +146,10 @@ def run_local(args) -> int:
                         "--resume alone skips the runs already complete")
     cells = plan_cells(args)
     runs_root = runs_root_of(args)
+    if args.render:
+        from factcircuits.report.render import check_renderable
+
+        check_renderable(runs_root)
     if args.resume and not args.force:
         done = [c for c in cells if run_complete(runs_root, c.run_id)]
         for c in done:

@@ -18,7 +18,8 @@ ID_COLUMNS = ["run_id", "model", "dataset", "task"]
 LAYER_KEY = re.compile(r"(layer|centre)$")
 # The few numbers a reviewer compares first, in reading order (regexes over `notebook.key`).
 KEY_METRICS = [
-    r"01_task_check\.accuracy$", r"01_task_check\.auc$", r"01_task_check\.mean_metric$",
+    r"01_task_check\.accuracy$", r"01_task_check\.pairwise_accuracy$", r"01_task_check\.n_kept$",
+    r"01_task_check\.auc$", r"01_task_check\.mean_metric$",
     r"02_logit_lens\.mlp_share$", r"02_logit_lens\.peak_layer_depth$",
     r"03_attribution\.top_head_dla$", r"04_activation_patching\.resid_pre_peak$",
     r"04_activation_patching\.resid_pre_peak_layer_depth$",

@@ -44,11 +44,30 @@ def render(to: str = "html", root: Path | None = None, runs_root: Path | None = 
         raise UserError(f"--to {to}: choose html, pdf or all")
     root = Path(root or project_root())
     if shutil.which("quarto"):
+        check_renderable(runs_root, root)
         return render_quarto(to, root)
     print(f"Quarto is not installed: writing a preview HTML with nbconvert instead"
           f"{' (no PDF without Quarto)' if to != 'html' else ''}; install Quarto for the "
           "full write-up")
     return list(write_preview(root, runs_root))
+
+
+def check_renderable(runs_root: Path | None, root: Path | None = None) -> None:
+    """With Quarto, the book takes its chapters from the project's own `report/runs/`, so a
+    runs folder elsewhere (--runs-dir, $FACTCIRCUITS_RUNS) would be silently left out: refused
+    in one line (commands call this before a run, so the refusal comes first). The preview
+    (no Quarto) reads any folder."""
+    from factcircuits.run.folders import default_runs_root, project_root
+
+    if not shutil.which("quarto"):
+        return
+    root = Path(root or project_root())
+    wanted = Path(runs_root or default_runs_root()).resolve()
+    inside = (root / "report" / "runs").resolve()
+    if wanted != inside:
+        raise UserError(f"runs folder {wanted}: Quarto renders only the runs in the project's "
+                        f"{inside}; move the runs there, or render a copy of the project "
+                        "whose report/runs/ holds them (FACTCIRCUITS_ROOT=<copy>)")
 
 
 def render_quarto(to: str, root: Path) -> list[Path]:
