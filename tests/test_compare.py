@@ -3,6 +3,8 @@ relative depth (11-layer toy model: depth = layer / 10)."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 from test_findings import make_run
 
@@ -12,6 +14,7 @@ from factcircuits.report.compare import (
     profile_figures,
 )
 from factcircuits.report.evidence import load_runs
+from factcircuits.report.pages import comparison_intro
 
 
 def add_resid_profile(folder, peak_layer):
@@ -32,16 +35,60 @@ def test_key_numbers_and_profiles_by_relative_depth(tmp_path):
     assert table["02_logit_lens.peak_layer_depth"].tolist() == [0.8, 0.8]
     keys = key_numbers_table(table, runs)
     assert list(keys.columns) == ["Run 1", "Run 2"]
-    assert keys.loc["mlp share"].tolist() == ["0.25", "0.25"]
-    assert keys.loc["peak layer depth"].tolist() == ["0.8", "0.8"]
+    assert keys.loc["logit lens · mlp share"].tolist() == ["0.25", "0.25"]
+    assert keys.loc["logit lens · peak layer depth"].tolist() == ["0.8", "0.8"]
     figures = profile_figures(runs)
     assert len(figures) == 1  # only patching has per-layer tables in both runs
+    # one model on one dataset twice: each line names its run
     traces = {(t.name): t for t in figures[0].data}
-    assert set(traces) == {"Run 1, subject_last", "Run 1, last", "Run 2, subject_last",
-                           "Run 2, last"}  # the prefix class is not drawn
-    peak = traces["Run 2, last"]
+    assert set(traces) == {f"toy-model (Run {i}), {p}" for i in (1, 2)
+                           for p in ("last subject token", "last token")}  # no prefix class
+    peak = traces["toy-model (Run 2), last token"]
     assert list(peak.x) == [layer / 10 for layer in range(11)]
     assert list(peak.y).index(1.0) == 5
+
+
+def retitle(folder, model, dataset, n_layers):
+    record = json.loads((folder / "run.json").read_text())
+    record["parameters"]["dataset"] = dataset
+    (folder / "run.json").write_text(json.dumps(record))
+    (folder / "model.json").write_text(json.dumps({"resolved_name": model,
+                                                   "n_layers": n_layers}))
+    return folder
+
+
+def lens_table(folder, n_layers, values):
+    """logit_lens_mean.csv: embed, then attn and mlp of each layer (values in that order)."""
+    rows = [{"step": 0, "layer": -1, "sublayer": "embed", "value": values[0]}]
+    rows += [{"step": 1 + 2 * layer + (sub == "mlp"), "layer": layer, "sublayer": sub,
+              "value": values[1 + 2 * layer + (sub == "mlp")]}
+             for layer in range(n_layers) for sub in ("attn", "mlp")]
+    (folder / "results" / "02_logit_lens").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(folder / "results" / "02_logit_lens" / "logit_lens_mean.csv",
+                              index=False)
+
+
+def test_profiles_compare_models_on_the_same_dataset_in_one_panel(tmp_path):
+    """Two models (2 and 4 layers) on two datasets: one panel per dataset, one colour per
+    model; the logit lens runs from 0 (embeddings) to 1 (after the last layer)."""
+    for i, (model, layers) in enumerate((("org/small", 2), ("org/deep", 4))):
+        for dataset in ("facts-a", "facts-b"):
+            folder = retitle(make_run(tmp_path, f"{model[4:]}__{dataset}__{i}",
+                                      notebooks=("01",)), model, dataset, layers)
+            lens_table(folder, layers, [0.0] + [float(v + 1) for v in range(2 * layers)])
+    figures = profile_figures(load_runs(tmp_path))
+    assert len(figures) == 1
+    by_panel = {}
+    for t in figures[0].data:
+        by_panel.setdefault(t.xaxis, {})[t.name] = t
+    assert len(by_panel) == 2 and all(set(p) == {"small", "deep"} for p in by_panel.values())
+    small = next(iter(by_panel.values()))["small"]
+    # 2 layers: embed 0, L0 attn 1/4, L0 mlp 2/4, L1 attn 3/4, L1 mlp 1; share = value / 4
+    assert list(small.x) == [0, 0.25, 0.5, 0.75, 1.0]
+    assert list(small.y) == [0, 0.25, 0.5, 0.75, 1.0]
+    colours = {t.name: t.line.color for t in figures[0].data}
+    assert colours["small"] != colours["deep"]
+    assert len({t.line.color for t in figures[0].data if t.name == "small"}) == 1
 
 
 def test_one_run_has_no_profiles(tmp_path):
@@ -69,8 +116,22 @@ def test_dla_profile_is_the_signed_share_of_total_abs_dla_by_relative_depth(tmp_
     figures = profile_figures(load_runs(tmp_path))
     dla = [f for f in figures if "Direct logit attribution" in f.layout.title.text]
     assert len(dla) == 1
-    traces = {t.name: dict(zip(t.x, t.y)) for t in dla[0].data}
+    traces = {t.name.replace("toy-model (", "").replace(")", ""): dict(zip(t.x, t.y))
+              for t in dla[0].data}
     assert set(traces) == {"Run 1, attention", "Run 1, MLP", "Run 2, attention", "Run 2, MLP"}
     assert traces["Run 1, attention"][0.3] == 0.5 and traces["Run 1, MLP"][0.5] == -0.5
     assert traces["Run 2, MLP"][0.8] == 1.0
     assert sum(abs(v) for v in traces["Run 2, attention"].values()) == 0
+
+
+def test_intro_says_which_prompts_each_run_kept_and_what_its_user_chose(tmp_path):
+    chosen = make_run(tmp_path, "a__x__1")  # 16 of 20 kept (the fixture's task check)
+    record = json.loads((chosen / "run.json").read_text())
+    record["parameters"] |= {"known": "pairwise", "n_prompts": 16, "noise_samples": 2}
+    record["parameters_set"] = ["dataset", "known", "n_prompts", "noise_samples"]
+    (chosen / "run.json").write_text(json.dumps(record))
+    make_run(tmp_path, "b__y__2")  # written before the parameter existed: top-1, nothing set
+    intro = comparison_intro(load_runs(tmp_path))
+    assert ("- **Run 1**: toy-model on toy-facts (`a__x__1`): known=pairwise (16 of 20 prompts "
+            "kept) · n_prompts=16 · noise_samples=2\n") in intro
+    assert "(`b__y__2`): known=top1 (16 of 20 prompts kept)\n" in intro

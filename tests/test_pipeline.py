@@ -44,6 +44,8 @@ def test_run_folder_and_run_json_complete(good_run):
     info = json.loads((result.run_dir / "run.json").read_text())
     assert info["status"] == "ok" and info["run_id"] == result.run_id
     assert info["parameters"]["n_prompts"] == 3 and "run_dir" not in info["parameters"]
+    assert info["parameters"]["known"] == "top1"  # a core parameter, at its default
+    assert info["parameters_set"] == ["dataset"]  # only the dataset was chosen here
     assert info["model"] == {"name": "default", "dtype": "float32", "device": "cpu"}
     assert info["dataset"]["path"] == "tests/fixtures/datasets/fixture.csv"
     assert len(info["dataset"]["sha256"]) == 64

@@ -28,6 +28,13 @@ KEY_METRICS = [
     r"06_ablation_knockout\.ablation_biggest_drop$",
     r"06_ablation_knockout\.knockout_subject_peak_centre_depth$",
 ]
+# Where each headline number comes from, as the key numbers' labels say it.
+METHOD_NAMES = {"01_task_check": "task check", "02_logit_lens": "logit lens",
+                "03_attribution": "attribution", "04_activation_patching": "patching",
+                "05_causal_tracing": "tracing", "06_ablation_knockout": "ablation/knockout",
+                "07_attention_patterns": "attention"}
+NUMBER_NAMES = {"pairwise_accuracy": "answer above counterfactual", "n_kept": "prompts analysed",
+                "accuracy": "accuracy (top-1)"}
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
            "#17becf", "#7f7f7f", "#bcbd22"]
 
@@ -89,10 +96,17 @@ def key_numbers_table(table: pd.DataFrame, runs: list[RunEvidence]) -> pd.DataFr
     keys = key_metrics(table) or [c for c in table.columns if c not in ID_COLUMNS][:12]
     out = table.set_index("run_id")[keys].T.rename(columns=short_labels(runs))
     out = out.apply(lambda col: col.map(lambda v: "–" if pd.isna(v) else f"{v:.3g}"))
-    out.index = [k.split(".", 1)[1].replace("_", " ") for k in out.index]
+    out.index = [number_label(k) for k in out.index]
     out.index.name = "headline number"
     out.columns.name = None
     return out
+
+
+def number_label(key: str) -> str:
+    """'02_logit_lens.mlp_share' -> 'logit lens · mlp share'."""
+    notebook, name = key.split(".", 1)
+    return (f"{METHOD_NAMES.get(notebook, notebook)} · "
+            f"{NUMBER_NAMES.get(name, name.replace('_', ' '))}")
 
 
 def full_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -109,12 +123,13 @@ def comparison_figure(table: pd.DataFrame, runs: list[RunEvidence] | None = None
     from plotly.subplots import make_subplots
 
     keys = key_metrics(table) or [c for c in table.columns if c not in ID_COLUMNS][:12]
-    keys = [k for k in keys if table[k].notna().any()]
+    # counts of prompts follow the dataset's size: the table has them, the bars would not help
+    keys = [k for k in keys if table[k].notna().any() and not k.endswith(".n_kept")]
     if not keys:
         return None
     cols = 2
     rows = (len(keys) + cols - 1) // cols
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[k.split(".", 1)[1] for k in keys],
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[number_label(k) for k in keys],
                         vertical_spacing=min(0.5 / rows, 0.12))
     models = sorted(table["model"].astype(str).unique())
     colours = dict(zip(models, PALETTE * 10))
@@ -139,71 +154,116 @@ def comparison_figures(table: pd.DataFrame, runs: list[RunEvidence] | None = Non
 
 
 # ------------------------------------------------------------------ per-layer profiles
-def _profile(runs: list[RunEvidence], notebook: str, name: str, select, y: str) -> pd.DataFrame:
-    """Rows of one result table per run, with `run` (label) and `depth` columns added."""
-    labels, parts = short_labels(runs), []
+TOKEN_CLASS_NAMES = {"subject_last": "last subject token", "last": "last token"}
+DEPTH_LABEL = "relative depth (layer / (layers − 1))"
+
+
+def series_labels(runs: list[RunEvidence]) -> dict[str, str]:
+    """run id -> its line's name: the model, or 'model (Run N)' where two runs of one model
+    share a dataset (a parameter grid), so their lines stay apart."""
+    pairs = [(ev.short_model, ev.dataset) for ev in runs]
+    numbers = short_labels(runs)
+    return {ev.run_id: ev.short_model if pairs.count((ev.short_model, ev.dataset)) == 1
+            else f"{ev.short_model} ({numbers[ev.run_id]})" for ev in runs}
+
+
+def _profile(runs: list[RunEvidence], notebook: str, name: str, select, y: str,
+             depth=None) -> pd.DataFrame:
+    """Rows of one result table per run, with `series` (the line: the model), `dataset` and
+    `depth` (`depth(table, n_layers)`, default layer / (n_layers − 1)) columns added."""
+    labels, parts = series_labels(runs), []
     for ev in runs:
         table = ev.table(notebook, name)
-        if table is None or not ev.n_layers:
+        if table is None or not ev.n_layers or ev.n_layers < 2:
             continue
         part = select(table)
         if part is None or part.empty or y not in part:
             continue
-        part = part.assign(run=labels[ev.run_id],
-                           depth=part["layer"].astype(float) / (ev.n_layers - 1))
-        parts.append(part)
+        where = (depth(part, ev.n_layers) if depth else
+                 part["layer"].astype(float) / (ev.n_layers - 1))
+        parts.append(part.assign(series=labels[ev.run_id], dataset=ev.dataset, depth=where))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def _lines(data: pd.DataFrame, y: str, dash: str | None, title: str, y_label: str):
+def _lines(data: pd.DataFrame, runs: list[RunEvidence], y: str, dash: str | None, title: str,
+           y_label: str, x_label: str = DEPTH_LABEL):
+    """One panel per dataset (models compare on the same facts), one colour per model (as in
+    the headline figure), one dash per `dash` value."""
     import plotly.express as px
 
-    fig = px.line(data.sort_values("depth"), x="depth", y=y, color="run", line_dash=dash,
-                  markers=True, title=title, color_discrete_sequence=PALETTE,
-                  labels={"depth": "relative depth (layer / (layers − 1))", y: y_label,
-                          "run": "run", dash or "": ""})
-    fig.update_layout(height=460, legend={"orientation": "h", "y": -0.2, "title_text": ""},
-                      title_font_size=15)
+    series = list(dict.fromkeys(series_labels(runs).values()))  # run order
+    colours = dict(zip(series, PALETTE * 10))
+    datasets = list(dict.fromkeys(ev.dataset for ev in runs if ev.dataset in set(data["dataset"])))
+    fig = px.line(data.sort_values("depth"), x="depth", y=y, color="series", line_dash=dash,
+                  facet_col="dataset", markers=True, title=title, color_discrete_map=colours,
+                  category_orders={"series": series, "dataset": datasets},
+                  labels={"depth": x_label, y: y_label, "series": "model", "dataset": "",
+                          dash or "": ""})
+    fig.for_each_annotation(lambda a: a.update(text=a.text.lstrip("=")))
+    fig.update_traces(marker_size=4)
+    fig.update_layout(height=440, legend={"orientation": "h", "y": -0.22, "title_text": ""},
+                      title={"font_size": 15, "x": 0, "xanchor": "left", "y": 0.97},
+                      margin={"t": 90})
     return fig
 
 
+def _several(data: pd.DataFrame) -> bool:
+    """Something to compare: at least two runs on one dataset."""
+    return bool(len(data)) and bool((data.groupby("dataset")["series"].nunique() > 1).any())
+
+
+def lens_depth(table: pd.DataFrame, n_layers: int) -> pd.Series:
+    """Logit-lens read-outs on one depth scale: 0 = the embeddings, (l + ½) / L after layer
+    l's attention, (l + 1) / L after its MLP, 1 = after the last layer."""
+    half = (table["sublayer"] == "attn") * 0.5
+    return (table["layer"].astype(float) + 1 - half) / n_layers
+
+
 def profile_figures(runs: list[RunEvidence]) -> list:
-    """Per-layer profiles overlaid across runs by relative depth (only those with data in at
-    least two runs)."""
+    """Per-layer profiles overlaid by relative depth, one panel per dataset, one colour per
+    model (only where two runs share a dataset)."""
     figures = []
     patch = _profile(runs, "04_activation_patching", "patching_by_class",
                      lambda t: t[(t["component"] == "resid_pre")
-                                 & t["token_class"].isin(["subject_last", "last"])],
+                                 & t["token_class"].isin(list(TOKEN_CLASS_NAMES))]
+                     .assign(position=lambda d: d["token_class"].map(TOKEN_CLASS_NAMES)),
                      "normalized")
-    if patch["run"].nunique() > 1 if len(patch) else False:
-        figures.append(_lines(patch, "normalized", "token_class",
-                              "Residual-stream patching at the last subject token and the last "
-                              "token", "normalized effect"))
+    if _several(patch):
+        figures.append(_lines(patch, runs, "normalized", "position",
+                              "Activation patching of the residual stream (resid_pre)<br>"
+                              "<sup>share of the clean–corrupted metric gap restored, at the "
+                              "last subject token and the last token</sup>",
+                              "normalized effect"))
     trace = _profile(runs, "05_causal_tracing", "aie_by_class",
                      lambda t: t[((t["kind"] == "mlp") & (t["token_class"] == "subject_last"))
                                  | ((t["kind"] == "attn") & (t["token_class"] == "last"))]
                      .assign(state=lambda d: d["kind"].map({"mlp": "MLP, last subject token",
                                                             "attn": "attention, last token"})),
                      "aie")
-    if trace["run"].nunique() > 1 if len(trace) else False:
-        figures.append(_lines(trace, "aie", "state", "Causal tracing: average indirect effect",
-                              "AIE"))
+    if _several(trace):
+        figures.append(_lines(trace, runs, "aie", "state",
+                              "Causal tracing: average indirect effect<br><sup>P(answer) "
+                              "restored by one clean state in the noised run</sup>", "AIE"))
 
     def lens_share(t: pd.DataFrame) -> pd.DataFrame | None:
         final = float(t["value"].iloc[-1])
         if abs(final) < 1e-9:
             return None
-        t = t.assign(layer=t["layer"] + (t["sublayer"] == "mlp") * 0.5)
         return t.assign(share=t["value"] / final)
 
-    lens = _profile(runs, "02_logit_lens", "logit_lens_mean", lens_share, "share")
-    if lens["run"].nunique() > 1 if len(lens) else False:
-        figures.append(_lines(lens, "share", None, "Logit lens: share of the final metric "
-                              "reached", "share of final value"))
+    lens = _profile(runs, "02_logit_lens", "logit_lens_mean", lens_share, "share", lens_depth)
+    if _several(lens):
+        figures.append(_lines(lens, runs, "share", None,
+                              "Logit lens: share of the final metric reached<br><sup>mean "
+                              "metric read from the residual stream after each sublayer"
+                              "</sup>", "share of final value",
+                              "relative depth (0 = embeddings, 1 = after the last layer)"))
     dla = _profile(runs, "03_attribution", "layer_dla", dla_share, "share")
-    if dla["run"].nunique() > 1 if len(dla) else False:
-        figures.append(_lines(dla, "share", "sublayer", "Direct logit attribution by layer: "
-                              "share of the run's total |DLA|", "share of total |DLA|"))
+    if _several(dla):
+        figures.append(_lines(dla, runs, "share", "sublayer",
+                              "Direct logit attribution by layer<br><sup>mean DLA of each "
+                              "layer's attention and MLP output, as a signed share of the "
+                              "run's total |DLA|</sup>", "share of total |DLA|"))
     return figures
 
 

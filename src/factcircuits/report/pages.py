@@ -124,8 +124,21 @@ def comparison_intro(runs: list[RunEvidence]) -> str:
             "(layer / (layers − 1)), so that models of different depth line up. Compare "
             "runs only on the same task: a model at chance shows an AUC near 0.5 or a "
             "logit difference near 0.\n\n"
-            + "".join(f"- **Run {i}**: {ev.title} (`{ev.run_id}`)\n"
+            + "".join(f"- **Run {i}**: {ev.title} (`{ev.run_id}`): {run_settings(ev)}\n"
                       for i, ev in enumerate(runs, 1)))
+
+
+def run_settings(ev: RunEvidence) -> str:
+    """The prompts a run analysed and the parameters its user chose, in words: 'known=pairwise
+    (13 of 13 prompts kept) · n_prompts=16 · noise_samples=2'."""
+    params = ev.record.get("parameters") or {}
+    task_check = ev.headline.get("01_task_check") or {}
+    known = f"known={params.get('known', 'top1')}"  # runs before the parameter kept top-1
+    if task_check.get("n_kept") is not None and task_check.get("n_prompts"):
+        known += f" ({task_check['n_kept']} of {task_check['n_prompts']} prompts kept)"
+    chosen = [f"{k}={params[k]}" for k in ev.record.get("parameters_set") or []
+              if k in params and k not in ("model", "dataset", "task", "known")]
+    return " · ".join([known, *chosen])
 
 
 def _cell(value: Any) -> str:

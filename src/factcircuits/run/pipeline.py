@@ -213,6 +213,7 @@ def _write_run_json(plan: RunPlan, folder: Path, status: str, started: str,
         "reason": reason,
         # paths as the project sees them (relative, or ~/…), never the user's absolute ones
         "parameters": plan.parameters | {k: tidy_path(p, plan.root) for k, p in local.items()},
+        "parameters_set": sorted(plan.given),  # the names the user chose (values above)
         "notebooks_selected": plan.selected,
         "model": folders.load_model_provenance(folder),
         "dataset": dataset,
