@@ -136,8 +136,11 @@ def run_settings(ev: RunEvidence) -> str:
     known = f"known={params.get('known', 'top1')}"  # runs before the parameter kept top-1
     if task_check.get("n_kept") is not None and task_check.get("n_prompts"):
         known += f" ({task_check['n_kept']} of {task_check['n_prompts']} prompts kept)"
-    chosen = [f"{k}={params[k]}" for k in ev.record.get("parameters_set") or []
+    chosen = [k for k in ev.record.get("parameters_set") or []
               if k in params and k not in ("model", "dataset", "task", "known")]
+    if params.get("n_prompts") and "n_prompts" not in chosen:  # runs before parameters_set
+        chosen.insert(0, "n_prompts")
+    chosen = [f"{k}={params[k]}" for k in chosen]
     return " · ".join([known, *chosen])
 
 
