@@ -45,8 +45,12 @@ def default_run_prompts(lm, n_prompts: int):
     """The default run's prompts: the default cloze dataset, those the model gets right."""
     import torch
 
-    from factcircuits.data.datasets import load_dataset
-    from factcircuits.methods.evaluate import prepare, score
+    try:
+        from factcircuits.data.datasets import load_dataset
+        from factcircuits.methods.evaluate import prepare, score
+    except ImportError:  # a library from before the stage folders (issue 9), for --before
+        from factcircuits.datasets import load_dataset
+        from factcircuits.evaluate import prepare, score
 
     prepared = prepare(lm, load_dataset("paris-cloze"))
     _, table = score(lm, prepared)
