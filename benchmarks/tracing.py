@@ -45,8 +45,12 @@ def default_run_prompts(lm, n_prompts: int):
     """The default run's prompts: the default cloze dataset, those the model gets right."""
     import torch
 
-    from factcircuits.data.datasets import load_dataset
-    from factcircuits.methods.evaluate import prepare, score
+    try:
+        from factcircuits.data.datasets import load_dataset
+        from factcircuits.methods.evaluate import prepare, score
+    except ImportError:  # a library from before the stage folders (issue 9), for --before
+        from factcircuits.datasets import load_dataset
+        from factcircuits.evaluate import prepare, score
 
     prepared = prepare(lm, load_dataset("paris-cloze"))
     _, table = score(lm, prepared)
@@ -77,6 +81,26 @@ def trace_flops(lm, prepared, samples: int, windows=(1, 10, 10)) -> float:
     return total
 
 
+def matmul_ceiling(cfg, rows: int = 1024, reps: int = 5) -> float:
+    """GFLOP/s of this process's float32 matrix multiplies at the model's block shapes (the
+    attention projections, the MLP's up/gate and down), `rows` rows: the rate the tracer's
+    arithmetic cannot beat at equal numbers."""
+    import torch
+
+    d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
+    shapes = [(cfg.d_model, cfg.n_heads * cfg.d_head), (cfg.d_model, d_mlp), (d_mlp, cfg.d_model)]
+    seconds, flops = 0.0, 0.0
+    for k, n in shapes:
+        x, w = torch.randn(rows, k), torch.randn(n, k)
+        torch.nn.functional.linear(x, w)  # warm-up
+        start = time.process_time()  # CPU seconds, as the tracer's rate is measured
+        for _ in range(reps):
+            torch.nn.functional.linear(x, w)
+        seconds += time.process_time() - start
+        flops += 2 * rows * k * n * reps
+    return flops / seconds / 1e9
+
+
 def child(out: str, samples: int, n_prompts: int, seed: int, dtype: str, budget: str) -> None:
     import torch
 
@@ -96,6 +120,7 @@ def child(out: str, samples: int, n_prompts: int, seed: int, dtype: str, budget:
             "n_prompts": len(prepared.prompts), "dtype": str(lm.model.cfg.dtype)}
     try:
         info["flops"] = trace_flops(lm, prepared, samples)
+        info["matmul_ceiling_gflops"] = matmul_ceiling(lm.model.cfg)
     except ImportError:  # a baseline library without positions.task_positions
         pass
     Path(out + ".json").write_text(json.dumps(info))
@@ -204,6 +229,12 @@ def main() -> int:
             report["tflop"] = round(flops / 1e12, 2)
             for label in side:
                 side[label]["gflop_per_cpu_s"] = round(flops / 1e9 / side[label]["cpu_s"], 1)
+            ceiling = runs["after"][0].get("matmul_ceiling_gflops")
+            if ceiling:  # the fastest an exact float32 trace could be on this machine
+                report["matmul_ceiling_gflops"] = round(ceiling, 1)
+                report["floor_cpu_s"] = round(flops / 1e9 / ceiling, 1)
+                report["max_speedup_at_fp32"] = round(side["before"]["cpu_s"]
+                                                      / report["floor_cpu_s"], 2)
         report |= {"n_prompts": runs["after"][0]["n_prompts"], **side,
                    "speedup_wall": round(side["before"]["wall_s"] / side["after"]["wall_s"], 2),
                    "speedup_cpu": round(side["before"]["cpu_s"] / side["after"]["cpu_s"], 2),
@@ -231,6 +262,10 @@ def main() -> int:
             print(f"arithmetic     {report['tflop']:.1f} TFLOP of matmuls: "
                   f"{side['before']['gflop_per_cpu_s']} → {side['after']['gflop_per_cpu_s']} "
                   "GFLOP per CPU-second")
+        if "floor_cpu_s" in report:
+            print(f"fp32 ceiling   {report['matmul_ceiling_gflops']} GFLOP/s (model-shaped matmuls "
+                  f"here): an exact trace needs ≥ {report['floor_cpu_s']} CPU-s, at most "
+                  f"{report['max_speedup_at_fp32']}x faster than before")
         print(f"max |diff|     {diff:.2e} (same seed{', bitwise identical' if identical else ''})")
         if "bf16" in report:
             b = report["bf16"]
