@@ -51,3 +51,26 @@ def test_patchable_keeps_equal_length_pairs_with_the_reason_for_the_rest(tiny_lm
         "no corrupted prompt",
         f"token lengths differ ({n_clean} clean vs {n_corrupt} corrupted)"]
     assert dropped["prompt"].tolist() == prepared.rows["prompt"].iloc[[1, 2]].tolist()
+
+
+def _own_ranking(lm, prompt):
+    ids = lm.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return lm.model(ids)[0, -1].argsort(descending=True).tolist()
+
+
+def test_pairwise_known_keeps_a_second_ranked_answer_above_its_counterfactual(tiny_lm, tmp_path):
+    """Prompt 0: answer = the model's 2nd token, counterfactual its last (kept by pairwise,
+    not by top1); prompt 1: the reverse (kept by neither)."""
+    prepared = prepare(tiny_lm, load_dataset("paris-cloze")).subset([0, 1])
+    ranks = [_own_ranking(tiny_lm, p) for p in prepared.prompts]
+    prepared.answer_ids = torch.tensor([ranks[0][1], ranks[1][-1]])
+    prepared.cf_ids = torch.tensor([ranks[0][-1], ranks[1][1]])
+    session = _session(tiny_lm, prepared, tmp_path)
+    session.known_criterion = "pairwise"
+    kept, note = session.known()
+    assert kept.prompts == prepared.prompts[:1]
+    assert note == "1 of 2 prompts the model ranks above the counterfactual"
+    session.known_criterion = "top1"
+    kept, note = session.known()
+    assert kept.prompts == prepared.prompts and "no prompt" in note  # falls back to all
