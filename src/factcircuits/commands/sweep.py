@@ -210,6 +210,10 @@ def run_slurm(args) -> int:
 
     partitions = require_slurm()  # first: without Slurm, nothing else matters
     runs_root = runs_root_of(args)
+    if args.render:
+        from factcircuits.report.render import check_renderable
+
+        check_renderable(runs_root)
     by_id = args.resume not in (None, LATEST)
     if by_id and not args.models and not args.datasets:
         record = sweeps.load_sweep(runs_root, args.resume)
