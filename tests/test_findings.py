@@ -159,7 +159,8 @@ def test_pairwise_criterion_is_named_with_the_prompts_it_kept(tmp_path):
         "accuracy": 0.1, "n_kept": 18, "pairwise_accuracy": 0.9, "known": "pairwise",
         "known_phrase": "ranks above the counterfactual"}))
     text = F.run_markdown(ev)
-    assert "answers **2 of 20** prompts correctly (10%)" in text  # top-1, not n_kept
+    assert ("answers **2 of 20** prompts correctly (10%: the answer is its top token)"
+            in text)  # top-1, not n_kept
     assert "It ranks the answer above the counterfactual for 18 (90%)." in text
     assert ("The mechanistic analyses use the 18 prompts it ranks above the counterfactual "
             "(`known=pairwise`).") in text

@@ -103,12 +103,13 @@ def _knowledge(ev: RunEvidence) -> tuple[bool, list[str]]:
     acc, kept = ev.number(TASK, "accuracy"), ev.number(TASK, "n_kept")
     metric = ev.number(TASK, "main_metric") or "metric"
     correct = round(acc * n)  # top-1 (cloze) or the label's answer set (yes/no)
-    text = (f"The model answers **{correct} of {n}** prompts correctly ({acc:.0%}); mean "
+    pairwise = ev.number(TASK, "pairwise_accuracy")  # cloze runs since the known parameter
+    top1 = ": the answer is its top token" if pairwise is not None else ""
+    text = (f"The model answers **{correct} of {n}** prompts correctly ({acc:.0%}{top1}); mean "
             f"{_metric(metric)} {ev.number(TASK, 'mean_metric'):+.2f}")
     if ev.number(TASK, "mean_p_answer") is not None:
         text += f", mean P(correct answer) {ev.number(TASK, 'mean_p_answer'):.2f}"
     text += "."
-    pairwise = ev.number(TASK, "pairwise_accuracy")
     if pairwise is not None:
         text += (f" It ranks the answer above the counterfactual for {round(pairwise * n)} "
                  f"({pairwise:.0%}).")
