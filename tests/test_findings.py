@@ -157,7 +157,7 @@ def test_pairwise_criterion_is_named_with_the_prompts_it_kept(tmp_path):
     # 2 of 20 answered top-1, 18 ranked above the counterfactual (0.9 × 20) and kept
     ev = RunEvidence.load(make_run(tmp_path, task_check={
         "accuracy": 0.1, "n_kept": 18, "pairwise_accuracy": 0.9, "known": "pairwise",
-        "known_phrase": "ranks above the counterfactual"}))
+        "known_phrase": "ranks above the counterfactual (`known=pairwise`)"}))
     text = F.run_markdown(ev)
     assert ("answers **2 of 20** prompts correctly (10%: the answer is its top token)"
             in text)  # top-1, not n_kept
@@ -166,7 +166,7 @@ def test_pairwise_criterion_is_named_with_the_prompts_it_kept(tmp_path):
             "(`known=pairwise`).") in text
     every = RunEvidence.load(make_run(tmp_path / "all", task_check={
         "n_kept": 20, "pairwise_accuracy": 1.0, "known": "pairwise",
-        "known_phrase": "ranks above the counterfactual"}))
+        "known_phrase": "ranks above the counterfactual (`known=pairwise`)"}))
     assert ("The mechanistic analyses use all 20 prompts, each one it ranks above the "
             "counterfactual (`known=pairwise`).") in F.run_markdown(every)
 

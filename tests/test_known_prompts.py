@@ -41,10 +41,12 @@ def test_pairwise_keeps_the_rows_above_the_counterfactual_and_says_so(tiny_lm):
     assert known.task.prompts == prepared.prompts[:2]
     assert known.wrong["prompt"].tolist() == prepared.rows["prompt"].iloc[[2, 3]].tolist()
     assert set(known.wrong["reason"]) == {"counterfactual ranked at or above the answer"}
-    assert known.note == "2 of 4 prompts the model ranks above the counterfactual"
+    assert known.note == ("2 of 4 prompts the model ranks above the counterfactual "
+                          "(`known=pairwise`)")
     top1 = known_prompts(prepared, table, "top1")
     assert top1.task.prompts == prepared.prompts[:1]
-    assert top1.note == "1 of 4 prompts the model answers correctly (the answer is its top token)"
+    assert top1.note == ("1 of 4 prompts the model answers correctly (the answer is its top "
+                         "token; `known=top1`)")
 
     none = known_prompts(prepared, table.assign(logit_diff=-1.0), "pairwise")
     assert none.task.prompts == prepared.prompts and none.kept.empty
@@ -61,7 +63,8 @@ def test_keeps_correct_rows_and_falls_back_to_all(tiny_lm):
     assert known.kept["prompt"].tolist() == prepared.rows["prompt"].iloc[[0, 3]].tolist()
     assert known.wrong["prompt"].tolist() == prepared.rows["prompt"].iloc[[1, 2]].tolist()
     assert set(known.wrong["reason"]) == {"answered incorrectly"}
-    assert known.note == "2 of 4 prompts the model answers correctly (the answer is its top token)"
+    assert known.note == ("2 of 4 prompts the model answers correctly (the answer is its top "
+                          "token; `known=top1`)")
 
     none = known_prompts(prepared, table.assign(correct=False))
     assert none.task.prompts == prepared.prompts  # every prompt, and the note says why

@@ -31,7 +31,8 @@ def test_known_keeps_exactly_the_prompts_whose_answer_is_the_top_token(tiny_lm, 
     kept, note = _session(tiny_lm, prepared, tmp_path).known()
     assert kept.prompts == [prepared.prompts[0], prepared.prompts[2]]
     assert kept.answer_ids.tolist() == [top[0], top[2]]
-    assert note == "2 of 4 prompts the model answers correctly (the answer is its top token)"
+    assert note == ("2 of 4 prompts the model answers correctly (the answer is its top "
+                    "token; `known=top1`)")
 
     prepared.answer_ids = torch.tensor([(t + 1) % vocab for t in top])  # none right
     kept, note = _session(tiny_lm, prepared, tmp_path).known()
@@ -70,7 +71,8 @@ def test_pairwise_known_keeps_a_second_ranked_answer_above_its_counterfactual(ti
     session.known_criterion = "pairwise"
     kept, note = session.known()
     assert kept.prompts == prepared.prompts[:1]
-    assert note == "1 of 2 prompts the model ranks above the counterfactual"
+    assert note == ("1 of 2 prompts the model ranks above the counterfactual "
+                    "(`known=pairwise`)")
     session.known_criterion = "top1"
     kept, note = session.known()
     assert kept.prompts == prepared.prompts and "no prompt" in note  # falls back to all

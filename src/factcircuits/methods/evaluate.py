@@ -160,14 +160,14 @@ def known_mask(table: pd.DataFrame, task: str, criterion: str = "top1") -> np.nd
 
 
 def known_phrase(task: str, criterion: str = "top1") -> str:
-    """How the kept prompts are described: 'prompts the model …'."""
+    """How the kept prompts are described, naming the criterion: 'prompts the model …'."""
     if task == "cloze" and criterion == "pairwise":
-        return "ranks above the counterfactual"
+        return "ranks above the counterfactual (`known=pairwise`)"
     if task == "cloze":
-        return "answers correctly (the answer is its top token)"
+        return "answers correctly (the answer is its top token; `known=top1`)"
     if criterion == "pairwise":
-        return "answers correctly (known=pairwise means the same as top1 for yes/no)"
-    return "answers correctly"
+        return "answers correctly (`known=pairwise`, for yes/no the same as top1)"
+    return "answers correctly (`known=top1`)"
 
 
 @dataclass

@@ -97,13 +97,12 @@ class TaskCheckReport:
 
     def filter_markdown(self) -> str:
         h = self.headline
-        criterion = f"`known={h['known']}`"
         if h["n_kept"] == 0:
-            return (f"No prompt passes {criterion} (prompts the model {h['known_phrase']}); "
-                    "the later notebooks fall back to all prompts and say so.")
+            return (f"No prompt is one the model {h['known_phrase']}; the later notebooks fall "
+                    "back to all prompts and say so.")
         return (f"Kept **{h['n_kept']}** of {h['n_prompts']} prompts the model "
-                f"{h['known_phrase']} ({criterion}); {h['n_dropped']} dropped (listed below "
-                "with the reason).")
+                f"{h['known_phrase']}; {h['n_dropped']} dropped (listed below with the "
+                "reason).")
 
 
 def check(session, top_k: int = 5) -> TaskCheckReport:

@@ -121,12 +121,10 @@ def _knowledge(ev: RunEvidence) -> tuple[bool, list[str]]:
         text += (" **The model is at chance on this task**: the later analyses describe how it "
                  "produces an uninformed answer, so the mechanism is not interpreted here.")
     elif kept is not None and (kept < n or ev.number(TASK, "known") not in (None, "top1")):
-        criterion = ev.number(TASK, "known")
         phrase = ev.number(TASK, "known_phrase") or "answers correctly"
         which = (f"the {kept} prompts it {phrase}" if kept < n
                  else f"all {n} prompts, each one it {phrase}")
-        text += (f" The mechanistic analyses use {which}"
-                 + (f" (`known={criterion}`)." if criterion else "."))
+        text += f" The mechanistic analyses use {which}."
     return at_chance, [text]
 
 
