@@ -164,9 +164,9 @@ def test_pairwise_criterion_is_named_with_the_prompts_it_kept(tmp_path):
     assert "It ranks the answer above the counterfactual for 18 (90%)." in text
     assert ("The mechanistic analyses use the 18 prompts it ranks above the counterfactual "
             "(`known=pairwise`).") in text
-    every = RunEvidence.load(make_run(tmp_path / "all", task_check={
+    every = RunEvidence.load(make_run(tmp_path / "all", task_check={  # phrase without it
         "n_kept": 20, "pairwise_accuracy": 1.0, "known": "pairwise",
-        "known_phrase": "ranks above the counterfactual (`known=pairwise`)"}))
+        "known_phrase": "ranks above the counterfactual"}))
     assert ("The mechanistic analyses use all 20 prompts, each one it ranks above the "
             "counterfactual (`known=pairwise`).") in F.run_markdown(every)
 

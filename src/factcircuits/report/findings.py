@@ -122,6 +122,9 @@ def _knowledge(ev: RunEvidence) -> tuple[bool, list[str]]:
                  "produces an uninformed answer, so the mechanism is not interpreted here.")
     elif kept is not None and (kept < n or ev.number(TASK, "known") not in (None, "top1")):
         phrase = ev.number(TASK, "known_phrase") or "answers correctly"
+        criterion = ev.number(TASK, "known")
+        if criterion and f"known={criterion}" not in phrase:
+            phrase += f" (`known={criterion}`)"
         which = (f"the {kept} prompts it {phrase}" if kept < n
                  else f"all {n} prompts, each one it {phrase}")
         text += f" The mechanistic analyses use {which}."
