@@ -314,7 +314,7 @@ def test_ctrl_c_while_waiting_offers_to_cancel(sweep_env, capsys):
     waiting.send_signal(signal.SIGINT)
     waiting.stdin.write("y\n")
     waiting.stdin.close()
-    waiting.wait(timeout=60)
+    waiting.wait(timeout=180)  # squeue/scancel are slow on a loaded machine
     reader.join(timeout=10)
     err = "".join(err_chunks)
     assert waiting.returncode == 130, err
