@@ -288,6 +288,16 @@ def test_unknown_partition_is_one_line_and_writes_nothing(sweep_env, capsys):
     assert not runs.exists() and not list((sweep_env / "cache").glob("sweeps/*"))
 
 
+def interactive_sigint():
+    """In the child: SIGINT as a terminal gives it. A background job of a non-interactive
+    shell (how CI scripts often start pytest) inherits SIGINT ignored, and Python then never
+    raises KeyboardInterrupt, so the Ctrl-C this test sends would be lost."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_while_waiting_offers_to_cancel(sweep_env, capsys):
     import signal
     import sys
@@ -300,7 +310,7 @@ def test_ctrl_c_while_waiting_offers_to_cancel(sweep_env, capsys):
     waiting = subprocess.Popen(
         [sys.executable, "-m", "factcircuits.cli", "sweeps", sweep_id, "--wait", "--runs-dir",
          str(runs)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True)
+        text=True, preexec_fn=interactive_sigint)
     err_chunks: list[str] = []
     reader = threading.Thread(target=lambda: err_chunks.extend(iter(
         lambda: waiting.stderr.read(1), "")), daemon=True)
@@ -314,7 +324,13 @@ def test_ctrl_c_while_waiting_offers_to_cancel(sweep_env, capsys):
     waiting.send_signal(signal.SIGINT)
     waiting.stdin.write("y\n")
     waiting.stdin.close()
-    waiting.wait(timeout=180)  # squeue/scancel are slow on a loaded machine
+    try:
+        waiting.wait(timeout=180)  # squeue/scancel are slow on a loaded machine
+    except subprocess.TimeoutExpired:
+        waiting.kill()
+        reader.join(timeout=10)
+        printed = "".join(err_chunks)
+        raise AssertionError(f"no exit 180 s after Ctrl-C; it printed:\n{printed}") from None
     reader.join(timeout=10)
     err = "".join(err_chunks)
     assert waiting.returncode == 130, err
