@@ -21,6 +21,11 @@ Vocabulary:
           source activation replaces the run's there;
   copy    (start layer, [patch, ...]): one patched run of the whole group.
 
+Resuming keeps every block's index: blocks before the start are pass-throughs, because decoders
+read per-layer settings by list index (Gemma 2/3's `config.layer_types[i]`: RoPE base and
+sliding/global mask). `Resumable` checks once per model that a forward resumed at every layer
+reproduces the full forward, and refuses the model otherwise.
+
 Scope: Hugging Face decoder-only models whose decoder has a `layers` (or `h`) block list that
 the TransformerBridge wraps (Llama, Mistral, Qwen2/3, Gemma, GPT-2 style...). Models that
 alternate sliding-window and global layers (Gemma-2/3) are exact at any prompt length: the KV
