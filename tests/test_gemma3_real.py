@@ -149,14 +149,16 @@ def test_one_start_per_forward_equals_the_default_and_full_forwards(gemma):
         run = (P.patch_heads_by_pos if name == "heads_by_pos"
                else lambda lm, p, **kw: P.patch(lm, p, "resid_pre", **kw))
         one, stacked = (run(lm, pair, max_patches=m, progress=False).mean() for m in (1, "auto"))
-        assert (one - stacked).abs().max() <= 1e-5, name
+        # the same operations on differently stacked batches: float32 rounding, relative to
+        # the logit differences' scale (about 5 here)
+        assert (one - stacked).abs().max() <= 1e-5 * max(1.0, float(one.abs().max())), name
         assert (one - ref).abs().max() < TOL, name
 
     subjects = [[1, 2]] * len(prepared.prompts)
     one, stacked = (CT.trace(lm, prepared, kinds=("hidden", "attn"), noise_samples=2, seed=5,
                              progress=False, subject_positions=subjects, max_patches=m)
                     for m in (1, "auto"))
-    for kind in ("hidden", "attn"):
+    for kind in ("hidden", "attn"):  # probabilities: 1e-5 absolute
         a, b = one[kind].values, stacked[kind].values
         assert ((a - b).abs().nan_to_num(0)).max() <= 1e-5, kind
     # one full forward per cell, for the first prompt's two noise draws (the tracer draws
