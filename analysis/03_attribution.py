@@ -49,7 +49,7 @@ from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "03_attribution"
 summary = attribution_summary(session.lm, prepared, kind=direction, top_k=top_components,
-                              batch_size=session.batch_size, progress=True)
+                              batch_size=session.batch_size, seed=seed, progress=True)
 d, check, h = summary.attribution.direction, summary.sum_check, summary.headline
 layers, heads = summary.attribution.layers, summary.attribution.heads
 save_table(run_dir, NOTEBOOK, "sum_check", check)

@@ -68,7 +68,7 @@ from factcircuits.run.folders import save_headline, save_table
 NOTEBOOK = "04_activation_patching"
 exact_start = time.perf_counter()
 summary = patching_summary(session.lm, pairs, n_dropped=len(dropped), max_patches=max_patches,
-                           heads_by_position=heads_by_position)
+                           heads_by_position=heads_by_position, seed=seed)
 exact_seconds = time.perf_counter() - exact_start
 results, headline = summary.results, summary.headline
 if results:

@@ -51,7 +51,7 @@ from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "06_ablation_knockout"
 abl = ablation_summary(session.lm, prepared, reference=session.task, n_components=n_components,
-                       batch_size=session.batch_size, progress=True)
+                       batch_size=session.batch_size, seed=seed, progress=True)
 save_table(run_dir, NOTEBOOK, "ablation", abl.table)
 save_table(run_dir, NOTEBOOK, "ablation_summary", abl.summary)
 
@@ -76,7 +76,7 @@ display(abl.summary)
 
 # %%
 ko = knockout_summary(session.lm, prepared, window=knockout_window,
-                      batch_size=session.batch_size, progress=True)
+                      batch_size=session.batch_size, seed=seed, progress=True)
 save_table(run_dir, NOTEBOOK, "knockout", ko.table)
 save_table(run_dir, NOTEBOOK, "knockout_summary", ko.summary)
 KO.knockout_figure(ko.table).show()

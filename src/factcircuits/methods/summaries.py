@@ -11,6 +11,7 @@ import pandas as pd
 from factcircuits.methods import ablation as AB
 from factcircuits.methods import attribution as A
 from factcircuits.methods import causal_tracing as CT
+from factcircuits.methods import intervals as I
 from factcircuits.methods import knockout as KO
 from factcircuits.methods import patching as P
 from factcircuits.methods.attention import Patterns, head_patterns, last_token_attention
@@ -34,9 +35,10 @@ class AttributionSummary:
 
 
 def attribution_summary(lm: LoadedModel, prepared: PreparedTask, *, kind: str = "auto",
-                        top_k: int = 10, batch_size: int = 16,
+                        top_k: int = 10, batch_size: int = 16, seed: int = 0,
                         progress: bool = False) -> AttributionSummary:
-    """DLA by layer, head and (in the key MLP layer) neuron, with the sum check."""
+    """DLA by layer, head and (in the key MLP layer) neuron, with the sum check; intervals
+    (bootstrap over prompts, `seed`) for the top head's and component's mean DLA."""
     att = A.attribute_heads(lm, prepared, kind=kind, batch_size=batch_size, progress=progress)
     check = A.sum_check(att.decomposition, att.direction)
     means = A.summarise_layers(att.layers[att.layers.component != "embed"])
@@ -56,8 +58,14 @@ def attribution_summary(lm: LoadedModel, prepared: PreparedTask, *, kind: str = 
         "dla_sum_checked_against": "pre-cap logits" if cap else "logits",
         "top_head": f"L{int(top_h['layer'][0])}H{int(top_h['head'][0])}",
         "top_head_dla": top_h["dla"][0],
+        "top_head_dla_ci": I.cell_interval(att.heads, "dla", seed, layer=int(top_h["layer"][0]),
+                                           head=int(top_h["head"][0])),
         "top_layer_component": f"{top_row['component']} L{int(top_row['layer'])}",
-        "top_layer_component_dla": top_row["dla"], "key_mlp_layer": key_layer,
+        "top_layer_component_dla": top_row["dla"],
+        "top_layer_component_dla_ci": I.cell_interval(
+            att.layers, "dla", seed, layer=int(top_row["layer"]),
+            component=top_row["component"]),
+        "key_mlp_layer": key_layer,
         "direction": att.direction.kind}
     top_layer = {"component": top_row["component"], "layer": int(top_row["layer"]),
                  "dla": float(top_row["dla"])}
@@ -104,7 +112,7 @@ def handover_layer(roles: pd.DataFrame) -> int | None:
 
 def patching_summary(lm: LoadedModel, pairs: PreparedTask, *, n_dropped: int = 0,
                      max_patches="auto", heads_by_position: bool = False, top_k: int = 5,
-                     progress: bool = True) -> PatchingSummary:
+                     seed: int = 0, progress: bool = True) -> PatchingSummary:
     """Activation patching of the residual stream, attention and MLP outputs by position and of
     every head, for the equal-length pairs `pairs` (`n_dropped` others were left out)."""
     headline = {"n_pairs": len(pairs.prompts), "n_dropped_unequal": n_dropped,
@@ -137,8 +145,14 @@ def patching_summary(lm: LoadedModel, pairs: PreparedTask, *, n_dropped: int = 0
         headline[f"{component}_peak_layer"] = best["layer"]
         headline[f"{component}_peak_class"] = best["token_class"]
     handover = handover_layer(roles)
-    headline.update(top_head_layer=int(top_heads["layer"][0]), top_head=int(top_heads["head"][0]),
+    n_layers = lm.model.cfg.n_layers
+    headline.update(I.patching_intervals(long, pd.DataFrame(rows), n_layers, seed))
+    layer, head = int(top_heads["layer"][0]), int(top_heads["head"][0])
+    headline.update(top_head_layer=layer, top_head=head,
                     top_head_effect=float(top_heads["normalized"][0]),
+                    top_head_effect_ci=I.head_effect_interval(
+                        heads.values[layer, head].numpy(), heads.clean.numpy(),
+                        heads.corrupted.numpy(), seed),
                     clean_metric=clean_mean, corrupted_metric=corrupt_mean,
                     resid_pre_handover_layer=handover)
     return PatchingSummary(headline, results, heads, by_pos, positions, long, classes, roles,
@@ -195,6 +209,8 @@ def tracing_summary(lm: LoadedModel, prepared: PreparedTask, *, noise_samples: i
     for _, row in peaks.iterrows():
         headline[f"{row['kind']}_{row['token_class']}_peak_aie"] = float(row["peak_aie"])
         headline[f"{row['kind']}_{row['token_class']}_peak_layer"] = int(row["layer"])
+    # intervals over prompts (resamples seeded like the noise), peak ranges and the claims
+    headline.update(I.tracing_intervals(long, lm.model.cfg.n_layers, seed))
     return TracingSummary(traces, positions, long, aie, peaks, window, metric_name, headline)
 
 
@@ -211,7 +227,8 @@ class AblationSummary:
 
 def ablation_summary(lm: LoadedModel, prepared: PreparedTask, *,
                      reference: PreparedTask | None = None, n_components: int = 6,
-                     batch_size: int = 16, progress: bool = False) -> AblationSummary:
+                     batch_size: int = 16, seed: int = 0,
+                     progress: bool = False) -> AblationSummary:
     """Zero- and mean-ablate the `n_components` components with the largest mean |DLA| (means
     over `reference`'s prompts), alone and together."""
     att = A.attribute_heads(lm, prepared, batch_size=batch_size, progress=progress)
@@ -223,6 +240,9 @@ def ablation_summary(lm: LoadedModel, prepared: PreparedTask, *,
     big = summary[~together].iloc[0]
     biggest = {"component": big["component"], "mode": big["mode"], "drop": big["drop"]}
     headline = {"ablation_biggest_drop": big["drop"],
+                "ablation_biggest_drop_ci": I.cell_interval(table, "drop", seed,
+                                                            component=big["component"],
+                                                            mode=big["mode"]),
                 "ablation_biggest_component": big["component"],
                 "ablation_biggest_mode": big["mode"]}
     return AblationSummary(components, table, summary, biggest, summary[together], headline)
@@ -238,7 +258,8 @@ class KnockoutSummary:
 
 
 def knockout_summary(lm: LoadedModel, prepared: PreparedTask, *, window: int = 0,
-                     batch_size: int = 16, progress: bool = False) -> KnockoutSummary:
+                     batch_size: int = 16, seed: int = 0,
+                     progress: bool = False) -> KnockoutSummary:
     """Attention knockout from the last position over sliding windows (`window` 0: the
     default, n_layers // 6)."""
     table = KO.knockout_sweep(lm, prepared, window or None, batch_size=batch_size,
@@ -248,7 +269,12 @@ def knockout_summary(lm: LoadedModel, prepared: PreparedTask, *, window: int = 0
     headline = {"knockout_window": k,
                 **{f"knockout_{role}_peak_centre": p["centre"] for role, p in peaks.items()},
                 **{f"knockout_{role}_peak_relative_p_change": p["relative_p_change"]
-                   for role, p in peaks.items()}}
+                   for role, p in peaks.items()},
+                **{f"knockout_{role}_peak_relative_p_change_ci": I.cell_interval(
+                    table, "relative_p_change", seed, role=role, centre=p["centre"])
+                   for role, p in peaks.items()},
+                **{f"knockout_{role}_peak_centre_range": I.peak_window_range(table, role, seed)
+                   for role in peaks}}
     return KnockoutSummary(table, KO.summarise(table), peaks, k, headline)
 
 

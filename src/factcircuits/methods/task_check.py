@@ -3,13 +3,13 @@ accuracy against chance, and the prompts kept for the mechanistic analyses."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pandas as pd
 
 from factcircuits.methods.evaluate import known_phrase, known_prompts
 from factcircuits.methods.topk import top_k_table
+from factcircuits.methods.uncertainty import binomial_two_sided_p, mean_estimate
 
 FILTERED_FILE = "filtered_dataset.csv"
 
@@ -32,15 +32,6 @@ def metric_explanation(prepared) -> str:
         "logsumexp(False) is unbiased by set sizes, unbounded, and close to linear in the "
         "residual stream, so it is the metric the attribution and patching notebooks use."
     )
-
-
-def binomial_two_sided_p(successes: int, n: int, p: float = 0.5) -> float:
-    """Exact two-sided binomial test: the probability of an outcome at most as likely."""
-    if n == 0:
-        return 1.0
-    pmf = [math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)]
-    observed = pmf[successes]
-    return min(1.0, sum(q for q in pmf if q <= observed * (1 + 1e-9)))
 
 
 def auc(scores, labels) -> float:
@@ -130,6 +121,11 @@ def check(session, top_k: int = 5) -> TaskCheckReport:
            ("log_odds", "prob_mass_diff", "logit_diff_sum", "logit_diff", "p_answer")
            if c in table},
     }
+    # 95 % bootstrap intervals over prompts, stored beside each number
+    for key, column in (("accuracy", "correct"), ("mean_metric", "metric"),
+                        ("mean_p_answer", "p_answer")):
+        if column in table:
+            headline[f"{key}_ci"] = mean_estimate(table[column], seed=session.seed).interval()
     if prepared.task == "yesno":
         raw = table["metric"] * prepared.signs.numpy()  # unsigned log-odds
         headline["auc"] = auc(raw.tolist(), table["label"].tolist())
@@ -140,7 +136,9 @@ def check(session, top_k: int = 5) -> TaskCheckReport:
     else:
         headline["at_chance"] = len(kept) == 0  # the analyses fall back to every prompt
         # answer above the counterfactual, whichever criterion picked the prompts
-        headline["pairwise_accuracy"] = float((table["logit_diff"] > 0).mean())
+        pairwise = (table["logit_diff"] > 0).astype(float)
+        headline["pairwise_accuracy"] = float(pairwise.mean())
+        headline["pairwise_accuracy_ci"] = mean_estimate(pairwise, seed=session.seed).interval()
     model_table = pd.DataFrame(
         [{"field": k, "value": str(v)} for k, v in session.lm.provenance.items()
          if k != "versions"]

@@ -38,6 +38,7 @@ class Session:
     run_dir: Path
     batch_size: int
     known_criterion: str = "top1"  # which prompts `known` keeps (evaluate.KNOWN_CRITERIA)
+    seed: int = 0  # the run's seed: noise draws and bootstrap resamples
 
     @property
     def model(self):
@@ -99,7 +100,7 @@ def open_session(model: str = "default", dataset: str = "", task: str = "cloze",
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_model_provenance(out, lm.provenance)
-    return Session(lm, data, prepared, out, batch_size, known)
+    return Session(lm, data, prepared, out, batch_size, known, int(seed))
 
 
 def open_session_from(namespace: dict[str, Any]) -> Session:
