@@ -63,6 +63,7 @@ import plotly.express as px
 from factcircuits.methods import patching as P
 from factcircuits.methods.positions import CLASS_TITLES
 from factcircuits.methods.summaries import patching_summary
+from factcircuits.methods.uncertainty import layer_with_range, with_interval
 from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "04_activation_patching"
@@ -146,13 +147,20 @@ if results:
         "In the residual stream the clean answer is carried by the subject tokens first and by "
         "the last token later; the last token's effect first reaches the subject tokens' at "
         + (f"layer **{handover}**." if handover is not None else "no layer.")))
+    def peak_text(component: str, row) -> str:
+        layer = layer_with_range(row["layer"], headline.get(f"{component}_peak_layer_range"))
+        effect = with_interval(row["effect"], headline.get(f"{component}_peak_ci"))
+        return f"{layer}, normalized effect {effect}"
+
+    head_effect = with_interval(headline["top_head_effect"], headline.get("top_head_effect_ci"))
     display(Markdown(
         f"The residual stream carries the most at the **{CLASS_TITLES[r['token_class']]}** "
-        f"(layer {r['layer']}, normalized effect {r['effect']:.2f}). MLP outputs peak at the "
-        f"{CLASS_TITLES[m['token_class']]} in layer {m['layer']} ({m['effect']:.2f}); "
-        f"attention outputs at the {CLASS_TITLES[a['token_class']]} in layer {a['layer']} "
-        f"({a['effect']:.2f}). The strongest single head is L{headline['top_head_layer']}"
-        f"H{headline['top_head']} ({headline['top_head_effect']:.2f})."))
+        f"({peak_text('resid_pre', r)}). MLP outputs peak at the "
+        f"{CLASS_TITLES[m['token_class']]} ({peak_text('mlp_out', m)}); attention outputs at "
+        f"the {CLASS_TITLES[a['token_class']]} ({peak_text('attn_out', a)}). The strongest "
+        f"single head is L{headline['top_head_layer']}H{headline['top_head']} ({head_effect}). "
+        f"Intervals: 95% bootstrap over the {len(pairs.prompts)} pairs; layer ranges hold the "
+        "peak in 95% of resamples."))
 
 # %% [markdown]
 # ## A fast scan: attribution patching (AtP)

@@ -55,6 +55,7 @@ import plotly.express as px
 from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods.positions import CLASS_TITLES
 from factcircuits.methods.summaries import tracing_summary
+from factcircuits.methods.uncertainty import claim_text, layer_with_range, with_interval
 from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "05_causal_tracing"
@@ -94,22 +95,30 @@ for kind in traces:
 # %%
 last_subj = aie[aie["token_class"] == "subject_last"]
 curves = last_subj[last_subj["kind"].isin(["mlp", "attn"])]
-fig = px.line(curves, x="layer", y="aie", color="kind", markers=True,
-              labels={"aie": f"AIE on {metric_name}"},
-              title="Last subject token: MLP vs attention (windowed restoration)")
+fig = px.line(curves.assign(plus=curves["high"] - curves["aie"],
+                            minus=curves["aie"] - curves["low"]),
+              x="layer", y="aie", color="kind", markers=True, error_y="plus",
+              error_y_minus="minus", labels={"aie": f"AIE on {metric_name}"},
+              title="Last subject token: MLP vs attention (windowed restoration; bars: 95% "
+                    "bootstrap interval over prompts)")
 fig.show()
-mlp_peak = summary.peak("mlp", "subject_last")
-attn_peak = summary.peak("attn", "subject_last")
-attn_last = summary.peak("attn", "last")
+
+
+def peak_text(kind: str, token_class: str) -> str:
+    key = f"{kind}_{token_class}_peak"
+    return (f"{layer_with_range(h[key + '_layer'], h.get(key + '_layer_range'))}, AIE "
+            f"{with_interval(h[key + '_aie'], h.get(key + '_aie_ci'), '.3f')}")
+
+
+claim = h.get("claim_mlp_over_attn_subject_last")
 display(Markdown(
-    f"At the last subject token the MLP restoration peaks at layer **{mlp_peak['layer']}** "
-    f"(AIE {mlp_peak['peak_aie']:.3f}) and attention at layer **{attn_peak['layer']}** "
-    f"(AIE {attn_peak['peak_aie']:.3f})"
-    + (f"; at the last token attention peaks at layer {attn_last['layer']} "
-       f"(AIE {attn_last['peak_aie']:.3f})." if attn_last is not None else ".")
-    + (" As in ROME, the MLPs dominate at the subject's last token."
-       if mlp_peak["peak_aie"] > attn_peak["peak_aie"] else
-       " Unlike ROME's GPT-2 XL, attention is not smaller than the MLPs there.")))
+    f"At the last subject token the MLP restoration peaks at "
+    f"**{peak_text('mlp', 'subject_last')}** and attention at "
+    f"**{peak_text('attn', 'subject_last')}**"
+    + (f"; at the last token attention peaks at {peak_text('attn', 'last')}."
+       if "attn_last_peak_layer" in h else ".")
+    + (f" MLPs against attention at the last subject token, per prompt at each kind's peak "
+       f"layer: {claim_text(claim)}." if claim else "")))
 
 # %% [markdown]
 # ## One example, token by token

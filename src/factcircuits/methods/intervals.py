@@ -82,6 +82,24 @@ def tracing_intervals(long: pd.DataFrame, n_layers: int, seed: int = 0) -> dict:
     return out
 
 
+def aie_bands(long: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Per (kind, layer, token class): the 95 % bootstrap band (low, high) of the AIE over
+    prompts (each prompt's tokens of a class averaged first, as `average_indirect_effect`)."""
+    rows = []
+    counts = None
+    for (kind, cls), part in long.groupby(["kind", "token_class"], observed=True):
+        values, layers = curves(part, "indirect_effect")
+        if counts is None or len(counts[0]) != len(values):
+            counts = resample_counts(len(values), seed=seed)
+        samples = resampled_means(values, counts)
+        for j, layer in enumerate(layers):
+            low, high = np.nanpercentile(samples[:, j], [2.5, 97.5]) \
+                if not np.all(np.isnan(samples[:, j])) else (np.nan, np.nan)
+            rows.append({"kind": kind, "layer": int(layer), "token_class": cls,
+                         "low": float(low), "high": float(high)})
+    return pd.DataFrame(rows, columns=["kind", "layer", "token_class", "low", "high"])
+
+
 # --------------------------------------------------------------------------- 04 patching
 def normalized_curves(long: pd.DataFrame, component: str, token_class: str, n_layers: int):
     """Per-prompt metric, clean and corrupted curves of one component at one token class."""

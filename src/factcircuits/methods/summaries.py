@@ -194,7 +194,8 @@ def tracing_summary(lm: LoadedModel, prepared: PreparedTask, *, noise_samples: i
                       max_patches=max_patches, progress=progress)
     positions = P.position_table(lm, prepared)
     long = pd.concat([t.tidy(positions) for t in traces.values()], ignore_index=True)
-    aie = CT.average_indirect_effect(long)
+    aie = CT.average_indirect_effect(long).merge(I.aie_bands(long, seed),
+                                                  on=["kind", "layer", "token_class"], how="left")
     peaks = CT.peak_by_class(aie)
     hidden = traces["hidden"]
     metric_name = "P(answer)" if metric == "prob" else prepared.main_metric

@@ -9,7 +9,11 @@ import pandas as pd
 
 from factcircuits.methods.evaluate import known_phrase, known_prompts
 from factcircuits.methods.topk import top_k_table
-from factcircuits.methods.uncertainty import binomial_two_sided_p, mean_estimate
+from factcircuits.methods.uncertainty import (
+    binomial_two_sided_p,
+    mean_estimate,
+    with_interval,
+)
 
 FILTERED_FILE = "filtered_dataset.csv"
 
@@ -75,8 +79,10 @@ class TaskCheckReport:
 
     def summary_markdown(self) -> str:
         h = self.headline
-        text = (f"**{h['n_prompts']} prompts**, accuracy **{h['accuracy']:.0%}**, mean "
-                f"{self.main_metric} **{h['mean_metric']:+.3f}**.")
+        accuracy = with_interval(h["accuracy"], h.get("accuracy_ci"), ".0%")
+        mean = with_interval(h["mean_metric"], h.get("mean_metric_ci"), "+.3f")
+        text = (f"**{h['n_prompts']} prompts**, accuracy **{accuracy}**, mean "
+                f"{self.main_metric} **{mean}** (95% bootstrap intervals over prompts).")
         if self.task == "yesno":
             text += (f" AUC of the log-odds against the labels: **{h['auc']:.2f}**; two-sided "
                      f"binomial test against 50%: p = {h['p_vs_chance']:.3g}.")

@@ -191,3 +191,22 @@ def layer_with_range(layer, layer_range) -> str:
     if low == high:
         return f"layer {int(layer)} (the peak in 95% of resamples)"
     return f"layer {int(layer)} (95% of resamples peak in layers {low}–{high})"
+
+
+def p_text(p: float | None) -> str:
+    if p is None:
+        return "p not computed"
+    return "p < 0.002" if p < 0.002 else f"p = {p:.2g}"
+
+
+def claim_text(found: dict, spec: str = ".3f") -> str:
+    """'supported: mean difference +0.12 (95% CI 0.05 to 0.20), paired bootstrap p < 0.002,
+    sign test 9 of 10 prompts (p = 0.021), n = 10'."""
+    verdict = {"supported": "**supported**", "contradicted": "**contradicted** (the opposite "
+               "holds)", "not resolved": "**not resolved** (the interval includes no "
+               "difference)"}[found["verdict"]]
+    n_pos, n_neg = found["n_positive"], found["n_negative"]
+    difference = with_interval(found["difference"], found["difference_ci"], "+" + spec)
+    return (f"{verdict}: mean difference {difference}"
+            f"; paired bootstrap {p_text(found['p_bootstrap'])}; sign test {n_pos} of "
+            f"{n_pos + n_neg} prompts (p = {found['p_sign']:.2g}); n = {found['n']}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from factcircuits.methods.uncertainty import SMALL_SAMPLE, with_interval
+from factcircuits.methods.uncertainty import SMALL_SAMPLE, claim_text, with_interval
 from factcircuits.report.evidence import RunEvidence
 from factcircuits.report.readings import (
     DLA,
@@ -69,25 +69,6 @@ def range_text(layer_range) -> str:
 def interval_text(ev: RunEvidence, notebook: str, key: str, spec: str = ".2f") -> str:
     """A headline number with its interval where the run stored one."""
     return with_interval(ev.number(notebook, key), ev.number(notebook, f"{key}_ci"), spec)
-
-
-def p_text(p: float | None) -> str:
-    if p is None:
-        return "p not computed"
-    return "p < 0.002" if p < 0.002 else f"p = {p:.2g}"
-
-
-def claim_text(found: dict, spec: str = ".3f") -> str:
-    """'supported: mean difference +0.12 (95% CI 0.05 to 0.20), paired bootstrap p < 0.002,
-    sign test 9 of 10 prompts (p = 0.021), n = 10'."""
-    verdict = {"supported": "**supported**", "contradicted": "**contradicted** (the opposite "
-               "holds)", "not resolved": "**not resolved** (the interval includes no "
-               "difference)"}[found["verdict"]]
-    n_pos, n_neg = found["n_positive"], found["n_negative"]
-    difference = with_interval(found["difference"], found["difference_ci"], "+" + spec)
-    return (f"{verdict}: mean difference {difference}"
-            f"; paired bootstrap {p_text(found['p_bootstrap'])}; sign test {n_pos} of "
-            f"{n_pos + n_neg} prompts (p = {found['p_sign']:.2g}); n = {found['n']}")
 
 
 def small_sample_note(n: int | None) -> str:
