@@ -30,6 +30,7 @@ batch_size = 16
 n_prompts = 0  # 0: every prompt
 seed = 0
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
+per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 run_dir = "."
 direction = "auto"  # cloze: logit_diff; yes/no: log_odds (linearised) or logit_diff_sum
 example = 0  # prompt index for the per-layer top tokens
@@ -44,6 +45,7 @@ session, prepared, note = start_analysis(globals())
 display(Markdown(f"Analysed: {note}."))
 
 # %%
+from factcircuits.methods import by_relation as R
 from factcircuits.methods import logit_lens as LL
 from factcircuits.methods.attribution import soft_cap_note
 from factcircuits.methods.uncertainty import layer_with_range, with_interval
@@ -109,6 +111,22 @@ tops = LL.top_tokens(session.lm, lens.decomposition, ex, top_k, answers)
 display(Markdown(f"Prompt: `{prepared.prompts[ex]!r}`"))
 display(tops)
 save_table(run_dir, NOTEBOOK, "top_tokens_example", tops)
+
+# %% [markdown]
+# ## By relation
+#
+# Where the largest single jump happens, relation by relation, with the range of layers that
+# holds it in 95% of bootstrap resamples of the relation's prompts.
+
+# %%
+relations = prepared.rows.get("relation")
+if relations is not None and relations.nunique() > 1:
+    by_relation = lens.by_relation(relations.astype(str).to_numpy(), seed)
+    display(Markdown(R.relation_peaks_markdown(by_relation, h["peak_layer"], "Logit lens")))
+    display(by_relation.round(3))
+    save_table(run_dir, NOTEBOOK, "by_relation", by_relation)
+else:
+    display(Markdown("The analysed prompts come from one relation."))
 
 # %%
 _ = save_headline(run_dir, NOTEBOOK, h)

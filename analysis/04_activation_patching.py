@@ -34,6 +34,7 @@ batch_size = 16
 n_prompts = 0  # 0: every prompt
 seed = 0
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
+per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 run_dir = "."
 max_patches = "auto"  # patched copies stacked per forward ("auto": memory cap)
 heads_by_position = False  # also patch every head at every position (n_heads × slower)
@@ -60,6 +61,7 @@ import time
 import pandas as pd
 import plotly.express as px
 
+from factcircuits.methods import by_relation as R
 from factcircuits.methods import patching as P
 from factcircuits.methods.positions import CLASS_TITLES
 from factcircuits.methods.summaries import patching_summary
@@ -161,6 +163,21 @@ if results:
         f"single head is L{headline['top_head_layer']}H{headline['top_head']} ({head_effect}). "
         f"Intervals: 95% bootstrap over the {len(pairs.prompts)} pairs; layer ranges hold the "
         "peak in 95% of resamples."))
+
+# %% [markdown]
+# ## By relation
+#
+# Patching the MLP output at the last subject token, relation by relation: where the
+# normalized effect peaks, with the range of layers holding the peak in 95% of resamples.
+
+# %%
+if summary.by_relation is not None:
+    display(Markdown(R.relation_peaks_markdown(
+        summary.by_relation, headline["mlp_out_subject_last_peak_layer"], "Activation patching")))
+    display(summary.by_relation.round(3))
+    save_table(run_dir, NOTEBOOK, "by_relation", summary.by_relation)
+else:
+    display(Markdown("The patched pairs come from one relation."))
 
 # %% [markdown]
 # ## A fast scan: attribution patching (AtP)

@@ -33,6 +33,7 @@ batch_size = 16
 n_prompts = 0  # 0: every prompt
 seed = 0
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
+per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 run_dir = "."
 noise_samples = 10  # ROME: 10 samples of subject noise per prompt
 noise_scale = 3.0  # × the std of the subject tokens' embedding activations (ROME: 3)
@@ -52,6 +53,7 @@ display(Markdown(f"Analysed: {note}. Causal tracing needs no counterfactual prom
 # %%
 import plotly.express as px
 
+from factcircuits.methods import by_relation as R
 from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods.positions import CLASS_TITLES
 from factcircuits.methods.summaries import tracing_summary
@@ -146,7 +148,28 @@ for kind, result in traces.items():
 peaks = summary.peaks
 display(peaks.assign(token_class=peaks["token_class"].map(lambda c: CLASS_TITLES.get(c, c))))
 
+# %% [markdown]
+# ## By relation
+#
+# Restoring the MLP outputs at the last subject token, relation by relation: the mean indirect
+# effect with its 95% bootstrap band over the relation's prompts, and where each peaks.
+
+# %%
+if summary.by_relation is not None:
+    R.relation_figure(summary.relation_curves,
+                      "Restoring the MLP at the last subject token, by relation (band: 95% "
+                      "bootstrap interval over the relation's prompts)",
+                      f"AIE on {metric_name}").show()
+    display(Markdown(R.relation_peaks_markdown(summary.by_relation,
+                                               h["mlp_subject_last_peak_layer"],
+                                               "Causal tracing")))
+    display(summary.by_relation.round(3))
+else:
+    display(Markdown("The analysed prompts come from one relation."))
+
 # %% tags=["remove-cell"]
+if summary.by_relation is not None:
+    save_table(run_dir, NOTEBOOK, "by_relation", summary.by_relation)
 save_table(run_dir, NOTEBOOK, "trace_long", summary.long)
 save_table(run_dir, NOTEBOOK, "aie_by_class", aie)
 save_table(run_dir, NOTEBOOK, "peaks", peaks)

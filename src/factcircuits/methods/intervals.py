@@ -30,6 +30,15 @@ def curves(table: pd.DataFrame, value: str, prompt: str = "prompt_id", layer: st
     return wide.to_numpy(dtype=float), wide.columns.to_numpy()
 
 
+def prompt_curves(table: pd.DataFrame, value: str, n_layers: int | None = None,
+                  prompt: str = "prompt_id") -> tuple[np.ndarray, np.ndarray]:
+    """(per-prompt curves [n, n_points] as `curves`, the prompt id of each row)."""
+    wide = table.groupby([prompt, "layer"], observed=True)[value].mean().unstack("layer")
+    if n_layers is not None:
+        wide = wide.reindex(columns=range(n_layers))
+    return wide.to_numpy(dtype=float), wide.index.to_numpy()
+
+
 def claim(name: str, comparison: Comparison, statement: str) -> dict:
     """A comparison over prompts, ready for the findings: what is claimed, the test, the mean
     difference with its interval, the p-values and the sample size."""

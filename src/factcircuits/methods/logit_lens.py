@@ -26,6 +26,7 @@ from factcircuits.methods.attribution import (
     answer_direction,
     decompose,
 )
+from factcircuits.methods.by_relation import relation_peaks
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.uncertainty import (
     peak_of_curves,
@@ -92,6 +93,14 @@ class LogitLens:
                 "peak_jump_ci": peak.value.interval(),
                 "peak_layer_range": peak.layer_range(),
                 "peak_layer_resolved": peak.resolved()}
+
+    def by_relation(self, relations, seed: int = 0) -> pd.DataFrame:
+        """The largest single jump per relation (`relations`: one per prompt), with the range
+        of resampled peak layers, and whether it excludes the pooled peak layer."""
+        steps = self.mean_curve(seed).iloc[1:]
+        return relation_peaks(np.diff(self.per_prompt(), axis=1), relations,
+                              self.shares()["peak_layer"], self.decomposition.n_layers, seed,
+                              layers=steps["layer"].to_numpy())
 
     def headline(self, seed: int = 0) -> dict:
         """The numbers notebook 02 narrates and saves, each aggregate with its interval."""

@@ -10,6 +10,7 @@ import pandas as pd
 
 from factcircuits.methods import ablation as AB
 from factcircuits.methods import attribution as A
+from factcircuits.methods import by_relation as R
 from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods import intervals as I
 from factcircuits.methods import knockout as KO
@@ -91,6 +92,7 @@ class PatchingSummary:
     peaks: pd.DataFrame | None = None  # per component: peak class and peak role
     caveat: str = ""  # normalization_caveat
     handover: int | None = None  # first layer where the last token's effect ≥ the subject's
+    by_relation: pd.DataFrame | None = None  # MLP output at the last subject token
 
     def class_grid(self, component: str) -> pd.DataFrame:
         """Normalized effect [layer × token class] of `component`, classes in reading order."""
@@ -155,10 +157,15 @@ def patching_summary(lm: LoadedModel, pairs: PreparedTask, *, n_dropped: int = 0
                         heads.corrupted.numpy(), seed),
                     clean_metric=clean_mean, corrupted_metric=corrupt_mean,
                     resid_pre_handover_layer=handover)
+    relations = relations_of(pairs)
+    pooled = headline.get("mlp_out_subject_last_peak_layer")
+    by_relation = (None if relations is None or pooled is None else
+                   R.relation_normalized_peaks(long, "mlp_out", "subject_last", relations,
+                                               pooled, n_layers, seed))
     return PatchingSummary(headline, results, heads, by_pos, positions, long, classes, roles,
                            top_heads, pd.DataFrame(rows),
                            P.normalization_caveat(clean_mean, corrupt_mean, pairs.main_metric),
-                           handover)
+                           handover, by_relation)
 
 
 # --------------------------------------------------------------------------- 05 causal tracing
@@ -172,6 +179,8 @@ class TracingSummary:
     window: int  # MLP / attention window actually used
     metric_name: str
     headline: dict
+    by_relation: pd.DataFrame | None = None  # MLP at the last subject token, per relation
+    relation_curves: pd.DataFrame | None = None
 
     def peak(self, kind: str, token_class: str) -> dict | None:
         """{layer, peak_aie} of `kind` at `token_class`, None when no prompt has that class."""
@@ -212,7 +221,32 @@ def tracing_summary(lm: LoadedModel, prepared: PreparedTask, *, noise_samples: i
         headline[f"{row['kind']}_{row['token_class']}_peak_layer"] = int(row["layer"])
     # intervals over prompts (resamples seeded like the noise), peak ranges and the claims
     headline.update(I.tracing_intervals(long, lm.model.cfg.n_layers, seed))
-    return TracingSummary(traces, positions, long, aie, peaks, window, metric_name, headline)
+    by_relation, curves = tracing_by_relation(long, prepared, headline, lm.model.cfg.n_layers,
+                                              seed)
+    return TracingSummary(traces, positions, long, aie, peaks, window, metric_name, headline,
+                          by_relation, curves)
+
+
+def relations_of(prepared: PreparedTask) -> pd.Series | None:
+    """Each prompt's relation, when the prompts span several relations."""
+    relations = prepared.rows.get("relation")
+    if relations is None or relations.nunique() < 2:
+        return None
+    return relations.reset_index(drop=True).astype(str)
+
+
+def tracing_by_relation(long, prepared, headline, n_layers, seed):
+    """Restoring MLP outputs at the last subject token, per relation: peaks with their ranges
+    and the curves with bands (None, None for one relation or no such token class)."""
+    relations = relations_of(prepared)
+    pooled = headline.get("mlp_subject_last_peak_layer")
+    if relations is None or pooled is None:
+        return None, None
+    part = long[(long["kind"] == "mlp") & (long["token_class"] == "subject_last")]
+    values, ids = I.prompt_curves(part, "indirect_effect", n_layers)
+    names = relations.to_numpy()[ids]
+    return (R.relation_peaks(values, names, pooled, n_layers, seed),
+            R.relation_curves(values, names, seed))
 
 
 # --------------------------------------------------------------------------- 06 ablation, knockout

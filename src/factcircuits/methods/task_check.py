@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from factcircuits.methods.evaluate import known_phrase, known_prompts
+from factcircuits.methods.sampling import per_relation_sample
 from factcircuits.methods.topk import top_k_table
 from factcircuits.methods.uncertainty import (
     binomial_two_sided_p,
@@ -16,6 +18,27 @@ from factcircuits.methods.uncertainty import (
 )
 
 FILTERED_FILE = "filtered_dataset.csv"
+MAX_ROWS_SHOWN = 40  # per-prompt tables longer than this show their head and where the rest is
+
+
+def shown_rows(table: pd.DataFrame, path: str,
+               limit: int = MAX_ROWS_SHOWN) -> tuple[pd.DataFrame, str]:
+    """(the rows to show, a note saying where the full table is when some are left out)."""
+    if len(table) <= limit:
+        return table, ""
+    return table.head(limit), (f"The first {limit} of {len(table)} rows; the full table is "
+                               f"`{path}` in the run folder.")
+
+
+def relation_markdown(table: pd.DataFrame, pooled: float) -> str:
+    """Which relations' accuracy intervals exclude the pooled accuracy."""
+    differ = table[table["differs_from_pooled"]]
+    if differ.empty:
+        return (f"No relation's interval excludes the pooled accuracy ({pooled:.0%}) at these "
+                "sample sizes.")
+    names = ", ".join(f"{r.relation} ({r.accuracy:.0%}, 95% CI {r.accuracy_low:.0%} to "
+                      f"{r.accuracy_high:.0%})" for r in differ.itertuples())
+    return f"Relations whose interval excludes the pooled accuracy ({pooled:.0%}): {names}."
 
 def metric_explanation(prepared) -> str:
     """Why the task's metrics exist side by side (set sizes come from the answer sets)."""
@@ -58,6 +81,7 @@ class TaskCheckReport:
     dropped: pd.DataFrame
     filtered_rows: pd.DataFrame
     headline: dict
+    by_relation: pd.DataFrame | None = None  # datasets with several relations
 
     @property
     def per_prompt_display(self) -> pd.DataFrame:
@@ -100,6 +124,31 @@ class TaskCheckReport:
         return (f"Kept **{h['n_kept']}** of {h['n_prompts']} prompts the model "
                 f"{h['known_phrase']}; {h['n_dropped']} dropped (listed below with the "
                 "reason).")
+
+
+def relation_table(table: pd.DataFrame, known_index, per_relation: int = 0,
+                   seed: int = 0) -> pd.DataFrame | None:
+    """Per relation: rows scored, accuracy with its 95% bootstrap interval, prompts known, and
+    prompts analysed (all known, or the `per_relation` sample); whether the accuracy interval
+    excludes the pooled accuracy. None for a dataset of one relation."""
+    if "relation" not in table or table["relation"].nunique() < 2:
+        return None
+    known = table.index.isin(known_index)
+    analysed = known.copy()
+    if per_relation > 0:
+        sample = per_relation_sample(table.loc[known, "relation"], per_relation, seed)
+        analysed[np.flatnonzero(known)[~sample]] = False
+    pooled = float(table["correct"].mean())
+    rows = []
+    for relation, part in table.groupby("relation"):
+        where = (table["relation"] == relation).to_numpy()
+        estimate = mean_estimate(part["correct"].astype(float), seed=seed)
+        rows.append({"relation": relation, "rows": len(part), "accuracy": estimate.value,
+                     "accuracy_low": estimate.low, "accuracy_high": estimate.high,
+                     "known": int(known[where].sum()), "analysed": int(analysed[where].sum()),
+                     "differs_from_pooled": bool(estimate.low > pooled or
+                                                 estimate.high < pooled)})
+    return pd.DataFrame(rows)
 
 
 def check(session, top_k: int = 5) -> TaskCheckReport:
@@ -145,6 +194,7 @@ def check(session, top_k: int = 5) -> TaskCheckReport:
         pairwise = (table["logit_diff"] > 0).astype(float)
         headline["pairwise_accuracy"] = float(pairwise.mean())
         headline["pairwise_accuracy_ci"] = mean_estimate(pairwise, seed=session.seed).interval()
+    by_relation = relation_table(table, known.kept.index, session.per_relation, session.seed)
     model_table = pd.DataFrame(
         [{"field": k, "value": str(v)} for k, v in session.lm.provenance.items()
          if k != "versions"]
@@ -153,4 +203,4 @@ def check(session, top_k: int = 5) -> TaskCheckReport:
            {"field": "prompt format", "value": prepared.prompt_format}]
     )
     return TaskCheckReport(prepared.task, prepared.main_metric, model_table, table, top,
-                           dropped, kept, headline)
+                           dropped, kept, headline, by_relation)

@@ -57,6 +57,9 @@ def check_values(params: dict[str, Any]) -> None:
     if "n_prompts" in params and params["n_prompts"] is not None and params["n_prompts"] < 0:
         raise UserError(f"n_prompts={params['n_prompts']}: use 0 for every prompt or a positive "
                         "count")
+    if params.get("per_relation") is not None and params["per_relation"] < 0:
+        raise UserError(f"per_relation={params['per_relation']}: use 0 for every known prompt "
+                        "or a positive count per relation")
     if params.get("known") is not None:
         from factcircuits.methods.evaluate import check_known
 
