@@ -211,6 +211,33 @@ def _moves(ev: RunEvidence) -> list[str]:
     return bullets
 
 
+def _relations(ev: RunEvidence) -> list[str]:
+    """Relations that stand out from the pooled numbers (their interval excludes them)."""
+    bullets = []
+    accuracy = ev.table(TASK, "by_relation")
+    if accuracy is not None and not accuracy.empty:
+        differ = accuracy[accuracy["differs_from_pooled"].astype(bool)]
+        names = ", ".join(f"{r.relation} {r.accuracy:.0%} (95% CI {r.accuracy_low:.0%} to "
+                          f"{r.accuracy_high:.0%}, {r.rows} prompts)" for r in differ.itertuples())
+        bullets.append(f"**Accuracy by relation** ({len(accuracy)} relations): "
+                       + (f"the intervals of {names} exclude the pooled accuracy."
+                          if names else "no relation's interval excludes the pooled accuracy."))
+    for notebook, what in ((TRACING, "causal tracing's MLP peak at the last subject token"),
+                           (PATCHING, "patching's MLP peak at the last subject token"),
+                           (LENS, "the logit lens's largest jump")):
+        table = ev.table(notebook, "by_relation")
+        if table is None or table.empty:
+            continue
+        differ = table[table["differs_from_pooled"].astype(bool)]
+        names = ", ".join(f"{r.relation} (layer {r.peak_layer}, 95% of resamples in "
+                          f"{r.layer_low}–{r.layer_high}, n = {r.n})" for r in differ.itertuples())
+        bullets.append(f"**Where {what} sits, by relation**: "
+                       + (f"{names} differ from the pooled peak." if names else
+                          f"no relation's range excludes the pooled peak ({len(table)} "
+                          "relations; small per-relation samples resolve only large shifts)."))
+    return bullets
+
+
 def _literature(ev: RunEvidence) -> list[str]:
     bullets = []
     o = ORIGINAL_STUDY
@@ -300,6 +327,7 @@ def run_findings(ev: RunEvidence) -> RunFindings:
         sections["Where the fact is read"] = _where(ev)
         sections["How it reaches the last token"] = _moves(ev)
         sections["How sure"] = sureness(ev, found)
+        sections["By relation"] = _relations(ev)
         sections["Compared with earlier studies"] = _literature(ev)
     else:
         sections["How sure"] = sureness(ev, [])
