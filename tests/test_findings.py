@@ -164,7 +164,7 @@ def test_disagreeing_methods_are_reported(tmp_path):
     f = F.run_findings(ev)
     assert [c.verdict for c in f.checks] == ["differs", "differs", "agrees"]
     text = F.run_markdown(ev)
-    assert "1 of 3 checks agree, so the methods disagree" in text
+    assert "1 of 3 checks agree, so the methods disagree where the sample resolves it" in text
     assert ("**differs** (causal tracing layer 3 (95% of resamples in layers 2–4), activation "
             "patching layer 7 (95% of resamples in layers 6–8))") in text
     assert "**differs** (direct logit attribution L7H2, head patching L9H0)" in text

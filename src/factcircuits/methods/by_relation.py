@@ -10,6 +10,10 @@ import pandas as pd
 from factcircuits.methods.intervals import normalized_peak
 from factcircuits.methods.uncertainty import peak_of_curves, resample_counts, resampled_means
 
+# A percentile bootstrap of fewer prompts than this undercovers (three prompts give at most
+# ten distinct resamples): such a relation is listed, never called different.
+MIN_PROMPTS = 5
+
 
 def relation_peaks(values: np.ndarray, relations, pooled_layer: int, n_layers: int,
                    seed: int = 0, layers=None) -> pd.DataFrame:
@@ -28,7 +32,8 @@ def relation_peaks(values: np.ndarray, relations, pooled_layer: int, n_layers: i
                      "layer_low": peak.layer_low, "layer_high": peak.layer_high,
                      "value": peak.value.value, "value_low": peak.value.low,
                      "value_high": peak.value.high,
-                     "differs_from_pooled": not peak.layer_low <= pooled_layer <= peak.layer_high})
+                     "differs_from_pooled": len(part) >= MIN_PROMPTS and not
+                     peak.layer_low <= pooled_layer <= peak.layer_high})
     return pd.DataFrame(rows)
 
 
@@ -37,13 +42,16 @@ def relation_peaks_markdown(table: pd.DataFrame, pooled_layer: int, what: str) -
     if table is None or table.empty:
         return ""
     differ = table[table["differs_from_pooled"]]
+    few = int((table["n"] < MIN_PROMPTS).sum())
+    note = (f" ({few} relations have fewer than {MIN_PROMPTS} prompts: too few to tell)"
+            if few else "")
     if differ.empty:
-        return (f"{what}: every relation's range of resampled peaks holds the pooled peak "
-                f"(layer {pooled_layer}); no relation is resolved as different.")
+        return (f"{what}: no relation's range of resampled peaks excludes the pooled peak "
+                f"(layer {pooled_layer}){note}.")
     names = ", ".join(f"{r.relation} (layer {r.peak_layer}, 95% of resamples in "
                       f"{r.layer_low}–{r.layer_high}, n = {r.n})" for r in differ.itertuples())
     return (f"{what}: relations whose range of resampled peaks excludes the pooled peak "
-            f"(layer {pooled_layer}): {names}.")
+            f"(layer {pooled_layer}): {names}{note}.")
 
 
 def relation_curves(values: np.ndarray, relations, seed: int = 0, layers=None) -> pd.DataFrame:
@@ -78,7 +86,8 @@ def relation_normalized_peaks(long: pd.DataFrame, component: str, token_class: s
             rows.append({"relation": relation, "n": found["n"], "peak_layer": found["layer"],
                          "layer_low": low, "layer_high": high, "value": found["effect"],
                          "value_low": found["effect_ci"][0], "value_high": found["effect_ci"][1],
-                         "differs_from_pooled": not low <= pooled_layer <= high})
+                         "differs_from_pooled": found["n"] >= MIN_PROMPTS and not
+                         low <= pooled_layer <= high})
     return pd.DataFrame(rows)
 
 

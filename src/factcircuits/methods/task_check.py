@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from factcircuits.methods.by_relation import MIN_PROMPTS
 from factcircuits.methods.evaluate import known_phrase, known_prompts
 from factcircuits.methods.sampling import per_relation_sample
 from factcircuits.methods.topk import top_k_table
@@ -146,8 +147,8 @@ def relation_table(table: pd.DataFrame, known_index, per_relation: int = 0,
         rows.append({"relation": relation, "rows": len(part), "accuracy": estimate.value,
                      "accuracy_low": estimate.low, "accuracy_high": estimate.high,
                      "known": int(known[where].sum()), "analysed": int(analysed[where].sum()),
-                     "differs_from_pooled": bool(estimate.low > pooled or
-                                                 estimate.high < pooled)})
+                     "differs_from_pooled": len(part) >= MIN_PROMPTS and
+                     bool(estimate.low > pooled or estimate.high < pooled)})
     return pd.DataFrame(rows)
 
 

@@ -330,7 +330,7 @@ def run_findings(ev: RunEvidence) -> RunFindings:
         sections["By relation"] = _relations(ev)
         sections["Compared with earlier studies"] = _literature(ev)
     else:
-        sections["How sure"] = sureness(ev, [])
+        sections["How sure"] = sureness(ev, [], mechanism=False)
     return RunFindings(ev, at_chance, _summary(ev, at_chance, found),
                        {k: v for k, v in sections.items() if v}, found)
 

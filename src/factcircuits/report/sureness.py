@@ -142,16 +142,18 @@ def claims(ev: RunEvidence) -> list[str]:
     return bullets
 
 
-def sureness(ev: RunEvidence, checks: list[Check]) -> list[str]:
+def sureness(ev: RunEvidence, checks: list[Check], mechanism: bool = True) -> list[str]:
+    """The 'How sure' bullets; without `mechanism` (a model at chance) no claim is tested."""
     bullets = []
     if checks:
         agree = sum(c.agree for c in checks)
-        open_ = sum(c.verdict in (UNRESOLVED, CONFOUNDED) for c in checks)
-        verdict = ("the methods agree" if agree == len(checks) else
-                   "the sample is too small to tell whether the methods agree"
-                   if agree + open_ == len(checks) else
-                   "the methods partly agree" if 2 * agree >= len(checks) else
-                   "the methods disagree: treat the location as uncertain")
+        differ = sum(c.verdict == DISAGREE for c in checks)
+        open_ = len(checks) - agree - differ
+        verdict = ("the sample is too small to tell whether the methods agree" if not agree + differ
+                   else ("the methods agree" + (" where the sample resolves it" if open_ else ""))
+                   if not differ else
+                   "the methods disagree where the sample resolves it: treat the location as "
+                   "uncertain" if differ > agree else "the methods partly agree")
         bullets.append(f"**Agreement between methods**: {agree} of {len(checks)} checks agree"
                        + (f", {open_} not resolved" if open_ else "") + f", so {verdict} "
                        "(two layer estimates agree when the ranges holding their peaks in 95% "
@@ -160,7 +162,7 @@ def sureness(ev: RunEvidence, checks: list[Check]) -> list[str]:
                        + "".join(f"\n  - {c.question[0].upper()}{c.question[1:]}: "
                                  f"{c.verdict if c.verdict != DISAGREE else '**differs**'} "
                                  f"({c.detail})." for c in checks))
-    found = claims(ev)
+    found = claims(ev) if mechanism else []
     if found:
         bullets.append("**Claims and their tests**:" + "".join(f"\n  - {c}" for c in found))
     sizes = []
