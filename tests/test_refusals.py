@@ -198,6 +198,29 @@ def test_refuses_bad_run_parameters(refuse, tmp_path, flags, expect):
            run_args(tmp_path, *flags), expect, checked=CLI if "--notebooks" in flags else PLAN)
 
 
+@pytest.mark.parametrize("value", [
+    "noise_samples=0", "noise_scale=.nan", "noise_scale=0", "seed=-1", "seed=4294967296",
+    "top_k=0", "max_patches=0", "trace_metric=probability", "trace_window=0",
+    "n_components=-1", "knockout_window=-1", "n_heads=0", "example=-1", "scan_top_k=0",
+    "top_components=0", "direction=up", "heads_by_position=~",
+])
+def test_refuses_notebook_parameters_outside_their_domain(refuse, tmp_path, value):
+    """Each would fail only inside its notebook, after the model loaded and earlier notebooks
+    ran (or, for trace_metric and n_components, silently compute something else)."""
+    from factcircuits.run.domains import DOMAINS
+
+    name = value.partition("=")[0]
+    line = refuse(f"`run -p {value}`",
+                  run_args(tmp_path, "--notebooks-dir", REPO / "analysis", "-p", value),
+                  f"{name}=")
+    assert line.endswith(f": {DOMAINS[name].allowed}"), line
+
+
+def test_refuses_a_parameter_given_twice(refuse, tmp_path):
+    refuse("`run -p seed=1 -p seed=2`", run_args(tmp_path, "-p", "seed=1", "-p", "seed=2"),
+           "-p seed is given twice (seed=1, 'seed=2'); give each parameter once", checked=CLI)
+
+
 def test_refuses_chat_format_without_a_chat_template(refuse, tmp_path):
     refuse("`-p prompt_format=chat` for a tokenizer without a chat template",
            run_args(tmp_path, "-p", "prompt_format=chat"),

@@ -20,10 +20,14 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"-p {item!r}: expected key=value, e.g. -p n_prompts=8")
+        key = key.strip()
+        if key in out:  # the later one would silently win; the user meant one of them
+            raise UserError(f"-p {key} is given twice ({key}={out[key]!r}, {item!r}); give "
+                            "each parameter once")
         try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+            out[key] = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:
-            out[key.strip()] = value
+            out[key] = value
     return out
 
 

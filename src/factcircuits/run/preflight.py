@@ -2,8 +2,8 @@
 that names the field, the value and the fix (a `UserError`). What a notebook would otherwise
 find after a model load, inside a `_failed/` folder, is found here in seconds.
 
-Without the model: parameter values (task, device, dtype, prompt format, batch size, prompt
-count, known criterion), the dataset's task against the run's, the answer map's shape.
+Without the model: every parameter value against its declared domain (`run.domains`), the
+dataset's task against the run's, the answer map's shape.
 With the tokenizer only (no weights): prompt lengths against a limit, cloze answers of several
 tokens, yes/no answer words that are no single token, a chat format without a chat template.
 """
@@ -11,7 +11,6 @@ tokens, yes/no answer words that are no single token, a chat format without a ch
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +19,6 @@ from factcircuits.errors import UserError
 DEFAULT_MAX_PROMPT_TOKENS = 256  # fact prompts are ~10–60 tokens; cost grows with length²
 MAX_PROMPT_TOKENS_ENV = "FACTCIRCUITS_MAX_PROMPT_TOKENS"
 TASKS = ("cloze", "yesno")
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 @dataclass
@@ -48,37 +46,19 @@ def max_prompt_tokens(value: int | None = None) -> int:
 
 # --------------------------------------------------------------------------- values
 def check_values(params: dict[str, Any]) -> None:
-    """The core parameters' values (their types are checked against the notebooks already)."""
-    if "task" in params and params["task"] not in TASKS:
-        raise UserError(f"task={params['task']!r}: use 'cloze' or 'yesno'")
-    if "batch_size" in params and params["batch_size"] is not None and params["batch_size"] < 1:
-        raise UserError(f"batch_size={params['batch_size']}: must be at least 1 (prompts per "
-                        "forward pass)")
-    if "n_prompts" in params and params["n_prompts"] is not None and params["n_prompts"] < 0:
-        raise UserError(f"n_prompts={params['n_prompts']}: use 0 for every prompt or a positive "
-                        "count")
-    if params.get("known") is not None:
-        from factcircuits.methods.evaluate import check_known
+    """Every value against its declared domain (`run.domains`; types are checked against the
+    notebooks already), then the device against this machine."""
+    from factcircuits.run import domains
 
-        check_known(params["known"])
-    if params.get("prompt_format") is not None:
-        from factcircuits.models.tokens import PROMPT_FORMATS
-
-        if params["prompt_format"] not in PROMPT_FORMATS:
-            raise UserError(f"prompt_format={params['prompt_format']!r}: use one of "
-                            f"{', '.join(PROMPT_FORMATS)}")
+    domains.check_all(params)
     if params.get("device") not in (None, ""):
         check_device(str(params["device"]))
-    if params.get("dtype") not in (None, ""):
-        from factcircuits.models.loading import DTYPES
-
-        if params["dtype"] not in (*DTYPES, "auto"):
-            raise UserError(f"dtype={params['dtype']!r}: use one of {', '.join(DTYPES)} (or "
-                            "leave it empty for the device's default)")
 
 
 def check_device(device: str) -> None:
-    if not _DEVICE.match(device):
+    from factcircuits.run.domains import DEVICE_PATTERN
+
+    if not DEVICE_PATTERN.match(device):
         raise UserError(f"device={device!r}: use auto, cpu, cuda, cuda:N or mps")
     import torch
 
