@@ -83,6 +83,7 @@ DOMAINS: dict[str, Domain] = {
     "seed": whole(0, 0, SEED_MAX),
     "known": choice("top1", KNOWN, "use 'top1' (the answer is the model's top token) or "
                     "'pairwise' (the answer's logit is above the counterfactual's)"),
+    "drop_multi_token_answers": Domain(True, "use true or false", lambda v: isinstance(v, bool)),
     # notebook 01, 02
     "top_k": whole(5, 1, allowed="use a whole number of at least 1 (tokens listed per prompt)"),
     # 02, 07
