@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from factcircuits.data import text
 from factcircuits.data.counterfactuals import make_counterfactual
 from factcircuits.data.formats import FORMATS_READ, check_is_file, read_table
 from factcircuits.errors import DatasetError
@@ -149,6 +150,9 @@ def check_frame(frame: pd.DataFrame, path: Path | str) -> tuple[pd.DataFrame, li
         return frame, [f"{path}: empty file (header but no data rows); add at least one row"]
     task = infer_task(frame)
     required = ["prompt", "answer", "counterfactual"] if task == "cloze" else ["prompt", "label"]
+    texts = [c for c in frame.columns if c in COLUMNS and c != "label"]
+    frame, crlf = text.normalise_cells(frame, texts)
+    problems += text.control_problems(frame, path, texts)
     missing = [c for c in required if c not in frame.columns]
     if missing:
         return frame, [
@@ -211,6 +215,8 @@ def check_frame(frame: pd.DataFrame, path: Path | str) -> tuple[pd.DataFrame, li
 
     rows = pd.DataFrame(out, columns=COLUMNS)
     rows["label"] = rows["label"].astype(bool)
+    rows.attrs["notes"] = list(frame.attrs.get("notes", [])) + (
+        [text.line_ending_note(crlf)] if crlf else [])
     _warn_duplicates(rows, path)
     return rows, problems
 
@@ -240,7 +246,7 @@ def _tail(prompt: str, n: int = 24) -> str:
 
 def notes(rows: pd.DataFrame) -> list[str]:
     """Things worth saying about a valid dataset that are not errors (one line each)."""
-    out = []
+    out = list(rows.attrs.get("notes", []))
     rels = sorted(set(rows["relation"].str.strip()) - {""})
     own = [r for r in rels if r not in KNOWN_RELATIONS]
     if own:

@@ -131,23 +131,27 @@ def check_with_tokenizer(tokenizer, dataset, params: dict[str, Any], answer_map=
     return checked
 
 
-def _pieces(tokenizer, text: str) -> list[str]:
-    return [tokenizer.decode([i]) for i in tokenizer.encode(text, add_special_tokens=False)]
+def _pieces(tokenizer, ids: list[int]) -> list[str]:
+    return [tokenizer.decode([i]) for i in ids]
 
 
 def _cloze_answers(tokenizer, name: str, rows, strict: bool, checked: Checked) -> None:
+    """Multi-token answers, and rows whose answer and counterfactual share their first token.
+    Token ids are compared, never decoded pieces: a piece of a multi-byte character (Chinese,
+    emoji) decodes to U+FFFD whatever the character, so different answers would look equal."""
+    values = {c: rows[c].tolist() for c in ("answer", "counterfactual")}
+    ids = {c: tokenizer(v, add_special_tokens=False)["input_ids"] if v else []
+           for c, v in values.items()}
     multi, same_first = [], 0
-    for i, row in rows.iterrows():
-        firsts = []
-        for column in ("answer", "counterfactual"):
-            pieces = _pieces(tokenizer, row[column])
-            firsts.append(pieces[0] if pieces else None)
-            if len(pieces) > 1:
-                multi.append((i, column, row[column], pieces))
-        same_first += firsts[0] == firsts[1]
+    for i, (a, c) in enumerate(zip(ids["answer"], ids["counterfactual"])):
+        for column, tokens in (("answer", a), ("counterfactual", c)):
+            if len(tokens) > 1:
+                multi.append((i, column, values[column][i], tokens))
+        same_first += bool(a) and bool(c) and a[0] == c[0]
     checked.facts["multi_token_answer_rows"] = len({m[0] for m in multi})
     if multi:
-        i, column, value, pieces = multi[0]
+        i, column, value, tokens = multi[0]
+        pieces = _pieces(tokenizer, tokens)
         rows_text = f"{len({m[0] for m in multi})} of {len(rows)} rows"
         if strict:
             raise UserError(f"dataset {name!r} row {i + 1}, field {column!r}: {value!r} is "
