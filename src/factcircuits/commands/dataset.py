@@ -211,8 +211,7 @@ def cmd_validate(args) -> int:
         return 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        problems = datasets.validate_file(path)
-        ds = None if problems else datasets.load_dataset(path)
+        problems, ds = datasets.check_file(path)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if problems:

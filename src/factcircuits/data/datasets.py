@@ -223,12 +223,11 @@ def check_frame(frame: pd.DataFrame, path: Path | str) -> tuple[pd.DataFrame, li
 
 def _warn_duplicates(rows: pd.DataFrame, path) -> None:
     key = rows["prompt"].str.strip() + "\x00" + rows["answer"].str.strip()
-    groups = key.groupby(key).groups
-    repeats = [list(idx) for idx in groups.values() if len(idx) > 1]
-    if repeats:
-        desc = "; ".join(
-            "rows " + ", ".join(str(i + 1) for i in idx) for idx in sorted(repeats)
-        )
+    repeated = key[key.duplicated(keep=False)]  # grouping only these keeps it linear and fast
+    if len(repeated):
+        groups = repeated.groupby(repeated, sort=False).groups
+        desc = "; ".join("rows " + ", ".join(str(i + 1) for i in idx)
+                         for idx in sorted(list(v) for v in groups.values()))
         warnings.warn(f"{path}: duplicate rows (same prompt and answer): {desc}", stacklevel=3)
 
 
@@ -256,11 +255,12 @@ def notes(rows: pd.DataFrame) -> list[str]:
                    "this file); `dataset from-relations --task yesno` has question templates "
                    "for the built-in ones only")
     if len(rows) and rows["task"].iloc[0] == "cloze":
-        multi = [(i, c, rows.at[i, c]) for i in rows.index for c in ("answer", "counterfactual")
-                 if len(rows.at[i, c].split()) > 1]
-        if multi:
-            i, field, value = multi[0]
-            count = len({i for i, _, _ in multi})
+        several = {c: rows[c].str.split().str.len() > 1 for c in ("answer", "counterfactual")}
+        either = (several["answer"] | several["counterfactual"]).to_numpy()
+        if either.any():
+            i = int(either.nonzero()[0][0])
+            field = "answer" if several["answer"].iloc[i] else "counterfactual"
+            value, count = rows[field].iloc[i], int(either.sum())
             out.append(f"{count} row(s) have a multi-word answer or counterfactual (row {i + 1} "
                        f"{field} {value!r}): a run scores a cloze answer by its first token "
                        "(ROME convention); `dataset validate --model M` shows the pieces, "
@@ -270,12 +270,25 @@ def notes(rows: pd.DataFrame) -> list[str]:
 
 def validate_file(path: str | os.PathLike) -> list[str]:
     """Every problem in the file (empty list: valid)."""
+    return check_file(path)[0]
+
+
+def check_file(path: str | os.PathLike) -> tuple[list[str], FactDataset | None]:
+    """(every problem in the file, the dataset when there is none): one read, one check."""
     path = Path(path)
     try:
-        _, frame = read_table(path)
+        data, frame = read_table(path)
     except DatasetError as exc:
-        return [str(exc)]
-    return check_frame(frame, path)[1]
+        return [str(exc)], None
+    rows, problems = check_frame(frame, path)
+    if problems:
+        return problems, None
+    return [], _dataset(path.stem, path, data, rows)
+
+
+def _dataset(name: str, path: Path, data: bytes, rows: pd.DataFrame) -> FactDataset:
+    rows = make_counterfactual(rows, seed=0)
+    return FactDataset(name, path, hashlib.sha256(data).hexdigest(), rows["task"].iloc[0], rows)
 
 
 def raise_first(problems: list[str], path) -> None:
