@@ -27,7 +27,12 @@ from typing import Any
 import yaml
 
 from factcircuits import __version__
-from factcircuits.report.evidence import RunEvidence, load_runs
+from factcircuits.report.evidence import (
+    RunEvidence,
+    damaged_markdown,
+    load_runs,
+    scan_evidence,
+)
 from factcircuits.run.provenance import git_commit
 
 GENERATED = Path("report") / "_generated"
@@ -108,9 +113,10 @@ def front_page(project_dir: Path | None = None, anchors: bool = True) -> str:
     from factcircuits.report.synthesis import front_page_markdown
 
     root = Path(project_dir or quarto_project_dir())
-    runs = project_runs(root)
+    runs, damaged = scan_evidence(root / RUNS)
     info = version_info(root, [ev.run_id for ev in runs])
-    return version_markdown(info) + "\n" + front_page_markdown(runs, anchors=anchors)
+    return (version_markdown(info) + "\n" + damaged_markdown(damaged) + "\n"
+            + front_page_markdown(runs, anchors=anchors))
 
 
 def comparison_intro(runs: list[RunEvidence]) -> str:

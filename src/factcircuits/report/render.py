@@ -180,7 +180,7 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
         key_numbers_table,
         profile_figures,
     )
-    from factcircuits.report.evidence import load_runs
+    from factcircuits.report.evidence import damaged_markdown, scan_evidence
     from factcircuits.report.pages import (
         comparison_intro,
         part_title,
@@ -191,7 +191,7 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
     from factcircuits.report.synthesis import front_page_markdown
 
     runs_root = Path(runs_root or root / "report" / "runs")
-    runs = load_runs(runs_root)
+    runs, damaged = scan_evidence(runs_root)
     info = version_info(root, [ev.run_id for ev in runs])
     esc = html.escape
     titles = [(f"run-{ev.anchor}", part_title(i, ev)) for i, ev in enumerate(runs, 1)]
@@ -211,7 +211,8 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
         "<nav class='contents'><strong>Contents</strong><ol>"
         + "".join(f"<li><a href='#{a}'>{esc(t)}</a></li>" for a, t in contents) + "</ol></nav>",
         "<section id='findings'><h1>Findings</h1>",
-        markdown_html(front_page_markdown(runs, anchors=False)), "</section>",
+        markdown_html(damaged_markdown(damaged) + front_page_markdown(runs, anchors=False)),
+        "</section>",
     ]
     for (anchor, title), ev in zip(titles, runs):
         parts.append(f"<section id='{anchor}' class='run'><h1>{esc(title)}</h1>"

@@ -102,16 +102,38 @@ def list_runs(runs_root: Path | None = None) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ results and headlines
+NOT_COMPUTED = "not_computed"
+
+
+def not_computed(value: float) -> dict[str, str]:
+    """What a headline holds instead of NaN/inf (strict JSON has neither, and a bare null
+    says nothing): an explicit marker with the reason."""
+    what = "NaN" if math.isnan(value) else "infinite"
+    return {NOT_COMPUTED: f"the computation gave {what} (e.g. no prompt qualified for it)"}
+
+
 def _clean(value: Any) -> Any:
-    """JSON-safe scalars: numpy/torch numbers become floats, NaN becomes None."""
+    """JSON-safe scalars: numpy/torch numbers become floats, NaN and inf a not-computed
+    marker."""
     if hasattr(value, "item") and callable(value.item):
         value = value.item()
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
+        return not_computed(value)
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
+    return value
+
+
+def strict_json(value: Any) -> Any:
+    """`value` with every NaN/inf (at any depth) replaced by the not-computed marker."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return not_computed(value)
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
     return value
 
 
