@@ -103,12 +103,13 @@ def check_csv_structure(path: Path, text: str, sep: str) -> None:
                 continue  # a blank line: pandas skips it too
             row += 1
             if len(fields) != len(header):
-                what = "a field holds an unquoted separator" if len(fields) > len(header) \
-                    else "fields are missing"
+                mark = "a comma" if sep == "," else "a tab"
+                fix = (f"a field holds an unquoted {mark[2:]}: quote it (\"like, this\")"
+                       if len(fields) > len(header) else
+                       f"give every column a field (an empty one as two {mark[2:]}s in a row)")
                 raise DatasetError(
                     f"{path}: row {row} (line {reader.line_num}) has {len(fields)} fields but "
-                    f"the header has {len(header)} ({', '.join(names)}); {what}: quote text "
-                    f"that holds {'a comma' if sep == ',' else 'a tab'} (\"like, this\")")
+                    f"the header has {len(header)} ({', '.join(names)}); {fix}")
     except csv.Error as exc:
         raise DatasetError(f"{path}: malformed CSV at line {reader.line_num} ({exc}); fix "
                            "quoting") from None

@@ -125,9 +125,12 @@ def plan_run(model: str | None = None, dataset: str | None = None,
     data = resolve_dataset(dataset_spec)
     preflight.check_task(params, given, data)
     answer_map = preflight.check_answer_map(params, given)
-    checked = preflight.check_with_tokenizer(load_tokenizer(model_spec), data, params,
-                                             answer_map, limit=limit,
-                                             single_token_answers=single_token_answers)
+    from factcircuits.models.context import model_context
+
+    tokenizer = load_tokenizer(model_spec)
+    checked = preflight.check_with_tokenizer(tokenizer, data, params, answer_map, limit=limit,
+                                             single_token_answers=single_token_answers,
+                                             context=model_context(model_spec, tokenizer))
     # Identity = model, dataset and what differs from the notebooks' defaults (stable when
     # notebooks gain new parameters), plus the notebook subset if one was chosen.
     identity = {"model": model_spec, "dataset": dataset_spec}

@@ -96,16 +96,41 @@ def check_answer_map(params: dict[str, Any], given: dict[str, Any]):
 
 
 # --------------------------------------------------------------------------- with the tokenizer
+def too_long(n_tokens: int, limit: int, context: int | None,
+             fix: str = "shorten or drop the row") -> str:
+    """The end of the message for a prompt of `n_tokens` over the limit or the context."""
+    if context is not None and n_tokens > context:
+        return (f"over the model's context of {context} positions; {fix} (a model has no "
+                "positions past its context)")
+    return (f"over the limit of {limit}; shorten or drop the row, or raise "
+            "--max-prompt-tokens")
+
+
+def check_prompt_fits(tokenizer, text: str, fmt: str, context: int | None, what: str) -> None:
+    """One prompt (`inspect`) against the model's context."""
+    n = len(tokenizer(text, add_special_tokens=fmt != "chat")["input_ids"])
+    if context is not None and n > context:
+        raise UserError(f"{what} is {n} tokens ({fmt} format), "
+                        + too_long(n, context, context, "shorten the prompt"))
+
+
 def check_with_tokenizer(tokenizer, dataset, params: dict[str, Any], answer_map=None, *,
                          limit: int = DEFAULT_MAX_PROMPT_TOKENS,
-                         single_token_answers: bool = False) -> Checked:
+                         single_token_answers: bool = False,
+                         context: int | None = None) -> Checked:
+    """`context`: the model's positions (`models.context.model_context`); a prompt past them
+    is refused whatever --max-prompt-tokens says."""
     from factcircuits.models.tokens import format_prompt
 
     rows = dataset.rows.reset_index(drop=True)
     if params.get("n_prompts"):
         rows = rows.head(int(params["n_prompts"]))  # only the rows the run will use
     fmt = str(params.get("prompt_format") or "raw")
-    checked = Checked(facts={"max_prompt_tokens": limit})
+    cap = limit if context is None else min(limit, context)
+    checked = Checked(facts={"max_prompt_tokens": cap, "model_context": context})
+    if context is not None and limit > context:
+        checked.notes.append(f"--max-prompt-tokens {limit} is above the model's context "
+                             f"({context} positions): prompts are limited to {context}")
     longest = 0
     for column in ("prompt", "corrupted_prompt"):
         texts = [(i, format_prompt(t, fmt, tokenizer, dataset.task))
@@ -115,12 +140,11 @@ def check_with_tokenizer(tokenizer, dataset, params: dict[str, Any], answer_map=
         ids = tokenizer([t for _, t in texts], add_special_tokens=fmt != "chat")["input_ids"]
         for (i, _), tokens in zip(texts, ids):
             longest = max(longest, len(tokens))
-            if len(tokens) > limit:
+            if len(tokens) > cap:
                 what = "prompt" if column == "prompt" else "corrupted prompt"
                 raise UserError(f"dataset {dataset.name!r} row {i + 1}: the {what} is "
-                                f"{len(tokens)} tokens ({fmt} format), over the limit of "
-                                f"{limit}; shorten or drop the row, or raise "
-                                "--max-prompt-tokens")
+                                f"{len(tokens)} tokens ({fmt} format), "
+                                + too_long(len(tokens), limit, context))
     checked.facts["longest_prompt_tokens"] = longest
     if dataset.task == "cloze":
         _cloze_answers(tokenizer, dataset.name, rows, single_token_answers, checked)
