@@ -262,7 +262,8 @@ def test_refuses_notebook_parameters_outside_their_domain(refuse, tmp_path, valu
 
 def test_refuses_a_parameter_given_twice(refuse, tmp_path):
     refuse("`run -p seed=1 -p seed=2`", run_args(tmp_path, "-p", "seed=1", "-p", "seed=2"),
-           "-p seed is given twice (-p seed=1 and -p seed=2); give each parameter once", checked=CLI)
+           "-p seed is given twice (-p seed=1 and -p seed=2); give each parameter once",
+           checked=CLI)
 
 
 def test_refuses_chat_format_without_a_chat_template(refuse, tmp_path):

@@ -222,10 +222,9 @@ def cmd_validate(args) -> int:
         return 2
     notes = datasets.notes(ds.rows)
     if args.model:
+        from factcircuits.models.context import model_context
         from factcircuits.models.loading import check_available, load_tokenizer
         from factcircuits.run import preflight
-
-        from factcircuits.models.context import model_context
 
         check_available(args.model)
         tokenizer = load_tokenizer(args.model)
