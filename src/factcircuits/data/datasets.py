@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import unicodedata
 import warnings
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from factcircuits.data import text
 from factcircuits.data.counterfactuals import make_counterfactual
 from factcircuits.data.formats import FORMATS_READ, check_is_file, read_table
 from factcircuits.errors import DatasetError
+from factcircuits.files import atomic_write
 
 COLUMNS = [
     "task", "prompt", "label", "answer", "counterfactual", "subject", "relation",
@@ -332,27 +332,9 @@ def to_csv_bytes(rows: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write via a temp file in the same folder and rename: readers see the old file or the
-    whole new one, never a partial write."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; data files are shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write via a temp file in the same folder and rename (`factcircuits.files`)."""
+    return atomic_write(path, data)
 
 
 def dataset_bytes(rows: pd.DataFrame, path: str | os.PathLike) -> bytes:

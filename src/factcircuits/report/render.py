@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from factcircuits.errors import UserError
+from factcircuits.files import atomic_create, atomic_write
 
 PLOTLYJS_MARK = "factcircuits"  # output metadata set by display.init_notebook
 
@@ -112,15 +113,12 @@ def archive_copy(source: Path, archive: Path, stem: str) -> Path:
     n = 1
     while True:
         target = archive / f"{stem}{'' if n == 1 else f'-{n}'}{source.suffix}"
-        try:
-            with open(target, "xb") as handle:  # exclusive: fails if it exists
-                handle.write(data)
+        if atomic_create(target, data):  # whole or absent, never overwriting
             shutil.copystat(source, target)
             return target
-        except FileExistsError:
-            if target.read_bytes() == data:
-                return target
-            n += 1
+        if target.read_bytes() == data:
+            return target
+        n += 1
 
 
 def _front_matter_to_heading(nb) -> None:
@@ -236,8 +234,8 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
               "</body></html>"]
     out_dir = root / "report" / "_preview"
     out_dir.mkdir(parents=True, exist_ok=True)
-    page = out_dir / "index.html"
-    page.write_text("\n".join(parts), encoding="utf-8")
+    # Atomic: a fault (a full disk) leaves the last good preview, never a truncated one.
+    page = atomic_write(out_dir / "index.html", "\n".join(parts))
     archive = archive_copy(page, root / "report" / "archive",
                            f"factcircuits-preview-{info['version']}")
     return page, archive

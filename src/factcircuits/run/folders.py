@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 
 from factcircuits.errors import UserError
+from factcircuits.files import atomic_write
 from factcircuits.run.provenance import tidy_path
 
 RUN_JSON = "run.json"
@@ -139,16 +140,13 @@ def strict_json(value: Any) -> Any:
 
 def save_headline(run_dir: str | Path, notebook: str, numbers: dict[str, Any]) -> Path:
     path = Path(run_dir) / "headline" / f"{notebook}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(numbers), indent=2, sort_keys=True) + "\n")
-    return path
+    return atomic_write(path, json.dumps(_clean(numbers), indent=2, sort_keys=True,
+                                         allow_nan=False) + "\n")
 
 
 def save_table(run_dir: str | Path, notebook: str, name: str, table: pd.DataFrame) -> Path:
     path = Path(run_dir) / "results" / notebook / f"{name}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False)
-    return path
+    return atomic_write(path, table.to_csv(index=False))
 
 
 def load_headlines(run_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -165,10 +163,7 @@ def load_table(run_dir: str | Path, notebook: str, name: str) -> pd.DataFrame:
 
 # ------------------------------------------------------------------ provenance files
 def save_model_provenance(run_dir: str | Path, provenance: dict[str, Any]) -> Path:
-    path = Path(run_dir) / MODEL_JSON
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(provenance, indent=2) + "\n")
-    return path
+    return atomic_write(Path(run_dir) / MODEL_JSON, json.dumps(provenance, indent=2) + "\n")
 
 
 def load_model_provenance(run_dir: str | Path) -> dict[str, Any] | None:
@@ -177,9 +172,8 @@ def load_model_provenance(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def save_run_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
-    path = Path(run_dir) / RUN_JSON
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    return path
+    text = json.dumps(strict_json(record), indent=2, default=str, allow_nan=False)
+    return atomic_write(Path(run_dir) / RUN_JSON, text + "\n")
 
 
 # ------------------------------------------------------------------ atomic replacement
