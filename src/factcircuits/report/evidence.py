@@ -169,8 +169,8 @@ def files_problem(folder: Path, record: dict[str, Any]) -> str | None:
             continue
         except (OSError, ValueError) as exc:
             return f"{name} is unreadable ({str(exc).splitlines()[0][:80]})"
-        if not isinstance(value, dict) or (path.suffix == ".ipynb" and "cells" not in value):
-            return f"{name} is not a {'notebook' if path.suffix == '.ipynb' else 'JSON object'}"
+        if not isinstance(value, dict):
+            return f"{name} is not a JSON object"
     return None
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from factcircuits import __version__
+from factcircuits.files import atomic_write
 from factcircuits.report.evidence import (
     RunEvidence,
     damaged_markdown,
@@ -102,9 +103,9 @@ def write_generated(project_dir: Path | None = None) -> Path:
     out = root / GENERATED
     out.mkdir(parents=True, exist_ok=True)
     header = "# Written by factcircuits.report.pages before each render; do not edit.\n"
-    (out / "book.yml").write_text(header + yaml.safe_dump(book_config(runs, info, root),
-                                                          sort_keys=False, allow_unicode=True))
-    (out / "version.json").write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write(out / "book.yml", header + yaml.safe_dump(book_config(runs, info, root),
+                                                           sort_keys=False, allow_unicode=True))
+    atomic_write(out / "version.json", json.dumps(info, indent=2) + "\n")
     return out
 
 
