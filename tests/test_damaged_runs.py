@@ -93,6 +93,8 @@ def test_runs_json_is_strict_and_lists_damaged_runs(runs, capsys):
     by_id = {r["run_id"]: r for r in listed}
     assert by_id["good__run__1"]["headline"]["01_task_check"]["accuracy"] == {
         "not_computed": "the computation gave NaN (e.g. no prompt qualified for it)"}
-    assert by_id["bad__an_empty_run_json__1"]["status"] == "damaged"
+    for name in DAMAGE:  # as the write-up sees them, not only an unreadable run.json
+        assert by_id[f"bad__{name}__1"]["status"] == "damaged", name
+    assert by_id["good__run__1"]["status"] == "ok"
     assert main(["runs", "--runs-dir", str(runs)]) == 0  # the table prints too
     assert "accuracy=not computed" in capsys.readouterr().out

@@ -40,7 +40,12 @@ def handle(args) -> int:
     if runs_root.exists() and not runs_root.is_dir():
         raise UserError(f"runs folder {runs_root} is a file, not a folder; pass --runs-dir "
                         "with the folder that holds the runs")
-    runs, damaged = folders.scan_runs(runs_root)
+    from factcircuits.report.evidence import scan_evidence
+
+    # damaged as the write-up sees it: run.json, but also headlines and notebooks
+    damaged = [(runs_root / name, why) for name, why in scan_evidence(runs_root)[1]]
+    runs = [r for r in folders.scan_runs(runs_root)[0]
+            if r["run_dir"].name not in {f.name for f, _ in damaged}]
     staging = in_progress.list_staging(runs_root)
     failed = sorted((runs_root / "_failed").glob("*")) if (runs_root / "_failed").is_dir() else []
     if args.json:  # strict JSON: a NaN an older run.json holds becomes a not-computed marker
