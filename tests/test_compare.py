@@ -9,6 +9,7 @@ import pandas as pd
 from test_findings import make_run
 
 from factcircuits.report.compare import (
+    comparison_figure,
     comparison_table,
     key_numbers_table,
     profile_figures,
@@ -46,6 +47,28 @@ def test_key_numbers_and_profiles_by_relative_depth(tmp_path):
     peak = traces["toy-model (Run 2), last token"]
     assert list(peak.x) == [layer / 10 for layer in range(11)]
     assert list(peak.y).index(1.0) == 5
+
+
+def test_runs_of_one_model_on_one_dataset_are_bars_side_by_side(tmp_path):
+    """Issue 23: two parameter sets of one model on one dataset drew one bar per dataset
+    (accuracy 0.769 and 1.0 as one bar of 1.77). Each run is its own series, grouped; every
+    bar's height is that run's headline value."""
+    for run_id, accuracy in (("m__d__1", 0.769), ("m__d__2", 1.0)):
+        folder = make_run(tmp_path, run_id)
+        path = folder / "headline" / "01_task_check.json"
+        headline = json.loads(path.read_text())
+        path.write_text(json.dumps(headline | {"accuracy": accuracy}))
+    runs = load_runs(tmp_path)
+    table = comparison_table(runs)
+    fig = comparison_figure(table, runs)
+    assert fig.layout.barmode == "group"
+    accuracy = [t for t in fig.data if t.xaxis == "x"]  # the first panel
+    assert fig.layout.annotations[0].text == "task check · accuracy (top-1)"
+    assert [t.name for t in accuracy] == ["toy-model (Run 1)", "toy-model (Run 2)"]
+    assert [list(t.y) for t in accuracy] == [[0.769], [1.0]]
+    assert [list(t.hovertext) for t in accuracy] == [["m__d__1"], ["m__d__2"]]
+    for trace in fig.data:  # no series puts two bars on one spot
+        assert len(set(trace.x)) == len(trace.x)
 
 
 def retitle(folder, model, dataset, n_layers):

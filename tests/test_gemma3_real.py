@@ -114,3 +114,78 @@ def test_tracing_noise_and_a_plain_hook_reference(gemma):
                 ("hook_embed", lambda act, hook: act + noise.to(act.dtype)), (name, restore)])
         expected = float(one.answer_probability(logits[:, -1])[0])
         assert abs(float(trace.values[layer, pos, 0]) - expected) < TOL
+
+
+# --------------------------------------------------------------------------- resumed forwards
+def test_a_resumed_forward_is_the_full_forward_at_every_start(gemma):
+    """Issue 18: Gemma 3 alternates five sliding-window layers and one global layer (RoPE base
+    10,000 vs 1,000,000); a forward resumed at any of the 18 layers gives every layer its own
+    type, so it reproduces the full forward."""
+    from factcircuits.methods.engine import Resumable
+
+    lm, _ = gemma
+    assert Resumable(lm.model).check_resumes() <= 1e-4
+
+
+def test_one_start_per_forward_equals_the_default_and_full_forwards(gemma):
+    """Issue 18's acceptance: activation patching (positions and heads) and causal tracing
+    with `max_patches=1` (every forward resumed at its own layer) equal the default stacking
+    cell by cell, and both equal one plain full forward per cell (TransformerLens for
+    patching, a hook reference for tracing)."""
+    lm, prepared = gemma
+    clean = encode(lm.tokenizer, prepared.prompts)
+    corrupt = encode(lm.tokenizer, prepared.corrupted_prompts)
+    i, n = 0, int(clean.lengths[0])
+    pair = prepared.subset([i])
+    _, cache = lm.model.run_with_cache(clean.tokens[[i], :n])
+
+    def metric(logits):
+        return pair.metric(logits[:, -1]).mean()
+
+    reference = {"resid_pre": tlp.get_act_patch_resid_pre,
+                 "heads_by_pos": tlp.get_act_patch_attn_head_out_by_pos}
+    for name, tl_fn in reference.items():
+        ref = tl_fn(lm.model, corrupt.tokens[[i], :n], cache, metric).cpu()
+        run = (P.patch_heads_by_pos if name == "heads_by_pos"
+               else lambda lm, p, **kw: P.patch(lm, p, "resid_pre", **kw))
+        one, stacked = (run(lm, pair, max_patches=m, progress=False).mean() for m in (1, "auto"))
+        assert (one - stacked).abs().max() <= 1e-5, name
+        assert (one - ref).abs().max() < TOL, name
+
+    subjects = [[1, 2]] * len(prepared.prompts)
+    one, stacked = (CT.trace(lm, prepared, kinds=("hidden", "attn"), noise_samples=2, seed=5,
+                             progress=False, subject_positions=subjects, max_patches=m)
+                    for m in (1, "auto"))
+    for kind in ("hidden", "attn"):
+        a, b = one[kind].values, stacked[kind].values
+        assert ((a - b).abs().nan_to_num(0)).max() <= 1e-5, kind
+    # one full forward per cell, for the first prompt's two noise draws (the tracer draws
+    # sample by sample, prompt by prompt within a group of one length)
+    tokens = clean.tokens[[i], :n]
+    generator = torch.Generator().manual_seed(5)
+    std = one["hidden"].noise_std
+    lengths = clean.lengths.tolist()
+    draws = {}
+    for length in sorted(set(lengths)):  # groups by increasing length; sample, then prompt
+        for s in range(2):
+            for j in [j for j in range(len(lengths)) if lengths[j] == length]:
+                draws[s, j] = 3.0 * std * torch.randn(len(subjects[j]), lm.cfg.d_model,
+                                                      generator=generator)
+    noise = torch.zeros(2, n, lm.cfg.d_model)
+    for s in range(2):
+        noise[s, subjects[i]] = draws[s, i]
+    _, clean_cache = lm.model.run_with_cache(tokens.repeat(2, 1))
+    for layer in range(lm.cfg.n_layers):
+        pos = subjects[i][-1]
+        name = f"blocks.{layer}.hook_resid_post"
+
+        def restore(act, hook, name=name, pos=pos):
+            act[:, pos] = clean_cache[name][:, pos]
+            return act
+
+        with torch.no_grad():
+            logits = lm.model.run_with_hooks(tokens.repeat(2, 1), fwd_hooks=[
+                ("hook_embed", lambda act, hook: act + noise.to(act.dtype)), (name, restore)])
+        rows = torch.zeros(2, dtype=torch.long)  # both noise draws are prompt 0 of `pair`
+        expected = float(pair.answer_probability(logits[:, -1], rows).mean())
+        assert abs(float(one["hidden"].values[layer, pos, i]) - expected) < TOL, layer

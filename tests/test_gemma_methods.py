@@ -1,8 +1,8 @@
 """Methods on tiny random-weight Gemma 1, 2 and 3 models (and the Llama one) built in memory:
 DLA sums to the pre-cap metric and heads/neurons add up to their layer (post-sublayer norms),
-the unprocessed bridge gives the compatibility path's tables, fast patching equals
-TransformerLens patching with prompts longer than the sliding window, causal tracing equals a
-plain-hook reference, and the tracing noise is 3× the std of the embeddings it is added to."""
+the unprocessed bridge gives the compatibility path's tables, causal tracing equals a
+plain-hook reference, and the tracing noise is 3× the std of the embeddings it is added to.
+Fast patching and tracing resumed at every layer: test_resumed_forward.py."""
 
 from __future__ import annotations
 
@@ -10,16 +10,14 @@ import math
 
 import pytest
 import torch
-import transformer_lens.patching as tlp
 
 from factcircuits.data.datasets import load_dataset
 from factcircuits.methods import attribution as A
 from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods import logit_lens as LL
-from factcircuits.methods import patching as P
 from factcircuits.methods.evaluate import prepare
 from factcircuits.models import load_model
-from factcircuits.models.tiny import SLIDING_WINDOW, tiny_hf_model
+from factcircuits.models.tiny import tiny_hf_model
 from factcircuits.models.tokens import encode
 
 FAMILIES = ["tiny", "tiny-gemma", "tiny-gemma2", "tiny-gemma3"]
@@ -135,30 +133,6 @@ def test_logit_lens_last_step_is_the_models_prediction(spec):
     expected = " | ".join(repr(lm.tokenizer.decode([int(t)])) for t in probs.indices)
     assert top["top_tokens"].iloc[-1] == expected
     assert top["top_probs"].iloc[-1] == " | ".join(f"{float(p):.3f}" for p in probs.values)
-
-
-# --------------------------------------------------------------------------- patching
-@pytest.mark.parametrize("spec", ["tiny-gemma", "tiny-gemma2", "tiny-gemma3"])
-def test_fast_patching_equals_transformer_lens_past_the_sliding_window(spec):
-    lm = model(spec)
-    prepared = equal_length_pairs(lm)
-    clean = encode(lm.tokenizer, prepared.prompts)
-    corrupt = encode(lm.tokenizer, prepared.corrupted_prompts)
-    assert int(clean.lengths.max()) >= 3 * SLIDING_WINDOW
-    _, cache = lm.model.run_with_cache(clean.tokens)
-    rows = torch.arange(len(clean.tokens))
-
-    def metric(logits):
-        return prepared.metric(logits[rows, clean.last_index]).mean()
-
-    for component, tl_fn in [("resid_pre", tlp.get_act_patch_resid_pre),
-                             ("attn_out", tlp.get_act_patch_attn_out),
-                             ("mlp_out", tlp.get_act_patch_mlp_out)]:
-        ref = tl_fn(lm.model, corrupt.tokens, cache, metric).cpu()
-        mine = P.patch(lm, prepared, component, progress=False).mean()
-        assert (mine - ref).abs().max() <= TOL, component
-    ref = tlp.get_act_patch_attn_head_out_all_pos(lm.model, corrupt.tokens, cache, metric).cpu()
-    assert (P.patch_heads(lm, prepared, progress=False).mean() - ref).abs().max() <= TOL
 
 
 # --------------------------------------------------------------------------- causal tracing

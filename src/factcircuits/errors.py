@@ -15,3 +15,7 @@ class AnswerSetError(UserError):
 
 class ModelUnavailableError(UserError):
     """The requested model cannot be loaded here (offline, missing file, bad checksum)."""
+
+
+class UnsupportedArchitectureError(UserError):
+    """The model's architecture breaks an assumption an exact method relies on."""

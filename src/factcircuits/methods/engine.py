@@ -21,6 +21,11 @@ Vocabulary:
           source activation replaces the run's there;
   copy    (start layer, [patch, ...]): one patched run of the whole group.
 
+Resuming keeps every block's index: blocks before the start are pass-throughs, because decoders
+read per-layer settings by list index (Gemma 2/3's `config.layer_types[i]`: RoPE base and
+sliding/global mask). `Resumable` checks once per model that a forward resumed at every layer
+reproduces the full forward, and refuses the model otherwise.
+
 Scope: Hugging Face decoder-only models whose decoder has a `layers` (or `h`) block list that
 the TransformerBridge wraps (Llama, Mistral, Qwen2/3, Gemma, GPT-2 style...). Models that
 alternate sliding-window and global layers (Gemma-2/3) are exact at any prompt length: the KV
@@ -40,7 +45,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from factcircuits.errors import UserError
+from factcircuits.errors import UnsupportedArchitectureError, UserError
 from factcircuits.methods.hooks import hook_name
 
 # Activations of one stacked forward (GPU: 25% of free memory). On CPU the forwards are bound
@@ -58,6 +63,18 @@ KV = list[tuple[Tensor, Tensor]]  # per layer (keys, values) [batch, kv_heads, p
 
 T = TypeVar("T")
 
+# Resumed and full forwards run the same operations on the same inputs; only batch shapes
+# differ, so they agree to rounding. Wrong per-layer settings move logits by 1e-2 and more.
+RESUME_TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 2e-2}
+RESUME_CHECKED = "_factcircuits_resume_checked"  # flag on the HF model: checked once
+
+
+class _PassThrough(torch.nn.Module):
+    """Stands in for a decoder block that a resumed forward skips: returns its input."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states
+
 
 class Resumable:
     """Run the decoder from layer `start` on a given residual, with an optional KV cache of the
@@ -71,6 +88,39 @@ class Resumable:
         self.hf = hf
         self.decoder, self.attr = self._find_decoder(hf, model.blocks[0])
         self.softcap = getattr(hf.config, "final_logit_softcapping", None)
+        if not getattr(hf, RESUME_CHECKED, False):
+            self.check_resumes()
+            setattr(hf, RESUME_CHECKED, True)
+
+    @torch.inference_mode()
+    def check_resumes(self, n_tokens: int = 8) -> float:
+        """Refuse a model whose forward resumed at some layer does not reproduce its full
+        forward (a per-layer setting the decoder reads by index, as Gemma 2/3's attention
+        types, would give wrong numbers silently). One short forward plus one resumed forward
+        per layer; returns the largest |logit difference|."""
+        cfg = self.model.cfg
+        tokens = (torch.arange(n_tokens) * 7919 % cfg.d_vocab).unsqueeze(0).to(cfg.device)
+        resid = []
+
+        def keep(act, hook):
+            resid.append(act.detach().clone())
+            return act
+
+        names = [hook_name(layer, "resid_pre") for layer in range(cfg.n_layers)]
+        with self.model.hooks(fwd_hooks=[(n, keep) for n in names]):
+            full, _ = self.kv_cache(tokens)
+        tol = RESUME_TOLERANCE.get(full.dtype, 1e-2) * max(1.0, float(full.abs().max()))
+        worst = 0.0
+        for start in range(cfg.n_layers):
+            diff = float((self.run(start, resid[start]) - full).abs().max())
+            worst = max(worst, diff)
+            if not diff <= tol:
+                raise UnsupportedArchitectureError(
+                    f"{type(self.hf).__name__}: a forward resumed at layer {start} differs "
+                    f"from the full forward by {diff:.3g} in the logits (allowed {tol:.2g}); "
+                    "activation patching, causal tracing and AtP* would be wrong on this "
+                    "architecture, so they are refused: please report the model name")
+        return worst
 
     @staticmethod
     def _find_decoder(hf, first_block):
@@ -90,7 +140,12 @@ class Resumable:
         # Swap the given residual into the first block run (what the bridge's start_at_layer
         # does), so architectures that rescale inputs_embeds (Gemma) still get it unchanged.
         first._start_at_layer_idx, first._start_residual = start, residual
-        setattr(self.decoder, self.attr, torch.nn.ModuleList(list(blocks)[start:]))
+        # Blocks before `start` become pass-throughs rather than being cut from the list: the
+        # decoder picks per-layer settings by list index (Gemma 2/3 read config.layer_types[i]
+        # for each layer's RoPE base and sliding/global mask), so every block must keep its
+        # index. A pass-through costs nothing; `start` then replaces what reaches it.
+        skipped = [_PassThrough()] * start
+        setattr(self.decoder, self.attr, torch.nn.ModuleList(skipped + list(blocks)[start:]))
         try:
             with self._cache_kwarg():
                 yield

@@ -6,7 +6,7 @@ Specs:
                                 installed on demand (`factcircuits models install NAME`), then
                                 offline like the default (see models.specs)
   "tiny"                        random weights from a config, for tests (no file, no network);
-                                "tiny-gemma", "tiny-gemma2", "tiny-gemma3" likewise
+                                "tiny-gemma", "tiny-gemma2", "tiny-gemma3", "tiny-qwen2" likewise
   a local folder                a Hugging Face checkpoint on disk
   anything else                 a Hugging Face hub name, e.g. "google/gemma-2b-it"
 """

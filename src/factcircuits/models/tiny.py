@@ -2,8 +2,10 @@
 they need no file and no network. All have grouped-query attention (4 query heads, 2 KV heads)
 and a tokenizer that prepends BOS.
 
-Families (spec "tiny" = Llama; "tiny-gemma", "tiny-gemma2", "tiny-gemma3"):
+Families (spec "tiny" = Llama; "tiny-gemma", "tiny-gemma2", "tiny-gemma3", "tiny-qwen2"):
   llama   plain pre-norm RMSNorm decoder
+  qwen2   Qwen 2: biases on the query/key/value projections, per-layer `layer_types` (all
+          global, as the released checkpoints)
   gemma   Gemma 1: embeddings scaled by sqrt(d_model) inside the model, (1 + w) RMSNorm, GELU
   gemma2  Gemma 2: + pre/post norms around attention and MLP, attention and final-logit
           soft-capping, alternating sliding-window (window 4, shorter than the test prompts)
@@ -58,7 +60,7 @@ def tiny_tokenizer():
     return wrapped
 
 
-FAMILIES = ("llama", "gemma", "gemma2", "gemma3")
+FAMILIES = ("llama", "gemma", "gemma2", "gemma3", "qwen2")
 SLIDING_WINDOW = 4  # shorter than every test prompt: the sliding-window code paths really run
 MAX_POSITIONS = 256  # the tiny models' context, as a real config states one
 
@@ -76,6 +78,9 @@ def _config(family: str, n_layers: int, d_model: int, vocab_size: int):
     if family == "llama":
         return transformers.LlamaConfig(**common, tie_word_embeddings=False), \
             transformers.LlamaForCausalLM
+    if family == "qwen2":
+        return transformers.Qwen2Config(**common, tie_word_embeddings=False), \
+            transformers.Qwen2ForCausalLM
     if family == "gemma":
         return transformers.GemmaConfig(**common), transformers.GemmaForCausalLM
     if family == "gemma2":
@@ -105,11 +110,16 @@ def tiny_hf_model(seed: int = 0, n_layers: int = 3, d_model: int = 64, vocab_siz
 @torch.no_grad()
 def _randomise_norms(model) -> None:
     """Freshly initialised norms have unit gain (Llama: w = 1; Gemma: 1 + w with w = 0), which
-    would hide any code that forgets a norm's gain (folding, frozen-scale attributions)."""
+    would hide any code that forgets a norm's gain (folding, frozen-scale attributions); biases
+    start at zero likewise."""
     for module in model.modules():
         weight = getattr(module, "weight", None)
         if "norm" in type(module).__name__.lower() and isinstance(weight, torch.nn.Parameter):
             weight.add_(0.3 * torch.randn_like(weight))
+        # Zero-initialised biases (Qwen 2's q/k/v) would hide code that drops them.
+        bias = getattr(module, "bias", None)
+        if isinstance(module, torch.nn.Linear) and isinstance(bias, torch.nn.Parameter):
+            bias.add_(0.2 * torch.randn_like(bias))
 
 
 def tiny_model(seed: int = 0, device: str = "cpu", dtype=torch.float32, processing="none",

@@ -116,9 +116,20 @@ def full_table(table: pd.DataFrame) -> pd.DataFrame:
     return table.set_index("run_id").drop(columns=["model", "dataset", "task"]).T
 
 
+def bar_series(table: pd.DataFrame, runs: list[RunEvidence] | None = None) -> pd.Series:
+    """Each run's bar series (legend entry): its model, or 'model (Run N)' where two runs of one
+    model share a dataset, so their bars stand side by side instead of on one spot."""
+    if runs:
+        return table["run_id"].map(series_labels(runs))
+    model = table["model"].astype(str).str.rsplit("/", n=1).str[-1]
+    shared = table.duplicated(["model", "dataset"], keep=False)
+    return model.where(~shared, model + " (" + table["run_id"].astype(str) + ")")
+
+
 def comparison_figure(table: pd.DataFrame, runs: list[RunEvidence] | None = None):
     """One figure, a small panel per key number (every number, up to 12, when the runs have
-    none of the key ones): dataset on x, one bar per model. None when nothing to plot."""
+    none of the key ones): dataset on x, one bar per run, grouped side by side (never stacked:
+    runs of one model on one dataset get their own series). None when nothing to plot."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -131,17 +142,21 @@ def comparison_figure(table: pd.DataFrame, runs: list[RunEvidence] | None = None
     rows = (len(keys) + cols - 1) // cols
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[number_label(k) for k in keys],
                         vertical_spacing=min(0.5 / rows, 0.12))
-    models = sorted(table["model"].astype(str).unique())
-    colours = dict(zip(models, PALETTE * 10))
+    table = table.assign(series=bar_series(table, runs))
+    series = list(dict.fromkeys(table["series"]))  # run order, as the profiles' lines
+    colours = dict(zip(series, PALETTE * 10))
     for i, key in enumerate(keys):
         data = table.dropna(subset=[key])
-        for model, part in data.groupby(data["model"].astype(str)):
-            fig.add_trace(go.Bar(x=part["dataset"], y=part[key], name=model.rsplit("/", 1)[-1],
-                                 marker_color=colours[model], legendgroup=model,
+        for name in series:
+            part = data[data["series"] == name]
+            if part.empty:
+                continue
+            fig.add_trace(go.Bar(x=part["dataset"], y=part[key], name=name,
+                                 marker_color=colours[name], legendgroup=name,
                                  showlegend=i == 0, hovertext=part["run_id"]),
                           row=i // cols + 1, col=i % cols + 1)
     fig.update_layout(height=200 * rows + 140, barmode="group",
-                      margin={"t": 70, "b": 70}, title="Key headline numbers by dataset and model",
+                      margin={"t": 70, "b": 70}, title="Key headline numbers by dataset and run",
                       legend={"orientation": "h", "y": -0.03, "yanchor": "top", "x": 0,
                               "title_text": "model"})
     fig.update_annotations(font_size=11)
