@@ -228,4 +228,6 @@ def test_damaged_run_json_is_listed_and_skipped_not_fatal(tmp_path, capsys, monk
     captured = capsys.readouterr()
     assert f"note: skipping damaged run {damaged.name}" in captured.err
     page = (tmp_path / "report" / "_preview" / "index.html").read_text()
-    assert good.run_id in page and damaged.name not in page
+    assert f"id='run-{good.run_id.lower().replace('_', '-')}'" in page
+    assert "id='run-tiny--fixture--damaged0'" not in page  # left out of the runs…
+    assert f"<code>{damaged.name}</code>: run.json unreadable" in page  # …and said so

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from factcircuits.errors import UserError
 from factcircuits.methods import ablation as AB
 from factcircuits.methods import attribution as A
 from factcircuits.methods import by_relation as R
@@ -266,6 +267,8 @@ def ablation_summary(lm: LoadedModel, prepared: PreparedTask, *,
                      progress: bool = False) -> AblationSummary:
     """Zero- and mean-ablate the `n_components` components with the largest mean |DLA| (means
     over `reference`'s prompts), alone and together."""
+    if n_components < 1:  # a slice [:n] with n < 1 would ablate "all but -n", not n
+        raise UserError(f"n_components={n_components}: use a whole number of at least 1")
     att = A.attribute_heads(lm, prepared, batch_size=batch_size, progress=progress)
     components = A.top_components(att.layers, att.heads, n_components)
     table = AB.ablation_table(lm, prepared, components, batch_size=batch_size,

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from factcircuits.errors import UserError
+from factcircuits.files import atomic_create, atomic_write
 
 PLOTLYJS_MARK = "factcircuits"  # output metadata set by display.init_notebook
 
@@ -112,15 +113,12 @@ def archive_copy(source: Path, archive: Path, stem: str) -> Path:
     n = 1
     while True:
         target = archive / f"{stem}{'' if n == 1 else f'-{n}'}{source.suffix}"
-        try:
-            with open(target, "xb") as handle:  # exclusive: fails if it exists
-                handle.write(data)
+        if atomic_create(target, data):  # whole or absent, never overwriting
             shutil.copystat(source, target)
             return target
-        except FileExistsError:
-            if target.read_bytes() == data:
-                return target
-            n += 1
+        if target.read_bytes() == data:
+            return target
+        n += 1
 
 
 def _front_matter_to_heading(nb) -> None:
@@ -180,7 +178,7 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
         key_numbers_table,
         profile_figures,
     )
-    from factcircuits.report.evidence import load_runs
+    from factcircuits.report.evidence import damaged_markdown, scan_evidence
     from factcircuits.report.pages import (
         comparison_intro,
         part_title,
@@ -191,7 +189,7 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
     from factcircuits.report.synthesis import front_page_markdown
 
     runs_root = Path(runs_root or root / "report" / "runs")
-    runs = load_runs(runs_root)
+    runs, damaged = scan_evidence(runs_root)
     info = version_info(root, [ev.run_id for ev in runs])
     esc = html.escape
     titles = [(f"run-{ev.anchor}", part_title(i, ev)) for i, ev in enumerate(runs, 1)]
@@ -211,7 +209,8 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
         "<nav class='contents'><strong>Contents</strong><ol>"
         + "".join(f"<li><a href='#{a}'>{esc(t)}</a></li>" for a, t in contents) + "</ol></nav>",
         "<section id='findings'><h1>Findings</h1>",
-        markdown_html(front_page_markdown(runs, anchors=False)), "</section>",
+        markdown_html(damaged_markdown(damaged) + front_page_markdown(runs, anchors=False)),
+        "</section>",
     ]
     for (anchor, title), ev in zip(titles, runs):
         parts.append(f"<section id='{anchor}' class='run'><h1>{esc(title)}</h1>"
@@ -235,8 +234,8 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
               "</body></html>"]
     out_dir = root / "report" / "_preview"
     out_dir.mkdir(parents=True, exist_ok=True)
-    page = out_dir / "index.html"
-    page.write_text("\n".join(parts), encoding="utf-8")
+    # Atomic: a fault (a full disk) leaves the last good preview, never a truncated one.
+    page = atomic_write(out_dir / "index.html", "\n".join(parts))
     archive = archive_copy(page, root / "report" / "archive",
                            f"factcircuits-preview-{info['version']}")
     return page, archive
