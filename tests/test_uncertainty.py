@@ -121,3 +121,13 @@ def test_formatting():
     assert U.with_interval(0.8, [0.5, 1.0], ".0%") == "80% (95% CI 50% to 100%)"
     assert U.with_interval(0.8, None, ".2f") == "0.80"
     assert U.layer_with_range(5, [3, 8]) == "layer 5 (95% of resamples peak in layers 3–8)"
+
+
+def test_not_computed_values_are_said_never_an_error():
+    marker = {"not_computed": "the computation gave NaN"}
+    assert U.with_interval(None, [0.1, 0.2]) == "not computed"
+    assert U.with_interval(0.5, [marker, marker]) == "0.50"
+    assert U.with_interval(0.5, [float("nan"), 0.7]) == "0.50"
+    assert U.layer_with_range(4, [marker, 6]) == "layer 4"
+    assert U.claim_text({"difference": marker, "p_bootstrap": 0.5, "p_sign": 1.0}).startswith(
+        "not computed")

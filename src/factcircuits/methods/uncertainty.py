@@ -174,10 +174,18 @@ def paired_comparison(a, b, seed: int = 0, n_resamples: int = N_RESAMPLES) -> Co
     return Comparison(estimate, p_boot, pos, neg, binomial_two_sided_p(pos, pos + neg))
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        not math.isnan(value)
+
+
 def with_interval(value, interval, spec: str = ".2f") -> str:
-    """'0.28 (95% CI 0.15 to 0.41)'; a percentage spec ('.0%') formats all three alike."""
-    if interval is None or any(v is None or (isinstance(v, float) and math.isnan(v))
-                               for v in interval):
+    """'0.28 (95% CI 0.15 to 0.41)'; a percentage spec ('.0%') formats all three alike. A value
+    or interval that was not computed (None, NaN, a run's not-computed marker) is said so or
+    left out, never an error."""
+    if not _number(value):
+        return "not computed"
+    if not interval or len(interval) != 2 or not all(_number(v) for v in interval):
         return format(value, spec)
     low, high = interval
     return f"{value:{spec}} (95% CI {low:{spec}} to {high:{spec}})"
@@ -185,7 +193,7 @@ def with_interval(value, interval, spec: str = ".2f") -> str:
 
 def layer_with_range(layer, layer_range) -> str:
     """'layer 5; 95% of resamples peak in layers 3–8' (or 'at layer 5 in 95% of resamples')."""
-    if not layer_range:
+    if not layer_range or not all(_number(v) for v in layer_range):
         return f"layer {int(layer)}"
     low, high = (int(v) for v in layer_range)
     if low == high:
@@ -201,7 +209,9 @@ def p_text(p: float | None) -> str:
 
 def claim_text(found: dict, spec: str = ".3f") -> str:
     """'supported: mean difference +0.12 (95% CI 0.05 to 0.20), paired bootstrap p < 0.002,
-    sign test 9 of 10 prompts (p = 0.021), n = 10'."""
+    sign test 9 of 10 prompts (p = 0.021), n = 10'; 'not computed' without the numbers."""
+    if not all(_number(found.get(k)) for k in ("difference", "p_bootstrap", "p_sign")):
+        return "not computed (no prompt had both quantities)"
     verdict = {"supported": "**supported**", "contradicted": "**contradicted** (the opposite "
                "holds)", "not resolved": "**not resolved** (the interval includes no "
                "difference)"}[found["verdict"]]

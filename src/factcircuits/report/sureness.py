@@ -49,7 +49,7 @@ def layer_ranges_agree(a: list[int] | None, b: list[int] | None, n_layers: int |
     """The verdict for two peak ranges [first, last] (see the module docstring). `a_covers`:
     the layers estimate `a` speaks for when wider than its range (a traced window restores
     several layers together)."""
-    if not a or not b:
+    if not a or not b or not all(isinstance(v, (int, float)) for v in (*a, *b)):
         return UNRESOLVED
     third = (n_layers or 0) / 3
     if n_layers and (a[1] - a[0] > third or b[1] - b[0] > third):
@@ -59,7 +59,7 @@ def layer_ranges_agree(a: list[int] | None, b: list[int] | None, n_layers: int |
 
 
 def range_text(layer_range) -> str:
-    if not layer_range:
+    if not layer_range or not all(isinstance(v, (int, float)) for v in layer_range):
         return "range not computed"
     low, high = (int(v) for v in layer_range)
     return f"95% of resamples in layer {low}" if low == high else \
