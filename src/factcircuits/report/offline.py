@@ -9,6 +9,9 @@
   "JavaScript widget" that may assume them). No output here needs either; offline they fail,
   and online require.js would capture plotly.js as an AMD module and leave `Plotly` unset. The
   tags are removed, with the `define('jquery', ...)` shim that needs require.js.
+- Quarto's own `quarto.js` is an ES module (it imports `tabsets.js`), and browsers refuse
+  module scripts from `file://` (origin null): the table of contents, code folding and tabs
+  would not work offline. Its imports are inlined into one classic, deferred script.
 - `external_assets` lists what a page or stylesheet would still fetch from the network.
 """
 
@@ -28,6 +31,12 @@ _QUARTO_CDN = re.compile(
     r'<script src="https://cdn\.jsdelivr\.net/npm/(?:requirejs|jquery)@[^"]*"[^>]*></script>\s*'
     r"|<script type=\"application/javascript\">define\('jquery', \[\],\s*function\(\)\s*"
     r"\{return window\.jQuery;\}\)</script>\s*")
+QUARTO_JS = Path("site_libs") / "quarto-html" / "quarto.js"
+CLASSIC_JS = QUARTO_JS.with_name("quarto-nomodule.js")
+_IMPORT = re.compile(r'^import \* as (\w+) from "(\./[^"]+)";\s*$', re.M)
+_EXPORT = re.compile(r"^export function (\w+)", re.M)
+_MODULE_TAG = re.compile(r'<script src="([^"]*)site_libs/quarto-html/'
+                         r'(quarto\.js|tabsets/tabsets\.js)" type="module"></script>\s*')
 # Tags that load something (links to other pages, <a href>, are not assets).
 _ASSET = re.compile(r'<(script|img|iframe|source|audio|video|embed)\b[^>]*?\bsrc=["\']'
                     r'((?:https?:)?//[^"\']+)'
@@ -55,21 +64,52 @@ def _library(site: Path, version: str, code: str, written: dict[str, Path]) -> P
     return written[digest]
 
 
+def classic_quarto_js(site: Path) -> bool:
+    """Write quarto.js and the modules it imports as one classic script (CLASSIC_JS);
+    False, leaving pages as they are, when the module is not of the simple shape expected
+    (`import * as x from "./y.js"` of modules whose only exports are functions)."""
+    main = site / QUARTO_JS
+    if not main.is_file():
+        return False
+    code = main.read_text(encoding="utf-8")
+    parts = []
+    for name, rel in _IMPORT.findall(code):
+        module = (main.parent / rel).read_text(encoding="utf-8")
+        names = _EXPORT.findall(module)
+        body = _EXPORT.sub(r"function \1", module)
+        if not names or re.search(r"^\s*(import|export)\b", body, re.M):
+            return False
+        parts.append(f"const {name} = (function () {{\n{body}\nreturn {{ "
+                     f"{', '.join(names)} }};\n}})();")
+    rest = _IMPORT.sub("", code)
+    if re.search(r"^\s*(import|export)\b", rest, re.M):
+        return False
+    _write_atomic(site / CLASSIC_JS, "// quarto.js with its imports, as one classic script: "
+                  "browsers refuse ES modules from file://\n(function () {\n"
+                  + "\n".join(parts) + "\n" + rest + "\n})();\n")
+    return True
+
+
 def make_offline(site: Path | str) -> dict[str, int]:
     """Rewrite every page of `site` (see module docstring); idempotent. Returns counts."""
     site = Path(site)
     written: dict[str, Path] = {}
     pages = changed = 0
+    classic = classic_quarto_js(site)
     for page in sorted(site.rglob("*.html")):
         pages += 1
         text = page.read_text(encoding="utf-8", errors="surrogateescape")
 
-        def link(match: re.Match) -> str:
+        def link(match: re.Match, page: Path = page) -> str:
             lib = _library(site, match.group(2), match.group(1), written)
             rel = os.path.relpath(lib, page.parent).replace(os.sep, "/")
             return f'<script type="text/javascript" src="{rel}"></script>'
 
         new = _QUARTO_CDN.sub("", _INLINE_PLOTLY.sub(link, text))
+        if classic:  # module tags → the one classic script, deferred as modules are
+            new = _MODULE_TAG.sub(lambda m: "" if "tabsets" in m.group(2) else
+                                  f'<script src="{m.group(1)}{CLASSIC_JS.as_posix()}" defer>'
+                                  "</script>\n", new)
         if new != text:
             _write_atomic(page, new)
             changed += 1

@@ -65,9 +65,13 @@ def _place_version(record: dict[str, Any], dest: Path, out: Path,
         lib.unlink()
     for page in dest.rglob("*.html"):
         text = page.read_text(encoding="utf-8", errors="surrogateescape")
-        text = _PLOTLY_SRC.sub(lambda m: f'src="{_rel(out / SHARED / m.group(2), page)}"', text)
-        text = _BODY.sub(lambda m: m.group(0) + _banner(page, out, record, latest), text,
-                         count=1)
+        shared = {m.group(1): _rel(out / SHARED / m.group(2), page)
+                  for m in _PLOTLY_SRC.finditer(text)}
+        for old, new in shared.items():
+            text = text.replace(f'src="{old}"', f'src="{new}"')
+        body = _BODY.search(text)
+        if body:
+            text = text[:body.end()] + _banner(page, out, record, latest) + text[body.end():]
         page.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 

@@ -50,7 +50,7 @@ def record_version(site: Path, root: Path, info: dict[str, Any], runs: list[RunE
     shutil.copytree(site, tmp / SITE)
     pdfs = sorted(p.relative_to(tmp / SITE).as_posix() for p in (tmp / SITE).rglob("*.pdf"))
     record = {"id": vid, "package": info["package"], "commit": info["commit"],
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "kind": kind, "pdf": pdfs[0] if pdfs else None,
               "runs": [run_snapshot(ev) for ev in runs]}
     (tmp / "version.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
