@@ -134,6 +134,11 @@ def test_publish_to_gh_pages_of_a_local_bare_repository(two_versions, tmp_path, 
     monkeypatch.setenv("FACTCIRCUITS_ROOT", str(root))
     remote = tmp_path / "remote.git"
     subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    # first only the first version (the branch is created), then both (a commit on top)
+    only_first = tmp_path / "first"
+    shutil.copytree(v1, only_first / v1.name)
+    assert cli.main(["publish", "--gh-pages", str(remote), "--versions-dir",
+                     str(only_first)]) == 0
     assert cli.main(["publish", "--gh-pages", str(remote)]) == 0
     assert "gh-pages" in capsys.readouterr().out
     clone = tmp_path / "clone"
@@ -146,7 +151,7 @@ def test_publish_to_gh_pages_of_a_local_bare_repository(two_versions, tmp_path, 
     assert "(unchanged)" in capsys.readouterr().out
     log = subprocess.run(["git", "--git-dir", str(remote), "log", "--oneline", "gh-pages"],
                          capture_output=True, text=True, check=True).stdout
-    assert len(log.splitlines()) == 1
+    assert len(log.splitlines()) == 2
 
 
 def test_credentials_never_reach_the_output(two_versions, monkeypatch, capsys):

@@ -197,8 +197,11 @@ def publish_gh_pages(store: Path, remote: str, checkout: Path,
         _git("add", "-A", ".", cwd=work)
         if not _git("status", "--porcelain", cwd=work).stdout.strip():
             return records, "unchanged"
-        _git("-c", "user.name=factcircuits", "-c", "user.email=publish@factcircuits.invalid",
-             "commit", "-q", "-m", f"Publish the write-up, latest {records[-1]['id']}",
-             cwd=work)
+        # the user's git identity when there is one, else a neutral one (CI, fresh machines)
+        has_identity = _git("config", "user.email", cwd=work, check=False).stdout.strip()
+        identity = [] if has_identity else ["-c", "user.name=factcircuits",
+                                            "-c", "user.email=publish@factcircuits.invalid"]
+        _git(*identity, "commit", "-q", "-m",
+             f"Publish the write-up, latest {records[-1]['id']}", cwd=work)
         _git("push", "-q", url, f"HEAD:refs/heads/{branch}", cwd=work)
         return records, _git("rev-parse", "--short", "HEAD", cwd=work).stdout.strip()
