@@ -163,3 +163,36 @@ def test_credentials_never_reach_the_output(two_versions, monkeypatch, capsys):
     assert cli.main(["publish", "--gh-pages", "https://me:ghp_secret@127.0.0.1:9/r.git"]) == 2
     out = capsys.readouterr()
     assert "ghp_secret" not in out.err + out.out and "https://***@127.0.0.1:9" in out.err
+
+
+def test_quarto_render_after_a_run_was_deleted_and_its_version(two_versions, tmp_path,
+                                                                monkeypatch):
+    """Quarto reads report/_generated/book.yml before its pre-render: it is rewritten before
+    Quarto starts, so a deleted run's chapters are gone; the version lists the runs shown."""
+    import yaml
+    from test_quarto_project import copy_project
+
+    root, *_ = two_versions
+    project = copy_project(tmp_path / "project")
+    shutil.copytree(root / "report" / "runs", project / "report" / "runs")
+    stale = project / "report" / "_generated" / "book.yml"
+    stale.parent.mkdir(parents=True)
+    stale.write_text(yaml.safe_dump({"book": {"chapters": [
+        {"part": "gone", "chapters": ["report/runs/deleted/01_first.ipynb"]}]}}))
+    seen, real_run = {}, subprocess.run
+
+    def fake_quarto(args, **kwargs):
+        if args[0] != "quarto":
+            return real_run(args, **kwargs)
+        seen["book"] = stale.read_text()
+        (project / "report" / "_output").mkdir(parents=True)
+        (project / "report" / "_output" / "index.html").write_text("<body>site</body>")
+        return subprocess.CompletedProcess(args, 0)
+
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(subprocess, "run", fake_quarto)
+    output, version = render.render_quarto("html", project)
+    assert "deleted" not in seen["book"] and "01_first.ipynb" in seen["book"]
+    record = json.loads((version / "version.json").read_text())
+    assert record["kind"] == "quarto" and len(record["runs"]) == 2
+    assert (version / "site" / "index.html").read_text() == "<body>site</body>"

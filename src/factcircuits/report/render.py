@@ -48,17 +48,24 @@ def render(to: str = "html", root: Path | None = None, runs_root: Path | None = 
     print(f"Quarto is not installed: writing a preview HTML with nbconvert instead"
           f"{' (no PDF without Quarto)' if to != 'html' else ''}; install Quarto for the "
           "full write-up")
+    runs = _runs(root, runs_root)
     paths = list(write_preview(root, runs_root))
-    return paths + [_record(paths[0].parent, root, runs_root, "preview")]
+    return paths + [_record(paths[0].parent, root, runs, "preview")]
 
 
-def _record(site: Path, root: Path, runs_root: Path | None, kind: str) -> Path:
-    """Keep this render as a version (report/versions/<id>/) for `factcircuits publish`."""
+def _runs(root: Path, runs_root: Path | None) -> list:
+    """The runs a render shows, read before it starts (a run finishing meanwhile is not in
+    this version)."""
     from factcircuits.report.evidence import load_runs
+
+    return load_runs(runs_root or root / "report" / "runs")
+
+
+def _record(site: Path, root: Path, runs: list, kind: str) -> Path:
+    """Keep this render as a version (report/versions/<id>/) for `factcircuits publish`."""
     from factcircuits.report.pages import version_info
     from factcircuits.report.versions import record_version
 
-    runs = load_runs(runs_root or root / "report" / "runs")
     return record_version(site, root, version_info(root, [ev.run_id for ev in runs]), runs,
                           kind)
 
@@ -87,12 +94,18 @@ def render_quarto(to: str, root: Path) -> list[Path]:
     # with QUARTO_PYTHON: both must be this environment's Python, which has factcircuits.
     env = dict(os.environ, QUARTO_PYTHON=sys.executable,
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    runs = _runs(root, None)
+    # Quarto reads report/_generated/book.yml before its pre-render rewrites it: a chapter of
+    # a run deleted since the last render would fail the render, so write it first.
+    from factcircuits.report.pages import write_generated
+
+    write_generated(root)
     proc = subprocess.run(["quarto", "render", *formats], check=False, cwd=root, env=env)
     if proc.returncode != 0:
         raise UserError(f"quarto render {' '.join(formats)} failed (exit {proc.returncode}); "
                         "see its output above".replace("  ", " "))
     output = root / "report" / "_output"
-    return [output, _record(output, root, None, "quarto")]
+    return [output, _record(output, root, runs, "quarto")]
 
 
 def archive_copy(source: Path, archive: Path, stem: str) -> Path:
