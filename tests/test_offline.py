@@ -32,6 +32,7 @@ def test_plotlyjs_once_per_site_and_no_cdn(tmp_path):
                  "report/runs/r/02.html"):
         (site / path).parent.mkdir(parents=True, exist_ok=True)
         (site / path).write_text(page(plotly=path != "index.html"))
+    (site / "search.json").write_text("[]")  # no site_libs/quarto-search reads it
     assert len(offline.external_assets(site)) == 2 * 4  # require.js and jQuery, every page
     assert offline.make_offline(site) == {"pages": 4, "changed": 4, "plotly_files": 1}
     lib, = (site / offline.PLOTLY_DIR).iterdir()
@@ -40,7 +41,7 @@ def test_plotlyjs_once_per_site_and_no_cdn(tmp_path):
     assert f'src="../../../site_libs/plotly/{lib.name}"' in deep
     assert f'src="../site_libs/plotly/{lib.name}"' in (site / "report/comparison.html").read_text()
     assert get_plotlyjs()[:60] not in deep and "Plotly.newPlot('f'" in deep
-    assert "define('jquery'" not in deep
+    assert "define('jquery'" not in deep and not (site / "search.json").exists()
     assert offline.external_assets(site) == []  # a link to a paper is not an asset
     before = {p: p.read_bytes() for p in site.rglob("*") if p.is_file()}
     assert offline.make_offline(site)["changed"] == 0  # idempotent

@@ -12,6 +12,7 @@
 - Quarto's own `quarto.js` is an ES module (it imports `tabsets.js`), and browsers refuse
   module scripts from `file://` (origin null): the table of contents, code folding and tabs
   would not work offline. Its imports are inlined into one classic, deferred script.
+- `search.json` is removed when no page can read it (`search: false`).
 - `external_assets` lists what a page or stylesheet would still fetch from the network.
 """
 
@@ -96,6 +97,10 @@ def make_offline(site: Path | str) -> dict[str, int]:
     written: dict[str, Path] = {}
     pages = changed = 0
     classic = classic_quarto_js(site)
+    # With `search: false` Quarto still writes the search index, but no page loads the search
+    # script that would read it: dead weight in every published version.
+    if not (site / "site_libs" / "quarto-search").exists():
+        (site / "search.json").unlink(missing_ok=True)
     for page in sorted(site.rglob("*.html")):
         pages += 1
         text = page.read_text(encoding="utf-8", errors="surrogateescape")
