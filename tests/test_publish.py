@@ -71,6 +71,8 @@ def test_changelog_names_runs_parameters_and_numbers():
     assert "Parameters changed in m on d (`a` → `b`): n_prompts=8 → 6." in log
     assert "Headline numbers moved in m on d (`a` → `b`): `x.acc` 0.769 → 1." in log
     assert not any("removed" in line for line in log)  # a is b with other parameters
+    beside = versions.changelog(old, {**old, "runs": [run, {**changed, "run_id": "d"}]})
+    assert beside == ["Run added: m on d (`d`): like `a` but n_prompts=8 → 6."]
     assert versions.changelog(None, new) == ["First version."]
     assert versions.changelog(new, new) == ["No change in runs, parameters or headline numbers."]
 

@@ -136,7 +136,14 @@ def changelog(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
             added.remove(run)
             pairs.append((twin, run))
     for run in added:
-        out.append(f"Run added: {run['title']} (`{run['run_id']}`).")
+        # beside a run of the same model, dataset and task: say which parameters differ
+        twin = next((r for r in after.values() if r is not run and r["run_id"] in before
+                     and (r["model"], r["dataset"], r["task"])
+                     == (run["model"], run["dataset"], run["task"])), None)
+        params = twin and changed_parameters(twin.get("parameters") or {},
+                                             run.get("parameters") or {})
+        like = f": like `{twin['run_id']}` but " + ", ".join(params) if params else ""
+        out.append(f"Run added: {run['title']} (`{run['run_id']}`){like}.")
     for run in removed:
         out.append(f"Run removed: {run['title']} (`{run['run_id']}`).")
     for a, b in pairs:
