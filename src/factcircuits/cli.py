@@ -11,7 +11,8 @@ import sys
 from factcircuits.errors import UserError
 
 # Order is the order shown in --help.
-SUBCOMMANDS = ["inspect", "dataset", "run", "sweep", "sweeps", "runs", "render", "models"]
+SUBCOMMANDS = ["inspect", "dataset", "run", "sweep", "sweeps", "runs", "render", "publish",
+               "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:
