@@ -18,15 +18,12 @@ from factcircuits.run import folders
 
 DAMAGE = {
     "a_null_headline": lambda f: _headline(f, "01_task_check", accuracy=None),
-    "a_nan_headline": lambda f: (f / "headline" / "03_attribution.json").write_text(
-        '{"top_head": "L7H2", "top_head_dla": NaN}'),
     "an_empty_notebook": lambda f: (f / "01_task_check.ipynb").write_bytes(b""),
     "a_broken_headline": lambda f: (f / "headline" / "02_logit_lens.json").write_text("{oops"),
     "an_empty_run_json": lambda f: (f / "run.json").write_bytes(b""),
 }
 WHY = {
     "a_null_headline": "headline value(s) not computed: 01_task_check.accuracy",
-    "a_nan_headline": "headline value(s) not computed: 03_attribution.top_head_dla",
     "an_empty_notebook": "01_task_check.ipynb is empty (0 bytes)",
     "a_broken_headline": "headline/02_logit_lens.json is unreadable (Expecting property name",
     "an_empty_run_json": "run.json unreadable",
@@ -46,6 +43,9 @@ def _headline(folder, notebook, **values):
 def runs(tmp_path):
     root = tmp_path / "runs"
     make_run(root, "good__run__1")
+    # a number the findings only print is said to be not computed; the run still renders
+    (make_run(root, "good__nan_dla__1") / "headline" / "03_attribution.json").write_text(
+        '{"top_head": "L7H2", "top_head_dla": NaN, "top_head_dla_ci": [NaN, 1.0]}')
     for name, damage in DAMAGE.items():
         damage(make_run(root, f"bad__{name}__1"))
     return root
@@ -53,7 +53,10 @@ def runs(tmp_path):
 
 def test_damaged_runs_are_listed_with_the_reason_and_left_out(runs):
     good, damaged = scan_evidence(runs)
-    assert [ev.run_id for ev in good] == ["good__run__1"]
+    assert [ev.run_id for ev in good] == ["good__nan_dla__1", "good__run__1"]
+    from factcircuits.report.findings import run_markdown
+
+    assert "**L7H2** (DLA not computed)" in run_markdown(good[0])
     reasons = dict(damaged)
     for name, why in WHY.items():
         assert why in reasons[f"bad__{name}__1"], (name, reasons[f"bad__{name}__1"])
@@ -62,10 +65,10 @@ def test_damaged_runs_are_listed_with_the_reason_and_left_out(runs):
 def test_the_preview_renders_the_others_and_says_which_were_left_out(runs, tmp_path,
                                                                      monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    page, _ = render.render(to="html", root=tmp_path, runs_root=runs)
+    page, *_ = render.render(to="html", root=tmp_path, runs_root=runs)
     text = page.read_text()
-    assert "Run 1: toy-model on toy-facts" in text and text.count("<h1>Run ") == 1
-    assert "5 run(s) left out</strong> because their files cannot be read" in text
+    assert "Run 1: toy-model on toy-facts" in text and text.count("<h1>Run ") == 2
+    assert "4 run(s) left out</strong> because their files cannot be read" in text
     for name in DAMAGE:
         assert f"bad__{name}__1" in text
 

@@ -63,7 +63,7 @@ def test_a_full_disk_during_a_run_is_named_and_leaves_no_empty_file(tmp_path, mo
 def test_a_failed_preview_write_keeps_the_last_good_preview(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     (tmp_path / "runs").mkdir()
-    page, archived = render.render(to="html", root=tmp_path, runs_root=tmp_path / "runs")
+    page, archived, *_ = render.render(to="html", root=tmp_path, runs_root=tmp_path / "runs")
     good = page.read_bytes()
     monkeypatch.setattr(os, "fsync", _disk_full)
     with pytest.raises(OSError, match="No space left"):

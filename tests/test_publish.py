@@ -83,6 +83,11 @@ def test_a_number_inside_its_interval_has_not_moved():
     new = {"k": 0.55, "k_ci_low": 0.45, "k_ci_high": 0.65, "j": 1.5, "j_ci_low": 1.4,
            "j_ci_high": 1.6}
     assert versions.moved_numbers(old, new) == ["`j` 1 → 1.5 (outside [0.9, 1.1])"]
+    # the headlines store intervals as `<key>_ci` = [low, high]
+    assert versions.interval_numbers({"01_task_check": {"accuracy": 0.8,
+                                                        "accuracy_ci": [0.6, 0.95],
+                                                        "known": "top1"}}) == {
+        "01_task_check.accuracy_ci_low": 0.6, "01_task_check.accuracy_ci_high": 0.95}
 
 
 def check_site(site: Path, v1: str, v2: str) -> None:

@@ -21,7 +21,8 @@ from factcircuits.report.evidence import RunEvidence
 
 VERSIONS = Path("report") / "versions"
 SITE = "site"
-# Headline intervals, when a notebook writes them: `<key>_ci_low` and `<key>_ci_high`.
+# Headline intervals in a version record: `<key>_ci_low` and `<key>_ci_high` (from the
+# headlines' `<key>_ci` = [low, high], bootstrap over prompts).
 CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
 
 
@@ -30,12 +31,25 @@ def version_id(package: str, commit: str, run_ids: list[str]) -> str:
     return f"v{package}-{commit}-{runs}"
 
 
+def interval_numbers(headline: dict[str, dict]) -> dict[str, float]:
+    """The headline intervals (`<key>_ci` = [low, high]) as `<notebook>.<key>_ci_low/_high`."""
+    out = {}
+    for notebook, numbers in sorted((headline or {}).items()):
+        for key, value in numbers.items():
+            if key.endswith("_ci") and isinstance(value, list) and len(value) == 2 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                out[f"{notebook}.{key[:-3]}{CI_LOW}"] = float(value[0])
+                out[f"{notebook}.{key[:-3]}{CI_HIGH}"] = float(value[1])
+    return out
+
+
 def run_snapshot(ev: RunEvidence) -> dict[str, Any]:
     from factcircuits.report.compare import flat_numbers
 
     return {"run_id": ev.run_id, "title": ev.title, "model": ev.model, "dataset": ev.dataset,
             "task": ev.task, "parameters": ev.record.get("parameters") or {},
-            "numbers": flat_numbers(ev.headline, ev.n_layers)}
+            "numbers": {**flat_numbers(ev.headline, ev.n_layers),
+                        **interval_numbers(ev.headline)}}
 
 
 def record_version(site: Path, root: Path, info: dict[str, Any], runs: list[RunEvidence],
