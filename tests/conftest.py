@@ -4,6 +4,7 @@ tests, the embedded SmolLM2 (a few seconds once its cache exists) where real beh
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 
 import pytest
 import torch
@@ -32,3 +33,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# Seconds per test file (setup + call + teardown: a module's shared run counts in its file),
+# printed after the run so that the next slowdown shows which file it is in
+# (benchmarks/suite.py prints the same beside a saved report).
+_FILE_SECONDS: dict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report):
+    _FILE_SECONDS[report.nodeid.split("::")[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _FILE_SECONDS:
+        return
+    terminalreporter.write_sep("=", "seconds per test file")
+    for path, seconds in sorted(_FILE_SECONDS.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"{seconds:8.1f}s  {path}")
