@@ -12,6 +12,19 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the suite never touches the network
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, the workers share the cores: each one's torch, and the kernels it
+    starts, get their share of threads (OpenMP threads of concurrent processes beyond the cores
+    ran 5-10x slower). A count the caller chose stands."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "FACTCIRCUITS_THREADS" not in os.environ:
+        from factcircuits.run.threads import available_cores
+
+        share = max(1, available_cores() // workers)
+        os.environ["FACTCIRCUITS_THREADS"] = str(share)
+        torch.set_num_threads(share)
+
+
 @pytest.fixture(scope="session")
 def tiny_lm():
     from factcircuits.models import load_model

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -186,6 +187,10 @@ def test_two_identical_runs_at_once_one_runs_the_other_says_so(tmp_path, reap):
     assert codes == [0, 2], [err for _, _, err in results]
     (loser_err,) = [err for p, _, err in results if p.returncode == 2]
     (winner_out,) = [out for p, out, _ in results if p.returncode == 0]
+    (winner_err,) = [err for p, _, err in results if p.returncode == 0]
+    # a clean log: no jupyter notice (TCP transport warning, kernel KeyboardInterrupt)
+    noise = re.compile(r"warn|error|traceback|keyboardinterrupt|TCP", re.IGNORECASE)
+    assert not [w for w in (winner_out + winner_err).splitlines() if noise.search(w)], winner_err
     line = loser_err.strip().splitlines()
     assert len(line) == 1 and "is already in progress by process" in line[0]
     run_dir = Path(winner_out.strip().splitlines()[-1])
