@@ -25,6 +25,23 @@ def pytest_configure(config):
         torch.set_num_threads(share)
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m selects
+def pytest_collection_modifyitems(config, items):
+    """A test that uses the embedded model is marked `embedded`, so that the quick loop
+    (`-m "not slow and not embedded"`) leaves out every one of them, not only those marked.
+
+    Under pytest-xdist (whole files per worker, in collection order), files with tests marked
+    slow go first: the long ones start at once and the short ones fill the time around them,
+    instead of one long file starting last while the other worker idles."""
+    for item in items:
+        if "embedded_lm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.embedded)
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) < 2:
+        return
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: keeps the order within
+
+
 @pytest.fixture(scope="session")
 def tiny_lm():
     from factcircuits.models import load_model

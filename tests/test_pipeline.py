@@ -180,6 +180,7 @@ def test_cli_run_json_last_line_and_errors(tmp_path, capsys):
     assert last["run_id"] in capsys.readouterr().out
 
 
+@pytest.mark.slow  # two runs at once: ~30 s
 def test_sweep_runs_every_cell_of_the_grid_in_parallel(tmp_path, capsys):
     other = tmp_path / "other.csv"
     other.write_bytes(Path(DATASET).read_bytes())
