@@ -31,6 +31,7 @@ from factcircuits.run.interrupts import reason_of, signals_as_interrupts, signal
 from factcircuits.run.notebooks import (
     Notebook,
     discover_notebooks,
+    kernel_options,
     read_notebook,
 )
 from factcircuits.run.provenance import git_commit, package_versions, sha256_file, tidy_path
@@ -319,7 +320,8 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
                         node, str(out), parameters=injected,
                         kernel_name=spec.get("name", "python3"),
                         language=spec.get("language", "python"), cwd=str(staging),
-                        progress_bar=False, stdout_file=stream, stderr_file=kernel_err)
+                        progress_bar=False, stdout_file=stream, stderr_file=kernel_err,
+                        **kernel_options())
                     finished = True
                 except Exception as exc:  # noqa: BLE001 -- papermill raises many kinds
                     reason = failure_reason(nb, exc)
