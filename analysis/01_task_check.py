@@ -29,6 +29,7 @@ batch_size = 16
 n_prompts = 0  # 0: every prompt
 seed = 0
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
+per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 run_dir = "."
 top_k = 5
 
@@ -49,6 +50,15 @@ from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "01_task_check"
 report = task_check.check(session, top_k=top_k)
+prepared = session.task
+
+
+def shown(table, name):
+    """The table, or its first rows and where the full table is (hundreds of prompts)."""
+    head, note = task_check.shown_rows(table, f"results/{NOTEBOOK}/{name}.csv")
+    if note:
+        display(Markdown(note))
+    return head
 display(Markdown(report.summary_markdown()))
 
 # %% [markdown]
@@ -64,7 +74,7 @@ display(report.model_table)
 # printout.
 
 # %%
-display(report.top_tokens_wide)
+display(shown(report.top_tokens_wide, "top_tokens"))
 
 # %% [markdown]
 # ## Every metric, per prompt
@@ -73,15 +83,45 @@ display(report.top_tokens_wide)
 
 # %%
 display(Markdown(task_check.metric_explanation(session.task)))
-display(report.per_prompt_display)
+display(shown(report.per_prompt_display, "per_prompt"))
 
 # %%
-fig = px.bar(report.per_prompt, x="short_prompt", y="metric", color="label_text",
-             labels={"metric": report.main_metric, "short_prompt": "prompt",
-                     "label_text": "label"},
-             title=f"{report.main_metric} per prompt (positive = right)")
-fig.update_layout(xaxis_tickangle=-40, height=460)
+if len(report.per_prompt) <= task_check.MAX_ROWS_SHOWN:
+    fig = px.bar(report.per_prompt, x="short_prompt", y="metric", color="label_text",
+                 labels={"metric": report.main_metric, "short_prompt": "prompt",
+                         "label_text": "label"},
+                 title=f"{report.main_metric} per prompt (positive = right)")
+    fig.update_layout(xaxis_tickangle=-40, height=460)
+else:  # hundreds of prompts: their distribution, not one unreadable bar each
+    fig = px.histogram(report.per_prompt, x="metric", color="label_text", nbins=40,
+                       labels={"metric": report.main_metric, "label_text": "label"},
+                       title=f"{report.main_metric} over {len(report.per_prompt)} prompts "
+                             "(positive = right)")
 fig.show()
+
+# %% [markdown]
+# ## By relation
+#
+# Accuracy per relation with its 95% bootstrap interval over the relation's prompts; *known*
+# prompts pass the `known` criterion, *analysed* ones go on to the mechanistic notebooks
+# (all known prompts, or `per_relation` of them per relation).
+
+# %%
+if report.by_relation is not None:
+    table = report.by_relation
+    fig = px.scatter(table, x="accuracy", y="relation", error_x=table["accuracy_high"]
+                     - table["accuracy"], error_x_minus=table["accuracy"] - table["accuracy_low"],
+                     title="Accuracy by relation (bars: 95% bootstrap interval)",
+                     labels={"accuracy": "accuracy (top-1)" if prepared.task == "cloze"
+                             else "accuracy"})
+    fig.add_vline(x=report.headline["accuracy"], line_dash="dot",
+                  annotation_text="all relations")
+    fig.update_layout(height=120 + 28 * len(table))
+    fig.show()
+    display(Markdown(task_check.relation_markdown(table, report.headline["accuracy"])))
+    display(table.round(3))
+else:
+    display(Markdown("The dataset has one relation."))
 
 # %% [markdown]
 # ## Prompts kept for the mechanistic analyses
@@ -93,6 +133,8 @@ if len(report.dropped):
 
 # %% tags=["remove-cell"]
 _ = save_table(run_dir, NOTEBOOK, "per_prompt", report.per_prompt)
+if report.by_relation is not None:
+    save_table(run_dir, NOTEBOOK, "by_relation", report.by_relation)
 save_table(run_dir, NOTEBOOK, "top_tokens", report.top_tokens)
 save_table(run_dir, NOTEBOOK, "dropped", report.dropped)
 report.filtered_rows.to_csv(f"{run_dir}/{task_check.FILTERED_FILE}", index=False)

@@ -30,6 +30,7 @@ batch_size = 16
 n_prompts = 0  # 0: every prompt
 seed = 0
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
+per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 run_dir = "."
 direction = "auto"  # cloze: logit_diff; yes/no: log_odds (linearised) or logit_diff_sum
 example = 0  # prompt index for the per-layer top tokens
@@ -44,15 +45,18 @@ session, prepared, note = start_analysis(globals())
 display(Markdown(f"Analysed: {note}."))
 
 # %%
+from factcircuits.methods import by_relation as R
 from factcircuits.methods import logit_lens as LL
 from factcircuits.methods.attribution import soft_cap_note
+from factcircuits.methods.uncertainty import layer_with_range, with_interval
 from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "02_logit_lens"
 lens = LL.logit_lens(session.lm, prepared, kind=direction, batch_size=session.batch_size,
                      progress=True)
 shares = lens.shares()
-curve = lens.mean_curve()
+h = lens.headline(seed)
+curve = lens.mean_curve(seed)
 save_table(run_dir, NOTEBOOK, "logit_lens", lens.table)
 save_table(run_dir, NOTEBOOK, "logit_lens_mean", curve)
 
@@ -61,6 +65,8 @@ save_table(run_dir, NOTEBOOK, "logit_lens_mean", curve)
 
 # %%
 LL.lens_figure(lens).show()
+attn_share = with_interval(shares["attn_share"], h["attn_share_ci"], ".0%")
+mlp_share = with_interval(shares["mlp_share"], h["mlp_share_ci"], ".0%")
 exact = ("exactly" if lens.direction.exact else
          "to first order (the log-odds are nonlinear in the logits; the curve adds the "
          "linearisation offset back so that it ends on the metric)")
@@ -69,10 +75,11 @@ display(Markdown(
     f"Mean over {len(prepared.prompts)} prompts: the metric read after the embeddings is "
     f"{shares['embed_value']:.3f} and after the last layer {shares['final_value']:.3f}, a total "
     f"increase of {shares['total_increase']:.3f}. Attention sublayers contribute "
-    f"{shares['attn_increase']:.3f} (**{100 * shares['attn_share']:.0f}%**) and MLP sublayers "
-    f"{shares['mlp_increase']:.3f} (**{100 * shares['mlp_share']:.0f}%**); the original study "
-    f"found MLPs carried about 70% on gemma-2b-it. The largest single jump, "
-    f"{shares['peak_jump']:.3f}, is at layer **{shares['peak_layer']}** "
+    f"{shares['attn_increase']:.3f} (**{attn_share}**) "
+    f"and MLP sublayers {shares['mlp_increase']:.3f} (**{mlp_share}**; intervals: bootstrap "
+    f"over the {h['n_prompts']} prompts); the original study found MLPs carried about 70% on "
+    f"gemma-2b-it. The largest single jump, {shares['peak_jump']:.3f}, is at "
+    f"**{layer_with_range(shares['peak_layer'], h['peak_layer_range'])}** "
     f"({shares['peak_sublayer']})."))
 caveat = LL.share_caveat(shares)
 if caveat:
@@ -105,9 +112,21 @@ display(Markdown(f"Prompt: `{prepared.prompts[ex]!r}`"))
 display(tops)
 save_table(run_dir, NOTEBOOK, "top_tokens_example", tops)
 
+# %% [markdown]
+# ## By relation
+#
+# Where the largest single jump happens, relation by relation, with the range of layers that
+# holds it in 95% of bootstrap resamples of the relation's prompts.
+
 # %%
-_ = save_headline(run_dir, NOTEBOOK, {
-    "mlp_share": shares["mlp_share"], "attn_share": shares["attn_share"],
-    "peak_layer": shares["peak_layer"], "peak_sublayer": shares["peak_sublayer"],
-    "peak_jump": shares["peak_jump"], "total_increase": shares["total_increase"],
-    "direction": lens.direction.kind, "n_prompts": len(prepared.prompts)})
+relations = prepared.rows.get("relation")
+if relations is not None and relations.nunique() > 1:
+    by_relation = lens.by_relation(relations.astype(str).to_numpy(), seed)
+    display(Markdown(R.relation_peaks_markdown(by_relation, h["peak_layer"], "Logit lens")))
+    display(by_relation.round(3))
+    save_table(run_dir, NOTEBOOK, "by_relation", by_relation)
+else:
+    display(Markdown("The analysed prompts come from one relation."))
+
+# %%
+_ = save_headline(run_dir, NOTEBOOK, h)

@@ -30,6 +30,7 @@ batch_size = 16
 n_prompts = 0  # 0: every prompt
 seed = 0
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
+per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 run_dir = "."
 direction = "auto"
 top_components = 10  # heads and neurons listed by |DLA|
@@ -49,7 +50,7 @@ from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "03_attribution"
 summary = attribution_summary(session.lm, prepared, kind=direction, top_k=top_components,
-                              batch_size=session.batch_size, progress=True)
+                              batch_size=session.batch_size, seed=seed, progress=True)
 d, check, h = summary.attribution.direction, summary.sum_check, summary.headline
 layers, heads = summary.attribution.layers, summary.attribution.heads
 save_table(run_dir, NOTEBOOK, "sum_check", check)

@@ -34,6 +34,7 @@ batch_size = 16
 n_prompts = 0  # 0: every prompt
 seed = 0
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
+per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 run_dir = "."
 max_patches = "auto"  # patched copies stacked per forward ("auto": memory cap)
 heads_by_position = False  # also patch every head at every position (n_heads × slower)
@@ -60,15 +61,17 @@ import time
 import pandas as pd
 import plotly.express as px
 
+from factcircuits.methods import by_relation as R
 from factcircuits.methods import patching as P
 from factcircuits.methods.positions import CLASS_TITLES
 from factcircuits.methods.summaries import patching_summary
+from factcircuits.methods.uncertainty import layer_with_range, with_interval
 from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "04_activation_patching"
 exact_start = time.perf_counter()
 summary = patching_summary(session.lm, pairs, n_dropped=len(dropped), max_patches=max_patches,
-                           heads_by_position=heads_by_position)
+                           heads_by_position=heads_by_position, seed=seed)
 exact_seconds = time.perf_counter() - exact_start
 results, headline = summary.results, summary.headline
 if results:
@@ -146,13 +149,35 @@ if results:
         "In the residual stream the clean answer is carried by the subject tokens first and by "
         "the last token later; the last token's effect first reaches the subject tokens' at "
         + (f"layer **{handover}**." if handover is not None else "no layer.")))
+    def peak_text(component: str, row) -> str:
+        layer = layer_with_range(row["layer"], headline.get(f"{component}_peak_layer_range"))
+        effect = with_interval(row["effect"], headline.get(f"{component}_peak_ci"))
+        return f"{layer}, normalized effect {effect}"
+
+    head_effect = with_interval(headline["top_head_effect"], headline.get("top_head_effect_ci"))
     display(Markdown(
         f"The residual stream carries the most at the **{CLASS_TITLES[r['token_class']]}** "
-        f"(layer {r['layer']}, normalized effect {r['effect']:.2f}). MLP outputs peak at the "
-        f"{CLASS_TITLES[m['token_class']]} in layer {m['layer']} ({m['effect']:.2f}); "
-        f"attention outputs at the {CLASS_TITLES[a['token_class']]} in layer {a['layer']} "
-        f"({a['effect']:.2f}). The strongest single head is L{headline['top_head_layer']}"
-        f"H{headline['top_head']} ({headline['top_head_effect']:.2f})."))
+        f"({peak_text('resid_pre', r)}). MLP outputs peak at the "
+        f"{CLASS_TITLES[m['token_class']]} ({peak_text('mlp_out', m)}); attention outputs at "
+        f"the {CLASS_TITLES[a['token_class']]} ({peak_text('attn_out', a)}). The strongest "
+        f"single head is L{headline['top_head_layer']}H{headline['top_head']} ({head_effect}). "
+        f"Intervals: 95% bootstrap over the {len(pairs.prompts)} pairs; layer ranges hold the "
+        "peak in 95% of resamples."))
+
+# %% [markdown]
+# ## By relation
+#
+# Patching the MLP output at the last subject token, relation by relation: where the
+# normalized effect peaks, with the range of layers holding the peak in 95% of resamples.
+
+# %%
+if summary.by_relation is not None:
+    display(Markdown(R.relation_peaks_markdown(
+        summary.by_relation, headline["mlp_out_subject_last_peak_layer"], "Activation patching")))
+    display(summary.by_relation.round(3))
+    save_table(run_dir, NOTEBOOK, "by_relation", summary.by_relation)
+else:
+    display(Markdown("The patched pairs come from one relation."))
 
 # %% [markdown]
 # ## A fast scan: attribution patching (AtP)

@@ -33,6 +33,7 @@ batch_size = 16
 n_prompts = 0  # 0: every prompt
 seed = 0
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
+per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 run_dir = "."
 noise_samples = 10  # ROME: 10 samples of subject noise per prompt
 noise_scale = 3.0  # × the std of the subject tokens' embedding activations (ROME: 3)
@@ -52,9 +53,11 @@ display(Markdown(f"Analysed: {note}. Causal tracing needs no counterfactual prom
 # %%
 import plotly.express as px
 
+from factcircuits.methods import by_relation as R
 from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods.positions import CLASS_TITLES
 from factcircuits.methods.summaries import tracing_summary
+from factcircuits.methods.uncertainty import claim_text, layer_with_range, with_interval
 from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "05_causal_tracing"
@@ -94,22 +97,30 @@ for kind in traces:
 # %%
 last_subj = aie[aie["token_class"] == "subject_last"]
 curves = last_subj[last_subj["kind"].isin(["mlp", "attn"])]
-fig = px.line(curves, x="layer", y="aie", color="kind", markers=True,
-              labels={"aie": f"AIE on {metric_name}"},
-              title="Last subject token: MLP vs attention (windowed restoration)")
+fig = px.line(curves.assign(plus=curves["high"] - curves["aie"],
+                            minus=curves["aie"] - curves["low"]),
+              x="layer", y="aie", color="kind", markers=True, error_y="plus",
+              error_y_minus="minus", labels={"aie": f"AIE on {metric_name}"},
+              title="Last subject token: MLP vs attention (windowed restoration; bars: 95% "
+                    "bootstrap interval over prompts)")
 fig.show()
-mlp_peak = summary.peak("mlp", "subject_last")
-attn_peak = summary.peak("attn", "subject_last")
-attn_last = summary.peak("attn", "last")
+
+
+def peak_text(kind: str, token_class: str) -> str:
+    key = f"{kind}_{token_class}_peak"
+    return (f"{layer_with_range(h[key + '_layer'], h.get(key + '_layer_range'))}, AIE "
+            f"{with_interval(h[key + '_aie'], h.get(key + '_aie_ci'), '.3f')}")
+
+
+claim = h.get("claim_mlp_over_attn_subject_last")
 display(Markdown(
-    f"At the last subject token the MLP restoration peaks at layer **{mlp_peak['layer']}** "
-    f"(AIE {mlp_peak['peak_aie']:.3f}) and attention at layer **{attn_peak['layer']}** "
-    f"(AIE {attn_peak['peak_aie']:.3f})"
-    + (f"; at the last token attention peaks at layer {attn_last['layer']} "
-       f"(AIE {attn_last['peak_aie']:.3f})." if attn_last is not None else ".")
-    + (" As in ROME, the MLPs dominate at the subject's last token."
-       if mlp_peak["peak_aie"] > attn_peak["peak_aie"] else
-       " Unlike ROME's GPT-2 XL, attention is not smaller than the MLPs there.")))
+    f"At the last subject token the MLP restoration peaks at "
+    f"**{peak_text('mlp', 'subject_last')}** and attention at "
+    f"**{peak_text('attn', 'subject_last')}**"
+    + (f"; at the last token attention peaks at {peak_text('attn', 'last')}."
+       if "attn_last_peak_layer" in h else ".")
+    + (f" MLPs against attention at the last subject token, per prompt at each kind's peak "
+       f"layer: {claim_text(claim)}." if claim else "")))
 
 # %% [markdown]
 # ## One example, token by token
@@ -137,7 +148,28 @@ for kind, result in traces.items():
 peaks = summary.peaks
 display(peaks.assign(token_class=peaks["token_class"].map(lambda c: CLASS_TITLES.get(c, c))))
 
+# %% [markdown]
+# ## By relation
+#
+# Restoring the MLP outputs at the last subject token, relation by relation: the mean indirect
+# effect with its 95% bootstrap band over the relation's prompts, and where each peaks.
+
+# %%
+if summary.by_relation is not None:
+    R.relation_figure(summary.relation_curves,
+                      "Restoring the MLP at the last subject token, by relation (band: 95% "
+                      "bootstrap interval over the relation's prompts)",
+                      f"AIE on {metric_name}").show()
+    display(Markdown(R.relation_peaks_markdown(summary.by_relation,
+                                               h["mlp_subject_last_peak_layer"],
+                                               "Causal tracing")))
+    display(summary.by_relation.round(3))
+else:
+    display(Markdown("The analysed prompts come from one relation."))
+
 # %% tags=["remove-cell"]
+if summary.by_relation is not None:
+    save_table(run_dir, NOTEBOOK, "by_relation", summary.by_relation)
 save_table(run_dir, NOTEBOOK, "trace_long", summary.long)
 save_table(run_dir, NOTEBOOK, "aie_by_class", aie)
 save_table(run_dir, NOTEBOOK, "peaks", peaks)

@@ -31,6 +31,7 @@ batch_size = 16
 n_prompts = 0  # 0: every prompt
 seed = 0
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
+per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 run_dir = "."
 n_components = 6  # top components by |DLA| to ablate
 knockout_window = 0  # layers knocked out together; 0: n_layers // 6
@@ -51,7 +52,7 @@ from factcircuits.run.folders import save_headline, save_table
 
 NOTEBOOK = "06_ablation_knockout"
 abl = ablation_summary(session.lm, prepared, reference=session.task, n_components=n_components,
-                       batch_size=session.batch_size, progress=True)
+                       batch_size=session.batch_size, seed=seed, progress=True)
 save_table(run_dir, NOTEBOOK, "ablation", abl.table)
 save_table(run_dir, NOTEBOOK, "ablation_summary", abl.summary)
 
@@ -76,7 +77,7 @@ display(abl.summary)
 
 # %%
 ko = knockout_summary(session.lm, prepared, window=knockout_window,
-                      batch_size=session.batch_size, progress=True)
+                      batch_size=session.batch_size, seed=seed, progress=True)
 save_table(run_dir, NOTEBOOK, "knockout", ko.table)
 save_table(run_dir, NOTEBOOK, "knockout_summary", ko.summary)
 KO.knockout_figure(ko.table).show()

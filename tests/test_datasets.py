@@ -356,3 +356,64 @@ def test_answer_map_must_hold_lists_of_words(tmp_path):
         load_answer_map(str(path))
     good = write(tmp_path, "g.json", '{"true": ["Yes", " Yes"], "false": ["No"]}')
     assert load_answer_map(str(good)).true_words == ("Yes", " Yes")
+
+
+def _reference_fill(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The direct (quadratic) statement of the filling rule: for each row, filter the whole
+    table; the indexed `make_counterfactual` must pick exactly the same partners."""
+    import random
+
+    from factcircuits.data.counterfactuals import pick_partner
+
+    rows, rng = rows.copy(), random.Random(seed)
+    for i in rows.index:
+        row = rows.loc[i]
+        subject, relation = row["subject"].strip(), row["relation"].strip()
+        if not subject or subject not in row["prompt"] or not relation:
+            continue
+        same = rows[rows["relation"].str.strip() == relation]
+        others = same[(same["answer"].str.strip().str.casefold() != row["answer"].strip()
+                       .casefold()) & (same["subject"].str.strip() != subject)
+                      & (same["subject"].str.strip() != "")]
+        if others.empty:
+            continue
+        matching = others[others["answer"].str.strip() == row["counterfactual"].strip()]
+        pool = matching if not matching.empty else others
+        rows.at[i, "corrupted_subject"] = pick_partner(
+            subject, sorted(set(pool["subject"].str.strip())), rng)
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_indexed_filling_picks_what_the_direct_rule_picks(seed):
+    import random
+
+    rng = random.Random(100 + seed)
+    names = ["Ab", "Abc", "Abcd", "New Ab", "New Abcd", "Big New Ab", "Xy", "Xyz", "Old Xy"]
+    answers = [" P", " Q", " R", " S"]
+    specs = []
+    for _ in range(60):
+        subject = rng.choice(names)
+        answer = rng.choice(answers)
+        specs.append({"prompt": f"The capital of {subject} is", "answer": answer,
+                      "counterfactual": rng.choice([a for a in answers if a != answer]),
+                      "subject": subject, "relation": rng.choice(["r1", "r2", "r3"])})
+    rows = _cloze_rows(specs)
+    got = make_counterfactual(rows, seed)["corrupted_subject"].tolist()
+    want = _reference_fill(rows, seed)["corrupted_subject"].tolist()
+    assert got == want
+    assert sum(bool(g) for g in got) > 40  # the comparison covers filled rows
+
+
+def test_filling_counterfactuals_is_linear_in_rows():
+    """48k rows took over 10 minutes when each row filtered the whole table."""
+    import time
+
+    n = 40_000
+    rows = _cloze_rows([{"prompt": f"The capital of Land{i} is", "answer": f" City{i % 700}",
+                         "counterfactual": f" City{(i + 1) % 700}", "subject": f"Land{i}",
+                         "relation": f"r{i % 3}"} for i in range(n)])
+    t0 = time.perf_counter()
+    out = make_counterfactual(rows, 0)
+    assert time.perf_counter() - t0 < 10  # ~1 s here
+    assert (out["corrupted_subject"] != "").all()

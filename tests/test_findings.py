@@ -27,7 +27,8 @@ def peaked(peak_layer: int, peak: float, **columns) -> pd.DataFrame:
 
 def make_run(root: Path, run_id: str = "m__d__1", *, task: str = "cloze",
              patch_mlp_layer: int = 4, patch_head: tuple[int, int] = (7, 2),
-             at_chance: bool = False, trace_window: int = 1,
+             at_chance: bool = False, trace_window: int = 1, ranges: bool = True,
+             trace_range: tuple[int, int] = (2, 4),
              notebooks: tuple[str, ...] = ("01", "02", "03", "04", "05", "06"),
              task_check: dict | None = None) -> Path:
     folder = root / run_id
@@ -67,6 +68,22 @@ def make_run(root: Path, run_id: str = "m__d__1", *, task: str = "cloze",
         "06": ("06_ablation_knockout", {"knockout_window": 3}),
     }
     headline["01"][1].update(task_check or {})
+    if ranges:  # what runs record since intervals: ranges of resampled peaks, intervals
+        headline["01"][1].update(accuracy_ci=[0.6, 0.95], mean_metric_ci=[1.5, 3.5])
+        headline["04"][1].update(
+            mlp_out_subject_last_peak=0.6, mlp_out_subject_last_peak_layer=patch_mlp_layer,
+            mlp_out_subject_last_peak_ci=[0.4, 0.8],
+            mlp_out_subject_last_peak_layer_range=[max(0, patch_mlp_layer - 1),
+                                                   patch_mlp_layer + 1])
+        headline["05"][1].update(
+            mlp_subject_last_peak_layer_range=list(trace_range),
+            mlp_subject_last_peak_aie_ci=[0.05, 0.11], attn_subject_last_peak_aie_ci=[0.0, 0.04],
+            claim_mlp_over_attn_subject_last={
+                "claim": "MLP over attention", "name": "mlp_over_attn_subject_last",
+                "difference": 0.06, "difference_ci": [0.02, 0.1], "n": 16, "p_bootstrap": 0.001,
+                "p_sign": 0.004, "n_positive": 14, "n_negative": 2, "verdict": "supported"},
+            mlp_subject_before_attn_last_share=0.99)
+        headline["06"][1].update(knockout_subject_peak_centre_range=[6, 8])
     for key in notebooks:
         name, numbers = headline[key]
         (folder / "headline" / f"{name}.json").write_text(json.dumps(numbers))
@@ -105,18 +122,29 @@ def test_findings_of_a_full_run(tmp_path):
     # (layers 6-8); DLA top head L7H2
     assert f.summary == ("The subject is enriched by MLPs at its last token in early layers "
                          "(peak at layer 3); attention in layers 6–8 (top head L7H2) moves the "
-                         "attribute to the last token. 3 of 3 cross-method checks agree.")
-    # tracing 3 vs patching 4: within one layer; same head; head layer 7 inside 6-8
-    assert [c.agree for c in f.checks] == [True, True, True]
+                         "attribute to the last token. 3 of 3 cross-method checks agree. Based "
+                         "on 16 prompts: a small sample.")
+    # tracing range 2-4 overlaps patching's 3-5; same head; head layer 7 inside the windows
+    assert [c.verdict for c in f.checks] == ["agrees"] * 3
     text = F.run_markdown(ev)
     assert "## toy-model on toy-facts" in text and "org/toy-model" in text
-    assert "**16 of 20** prompts correctly (80%); mean logit difference (correct − " in text
-    assert "recovers the most for layer 3 (relative depth 0.30), early layers: AIE 0.080" in text
-    assert "against 0.020 at most for attention" in text
-    assert "the MLP output at the last subject token restores most at layer 4" in text
+    assert ("**16 of 20** prompts correctly: 80% (95% CI 60% to 95%); mean logit difference "
+            "(correct − counterfactual) +2.50 (95% CI +1.50 to +3.50)") in text
+    assert ("recovers the most for layer 3 (relative depth 0.30; 95% of resamples in layers "
+            "2–4), early layers: AIE 0.080 (95% CI 0.050 to 0.110)") in text
+    assert "against 0.020 (95% CI 0.000 to 0.040) at most for attention" in text
+    assert ("the MLP output at the last subject token restores most at layer 4 (relative "
+            "depth 0.40; 95% of resamples in layers 3–5), 0.60 (95% CI 0.40 to 0.80)") in text
+    assert ("*MLPs carry more than attention at the last subject token* (causal tracing, AIE "
+            "at each kind's peak layer): **supported**: mean difference +0.060 (95% CI +0.020 "
+            "to +0.100); paired bootstrap p < 0.002; sign test 14 of 16 prompts (p = 0.004); "
+            "n = 16") in text
+    assert "does in 99% of bootstrap resamples" in text
+    assert "With n = 12 < 20 prompts, intervals are wide" in text
     assert "attention output at the last token most at layer 9 (relative depth 0.90), 0.50" in text
     assert "from layer 6 (relative depth 0.60) on" in text
-    assert "layers 6–8 (relative depth 0.60–0.80): P(answer) falls by 60%" in text
+    assert ("layers 6–8 (relative depth 0.60–0.80) (in 95% of resamples the worst window is "
+            "centred on layers 6–8): P(answer) falls by 60%") in text
     assert "2 noise samples per prompt in causal tracing (ROME used 10)" in text
     assert "12 patched pairs (4 left out" in text
     assert "within 2.0e-06 (passes" in text
@@ -131,25 +159,50 @@ def test_findings_of_a_full_run(tmp_path):
 
 
 def test_disagreeing_methods_are_reported(tmp_path):
-    ev = RunEvidence.load(make_run(tmp_path, patch_mlp_layer=6, patch_head=(9, 0)))
+    # patching's MLP peak range 6-8 does not overlap tracing's 2-4
+    ev = RunEvidence.load(make_run(tmp_path, patch_mlp_layer=7, patch_head=(9, 0)))
     f = F.run_findings(ev)
-    assert [c.agree for c in f.checks] == [False, False, True]
+    assert [c.verdict for c in f.checks] == ["differs", "differs", "agrees"]
     text = F.run_markdown(ev)
-    assert "1 of 3 checks agree, so the methods disagree" in text
-    assert "**differs** (causal tracing centred on layer 3, activation patching layer 6)" in text
+    assert "1 of 3 checks agree, so the methods disagree where the sample resolves it" in text
+    assert ("**differs** (causal tracing layer 3 (95% of resamples in layers 2–4), activation "
+            "patching layer 7 (95% of resamples in layers 6–8))") in text
     assert "**differs** (direct logit attribution L7H2, head patching L9H0)" in text
 
 
+def test_a_peak_range_wider_than_a_third_of_the_model_is_not_resolved(tmp_path):
+    ev = RunEvidence.load(make_run(tmp_path, patch_mlp_layer=7, trace_range=(1, 9)))
+    check = F.run_findings(ev).checks[0]
+    assert check.verdict == "not resolved at this sample size" and not check.agree
+    assert "not resolved" in F.run_findings(ev).summary
+
+
+def test_runs_without_ranges_leave_agreement_unresolved(tmp_path):
+    """Runs recorded before intervals existed: no fixed-layer rule decides for them."""
+    ev = RunEvidence.load(make_run(tmp_path, ranges=False))
+    verdicts = [c.verdict for c in F.run_findings(ev).checks]
+    assert verdicts == ["not resolved at this sample size", "agrees",
+                        "not resolved at this sample size"]
+
+
+def test_a_layer_0_mlp_peak_is_named_and_not_counted_as_agreement(tmp_path):
+    ev = RunEvidence.load(make_run(tmp_path, patch_mlp_layer=0, trace_range=(0, 2)))
+    check = F.run_findings(ev).checks[0]
+    assert check.verdict == "not comparable (layer-0 MLP)"
+    assert "acts as part of the token embedding" in F.run_markdown(ev)
+
+
 def test_tracing_window_counts_as_the_same_place(tmp_path):
-    # window 5 around layer 3 restores layers 1-5 (ROME: [3 - 5//2, 3 + ceil(5/2))); patching
-    # at layer 6 is within one layer (the tolerance) of it
+    # window 5 around layer 3 restores layers 1-5 (ROME: [3 - 5//2, 3 + ceil(5/2))); the
+    # resampled peaks 2-4 speak for layers 0-6, which patching's range 5-7 overlaps
     ev = RunEvidence.load(make_run(tmp_path, patch_mlp_layer=6, trace_window=5))
     assert F.tracing_window(ev, 3) == (1, 5) and F.tracing_window(ev, 0) == (0, 2)
     assert F.tracing_window(ev, 10) == (8, 10)  # clipped at the last layer
     assert [c.agree for c in F.run_findings(ev).checks] == [True, True, True]
     text = F.run_markdown(ev)
     assert "recovers the most for layers 1–5, the window centred on layer 3" in text
-    assert "causal tracing centred on layer 3 (window 1–5), activation patching layer 6" in text
+    assert ("causal tracing layer 3 (95% of resamples in layers 2–4, window 0–6), activation "
+            "patching layer 6") in text
     assert "**differs**" not in text
 
 
@@ -159,7 +212,7 @@ def test_pairwise_criterion_is_named_with_the_prompts_it_kept(tmp_path):
         "accuracy": 0.1, "n_kept": 18, "pairwise_accuracy": 0.9, "known": "pairwise",
         "known_phrase": "ranks above the counterfactual (`known=pairwise`)"}))
     text = F.run_markdown(ev)
-    assert ("answers **2 of 20** prompts correctly (10%: the answer is its top token)"
+    assert ("answers **2 of 20** prompts correctly (the answer is its top token): 10%"
             in text)  # top-1, not n_kept
     assert "It ranks the answer above the counterfactual for 18 (90%)." in text
     assert ("The mechanistic analyses use the 18 prompts it ranks above the counterfactual "

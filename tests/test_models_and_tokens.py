@@ -39,7 +39,8 @@ def test_bos_matches_each_tokenizer_never_doubled(tiny_lm, embedded_lm):
     assert embedded_lm.model.cfg.default_prepend_bos is False
 
 
-@pytest.mark.parametrize("which", ["tiny_lm", "embedded_lm"])
+@pytest.mark.parametrize("which", ["tiny_lm", pytest.param("embedded_lm",
+                                                            marks=pytest.mark.embedded)])
 def test_batched_logits_equal_one_prompt_at_a_time(which, request):
     lm = request.getfixturevalue(which)
     batch = encode(lm.tokenizer, PROMPTS)

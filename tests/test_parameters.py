@@ -72,3 +72,61 @@ def test_unknown_and_disagreeing_core_parameters_are_refused():
         parameters.core_values([a, b])
     with pytest.raises(UserError, match="unknown parameter 'window'"):
         parameters.validate_given({"window": 3}, [a])
+
+
+def test_every_parameter_has_a_domain_next_to_its_default():
+    """One table declares each parameter's default and domain; the notebooks and the library
+    agree with it, and every default lies inside its own domain."""
+    from factcircuits.run.domains import DOMAINS
+
+    for nb in ANALYSIS:
+        for name, value in nb.defaults.items():
+            if name in parameters.RESERVED:
+                continue
+            assert name in DOMAINS, f"{nb.name}: {name} has no declared domain"
+            assert value == DOMAINS[name].default and \
+                type(value) is type(DOMAINS[name].default), f"{nb.name}: {name}={value!r}"
+    for name, value in parameters.core_defaults().items():
+        if name not in parameters.RESERVED:
+            assert DOMAINS[name].default == value, name
+    for name, domain in DOMAINS.items():
+        assert domain.ok(domain.default), name
+
+
+def test_domains_mirror_the_library_constants():
+    from factcircuits.methods.attribution import DIRECTION_KINDS
+    from factcircuits.methods.evaluate import KNOWN_CRITERIA
+    from factcircuits.models.loading import DTYPES
+    from factcircuits.models.tokens import PROMPT_FORMATS
+    from factcircuits.run import domains
+
+    assert domains.DTYPE_NAMES == tuple(DTYPES)
+    assert domains.PROMPT_FORMATS == PROMPT_FORMATS
+    assert domains.KNOWN == KNOWN_CRITERIA
+    assert domains.DIRECTIONS == DIRECTION_KINDS
+
+
+@pytest.mark.parametrize("name, inside, outside", [
+    ("seed", [0, 2**32 - 1], [-1, 2**32, 1.5, True, None]),
+    ("noise_scale", [0.5, 3, 10.0], [0, -1.0, float("nan"), float("inf"), "3", None]),
+    ("max_patches", ["auto", 1, 64], [0, -3, "all", None]),
+    ("n_components", [1, 6], [0, -1]),
+    ("trace_metric", ["prob", "task"], ["probs", "", None]),
+    ("knockout_window", [0, 3], [-1]),
+])
+def test_domains_refuse_what_is_outside(name, inside, outside):
+    from factcircuits.run import domains
+
+    for value in inside:
+        domains.check(name, value)
+    for value in outside:
+        with pytest.raises(UserError, match=f"^{name}=.*: "):
+            domains.check(name, value)
+
+
+def test_a_repeated_p_name_is_refused():
+    from factcircuits.commands.run import parse_assignments
+
+    assert parse_assignments(["seed=1", "n_prompts=2"]) == {"seed": 1, "n_prompts": 2}
+    with pytest.raises(UserError, match="-p seed is given twice"):
+        parse_assignments(["seed=1", "n_prompts=2", " seed =1"])

@@ -4,6 +4,7 @@ run.json, atomic replacement, failure handling, secret scan, CLI behaviour."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -106,8 +107,10 @@ def test_known_criterion_is_a_recorded_core_parameter_that_changes_the_run_id(tm
     assert pairwise.parameters["known"] == "pairwise" and pairwise.run_id != default.run_id
 
 
-def test_failing_parameter_keeps_last_good_run_and_failed_notebook(tmp_path):
-    good = do_run(tmp_path, fail=False)
+def test_failing_parameter_keeps_last_good_run_and_failed_notebook(tmp_path, good_run):
+    good = good_run[1]  # a copy of the module's good run: two kernels fewer than a new run
+    shutil.copytree(good.run_dir, tmp_path / good.run_id)
+    good = pipeline.RunResult(good.run_id, tmp_path / good.run_id, "ok")
     before = tree_bytes(good.run_dir)
     with pytest.raises(pipeline.RunFailed) as err:
         pipeline.execute_run(_same_id_failing_plan(tmp_path, good.run_id), progress=False)
@@ -177,6 +180,7 @@ def test_cli_run_json_last_line_and_errors(tmp_path, capsys):
     assert last["run_id"] in capsys.readouterr().out
 
 
+@pytest.mark.slow  # two runs at once: ~30 s
 def test_sweep_runs_every_cell_of_the_grid_in_parallel(tmp_path, capsys):
     other = tmp_path / "other.csv"
     other.write_bytes(Path(DATASET).read_bytes())

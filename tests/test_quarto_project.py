@@ -30,7 +30,8 @@ def project_pages(root: Path = ROOT) -> list[Path]:
 
 def copy_project(target: Path) -> Path:
     """The files Quarto reads, as in a fresh clone (no report/_generated, no runs)."""
-    for page in ["_quarto.yml", config()["project"]["pre-render"], *config()["project"]["render"]]:
+    project = config()["project"]
+    for page in ["_quarto.yml", project["pre-render"], project["post-render"], *project["render"]]:
         (target / page).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / page, target / page)
     return target

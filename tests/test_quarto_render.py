@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from plotly.offline import get_plotlyjs
 from test_quarto_project import copy_project
 
+from factcircuits.report.offline import PLOTLY_DIR, external_assets
 from factcircuits.run import pipeline
 from factcircuits.run.display import static_export_available
 
@@ -36,6 +38,23 @@ def pdf_text(pdf: Path) -> str:
         pytest.skip("pdftotext (poppler-utils) not installed")
     return subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
                           check=True).stdout
+
+
+def near_empty_pages(pdf: Path) -> list[int]:
+    """Pages with no image and at most a running header and a page number: blank pages."""
+    count = int(re.search(r"Pages:\s+(\d+)", subprocess.run(
+        ["pdfinfo", str(pdf)], capture_output=True, text=True).stdout).group(1))
+    listed = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True,
+                            text=True).stdout.splitlines()[2:]
+    with_images = {int(line.split()[0]) for line in listed if line.strip()}
+    empty = []
+    for number in range(1, count + 1):
+        text = subprocess.run(["pdftotext", "-f", str(number), "-l", str(number), "-layout",
+                               str(pdf), "-"], capture_output=True, text=True).stdout
+        lines = [line for line in text.splitlines() if line.strip()]
+        if number not in with_images and len(lines) <= 2:
+            empty.append(number)
+    return empty
 
 
 def reachable(site: Path) -> set[Path]:
@@ -77,12 +96,19 @@ def test_one_run_with_leftover_staging_and_failed_folders(tmp_path):
     page = (site / "report" / "runs" / result.run_id / "01_first.html").read_text()
     assert "fixture-one-figure" in page and "Plotly.newPlot" in page
     assert not re.search(r'<script[^>]+src="https?://[^"]*plot', page)
+    # ... from the site's one copy, loaded by relative path; nothing from a CDN on any page
+    lib, = (site / PLOTLY_DIR).glob("plotly-*.min.js")
+    assert f'src="../../../site_libs/plotly/{lib.name}"' in page
+    assert get_plotlyjs()[:60] not in page and "require.min.js" not in page
+    assert 'type="module"' not in page  # refused from file://
+    assert external_assets(site) == []
     pdfs = list(site.rglob("*.pdf"))
     assert len(pdfs) == 1
     text = pdf_text(pdfs[0])
     for forbidden in ("IPython.core", "open_session_from", "import ", "init_notebook"):
         assert forbidden not in text, forbidden
     assert text.index("Findings") < text.index("Fixture notebook one")
+    assert near_empty_pages(pdfs[0]) == []  # chapters start on the next page, not an odd one
     if static_export_available():  # each of the run's two figures is an image in the PDF
         images = subprocess.run(["pdfimages", "-list", str(pdfs[0])], capture_output=True,
                                 text=True, check=True).stdout.splitlines()[2:]

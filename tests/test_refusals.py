@@ -140,13 +140,26 @@ def test_refuses_multi_token_answer_when_single_tokens_are_required(refuse, tmp_
 
 
 def test_refuses_prompt_over_the_length_limit(refuse, tmp_path):
-    long_prompt = "The capital of France is Paris and " * 60 + "the capital of Italy is"
+    long_prompt = "The capital of France is Paris and " * 6 + "the capital of Italy is"
     data = write(tmp_path / "long.csv", CLOZE + f"{long_prompt}, Rome, Paris\n")
     refuse("a prompt longer than the limit (default 256 tokens; `--max-prompt-tokens N`)",
-           run_args(tmp_path, "--dataset", data),
+           run_args(tmp_path, "--dataset", data, "--max-prompt-tokens", "32"),
            "row 1: the prompt is", checked=TOKENIZER)
     refuse("`--max-prompt-tokens 0`", run_args(tmp_path, "--max-prompt-tokens", "0"),
            "--max-prompt-tokens 0: must be at least 1")
+
+
+def test_refuses_prompt_longer_than_the_models_context(refuse, tmp_path):
+    """The tiny model has 256 positions: a higher --max-prompt-tokens does not lift that."""
+    long_prompt = "The capital of France is Paris and " * 60 + "the capital of Italy is"
+    data = write(tmp_path / "long.csv", CLOZE + f"{long_prompt}, Rome, Paris\n")
+    refuse("a prompt longer than the model's context (run, even with `--max-prompt-tokens "
+           "4096`)", run_args(tmp_path, "--dataset", data, "--max-prompt-tokens", "4096"),
+           "tokens (raw format), over the model's context of 256 positions", checked=TOKENIZER)
+    refuse("a prompt longer than the model's context (`inspect`)",
+           ["inspect", "--model", "tiny", "--prompt", long_prompt],
+           "--prompt is 605 tokens (raw format), over the model's context of 256 positions",
+           checked=TOKENIZER)
 
 
 def test_refuses_dataset_files_it_cannot_read(refuse, tmp_path):
@@ -174,6 +187,37 @@ def test_refuses_dataset_files_it_cannot_read(refuse, tmp_path):
            "this is a parquet file; name it .parquet", checked=VALIDATE)
 
 
+@pytest.mark.parametrize("given, text, expect", [
+    ("a repeated column name (`answer` twice)",
+     "prompt,answer,counterfactual,answer\nThe capital of France is, Paris, Rome, Lyon\n",
+     "column 'answer' appears 2 times in the header (columns 2, 4)"),
+    ("an unquoted comma that shifts the later columns",
+     CLOZE + "The capital of France, Italy is, Paris, Rome\n",
+     "row 1 (line 2) has 4 fields but the header has 3"),
+    ("a row with fewer fields than the header", CLOZE + "The capital of France is, Paris\n",
+     "row 1 (line 2) has 2 fields but the header has 3"),
+    ("an escape sequence in a prompt (terminal colour codes)",
+     CLOZE + "The capital of \x1b[1mFrance is, Paris, Rome\n",
+     "row 1, field 'prompt': U+001B (ESCAPE, as in terminal colour codes) at character 16"),
+    ("a right-to-left mark in an answer", CLOZE + "The capital of France is, \u200fParis, Rome\n",
+     "row 1, field 'answer': U+200F (RIGHT-TO-LEFT MARK)"),
+    ("a NUL byte in a prompt", CLOZE + "The capital of France\x00 is, Paris, Rome\n",
+     "row 1, field 'prompt': U+0000 (NULL)"),
+])
+def test_refuses_dataset_text_that_cannot_be_meant(refuse, tmp_path, given, text, expect):
+    data = write(tmp_path / "facts.csv", text)
+    refuse(f"{given} (`dataset validate`)", ["dataset", "validate", data], expect,
+           checked=VALIDATE)
+    refuse(f"{given} (run)", run_args(tmp_path, "--dataset", data), expect)
+
+
+def test_refuses_a_key_repeated_in_a_json_row(refuse, tmp_path):
+    data = write(tmp_path / "rows.jsonl", '{"prompt": "Is Rome in Italy?", "label": true, '
+                 '"label": false}\n')
+    refuse("a key repeated in one JSON row", ["dataset", "validate", data],
+           "line 1: key 'label' appears 2 times in one object; keep one", checked=VALIDATE)
+
+
 def test_refuses_yesno_dataset_run_as_cloze(refuse, tmp_path):
     refuse("a yes/no dataset with `--task cloze`",
            run_args(tmp_path, "--dataset", "paris-yesno", "--task", "cloze"),
@@ -196,6 +240,30 @@ def test_refuses_yesno_dataset_run_as_cloze(refuse, tmp_path):
 def test_refuses_bad_run_parameters(refuse, tmp_path, flags, expect):
     refuse(f"`run {' '.join(repr(f) if not f else f for f in flags)}`",
            run_args(tmp_path, *flags), expect, checked=CLI if "--notebooks" in flags else PLAN)
+
+
+@pytest.mark.parametrize("value", [
+    "noise_samples=0", "noise_scale=.nan", "noise_scale=0", "seed=-1", "seed=4294967296",
+    "top_k=0", "max_patches=0", "trace_metric=probability", "trace_window=0",
+    "n_components=-1", "knockout_window=-1", "n_heads=0", "example=-1", "scan_top_k=0",
+    "top_components=0", "direction=up", "heads_by_position=~",
+])
+def test_refuses_notebook_parameters_outside_their_domain(refuse, tmp_path, value):
+    """Each would fail only inside its notebook, after the model loaded and earlier notebooks
+    ran (or, for trace_metric and n_components, silently compute something else)."""
+    from factcircuits.run.domains import DOMAINS
+
+    name = value.partition("=")[0]
+    line = refuse(f"`run -p {value}`",
+                  run_args(tmp_path, "--notebooks-dir", REPO / "analysis", "-p", value),
+                  f"{name}=")
+    assert line.endswith(f": {DOMAINS[name].allowed}"), line
+
+
+def test_refuses_a_parameter_given_twice(refuse, tmp_path):
+    refuse("`run -p seed=1 -p seed=2`", run_args(tmp_path, "-p", "seed=1", "-p", "seed=2"),
+           "-p seed is given twice (-p seed=1 and -p seed=2); give each parameter once",
+           checked=CLI)
 
 
 def test_refuses_chat_format_without_a_chat_template(refuse, tmp_path):

@@ -4,6 +4,7 @@ version stamp and archive copy."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -35,10 +36,14 @@ def test_preview_has_the_write_ups_structure_and_every_figure(two_runs, tmp_path
     runs, results = two_runs
     paths = render.render(to="html", root=tmp_path, runs_root=runs)
     assert capsys.readouterr().out.startswith("Quarto is not installed")
-    page, archive = paths
+    page, archive, version = paths
     text = page.read_text()
     assert "PREVIEW" in text and archive.read_bytes() == page.read_bytes()
     assert archive.name.startswith("factcircuits-preview-0.1.0+")
+    # the render is kept as a version for `factcircuits publish`
+    assert (version / "site" / "index.html").read_bytes() == page.read_bytes()
+    assert [r["run_id"] for r in json.loads((version / "version.json").read_text())["runs"]] \
+        == sorted(r.run_id for r in results)
     # plotly.js inline exactly once, nothing fetched from the network
     marker = get_plotlyjs()[:40]
     assert text.count(marker) == 1
@@ -75,7 +80,7 @@ def test_preview_with_one_run_says_there_is_nothing_to_compare(two_runs, tmp_pat
     runs, results = two_runs
     one = tmp_path / "one"
     shutil.copytree(results[0].run_dir, one / results[0].run_id)
-    page, _ = render.render(to="html", root=tmp_path, runs_root=one)
+    page, *_ = render.render(to="html", root=tmp_path, runs_root=one)
     text = page.read_text()
     comparison = text[text.index("id='comparison'"):text.index("id='provenance'")]
     assert "nothing to compare yet" in comparison
@@ -83,23 +88,7 @@ def test_preview_with_one_run_says_there_is_nothing_to_compare(two_runs, tmp_pat
 
 
 def test_preview_with_no_runs(tmp_path, no_quarto):
-    page, _ = render.render(to="all", root=tmp_path, runs_root=tmp_path / "none")
+    page, *_ = render.render(to="all", root=tmp_path, runs_root=tmp_path / "none")
     text = page.read_text()
     assert "There are no runs yet" in text
     assert "nothing to compare" in text
-
-
-def test_archive_keeps_the_pdf_and_the_site(tmp_path):
-    import zipfile
-
-    output = tmp_path / "_output"
-    (output / "report").mkdir(parents=True)
-    (output / "index.html").write_text("<a href='report/page.html'>page</a>")
-    (output / "report" / "page.html").write_text("page")
-    (output / "factcircuits.pdf").write_bytes(b"%PDF-1.7")
-    kept = render.archive_outputs(output, tmp_path / "archive", {"version": "0.1.0+abc1234"})
-    names = sorted(p.name for p in kept)
-    assert names[0].startswith("factcircuits-0.1.0+abc1234-") and names[0].endswith(".pdf")
-    assert names[1].startswith("factcircuits-site-0.1.0+abc1234-") and names[1].endswith(".zip")
-    with zipfile.ZipFile(kept[1]) as site:
-        assert {"index.html", "report/page.html"} <= set(site.namelist())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -54,14 +55,18 @@ def good_run(template):
     return copy
 
 
-def start_run(runs: Path, sleep_s: float, *extra: str) -> subprocess.Popen:
+def start_run(runs: Path, sleep_s: float, *extra: str, release: Path | None = None
+              ) -> subprocess.Popen:
     """`factcircuits run` (the same run id as `good_run`) in its own session, so that the test
-    can end it and its kernel by process group."""
+    can end it and its kernel by process group. Its notebook waits `sleep_s`, or until the file
+    `release` exists."""
     argv = [sys.executable, "-m", "factcircuits.cli", "run", "--model", "tiny", "--dataset",
             DATASET, "--notebooks-dir", str(NOTEBOOKS), "--runs-dir", str(runs), "--notebooks",
             "01", "--no-progress", *extra]
     env = os.environ | {"FIXTURE_SLEEP_S": str(sleep_s),
                         "PYTHONPATH": os.pathsep.join(sys.path)}
+    if release is not None:
+        env["FIXTURE_RELEASE"] = str(release)
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, start_new_session=True)
 
@@ -172,13 +177,20 @@ class _Lines:
 
 def test_two_identical_runs_at_once_one_runs_the_other_says_so(tmp_path, reap):
     runs = tmp_path / "runs"
-    procs = [start_run(runs, 15), start_run(runs, 15)]
+    release = tmp_path / "release"  # the winner's notebook waits for it, not a fixed time
+    procs = [start_run(runs, 180, release=release), start_run(runs, 180, release=release)]
     reap.extend(p.pid for p in procs)
+    wait_for(lambda: any(p.poll() is not None for p in procs), timeout=300)  # the refused one
+    release.touch()
     results = [(p, *p.communicate(timeout=300)) for p in procs]
     codes = sorted(p.returncode for p, _, _ in results)
     assert codes == [0, 2], [err for _, _, err in results]
     (loser_err,) = [err for p, _, err in results if p.returncode == 2]
     (winner_out,) = [out for p, out, _ in results if p.returncode == 0]
+    (winner_err,) = [err for p, _, err in results if p.returncode == 0]
+    # a clean log: no jupyter notice (TCP transport warning, kernel KeyboardInterrupt)
+    noise = re.compile(r"warn|error|traceback|keyboardinterrupt|TCP", re.IGNORECASE)
+    assert not [w for w in (winner_out + winner_err).splitlines() if noise.search(w)], winner_err
     line = loser_err.strip().splitlines()
     assert len(line) == 1 and "is already in progress by process" in line[0]
     run_dir = Path(winner_out.strip().splitlines()[-1])
@@ -228,4 +240,6 @@ def test_damaged_run_json_is_listed_and_skipped_not_fatal(tmp_path, capsys, monk
     captured = capsys.readouterr()
     assert f"note: skipping damaged run {damaged.name}" in captured.err
     page = (tmp_path / "report" / "_preview" / "index.html").read_text()
-    assert good.run_id in page and damaged.name not in page
+    assert f"id='run-{good.run_id.lower().replace('_', '-')}'" in page
+    assert "id='run-tiny--fixture--damaged0'" not in page  # left out of the runs…
+    assert f"<code>{damaged.name}</code>: run.json unreadable" in page  # …and said so

@@ -75,19 +75,24 @@ def test_a_yes_no_dataset_sets_the_task_when_none_was_given(tmp_path):
     assert default.parameters["task"] == "cloze" and default.run_id != plan.run_id
 
 
-def test_prompt_limit_can_be_raised(tmp_path, monkeypatch):
+def test_prompt_limit_can_be_raised_up_to_the_models_context(tmp_path, monkeypatch):
     data = tmp_path / "long.csv"
     data.write_text("prompt,answer,counterfactual\n"
-                    + "The capital of France is Paris and " * 40 + "the capital of Italy is, Rome,"
+                    + "The capital of France is Paris and " * 12 + "the capital of Italy is, Rome,"
                     " Paris\n")
-    with pytest.raises(pipeline.UserError, match="over the limit of 256"):
-        pipeline.plan_run("tiny", str(data), {}, notebooks_dir=NOTEBOOKS, runs_root=tmp_path)
+    with pytest.raises(pipeline.UserError, match="over the limit of 64"):
+        pipeline.plan_run("tiny", str(data), {}, notebooks_dir=NOTEBOOKS, runs_root=tmp_path,
+                          max_prompt_tokens=64)
     plan = pipeline.plan_run("tiny", str(data), {}, notebooks_dir=NOTEBOOKS, runs_root=tmp_path,
                              max_prompt_tokens=1000)
-    assert 256 < plan.checks["longest_prompt_tokens"] <= 1000
-    monkeypatch.setenv("FACTCIRCUITS_MAX_PROMPT_TOKENS", "1000")
-    assert pipeline.plan_run("tiny", str(data), {}, notebooks_dir=NOTEBOOKS,
-                             runs_root=tmp_path).checks["max_prompt_tokens"] == 1000
+    assert 64 < plan.checks["longest_prompt_tokens"] <= 256
+    # the tiny model has 256 positions: a higher limit is capped there, and said
+    assert plan.checks["max_prompt_tokens"] == 256 and plan.checks["model_context"] == 256
+    assert any("--max-prompt-tokens 1000 is above the model's context (256 positions)" in n
+               for n in plan.notes)
+    monkeypatch.setenv("FACTCIRCUITS_MAX_PROMPT_TOKENS", "100")
+    with pytest.raises(pipeline.UserError, match="over the limit of 100"):
+        pipeline.plan_run("tiny", str(data), {}, notebooks_dir=NOTEBOOKS, runs_root=tmp_path)
 
 
 def test_archive_is_append_only(tmp_path):

@@ -21,6 +21,9 @@ from factcircuits.cli import main
 from factcircuits.run import sweeps
 from factcircuits.run.secretscan import scan_folder
 
+# Starting Slurm's daemons and waiting on its jobs is not for the quick loop, fast tests included.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "slurm_local.sh"
 FIXTURE_DATASET = ROOT / "tests" / "fixtures" / "datasets" / "fixture.csv"

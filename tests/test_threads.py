@@ -124,6 +124,7 @@ def test_run_gives_kernels_the_count_and_records_it(tmp_path, thread_notebooks, 
     assert "OMP_NUM_THREADS" not in os.environ  # the caller's environment is restored
 
 
+@pytest.mark.slow  # two runs at once
 def test_sweep_gives_each_parallel_job_its_share(tmp_path, thread_notebooks, no_thread_env):
     other = tmp_path / "other.csv"
     other.write_bytes(Path(DATASET).read_bytes())

@@ -11,7 +11,8 @@ import sys
 from factcircuits.errors import UserError
 
 # Order is the order shown in --help.
-SUBCOMMANDS = ["inspect", "dataset", "run", "sweep", "sweeps", "runs", "render", "models"]
+SUBCOMMANDS = ["inspect", "dataset", "run", "sweep", "sweeps", "runs", "render", "publish",
+               "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"factcircuits {args.command}: {why}", file=sys.stderr)
         return getattr(exc, "exit_code", 130)
     except OSError as exc:  # the file system said no (full, read-only, permissions): one line
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"factcircuits {args.command}: error: {exc.strerror or exc}{where}",
-              file=sys.stderr)
+        from factcircuits.files import describe_fault
+
+        print(f"factcircuits {args.command}: error: {describe_fault(exc)}", file=sys.stderr)
         return 1
 
 

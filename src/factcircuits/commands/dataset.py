@@ -211,8 +211,7 @@ def cmd_validate(args) -> int:
         return 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        problems = datasets.validate_file(path)
-        ds = None if problems else datasets.load_dataset(path)
+        problems, ds = datasets.check_file(path)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     if problems:
@@ -223,14 +222,17 @@ def cmd_validate(args) -> int:
         return 2
     notes = datasets.notes(ds.rows)
     if args.model:
+        from factcircuits.models.context import model_context
         from factcircuits.models.loading import check_available, load_tokenizer
         from factcircuits.run import preflight
 
         check_available(args.model)
+        tokenizer = load_tokenizer(args.model)
         checked = preflight.check_with_tokenizer(
-            load_tokenizer(args.model), ds, {"prompt_format": args.prompt_format},
+            tokenizer, ds, {"prompt_format": args.prompt_format},
             limit=preflight.max_prompt_tokens(args.max_prompt_tokens),
-            single_token_answers=args.single_token_answers)
+            single_token_answers=args.single_token_answers,
+            context=model_context(args.model, tokenizer))
         notes = [n for n in notes if "multi-word" not in n] + checked.notes
         notes.append(f"with {args.model}'s tokenizer: longest prompt "
                      f"{checked.facts['longest_prompt_tokens']} tokens "

@@ -40,6 +40,15 @@ def run(args) -> int:
         raise UserError(f"--k {args.k}: must be at least 1")
     if bool(args.answer) != bool(args.counterfactual) and args.counterfactual:
         raise UserError("--counterfactual needs --answer too")
+    from factcircuits.models.context import model_context
+    from factcircuits.models.loading import check_available, load_tokenizer
+    from factcircuits.run.preflight import check_prompt_fits
+
+    check_available(args.model)  # then the prompt against the model's context, before weights
+    tokenizer = load_tokenizer(args.model)
+    check_prompt_fits(tokenizer, format_prompt(args.prompt, args.prompt_format, tokenizer,
+                                               task="cloze"),
+                      args.prompt_format, model_context(args.model, tokenizer), "--prompt")
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
     text = format_prompt(args.prompt, args.prompt_format, lm.tokenizer, task="cloze")
     logits = final_logits(lm.model, encode(lm.tokenizer, [text], args.prompt_format))

@@ -24,9 +24,12 @@ def handle(args) -> int:
     if runs_root is not None and runs_root.exists() and not runs_root.is_dir():
         raise UserError(f"--runs-dir {runs_root} is a file, not a folder; pass the folder "
                         "that holds the runs")
-    for folder, why in folders.scan_runs(runs_root)[1]:
-        print(f"note: skipping damaged run {folder.name}: {why}; rerun it or delete the "
-              "folder", file=sys.stderr)
+    from factcircuits.report.evidence import scan_evidence
+
+    # every kind of damage (run.json, headlines, notebooks), as the write-up itself finds it
+    for name, why in scan_evidence(runs_root or folders.default_runs_root())[1]:
+        print(f"note: skipping damaged run {name}: {why}; rerun it or delete the folder",
+              file=sys.stderr)
     for path in render(to=args.to, runs_root=runs_root):
         print(folders.project_relative(path))
     return 0

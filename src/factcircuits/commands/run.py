@@ -16,14 +16,20 @@ from factcircuits.run.threads import add_threads_argument
 def parse_assignments(items: list[str]) -> dict[str, Any]:
     """['n_prompts=8', 'device=cpu'] -> {'n_prompts': 8, 'device': 'cpu'} (values as YAML)."""
     out: dict[str, Any] = {}
+    raw: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"-p {item!r}: expected key=value, e.g. -p n_prompts=8")
+        key = key.strip()
+        if key in out:  # the later one would silently win; the user meant one of them
+            raise UserError(f"-p {key} is given twice (-p {raw[key]} and -p {item}); give "
+                            "each parameter once")
+        raw[key] = item
         try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+            out[key] = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:
-            out[key.strip()] = value
+            out[key] = value
     return out
 
 

@@ -25,6 +25,12 @@ def _age(iso: str | None) -> str:
     return f"{int(seconds)}s"
 
 
+def _number(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "not computed" if value is None or isinstance(value, dict) else str(value)
+    return f"{value:.3g}" if value == value else "not computed"  # NaN: an older run's
+
+
 def handle(args) -> int:
     from factcircuits.errors import UserError
     from factcircuits.report.compare import KEY_METRICS, flat_headline
@@ -34,23 +40,28 @@ def handle(args) -> int:
     if runs_root.exists() and not runs_root.is_dir():
         raise UserError(f"runs folder {runs_root} is a file, not a folder; pass --runs-dir "
                         "with the folder that holds the runs")
-    runs, damaged = folders.scan_runs(runs_root)
+    from factcircuits.report.evidence import scan_evidence
+
+    # damaged as the write-up sees it: run.json, but also headlines and notebooks
+    damaged = [(runs_root / name, why) for name, why in scan_evidence(runs_root)[1]]
+    runs = [r for r in folders.scan_runs(runs_root)[0]
+            if r["run_dir"].name not in {f.name for f, _ in damaged}]
     staging = in_progress.list_staging(runs_root)
     failed = sorted((runs_root / "_failed").glob("*")) if (runs_root / "_failed").is_dir() else []
-    if args.json:
-        print(json.dumps(
+    if args.json:  # strict JSON: a NaN an older run.json holds becomes a not-computed marker
+        print(json.dumps(folders.strict_json(
             [{"run_id": r["run_id"], "status": r["status"], "finished": r.get("finished"),
               "headline": r.get("headline", {})} for r in runs]
             + [{"run_id": f.name, "status": "damaged", "reason": why} for f, why in damaged]
             + [{"run_id": f.name, "status": "running" if alive else "stale", "reason": why}
-               for f, alive, why in staging]))
+               for f, alive, why in staging]), allow_nan=False))
         return 0
     if not runs and not damaged:
         print(f"no runs in {folders.project_relative(runs_root)}; try `factcircuits run`")
     for r in runs:
         flat = flat_headline(r)
         keys = [k for p in KEY_METRICS for k in flat if re.search(p, k)] or list(flat)[:6]
-        numbers = ", ".join(f"{k.split('.', 1)[1]}={flat[k]:.3g}" for k in keys[:6])
+        numbers = ", ".join(f"{k.split('.', 1)[1]}={_number(flat[k])}" for k in keys[:6])
         print(f"{r['run_id']:<48} {r['status']:<6} {_age(r.get('finished')):>5}  {numbers}")
     for folder, why in damaged:
         print(f"{folder.name:<48} damaged: {why}; rerun it or delete the folder")

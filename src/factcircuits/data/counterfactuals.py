@@ -4,7 +4,9 @@ lengths match for activation patching), and say when they cannot match."""
 
 from __future__ import annotations
 
+import bisect
 import random
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -28,6 +30,99 @@ def pick_partner(subject: str, candidates: list[str], rng: random.Random) -> str
     return rng.choice(close)
 
 
+class _Without(Sequence):
+    """A sorted list minus a few of its items, indexable without copying it (so that
+    `rng.choice` draws exactly as it would from the filtered list)."""
+
+    def __init__(self, items: list[str], drop: set[str]):
+        self.items = items
+        self.gaps = sorted(i for s in drop for i in [bisect.bisect_left(items, s)]
+                           if i < len(items) and items[i] == s)
+
+    def __len__(self) -> int:
+        return len(self.items) - len(self.gaps)
+
+    def __getitem__(self, k: int) -> str:
+        for gap in self.gaps:
+            if gap > k:
+                break
+            k += 1
+        return self.items[k]
+
+
+class SubjectPool:
+    """The subjects of one relation (or of one answer within it), bucketed by word count and
+    character length, so that `pick` does what `pick_partner` does over the pool minus
+    `invalid` without scanning the pool: filling N rows stays O(N), not O(N²)."""
+
+    def __init__(self, subjects):
+        self.by_words: dict[int | None, dict[int, set[str]]] = {}
+        for s in set(subjects) - {""}:
+            for key in (len(s.split()), None):  # None: every word count
+                self.by_words.setdefault(key, {}).setdefault(len(s), set()).add(s)
+        self._windows: dict[tuple, list[str]] = {}
+        self._valid: dict[tuple, dict[int, int]] = {}
+
+    def _counts(self, words, base: frozenset[str]) -> dict[int, int]:
+        """Per character length, the subjects of a word-count group not in `base` (cached:
+        many rows share a relation and an answer, hence a `base`)."""
+        key = (words, base)
+        if key not in self._valid:
+            group = self.by_words.get(words, {})
+            self._valid[key] = {n: len(b) - sum(s in b for s in base) for n, b in group.items()}
+        return self._valid[key]
+
+    def pick(self, subject: str, base: frozenset[str], rng: random.Random) -> str | None:
+        """`pick_partner(subject, pool − base − {subject}, rng)`, or None if that is empty."""
+        for words in (len(subject.split()), None):
+            counts = dict(self._counts(words, base))
+            if subject not in base and subject in self.by_words.get(words, {}).get(
+                    len(subject), ()):
+                counts[len(subject)] -= 1
+            lengths = [n for n, c in counts.items() if c > 0]
+            if lengths:
+                break
+        else:
+            return None
+        best = min(abs(n - len(subject)) for n in lengths)
+        key = (words, len(subject), best)
+        if key not in self._windows:
+            self._windows[key] = sorted(s for n, b in self.by_words[words].items()
+                                        if abs(n - len(subject)) <= best + 2 for s in b)
+        return rng.choice(_Without(self._windows[key], base | {subject}))
+
+
+class _Relation:
+    """What filling needs of one relation's rows, gathered once."""
+
+    def __init__(self, rows: pd.DataFrame):
+        subjects = rows["subject"].str.strip()
+        answers = rows["answer"].str.strip()
+        self.answers_of: dict[str, set[str]] = {}
+        self.subjects_of: dict[str, set[str]] = {}  # casefolded answer → subjects
+        self.exact: dict[str, set[str]] = {}  # answer as written → subjects
+        for s, a in zip(subjects, answers):
+            self.answers_of.setdefault(s, set()).add(a.casefold())
+            self.subjects_of.setdefault(a.casefold(), set()).add(s)
+            self.exact.setdefault(a, set()).add(s)
+        self.all = SubjectPool(subjects)
+        self.by_answer: dict[str, SubjectPool] = {}
+        self._invalid: dict[str, frozenset[str]] = {}
+
+    def invalid(self, answer: str) -> frozenset[str]:
+        """Subjects whose only answer is `answer` (casefolded): none can replace a subject
+        with that answer."""
+        if answer not in self._invalid:
+            self._invalid[answer] = frozenset(s for s in self.subjects_of.get(answer, ())
+                                              if self.answers_of[s] == {answer})
+        return self._invalid[answer]
+
+    def matching(self, answer: str) -> SubjectPool:
+        if answer not in self.by_answer:
+            self.by_answer[answer] = SubjectPool(self.exact.get(answer, ()))
+        return self.by_answer[answer]
+
+
 def make_counterfactual(rows: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Fill empty `corrupted_prompt`/`corrupted_subject` of cloze rows by swapping the subject
     for another subject of the same relation whose answer differs (preferring the row whose
@@ -38,36 +133,43 @@ def make_counterfactual(rows: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     for c in ("corrupted_prompt", "corrupted_subject", "corruption_note"):
         if c not in rows.columns:
             rows[c] = ""
-    for i in rows.index:
-        if rows.at[i, "corrupted_prompt"].strip():
+    cloze = rows[rows["task"] == "cloze"]
+    relations = {name: _Relation(part) for name, part in
+                 cloze.groupby(cloze["relation"].str.strip(), sort=False)}
+    # Plain lists: a pandas cell write copies an arrow-backed column (quadratic in rows).
+    cols = {c: rows[c].tolist() for c in ("task", "prompt", "answer", "counterfactual",
+                                          "subject", "relation", "corrupted_prompt",
+                                          "corrupted_subject", "corruption_note")}
+    for i in range(len(rows)):
+        if cols["corrupted_prompt"][i].strip():
             continue
-        note = _fill_one(rows, i, rng)
-        if note and not rows.at[i, "corruption_note"].strip():
-            rows.at[i, "corruption_note"] = note
+        note = _fill_one(cols, i, rng, relations)
+        if note and not cols["corruption_note"][i].strip():
+            cols["corruption_note"][i] = note
+    for c in ("corrupted_prompt", "corrupted_subject", "corruption_note"):
+        rows[c] = pd.Series(cols[c], index=rows.index, dtype=rows[c].dtype)
     return rows
 
 
-def _fill_one(rows: pd.DataFrame, i, rng: random.Random) -> str:
-    row = rows.loc[i]
-    subject, relation = row["subject"].strip(), row["relation"].strip()
-    if row["task"] != "cloze":
+def _fill_one(cols: dict[str, list], i: int, rng: random.Random, relations: dict) -> str:
+    subject, relation = cols["subject"][i].strip(), cols["relation"][i].strip()
+    if cols["task"][i] != "cloze":
         return "not filled: yes/no rows need a derived or hand-written corrupted prompt"
-    if not subject or subject not in row["prompt"]:
+    if not subject or subject not in cols["prompt"][i]:
         return "not filled: subject missing or not in the prompt"
     if not relation:
         return "not filled: no relation, so no same-relation subject to swap in"
-    same_rel = rows[(rows["relation"].str.strip() == relation) & (rows["task"] == "cloze")]
-    ans = row["answer"].strip().casefold()
-    others = same_rel[(same_rel["answer"].str.strip().str.casefold() != ans)
-                      & (same_rel["subject"].str.strip() != subject)
-                      & (same_rel["subject"].str.strip() != "")]
-    if others.empty:
+    rel = relations[relation]
+    ans = cols["answer"][i].strip().casefold()
+    target = cols["counterfactual"][i].strip()
+    partner = None  # first choice: a subject whose answer is this row's counterfactual
+    if target.casefold() != ans:
+        partner = rel.matching(target).pick(subject, frozenset(), rng)
+    which = "its answer is the counterfactual" if partner else "different answer"
+    partner = partner or rel.all.pick(subject, rel.invalid(ans), rng)
+    if partner is None:
         return "not filled: no other subject of this relation with a different answer"
-    matching = others[others["answer"].str.strip() == row["counterfactual"].strip()]
-    pool = matching if not matching.empty else others
-    partner = pick_partner(subject, sorted(set(pool["subject"].str.strip())), rng)
-    rows.at[i, "corrupted_subject"] = partner
-    rows.at[i, "corrupted_prompt"] = row["prompt"].replace(subject, partner, 1)
-    which = "its answer is the counterfactual" if not matching.empty else "different answer"
+    cols["corrupted_subject"][i] = partner
+    cols["corrupted_prompt"][i] = cols["prompt"][i].replace(subject, partner, 1)
     return f"subject swapped: {subject}→{partner} (same relation, {which}); " + length_note(
         subject, partner)

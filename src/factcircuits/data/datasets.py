@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import unicodedata
 import warnings
 from dataclasses import dataclass
@@ -24,9 +23,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from factcircuits.data import text
 from factcircuits.data.counterfactuals import make_counterfactual
 from factcircuits.data.formats import FORMATS_READ, check_is_file, read_table
 from factcircuits.errors import DatasetError
+from factcircuits.files import atomic_write
 
 COLUMNS = [
     "task", "prompt", "label", "answer", "counterfactual", "subject", "relation",
@@ -149,6 +150,9 @@ def check_frame(frame: pd.DataFrame, path: Path | str) -> tuple[pd.DataFrame, li
         return frame, [f"{path}: empty file (header but no data rows); add at least one row"]
     task = infer_task(frame)
     required = ["prompt", "answer", "counterfactual"] if task == "cloze" else ["prompt", "label"]
+    texts = [c for c in frame.columns if c in COLUMNS and c != "label"]
+    frame, crlf = text.normalise_cells(frame, texts)
+    problems += text.control_problems(frame, path, texts)
     missing = [c for c in required if c not in frame.columns]
     if missing:
         return frame, [
@@ -211,18 +215,19 @@ def check_frame(frame: pd.DataFrame, path: Path | str) -> tuple[pd.DataFrame, li
 
     rows = pd.DataFrame(out, columns=COLUMNS)
     rows["label"] = rows["label"].astype(bool)
+    rows.attrs["notes"] = list(frame.attrs.get("notes", [])) + (
+        [text.line_ending_note(crlf)] if crlf else [])
     _warn_duplicates(rows, path)
     return rows, problems
 
 
 def _warn_duplicates(rows: pd.DataFrame, path) -> None:
     key = rows["prompt"].str.strip() + "\x00" + rows["answer"].str.strip()
-    groups = key.groupby(key).groups
-    repeats = [list(idx) for idx in groups.values() if len(idx) > 1]
-    if repeats:
-        desc = "; ".join(
-            "rows " + ", ".join(str(i + 1) for i in idx) for idx in sorted(repeats)
-        )
+    repeated = key[key.duplicated(keep=False)]  # grouping only these keeps it linear and fast
+    if len(repeated):
+        groups = repeated.groupby(repeated, sort=False).groups
+        desc = "; ".join("rows " + ", ".join(str(i + 1) for i in idx)
+                         for idx in sorted(list(v) for v in groups.values()))
         warnings.warn(f"{path}: duplicate rows (same prompt and answer): {desc}", stacklevel=3)
 
 
@@ -240,7 +245,7 @@ def _tail(prompt: str, n: int = 24) -> str:
 
 def notes(rows: pd.DataFrame) -> list[str]:
     """Things worth saying about a valid dataset that are not errors (one line each)."""
-    out = []
+    out = list(rows.attrs.get("notes", []))
     rels = sorted(set(rows["relation"].str.strip()) - {""})
     own = [r for r in rels if r not in KNOWN_RELATIONS]
     if own:
@@ -250,11 +255,12 @@ def notes(rows: pd.DataFrame) -> list[str]:
                    "this file); `dataset from-relations --task yesno` has question templates "
                    "for the built-in ones only")
     if len(rows) and rows["task"].iloc[0] == "cloze":
-        multi = [(i, c, rows.at[i, c]) for i in rows.index for c in ("answer", "counterfactual")
-                 if len(rows.at[i, c].split()) > 1]
-        if multi:
-            i, field, value = multi[0]
-            count = len({i for i, _, _ in multi})
+        several = {c: rows[c].str.split().str.len() > 1 for c in ("answer", "counterfactual")}
+        either = (several["answer"] | several["counterfactual"]).to_numpy()
+        if either.any():
+            i = int(either.nonzero()[0][0])
+            field = "answer" if several["answer"].iloc[i] else "counterfactual"
+            value, count = rows[field].iloc[i], int(either.sum())
             out.append(f"{count} row(s) have a multi-word answer or counterfactual (row {i + 1} "
                        f"{field} {value!r}): a run scores a cloze answer by its first token "
                        "(ROME convention); `dataset validate --model M` shows the pieces, "
@@ -264,12 +270,25 @@ def notes(rows: pd.DataFrame) -> list[str]:
 
 def validate_file(path: str | os.PathLike) -> list[str]:
     """Every problem in the file (empty list: valid)."""
+    return check_file(path)[0]
+
+
+def check_file(path: str | os.PathLike) -> tuple[list[str], FactDataset | None]:
+    """(every problem in the file, the dataset when there is none): one read, one check."""
     path = Path(path)
     try:
-        _, frame = read_table(path)
+        data, frame = read_table(path)
     except DatasetError as exc:
-        return [str(exc)]
-    return check_frame(frame, path)[1]
+        return [str(exc)], None
+    rows, problems = check_frame(frame, path)
+    if problems:
+        return problems, None
+    return [], _dataset(path.stem, path, data, rows)
+
+
+def _dataset(name: str, path: Path, data: bytes, rows: pd.DataFrame) -> FactDataset:
+    rows = make_counterfactual(rows, seed=0)
+    return FactDataset(name, path, hashlib.sha256(data).hexdigest(), rows["task"].iloc[0], rows)
 
 
 def raise_first(problems: list[str], path) -> None:
@@ -313,27 +332,9 @@ def to_csv_bytes(rows: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write via a temp file in the same folder and rename: readers see the old file or the
-    whole new one, never a partial write."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; data files are shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write via a temp file in the same folder and rename (`factcircuits.files`)."""
+    return atomic_write(path, data)
 
 
 def dataset_bytes(rows: pd.DataFrame, path: str | os.PathLike) -> bytes:

@@ -17,6 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from factcircuits.data.text import (
+    check_csv_structure,
+    no_repeated_keys,
+    normalise_line_endings,
+    strip_bom,
+)
 from factcircuits.errors import DatasetError
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json")
@@ -35,7 +41,7 @@ def check_is_file(path: Path, what: str = "dataset") -> None:
 
 def read_text(path: Path, data: bytes) -> str:
     try:
-        return data.decode("utf-8-sig")
+        return strip_bom(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise DatasetError(
@@ -68,8 +74,13 @@ def read_table(path: Path) -> tuple[bytes, pd.DataFrame]:
         raise DatasetError(f"{path}: looks like JSON, not CSV; name it .json (an array of row "
                            "objects) or .jsonl (one object per line)")
     sep = "\t" if suffix == ".tsv" else ","
-    try:
-        return data, pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, sep=sep)
+    text, notes = normalise_line_endings(text)
+    check_csv_structure(path, text, sep)
+    try:  # index_col=False: never take a first column as the index, whatever the field count
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, sep=sep,
+                            index_col=False)
+        frame.attrs["notes"] = notes
+        return data, frame
     except pd.errors.ParserError as exc:
         raise DatasetError(f"{path}: malformed CSV ({str(exc).strip()}); fix quoting") from None
     except pd.errors.EmptyDataError:
@@ -82,7 +93,7 @@ def _json_lines(path: Path, text: str) -> pd.DataFrame:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=no_repeated_keys(path, f"line {n}"))
         except json.JSONDecodeError as exc:
             hint = ("; a JSON array belongs in a .json file" if n == 1 and line.lstrip()
                     .startswith("[") else "; one JSON object per line")
@@ -96,7 +107,7 @@ def _json_lines(path: Path, text: str) -> pd.DataFrame:
 
 def _json_array(path: Path, text: str) -> pd.DataFrame:
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=no_repeated_keys(path, "the array"))
     except json.JSONDecodeError as exc:
         hint = ("; one object per line is JSON Lines: name the file .jsonl"
                 if exc.msg == "Extra data" else "")

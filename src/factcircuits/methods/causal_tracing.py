@@ -31,6 +31,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
+from factcircuits.errors import UserError
 from factcircuits.methods import engine
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import EMBED, hook_name
@@ -130,6 +131,11 @@ def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS,
     Returns {kind: TraceResult}."""
     windows = {"hidden": 1, "mlp": 10, "attn": 10, **(windows or {})}
     model, cfg = lm.model, lm.model.cfg
+    if metric not in ("prob", "task"):  # a misspelling must not switch the metric silently
+        raise UserError(f"trace metric {metric!r}: use 'prob' or 'task'")
+    if int(noise_samples) < 1 or not math.isfinite(noise_scale) or noise_scale < 0:
+        raise UserError(f"noise_samples={noise_samples}, noise_scale={noise_scale}: use at "
+                        "least 1 sample and a finite scale of at least 0")
     metric_fn = prepared.answer_probability if metric == "prob" else prepared.metric
     batch = encode(lm.tokenizer, prepared.prompts, prepared.prompt_format)
     if subject_positions is None:

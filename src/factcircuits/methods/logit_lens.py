@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -25,7 +26,15 @@ from factcircuits.methods.attribution import (
     answer_direction,
     decompose,
 )
+from factcircuits.methods.by_relation import relation_peaks
 from factcircuits.methods.evaluate import PreparedTask
+from factcircuits.methods.uncertainty import (
+    peak_of_curves,
+    percentile_interval,
+    ratio_of_means_estimate,
+    resample_counts,
+    resampled_means,
+)
 from factcircuits.models import LoadedModel
 from factcircuits.models.readout import final_readout
 
@@ -53,9 +62,54 @@ class LogitLens:
     direction: AnswerDirection
     decomposition: Decomposition
 
-    def mean_curve(self) -> pd.DataFrame:
-        return (self.table.groupby(["step", "layer", "sublayer", "label"], as_index=False)
-                ["value"].mean().sort_values("step").reset_index(drop=True))
+    def mean_curve(self, seed: int = 0) -> pd.DataFrame:
+        """The mean over prompts after each step, with its 95 % bootstrap band (low, high)."""
+        curve = (self.table.groupby(["step", "layer", "sublayer", "label"], as_index=False)
+                 ["value"].mean().sort_values("step").reset_index(drop=True))
+        values = self.per_prompt()
+        samples = resampled_means(values, resample_counts(len(values), seed=seed))
+        bands = [percentile_interval(samples[:, j]) for j in range(values.shape[1])]
+        return curve.assign(low=[b[0] for b in bands], high=[b[1] for b in bands])
+
+    def per_prompt(self) -> np.ndarray:
+        """[n_prompts, n_steps] the metric read after each step, per prompt."""
+        return (self.table.pivot(index="prompt", columns="step", values="value")
+                .sort_index(axis=1).to_numpy())
+
+    def intervals(self, seed: int = 0) -> dict:
+        """95 % bootstrap intervals over prompts of the shares and the peak jump, and the range
+        of layers that holds the largest jump in 95 % of resamples."""
+        values = self.per_prompt()
+        jumps = np.diff(values, axis=1)  # step s → s+1: the sublayer of step s+1
+        steps = self.mean_curve(seed).iloc[1:]
+        is_attn = (steps["sublayer"] == "attn").to_numpy()
+        attn, mlp = jumps[:, is_attn].sum(1), jumps[:, ~is_attn].sum(1)
+        peak = peak_of_curves(jumps, seed=seed, layers=steps["layer"].to_numpy(),
+                              n_layers=self.decomposition.n_layers)
+        return {"mlp_share_ci": ratio_of_means_estimate(mlp, attn + mlp, seed).interval(),
+                "attn_share_ci": ratio_of_means_estimate(attn, attn + mlp, seed).interval(),
+                "total_increase_ci": ratio_of_means_estimate(attn + mlp, np.ones(len(attn)),
+                                                             seed).interval(),
+                "peak_jump_ci": peak.value.interval(),
+                "peak_layer_range": peak.layer_range(),
+                "peak_layer_resolved": peak.resolved()}
+
+    def by_relation(self, relations, seed: int = 0) -> pd.DataFrame:
+        """The largest single jump per relation (`relations`: one per prompt), with the range
+        of resampled peak layers, and whether it excludes the pooled peak layer."""
+        steps = self.mean_curve(seed).iloc[1:]
+        return relation_peaks(np.diff(self.per_prompt(), axis=1), relations,
+                              self.shares()["peak_layer"], self.decomposition.n_layers, seed,
+                              layers=steps["layer"].to_numpy())
+
+    def headline(self, seed: int = 0) -> dict:
+        """The numbers notebook 02 narrates and saves, each aggregate with its interval."""
+        shares = self.shares()
+        return {"mlp_share": shares["mlp_share"], "attn_share": shares["attn_share"],
+                "peak_layer": shares["peak_layer"], "peak_sublayer": shares["peak_sublayer"],
+                "peak_jump": shares["peak_jump"], "total_increase": shares["total_increase"],
+                **self.intervals(seed), "direction": self.direction.kind,
+                "n_prompts": int(self.table["prompt"].nunique())}
 
     def shares(self) -> dict[str, float]:
         """Attention and MLP shares of the total increase from the embeddings to the final
@@ -144,6 +198,11 @@ def lens_figure(lens: LogitLens, title: str | None = None):
                                  line={"width": 1, "color": "rgba(120,120,120,0.25)"},
                                  name=f"prompt {prompt}", showlegend=False, hoverinfo="skip"))
     curve = lens.mean_curve()
+    fig.add_trace(go.Scatter(x=curve["label"], y=curve["high"], mode="lines",
+                             line={"width": 0}, showlegend=False, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=curve["label"], y=curve["low"], mode="lines", fill="tonexty",
+                             line={"width": 0}, fillcolor="rgba(34,34,34,0.15)",
+                             name="95% interval of the mean (bootstrap over prompts)"))
     colors = ["#636efa" if s == "attn" else "#ef553b" if s == "mlp" else "#444"
               for s in curve["sublayer"]]
     fig.add_trace(go.Scatter(x=curve["label"], y=curve["value"], mode="lines+markers",

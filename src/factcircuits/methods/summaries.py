@@ -8,9 +8,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from factcircuits.errors import UserError
 from factcircuits.methods import ablation as AB
 from factcircuits.methods import attribution as A
+from factcircuits.methods import by_relation as R
 from factcircuits.methods import causal_tracing as CT
+from factcircuits.methods import intervals as I
 from factcircuits.methods import knockout as KO
 from factcircuits.methods import patching as P
 from factcircuits.methods.attention import Patterns, head_patterns, last_token_attention
@@ -34,9 +37,10 @@ class AttributionSummary:
 
 
 def attribution_summary(lm: LoadedModel, prepared: PreparedTask, *, kind: str = "auto",
-                        top_k: int = 10, batch_size: int = 16,
+                        top_k: int = 10, batch_size: int = 16, seed: int = 0,
                         progress: bool = False) -> AttributionSummary:
-    """DLA by layer, head and (in the key MLP layer) neuron, with the sum check."""
+    """DLA by layer, head and (in the key MLP layer) neuron, with the sum check; intervals
+    (bootstrap over prompts, `seed`) for the top head's and component's mean DLA."""
     att = A.attribute_heads(lm, prepared, kind=kind, batch_size=batch_size, progress=progress)
     check = A.sum_check(att.decomposition, att.direction)
     means = A.summarise_layers(att.layers[att.layers.component != "embed"])
@@ -56,8 +60,14 @@ def attribution_summary(lm: LoadedModel, prepared: PreparedTask, *, kind: str = 
         "dla_sum_checked_against": "pre-cap logits" if cap else "logits",
         "top_head": f"L{int(top_h['layer'][0])}H{int(top_h['head'][0])}",
         "top_head_dla": top_h["dla"][0],
+        "top_head_dla_ci": I.cell_interval(att.heads, "dla", seed, layer=int(top_h["layer"][0]),
+                                           head=int(top_h["head"][0])),
         "top_layer_component": f"{top_row['component']} L{int(top_row['layer'])}",
-        "top_layer_component_dla": top_row["dla"], "key_mlp_layer": key_layer,
+        "top_layer_component_dla": top_row["dla"],
+        "top_layer_component_dla_ci": I.cell_interval(
+            att.layers, "dla", seed, layer=int(top_row["layer"]),
+            component=top_row["component"]),
+        "key_mlp_layer": key_layer,
         "direction": att.direction.kind}
     top_layer = {"component": top_row["component"], "layer": int(top_row["layer"]),
                  "dla": float(top_row["dla"])}
@@ -83,6 +93,7 @@ class PatchingSummary:
     peaks: pd.DataFrame | None = None  # per component: peak class and peak role
     caveat: str = ""  # normalization_caveat
     handover: int | None = None  # first layer where the last token's effect ≥ the subject's
+    by_relation: pd.DataFrame | None = None  # MLP output at the last subject token
 
     def class_grid(self, component: str) -> pd.DataFrame:
         """Normalized effect [layer × token class] of `component`, classes in reading order."""
@@ -104,7 +115,7 @@ def handover_layer(roles: pd.DataFrame) -> int | None:
 
 def patching_summary(lm: LoadedModel, pairs: PreparedTask, *, n_dropped: int = 0,
                      max_patches="auto", heads_by_position: bool = False, top_k: int = 5,
-                     progress: bool = True) -> PatchingSummary:
+                     seed: int = 0, progress: bool = True) -> PatchingSummary:
     """Activation patching of the residual stream, attention and MLP outputs by position and of
     every head, for the equal-length pairs `pairs` (`n_dropped` others were left out)."""
     headline = {"n_pairs": len(pairs.prompts), "n_dropped_unequal": n_dropped,
@@ -137,14 +148,25 @@ def patching_summary(lm: LoadedModel, pairs: PreparedTask, *, n_dropped: int = 0
         headline[f"{component}_peak_layer"] = best["layer"]
         headline[f"{component}_peak_class"] = best["token_class"]
     handover = handover_layer(roles)
-    headline.update(top_head_layer=int(top_heads["layer"][0]), top_head=int(top_heads["head"][0]),
+    n_layers = lm.model.cfg.n_layers
+    headline.update(I.patching_intervals(long, pd.DataFrame(rows), n_layers, seed))
+    layer, head = int(top_heads["layer"][0]), int(top_heads["head"][0])
+    headline.update(top_head_layer=layer, top_head=head,
                     top_head_effect=float(top_heads["normalized"][0]),
+                    top_head_effect_ci=I.head_effect_interval(
+                        heads.values[layer, head].numpy(), heads.clean.numpy(),
+                        heads.corrupted.numpy(), seed),
                     clean_metric=clean_mean, corrupted_metric=corrupt_mean,
                     resid_pre_handover_layer=handover)
+    relations = relations_of(pairs)
+    pooled = headline.get("mlp_out_subject_last_peak_layer")
+    by_relation = (None if relations is None or pooled is None else
+                   R.relation_normalized_peaks(long, "mlp_out", "subject_last", relations,
+                                               pooled, n_layers, seed))
     return PatchingSummary(headline, results, heads, by_pos, positions, long, classes, roles,
                            top_heads, pd.DataFrame(rows),
                            P.normalization_caveat(clean_mean, corrupt_mean, pairs.main_metric),
-                           handover)
+                           handover, by_relation)
 
 
 # --------------------------------------------------------------------------- 05 causal tracing
@@ -158,6 +180,8 @@ class TracingSummary:
     window: int  # MLP / attention window actually used
     metric_name: str
     headline: dict
+    by_relation: pd.DataFrame | None = None  # MLP at the last subject token, per relation
+    relation_curves: pd.DataFrame | None = None
 
     def peak(self, kind: str, token_class: str) -> dict | None:
         """{layer, peak_aie} of `kind` at `token_class`, None when no prompt has that class."""
@@ -180,7 +204,8 @@ def tracing_summary(lm: LoadedModel, prepared: PreparedTask, *, noise_samples: i
                       max_patches=max_patches, progress=progress)
     positions = P.position_table(lm, prepared)
     long = pd.concat([t.tidy(positions) for t in traces.values()], ignore_index=True)
-    aie = CT.average_indirect_effect(long)
+    aie = CT.average_indirect_effect(long).merge(I.aie_bands(long, seed),
+                                                  on=["kind", "layer", "token_class"], how="left")
     peaks = CT.peak_by_class(aie)
     hidden = traces["hidden"]
     metric_name = "P(answer)" if metric == "prob" else prepared.main_metric
@@ -195,7 +220,34 @@ def tracing_summary(lm: LoadedModel, prepared: PreparedTask, *, noise_samples: i
     for _, row in peaks.iterrows():
         headline[f"{row['kind']}_{row['token_class']}_peak_aie"] = float(row["peak_aie"])
         headline[f"{row['kind']}_{row['token_class']}_peak_layer"] = int(row["layer"])
-    return TracingSummary(traces, positions, long, aie, peaks, window, metric_name, headline)
+    # intervals over prompts (resamples seeded like the noise), peak ranges and the claims
+    headline.update(I.tracing_intervals(long, lm.model.cfg.n_layers, seed))
+    by_relation, curves = tracing_by_relation(long, prepared, headline, lm.model.cfg.n_layers,
+                                              seed)
+    return TracingSummary(traces, positions, long, aie, peaks, window, metric_name, headline,
+                          by_relation, curves)
+
+
+def relations_of(prepared: PreparedTask) -> pd.Series | None:
+    """Each prompt's relation, when the prompts span several relations."""
+    relations = prepared.rows.get("relation")
+    if relations is None or relations.nunique() < 2:
+        return None
+    return relations.reset_index(drop=True).astype(str)
+
+
+def tracing_by_relation(long, prepared, headline, n_layers, seed):
+    """Restoring MLP outputs at the last subject token, per relation: peaks with their ranges
+    and the curves with bands (None, None for one relation or no such token class)."""
+    relations = relations_of(prepared)
+    pooled = headline.get("mlp_subject_last_peak_layer")
+    if relations is None or pooled is None:
+        return None, None
+    part = long[(long["kind"] == "mlp") & (long["token_class"] == "subject_last")]
+    values, ids = I.prompt_curves(part, "indirect_effect", n_layers)
+    names = relations.to_numpy()[ids]
+    return (R.relation_peaks(values, names, pooled, n_layers, seed),
+            R.relation_curves(values, names, seed))
 
 
 # --------------------------------------------------------------------------- 06 ablation, knockout
@@ -211,9 +263,12 @@ class AblationSummary:
 
 def ablation_summary(lm: LoadedModel, prepared: PreparedTask, *,
                      reference: PreparedTask | None = None, n_components: int = 6,
-                     batch_size: int = 16, progress: bool = False) -> AblationSummary:
+                     batch_size: int = 16, seed: int = 0,
+                     progress: bool = False) -> AblationSummary:
     """Zero- and mean-ablate the `n_components` components with the largest mean |DLA| (means
     over `reference`'s prompts), alone and together."""
+    if n_components < 1:  # a slice [:n] with n < 1 would ablate "all but -n", not n
+        raise UserError(f"n_components={n_components}: use a whole number of at least 1")
     att = A.attribute_heads(lm, prepared, batch_size=batch_size, progress=progress)
     components = A.top_components(att.layers, att.heads, n_components)
     table = AB.ablation_table(lm, prepared, components, batch_size=batch_size,
@@ -223,6 +278,9 @@ def ablation_summary(lm: LoadedModel, prepared: PreparedTask, *,
     big = summary[~together].iloc[0]
     biggest = {"component": big["component"], "mode": big["mode"], "drop": big["drop"]}
     headline = {"ablation_biggest_drop": big["drop"],
+                "ablation_biggest_drop_ci": I.cell_interval(table, "drop", seed,
+                                                            component=big["component"],
+                                                            mode=big["mode"]),
                 "ablation_biggest_component": big["component"],
                 "ablation_biggest_mode": big["mode"]}
     return AblationSummary(components, table, summary, biggest, summary[together], headline)
@@ -238,7 +296,8 @@ class KnockoutSummary:
 
 
 def knockout_summary(lm: LoadedModel, prepared: PreparedTask, *, window: int = 0,
-                     batch_size: int = 16, progress: bool = False) -> KnockoutSummary:
+                     batch_size: int = 16, seed: int = 0,
+                     progress: bool = False) -> KnockoutSummary:
     """Attention knockout from the last position over sliding windows (`window` 0: the
     default, n_layers // 6)."""
     table = KO.knockout_sweep(lm, prepared, window or None, batch_size=batch_size,
@@ -248,7 +307,12 @@ def knockout_summary(lm: LoadedModel, prepared: PreparedTask, *, window: int = 0
     headline = {"knockout_window": k,
                 **{f"knockout_{role}_peak_centre": p["centre"] for role, p in peaks.items()},
                 **{f"knockout_{role}_peak_relative_p_change": p["relative_p_change"]
-                   for role, p in peaks.items()}}
+                   for role, p in peaks.items()},
+                **{f"knockout_{role}_peak_relative_p_change_ci": I.cell_interval(
+                    table, "relative_p_change", seed, role=role, centre=p["centre"])
+                   for role, p in peaks.items()},
+                **{f"knockout_{role}_peak_centre_range": I.peak_window_range(table, role, seed)
+                   for role in peaks}}
     return KnockoutSummary(table, KO.summarise(table), peaks, k, headline)
 
 

@@ -3,15 +3,43 @@ accuracy against chance, and the prompts kept for the mechanistic analyses."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
+from factcircuits.methods.by_relation import MIN_PROMPTS
 from factcircuits.methods.evaluate import known_phrase, known_prompts
+from factcircuits.methods.sampling import per_relation_sample
 from factcircuits.methods.topk import top_k_table
+from factcircuits.methods.uncertainty import (
+    binomial_two_sided_p,
+    mean_estimate,
+    with_interval,
+)
 
 FILTERED_FILE = "filtered_dataset.csv"
+MAX_ROWS_SHOWN = 40  # per-prompt tables longer than this show their head and where the rest is
+
+
+def shown_rows(table: pd.DataFrame, path: str,
+               limit: int = MAX_ROWS_SHOWN) -> tuple[pd.DataFrame, str]:
+    """(the rows to show, a note saying where the full table is when some are left out)."""
+    if len(table) <= limit:
+        return table, ""
+    return table.head(limit), (f"The first {limit} of {len(table)} rows; the full table is "
+                               f"`{path}` in the run folder.")
+
+
+def relation_markdown(table: pd.DataFrame, pooled: float) -> str:
+    """Which relations' accuracy intervals exclude the pooled accuracy."""
+    differ = table[table["differs_from_pooled"]]
+    if differ.empty:
+        return (f"No relation's interval excludes the pooled accuracy ({pooled:.0%}) at these "
+                "sample sizes.")
+    names = ", ".join(f"{r.relation} ({r.accuracy:.0%}, 95% CI {r.accuracy_low:.0%} to "
+                      f"{r.accuracy_high:.0%})" for r in differ.itertuples())
+    return f"Relations whose interval excludes the pooled accuracy ({pooled:.0%}): {names}."
 
 def metric_explanation(prepared) -> str:
     """Why the task's metrics exist side by side (set sizes come from the answer sets)."""
@@ -34,15 +62,6 @@ def metric_explanation(prepared) -> str:
     )
 
 
-def binomial_two_sided_p(successes: int, n: int, p: float = 0.5) -> float:
-    """Exact two-sided binomial test: the probability of an outcome at most as likely."""
-    if n == 0:
-        return 1.0
-    pmf = [math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)]
-    observed = pmf[successes]
-    return min(1.0, sum(q for q in pmf if q <= observed * (1 + 1e-9)))
-
-
 def auc(scores, labels) -> float:
     """Probability that a random true statement scores above a random false one."""
     pos = [s for s, y in zip(scores, labels) if y]
@@ -63,6 +82,7 @@ class TaskCheckReport:
     dropped: pd.DataFrame
     filtered_rows: pd.DataFrame
     headline: dict
+    by_relation: pd.DataFrame | None = None  # datasets with several relations
 
     @property
     def per_prompt_display(self) -> pd.DataFrame:
@@ -84,8 +104,10 @@ class TaskCheckReport:
 
     def summary_markdown(self) -> str:
         h = self.headline
-        text = (f"**{h['n_prompts']} prompts**, accuracy **{h['accuracy']:.0%}**, mean "
-                f"{self.main_metric} **{h['mean_metric']:+.3f}**.")
+        accuracy = with_interval(h["accuracy"], h.get("accuracy_ci"), ".0%")
+        mean = with_interval(h["mean_metric"], h.get("mean_metric_ci"), "+.3f")
+        text = (f"**{h['n_prompts']} prompts**, accuracy **{accuracy}**, mean "
+                f"{self.main_metric} **{mean}** (95% bootstrap intervals over prompts).")
         if self.task == "yesno":
             text += (f" AUC of the log-odds against the labels: **{h['auc']:.2f}**; two-sided "
                      f"binomial test against 50%: p = {h['p_vs_chance']:.3g}.")
@@ -103,6 +125,31 @@ class TaskCheckReport:
         return (f"Kept **{h['n_kept']}** of {h['n_prompts']} prompts the model "
                 f"{h['known_phrase']}; {h['n_dropped']} dropped (listed below with the "
                 "reason).")
+
+
+def relation_table(table: pd.DataFrame, known_index, per_relation: int = 0,
+                   seed: int = 0) -> pd.DataFrame | None:
+    """Per relation: rows scored, accuracy with its 95% bootstrap interval, prompts known, and
+    prompts analysed (all known, or the `per_relation` sample); whether the accuracy interval
+    excludes the pooled accuracy. None for a dataset of one relation."""
+    if "relation" not in table or table["relation"].nunique() < 2:
+        return None
+    known = table.index.isin(known_index)
+    analysed = known.copy()
+    if per_relation > 0:
+        sample = per_relation_sample(table.loc[known, "relation"], per_relation, seed)
+        analysed[np.flatnonzero(known)[~sample]] = False
+    pooled = float(table["correct"].mean())
+    rows = []
+    for relation, part in table.groupby("relation"):
+        where = (table["relation"] == relation).to_numpy()
+        estimate = mean_estimate(part["correct"].astype(float), seed=seed)
+        rows.append({"relation": relation, "rows": len(part), "accuracy": estimate.value,
+                     "accuracy_low": estimate.low, "accuracy_high": estimate.high,
+                     "known": int(known[where].sum()), "analysed": int(analysed[where].sum()),
+                     "differs_from_pooled": len(part) >= MIN_PROMPTS and
+                     bool(estimate.low > pooled or estimate.high < pooled)})
+    return pd.DataFrame(rows)
 
 
 def check(session, top_k: int = 5) -> TaskCheckReport:
@@ -130,6 +177,11 @@ def check(session, top_k: int = 5) -> TaskCheckReport:
            ("log_odds", "prob_mass_diff", "logit_diff_sum", "logit_diff", "p_answer")
            if c in table},
     }
+    # 95 % bootstrap intervals over prompts, stored beside each number
+    for key, column in (("accuracy", "correct"), ("mean_metric", "metric"),
+                        ("mean_p_answer", "p_answer")):
+        if column in table:
+            headline[f"{key}_ci"] = mean_estimate(table[column], seed=session.seed).interval()
     if prepared.task == "yesno":
         raw = table["metric"] * prepared.signs.numpy()  # unsigned log-odds
         headline["auc"] = auc(raw.tolist(), table["label"].tolist())
@@ -140,7 +192,10 @@ def check(session, top_k: int = 5) -> TaskCheckReport:
     else:
         headline["at_chance"] = len(kept) == 0  # the analyses fall back to every prompt
         # answer above the counterfactual, whichever criterion picked the prompts
-        headline["pairwise_accuracy"] = float((table["logit_diff"] > 0).mean())
+        pairwise = (table["logit_diff"] > 0).astype(float)
+        headline["pairwise_accuracy"] = float(pairwise.mean())
+        headline["pairwise_accuracy_ci"] = mean_estimate(pairwise, seed=session.seed).interval()
+    by_relation = relation_table(table, known.kept.index, session.per_relation, session.seed)
     model_table = pd.DataFrame(
         [{"field": k, "value": str(v)} for k, v in session.lm.provenance.items()
          if k != "versions"]
@@ -149,4 +204,4 @@ def check(session, top_k: int = 5) -> TaskCheckReport:
            {"field": "prompt format", "value": prepared.prompt_format}]
     )
     return TaskCheckReport(prepared.task, prepared.main_metric, model_table, table, top,
-                           dropped, kept, headline)
+                           dropped, kept, headline, by_relation)

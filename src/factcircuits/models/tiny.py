@@ -62,6 +62,7 @@ def tiny_tokenizer():
 
 FAMILIES = ("llama", "gemma", "gemma2", "gemma3", "qwen2")
 SLIDING_WINDOW = 4  # shorter than every test prompt: the sliding-window code paths really run
+MAX_POSITIONS = 256  # the tiny models' context, as a real config states one
 
 
 def _config(family: str, n_layers: int, d_model: int, vocab_size: int):
@@ -70,7 +71,7 @@ def _config(family: str, n_layers: int, d_model: int, vocab_size: int):
     common = dict(
         vocab_size=vocab_size, hidden_size=d_model, intermediate_size=2 * d_model,
         num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=d_model // 4, max_position_embeddings=256,
+        head_dim=d_model // 4, max_position_embeddings=MAX_POSITIONS,
         initializer_range=0.2,  # large enough that logits are far from uniform
         bos_token_id=0, eos_token_id=1, pad_token_id=2,
     )

@@ -49,7 +49,7 @@ def flat_numbers(headline: dict[str, dict], n_layers: int | None) -> dict[str, A
     '02_logit_lens.peak_layer_depth': 0.79 when the model's depth is known} (numbers only)."""
     flat = {}
     for notebook, numbers in sorted((headline or {}).items()):
-        for key, value in sorted(numbers.items()):
+        for key, value in sorted(numbers.items() if isinstance(numbers, dict) else ()):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 flat[f"{notebook}.{key}"] = value
                 depth = relative_depth(value, n_layers) if LAYER_KEY.search(key) else None

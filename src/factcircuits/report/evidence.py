@@ -48,7 +48,8 @@ class RunEvidence:
         folder = Path(folder)
         record = _read_json(folder / "run.json")
         model_info = _read_json(folder / "model.json") or record.get("model") or {}
-        headline = {p.stem: _read_json(p) for p in sorted((folder / "headline").glob("*.json"))}
+        headline = {p.stem: {k: headline_value(v) for k, v in _read_json(p).items()}
+                    for p in sorted((folder / "headline").glob("*.json"))}
         params = record.get("parameters") or {}
         model = (model_info.get("resolved_name") or model_info.get("name")
                  or params.get("model") or "unknown model")
@@ -93,6 +94,18 @@ def _dataset_name(spec: Any) -> str:
     return Path(text).stem if "/" in text or text.endswith((".csv", ".jsonl")) else text
 
 
+def headline_value(value: Any) -> Any:
+    """A headline value as the findings read it: None when it was not computed (the marker
+    `run.folders` writes for NaN, or the null older runs hold)."""
+    from factcircuits.run.folders import NOT_COMPUTED
+
+    if isinstance(value, dict) and NOT_COMPUTED in value:
+        return None
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
@@ -104,13 +117,70 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def load_runs(runs_root: Path | str) -> list[RunEvidence]:
-    """Every accepted run under `runs_root` (staging and failed attempts are not runs)."""
-    from factcircuits.run.folders import list_runs
+    """Every accepted run under `runs_root` whose files can be read (staging and failed
+    attempts are not runs; damaged runs are left out: see `scan_evidence`)."""
+    return scan_evidence(runs_root)[0]
+
+
+def scan_evidence(runs_root: Path | str) -> tuple[list[RunEvidence], list[tuple[str, str]]]:
+    """(runs, damaged): the runs the write-up can show, and (run folder name, what is wrong)
+    for those it cannot. One damaged run never stops the write-up of the others."""
+    from factcircuits.report.findings import run_findings
+    from factcircuits.run.folders import scan_runs
 
     root = Path(runs_root)
     if not root.is_dir():
-        return []
-    return [RunEvidence.load(run["run_dir"]) for run in list_runs(root)]
+        return [], []
+    records, unreadable = scan_runs(root)
+    runs, damaged = [], [(folder.name, why) for folder, why in unreadable]
+    for record in records:
+        folder = Path(record["run_dir"])
+        problem = files_problem(folder, record)
+        if problem is None:
+            ev = RunEvidence.load(folder)
+            try:
+                run_findings(ev)  # what every page computes from it
+                runs.append(ev)
+                continue
+            except Exception as exc:  # noqa: BLE001 -- any reader's failure leaves this run out
+                missing = [f"{nb}.{k}" for nb, values in ev.headline.items()
+                           for k, v in values.items() if v is None]
+                problem = (f"headline value(s) not computed: {', '.join(missing[:4])}" if missing
+                           else f"its findings cannot be computed ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:80] if str(exc) else ''})")
+        damaged.append((folder.name, problem))
+    return runs, sorted(damaged)
+
+
+def files_problem(folder: Path, record: dict[str, Any]) -> str | None:
+    """What is wrong with a run folder's files (headlines, model.json, the executed notebooks
+    run.json lists), or None. An absent file is no damage: pages show what a run has."""
+    paths = [*sorted((folder / "headline").glob("*.json")), folder / "model.json"]
+    paths += [folder / f"{nb.get('name')}.ipynb" for nb in record.get("notebooks") or []
+              if isinstance(nb, dict)]
+    for path in paths:
+        name = path.relative_to(folder).as_posix()
+        try:
+            data = path.read_bytes()
+            if not data:
+                return f"{name} is empty (0 bytes)"
+            value = json.loads(data)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            return f"{name} is unreadable ({str(exc).splitlines()[0][:80]})"
+        if not isinstance(value, dict):
+            return f"{name} is not a JSON object"
+    return None
+
+
+def damaged_markdown(damaged: list[tuple[str, str]]) -> str:
+    """The runs left out of the write-up, each with what is wrong (empty when none)."""
+    if not damaged:
+        return ""
+    lines = [f"**{len(damaged)} run(s) left out** because their files cannot be read; rerun "
+             "them or delete their folders:", ""]
+    return "\n".join(lines + [f"- `{name}`: {why}" for name, why in damaged]) + "\n"
 
 
 def peak_row(table: pd.DataFrame | None, value: str, **where: Any) -> pd.Series | None:

@@ -14,35 +14,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from factcircuits.methods.uncertainty import with_interval
 from factcircuits.report.evidence import RunEvidence, depth_band, peak_row, relative_depth
-
-# Published reference points (typed once here, with their source; everything else is computed).
-ORIGINAL_STUDY = {"model": "google/gemma-2b-it", "n_layers": 18, "mlp_share": 0.70,
-                  "peak_layer": 13, "peak_sublayer": "mlp"}  # the study this project extends
-ROME = {"model": "GPT-2 XL", "n_layers": 48, "mlp_aie": 0.066, "attn_aie": 0.016,
-        "noise_samples": 10}  # Meng et al. 2022, causal tracing at the last subject token
-# Two layer estimates agree when they differ by at most this share of the model's depth.
-AGREEMENT_DEPTH = 0.10
+from factcircuits.report.readings import (
+    ATTENTION,
+    DLA,
+    KNOCKOUT,
+    LAYER0_MLP,
+    LENS,
+    ORIGINAL_STUDY,
+    PATCHING,
+    ROME,
+    TASK,
+    TRACING,
+    head_label,
+    mlp_at_subject,
+    subject_knockout,
+    tracing_window,
+)
+from factcircuits.report.sureness import (
+    CONFOUNDED,
+    UNRESOLVED,
+    Check,
+    checks,
+    interval_text,
+    range_text,
+    sureness,
+)
 
 METRIC_NAMES = {"logit_diff": "logit difference (correct − counterfactual)",
                 "log_odds": "log-odds of the answer sets",
                 "logit_diff_sum": "summed logit difference of the answer sets",
                 "prob_mass_diff": "probability-mass difference of the answer sets"}
 SUBLAYER_NAMES = {"attn": "attention", "mlp": "MLP", "embed": "embedding"}
-
-TRACING, PATCHING = "05_causal_tracing", "04_activation_patching"
-TASK, LENS, DLA, KNOCKOUT, ATTENTION = ("01_task_check", "02_logit_lens", "03_attribution",
-                                        "06_ablation_knockout", "07_attention_patterns")
-
-
-@dataclass
-class Check:
-    """One comparison of two methods' answers to the same question."""
-    question: str
-    agree: bool
-    detail: str
-
-
 @dataclass
 class RunFindings:
     evidence: RunEvidence
@@ -53,9 +57,13 @@ class RunFindings:
 
 
 # ------------------------------------------------------------------ formatting helpers
-def _layer(ev: RunEvidence, layer) -> str:
+def _layer(ev: RunEvidence, layer, layer_range=None) -> str:
+    """'layer 3 (relative depth 0.30; 95% of resamples in layers 2–4)'."""
     depth = ev.depth(layer)
-    return f"layer {int(layer)}" + (f" (relative depth {depth:.2f})" if depth is not None else "")
+    notes = [f"relative depth {depth:.2f}"] if depth is not None else []
+    if layer_range:
+        notes.append(range_text(layer_range))
+    return f"layer {int(layer)}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _window(ev: RunEvidence, first, last) -> str:
@@ -78,23 +86,6 @@ def _change(fraction: float) -> str:
     return f"falls by {-fraction:.0%}" if fraction < 0 else f"rises by {fraction:.0%}"
 
 
-def tracing_window(ev: RunEvidence, layer: int) -> tuple[int, int]:
-    """First and last layer restored together around `layer` (ROME's window, clipped)."""
-    window = int(ev.number(TRACING, "window") or 1)
-    last_layer = (ev.n_layers or layer + window) - 1
-    return max(0, layer - window // 2), min(last_layer, layer - (-window // 2) - 1)
-
-
-def _head(layer, head) -> str:
-    return f"L{int(layer)}H{int(head)}"
-
-
-def _tolerance(ev: RunEvidence) -> int:
-    """Layers within which two estimates count as the same place (at least one)."""
-    return max(1, round(AGREEMENT_DEPTH * ((ev.n_layers or 11) - 1)))
-
-
-# ------------------------------------------------------------------ the evidence, by question
 def _knowledge(ev: RunEvidence) -> tuple[bool, list[str]]:
     n = ev.number(TASK, "n_prompts")
     if n is None:
@@ -104,11 +95,12 @@ def _knowledge(ev: RunEvidence) -> tuple[bool, list[str]]:
     metric = ev.number(TASK, "main_metric") or "metric"
     correct = round(acc * n)  # top-1 (cloze) or the label's answer set (yes/no)
     pairwise = ev.number(TASK, "pairwise_accuracy")  # cloze runs since the known parameter
-    top1 = ": the answer is its top token" if pairwise is not None else ""
-    text = (f"The model answers **{correct} of {n}** prompts correctly ({acc:.0%}{top1}); mean "
-            f"{_metric(metric)} {ev.number(TASK, 'mean_metric'):+.2f}")
+    top1 = " (the answer is its top token)" if pairwise is not None else ""
+    text = (f"The model answers **{correct} of {n}** prompts correctly{top1}: "
+            f"{interval_text(ev, TASK, 'accuracy', '.0%')}; mean "
+            f"{_metric(metric)} {interval_text(ev, TASK, 'mean_metric', '+.2f')}")
     if ev.number(TASK, "mean_p_answer") is not None:
-        text += f", mean P(correct answer) {ev.number(TASK, 'mean_p_answer'):.2f}"
+        text += f", mean P(correct answer) {interval_text(ev, TASK, 'mean_p_answer')}"
     text += "."
     if pairwise is not None:
         text += (f" It ranks the answer above the counterfactual for {round(pairwise * n)} "
@@ -131,29 +123,6 @@ def _knowledge(ev: RunEvidence) -> tuple[bool, list[str]]:
     return at_chance, [text]
 
 
-def mlp_at_subject(ev: RunEvidence) -> dict:
-    """Where restoring MLP outputs at the last subject token matters most, by method."""
-    out = {}
-    if ev.number(TRACING, "mlp_subject_last_peak_layer") is not None:
-        out["tracing"] = (ev.number(TRACING, "mlp_subject_last_peak_layer"),
-                          ev.number(TRACING, "mlp_subject_last_peak_aie"))
-    row = peak_row(ev.table(PATCHING, "patching_by_class"), "normalized",
-                   component="mlp_out", token_class="subject_last")
-    if row is not None:
-        out["patching"] = (int(row["layer"]), float(row["normalized"]))
-    return out
-
-
-def subject_knockout(ev: RunEvidence) -> dict | None:
-    table = ev.table(KNOCKOUT, "knockout_summary")
-    if table is None or "relative_p_change" not in table.columns:
-        return None
-    part = table[table["role"] == "subject"].dropna(subset=["relative_p_change"])
-    if part.empty:
-        return None
-    return part.loc[part["relative_p_change"].idxmin()].to_dict()
-
-
 def _where(ev: RunEvidence) -> list[str]:
     bullets = []
     mlp = mlp_at_subject(ev)
@@ -162,12 +131,17 @@ def _where(ev: RunEvidence) -> list[str]:
         attn_aie = ev.number(TRACING, "attn_subject_last_peak_aie")
         first, last = tracing_window(ev, int(layer))
         restored = (f"layers {first}–{last}, the window centred on " if last > first else "")
+        trace_range = ev.number(TRACING, "mlp_subject_last_peak_layer_range")
         text = (f"**Causal tracing** ({ev.number(TRACING, 'n_prompts')} prompts): restoring "
                 f"the MLP outputs at the last subject token recovers the most for {restored}"
-                f"{_layer(ev, layer)}, {depth_band(ev.depth(layer))} layers: AIE {aie:.3f} on "
+                f"{_layer(ev, layer, trace_range)}, "
+                f"{depth_band(ev.depth(layer))} layers: AIE "
+                f"{interval_text(ev, TRACING, 'mlp_subject_last_peak_aie', '.3f')} on "
                 f"{ev.number(TRACING, 'metric') or 'the metric'}")
         if attn_aie is not None:
-            text += f", against {attn_aie:.3f} at most for attention at that token"
+            text += (f", against "
+                     f"{interval_text(ev, TRACING, 'attn_subject_last_peak_aie', '.3f')} at "
+                     "most for attention at that token")
         bullets.append(text + ".")
     if ev.number(PATCHING, "n_pairs"):
         text = f"**Activation patching** ({ev.number(PATCHING, 'n_pairs')} prompt pairs):"
@@ -177,8 +151,12 @@ def _where(ev: RunEvidence) -> list[str]:
                      f"first and at the last token from {_layer(ev, handover)} on;")
         if "patching" in mlp:
             layer, effect = mlp["patching"]
+            ci = ev.number(PATCHING, "mlp_out_subject_last_peak_ci")
+            where = ev.number(PATCHING, "mlp_out_subject_last_peak_layer_range")
             text += (f" the MLP output at the last subject token restores most at "
-                     f"{_layer(ev, layer)}, {effect:.2f} of the clean−corrupted gap;")
+                     f"{_layer(ev, layer, where)}, "
+                     f"{with_interval(effect, ci)} of the clean−corrupted gap"
+                     + (f" ({LAYER0_MLP})" if layer == 0 else "") + ";")
         row = peak_row(ev.table(PATCHING, "patching_by_class"), "normalized",
                        component="attn_out", token_class="last")
         if row is not None:
@@ -186,16 +164,17 @@ def _where(ev: RunEvidence) -> list[str]:
                      f"{row['normalized']:.2f}.")
         bullets.append(text.rstrip(";:") + ("" if text.endswith(".") else "."))
     if ev.number(LENS, "mlp_share") is not None:
+        lens_range = ev.number(LENS, "peak_layer_range")
         text = (f"**Direct effects at the last token** (logit lens): attention sublayers write "
-                f"{ev.number(LENS, 'attn_share'):.0%} of the increase in the "
+                f"{interval_text(ev, LENS, 'attn_share', '.0%')} of the increase in the "
                 f"{_metric(ev.number(LENS, 'direction'))} and MLP sublayers "
-                f"{ev.number(LENS, 'mlp_share'):.0%}; the largest single jump is the "
-                f"{SUBLAYER_NAMES.get(ev.number(LENS, 'peak_sublayer'), 'sublayer')} of "
-                f"{_layer(ev, ev.number(LENS, 'peak_layer'))}.")
+                f"{interval_text(ev, LENS, 'mlp_share', '.0%')}; the largest single jump is "
+                f"the {SUBLAYER_NAMES.get(ev.number(LENS, 'peak_sublayer'), 'sublayer')} of "
+                f"{_layer(ev, ev.number(LENS, 'peak_layer'), lens_range)}.")
         if ev.number(DLA, "top_layer_component"):
             text += (f" By direct logit attribution the largest component is the "
                      f"{_component(ev.number(DLA, 'top_layer_component'))} "
-                     f"({ev.number(DLA, 'top_layer_component_dla'):+.2f}).")
+                     f"({interval_text(ev, DLA, 'top_layer_component_dla', '+.2f')}).")
         bullets.append(text)
     return bullets
 
@@ -206,16 +185,23 @@ def _moves(ev: RunEvidence) -> list[str]:
     if ko is not None:
         bullets.append(
             f"**Attention knockout**: blocking the last token's attention to the subject hurts "
-            f"most in {_window(ev, ko['first'], ko['last'])}: P(answer) "
-            f"{_change(ko['relative_p_change'])}.")
+            f"most in {_window(ev, ko['first'], ko['last'])}"
+            + (f" (in 95% of resamples the worst window is centred on layers "
+               f"{centres[0]}–{centres[1]})"
+               if (centres := ev.number(KNOCKOUT, "knockout_subject_peak_centre_range")) else "")
+            + f": P(answer) {_change(ko['relative_p_change'])}"
+            + (f" (95% CI {ci[0]:+.0%} to {ci[1]:+.0%})"
+               if (ci := ev.number(KNOCKOUT, 'knockout_subject_peak_relative_p_change_ci'))
+               else "") + ".")
     heads = []
     if ev.number(DLA, "top_head"):
         heads.append(f"the largest direct effect on the answer is **{ev.number(DLA, 'top_head')}**"
-                     f" (DLA {ev.number(DLA, 'top_head_dla'):.2f})")
+                     f" (DLA {interval_text(ev, DLA, 'top_head_dla')})")
     if ev.number(PATCHING, "top_head_layer") is not None:
-        heads.append("patching one head at a time restores most with **"
-                     + _head(ev.number(PATCHING, "top_head_layer"), ev.number(PATCHING, "top_head"))
-                     + f"** ({ev.number(PATCHING, 'top_head_effect'):.2f} of the gap)")
+        patched = head_label(ev.number(PATCHING, "top_head_layer"),
+                             ev.number(PATCHING, "top_head"))
+        heads.append(f"patching one head at a time restores most with **{patched}** "
+                     f"({interval_text(ev, PATCHING, 'top_head_effect')} of the gap)")
     if ev.number(ATTENTION, "top_dla_head_subject_attention") is not None:
         heads.append(f"on the example prompt {ev.number(ATTENTION, 'top_dla_head')} puts "
                      f"{ev.number(ATTENTION, 'top_dla_head_subject_attention'):.2f} of the last "
@@ -225,64 +211,30 @@ def _moves(ev: RunEvidence) -> list[str]:
     return bullets
 
 
-def _checks(ev: RunEvidence) -> list[Check]:
-    tol, checks = _tolerance(ev), []
-    mlp = mlp_at_subject(ev)
-    if {"tracing", "patching"} <= set(mlp):
-        a, b = int(mlp["tracing"][0]), int(mlp["patching"][0])
-        first, last = tracing_window(ev, a)
-        window = f" (window {first}–{last})" if last > first else ""
-        checks.append(Check("MLP peak at the last subject token",
-                            first - tol <= b <= last + tol,
-                            f"causal tracing centred on layer {a}{window}, activation "
-                            f"patching layer {b}"))
-    dla_head = ev.number(DLA, "top_head")
-    if dla_head and ev.number(PATCHING, "top_head_layer") is not None:
-        patch_head = _head(ev.number(PATCHING, "top_head_layer"), ev.number(PATCHING, "top_head"))
-        checks.append(Check("the head that moves the answer", patch_head == dla_head,
-                            f"direct logit attribution {dla_head}, head patching {patch_head}"))
-    ko = subject_knockout(ev)
-    if dla_head and ko is not None:
-        layer = int(dla_head[1:].split("H")[0])
-        inside = ko["first"] - tol <= layer <= ko["last"] + tol
-        checks.append(Check("where attention reads the subject", inside,
-                            f"top DLA head in layer {layer}, subject knockout peaks in layers "
-                            f"{int(ko['first'])}–{int(ko['last'])}"))
-    return checks
-
-
-def _sureness(ev: RunEvidence, checks: list[Check]) -> list[str]:
+def _relations(ev: RunEvidence) -> list[str]:
+    """Relations that stand out from the pooled numbers (their interval excludes them)."""
     bullets = []
-    if checks:
-        agree = sum(c.agree for c in checks)
-        verdict = ("the methods agree" if agree == len(checks) else
-                   "the methods partly agree" if 2 * agree >= len(checks) else
-                   "the methods disagree: treat the location as uncertain")
-        bullets.append(f"**Agreement between methods**: {agree} of {len(checks)} checks agree, "
-                       f"so {verdict} (same place = within {_tolerance(ev)} layers, "
-                       f"{AGREEMENT_DEPTH:.0%} of the depth)."
-                       + "".join(f"\n  - {c.question[0].upper()}{c.question[1:]}: "
-                                 f"{'agrees' if c.agree else '**differs**'} ({c.detail})."
-                                 for c in checks))
-    sizes = []
-    if ev.number(LENS, "n_prompts") is not None:
-        sizes.append(f"{ev.number(LENS, 'n_prompts')} prompts analysed")
-    if ev.number(PATCHING, "n_pairs") is not None:
-        sizes.append(f"{ev.number(PATCHING, 'n_pairs')} patched pairs "
-                     f"({ev.number(PATCHING, 'n_dropped_unequal') or 0} left out for unequal "
-                     f"token length)")
-    samples = ev.number(TRACING, "noise_samples")
-    if samples is not None:
-        sizes.append(f"{samples} noise samples per prompt in causal tracing"
-                     + (f" (ROME used {ROME['noise_samples']})"
-                        if samples < ROME["noise_samples"] else ""))
-    if sizes:
-        bullets.append("**Sample sizes**: " + "; ".join(sizes) + ".")
-    err = ev.number(DLA, "dla_sum_check_max_abs_error")
-    if err is not None:
-        passes = ev.number(DLA, "dla_sum_check_passes")
-        bullets.append(f"**Attribution check**: the components sum to the metric within "
-                       f"{err:.1e} ({'passes' if passes else '**fails**'} the 1e-3 check).")
+    accuracy = ev.table(TASK, "by_relation")
+    if accuracy is not None and not accuracy.empty:
+        differ = accuracy[accuracy["differs_from_pooled"].astype(bool)]
+        names = ", ".join(f"{r.relation} {r.accuracy:.0%} (95% CI {r.accuracy_low:.0%} to "
+                          f"{r.accuracy_high:.0%}, {r.rows} prompts)" for r in differ.itertuples())
+        bullets.append(f"**Accuracy by relation** ({len(accuracy)} relations): "
+                       + (f"the intervals of {names} exclude the pooled accuracy."
+                          if names else "no relation's interval excludes the pooled accuracy."))
+    for notebook, what in ((TRACING, "causal tracing's MLP peak at the last subject token"),
+                           (PATCHING, "patching's MLP peak at the last subject token"),
+                           (LENS, "the logit lens's largest jump")):
+        table = ev.table(notebook, "by_relation")
+        if table is None or table.empty:
+            continue
+        differ = table[table["differs_from_pooled"].astype(bool)]
+        names = ", ".join(f"{r.relation} (layer {r.peak_layer}, 95% of resamples in "
+                          f"{r.layer_low}–{r.layer_high}, n = {r.n})" for r in differ.itertuples())
+        bullets.append(f"**Where {what} sits, by relation**: "
+                       + (f"{names} differ from the pooled peak." if names else
+                          f"no relation's range excludes the pooled peak ({len(table)} "
+                          "relations; small per-relation samples resolve only large shifts)."))
     return bullets
 
 
@@ -315,12 +267,20 @@ def _literature(ev: RunEvidence) -> list[str]:
                 f"{r['attn_aie']:.1%} for attention there), attention at the last token acts "
                 f"later. Here the MLP peak at the last subject token is in the **{band}** layers"
                 f" ({'as in' if band == 'middle' else 'unlike'} ROME)")
+        found = ev.number(TRACING, "claim_mlp_over_attn_subject_last")
         if attn_aie is not None:
             ratio = "larger" if aie > attn_aie else "not larger"
+            if isinstance(found, dict):  # say only what the test supports
+                ratio = {"supported": "larger", "contradicted": "smaller",
+                         "not resolved": "not resolved against"}[found["verdict"]]
             text += f", and its AIE ({aie:.1%}) is {ratio} than attention's ({attn_aie:.1%})"
         last_attn = ev.number(TRACING, "attn_last_peak_layer")
         if last_attn is not None:
+            share = ev.number(TRACING, "mlp_subject_before_attn_last_share")
             order = "later" if last_attn > layer else "not later"
+            if share is not None:
+                order = ("later" if share >= 0.975 else "not later" if share <= 0.025 else
+                         f"not resolved as later ({share:.0%} of resamples)")
             text += (f"; attention at the last token peaks at {_layer(ev, last_attn)}, "
                      f"{order} than the MLP peak")
         bullets.append(text + ".")
@@ -349,24 +309,30 @@ def _summary(ev: RunEvidence, at_chance: bool, checks: list[Check]) -> str:
     text = "; ".join(parts)
     text = text[0].upper() + text[1:] + "."
     if checks:
-        text += f" {sum(c.agree for c in checks)} of {len(checks)} cross-method checks agree."
+        text += f" {sum(c.agree for c in checks)} of {len(checks)} cross-method checks agree"
+        open_ = sum(c.verdict in (UNRESOLVED, CONFOUNDED) for c in checks)
+        text += f" ({open_} not resolved)." if open_ else "."
+    n = ev.number(LENS, "n_prompts") or ev.number(TRACING, "n_prompts")
+    if n is not None and n < 20:
+        text += f" Based on {n} prompts: a small sample."
     return text
 
 
 # ------------------------------------------------------------------ public API
 def run_findings(ev: RunEvidence) -> RunFindings:
     at_chance, knowledge = _knowledge(ev)
-    checks = [] if at_chance else _checks(ev)
+    found = [] if at_chance else checks(ev)
     sections = {"Does the model know the facts?": knowledge}
     if not at_chance:
         sections["Where the fact is read"] = _where(ev)
         sections["How it reaches the last token"] = _moves(ev)
-        sections["How sure"] = _sureness(ev, checks)
+        sections["How sure"] = sureness(ev, found)
+        sections["By relation"] = _relations(ev)
         sections["Compared with earlier studies"] = _literature(ev)
     else:
-        sections["How sure"] = _sureness(ev, [])
-    return RunFindings(ev, at_chance, _summary(ev, at_chance, checks),
-                       {k: v for k, v in sections.items() if v}, checks)
+        sections["How sure"] = sureness(ev, [], mechanism=False)
+    return RunFindings(ev, at_chance, _summary(ev, at_chance, found),
+                       {k: v for k, v in sections.items() if v}, found)
 
 
 def run_markdown(ev: RunEvidence, level: int = 2, anchors: bool = True) -> str:

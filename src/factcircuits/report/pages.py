@@ -27,7 +27,13 @@ from typing import Any
 import yaml
 
 from factcircuits import __version__
-from factcircuits.report.evidence import RunEvidence, load_runs
+from factcircuits.files import atomic_write
+from factcircuits.report.evidence import (
+    RunEvidence,
+    damaged_markdown,
+    load_runs,
+    scan_evidence,
+)
 from factcircuits.run.provenance import git_commit
 
 GENERATED = Path("report") / "_generated"
@@ -97,9 +103,9 @@ def write_generated(project_dir: Path | None = None) -> Path:
     out = root / GENERATED
     out.mkdir(parents=True, exist_ok=True)
     header = "# Written by factcircuits.report.pages before each render; do not edit.\n"
-    (out / "book.yml").write_text(header + yaml.safe_dump(book_config(runs, info, root),
-                                                          sort_keys=False, allow_unicode=True))
-    (out / "version.json").write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write(out / "book.yml", header + yaml.safe_dump(book_config(runs, info, root),
+                                                           sort_keys=False, allow_unicode=True))
+    atomic_write(out / "version.json", json.dumps(info, indent=2) + "\n")
     return out
 
 
@@ -108,9 +114,10 @@ def front_page(project_dir: Path | None = None, anchors: bool = True) -> str:
     from factcircuits.report.synthesis import front_page_markdown
 
     root = Path(project_dir or quarto_project_dir())
-    runs = project_runs(root)
+    runs, damaged = scan_evidence(root / RUNS)
     info = version_info(root, [ev.run_id for ev in runs])
-    return version_markdown(info) + "\n" + front_page_markdown(runs, anchors=anchors)
+    return (version_markdown(info) + "\n" + damaged_markdown(damaged) + "\n"
+            + front_page_markdown(runs, anchors=anchors))
 
 
 def comparison_intro(runs: list[RunEvidence]) -> str:

@@ -2,8 +2,8 @@
 
 Quarto path: `quarto render` at the project root renders the book of `_quarto.yml` (its
 pre-render writes the run-dependent parts): an HTML site in `report/_output/` and, with
-`--to pdf|all`, one PDF of the whole write-up. Copies go to `report/archive/` (the PDF, and
-the site as a zip) with the version in the name, so earlier versions stay available.
+`--to pdf|all`, one PDF of the whole write-up. Every render (the preview too) is kept as a
+version in `report/versions/` (`versions.py`), which `factcircuits publish` puts online.
 Preview path (no Quarto): `report/_preview/index.html`, one self-contained file with the same
 structure: the findings first, one section per run with its notebooks (results only, no
 code), the comparison, then parameters and provenance; plotly.js inline once.
@@ -12,7 +12,6 @@ Archived as `report/archive/factcircuits-preview-<version>.html`.
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import os
 import shutil
@@ -21,6 +20,7 @@ import sys
 from pathlib import Path
 
 from factcircuits.errors import UserError
+from factcircuits.files import atomic_create, atomic_write
 
 PLOTLYJS_MARK = "factcircuits"  # output metadata set by display.init_notebook
 
@@ -49,7 +49,26 @@ def render(to: str = "html", root: Path | None = None, runs_root: Path | None = 
     print(f"Quarto is not installed: writing a preview HTML with nbconvert instead"
           f"{' (no PDF without Quarto)' if to != 'html' else ''}; install Quarto for the "
           "full write-up")
-    return list(write_preview(root, runs_root))
+    runs = _runs(root, runs_root)
+    paths = list(write_preview(root, runs_root))
+    return paths + [_record(paths[0].parent, root, runs, "preview")]
+
+
+def _runs(root: Path, runs_root: Path | None) -> list:
+    """The runs a render shows, read before it starts (a run finishing meanwhile is not in
+    this version)."""
+    from factcircuits.report.evidence import load_runs
+
+    return load_runs(runs_root or root / "report" / "runs")
+
+
+def _record(site: Path, root: Path, runs: list, kind: str) -> Path:
+    """Keep this render as a version (report/versions/<id>/) for `factcircuits publish`."""
+    from factcircuits.report.pages import version_info
+    from factcircuits.report.versions import record_version
+
+    return record_version(site, root, version_info(root, [ev.run_id for ev in runs]), runs,
+                          kind)
 
 
 def check_renderable(runs_root: Path | None, root: Path | None = None) -> None:
@@ -71,36 +90,23 @@ def check_renderable(runs_root: Path | None, root: Path | None = None) -> None:
 
 
 def render_quarto(to: str, root: Path) -> list[Path]:
-    from factcircuits.report.pages import version_info
-
     formats = {"html": ["--to", "html"], "pdf": ["--to", "typst"], "all": []}[to]
     # Quarto runs the pre-render script with `python` from PATH and the pages' hidden cells
     # with QUARTO_PYTHON: both must be this environment's Python, which has factcircuits.
     env = dict(os.environ, QUARTO_PYTHON=sys.executable,
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    runs = _runs(root, None)
+    # Quarto reads report/_generated/book.yml before its pre-render rewrites it: a chapter of
+    # a run deleted since the last render would fail the render, so write it first.
+    from factcircuits.report.pages import write_generated
+
+    write_generated(root)
     proc = subprocess.run(["quarto", "render", *formats], check=False, cwd=root, env=env)
     if proc.returncode != 0:
         raise UserError(f"quarto render {' '.join(formats)} failed (exit {proc.returncode}); "
                         "see its output above".replace("  ", " "))
     output = root / "report" / "_output"
-    return [output, *archive_outputs(output, root / "report" / "archive", version_info(root, []))]
-
-
-def archive_outputs(output: Path, archive: Path, info: dict) -> list[Path]:
-    """Keep what reviewers saw after the next render replaces it: every PDF as
-    `<name>-<version>-<time>.pdf`, and the HTML site as one zip."""
-    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
-    kept = []
-    for path in sorted(output.rglob("*.pdf")):
-        kept.append(archive_copy(path, archive, f"{path.stem}-{info['version']}-{stamp}"))
-    if (output / "index.html").is_file():
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:  # zip beside, then archive append-only
-            site = Path(shutil.make_archive(str(Path(tmp) / "site"), "zip", output))
-            kept.append(archive_copy(site, archive,
-                                     f"factcircuits-site-{info['version']}-{stamp}"))
-    return kept
+    return [output, _record(output, root, runs, "quarto")]
 
 
 def archive_copy(source: Path, archive: Path, stem: str) -> Path:
@@ -112,15 +118,12 @@ def archive_copy(source: Path, archive: Path, stem: str) -> Path:
     n = 1
     while True:
         target = archive / f"{stem}{'' if n == 1 else f'-{n}'}{source.suffix}"
-        try:
-            with open(target, "xb") as handle:  # exclusive: fails if it exists
-                handle.write(data)
+        if atomic_create(target, data):  # whole or absent, never overwriting
             shutil.copystat(source, target)
             return target
-        except FileExistsError:
-            if target.read_bytes() == data:
-                return target
-            n += 1
+        if target.read_bytes() == data:
+            return target
+        n += 1
 
 
 def _front_matter_to_heading(nb) -> None:
@@ -180,7 +183,7 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
         key_numbers_table,
         profile_figures,
     )
-    from factcircuits.report.evidence import load_runs
+    from factcircuits.report.evidence import damaged_markdown, scan_evidence
     from factcircuits.report.pages import (
         comparison_intro,
         part_title,
@@ -191,7 +194,7 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
     from factcircuits.report.synthesis import front_page_markdown
 
     runs_root = Path(runs_root or root / "report" / "runs")
-    runs = load_runs(runs_root)
+    runs, damaged = scan_evidence(runs_root)
     info = version_info(root, [ev.run_id for ev in runs])
     esc = html.escape
     titles = [(f"run-{ev.anchor}", part_title(i, ev)) for i, ev in enumerate(runs, 1)]
@@ -211,7 +214,8 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
         "<nav class='contents'><strong>Contents</strong><ol>"
         + "".join(f"<li><a href='#{a}'>{esc(t)}</a></li>" for a, t in contents) + "</ol></nav>",
         "<section id='findings'><h1>Findings</h1>",
-        markdown_html(front_page_markdown(runs, anchors=False)), "</section>",
+        markdown_html(damaged_markdown(damaged) + front_page_markdown(runs, anchors=False)),
+        "</section>",
     ]
     for (anchor, title), ev in zip(titles, runs):
         parts.append(f"<section id='{anchor}' class='run'><h1>{esc(title)}</h1>"
@@ -235,8 +239,8 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
               "</body></html>"]
     out_dir = root / "report" / "_preview"
     out_dir.mkdir(parents=True, exist_ok=True)
-    page = out_dir / "index.html"
-    page.write_text("\n".join(parts), encoding="utf-8")
+    # Atomic: a fault (a full disk) leaves the last good preview, never a truncated one.
+    page = atomic_write(out_dir / "index.html", "\n".join(parts))
     archive = archive_copy(page, root / "report" / "archive",
                            f"factcircuits-preview-{info['version']}")
     return page, archive

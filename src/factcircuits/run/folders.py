@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 
 from factcircuits.errors import UserError
+from factcircuits.files import atomic_write
 from factcircuits.run.provenance import tidy_path
 
 RUN_JSON = "run.json"
@@ -102,12 +103,23 @@ def list_runs(runs_root: Path | None = None) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ results and headlines
+NOT_COMPUTED = "not_computed"
+
+
+def not_computed(value: float) -> dict[str, str]:
+    """What a headline holds instead of NaN/inf (strict JSON has neither, and a bare null
+    says nothing): an explicit marker with the reason."""
+    what = "NaN" if math.isnan(value) else "infinite"
+    return {NOT_COMPUTED: f"the computation gave {what} (e.g. no prompt qualified for it)"}
+
+
 def _clean(value: Any) -> Any:
-    """JSON-safe scalars: numpy/torch numbers become floats, NaN becomes None."""
+    """JSON-safe scalars: numpy/torch numbers become floats, NaN and inf a not-computed
+    marker."""
     if hasattr(value, "item") and callable(value.item):
         value = value.item()
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
+        return not_computed(value)
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -115,18 +127,26 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def strict_json(value: Any) -> Any:
+    """`value` with every NaN/inf (at any depth) replaced by the not-computed marker."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return not_computed(value)
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def save_headline(run_dir: str | Path, notebook: str, numbers: dict[str, Any]) -> Path:
     path = Path(run_dir) / "headline" / f"{notebook}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(numbers), indent=2, sort_keys=True) + "\n")
-    return path
+    return atomic_write(path, json.dumps(_clean(numbers), indent=2, sort_keys=True,
+                                         allow_nan=False) + "\n")
 
 
 def save_table(run_dir: str | Path, notebook: str, name: str, table: pd.DataFrame) -> Path:
     path = Path(run_dir) / "results" / notebook / f"{name}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False)
-    return path
+    return atomic_write(path, table.to_csv(index=False))
 
 
 def load_headlines(run_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -143,10 +163,7 @@ def load_table(run_dir: str | Path, notebook: str, name: str) -> pd.DataFrame:
 
 # ------------------------------------------------------------------ provenance files
 def save_model_provenance(run_dir: str | Path, provenance: dict[str, Any]) -> Path:
-    path = Path(run_dir) / MODEL_JSON
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(provenance, indent=2) + "\n")
-    return path
+    return atomic_write(Path(run_dir) / MODEL_JSON, json.dumps(provenance, indent=2) + "\n")
 
 
 def load_model_provenance(run_dir: str | Path) -> dict[str, Any] | None:
@@ -155,9 +172,8 @@ def load_model_provenance(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def save_run_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
-    path = Path(run_dir) / RUN_JSON
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    return path
+    text = json.dumps(strict_json(record), indent=2, default=str, allow_nan=False)
+    return atomic_write(Path(run_dir) / RUN_JSON, text + "\n")
 
 
 # ------------------------------------------------------------------ atomic replacement

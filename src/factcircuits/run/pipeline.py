@@ -24,13 +24,15 @@ from typing import Any
 
 from factcircuits import __version__
 from factcircuits.errors import UserError
+from factcircuits.files import describe_fault, drop_empty_files, fault_of
 from factcircuits.run import folders, in_progress, parameters, preflight
+from factcircuits.run.failures import failure_reason, tidy_after
 from factcircuits.run.interrupts import reason_of, signals_as_interrupts, signals_deferred
 from factcircuits.run.notebooks import (
     Notebook,
     discover_notebooks,
+    kernel_options,
     read_notebook,
-    tidy_executed_notebook,
 )
 from factcircuits.run.provenance import git_commit, package_versions, sha256_file, tidy_path
 from factcircuits.run.runid import make_run_id
@@ -125,9 +127,12 @@ def plan_run(model: str | None = None, dataset: str | None = None,
     data = resolve_dataset(dataset_spec)
     preflight.check_task(params, given, data)
     answer_map = preflight.check_answer_map(params, given)
-    checked = preflight.check_with_tokenizer(load_tokenizer(model_spec), data, params,
-                                             answer_map, limit=limit,
-                                             single_token_answers=single_token_answers)
+    from factcircuits.models.context import model_context
+
+    tokenizer = load_tokenizer(model_spec)
+    checked = preflight.check_with_tokenizer(tokenizer, data, params, answer_map, limit=limit,
+                                             single_token_answers=single_token_answers,
+                                             context=model_context(model_spec, tokenizer))
     # Identity = model, dataset and what differs from the notebooks' defaults (stable when
     # notebooks gain new parameters), plus the notebook subset if one was chosen.
     identity = {"model": model_spec, "dataset": dataset_spec}
@@ -187,17 +192,6 @@ def _local_paths(plan: RunPlan) -> dict[str, Path]:
     if "answer_map" in plan.parameters and answer_map.is_file():
         found["answer_map"] = answer_map.resolve()
     return found
-
-
-def _failure_reason(nb: Notebook, exc: BaseException) -> str:
-    from papermill.exceptions import PapermillExecutionError
-
-    if isinstance(exc, PapermillExecutionError):
-        value = (str(exc.evalue).strip().splitlines() or [""])[0][:200]
-        return (f"notebook {nb.name} failed in cell {exc.cell_index} "
-                f"(execution count {exc.exec_count}): {exc.ename}: {value}")
-    text = (str(exc).strip().splitlines() or [""])[0][:200]
-    return f"notebook {nb.name} failed: {type(exc).__name__}: {text}"
 
 
 def _write_run_json(plan: RunPlan, folder: Path, status: str, started: str,
@@ -326,17 +320,17 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
                         node, str(out), parameters=injected,
                         kernel_name=spec.get("name", "python3"),
                         language=spec.get("language", "python"), cwd=str(staging),
-                        progress_bar=False, stdout_file=stream, stderr_file=kernel_err)
+                        progress_bar=False, stdout_file=stream, stderr_file=kernel_err,
+                        **kernel_options())
                     finished = True
                 except Exception as exc:  # noqa: BLE001 -- papermill raises many kinds
-                    reason = _failure_reason(nb, exc)
+                    reason = failure_reason(nb, exc)
                 finally:
                     status = "failed" if reason else "ok" if finished else "interrupted"
                     record |= {"duration_s": round(time.perf_counter() - t0, 3),
                                "status": status}
                     records.append(record)
-                    tidy_executed_notebook(out, source, keep_stderr=status != "ok",
-                                             subtitle=f"run {plan.run_id}")
+                    tidy_after(out, source, status, plan.run_id)
                 if reason:
                     break
             (staging / folders.OWNER_JSON).unlink(missing_ok=True)
@@ -350,8 +344,10 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
                               + "; remove the secret or path from the notebook output")
                     info = _write_run_json(plan, staging, "refused", started, records, reason)
         except BaseException as exc:
-            # Ctrl-C, SIGTERM/SIGHUP or a bug: keep what was done, say why, leave no staging.
-            why = reason_of(exc)
+            # Ctrl-C, SIGTERM/SIGHUP, a full disk or a bug: keep what was done, say why, leave
+            # no staging (and no 0-byte file: it says nothing and reads as damage).
+            why = describe_fault(fault) if (fault := fault_of(exc)) else reason_of(exc)
+            drop_empty_files(staging)
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             if status == "interrupted":
                 # nbclient's kernel-alive poll fails once the kernel is gone; asyncio would print
@@ -374,6 +370,7 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
                     os.environ[key] = value
     with signals_deferred():  # a signal now waits until the folder is where it belongs
         if reason:
+            drop_empty_files(staging)
             folders.move_failed(staging, failed_dir)
         else:
             folders.swap_into_place(staging, plan.run_dir)

@@ -2,8 +2,8 @@
 that names the field, the value and the fix (a `UserError`). What a notebook would otherwise
 find after a model load, inside a `_failed/` folder, is found here in seconds.
 
-Without the model: parameter values (task, device, dtype, prompt format, batch size, prompt
-count, known criterion), the dataset's task against the run's, the answer map's shape.
+Without the model: every parameter value against its declared domain (`run.domains`), the
+dataset's task against the run's, the answer map's shape.
 With the tokenizer only (no weights): prompt lengths against a limit, cloze answers of several
 tokens, yes/no answer words that are no single token, a chat format without a chat template.
 """
@@ -11,7 +11,6 @@ tokens, yes/no answer words that are no single token, a chat format without a ch
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +19,6 @@ from factcircuits.errors import UserError
 DEFAULT_MAX_PROMPT_TOKENS = 256  # fact prompts are ~10–60 tokens; cost grows with length²
 MAX_PROMPT_TOKENS_ENV = "FACTCIRCUITS_MAX_PROMPT_TOKENS"
 TASKS = ("cloze", "yesno")
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 @dataclass
@@ -48,37 +46,19 @@ def max_prompt_tokens(value: int | None = None) -> int:
 
 # --------------------------------------------------------------------------- values
 def check_values(params: dict[str, Any]) -> None:
-    """The core parameters' values (their types are checked against the notebooks already)."""
-    if "task" in params and params["task"] not in TASKS:
-        raise UserError(f"task={params['task']!r}: use 'cloze' or 'yesno'")
-    if "batch_size" in params and params["batch_size"] is not None and params["batch_size"] < 1:
-        raise UserError(f"batch_size={params['batch_size']}: must be at least 1 (prompts per "
-                        "forward pass)")
-    if "n_prompts" in params and params["n_prompts"] is not None and params["n_prompts"] < 0:
-        raise UserError(f"n_prompts={params['n_prompts']}: use 0 for every prompt or a positive "
-                        "count")
-    if params.get("known") is not None:
-        from factcircuits.methods.evaluate import check_known
+    """Every value against its declared domain (`run.domains`; types are checked against the
+    notebooks already), then the device against this machine."""
+    from factcircuits.run import domains
 
-        check_known(params["known"])
-    if params.get("prompt_format") is not None:
-        from factcircuits.models.tokens import PROMPT_FORMATS
-
-        if params["prompt_format"] not in PROMPT_FORMATS:
-            raise UserError(f"prompt_format={params['prompt_format']!r}: use one of "
-                            f"{', '.join(PROMPT_FORMATS)}")
+    domains.check_all(params)
     if params.get("device") not in (None, ""):
         check_device(str(params["device"]))
-    if params.get("dtype") not in (None, ""):
-        from factcircuits.models.loading import DTYPES
-
-        if params["dtype"] not in (*DTYPES, "auto"):
-            raise UserError(f"dtype={params['dtype']!r}: use one of {', '.join(DTYPES)} (or "
-                            "leave it empty for the device's default)")
 
 
 def check_device(device: str) -> None:
-    if not _DEVICE.match(device):
+    from factcircuits.run.domains import DEVICE_PATTERN
+
+    if not DEVICE_PATTERN.match(device):
         raise UserError(f"device={device!r}: use auto, cpu, cuda, cuda:N or mps")
     import torch
 
@@ -116,16 +96,41 @@ def check_answer_map(params: dict[str, Any], given: dict[str, Any]):
 
 
 # --------------------------------------------------------------------------- with the tokenizer
+def too_long(n_tokens: int, limit: int, context: int | None,
+             fix: str = "shorten or drop the row") -> str:
+    """The end of the message for a prompt of `n_tokens` over the limit or the context."""
+    if context is not None and n_tokens > context:
+        return (f"over the model's context of {context} positions; {fix} (a model has no "
+                "positions past its context)")
+    return (f"over the limit of {limit}; shorten or drop the row, or raise "
+            "--max-prompt-tokens")
+
+
+def check_prompt_fits(tokenizer, text: str, fmt: str, context: int | None, what: str) -> None:
+    """One prompt (`inspect`) against the model's context."""
+    n = len(tokenizer(text, add_special_tokens=fmt != "chat")["input_ids"])
+    if context is not None and n > context:
+        raise UserError(f"{what} is {n} tokens ({fmt} format), "
+                        + too_long(n, context, context, "shorten the prompt"))
+
+
 def check_with_tokenizer(tokenizer, dataset, params: dict[str, Any], answer_map=None, *,
                          limit: int = DEFAULT_MAX_PROMPT_TOKENS,
-                         single_token_answers: bool = False) -> Checked:
+                         single_token_answers: bool = False,
+                         context: int | None = None) -> Checked:
+    """`context`: the model's positions (`models.context.model_context`); a prompt past them
+    is refused whatever --max-prompt-tokens says."""
     from factcircuits.models.tokens import format_prompt
 
     rows = dataset.rows.reset_index(drop=True)
     if params.get("n_prompts"):
         rows = rows.head(int(params["n_prompts"]))  # only the rows the run will use
     fmt = str(params.get("prompt_format") or "raw")
-    checked = Checked(facts={"max_prompt_tokens": limit})
+    cap = limit if context is None else min(limit, context)
+    checked = Checked(facts={"max_prompt_tokens": cap, "model_context": context})
+    if context is not None and limit > context:
+        checked.notes.append(f"--max-prompt-tokens {limit} is above the model's context "
+                             f"({context} positions): prompts are limited to {context}")
     longest = 0
     for column in ("prompt", "corrupted_prompt"):
         texts = [(i, format_prompt(t, fmt, tokenizer, dataset.task))
@@ -135,12 +140,11 @@ def check_with_tokenizer(tokenizer, dataset, params: dict[str, Any], answer_map=
         ids = tokenizer([t for _, t in texts], add_special_tokens=fmt != "chat")["input_ids"]
         for (i, _), tokens in zip(texts, ids):
             longest = max(longest, len(tokens))
-            if len(tokens) > limit:
+            if len(tokens) > cap:
                 what = "prompt" if column == "prompt" else "corrupted prompt"
                 raise UserError(f"dataset {dataset.name!r} row {i + 1}: the {what} is "
-                                f"{len(tokens)} tokens ({fmt} format), over the limit of "
-                                f"{limit}; shorten or drop the row, or raise "
-                                "--max-prompt-tokens")
+                                f"{len(tokens)} tokens ({fmt} format), "
+                                + too_long(len(tokens), limit, context))
     checked.facts["longest_prompt_tokens"] = longest
     if dataset.task == "cloze":
         _cloze_answers(tokenizer, dataset.name, rows, single_token_answers, checked)
@@ -151,23 +155,27 @@ def check_with_tokenizer(tokenizer, dataset, params: dict[str, Any], answer_map=
     return checked
 
 
-def _pieces(tokenizer, text: str) -> list[str]:
-    return [tokenizer.decode([i]) for i in tokenizer.encode(text, add_special_tokens=False)]
+def _pieces(tokenizer, ids: list[int]) -> list[str]:
+    return [tokenizer.decode([i]) for i in ids]
 
 
 def _cloze_answers(tokenizer, name: str, rows, strict: bool, checked: Checked) -> None:
+    """Multi-token answers, and rows whose answer and counterfactual share their first token.
+    Token ids are compared, never decoded pieces: a piece of a multi-byte character (Chinese,
+    emoji) decodes to U+FFFD whatever the character, so different answers would look equal."""
+    values = {c: rows[c].tolist() for c in ("answer", "counterfactual")}
+    ids = {c: tokenizer(v, add_special_tokens=False)["input_ids"] if v else []
+           for c, v in values.items()}
     multi, same_first = [], 0
-    for i, row in rows.iterrows():
-        firsts = []
-        for column in ("answer", "counterfactual"):
-            pieces = _pieces(tokenizer, row[column])
-            firsts.append(pieces[0] if pieces else None)
-            if len(pieces) > 1:
-                multi.append((i, column, row[column], pieces))
-        same_first += firsts[0] == firsts[1]
+    for i, (a, c) in enumerate(zip(ids["answer"], ids["counterfactual"])):
+        for column, tokens in (("answer", a), ("counterfactual", c)):
+            if len(tokens) > 1:
+                multi.append((i, column, values[column][i], tokens))
+        same_first += bool(a) and bool(c) and a[0] == c[0]
     checked.facts["multi_token_answer_rows"] = len({m[0] for m in multi})
     if multi:
-        i, column, value, pieces = multi[0]
+        i, column, value, tokens = multi[0]
+        pieces = _pieces(tokenizer, tokens)
         rows_text = f"{len({m[0] for m in multi})} of {len(rows)} rows"
         if strict:
             raise UserError(f"dataset {name!r} row {i + 1}, field {column!r}: {value!r} is "

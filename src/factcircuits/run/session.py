@@ -23,6 +23,7 @@ from factcircuits.methods.evaluate import (
     prepare,
     score,
 )
+from factcircuits.methods.sampling import per_relation_sample, sample_note
 from factcircuits.models import LoadedModel, load_model
 from factcircuits.run.folders import save_model_provenance
 
@@ -38,6 +39,8 @@ class Session:
     run_dir: Path
     batch_size: int
     known_criterion: str = "top1"  # which prompts `known` keeps (evaluate.KNOWN_CRITERIA)
+    seed: int = 0  # the run's seed: noise draws, bootstrap resamples, per-relation samples
+    per_relation: int = 0  # > 0: analyse at most this many known prompts per relation
 
     @property
     def model(self):
@@ -57,7 +60,12 @@ class Session:
         saying what was kept. Falls back to every prompt when none is known (at chance)."""
         _, table = self.score()
         known = known_prompts(self.task, table, self.known_criterion)
-        return known.task, known.note
+        relations = known.task.rows.get("relation")
+        if self.per_relation <= 0 or relations is None or len(known.task.prompts) == 0:
+            return known.task, known.note
+        keep = per_relation_sample(relations, self.per_relation, self.seed)
+        note = f"{known.note}, {sample_note(relations, keep, self.per_relation)}"
+        return known.task.subset(torch.as_tensor(keep)), note
 
     def patchable(self, prepared: PreparedTask) -> tuple[PreparedTask, pd.DataFrame]:
         """Rows whose corrupted prompt has the same token length as the clean one (activation
@@ -78,7 +86,7 @@ def open_session(model: str = "default", dataset: str = "", task: str = "cloze",
                  device: str = "auto", dtype: str = "", batch_size: int = 16,
                  n_prompts: int = 0, seed: int = 0, run_dir: str = ".",
                  drop_multi_token_answers: bool = True, known: str = "top1",
-                 **_ignored: Any) -> Session:
+                 per_relation: int = 0, **_ignored: Any) -> Session:
     """`dataset=""` means the default dataset of `task`; `known` picks the prompts the
     mechanistic analyses keep (`Session.known`). Extra notebook-specific parameters are
     ignored here."""
@@ -99,7 +107,7 @@ def open_session(model: str = "default", dataset: str = "", task: str = "cloze",
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_model_provenance(out, lm.provenance)
-    return Session(lm, data, prepared, out, batch_size, known)
+    return Session(lm, data, prepared, out, batch_size, known, int(seed), int(per_relation))
 
 
 def open_session_from(namespace: dict[str, Any]) -> Session:

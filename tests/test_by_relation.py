@@ -1,0 +1,99 @@
+"""Studies by relation: the stratified, seeded sample of known prompts, accuracy and peaks per
+relation against the pooled numbers, and what the findings say of them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_findings import make_run
+
+from factcircuits.methods import by_relation as R
+from factcircuits.methods.sampling import per_relation_sample
+from factcircuits.methods.task_check import relation_table
+from factcircuits.report import findings as F
+from factcircuits.report.evidence import RunEvidence
+
+
+def test_per_relation_sample_is_stratified_seeded_and_keeps_order():
+    relations = pd.Series(["a"] * 10 + ["b"] * 2 + ["c"] * 5)
+    keep = per_relation_sample(relations, 3, seed=1)
+    assert relations[keep].value_counts().to_dict() == {"a": 3, "b": 2, "c": 3}
+    assert (keep == per_relation_sample(relations, 3, seed=1)).all()  # same seed, same sample
+    assert any((per_relation_sample(relations, 3, seed=s) != keep).any() for s in range(2, 6))
+    assert per_relation_sample(relations, 0).all()
+    # the draw does not depend on where a relation's rows sit
+    shuffled = relations.iloc[::-1].reset_index(drop=True)
+    assert shuffled[per_relation_sample(shuffled, 3, seed=1)].value_counts().to_dict() == \
+        {"a": 3, "b": 2, "c": 3}
+
+
+def test_relation_table_counts_and_flags_relations_off_the_pooled_accuracy():
+    table = pd.DataFrame({"relation": ["capital"] * 20 + ["language"] * 20,
+                          "correct": [True] * 20 + [True] * 2 + [False] * 18})
+    known = table.index[table["correct"]]
+    out = relation_table(table, known, per_relation=5, seed=0).set_index("relation")
+    assert out.loc["capital", "accuracy"] == 1.0 and out.loc["language", "accuracy"] == 0.1
+    assert out.loc["capital", "known"] == 20 and out.loc["capital", "analysed"] == 5
+    assert out.loc["language", "known"] == 2 and out.loc["language", "analysed"] == 2
+    # pooled 0.55: capital's interval [1, 1] and language's (≤ 0.3) both exclude it
+    assert out["differs_from_pooled"].all()
+    assert relation_table(table.assign(relation="one"), known) is None
+
+
+def test_relation_peaks_flag_the_relation_whose_peak_moved():
+    layers = np.arange(12)
+    rng = np.random.default_rng(0)
+
+    def bump(peak, n):
+        return np.exp(-((layers - peak) ** 2) / 2.0) + 0.05 * rng.normal(size=(n, 12))
+
+    values = np.vstack([bump(3, 15), bump(3, 15), bump(9, 15)])
+    names = ["a"] * 15 + ["b"] * 15 + ["c"] * 15
+    table = R.relation_peaks(values, names, pooled_layer=3, n_layers=12).set_index("relation")
+    assert table.loc["c", "peak_layer"] == 9 and table.loc["c", "differs_from_pooled"]
+    assert not table.loc["a", "differs_from_pooled"] and table.loc["a", "n"] == 15
+    curves = R.relation_curves(values, names)
+    assert set(curves["relation"]) == {"a", "b", "c"} and len(curves) == 36
+    assert (curves["low"] <= curves["mean"] + 1e-9).all()
+    text = R.relation_peaks_markdown(table.reset_index(), 3, "Causal tracing")
+    assert "c (layer 9, 95% of resamples in 9–9, n = 15)" in text
+    assert len(R.relation_figure(curves, "t", "y").data) == 6  # band + mean per relation
+
+
+def test_findings_name_the_relations_that_stand_out(tmp_path):
+    folder = make_run(tmp_path)
+    (folder / "results" / "01_task_check").mkdir(parents=True)
+    pd.DataFrame([{"relation": "capital", "rows": 20, "accuracy": 1.0, "accuracy_low": 1.0,
+                   "accuracy_high": 1.0, "known": 20, "analysed": 8,
+                   "differs_from_pooled": True},
+                  {"relation": "language", "rows": 20, "accuracy": 0.5, "accuracy_low": 0.3,
+                   "accuracy_high": 0.7, "known": 10, "analysed": 8,
+                   "differs_from_pooled": False}]).to_csv(
+        folder / "results" / "01_task_check" / "by_relation.csv", index=False)
+    (folder / "results" / "05_causal_tracing").mkdir(parents=True)
+    pd.DataFrame([{"relation": "capital", "n": 8, "peak_layer": 3, "layer_low": 2,
+                   "layer_high": 4, "value": 0.1, "value_low": 0.0, "value_high": 0.2,
+                   "differs_from_pooled": False}]).to_csv(
+        folder / "results" / "05_causal_tracing" / "by_relation.csv", index=False)
+    text = F.run_markdown(RunEvidence.load(folder))
+    assert "### By relation" in text
+    assert ("**Accuracy by relation** (2 relations): the intervals of capital 100% (95% CI "
+            "100% to 100%, 20 prompts) exclude the pooled accuracy.") in text
+    assert ("**Where causal tracing's MLP peak at the last subject token sits, by relation**: "
+            "no relation's range excludes the pooled peak (1 relations") in text
+
+
+@pytest.mark.parametrize("k", [2])
+def test_a_session_analyses_k_known_prompts_per_relation(k):
+    from factcircuits.run.session import open_session
+
+    session = open_session(model="tiny", dataset="relations-cloze", known="pairwise",
+                           per_relation=k, seed=3)
+    prepared, note = session.known()
+    counts = prepared.rows["relation"].value_counts()
+    assert counts.max() <= k and len(counts) > 1
+    assert f"sampled {k} per relation, seeded" in note
+    again, _ = open_session(model="tiny", dataset="relations-cloze", known="pairwise",
+                            per_relation=k, seed=3).known()
+    assert again.prompts == prepared.prompts
