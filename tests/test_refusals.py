@@ -246,7 +246,7 @@ def test_refuses_bad_run_parameters(refuse, tmp_path, flags, expect):
     "noise_samples=0", "noise_scale=.nan", "noise_scale=0", "seed=-1", "seed=4294967296",
     "top_k=0", "max_patches=0", "trace_metric=probability", "trace_window=0",
     "n_components=-1", "knockout_window=-1", "n_heads=0", "example=-1", "scan_top_k=0",
-    "top_components=0", "direction=up", "heads_by_position=~",
+    "top_components=0", "direction=up", "heads_by_position=~", "per_relation=-1",
 ])
 def test_refuses_notebook_parameters_outside_their_domain(refuse, tmp_path, value):
     """Each would fail only inside its notebook, after the model loaded and earlier notebooks
