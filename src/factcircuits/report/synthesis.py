@@ -18,6 +18,7 @@ from factcircuits.report.findings import (
     run_markdown,
     subject_knockout,
 )
+from factcircuits.report.sureness import DISAGREE
 
 
 def overview_table(runs: list[RunEvidence]) -> str:
@@ -37,9 +38,19 @@ def overview_table(runs: list[RunEvidence]) -> str:
                      f" ({depth:.2f})" if depth is not None else ""),
                  "—" if ko is None or f.at_chance else f"L{int(ko['first'])}–{int(ko['last'])}",
                  "—" if f.at_chance else (ev.number(DLA, "top_head") or "—"),
-                 f"{sum(c.agree for c in f.checks)} of {len(f.checks)}" if f.checks else "—"]
+                 checks_cell(f.checks)]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
+
+
+def checks_cell(checks) -> str:
+    """'1 of 3 (2 not resolved)': agreeing checks, and those the sample cannot decide."""
+    if not checks:
+        return "—"
+    agree = sum(c.agree for c in checks)
+    differ = sum(c.verdict == DISAGREE for c in checks)
+    open_ = len(checks) - agree - differ
+    return f"{agree} of {len(checks)}" + (f" ({open_} not resolved)" if open_ else "")
 
 
 def across_runs(runs: list[RunEvidence]) -> list[str]:
