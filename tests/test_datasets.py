@@ -405,15 +405,12 @@ def test_indexed_filling_picks_what_the_direct_rule_picks(seed):
     assert sum(bool(g) for g in got) > 40  # the comparison covers filled rows
 
 
-def test_filling_counterfactuals_is_linear_in_rows():
-    """48k rows took over 10 minutes when each row filtered the whole table."""
-    import time
-
-    n = 40_000
+def test_filling_counterfactuals_fills_a_large_table():
+    """48k rows took over 10 minutes when each row filtered the whole table; the time is
+    measured by benchmarks/datasets.py (10k against 40k rows), not here."""
+    n = 5_000
     rows = _cloze_rows([{"prompt": f"The capital of Land{i} is", "answer": f" City{i % 700}",
                          "counterfactual": f" City{(i + 1) % 700}", "subject": f"Land{i}",
                          "relation": f"r{i % 3}"} for i in range(n)])
-    t0 = time.perf_counter()
     out = make_counterfactual(rows, 0)
-    assert time.perf_counter() - t0 < 10  # ~1 s here
     assert (out["corrupted_subject"] != "").all()

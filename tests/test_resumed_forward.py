@@ -189,6 +189,7 @@ def test_causal_tracing_resumed_at_every_layer_equals_full_forwards(spec):
 
 
 # --------------------------------------------------------------------------- patching
+@pytest.mark.slow  # TransformerLens's reference is one forward per cell (~10 s a family)
 @pytest.mark.parametrize("spec", FAMILIES)
 def test_patching_resumed_at_every_layer_equals_transformer_lens(spec):
     """Positions (resid_pre, attention and MLP outputs) and heads (all positions; by position

@@ -1,0 +1,77 @@
+"""Dataset validation and counterfactual filling at scale: `dataset validate` on 100,000 rows,
+and filling at 10,000 and 40,000 rows side by side (linear work gives a ratio near 4, the
+quadratic filling of issue 22 gave 16 and more). Prints seconds with the load average.
+
+    python benchmarks/datasets.py [--rows 100000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from factcircuits.data.counterfactuals import make_counterfactual
+from factcircuits.data.datasets import load_dataset, validate_file
+
+
+def relation_rows(n: int) -> list[str]:
+    return [f"The capital of Land{i} is, City{i % 997}, City{(i + 1) % 997},Land{i},r{i % 5}"
+            for i in range(n)]
+
+
+def validate_seconds(n: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.csv"
+        path.write_text("prompt,answer,counterfactual,subject,relation\n"
+                        + "\n".join(relation_rows(n)) + "\n")
+        start = time.perf_counter()
+        problems = validate_file(path)
+        dataset = load_dataset(path)  # validation plus filling every counterfactual
+        seconds = time.perf_counter() - start
+    if problems or len(dataset) != n:
+        raise SystemExit(f"validation failed: {problems[:3]}")
+    return seconds
+
+
+def fill_seconds(n: int) -> float:
+    import pandas as pd
+
+    from factcircuits.data.datasets import COLUMNS
+
+    rows = pd.DataFrame([{"task": "cloze", "prompt": f"The capital of Land{i} is",
+                          "label": True, "answer": f" City{i % 700}",
+                          "counterfactual": f" City{(i + 1) % 700}", "subject": f"Land{i}",
+                          "relation": f"r{i % 3}"} for i in range(n)])
+    for column in COLUMNS:  # the columns a loaded dataset has
+        if column not in rows:
+            rows[column] = ""
+    rows = rows[COLUMNS]
+    start = time.perf_counter()
+    make_counterfactual(rows, 0)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    small, large = fill_seconds(10_000), fill_seconds(40_000)
+    report = {"validate_rows": args.rows, "validate_seconds": validate_seconds(args.rows),
+              "fill_10k_seconds": small, "fill_40k_seconds": large,
+              "fill_ratio_40k_over_10k": large / small, "load_average": os.getloadavg()}
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"dataset validate, {args.rows:,} rows: {report['validate_seconds']:.1f} s")
+    print(f"filling counterfactuals: 10k rows {small:.2f} s, 40k rows {large:.2f} s, ratio "
+          f"{large / small:.1f} (linear ≈ 4, quadratic ≈ 16)")
+    print("load average: " + " ".join(f"{v:.2f}" for v in report["load_average"]))
+
+
+if __name__ == "__main__":
+    main()
