@@ -207,7 +207,12 @@ class RunLock:
 
     def acquire(self) -> None:
         if not self.try_acquire():
-            holder = _read_json(self.path) or {}
+            holder = {}
+            for _ in range(40):  # the holder writes its record just after taking the lock
+                holder = _read_json(self.path) or {}
+                if holder.get("pid"):
+                    break
+                time.sleep(0.05)
             who = (f" by process {holder['pid']} on {holder.get('host')} since "
                    f"{holder.get('started')}" if holder.get("pid") else "")
             raise RunInProgress(f"run {self.run_id} is already in progress{who}; wait for it "
