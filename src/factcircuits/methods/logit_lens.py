@@ -81,7 +81,7 @@ class LogitLens:
         of layers that holds the largest jump in 95 % of resamples."""
         values = self.per_prompt()
         jumps = np.diff(values, axis=1)  # step s → s+1: the sublayer of step s+1
-        steps = self.mean_curve(seed).iloc[1:]
+        steps = step_labels(self.decomposition.n_layers).iloc[1:]  # the sublayer of each jump
         is_attn = (steps["sublayer"] == "attn").to_numpy()
         attn, mlp = jumps[:, is_attn].sum(1), jumps[:, ~is_attn].sum(1)
         peak = peak_of_curves(jumps, seed=seed, layers=steps["layer"].to_numpy(),
@@ -97,7 +97,7 @@ class LogitLens:
     def by_relation(self, relations, seed: int = 0) -> pd.DataFrame:
         """The largest single jump per relation (`relations`: one per prompt), with the range
         of resampled peak layers, and whether it excludes the pooled peak layer."""
-        steps = self.mean_curve(seed).iloc[1:]
+        steps = step_labels(self.decomposition.n_layers).iloc[1:]  # the sublayer of each jump
         return relation_peaks(np.diff(self.per_prompt(), axis=1), relations,
                               self.shares()["peak_layer"], self.decomposition.n_layers, seed,
                               layers=steps["layer"].to_numpy())

@@ -120,13 +120,20 @@ def peak_of_curves(curves, seed: int = 0, n_resamples: int = N_RESAMPLES,
     samples = resampled_means(curves, counts)  # [B, n_points]
     mean = np.nanmean(curves, axis=0)
     best = int(np.nanargmax(mean))
-    ok = ~np.all(np.isnan(samples), axis=1)
-    peaks = layers[np.nanargmax(np.where(np.isnan(samples[ok]), -np.inf, samples[ok]), axis=1)]
-    low, high = percentile_interval(peaks)
-    # the range holds whole layers: round outwards
     value = Estimate(float(mean[best]), *percentile_interval(samples[:, best]), len(curves))
-    return Peak(int(layers[best]), value, int(math.floor(low)), int(math.ceil(high)),
+    return Peak(int(layers[best]), value, *peak_range(samples, layers),
                 int(n_layers or len(layers)))
+
+
+def peak_range(samples: np.ndarray, points=None) -> tuple[int, int]:
+    """The range of `points` (default the column indices) holding the largest point of the
+    resampled curves `samples` [n_resamples, n_points] in the central 95 % of resamples,
+    rounded outwards to whole points (NaN points ignored; an all-NaN resample left out)."""
+    points = np.arange(samples.shape[1]) if points is None else np.asarray(points)
+    ok = ~np.all(np.isnan(samples), axis=1)
+    peaks = points[np.nanargmax(np.where(np.isnan(samples[ok]), -np.inf, samples[ok]), axis=1)]
+    low, high = percentile_interval(peaks)
+    return int(math.floor(low)), int(math.ceil(high))
 
 
 @dataclass
