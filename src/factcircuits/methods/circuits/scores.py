@@ -1,0 +1,112 @@
+"""Edge scores: EAP (Syed et al. 2023) and EAP-IG "inputs" (Hanna et al. 2024).
+
+For an edge u → r (writer u, reader input r) and one prompt pair:
+
+    score(u → r) = Σ_pos (a_u(clean) − a_u(corrupted)) · ḡ_r
+
+with ḡ_r the gradient of the task's metric (`PreparedTask.metric`: cloze logit difference,
+yes/no label-signed log-odds) with respect to reader input r, summed over positions, then
+averaged over prompt pairs, signs kept.
+- EAP: ḡ_r is the gradient on the corrupted run (one step).
+- EAP-IG: ḡ_r is the mean of the gradients on runs whose input embeddings are interpolated,
+  e_k = ẽ + (k / steps)(e − ẽ) for k = 0 … steps − 1 (ẽ corrupted, e clean: the left Riemann
+  sum of Hanna et al.'s code); with steps = 1 it is EAP. Every other writer then takes the
+  value its interpolated inputs give it (the "inputs" variant).
+
+Sign convention (denoising, as `attribution_patching` and TransformerLens): the score
+estimates m(corrupted with the edge restored to its clean value) − m(corrupted), so a positive
+score means the edge carries the clean answer. The issue's (a_u(corrupted) − a_u(clean)) · ∂m/∂r
+(Hanna et al.'s code, with a loss-like metric) is the same number with the opposite sign.
+Gradients are those of `CircuitForward.run`, the forward the circuits are evaluated with.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm import tqdm
+
+from factcircuits.methods.circuits.forward import CircuitForward
+from factcircuits.methods.circuits.graph import Graph
+from factcircuits.methods.engine import groups_by
+from factcircuits.methods.evaluate import PreparedTask
+from factcircuits.methods.patching import check_pairs
+
+
+@dataclass
+class EdgeScores:
+    graph: Graph
+    eap: Float[Tensor, " n_edges"]  # mean over pairs, denoising sign
+    eap_ig: Float[Tensor, " n_edges"]
+    clean: Float[Tensor, " n_prompts"]  # the task metric per prompt, clean run
+    corrupted: Float[Tensor, " n_prompts"]
+    ig_steps: int
+    seconds: float = math.nan
+
+
+def pair_batches(lm, prepared: PreparedTask):
+    """Clean and corrupted token batches of `prepared`, checked to pair up, and the prompt
+    groups of one token length ([prompt indices], length)."""
+    clean, corrupt = prepared.clean_batch(lm.tokenizer), prepared.corrupted_batch(lm.tokenizer)
+    check_pairs(clean, corrupt)
+    groups = [(idx, int(clean.lengths[idx[0]])) for idx in groups_by(clean.lengths)]
+    return clean, corrupt, groups
+
+
+def _block_scores(graph: Graph, delta: Tensor, grads: list[Tensor]) -> Tensor:
+    """Σ over prompts and positions of delta_u · grad_r, per edge: [n_edges]."""
+    out = []
+    for (_, _, _, n_u, _), g in zip(graph.blocks, grads):
+        d = delta[:, -1:, :n_u] if g.shape[1] == 1 else delta[:, :, :n_u]
+        out.append(torch.einsum("bpud,bprd->ru", d.float(), g.float()).flatten())
+    return torch.cat(out)
+
+
+def edge_scores(lm, prepared: PreparedTask, *, ig_steps: int = 5, progress: bool = True,
+                forward: CircuitForward | None = None, metric=None) -> EdgeScores:
+    """EAP and EAP-IG scores of every edge of the graph of `lm` for the prompt pairs of
+    `prepared` (equal-length clean/corrupted pairs), averaged over pairs."""
+    if ig_steps < 1:
+        raise ValueError(f"ig_steps={ig_steps}: use 1 or more")
+    start = time.perf_counter()
+    cf = forward or CircuitForward(lm)
+    graph, metric = cf.graph, metric or prepared.metric
+    clean, corrupt, groups = pair_batches(lm, prepared)
+    n_prompts = len(prepared.prompts)
+    eap = torch.zeros(graph.n_edges)
+    ig = torch.zeros(graph.n_edges)
+    clean_m, corrupt_m = torch.zeros(n_prompts), torch.zeros(n_prompts)
+    bar = tqdm(total=len(groups) * ig_steps, desc="edge scores (EAP-IG)", disable=not progress,
+               leave=False, mininterval=1.0)
+    for idx, n in groups:
+        index = torch.as_tensor(idx)
+        e_clean = cf.embed(clean.tokens[idx, :n])
+        e_corr = cf.embed(corrupt.tokens[idx, :n])
+        with torch.no_grad():
+            run_clean = cf.run(e_clean, keep_writes=True)
+            run_corr = cf.run(e_corr, keep_writes=True)
+            delta = run_clean.writes - run_corr.writes
+        clean_m[index] = metric(run_clean.logits, index).float().cpu()
+        corrupt_m[index] = metric(run_corr.logits, index).float().cpu()
+        total = None
+        for k in range(ig_steps):
+            x = (e_corr + (k / ig_steps) * (e_clean - e_corr)).requires_grad_(True)
+            with torch.enable_grad():
+                run = cf.run(x, keep_inputs=True)
+                m = metric(run.logits, index).sum()
+                # the logits read the last position only: keep that slice of its gradient
+                grads = list(torch.autograd.grad(m, run.inputs))
+            grads[-1] = grads[-1][:, -1:]
+            if k == 0:
+                eap += _block_scores(graph, delta, grads).cpu()
+            total = grads if total is None else [t + g for t, g in zip(total, grads)]
+            bar.update()
+        ig += _block_scores(graph, delta, [t / ig_steps for t in total]).cpu()
+    bar.close()
+    return EdgeScores(graph, eap / n_prompts, ig / n_prompts, clean_m, corrupt_m, ig_steps,
+                      time.perf_counter() - start)
