@@ -1,0 +1,155 @@
+"""Circuits (EAP, EAP-IG, exact faithfulness): time, peak memory, and how well the scores rank
+edges by their exact effect.
+
+Per model (the embedded default and gemma3-270m), on the default run's patching pairs (default
+cloze dataset, prompts the model answers correctly whose counterfactual has the same token
+length, as `benchmarks/atp.py`): EAP-IG scores (5 steps; EAP comes with its first step), then
+the whole faithfulness curve (empty, full, top-k and greedy circuits at the MIB sizes for
+EAP-IG, top-k for EAP), then exact single-edge patching of sampled edges (the full model with
+one edge ablated: m(full) − m(full without the edge), same sign as the scores) and the Spearman
+correlation of each score with it. Sampled edges: 100 uniformly at random (seeded), the 100 of
+largest |EAP-IG| and the 50 of largest |EAP| (union). Peak memory is the process's resident
+peak (ru_maxrss), printed with its value after the model loaded.
+
+    python benchmarks/circuit.py [--models default,gemma3-270m] [--json] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# This folder's datasets.py would shadow the `datasets` package TransformerLens imports: keep
+# the folder importable (for _common, atp) but after site-packages.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
+TARGETS = {"eap_ig_s": 60.0, "curve_s": 60.0, "peak_gb": 2.5}
+
+
+def peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def sample_edges(scores, n_random=100, n_top=100, n_top_eap=50, seed=0):
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    rand = torch.randperm(len(scores.eap_ig), generator=gen)[:n_random]
+    top = scores.eap_ig.abs().topk(n_top).indices
+    top_eap = scores.eap.abs().topk(n_top_eap).indices
+    return rand, torch.unique(torch.cat([rand, top, top_eap]))
+
+
+def exact_single_edges(evaluator, edges, progress=False):
+    """m(full) − m(full without edge e), mean over pairs, per edge."""
+    import torch
+
+    E = evaluator.graph.n_edges
+    masks = torch.ones(len(edges) + 1, E)
+    masks[torch.arange(len(edges)), edges] = 0.0
+    values = evaluator.metrics(masks, progress, desc="single edges").mean(-1)
+    return values[-1] - values[:-1]
+
+
+def measure(spec: str, progress: bool) -> dict:
+    from atp import default_run_pairs
+
+    import pandas as pd
+
+    from factcircuits.methods.attribution_patching import spearman
+    from factcircuits.methods.circuits import faithfulness as F
+    from factcircuits.methods.circuits.forward import CircuitForward
+    from factcircuits.methods.circuits.scores import edge_scores
+    from factcircuits.models import load_model
+
+    lm = load_model(spec)
+    pairs = default_run_pairs(lm)
+    loaded_gb = peak_gb()
+    cf = CircuitForward(lm)
+    start = time.perf_counter()
+    scores = edge_scores(lm, pairs, ig_steps=5, progress=progress, forward=cf)
+    eap_ig_s = time.perf_counter() - start
+    start = time.perf_counter()
+    evaluator = F.Evaluator(lm, pairs, forward=cf)
+    table, base = F.curve(evaluator, scores.eap_ig, progress=progress)
+    curve_s = time.perf_counter() - start
+    eap_table, _ = F.curve(evaluator, scores.eap, method="EAP", greedy=False)
+    table = pd.concat([table, eap_table], ignore_index=True)
+    areas = {}
+    for (method, variant), part in table.groupby(["method", "variant"]):
+        cpr, cmd = F.areas(part["n_edges"] / cf.graph.n_edges, part["faithfulness"])
+        best = F.smallest_reaching(part)
+        areas[f"{method} {variant}"] = {
+            "cpr": round(cpr, 4), "cmd": round(cmd, 4),
+            "edges_for_80": None if best is None else int(best["n_edges"]),
+            "faithfulness": {f"{p:g}%": round(f, 4) for p, f in
+                             zip(part["size_percent"], part["faithfulness"])},
+            "n_edges": [int(n) for n in part["n_edges"]]}
+    rand, edges = sample_edges(scores)
+    start = time.perf_counter()
+    exact = exact_single_edges(evaluator, edges, progress)
+    single_s = time.perf_counter() - start
+    is_rand = (edges[:, None] == rand[None]).any(1)
+    corr = {name: {"all": round(spearman(s[edges], exact), 4),
+                   "uniform sample": round(spearman(s[edges][is_rand], exact[is_rand]), 4)}
+            for name, s in (("EAP-IG", scores.eap_ig), ("EAP", scores.eap))}
+    return {"model": spec, "n_pairs": len(pairs.prompts), "graph": str(cf.graph),
+            "n_edges": cf.graph.n_edges,
+            "clean_metric": round(float(base["full"].mean()), 4),
+            "corrupted_metric": round(float(base["empty"].mean()), 4),
+            "eap_ig_s": round(eap_ig_s, 2), "curve_s": round(curve_s, 2),
+            "n_circuits_in_curve": int(len(table[table["method"] == "EAP-IG"]) + 2),
+            "single_edges": len(edges), "single_edges_s": round(single_s, 2),
+            "spearman_vs_exact_single_edge": corr, "areas": areas,
+            "peak_gb": round(peak_gb(), 3), "peak_gb_after_load": round(loaded_gb, 3)}
+
+
+def main() -> int:
+    from _common import add_common_arguments, choose_threads, machine
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser)
+    parser.add_argument("--models", default="default,gemma3-270m")
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args()
+    threads = choose_threads(args)
+    reports = []
+    for spec in args.models.split(","):
+        # one process per model: each peak is that model's own
+        if len(args.models.split(",")) > 1:
+            import subprocess
+
+            cmd = [sys.executable, __file__, "--models", spec, "--json",
+                   "--threads", str(threads.count)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+        else:
+            reports.append(measure(spec, args.progress))
+    if args.json:
+        print(json.dumps(reports[0] if len(reports) == 1 else
+                         {"benchmark": "circuit", "machine": machine(), "models": reports}))
+        return 0
+    print(f"circuit benchmark, {threads.count} thread(s), {machine()}")
+    for r in reports:
+        print(f"\n{r['model']}: {r['graph']}, {r['n_edges']} edges, {r['n_pairs']} pairs; "
+              f"metric clean {r['clean_metric']} corrupted {r['corrupted_metric']}")
+        for key, target in TARGETS.items():
+            print(f"  {key:10s} {r[key]:8.2f}  target ≤ {target}  ratio {r[key] / target:.2f}")
+        print(f"  peak after model load {r['peak_gb_after_load']} GB; single-edge exact "
+              f"patching of {r['single_edges']} edges {r['single_edges_s']} s")
+        for name, c in r["spearman_vs_exact_single_edge"].items():
+            print(f"  Spearman {name} vs exact single-edge: {c}")
+        for name, a in r["areas"].items():
+            print(f"  {name}: CPR {a['cpr']} CMD {a['cmd']} edges for 80% {a['edges_for_80']}")
+            print(f"    {a['faithfulness']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
