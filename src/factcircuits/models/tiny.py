@@ -65,12 +65,12 @@ SLIDING_WINDOW = 4  # shorter than every test prompt: the sliding-window code pa
 MAX_POSITIONS = 256  # the tiny models' context, as a real config states one
 
 
-def _config(family: str, n_layers: int, d_model: int, vocab_size: int):
+def _config(family: str, n_layers: int, d_model: int, vocab_size: int, n_kv_heads: int = 2):
     import transformers
 
     common = dict(
         vocab_size=vocab_size, hidden_size=d_model, intermediate_size=2 * d_model,
-        num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
+        num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=n_kv_heads,
         head_dim=d_model // 4, max_position_embeddings=MAX_POSITIONS,
         initializer_range=0.2,  # large enough that logits are far from uniform
         bos_token_id=0, eos_token_id=1, pad_token_id=2,
@@ -98,8 +98,9 @@ def _config(family: str, n_layers: int, d_model: int, vocab_size: int):
 
 
 def tiny_hf_model(seed: int = 0, n_layers: int = 3, d_model: int = 64, vocab_size: int = 0,
-                  family: str = "llama"):
-    config, model_class = _config(family, n_layers, d_model, vocab_size or len(tiny_tokenizer()))
+                  family: str = "llama", n_kv_heads: int = 2):
+    config, model_class = _config(family, n_layers, d_model, vocab_size or len(tiny_tokenizer()),
+                                  n_kv_heads)
     config.architectures = [model_class.__name__]
     torch.manual_seed(seed)
     model = model_class(config).eval()
@@ -123,11 +124,14 @@ def _randomise_norms(model) -> None:
 
 
 def tiny_model(seed: int = 0, device: str = "cpu", dtype=torch.float32, processing="none",
-               n_layers: int | None = None, family: str = "llama"):
+               n_layers: int | None = None, family: str = "llama", n_kv_heads: int = 2):
+    """A tiny random model as a LoadedModel; `n_kv_heads` = 4 (the query heads) gives plain
+    multi-head attention, which TransformerLens's edge tools accept."""
     from factcircuits.models.bridge import LoadedModel, boot_bridge, describe
 
     n_layers = n_layers or (3 if family == "llama" else 4)
-    hf_model = tiny_hf_model(seed=seed, n_layers=n_layers, family=family).to(dtype)
+    hf_model = tiny_hf_model(seed=seed, n_layers=n_layers, family=family,
+                             n_kv_heads=n_kv_heads).to(dtype)
     tokenizer = tiny_tokenizer()
     name = f"tiny-{family}"
     bridge = boot_bridge(name, hf_model, tokenizer, device, dtype, processing)
