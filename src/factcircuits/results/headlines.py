@@ -56,7 +56,9 @@ class Headline:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: (None if is_not_computed(v) else v) for k, v in data.items() if k in names}
         out = cls(**values)
-        missing = frozenset(k for k, v in data.items() if k in names and is_not_computed(v))
+        # a null is what older runs wrote for NaN: not computed too
+        missing = frozenset(k for k, v in data.items()
+                            if k in names and (v is None or is_not_computed(v)))
         if missing:
             object.__setattr__(out, "not_computed", missing)
         return out
