@@ -95,8 +95,8 @@ def make_run(root: Path, run_id: str = "m__d__1", *, task: str = "cloze",
             mlp_subject_before_attn_last_share=0.99)
         headline["06"][1].update(knockout_subject_peak_centre_range=[6, 8])
     # each headline built through its method's class: a renamed field fails here
-    chapters = {"01": task_check_chapter, "02": logit_lens, "03": attribution, "04": activation_patching,
-                "05": causal_tracing, "06": ablation_knockout}
+    chapters = {"01": task_check_chapter, "02": logit_lens, "03": attribution,
+                "04": activation_patching, "05": causal_tracing, "06": ablation_knockout}
     record["headline"] = {chapters[key].METHOD.notebook:
                           chapters[key].METHOD.headline(**headline[key][1]).to_json()
                           for key in notebooks}
