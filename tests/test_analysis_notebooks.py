@@ -1,4 +1,5 @@
-"""The analysis notebooks (one per registered method), executed by the real pipeline for both tasks (the analysis
+"""The analysis notebooks (one per registered method), executed by the real pipeline for both
+tasks (the analysis
 issue's acceptance): no error cell, every headline written, every figure carrying interactive
 HTML, and the numbers in run.json agreeing with the library.
 

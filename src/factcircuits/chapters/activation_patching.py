@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from factcircuits.methods import atp_checks as AC
 from factcircuits.methods import attribution_patching as AP
 from factcircuits.methods import by_relation as R
 from factcircuits.methods import intervals as I
@@ -193,16 +194,16 @@ def atp_check(lm: LoadedModel, pairs: PreparedTask, summary: PatchingSummary,
     scan = AP.scan(lm, pairs)
     results = summary.results
     agreement = pd.DataFrame(
-        [AP.agreement(scan[c], results[c], star=star) for c in results for star in (False, True)]
-        + [AP.agreement(scan["z"], summary.heads)]
-        + ([AP.agreement(scan["z"], summary.heads_by_position)]
+        [AC.agreement(scan[c], results[c], star=star) for c in results for star in (False, True)]
+        + [AC.agreement(scan["z"], summary.heads)]
+        + ([AC.agreement(scan["z"], summary.heads_by_position)]
            if summary.heads_by_position is not None else []))
     resid = agreement[agreement["component"] == "resid_pre"].set_index("method")
-    cells = pd.concat([AP.paired_cells(scan[c], results[c]) for c in results],
+    cells = pd.concat([AC.paired_cells(scan[c], results[c]) for c in results],
                       ignore_index=True)
-    errors = AP.error_by_layer(scan["resid_pre"], results["resid_pre"])
-    proposals = AP.check_proposals(lm, pairs, scan["z"], k=top_k)
-    return AtpCheck(scan, agreement, cells, errors, proposals, AP.proposal_summary(proposals),
+    errors = AC.error_by_layer(scan["resid_pre"], results["resid_pre"])
+    proposals = AC.check_proposals(lm, pairs, scan["z"], k=top_k)
+    return AtpCheck(scan, agreement, cells, errors, proposals, AC.proposal_summary(proposals),
                     resid.loc["AtP"], resid.loc["AtP*"])
 
 
