@@ -45,17 +45,18 @@ session = open_session_from(globals())
 # %%
 import plotly.express as px
 
+from factcircuits.chapters import task_check as chapter
 from factcircuits.methods import task_check
-from factcircuits.run.folders import save_headline, save_table
+from factcircuits.results.store import Results
 
-NOTEBOOK = "01_task_check"
-report = task_check.check(session, top_k=top_k)
+out = Results(run_dir, chapter.METHOD)
+report = chapter.task_check_summary(session, top_k=top_k)
 prepared = session.task
 
 
 def shown(table, name):
     """The table, or its first rows and where the full table is (hundreds of prompts)."""
-    head, note = task_check.shown_rows(table, f"results/{NOTEBOOK}/{name}.csv")
+    head, note = task_check.shown_rows(table, f"results/{chapter.METHOD.notebook}/{name}.csv")
     if note:
         display(Markdown(note))
     return head
@@ -114,11 +115,11 @@ if report.by_relation is not None:
                      title="Accuracy by relation (bars: 95% bootstrap interval)",
                      labels={"accuracy": "accuracy (top-1)" if prepared.task == "cloze"
                              else "accuracy"})
-    fig.add_vline(x=report.headline["accuracy"], line_dash="dot",
+    fig.add_vline(x=report.headline.accuracy, line_dash="dot",
                   annotation_text="all relations")
     fig.update_layout(height=120 + 28 * len(table))
     fig.show()
-    display(Markdown(task_check.relation_markdown(table, report.headline["accuracy"])))
+    display(Markdown(task_check.relation_markdown(table, report.headline.accuracy)))
     display(table.round(3))
 else:
     display(Markdown("The dataset has one relation."))
@@ -132,10 +133,10 @@ if len(report.dropped):
     display(report.dropped)
 
 # %% tags=["remove-cell"]
-_ = save_table(run_dir, NOTEBOOK, "per_prompt", report.per_prompt)
+_ = out.save("per_prompt", report.per_prompt)
 if report.by_relation is not None:
-    save_table(run_dir, NOTEBOOK, "by_relation", report.by_relation)
-save_table(run_dir, NOTEBOOK, "top_tokens", report.top_tokens)
-save_table(run_dir, NOTEBOOK, "dropped", report.dropped)
+    out.save("by_relation", report.by_relation)
+out.save("top_tokens", report.top_tokens)
+out.save("dropped", report.dropped)
 report.filtered_rows.to_csv(f"{run_dir}/{task_check.FILTERED_FILE}", index=False)
-_ = save_headline(run_dir, NOTEBOOK, report.headline)
+_ = out.headline(report.headline)

@@ -45,28 +45,29 @@ session, prepared, note = start_analysis(globals())
 display(Markdown(f"Analysed: {note}."))
 
 # %%
+from factcircuits.chapters import logit_lens as chapter
 from factcircuits.methods import by_relation as R
 from factcircuits.methods import logit_lens as LL
 from factcircuits.methods.attribution import soft_cap_note
 from factcircuits.methods.uncertainty import layer_with_range, with_interval
-from factcircuits.run.folders import save_headline, save_table
+from factcircuits.results.store import Results
 
-NOTEBOOK = "02_logit_lens"
+out = Results(run_dir, chapter.METHOD)
 lens = LL.logit_lens(session.lm, prepared, kind=direction, batch_size=session.batch_size,
                      progress=True)
 shares = lens.shares()
-h = lens.headline(seed)
+h = chapter.headline_of(lens, seed)
 curve = lens.mean_curve(seed)
-save_table(run_dir, NOTEBOOK, "logit_lens", lens.table)
-save_table(run_dir, NOTEBOOK, "logit_lens_mean", curve)
+out.save("logit_lens", lens.table)
+out.save("logit_lens_mean", curve)
 
 # %% [markdown]
 # ## The accumulated residual stream, sublayer by sublayer
 
 # %%
 LL.lens_figure(lens).show()
-attn_share = with_interval(shares["attn_share"], h["attn_share_ci"], ".0%")
-mlp_share = with_interval(shares["mlp_share"], h["mlp_share_ci"], ".0%")
+attn_share = with_interval(shares["attn_share"], h.attn_share_ci, ".0%")
+mlp_share = with_interval(shares["mlp_share"], h.mlp_share_ci, ".0%")
 exact = ("exactly" if lens.direction.exact else
          "to first order (the log-odds are nonlinear in the logits; the curve adds the "
          "linearisation offset back so that it ends on the metric)")
@@ -77,9 +78,9 @@ display(Markdown(
     f"increase of {shares['total_increase']:.3f}. Attention sublayers contribute "
     f"{shares['attn_increase']:.3f} (**{attn_share}**) "
     f"and MLP sublayers {shares['mlp_increase']:.3f} (**{mlp_share}**; intervals: bootstrap "
-    f"over the {h['n_prompts']} prompts); the original study found MLPs carried about 70% on "
+    f"over the {h.n_prompts} prompts); the original study found MLPs carried about 70% on "
     f"gemma-2b-it. The largest single jump, {shares['peak_jump']:.3f}, is at "
-    f"**{layer_with_range(shares['peak_layer'], h['peak_layer_range'])}** "
+    f"**{layer_with_range(shares['peak_layer'], h.peak_layer_range)}** "
     f"({shares['peak_sublayer']})."))
 caveat = LL.share_caveat(shares)
 if caveat:
@@ -110,7 +111,7 @@ answers = [int(prepared.answer_ids[ex])] if prepared.task == "cloze" else []
 tops = LL.top_tokens(session.lm, lens.decomposition, ex, top_k, answers)
 display(Markdown(f"Prompt: `{prepared.prompts[ex]!r}`"))
 display(tops)
-save_table(run_dir, NOTEBOOK, "top_tokens_example", tops)
+out.save("top_tokens_example", tops)
 
 # %% [markdown]
 # ## By relation
@@ -122,11 +123,11 @@ save_table(run_dir, NOTEBOOK, "top_tokens_example", tops)
 relations = prepared.rows.get("relation")
 if relations is not None and relations.nunique() > 1:
     by_relation = lens.by_relation(relations.astype(str).to_numpy(), seed)
-    display(Markdown(R.relation_peaks_markdown(by_relation, h["peak_layer"], "Logit lens")))
+    display(Markdown(R.relation_peaks_markdown(by_relation, h.peak_layer, "Logit lens")))
     display(by_relation.round(3))
-    save_table(run_dir, NOTEBOOK, "by_relation", by_relation)
+    out.save("by_relation", by_relation)
 else:
     display(Markdown("The analysed prompts come from one relation."))
 
 # %%
-_ = save_headline(run_dir, NOTEBOOK, h)
+_ = out.headline(h)

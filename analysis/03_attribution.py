@@ -44,24 +44,25 @@ session, prepared, note = start_analysis(globals())
 display(Markdown(f"Analysed: {note}."))
 
 # %%
+from factcircuits.chapters import attribution as chapter
+from factcircuits.chapters.attribution import attribution_summary
 from factcircuits.methods import attribution as A
-from factcircuits.methods.summaries import attribution_summary
-from factcircuits.run.folders import save_headline, save_table
+from factcircuits.results.store import Results
 
-NOTEBOOK = "03_attribution"
+out = Results(run_dir, chapter.METHOD)
 summary = attribution_summary(session.lm, prepared, kind=direction, top_k=top_components,
                               batch_size=session.batch_size, seed=seed, progress=True)
 d, check, h = summary.attribution.direction, summary.sum_check, summary.headline
 layers, heads = summary.attribution.layers, summary.attribution.heads
-save_table(run_dir, NOTEBOOK, "sum_check", check)
-save_table(run_dir, NOTEBOOK, "layer_dla", layers)
-save_table(run_dir, NOTEBOOK, "head_dla", heads)
+out.save("sum_check", check)
+out.save("layer_dla", layers)
+out.save("head_dla", heads)
 
 # %% [markdown]
 # ## Do the components sum to the metric?
 
 # %%
-verdict = "passes" if h["dla_sum_check_passes"] else "**fails**"
+verdict = "passes" if h.dla_sum_check_passes else "**fails**"
 lin = ("" if d.exact else
        f" For the yes/no log-odds the components sum to the first-order approximation at the "
        f"final logits; the gap (largest {check['linearisation_offset'].abs().max():.3f}) is the "
@@ -69,7 +70,7 @@ lin = ("" if d.exact else
 cap = summary.soft_cap_note
 display(Markdown(f"Direction: {d.label}. Largest |metric"
                  f"{' (pre-cap logits)' if cap else ''} − (components + bias)| over "
-                 f"{len(check)} prompts: {h['dla_sum_check_max_abs_error']:.2e}; the 1e-3 check "
+                 f"{len(check)} prompts: {h.dla_sum_check_max_abs_error:.2e}; the 1e-3 check "
                  f"{verdict}.{lin}" + (f"\n\n**Caveat.** {cap}" if cap else "")))
 display(check)
 
@@ -91,7 +92,7 @@ top_h = summary.top_heads
 display(top_h)
 display(Markdown(f"Top head: layer {int(top_h['layer'][0])}, head {int(top_h['head'][0])}, mean "
                  f"DLA {top_h['dla'][0]:.3f}."))
-save_table(run_dir, NOTEBOOK, "top_heads", top_h)
+out.save("top_heads", top_h)
 
 # %% [markdown]
 # ## By neuron, in the MLP layer with the largest contribution
@@ -101,7 +102,7 @@ top_n = summary.top_neurons
 display(Markdown(f"Key MLP layer: **{summary.key_mlp_layer}**. Its top {len(top_n)} neurons "
                  f"together carry {100 * summary.neuron_share:.0f}% of the layer's mean DLA."))
 display(top_n)
-save_table(run_dir, NOTEBOOK, "top_neurons", top_n)
+out.save("top_neurons", top_n)
 
 # %%
-_ = save_headline(run_dir, NOTEBOOK, h)
+_ = out.headline(h)

@@ -56,28 +56,25 @@ if len(dropped):
     display(dropped[["prompt", "corrupted_prompt", "reason"]])
 
 # %%
-import time
-
-import pandas as pd
 import plotly.express as px
 
+from factcircuits.chapters import activation_patching as chapter
 from factcircuits.methods import by_relation as R
 from factcircuits.methods import patching as P
 from factcircuits.methods.positions import CLASS_TITLES
-from factcircuits.methods.summaries import patching_summary
 from factcircuits.methods.uncertainty import layer_with_range, with_interval
-from factcircuits.run.folders import save_headline, save_table
+from factcircuits.results.store import Results
 
-NOTEBOOK = "04_activation_patching"
-exact_start = time.perf_counter()
-summary = patching_summary(session.lm, pairs, n_dropped=len(dropped), max_patches=max_patches,
-                           heads_by_position=heads_by_position, seed=seed)
-exact_seconds = time.perf_counter() - exact_start
-results, headline = summary.results, summary.headline
+out = Results(run_dir, chapter.METHOD)
+found = chapter.patching_chapter(session.lm, pairs, n_dropped=len(dropped),
+                                 max_patches=max_patches, heads_by_position=heads_by_position,
+                                 seed=seed, scan_top_k=scan_top_k)
+summary, atp, headline = found.summary, found.atp, found.headline
+results = summary.results
 if results:
     display(Markdown(
-        f"Mean {prepared.main_metric}: clean **{headline['clean_metric']:.2f}**, corrupted "
-        f"**{headline['corrupted_metric']:.2f}** over {len(pairs.prompts)} pairs."))
+        f"Mean {prepared.main_metric}: clean **{headline.clean_metric:.2f}**, corrupted "
+        f"**{headline.corrupted_metric:.2f}** over {len(pairs.prompts)} pairs."))
     if summary.caveat:
         display(Markdown(f"**Caveat.** {summary.caveat}"))
 else:
@@ -150,17 +147,17 @@ if results:
         "the last token later; the last token's effect first reaches the subject tokens' at "
         + (f"layer **{handover}**." if handover is not None else "no layer.")))
     def peak_text(component: str, row) -> str:
-        layer = layer_with_range(row["layer"], headline.get(f"{component}_peak_layer_range"))
-        effect = with_interval(row["effect"], headline.get(f"{component}_peak_ci"))
+        layer = layer_with_range(row["layer"], getattr(headline, f"{component}_peak_layer_range"))
+        effect = with_interval(row["effect"], getattr(headline, f"{component}_peak_ci"))
         return f"{layer}, normalized effect {effect}"
 
-    head_effect = with_interval(headline["top_head_effect"], headline.get("top_head_effect_ci"))
+    head_effect = with_interval(headline.top_head_effect, headline.top_head_effect_ci)
     display(Markdown(
         f"The residual stream carries the most at the **{CLASS_TITLES[r['token_class']]}** "
         f"({peak_text('resid_pre', r)}). MLP outputs peak at the "
         f"{CLASS_TITLES[m['token_class']]} ({peak_text('mlp_out', m)}); attention outputs at "
         f"the {CLASS_TITLES[a['token_class']]} ({peak_text('attn_out', a)}). The strongest "
-        f"single head is L{headline['top_head_layer']}H{headline['top_head']} ({head_effect}). "
+        f"single head is L{headline.top_head_layer}H{headline.top_head} ({head_effect}). "
         f"Intervals: 95% bootstrap over the {len(pairs.prompts)} pairs; layer ranges hold the "
         "peak in 95% of resamples."))
 
@@ -173,9 +170,9 @@ if results:
 # %%
 if summary.by_relation is not None:
     display(Markdown(R.relation_peaks_markdown(
-        summary.by_relation, headline["mlp_out_subject_last_peak_layer"], "Activation patching")))
+        summary.by_relation, headline.mlp_out_subject_last_peak_layer, "Activation patching")))
     display(summary.by_relation.round(3))
-    save_table(run_dir, NOTEBOOK, "by_relation", summary.by_relation)
+    out.save("by_relation", summary.by_relation)
 else:
     display(Markdown("The patched pairs come from one relation."))
 
@@ -196,24 +193,13 @@ else:
 # scan is checked against the exact grids above and its top proposals are patched exactly.
 
 # %%
-if results:
-    from factcircuits.methods import attribution_patching as AP
-
-    scan = AP.scan(session.lm, pairs)
-    agreement = pd.DataFrame(
-        [AP.agreement(scan[c], results[c], star=star) for c in results for star in (False, True)]
-        + [AP.agreement(scan["z"], summary.heads)]
-        + ([AP.agreement(scan["z"], summary.heads_by_position)]
-           if summary.heads_by_position is not None else []))
-    display(agreement.round(3))
-    resid_atp = agreement[(agreement["component"] == "resid_pre")
-                          & (agreement["method"] == "AtP")].iloc[0]
-    resid_star = agreement[(agreement["component"] == "resid_pre")
-                           & (agreement["method"] == "AtP*")].iloc[0]
+if atp:
+    display(atp.agreement.round(3))
+    resid_atp, resid_star = atp.resid_atp, atp.resid_star
     recall_key = "recall_top5_in_top10"
     display(Markdown(
-        f"The scan took **{scan['resid_pre'].seconds:.1f} s** for all four grids; the exact "
-        f"patching above took **{exact_seconds:.1f} s**. Over the "
+        f"The scan took **{headline.atp_seconds:.1f} s** for all four grids; the exact "
+        f"patching above took **{headline.exact_patching_seconds:.1f} s**. Over the "
         f"{int(resid_atp['n_cells'])} residual-stream cells that patching can change, AtP's "
         f"rank correlation with exact patching is **{resid_atp['spearman']:.2f}** "
         f"(per-prompt median {resid_atp['spearman_median']:.2f}; "
@@ -228,9 +214,8 @@ if results:
 # ### Estimate against exact effect, cell by cell
 
 # %%
-if results:
-    cells = pd.concat([AP.paired_cells(scan[c], results[c]) for c in results],
-                      ignore_index=True)
+if atp:
+    cells = atp.cells
     fig = px.scatter(cells, x="exact", y="estimate", color="layer", facet_col="component",
                      facet_row="method", opacity=0.6,
                      labels={"exact": "exact effect (patched − corrupted)",
@@ -241,8 +226,7 @@ if results:
     fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line={"dash": "dot"}, row="all",
                   col="all")
     fig.show()
-    errors = AP.error_by_layer(scan["resid_pre"], results["resid_pre"])
-    worst = errors.loc[errors["atp_abs_error"].idxmax()]
+    errors, worst = atp.errors, atp.worst_layer
     atp_error, star_error = errors["atp_abs_error"].mean(), errors["atp_star_abs_error"].mean()
     display(Markdown(
         f"AtP errs most on the residual stream at layer **{int(worst['layer'])}** (mean "
@@ -263,9 +247,8 @@ if results:
 # the notebook patches only the cells the scan ranks highest for each prompt.
 
 # %%
-if results:
-    proposals = AP.check_proposals(session.lm, pairs, scan["z"], k=scan_top_k)
-    checked = AP.proposal_summary(proposals)
+if atp:
+    proposals, checked = atp.proposals, atp.checked
     fig = px.scatter(proposals, x="exact", y="estimate", color="layer",
                      hover_data=["prompt_id", "pos", "head"],
                      labels={"exact": "exact effect", "estimate": "AtP estimate"},
@@ -279,25 +262,18 @@ if results:
         f"exact effect among them is L{int(best['layer'])}H{int(best['head'])} at position "
         f"{int(best['pos'])} of prompt {int(best['prompt_id'])} ({best['exact']:.2f}; "
         f"estimated {best['estimate']:.2f})."))
-    headline.update(
-        atp_seconds=scan["resid_pre"].seconds, exact_patching_seconds=exact_seconds,
-        atp_resid_pre_spearman=float(resid_atp["spearman"]),
-        atp_star_resid_pre_spearman=float(resid_star["spearman"]),
-        atp_resid_pre_recall_top5_in_top10=float(resid_atp[recall_key]),
-        atp_resid_pre_exact_near_top5=float(resid_atp["exact_near_top5"]),
-        atp_heads_by_pos_same_sign=checked["same_sign"])
 
 # %% tags=["remove-cell"]
 if results:
-    save_table(run_dir, NOTEBOOK, "patching_long", summary.long)
-    save_table(run_dir, NOTEBOOK, "patching_by_class", summary.classes)
-    save_table(run_dir, NOTEBOOK, "patching_by_role", summary.roles)
-    save_table(run_dir, NOTEBOOK, "heads", P.tidy(summary.heads))
-    save_table(run_dir, NOTEBOOK, "peaks", peaks)
-    save_table(run_dir, NOTEBOOK, "atp_agreement", agreement)
-    save_table(run_dir, NOTEBOOK, "atp_heads_by_position_proposals", proposals)
+    out.save("patching_long", summary.long)
+    out.save("patching_by_class", summary.classes)
+    out.save("patching_by_role", summary.roles)
+    out.save("heads", P.tidy(summary.heads))
+    out.save("peaks", peaks)
+    out.save("atp_agreement", atp.agreement)
+    out.save("atp_heads_by_position_proposals", atp.proposals)
     if summary.heads_by_position is not None:
-        save_table(run_dir, NOTEBOOK, "heads_by_position", P.tidy(summary.heads_by_position))
+        out.save("heads_by_position", P.tidy(summary.heads_by_position))
 if len(dropped):
-    save_table(run_dir, NOTEBOOK, "dropped_pairs", dropped)
-_ = save_headline(run_dir, NOTEBOOK, headline)
+    out.save("dropped_pairs", dropped)
+_ = out.headline(headline)

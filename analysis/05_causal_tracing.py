@@ -53,14 +53,15 @@ display(Markdown(f"Analysed: {note}. Causal tracing needs no counterfactual prom
 # %%
 import plotly.express as px
 
+from factcircuits.chapters import causal_tracing as chapter
+from factcircuits.chapters.causal_tracing import tracing_summary
 from factcircuits.methods import by_relation as R
 from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods.positions import CLASS_TITLES
-from factcircuits.methods.summaries import tracing_summary
-from factcircuits.methods.uncertainty import claim_text, layer_with_range, with_interval
-from factcircuits.run.folders import save_headline, save_table
+from factcircuits.methods.uncertainty import claim_text
+from factcircuits.results.store import Results
 
-NOTEBOOK = "05_causal_tracing"
+out = Results(run_dir, chapter.METHOD)
 summary = tracing_summary(session.lm, prepared, noise_samples=noise_samples,
                           noise_scale=noise_scale, seed=seed, metric=trace_metric,
                           window=trace_window, max_patches=max_patches)
@@ -68,10 +69,10 @@ traces, aie, h = summary.traces, summary.aie, summary.headline
 metric_name = summary.metric_name
 display(Markdown(
     f"Noise: {noise_scale}× the standard deviation of the subject tokens' embedding activations "
-    f"({h['noise_std']:.4f}, measured where the noise is added) on the "
+    f"({h.noise_std:.4f}, measured where the noise is added) on the "
     f"subject tokens, {noise_samples} samples, seed {seed}. Mean {metric_name}: clean "
-    f"**{h['clean_mean']:.3f}**, noised **{h['noised_mean']:.3f}**; mean total effect "
-    f"**{h['total_effect_mean']:.3f}** over {len(prepared.prompts)} prompts."))
+    f"**{h.clean_mean:.3f}**, noised **{h.noised_mean:.3f}**; mean total effect "
+    f"**{h.total_effect_mean:.3f}** over {len(prepared.prompts)} prompts."))
 
 # %% [markdown]
 # ## Average indirect effect by token class
@@ -107,12 +108,10 @@ fig.show()
 
 
 def peak_text(kind: str, token_class: str) -> str:
-    key = f"{kind}_{token_class}_peak"
-    return (f"{layer_with_range(h[key + '_layer'], h.get(key + '_layer_range'))}, AIE "
-            f"{with_interval(h[key + '_aie'], h.get(key + '_aie_ci'), '.3f')}")
+    return chapter.peak_text(h, kind, token_class)
 
 
-claim = h.get("claim_mlp_over_attn_subject_last")
+claim = h.claim_mlp_over_attn_subject_last
 display(Markdown(
     f"At the last subject token the MLP restoration peaks at "
     f"**{peak_text('mlp', 'subject_last')}** and attention at "
@@ -161,7 +160,7 @@ if summary.by_relation is not None:
                       "bootstrap interval over the relation's prompts)",
                       f"AIE on {metric_name}").show()
     display(Markdown(R.relation_peaks_markdown(summary.by_relation,
-                                               h["mlp_subject_last_peak_layer"],
+                                               h.mlp_subject_last_peak_layer,
                                                "Causal tracing")))
     display(summary.by_relation.round(3))
 else:
@@ -169,8 +168,8 @@ else:
 
 # %% tags=["remove-cell"]
 if summary.by_relation is not None:
-    save_table(run_dir, NOTEBOOK, "by_relation", summary.by_relation)
-save_table(run_dir, NOTEBOOK, "trace_long", summary.long)
-save_table(run_dir, NOTEBOOK, "aie_by_class", aie)
-save_table(run_dir, NOTEBOOK, "peaks", peaks)
-_ = save_headline(run_dir, NOTEBOOK, h)
+    out.save("by_relation", summary.by_relation)
+out.save("trace_long", summary.long)
+out.save("aie_by_class", aie)
+out.save("peaks", peaks)
+_ = out.headline(h)

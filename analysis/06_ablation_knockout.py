@@ -45,16 +45,17 @@ session, prepared, note = start_analysis(globals())
 display(Markdown(f"Analysed: {note}."))
 
 # %%
+from factcircuits.chapters import ablation_knockout as chapter
+from factcircuits.chapters.ablation_knockout import ablation_summary, knockout_summary
 from factcircuits.methods import ablation as AB
 from factcircuits.methods import knockout as KO
-from factcircuits.methods.summaries import ablation_summary, knockout_summary
-from factcircuits.run.folders import save_headline, save_table
+from factcircuits.results.store import Results
 
-NOTEBOOK = "06_ablation_knockout"
+out = Results(run_dir, chapter.METHOD)
 abl = ablation_summary(session.lm, prepared, reference=session.task, n_components=n_components,
                        batch_size=session.batch_size, seed=seed, progress=True)
-save_table(run_dir, NOTEBOOK, "ablation", abl.table)
-save_table(run_dir, NOTEBOOK, "ablation_summary", abl.summary)
+out.save("ablation", abl.table)
+out.save("ablation_summary", abl.summary)
 
 # %% [markdown]
 # ## Ablating the top components
@@ -78,8 +79,8 @@ display(abl.summary)
 # %%
 ko = knockout_summary(session.lm, prepared, window=knockout_window,
                       batch_size=session.batch_size, seed=seed, progress=True)
-save_table(run_dir, NOTEBOOK, "knockout", ko.table)
-save_table(run_dir, NOTEBOOK, "knockout_summary", ko.summary)
+out.save("knockout", ko.table)
+out.save("knockout_summary", ko.summary)
 KO.knockout_figure(ko.table).show()
 KO.knockout_figure(ko.table, "metric_change").show()
 display(Markdown(" ".join(
@@ -89,4 +90,4 @@ display(Markdown(" ".join(
     for role, p in ko.peaks.items()) + f" (Windows of {ko.window} layers.)"))
 
 # %%
-_ = save_headline(run_dir, NOTEBOOK, {**abl.headline, **ko.headline})
+_ = out.headline(chapter.headline_of(abl, ko))

@@ -42,15 +42,16 @@ session, prepared, note = start_analysis(globals())
 display(Markdown(f"Analysed: {note}."))
 
 # %%
+from factcircuits.chapters import attention_patterns as chapter
+from factcircuits.chapters.attention_patterns import attention_summary
 from factcircuits.methods import attention as AT
-from factcircuits.methods.summaries import attention_summary
-from factcircuits.run.folders import save_headline, save_table
+from factcircuits.results.store import Results
 
-NOTEBOOK = "07_attention_patterns"
+out = Results(run_dir, chapter.METHOD)
 summary = attention_summary(session.lm, prepared, n_heads=n_heads, example=example,
                             batch_size=session.batch_size, progress=True)
 tokens, h = summary.tokens, summary.headline
-save_table(run_dir, NOTEBOOK, "last_token_attention", summary.last)
+out.save("last_token_attention", summary.last)
 display(Markdown(f"Prompt: `{prepared.prompts[summary.example]!r}`; subject tokens: "
                  f"{', '.join(repr(tokens[i]) for i in summary.positions.subject)}."))
 display(summary.top_heads)
@@ -60,12 +61,12 @@ AT.pattern_figure(tokens, summary.patterns).show()
 
 # %%
 AT.last_token_figure(summary.last).show()
-display(Markdown(f"Of these heads, {h['top_subject_head']} puts the most attention from the "
-                 f"last token on the subject ({h['top_subject_head_attention']:.2f} of its "
+display(Markdown(f"Of these heads, {h.top_subject_head} puts the most attention from the "
+                 f"last token on the subject ({h.top_subject_head_attention:.2f} of its "
                  "attention)."))
-display(Markdown(f"The head with the largest direct effect, {h['top_dla_head']}, puts "
-                 f"{h['top_dla_head_subject_attention']:.2f} of the last token's attention on "
+display(Markdown(f"The head with the largest direct effect, {h.top_dla_head}, puts "
+                 f"{h.top_dla_head_subject_attention:.2f} of the last token's attention on "
                  "the subject."))
 
 # %% tags=["remove-cell"]
-_ = save_headline(run_dir, NOTEBOOK, h)
+_ = out.headline(h)

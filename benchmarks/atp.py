@@ -56,6 +56,7 @@ def main() -> int:
     threads = choose_threads(args)
     import torch
 
+    from factcircuits.methods import atp_checks as AC
     from factcircuits.methods import attribution_patching as AP
     from factcircuits.methods import patching as P
     from factcircuits.models import load_model
@@ -73,9 +74,9 @@ def main() -> int:
         return grids
 
     exact, exact_wall, exact_cpu = timed(exact_all)
-    rows = [AP.agreement(scan[c], exact[c], star=star)
+    rows = [AC.agreement(scan[c], exact[c], star=star)
             for c in ("resid_pre", "attn_out", "mlp_out") for star in (False, True)]
-    rows.append(AP.agreement(scan["z"], exact["z"]))
+    rows.append(AC.agreement(scan["z"], exact["z"]))
     report |= {"n_pairs": len(pairs.prompts), "threads_torch": torch.get_num_threads(),
                "atp": {"wall_s": round(scan_wall, 2), "cpu_s": round(scan_cpu, 2)},
                "exact": {"wall_s": round(exact_wall, 2), "cpu_s": round(exact_cpu, 2)},

@@ -4,12 +4,19 @@ tests, the embedded SmolLM2 (a few seconds once its cache exists) where real beh
 from __future__ import annotations
 
 import os
+import sys
 from collections import defaultdict
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the suite never touches the network
+# The fixture notebooks' methods (tests/fixtures/toy_methods.py) are registered in every
+# process of a test run, the notebooks' kernels included, as a plugin's would be.
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [FIXTURES, os.environ.get("PYTHONPATH")]))
+os.environ["FACTCIRCUITS_METHODS"] = "toy_methods"
+sys.path.insert(0, FIXTURES)
 
 
 def pytest_configure(config):

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from factcircuits.data.datasets import load_dataset
+from factcircuits.methods import atp_checks as AC
 from factcircuits.methods import attribution_patching as AP
 from factcircuits.methods import patching as P
 from factcircuits.methods.engine import Resumable
@@ -172,23 +173,23 @@ def test_qk_correction_is_second_order(tiny_lm, pairs):
 
 def test_patch_cells_equals_the_patching_engine(tiny_lm, pairs, scanned):
     for component in ("resid_pre", "mlp_out"):
-        cells = AP.top_cells(scanned[component], k=4)
+        cells = AC.top_cells(scanned[component], k=4)
         exact = P.patch(tiny_lm, pairs, component, progress=False)
         expected = [float(exact.values[c.layer, c.pos, c.prompt_id]
                           - exact.corrupted[c.prompt_id]) for c in cells.itertuples()]
-        got = AP.patch_cells(tiny_lm, pairs, component, cells)
+        got = AC.patch_cells(tiny_lm, pairs, component, cells)
         assert got.to_numpy() == pytest.approx(expected, abs=1e-4)
-    cells = AP.top_cells(scanned["z"], k=4)
+    cells = AC.top_cells(scanned["z"], k=4)
     exact = P.patch_heads_by_pos(tiny_lm, pairs, progress=False)
     expected = [float(exact.values[c.layer, c.pos, c.head, c.prompt_id]
                       - exact.corrupted[c.prompt_id]) for c in cells.itertuples()]
-    assert AP.patch_cells(tiny_lm, pairs, "z", cells).to_numpy() == pytest.approx(
+    assert AC.patch_cells(tiny_lm, pairs, "z", cells).to_numpy() == pytest.approx(
         expected, abs=1e-4)
 
 
 def test_top_cells_are_the_largest_estimates(scanned):
     result = scanned["resid_pre"]
-    cells = AP.top_cells(result, k=3)
+    cells = AC.top_cells(result, k=3)
     for i, part in cells.groupby("prompt_id"):
         est = result.atp[..., i][result.valid()[..., i]].abs()
         assert sorted(part["estimate"].abs(), reverse=True) == pytest.approx(
@@ -197,10 +198,10 @@ def test_top_cells_are_the_largest_estimates(scanned):
 
 
 def test_spearman_and_agreement_by_hand():
-    assert AP.spearman(torch.tensor([1.0, 2, 3, 4]), torch.tensor([10.0, 20, 30, 40])) == 1
-    assert AP.spearman(torch.tensor([1.0, 2, 3]), torch.tensor([3.0, 2, 1])) == -1
+    assert AC.spearman(torch.tensor([1.0, 2, 3, 4]), torch.tensor([10.0, 20, 30, 40])) == 1
+    assert AC.spearman(torch.tensor([1.0, 2, 3]), torch.tensor([3.0, 2, 1])) == -1
     # ranks (1,2,3,4) vs (1,3,2,4): 1 − 6·2/(4·15) = 0.8
-    assert AP.spearman(torch.tensor([1.0, 2, 3, 4]), torch.tensor([1.0, 3, 2, 4])) == \
+    assert AC.spearman(torch.tensor([1.0, 2, 3, 4]), torch.tensor([1.0, 3, 2, 4])) == \
         pytest.approx(0.8)
     # one prompt, 1 layer × 4 positions; exact top-2 = positions 3, 0; scan top-2 = 3, 1
     exact = P.PatchResult("resid_pre", torch.tensor([[[-3.0], [0.5], [1.0], [4.0]]]) + 1,
@@ -208,9 +209,9 @@ def test_spearman_and_agreement_by_hand():
     est = torch.tensor([[[-0.5], [2.0], [1.0], [5.0]]])
     scan = AP.ScanResult("resid_pre", est, est, exact.clean, exact.corrupted,
                          torch.tensor([4]), torch.tensor([0]))
-    found = AP.agreement(scan, exact, k_exact=2, k_scan=2)
+    found = AC.agreement(scan, exact, k_exact=2, k_scan=2)
     assert found["recall_top2_in_top2"] == 0.5
-    assert found["spearman"] == pytest.approx(AP.spearman(est.flatten(), exact.values.flatten()))
+    assert found["spearman"] == pytest.approx(AC.spearman(est.flatten(), exact.values.flatten()))
     assert found["n_cells"] == 4
     # exact |effects| 4, 0.5, 0, 3: cells within 10% of the 2nd largest (3) are 4 and 3
     assert found["exact_near_top2"] == 2
@@ -223,8 +224,8 @@ def test_agreement_with_exact_patching_on_tiny(tiny_lm, pairs, scanned, capsys):
     for component in ("resid_pre", "attn_out", "mlp_out"):
         exact = P.patch(tiny_lm, pairs, component, progress=False)
         for star in (False, True):
-            rows.append(AP.agreement(scanned[component], exact, star=star))
-    rows.append(AP.agreement(scanned["z"], P.patch_heads(tiny_lm, pairs, progress=False)))
+            rows.append(AC.agreement(scanned[component], exact, star=star))
+    rows.append(AC.agreement(scanned["z"], P.patch_heads(tiny_lm, pairs, progress=False)))
     table = pd.DataFrame(rows)
     with capsys.disabled():
         print("\n" + table.to_string(index=False))

@@ -12,7 +12,7 @@ from factcircuits.methods import by_relation as R
 from factcircuits.methods.sampling import per_relation_sample
 from factcircuits.methods.task_check import relation_table
 from factcircuits.report import findings as F
-from factcircuits.report.evidence import RunEvidence
+from factcircuits.results.run import Run
 
 
 def test_per_relation_sample_is_stratified_seeded_and_keeps_order():
@@ -76,7 +76,7 @@ def test_findings_name_the_relations_that_stand_out(tmp_path):
                    "layer_high": 4, "value": 0.1, "value_low": 0.0, "value_high": 0.2,
                    "differs_from_pooled": False}]).to_csv(
         folder / "results" / "05_causal_tracing" / "by_relation.csv", index=False)
-    text = F.run_markdown(RunEvidence.load(folder))
+    text = F.run_markdown(Run.load(folder))
     assert "### By relation" in text
     assert ("**Accuracy by relation** (2 relations): the intervals of capital 100% (95% CI "
             "100% to 100%, 20 prompts) exclude the pooled accuracy.") in text

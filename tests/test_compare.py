@@ -55,9 +55,10 @@ def test_runs_of_one_model_on_one_dataset_are_bars_side_by_side(tmp_path):
     bar's height is that run's headline value."""
     for run_id, accuracy in (("m__d__1", 0.769), ("m__d__2", 1.0)):
         folder = make_run(tmp_path, run_id)
-        path = folder / "headline" / "01_task_check.json"
-        headline = json.loads(path.read_text())
-        path.write_text(json.dumps(headline | {"accuracy": accuracy}))
+        path = folder / "run.json"
+        record = json.loads(path.read_text())
+        record["headline"]["01_task_check"]["accuracy"] = accuracy
+        path.write_text(json.dumps(record))
     runs = load_runs(tmp_path)
     table = comparison_table(runs)
     fig = comparison_figure(table, runs)
@@ -74,9 +75,8 @@ def test_runs_of_one_model_on_one_dataset_are_bars_side_by_side(tmp_path):
 def retitle(folder, model, dataset, n_layers):
     record = json.loads((folder / "run.json").read_text())
     record["parameters"]["dataset"] = dataset
+    record["model"] = {"resolved_name": model, "n_layers": n_layers}
     (folder / "run.json").write_text(json.dumps(record))
-    (folder / "model.json").write_text(json.dumps({"resolved_name": model,
-                                                   "n_layers": n_layers}))
     return folder
 
 

@@ -11,21 +11,22 @@ import shutil
 import pytest
 from test_findings import make_run
 
+from factcircuits.chapters import causal_tracing
 from factcircuits.cli import main
 from factcircuits.report import render
 from factcircuits.report.evidence import scan_evidence
-from factcircuits.run import folders
+from factcircuits.results.store import Results
 
 DAMAGE = {
     "a_null_headline": lambda f: _headline(f, "01_task_check", accuracy=None),
     "an_empty_notebook": lambda f: (f / "01_task_check.ipynb").write_bytes(b""),
-    "a_broken_headline": lambda f: (f / "headline" / "02_logit_lens.json").write_text("{oops"),
+    "a_broken_headline": lambda f: _headline(f, "02_logit_lens", replace="{oops"),
     "an_empty_run_json": lambda f: (f / "run.json").write_bytes(b""),
 }
 WHY = {
     "a_null_headline": "headline value(s) not computed: 01_task_check.accuracy",
     "an_empty_notebook": "01_task_check.ipynb is empty (0 bytes)",
-    "a_broken_headline": "headline/02_logit_lens.json is unreadable (Expecting property name",
+    "a_broken_headline": "run.json: a headline is not a JSON object",
     "an_empty_run_json": "run.json unreadable",
 }
 
@@ -34,9 +35,13 @@ def _refuse(constant):
     raise ValueError(f"not strict JSON: {constant}")
 
 
-def _headline(folder, notebook, **values):
-    path = folder / "headline" / f"{notebook}.json"
-    path.write_text(json.dumps(json.loads(path.read_text()) | values))
+def _headline(folder, notebook, replace=None, **values):
+    """Change a headline where the run keeps it: in run.json."""
+    path = folder / "run.json"
+    record = json.loads(path.read_text())
+    record["headline"][notebook] = (replace if replace is not None
+                                    else record["headline"][notebook] | values)
+    path.write_text(json.dumps(record))
 
 
 @pytest.fixture
@@ -44,8 +49,10 @@ def runs(tmp_path):
     root = tmp_path / "runs"
     make_run(root, "good__run__1")
     # a number the findings only print is said to be not computed; the run still renders
-    (make_run(root, "good__nan_dla__1") / "headline" / "03_attribution.json").write_text(
-        '{"top_head": "L7H2", "top_head_dla": NaN, "top_head_dla_ci": [NaN, 1.0]}')
+    marker = {"not_computed": "the computation gave NaN"}
+    _headline(make_run(root, "good__nan_dla__1"), "03_attribution",
+              replace={"top_head": "L7H2", "top_head_dla": marker,
+                       "top_head_dla_ci": [marker, 1.0]})
     for name, damage in DAMAGE.items():
         damage(make_run(root, f"bad__{name}__1"))
     return root
@@ -74,30 +81,34 @@ def test_the_preview_renders_the_others_and_says_which_were_left_out(runs, tmp_p
 
 
 def test_headline_nan_is_written_as_not_computed_never_null(tmp_path):
-    path = folders.save_headline(tmp_path, "05_causal_tracing",
-                                 {"peak": float("nan"), "slope": math.inf, "n": 3,
-                                  "nested": [1.0, float("nan")]})
+    method = causal_tracing.METHOD
+    path = Results(tmp_path, method).headline(method.headline(
+        mlp_subject_last_peak_aie=float("nan"), noise_std=math.inf, n_prompts=3,
+        mlp_subject_last_peak_aie_ci=[1.0, float("nan")]))
     text = path.read_text()
     assert "null" not in text
     data = json.loads(text, parse_constant=_refuse)
-    assert data["n"] == 3
-    assert data["peak"] == {"not_computed": "the computation gave NaN (e.g. no prompt "
-                                            "qualified for it)"}
-    assert "infinite" in data["slope"]["not_computed"]
-    assert data["nested"][1]["not_computed"]
+    assert data["n_prompts"] == 3
+    assert data["mlp_subject_last_peak_aie"] == {
+        "not_computed": "the computation gave NaN (e.g. no prompt qualified for it)"}
+    assert "infinite" in data["noise_std"]["not_computed"]
+    assert data["mlp_subject_last_peak_aie_ci"][1]["not_computed"]
+    back = method.headline.from_json(data)  # read back: None, and named as not computed
+    assert back.mlp_subject_last_peak_aie is None and back.n_prompts == 3
+    assert back.not_computed == {"mlp_subject_last_peak_aie", "noise_std"}
 
 
 def test_runs_json_is_strict_and_lists_damaged_runs(runs, capsys):
     record = json.loads((runs / "good__run__1" / "run.json").read_text())
-    record["headline"] = {"01_task_check": {"accuracy": float("nan"), "n_prompts": 20}}
-    (runs / "good__run__1" / "run.json").write_text(json.dumps(record))  # as older runs did
+    record["headline"]["03_attribution"]["top_head_dla"] = float("nan")  # as older runs did
+    (runs / "good__run__1" / "run.json").write_text(json.dumps(record))
     assert main(["runs", "--runs-dir", str(runs), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out, parse_constant=_refuse)
     by_id = {r["run_id"]: r for r in listed}
-    assert by_id["good__run__1"]["headline"]["01_task_check"]["accuracy"] == {
+    assert by_id["good__run__1"]["headline"]["03_attribution"]["top_head_dla"] == {
         "not_computed": "the computation gave NaN (e.g. no prompt qualified for it)"}
     for name in DAMAGE:  # as the write-up sees them, not only an unreadable run.json
         assert by_id[f"bad__{name}__1"]["status"] == "damaged", name
     assert by_id["good__run__1"]["status"] == "ok"
     assert main(["runs", "--runs-dir", str(runs)]) == 0  # the table prints too
-    assert "accuracy=not computed" in capsys.readouterr().out
+    assert "top_head_dla=not computed" in capsys.readouterr().out

@@ -114,16 +114,15 @@ def test_packaged_model_not_installed_refuses_before_loading(monkeypatch):
 def test_write_up_names_the_models_licence(tmp_path):
     """The provenance appendix lists model.json, which carries the licence of a packaged
     model (load_model puts it there)."""
-    from factcircuits.report.evidence import RunEvidence
     from factcircuits.report.pages import provenance
+    from factcircuits.results.run import Run
 
     folder = tmp_path / "run1"
     folder.mkdir()
     (folder / "run.json").write_text(json.dumps({"run_id": "run1", "parameters": {
-        "model": "gemma3-270m", "dataset": "paris-cloze", "task": "cloze"}}))
-    (folder / "model.json").write_text(json.dumps({
+        "model": "gemma3-270m", "dataset": "paris-cloze", "task": "cloze"}, "model": {
         "resolved_name": specs.GEMMA3_270M.hf_name, "licence": specs.GEMMA3_270M.licence,
-        "licence_url": specs.GEMMA3_270M.licence_url, "n_layers": 18}))
-    text = provenance(runs=[RunEvidence.load(folder)])
+        "licence_url": specs.GEMMA3_270M.licence_url, "n_layers": 18}}))
+    text = provenance(runs=[Run.load(folder)])
     assert "| licence | Gemma Terms of Use |" in text
     assert "ai.google.dev/gemma/terms" in text

@@ -41,7 +41,8 @@ def test_run_folder_and_run_json_complete(good_run):
     assert result.status == "ok" and result.run_dir.parent == runs
     assert result.run_id.startswith("default__fixture__")
     files = {p.name for p in result.run_dir.iterdir()}
-    assert {"01_first.ipynb", "02_second.ipynb", "run.json", "model.json", "headline"} <= files
+    assert {"01_first.ipynb", "02_second.ipynb", "run.json", "results"} <= files
+    assert not {"model.json", "headline"} & files  # folded into run.json, kept once
     info = json.loads((result.run_dir / "run.json").read_text())
     assert info["status"] == "ok" and info["run_id"] == result.run_id
     assert info["parameters"]["n_prompts"] == 3 and "run_dir" not in info["parameters"]

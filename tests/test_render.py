@@ -62,8 +62,8 @@ def test_preview_has_the_write_ups_structure_and_every_figure(two_runs, tmp_path
     for title in ("fixture-one-figure", "fixture-two-figure"):
         assert text.count(title) >= len(results), title
     assert text.count('class="plotly-graph-div"') == 2 * len(results) + 1
-    for panel in ("01_first \\u00b7 score", "01_first \\u00b7 n prompts",
-                  "02_second \\u00b7 effect"):  # notebook · number, as plotly's JSON has it
+    for panel in ("first \\u00b7 score", "first \\u00b7 n prompts",
+                  "second \\u00b7 effect"):  # method · number, as plotly's JSON has it
         assert f'"text":"{panel}"' in text, panel
     table = text[text.index("id='comparison-table'"):]
     table = table[:table.index("</table>")]

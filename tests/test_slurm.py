@@ -50,13 +50,15 @@ hog_mb = 0
 # %%
 import time
 
-from factcircuits.run.folders import save_headline
+from factcircuits.results.registry import method
+from factcircuits.results.store import Results
 
 hog = bytearray(hog_mb * 2**20)
 for i in range(0, len(hog), 4096):
     hog[i] = 1
 time.sleep(sleep_s)
-save_headline(run_dir, "01_wait", {"seed": seed, "slept": sleep_s})
+out = Results(run_dir, method("01_wait"))
+out.headline(out.method.headline(seed=seed, slept=sleep_s))
 '''
 
 
@@ -172,7 +174,8 @@ def test_slurm_sweep_gives_the_same_runs_as_the_local_executor(sweep_env, capsys
     for run_id in slurm_runs:
         a, b = on_slurm / run_id, local / run_id
         assert tree_bytes(a, "*.csv") == tree_bytes(b, "*.csv") != {}, run_id
-        assert tree_bytes(a / "headline") == tree_bytes(b / "headline"), run_id
+        assert (json.loads((a / "run.json").read_text())["headline"]
+                == json.loads((b / "run.json").read_text())["headline"]), run_id
         info_a, info_b = (json.loads((x / "run.json").read_text()) for x in (a, b))
         assert info_a["status"] == info_b["status"] == "ok"
         assert info_a["parameters"] == info_b["parameters"]

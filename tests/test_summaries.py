@@ -7,8 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
+from factcircuits.chapters import ablation_knockout as AK
+from factcircuits.chapters import activation_patching as AP
+from factcircuits.chapters import attention_patterns as AT
+from factcircuits.chapters import attribution as AD
+from factcircuits.chapters import causal_tracing as CT
 from factcircuits.data.datasets import load_dataset
-from factcircuits.methods import summaries as S
 from factcircuits.methods.evaluate import prepare
 from factcircuits.run.session import Session
 
@@ -29,20 +33,20 @@ def _means(rows, keys, value="dla"):
 
 
 def test_attribution_summary(tiny_lm, cloze):
-    s = S.attribution_summary(tiny_lm, cloze, top_k=3, batch_size=3)
+    s = AD.attribution_summary(tiny_lm, cloze, top_k=3, batch_size=3)
     layers = _means(s.attribution.layers[s.attribution.layers.component != "embed"],
                     ["component", "layer"])
     (comp, layer), dla = max(layers.items(), key=lambda kv: abs(kv[1]))
     assert s.top_layer == {"component": comp, "layer": layer, "dla": pytest.approx(dla)}
-    assert s.headline["top_layer_component"] == f"{comp} L{layer}"
+    assert s.headline.top_layer_component == f"{comp} L{layer}"
     mlp = {ly: v for (c, ly), v in layers.items() if c == "mlp"}
     assert s.key_mlp_layer == max(mlp, key=lambda ly: abs(mlp[ly]))
     heads = _means(s.attribution.heads[s.attribution.heads["head"] >= 0], ["layer", "head"])
     best = max(heads, key=lambda k: abs(heads[k]))
-    assert s.headline["top_head"] == f"L{best[0]}H{best[1]}"
+    assert s.headline.top_head == f"L{best[0]}H{best[1]}"
     assert s.neuron_share == pytest.approx(s.top_neurons["dla"].sum() / mlp[s.key_mlp_layer])
     errors = s.sum_check["error"].abs()
-    assert s.headline["dla_sum_check_passes"] == bool(errors.max() < 1e-3)
+    assert s.headline.dla_sum_check_passes == bool(errors.max() < 1e-3)
 
 
 def test_handover_layer_from_a_hand_made_table():
@@ -51,16 +55,16 @@ def test_handover_layer_from_a_hand_made_table():
             ("resid_pre", 2, "subject", 0.2), ("resid_pre", 2, "last", 0.7),
             ("attn_out", 0, "subject", 0.0), ("attn_out", 0, "last", 1.0)]
     roles = pd.DataFrame(rows, columns=["component", "layer", "role", "normalized"])
-    assert S.handover_layer(roles) == 2
-    assert S.handover_layer(roles[roles["layer"] < 2]) is None
-    assert S.handover_layer(roles[roles["role"] == "subject"]) is None
+    assert AP.handover_layer(roles) == 2
+    assert AP.handover_layer(roles[roles["layer"] < 2]) is None
+    assert AP.handover_layer(roles[roles["role"] == "subject"]) is None
 
 
 def test_patching_summary_peaks_and_top_head(tiny_lm, tmp_path):
     every = prepare(tiny_lm, load_dataset("paris-cloze"))
     pairs, dropped = Session(tiny_lm, None, every, tmp_path, 3).patchable(every)
     pairs = pairs.subset([0, 1, 2])
-    s = S.patching_summary(tiny_lm, pairs, n_dropped=len(dropped), progress=False)
+    s = AP.patching_summary(tiny_lm, pairs, n_dropped=len(dropped), progress=False)
     assert s.headline["n_pairs"] == 3 and s.headline["n_dropped_unequal"] == len(dropped)
     grid = s.heads.normalized_mean()
     flat = {(ly, h): float(grid[ly, h]) for ly in range(grid.shape[0])
@@ -74,44 +78,44 @@ def test_patching_summary_peaks_and_top_head(tiny_lm, tmp_path):
     assert list(s.class_grid("mlp_out").columns) == [
         c for c in ("prefix", "subject_first", "subject_middle", "subject_last",
                     "first_subsequent", "further", "last") if c in set(classes["token_class"])]
-    empty = S.patching_summary(tiny_lm, pairs.subset(torch.zeros(3, dtype=torch.bool)),
+    empty = AP.patching_summary(tiny_lm, pairs.subset(torch.zeros(3, dtype=torch.bool)),
                                n_dropped=4)
     assert empty.results == {} and empty.headline["n_pairs"] == 0
 
 
 def test_tracing_summary_clamps_the_window_and_reports_every_peak(tiny_lm, cloze):
-    s = S.tracing_summary(tiny_lm, cloze, noise_samples=1, window=99, progress=False)
+    s = CT.tracing_summary(tiny_lm, cloze, noise_samples=1, window=99, progress=False)
     n_layers = tiny_lm.model.cfg.n_layers
     assert s.window == n_layers and s.traces["mlp"].window == n_layers
     assert s.traces["hidden"].window == 1
     for kind, cls in set(zip(s.aie["kind"], s.aie["token_class"])):
         part = s.aie[(s.aie["kind"] == kind) & (s.aie["token_class"] == cls)]
         best = part.loc[part["aie"].idxmax()]
-        assert s.headline[f"{kind}_{cls}_peak_layer"] == best["layer"]
+        assert getattr(s.headline, f"{kind}_{cls}_peak_layer") == best["layer"]
         assert s.peak(kind, cls) == {"layer": best["layer"], "peak_aie": best["aie"]}
     assert s.peak("mlp", "no_such_class") is None
 
 
 def test_ablation_and_knockout_summaries(tiny_lm, cloze):
-    abl = S.ablation_summary(tiny_lm, cloze, n_components=2, batch_size=3)
+    abl = AK.ablation_summary(tiny_lm, cloze, n_components=2, batch_size=3)
     single = abl.table[~abl.table["component"].str.startswith("all")]
     drops = _means(single, ["component", "mode"], "drop")
     (comp, mode), drop = max(drops.items(), key=lambda kv: kv[1])
     assert abl.biggest == {"component": comp, "mode": mode, "drop": pytest.approx(drop)}
     assert set(abl.joint["component"]) == {"all 2 together"}
-    ko = S.knockout_summary(tiny_lm, cloze, batch_size=3)
+    ko = AK.knockout_summary(tiny_lm, cloze, batch_size=3)
     assert ko.window == max(1, tiny_lm.model.cfg.n_layers // 6)
     changes = _means(ko.table[ko.table["role"] == "subject"], ["centre"], "relative_p_change")
     assert ko.headline["knockout_subject_peak_centre"] == min(changes, key=changes.get)[0]
 
 
 def test_attention_summary_subject_attention(tiny_lm, cloze):
-    s = S.attention_summary(tiny_lm, cloze, n_heads=3, example=99, batch_size=3)
+    s = AT.attention_summary(tiny_lm, cloze, n_heads=3, example=99, batch_size=3)
     assert s.example == len(cloze.prompts) - 1  # clamped to the prompts
     on_subject = {head: float(p[-1, s.positions.subject].sum())
                   for head, p in s.patterns.items()}
     best = max(on_subject, key=on_subject.get)
-    assert s.headline["top_subject_head"] == f"L{best[0]}H{best[1]}"
-    assert s.headline["top_subject_head_attention"] == pytest.approx(on_subject[best], abs=1e-6)
-    assert s.headline["top_dla_head_subject_attention"] == pytest.approx(
+    assert s.headline.top_subject_head == f"L{best[0]}H{best[1]}"
+    assert s.headline.top_subject_head_attention == pytest.approx(on_subject[best], abs=1e-6)
+    assert s.headline.top_dla_head_subject_attention == pytest.approx(
         on_subject[s.heads[0]], abs=1e-6)

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from factcircuits.methods.task_check import auc, binomial_two_sided_p
+from factcircuits.methods.task_check import auc
+from factcircuits.methods.uncertainty import binomial_two_sided_p
 
 
 @pytest.mark.parametrize("successes, n, expected", [

@@ -35,10 +35,12 @@ import os
 
 import torch
 
-from factcircuits.run.folders import save_headline
+from factcircuits.results.registry import method
+from factcircuits.results.store import Results
 
-save_headline(run_dir, "01_threads", {"omp": os.environ.get("OMP_NUM_THREADS"),
-                                      "torch": torch.get_num_threads()})
+out = Results(run_dir, method("01_threads"))
+out.headline(out.method.headline(omp=os.environ.get("OMP_NUM_THREADS"),
+                                 torch=torch.get_num_threads()))
 '''
 
 

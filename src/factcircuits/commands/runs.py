@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from pathlib import Path
 
 
@@ -33,7 +32,8 @@ def _number(value) -> str:
 
 def handle(args) -> int:
     from factcircuits.errors import UserError
-    from factcircuits.report.compare import KEY_METRICS, flat_headline
+    from factcircuits.report.compare import flat_numbers, key_columns
+    from factcircuits.results.jsonsafe import json_safe
     from factcircuits.run import folders, in_progress
 
     runs_root = Path(args.runs_dir or folders.default_runs_root())
@@ -49,7 +49,7 @@ def handle(args) -> int:
     staging = in_progress.list_staging(runs_root)
     failed = sorted((runs_root / "_failed").glob("*")) if (runs_root / "_failed").is_dir() else []
     if args.json:  # strict JSON: a NaN an older run.json holds becomes a not-computed marker
-        print(json.dumps(folders.strict_json(
+        print(json.dumps(json_safe(
             [{"run_id": r["run_id"], "status": r["status"], "finished": r.get("finished"),
               "headline": r.get("headline", {})} for r in runs]
             + [{"run_id": f.name, "status": "damaged", "reason": why} for f, why in damaged]
@@ -59,8 +59,8 @@ def handle(args) -> int:
     if not runs and not damaged:
         print(f"no runs in {folders.project_relative(runs_root)}; try `factcircuits run`")
     for r in runs:
-        flat = flat_headline(r)
-        keys = [k for p in KEY_METRICS for k in flat if re.search(p, k)] or list(flat)[:6]
+        flat = flat_numbers(r.get("headline") or {}, (r.get("model") or {}).get("n_layers"))
+        keys = [k for k in key_columns() if k in flat] or list(flat)[:6]
         numbers = ", ".join(f"{k.split('.', 1)[1]}={_number(flat[k])}" for k in keys[:6])
         print(f"{r['run_id']:<48} {r['status']:<6} {_age(r.get('finished')):>5}  {numbers}")
     for folder, why in damaged:

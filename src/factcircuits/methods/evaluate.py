@@ -211,3 +211,11 @@ def score_dataset(lm: LoadedModel, dataset: FactDataset, prompt_format: str = "r
     prepared = prepare(lm, dataset, prompt_format, answer_map, drop_multi_token=drop_multi_token)
     _, table = score(lm, prepared, batch_size=batch_size)
     return table
+
+
+def relations_of(prepared: PreparedTask) -> pd.Series | None:
+    """Each prompt's relation, when the prompts span several relations."""
+    relations = prepared.rows.get("relation")
+    if relations is None or relations.nunique() < 2:
+        return None
+    return relations.reset_index(drop=True).astype(str)

@@ -12,36 +12,27 @@ from typing import Any
 
 import pandas as pd
 
-from factcircuits.report.evidence import RunEvidence, load_runs, relative_depth
+from factcircuits.report.evidence import load_runs
+from factcircuits.results.registry import DEPTH_LABEL, method, methods
+from factcircuits.results.run import Run, relative_depth
 
 ID_COLUMNS = ["run_id", "model", "dataset", "task"]
 LAYER_KEY = re.compile(r"(layer|centre)$")
-# The few numbers a reviewer compares first, in reading order (regexes over `notebook.key`).
-KEY_METRICS = [
-    r"01_task_check\.accuracy$", r"01_task_check\.pairwise_accuracy$", r"01_task_check\.n_kept$",
-    r"01_task_check\.auc$", r"01_task_check\.mean_metric$",
-    r"02_logit_lens\.mlp_share$", r"02_logit_lens\.peak_layer_depth$",
-    r"03_attribution\.top_head_dla$", r"04_activation_patching\.resid_pre_peak$",
-    r"04_activation_patching\.resid_pre_peak_layer_depth$",
-    r"05_causal_tracing\.total_effect_mean$", r"05_causal_tracing\.mlp_subject_last_peak_aie$",
-    r"05_causal_tracing\.mlp_subject_last_peak_layer_depth$",
-    r"06_ablation_knockout\.ablation_biggest_drop$",
-    r"06_ablation_knockout\.knockout_subject_peak_centre_depth$",
-]
-# Where each headline number comes from, as the key numbers' labels say it.
-METHOD_NAMES = {"01_task_check": "task check", "02_logit_lens": "logit lens",
-                "03_attribution": "attribution", "04_activation_patching": "patching",
-                "05_causal_tracing": "tracing", "06_ablation_knockout": "ablation/knockout",
-                "07_attention_patterns": "attention"}
-NUMBER_NAMES = {"pairwise_accuracy": "answer above counterfactual", "n_kept": "prompts analysed",
-                "accuracy": "accuracy (top-1)"}
+
+
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
            "#17becf", "#7f7f7f", "#bcbd22"]
 
 
-def flat_headline(run: dict[str, Any]) -> dict[str, Any]:
-    """A run.json's headline numbers, flat (see `flat_numbers`)."""
-    return flat_numbers(run.get("headline") or {}, (run.get("model") or {}).get("n_layers"))
+def key_columns() -> list[str]:
+    """The numbers a reviewer compares first, in chapter order: `notebook.field` (a layer
+    field as `<field>_depth`, its relative depth)."""
+    return [f"{m.notebook}.{k}" for m in methods() for k in m.key_numbers]
+
+
+def run_numbers(run: Run) -> dict[str, Any]:
+    """A run's headline numbers, flat (see `flat_numbers`)."""
+    return flat_numbers({nb: h.to_json() for nb, h in run.headlines.items()}, run.n_layers)
 
 
 def flat_numbers(headline: dict[str, dict], n_layers: int | None) -> dict[str, Any]:
@@ -58,7 +49,7 @@ def flat_numbers(headline: dict[str, dict], n_layers: int | None) -> dict[str, A
     return flat
 
 
-def _runs(runs: list[RunEvidence] | Path | None) -> list[RunEvidence]:
+def _runs(runs: list[Run] | Path | None) -> list[Run]:
     if runs is None or isinstance(runs, (str, Path)):
         from factcircuits.run.folders import default_runs_root
 
@@ -66,14 +57,14 @@ def _runs(runs: list[RunEvidence] | Path | None) -> list[RunEvidence]:
     return runs
 
 
-def comparison_table(runs: list[RunEvidence] | Path | None = None) -> pd.DataFrame:
+def comparison_table(runs: list[Run] | Path | None = None) -> pd.DataFrame:
     """One row per accepted run: id, model, dataset, task, then `notebook.metric` columns."""
     rows = [{"run_id": ev.run_id, "model": ev.model, "dataset": ev.dataset, "task": ev.task,
-             **flat_numbers(ev.headline, ev.n_layers)} for ev in _runs(runs)]
+             **run_numbers(ev)} for ev in _runs(runs)]
     return pd.DataFrame(rows, columns=None if rows else ID_COLUMNS)
 
 
-def run_labels(runs: list[RunEvidence]) -> dict[str, str]:
+def run_labels(runs: list[Run]) -> dict[str, str]:
     """run id -> 'Run 1: model on dataset' (the same numbering as the write-up's parts)."""
     from factcircuits.report.pages import part_title
 
@@ -81,16 +72,15 @@ def run_labels(runs: list[RunEvidence]) -> dict[str, str]:
 
 
 def key_metrics(table: pd.DataFrame) -> list[str]:
-    columns = [c for c in table.columns if c not in ID_COLUMNS]
-    return [c for pattern in KEY_METRICS for c in columns if re.search(pattern, c)]
+    return [c for c in key_columns() if c in table.columns]
 
 
-def short_labels(runs: list[RunEvidence]) -> dict[str, str]:
+def short_labels(runs: list[Run]) -> dict[str, str]:
     """run id -> 'Run 1', ... (the page lists what each stands for)."""
     return {rid: label.split(":")[0] for rid, label in run_labels(runs).items()}
 
 
-def key_numbers_table(table: pd.DataFrame, runs: list[RunEvidence]) -> pd.DataFrame:
+def key_numbers_table(table: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
     """The key numbers as text with 3 significant digits, one row per number and one column
     per run ('Run 1', ...): narrow enough for a page with several runs."""
     keys = key_metrics(table) or [c for c in table.columns if c not in ID_COLUMNS][:12]
@@ -105,8 +95,8 @@ def key_numbers_table(table: pd.DataFrame, runs: list[RunEvidence]) -> pd.DataFr
 def number_label(key: str) -> str:
     """'02_logit_lens.mlp_share' -> 'logit lens · mlp share'."""
     notebook, name = key.split(".", 1)
-    return (f"{METHOD_NAMES.get(notebook, notebook)} · "
-            f"{NUMBER_NAMES.get(name, name.replace('_', ' '))}")
+    found = method(notebook)
+    return found.label(name) if found else f"{notebook} · {name.replace('_', ' ')}"
 
 
 def full_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -116,7 +106,7 @@ def full_table(table: pd.DataFrame) -> pd.DataFrame:
     return table.set_index("run_id").drop(columns=["model", "dataset", "task"]).T
 
 
-def bar_series(table: pd.DataFrame, runs: list[RunEvidence] | None = None) -> pd.Series:
+def bar_series(table: pd.DataFrame, runs: list[Run] | None = None) -> pd.Series:
     """Each run's bar series (legend entry): its model, or 'model (Run N)' where two runs of one
     model share a dataset, so their bars stand side by side instead of on one spot."""
     if runs:
@@ -126,7 +116,7 @@ def bar_series(table: pd.DataFrame, runs: list[RunEvidence] | None = None) -> pd
     return model.where(~shared, model + " (" + table["run_id"].astype(str) + ")")
 
 
-def comparison_figure(table: pd.DataFrame, runs: list[RunEvidence] | None = None):
+def comparison_figure(table: pd.DataFrame, runs: list[Run] | None = None):
     """One figure, a small panel per key number (every number, up to 12, when the runs have
     none of the key ones): dataset on x, one bar per run, grouped side by side (never stacked:
     runs of one model on one dataset get their own series). None when nothing to plot."""
@@ -163,17 +153,13 @@ def comparison_figure(table: pd.DataFrame, runs: list[RunEvidence] | None = None
     return fig
 
 
-def comparison_figures(table: pd.DataFrame, runs: list[RunEvidence] | None = None) -> list:
+def comparison_figures(table: pd.DataFrame, runs: list[Run] | None = None) -> list:
     figure = comparison_figure(table, runs)
     return [figure] if figure is not None else []
 
 
 # ------------------------------------------------------------------ per-layer profiles
-TOKEN_CLASS_NAMES = {"subject_last": "last subject token", "last": "last token"}
-DEPTH_LABEL = "relative depth (layer / (layers − 1))"
-
-
-def series_labels(runs: list[RunEvidence]) -> dict[str, str]:
+def series_labels(runs: list[Run]) -> dict[str, str]:
     """run id -> its line's name: the model, or 'model (Run N)' where two runs of one model
     share a dataset (a parameter grid), so their lines stay apart."""
     pairs = [(ev.short_model, ev.dataset) for ev in runs]
@@ -182,13 +168,13 @@ def series_labels(runs: list[RunEvidence]) -> dict[str, str]:
             else f"{ev.short_model} ({numbers[ev.run_id]})" for ev in runs}
 
 
-def _profile(runs: list[RunEvidence], notebook: str, name: str, select, y: str,
+def _profile(runs: list[Run], source, name: str, select, y: str,
              depth=None) -> pd.DataFrame:
     """Rows of one result table per run, with `series` (the line: the model), `dataset` and
     `depth` (`depth(table, n_layers)`, default layer / (n_layers − 1)) columns added."""
     labels, parts = series_labels(runs), []
     for ev in runs:
-        table = ev.table(notebook, name)
+        table = ev.result(source, name)
         if table is None or not ev.n_layers or ev.n_layers < 2:
             continue
         part = select(table)
@@ -200,7 +186,7 @@ def _profile(runs: list[RunEvidence], notebook: str, name: str, select, y: str,
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def _lines(data: pd.DataFrame, runs: list[RunEvidence], y: str, dash: str | None, title: str,
+def _lines(data: pd.DataFrame, runs: list[Run], y: str, dash: str | None, title: str,
            y_label: str, x_label: str = DEPTH_LABEL):
     """One panel per dataset (models compare on the same facts), one colour per model (as in
     the headline figure), one dash per `dash` value."""
@@ -227,69 +213,13 @@ def _several(data: pd.DataFrame) -> bool:
     return bool(len(data)) and bool((data.groupby("dataset")["series"].nunique() > 1).any())
 
 
-def lens_depth(table: pd.DataFrame, n_layers: int) -> pd.Series:
-    """Logit-lens read-outs on one depth scale: 0 = the embeddings, (l + ½) / L after layer
-    l's attention, (l + 1) / L after its MLP, 1 = after the last layer."""
-    half = (table["sublayer"] == "attn") * 0.5
-    return (table["layer"].astype(float) + 1 - half) / n_layers
-
-
-def profile_figures(runs: list[RunEvidence]) -> list:
-    """Per-layer profiles overlaid by relative depth, one panel per dataset, one colour per
-    model (only where two runs share a dataset)."""
+def profile_figures(runs: list[Run]) -> list:
+    """Per-layer profiles overlaid by relative depth (each method's `profiles`), one panel per
+    dataset, one colour per model (only where two runs share a dataset)."""
     figures = []
-    patch = _profile(runs, "04_activation_patching", "patching_by_class",
-                     lambda t: t[(t["component"] == "resid_pre")
-                                 & t["token_class"].isin(list(TOKEN_CLASS_NAMES))]
-                     .assign(position=lambda d: d["token_class"].map(TOKEN_CLASS_NAMES)),
-                     "normalized")
-    if _several(patch):
-        figures.append(_lines(patch, runs, "normalized", "position",
-                              "Activation patching of the residual stream (resid_pre)<br>"
-                              "<sup>share of the clean–corrupted metric gap restored, at the "
-                              "last subject token and the last token</sup>",
-                              "normalized effect"))
-    trace = _profile(runs, "05_causal_tracing", "aie_by_class",
-                     lambda t: t[((t["kind"] == "mlp") & (t["token_class"] == "subject_last"))
-                                 | ((t["kind"] == "attn") & (t["token_class"] == "last"))]
-                     .assign(state=lambda d: d["kind"].map({"mlp": "MLP, last subject token",
-                                                            "attn": "attention, last token"})),
-                     "aie")
-    if _several(trace):
-        figures.append(_lines(trace, runs, "aie", "state",
-                              "Causal tracing: average indirect effect<br><sup>P(answer) "
-                              "restored by one clean state in the noised run</sup>", "AIE"))
-
-    def lens_share(t: pd.DataFrame) -> pd.DataFrame | None:
-        final = float(t["value"].iloc[-1])
-        if abs(final) < 1e-9:
-            return None
-        return t.assign(share=t["value"] / final)
-
-    lens = _profile(runs, "02_logit_lens", "logit_lens_mean", lens_share, "share", lens_depth)
-    if _several(lens):
-        figures.append(_lines(lens, runs, "share", None,
-                              "Logit lens: share of the final metric reached<br><sup>mean "
-                              "metric read from the residual stream after each sublayer"
-                              "</sup>", "share of final value",
-                              "relative depth (0 = embeddings, 1 = after the last layer)"))
-    dla = _profile(runs, "03_attribution", "layer_dla", dla_share, "share")
-    if _several(dla):
-        figures.append(_lines(dla, runs, "share", "sublayer",
-                              "Direct logit attribution by layer<br><sup>mean DLA of each "
-                              "layer's attention and MLP output, as a signed share of the "
-                              "run's total |DLA|</sup>", "share of total |DLA|"))
+    for m in methods():
+        for p in m.profiles:
+            data = _profile(runs, m, p.table, p.select, p.y, p.depth)
+            if _several(data):
+                figures.append(_lines(data, runs, p.y, p.dash, p.title, p.y_label, p.x_label))
     return figures
-
-
-def dla_share(table: pd.DataFrame) -> pd.DataFrame | None:
-    """Mean DLA per layer of the attention and MLP outputs, divided by the sum of their
-    absolute values over every layer, so models whose logits differ in scale compare (signed:
-    a negative share pushes towards the counterfactual / the wrong answer)."""
-    means = (table[table["component"].isin(["attn", "mlp"])]
-             .groupby(["component", "layer"], as_index=False)["dla"].mean())
-    total = float(means["dla"].abs().sum())
-    if total < 1e-9:
-        return None
-    return means.assign(share=means["dla"] / total,
-                        sublayer=means["component"].map({"attn": "attention", "mlp": "MLP"}))

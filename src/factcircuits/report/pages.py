@@ -28,12 +28,8 @@ import yaml
 
 from factcircuits import __version__
 from factcircuits.files import atomic_write
-from factcircuits.report.evidence import (
-    RunEvidence,
-    damaged_markdown,
-    load_runs,
-    scan_evidence,
-)
+from factcircuits.report.evidence import damaged_markdown, load_runs, scan_evidence
+from factcircuits.results.run import Run
 from factcircuits.run.provenance import git_commit
 
 GENERATED = Path("report") / "_generated"
@@ -46,7 +42,7 @@ def quarto_project_dir() -> Path:
     return Path(os.environ.get("QUARTO_PROJECT_DIR") or Path.cwd()).resolve()
 
 
-def project_runs(project_dir: Path | None = None) -> list[RunEvidence]:
+def project_runs(project_dir: Path | None = None) -> list[Run]:
     return load_runs((project_dir or quarto_project_dir()) / RUNS)
 
 
@@ -63,18 +59,18 @@ def version_markdown(info: dict[str, Any]) -> str:
             f"`{info['commit']}` · rendered {info['date']}  \n**Runs:** {runs}\n")
 
 
-def part_title(index: int, ev: RunEvidence) -> str:
+def part_title(index: int, ev: Run) -> str:
     return f"Run {index}: {ev.title}"
 
 
-def notebook_paths(ev: RunEvidence, project_dir: Path) -> list[str]:
+def notebook_paths(ev: Run, project_dir: Path) -> list[str]:
     """The run's executed notebooks, in order, relative to the project."""
     names = [nb["name"] for nb in ev.record.get("notebooks", []) if nb.get("name")]
     paths = [ev.folder / f"{name}.ipynb" for name in names] or sorted(ev.folder.glob("*.ipynb"))
     return [p.resolve().relative_to(project_dir).as_posix() for p in paths if p.is_file()]
 
 
-def book_config(runs: list[RunEvidence], info: dict[str, Any], project_dir: Path) -> dict:
+def book_config(runs: list[Run], info: dict[str, Any], project_dir: Path) -> dict:
     """The run-dependent part of the book: merged into `_quarto.yml` by Quarto (its lists are
     appended to the static ones there: front page and comparison first, one part per run,
     then the appendices)."""
@@ -120,7 +116,7 @@ def front_page(project_dir: Path | None = None, anchors: bool = True) -> str:
             + front_page_markdown(runs, anchors=anchors))
 
 
-def comparison_intro(runs: list[RunEvidence]) -> str:
+def comparison_intro(runs: list[Run]) -> str:
     if not runs:
         return "There are no runs yet, so there is nothing to compare.\n"
     if len(runs) == 1:
@@ -135,18 +131,15 @@ def comparison_intro(runs: list[RunEvidence]) -> str:
                       for i, ev in enumerate(runs, 1)))
 
 
-def run_settings(ev: RunEvidence) -> str:
+def run_settings(ev: Run) -> str:
     """The prompts a run analysed and the parameters its user chose, in words: 'known=pairwise
     (13 of 13 prompts kept) · n_prompts=16 · noise_samples=2'."""
-    params = ev.record.get("parameters") or {}
-    task_check = ev.headline.get("01_task_check") or {}
-    known = f"known={params.get('known', 'top1')}"  # runs before the parameter kept top-1
-    if task_check.get("n_kept") is not None and task_check.get("n_prompts"):
-        known += f" ({task_check['n_kept']} of {task_check['n_prompts']} prompts kept)"
+    from factcircuits.chapters.task_check import analysed_note
+
+    params = ev.parameters
+    known = analysed_note(ev)
     chosen = [k for k in ev.record.get("parameters_set") or []
               if k in params and k not in ("model", "dataset", "task", "known")]
-    if params.get("n_prompts") and "n_prompts" not in chosen:  # runs before parameters_set
-        chosen.insert(0, "n_prompts")
     chosen = [f"{k}={params[k]}" for k in chosen]
     return " · ".join([known, *chosen])
 
@@ -168,7 +161,7 @@ def _table(rows: list[tuple[str, Any]], header: tuple[str, str]) -> list[str]:
 
 
 def provenance(project_dir: Path | None = None, level: int = 2,
-               runs: list[RunEvidence] | None = None) -> str:
+               runs: list[Run] | None = None) -> str:
     """Parameters and provenance of every run (the appendix)."""
     runs = project_runs(project_dir) if runs is None else runs
     if not runs:

@@ -1,6 +1,6 @@
 """How sure a run's findings are: intervals in words, cross-method agreement decided by the
-ranges of resampled peaks, and claims with their test. Reads headline values only (the
-`_ci`, `_range` and `claim_` entries the methods store beside each number).
+ranges of resampled peaks, and claims with their test. Reads typed headlines only (the
+`_ci`, `_range` and `claim_` fields the methods store beside each number).
 
 Agreement of two layer estimates: each comes with the range of layers holding its peak in 95 %
 of bootstrap resamples over prompts. They *agree* when the ranges overlap, *disagree* when they
@@ -11,21 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from factcircuits.methods.uncertainty import SMALL_SAMPLE, claim_text, with_interval
-from factcircuits.report.evidence import RunEvidence
-from factcircuits.report.readings import (
-    DLA,
-    KNOCKOUT,
-    LAYER0_MLP,
-    LENS,
-    PATCHING,
-    ROME,
-    TRACING,
-    head_label,
-    mlp_at_subject,
-    subject_knockout,
-    tracing_window,
-)
+from factcircuits.chapters import activation_patching, attribution, causal_tracing, logit_lens
+from factcircuits.chapters.ablation_knockout import METHOD as KNOCKOUT
+from factcircuits.chapters.ablation_knockout import subject_knockout
+from factcircuits.chapters.causal_tracing import tracing_window
+from factcircuits.methods.uncertainty import SMALL_SAMPLE, claim_text
+from factcircuits.report.readings import ROME, mlp_at_subject
+from factcircuits.results.run import Run
+from factcircuits.results.wording import LAYER0_MLP, head_label, range_text
 
 AGREE, DISAGREE, UNRESOLVED = "agrees", "differs", "not resolved at this sample size"
 CONFOUNDED = "not comparable (layer-0 MLP)"
@@ -58,19 +51,6 @@ def layer_ranges_agree(a: list[int] | None, b: list[int] | None, n_layers: int |
     return AGREE if first <= b[1] and b[0] <= last else DISAGREE
 
 
-def range_text(layer_range) -> str:
-    if not layer_range or not all(isinstance(v, (int, float)) for v in layer_range):
-        return "range not computed"
-    low, high = (int(v) for v in layer_range)
-    return f"95% of resamples in layer {low}" if low == high else \
-        f"95% of resamples in layers {low}–{high}"
-
-
-def interval_text(ev: RunEvidence, notebook: str, key: str, spec: str = ".2f") -> str:
-    """A headline number with its interval where the run stored one."""
-    return with_interval(ev.number(notebook, key), ev.number(notebook, f"{key}_ci"), spec)
-
-
 def small_sample_note(n: int | None) -> str:
     if n is None or n >= SMALL_SAMPLE:
         return ""
@@ -78,14 +58,15 @@ def small_sample_note(n: int | None) -> str:
             "differences are resolved.")
 
 
-def checks(ev: RunEvidence) -> list[Check]:
+def checks(ev: Run) -> list[Check]:
     """Cross-method checks, decided by the ranges of resampled peaks (`sureness`)."""
     found = []
     mlp = mlp_at_subject(ev)
+    tr, pa = ev.headline(causal_tracing.METHOD), ev.headline(activation_patching.METHOD)
     if {"tracing", "patching"} <= set(mlp):
         a, b = int(mlp["tracing"][0]), int(mlp["patching"][0])
-        a_range = ev.number(TRACING, "mlp_subject_last_peak_layer_range")
-        b_range = ev.number(PATCHING, "mlp_out_subject_last_peak_layer_range")
+        a_range = tr.mlp_subject_last_peak_layer_range
+        b_range = pa.mlp_out_subject_last_peak_layer_range
         covers = None
         if a_range:  # a window restores layers around its centre together
             covers = [tracing_window(ev, a_range[0])[0], tracing_window(ev, a_range[1])[1]]
@@ -98,15 +79,14 @@ def checks(ev: RunEvidence) -> list[Check]:
         if b == 0:
             detail += f"; {LAYER0_MLP}"
         found.append(Check("MLP peak at the last subject token", verdict, detail))
-    dla_head = ev.number(DLA, "top_head")
-    if dla_head and ev.number(PATCHING, "top_head_layer") is not None:
-        patch_head = head_label(ev.number(PATCHING, "top_head_layer"),
-                                ev.number(PATCHING, "top_head"))
+    dla_head = ev.headline(attribution.METHOD).top_head
+    if dla_head and pa.top_head_layer is not None:
+        patch_head = head_label(pa.top_head_layer, pa.top_head)
         found.append(Check("the head that moves the answer",
                             AGREE if patch_head == dla_head else DISAGREE,
                             f"direct logit attribution {dla_head}, head patching {patch_head}"))
     ko = subject_knockout(ev)
-    centres = ev.number(KNOCKOUT, "knockout_subject_peak_centre_range")
+    centres = ev.headline(KNOCKOUT).knockout_subject_peak_centre_range
     if dla_head and ko is not None:
         layer = int(dla_head[1:].split("H")[0])
         detail = f"top DLA head in layer {layer}, subject knockout peaks in "
@@ -125,14 +105,15 @@ def checks(ev: RunEvidence) -> list[Check]:
     return found
 
 
-def claims(ev: RunEvidence) -> list[str]:
+def claims(ev: Run) -> list[str]:
     """Comparisons the findings make, each with its test."""
     bullets = []
-    found = ev.number(TRACING, "claim_mlp_over_attn_subject_last")
+    tr = ev.headline(causal_tracing.METHOD)
+    found = tr.claim_mlp_over_attn_subject_last
     if isinstance(found, dict):
         bullets.append(f"*MLPs carry more than attention at the last subject token* (causal "
                        f"tracing, AIE at each kind's peak layer): {claim_text(found)}.")
-    share = ev.number(TRACING, "mlp_subject_before_attn_last_share")
+    share = tr.mlp_subject_before_attn_last_share
     if share is not None:
         verdict = ("**supported**" if share >= 0.975 else "**contradicted**"
                    if share <= 0.025 else "**not resolved**")
@@ -142,7 +123,7 @@ def claims(ev: RunEvidence) -> list[str]:
     return bullets
 
 
-def sureness(ev: RunEvidence, checks: list[Check], mechanism: bool = True) -> list[str]:
+def sureness(ev: Run, checks: list[Check], mechanism: bool = True) -> list[str]:
     """The 'How sure' bullets; without `mechanism` (a model at chance) no claim is tested."""
     bullets = []
     if checks:
@@ -166,27 +147,28 @@ def sureness(ev: RunEvidence, checks: list[Check], mechanism: bool = True) -> li
     if found:
         bullets.append("**Claims and their tests**:" + "".join(f"\n  - {c}" for c in found))
     sizes = []
-    if ev.number(LENS, "n_prompts") is not None:
-        sizes.append(f"{ev.number(LENS, 'n_prompts')} prompts analysed")
-    if ev.number(PATCHING, "n_pairs") is not None:
-        sizes.append(f"{ev.number(PATCHING, 'n_pairs')} patched pairs "
-                     f"({ev.number(PATCHING, 'n_dropped_unequal') or 0} left out for unequal "
+    lens, pa = ev.headline(logit_lens.METHOD), ev.headline(activation_patching.METHOD)
+    tr, dla = ev.headline(causal_tracing.METHOD), ev.headline(attribution.METHOD)
+    if lens.n_prompts is not None:
+        sizes.append(f"{lens.n_prompts} prompts analysed")
+    if pa.n_pairs is not None:
+        sizes.append(f"{pa.n_pairs} patched pairs "
+                     f"({pa.n_dropped_unequal or 0} left out for unequal "
                      f"token length)")
-    samples = ev.number(TRACING, "noise_samples")
+    samples = tr.noise_samples
     if samples is not None:
         sizes.append(f"{samples} noise samples per prompt in causal tracing"
                      + (f" (ROME used {ROME['noise_samples']})"
                         if samples < ROME["noise_samples"] else ""))
     if sizes:
-        counts = [v for v in (ev.number(LENS, "n_prompts"), ev.number(PATCHING, "n_pairs"),
-                              ev.number(TRACING, "n_prompts")) if v is not None]
+        counts = [v for v in (lens.n_prompts, pa.n_pairs, tr.n_prompts) if v is not None]
         n = min(counts) if counts else None
         bullets.append("**Sample sizes**: " + "; ".join(sizes) + ". Intervals are 95% "
                        "bootstrap intervals over prompts (1,000 resamples, seeded by the run's "
                        "seed)." + small_sample_note(n))
-    err = ev.number(DLA, "dla_sum_check_max_abs_error")
+    err = dla.dla_sum_check_max_abs_error
     if err is not None:
-        passes = ev.number(DLA, "dla_sum_check_passes")
+        passes = dla.dla_sum_check_passes
         bullets.append(f"**Attribution check**: the components sum to the metric within "
                        f"{err:.1e} ({'passes' if passes else '**fails**'} the 1e-3 check).")
     return bullets

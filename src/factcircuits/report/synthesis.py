@@ -9,25 +9,21 @@ from __future__ import annotations
 
 from collections import Counter
 
-from factcircuits.report.evidence import RunEvidence, depth_band
-from factcircuits.report.findings import (
-    DLA,
-    TASK,
-    mlp_at_subject,
-    run_findings,
-    run_markdown,
-    subject_knockout,
-)
+from factcircuits.chapters import attribution, task_check
+from factcircuits.chapters.ablation_knockout import subject_knockout
+from factcircuits.report.findings import run_findings, run_markdown
+from factcircuits.report.readings import mlp_at_subject
 from factcircuits.report.sureness import DISAGREE
+from factcircuits.results.run import Run, depth_band
 
 
-def overview_table(runs: list[RunEvidence]) -> str:
+def overview_table(runs: list[Run]) -> str:
     """One markdown row per run with its main answers (front page, two or more runs)."""
     rows = ["| run | task | accuracy | MLP peak, last subject token | subject knockout | top head"
             " | checks agreeing |", "|---|---|---|---|---|---|---|"]
     for ev in runs:
         f = run_findings(ev)
-        acc = ev.number(TASK, "accuracy")
+        acc = ev.headline(task_check.METHOD).accuracy
         mlp = mlp_at_subject(ev)
         layer = (mlp.get("tracing") or mlp.get("patching") or (None,))[0]
         depth = ev.depth(layer)
@@ -37,7 +33,7 @@ def overview_table(runs: list[RunEvidence]) -> str:
                  "—" if layer is None or f.at_chance else f"L{int(layer)}" + (
                      f" ({depth:.2f})" if depth is not None else ""),
                  "—" if ko is None or f.at_chance else f"L{int(ko['first'])}–{int(ko['last'])}",
-                 "—" if f.at_chance else (ev.number(DLA, "top_head") or "—"),
+                 "—" if f.at_chance else (ev.headline(attribution.METHOD).top_head or "—"),
                  checks_cell(f.checks)]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
@@ -53,7 +49,7 @@ def checks_cell(checks) -> str:
     return f"{agree} of {len(checks)}" + (f" ({open_} not resolved)" if open_ else "")
 
 
-def across_runs(runs: list[RunEvidence]) -> list[str]:
+def across_runs(runs: list[Run]) -> list[str]:
     """What the runs that are not at chance have in common (two or more runs)."""
     usable = [ev for ev in runs if not run_findings(ev).at_chance]
     lines = []
@@ -81,7 +77,7 @@ def across_runs(runs: list[RunEvidence]) -> list[str]:
                      f"relative depth {min(w[0] for w in windows):.2f} and "
                      f"{max(w[1] for w in windows):.2f} ({len(windows)} runs).")
     if len({ev.model for ev in usable}) == 1:  # heads are only comparable within one model
-        heads = Counter(ev.number(DLA, "top_head") for ev in usable if ev.number(DLA, "top_head"))
+        heads = Counter(h for ev in usable if (h := ev.headline(attribution.METHOD).top_head))
         if heads:
             head, count = heads.most_common(1)[0]
             lines.append(f"The head with the largest direct effect is **{head}** in {count} of "
@@ -94,7 +90,7 @@ def across_runs(runs: list[RunEvidence]) -> list[str]:
     return lines
 
 
-def front_page_markdown(runs: list[RunEvidence], anchors: bool = True) -> str:
+def front_page_markdown(runs: list[Run], anchors: bool = True) -> str:
     """The synthesis: what every run found (layers as relative depth in parentheses)."""
     if not runs:
         return ("**There are no runs yet.** Run `factcircuits run` (the default model on the "

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from factcircuits.report.evidence import RunEvidence
+from factcircuits.results.run import Run
 
 VERSIONS = Path("report") / "versions"
 SITE = "site"
@@ -43,16 +43,16 @@ def interval_numbers(headline: dict[str, dict]) -> dict[str, float]:
     return out
 
 
-def run_snapshot(ev: RunEvidence) -> dict[str, Any]:
-    from factcircuits.report.compare import flat_numbers
+def run_snapshot(ev: Run) -> dict[str, Any]:
+    from factcircuits.report.compare import run_numbers
 
+    stored = {nb: h.to_json() for nb, h in ev.headlines.items()}
     return {"run_id": ev.run_id, "title": ev.title, "model": ev.model, "dataset": ev.dataset,
-            "task": ev.task, "parameters": ev.record.get("parameters") or {},
-            "numbers": {**flat_numbers(ev.headline, ev.n_layers),
-                        **interval_numbers(ev.headline)}}
+            "task": ev.task, "parameters": ev.parameters,
+            "numbers": {**run_numbers(ev), **interval_numbers(stored)}}
 
 
-def record_version(site: Path, root: Path, info: dict[str, Any], runs: list[RunEvidence],
+def record_version(site: Path, root: Path, info: dict[str, Any], runs: list[Run],
                    kind: str) -> Path:
     """Copy the rendered `site` folder into report/versions/<id>/site/ with version.json;
     built beside and moved into place, so a version is whole or absent. Returns its folder."""

@@ -4,10 +4,12 @@ The runner writes run folders and the report reads them; both go through this mo
 
   <runs_root>/<run-id>/                       an accepted run
       NN_name.ipynb                           executed notebooks
-      run.json                                parameters, provenance, per-notebook status
-      model.json                              the loaded model's provenance (written by the session)
-      results/<notebook>/<table>.csv          tidy tables
-      headline/<notebook>.json                a few headline numbers per notebook
+      run.json                                the run's record: parameters, provenance, the
+                                              model, per-notebook status, each method's headline
+      results/<notebook>/<name>.csv|/|.npz    each method's tables, graphs and arrays
+                                              (declared in its registry entry: results.kinds)
+  While a run is in progress its notebooks write model.json and headline/<notebook>.json;
+  the runner moves both into run.json when the run ends.
   <runs_root>/_staging-<run-id>-<stamp>-<pid>-<rand>/
                                               a run in progress (becomes <run-id>/); its
                                               .owner.json names the process writing it
@@ -24,17 +26,15 @@ meanwhile.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from factcircuits.errors import UserError
 from factcircuits.files import atomic_write
+from factcircuits.results.jsonsafe import json_safe
 from factcircuits.run.provenance import tidy_path
 
 RUN_JSON = "run.json"
@@ -102,77 +102,23 @@ def list_runs(runs_root: Path | None = None) -> list[dict[str, Any]]:
     return scan_runs(runs_root)[0]
 
 
-# ------------------------------------------------------------------ results and headlines
-NOT_COMPUTED = "not_computed"
-
-
-def not_computed(value: float) -> dict[str, str]:
-    """What a headline holds instead of NaN/inf (strict JSON has neither, and a bare null
-    says nothing): an explicit marker with the reason."""
-    what = "NaN" if math.isnan(value) else "infinite"
-    return {NOT_COMPUTED: f"the computation gave {what} (e.g. no prompt qualified for it)"}
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe scalars: numpy/torch numbers become floats, NaN and inf a not-computed
-    marker."""
-    if hasattr(value, "item") and callable(value.item):
-        value = value.item()
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return not_computed(value)
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def strict_json(value: Any) -> Any:
-    """`value` with every NaN/inf (at any depth) replaced by the not-computed marker."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return not_computed(value)
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    return value
-
-
-def save_headline(run_dir: str | Path, notebook: str, numbers: dict[str, Any]) -> Path:
-    path = Path(run_dir) / "headline" / f"{notebook}.json"
-    return atomic_write(path, json.dumps(_clean(numbers), indent=2, sort_keys=True,
-                                         allow_nan=False) + "\n")
-
-
-def save_table(run_dir: str | Path, notebook: str, name: str, table: pd.DataFrame) -> Path:
-    path = Path(run_dir) / "results" / notebook / f"{name}.csv"
-    return atomic_write(path, table.to_csv(index=False))
-
-
-def load_headlines(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """All headline numbers of a run, keyed by notebook."""
-    folder = Path(run_dir) / "headline"
-    if not folder.is_dir():
-        return {}
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
-
-
-def load_table(run_dir: str | Path, notebook: str, name: str) -> pd.DataFrame:
-    return pd.read_csv(Path(run_dir) / "results" / notebook / f"{name}.csv")
-
-
 # ------------------------------------------------------------------ provenance files
 def save_model_provenance(run_dir: str | Path, provenance: dict[str, Any]) -> Path:
     return atomic_write(Path(run_dir) / MODEL_JSON, json.dumps(provenance, indent=2) + "\n")
 
 
-def load_model_provenance(run_dir: str | Path) -> dict[str, Any] | None:
+def take_model_provenance(run_dir: str | Path) -> dict[str, Any] | None:
+    """The session's model.json, removed: the runner keeps it in run.json."""
     path = Path(run_dir) / MODEL_JSON
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    found = json.loads(path.read_text())
+    path.unlink()
+    return found
 
 
 def save_run_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
-    text = json.dumps(strict_json(record), indent=2, default=str, allow_nan=False)
+    text = json.dumps(json_safe(record), indent=2, default=str, allow_nan=False)
     return atomic_write(Path(run_dir) / RUN_JSON, text + "\n")
 
 

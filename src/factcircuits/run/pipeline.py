@@ -25,6 +25,7 @@ from typing import Any
 from factcircuits import __version__
 from factcircuits.errors import UserError
 from factcircuits.files import describe_fault, drop_empty_files, fault_of
+from factcircuits.results.store import take_headlines
 from factcircuits.run import folders, in_progress, parameters, preflight
 from factcircuits.run.failures import failure_reason, tidy_after
 from factcircuits.run.interrupts import reason_of, signals_as_interrupts, signals_deferred
@@ -194,8 +195,19 @@ def _local_paths(plan: RunPlan) -> dict[str, Path]:
     return found
 
 
+def _record_parts(folder: Path, parts: dict[str, Any]) -> dict[str, Any]:
+    """The model and headlines the notebooks wrote, moved into the run's record (first call:
+    the files are read and removed, so run.json holds them once)."""
+    if not parts:
+        parts["model"] = folders.take_model_provenance(folder)
+        parts["headline"] = take_headlines(folder)
+    return parts
+
+
 def _write_run_json(plan: RunPlan, folder: Path, status: str, started: str,
-                    records: list[dict[str, Any]], reason: str | None = None) -> dict[str, Any]:
+                    records: list[dict[str, Any]], reason: str | None = None,
+                    parts: dict[str, Any] | None = None) -> dict[str, Any]:
+    parts = _record_parts(folder, {} if parts is None else parts)
     dataset: dict[str, Any] = {"spec": plan.parameters.get("dataset")}
     if plan.dataset_file is not None:
         dataset |= {"path": tidy_path(plan.dataset_file, plan.root),
@@ -209,7 +221,7 @@ def _write_run_json(plan: RunPlan, folder: Path, status: str, started: str,
         "parameters": plan.parameters | {k: tidy_path(p, plan.root) for k, p in local.items()},
         "parameters_set": sorted(plan.given),  # the names the user chose (values above)
         "notebooks_selected": plan.selected,
-        "model": folders.load_model_provenance(folder),
+        "model": parts["model"],
         "dataset": dataset,
         "packages": package_versions(),
         "git": git_commit(plan.root),
@@ -218,7 +230,7 @@ def _write_run_json(plan: RunPlan, folder: Path, status: str, started: str,
         "finished": _now(),
         "duration_s": round(sum(r["duration_s"] for r in records), 3),
         "notebooks": records,
-        "headline": folders.load_headlines(folder),
+        "headline": parts["headline"],
         "checks": plan.checks,
         "factcircuits_version": __version__,
     }
@@ -297,7 +309,7 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
     if not static_export_available():
         print("note: no Chromium for kaleido: figures are interactive HTML only, the PDF will "
               "lack them (apt-get install chromium)", file=stream)
-    started, records = _now(), []
+    started, records, parts = _now(), [], {}
     bar = tqdm(plan.notebooks, desc=plan.run_id, unit="notebook", file=stream,
                disable=not progress)
     reason = None
@@ -335,14 +347,15 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
                     break
             (staging / folders.OWNER_JSON).unlink(missing_ok=True)
             info = _write_run_json(plan, staging, "failed" if reason else "ok", started,
-                                   records, reason)
+                                   records, reason, parts)
             if not reason:
                 findings = scan_folder(staging)
                 if findings:
                     reason = (f"secret scan refused the run: {findings[0]}"
                               + (f" (+{len(findings) - 1} more)" if len(findings) > 1 else "")
                               + "; remove the secret or path from the notebook output")
-                    info = _write_run_json(plan, staging, "refused", started, records, reason)
+                    info = _write_run_json(plan, staging, "refused", started, records, reason,
+                                           parts)
         except BaseException as exc:
             # Ctrl-C, SIGTERM/SIGHUP, a full disk or a bug: keep what was done, say why, leave
             # no staging (and no 0-byte file: it says nothing and reads as damage).
@@ -354,7 +367,7 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
                 # that task's traceback at exit, after the one line that says what happened.
                 logging.getLogger("asyncio").setLevel(logging.CRITICAL)
             try:
-                _write_run_json(plan, staging, status, started, records, why)
+                _write_run_json(plan, staging, status, started, records, why, parts)
             except Exception:  # noqa: BLE001 -- the move below matters more than the record
                 pass
             folders.move_failed(staging, failed_dir)

@@ -1,0 +1,170 @@
+"""Notebook 06, ablation and attention knockout: zero- and mean-ablate the components with the
+largest direct effect; block the last token's attention to the subject or the relation over
+sliding windows of layers."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import pandas as pd
+
+from factcircuits.errors import UserError
+from factcircuits.methods import ablation as AB
+from factcircuits.methods import attribution as A
+from factcircuits.methods import intervals as I
+from factcircuits.methods import knockout as KO
+from factcircuits.methods.evaluate import PreparedTask
+from factcircuits.models import LoadedModel
+from factcircuits.results.headlines import Headline, interval, number
+from factcircuits.results.kinds import Table
+from factcircuits.results.registry import MOVES, Finding, Method
+from factcircuits.results.run import Run
+from factcircuits.results.wording import change_text, window_text
+
+CHANGE = "relative change of P(answer)"
+
+
+@dataclass
+class _AblationCore(Headline):
+    ablation_biggest_drop: float | None = number("the largest mean drop of the metric when one "
+                                                 "component is ablated", "metric")
+    ablation_biggest_drop_ci: list[float] | None = interval("ablation_biggest_drop")
+    ablation_biggest_component: str | None = number("the component ablated")
+    ablation_biggest_mode: str | None = number("zero or mean ablation")
+    knockout_window: int | None = number("layers knocked out together", "layers")
+
+
+def _role(role: str) -> list:
+    key = f"knockout_{role}_peak"
+    return [(f"{key}_centre", int | None, number(f"centre of the window where blocking the "
+                                                 f"last token's attention to the {role} hurts "
+                                                 "most", "layer")),
+            (f"{key}_relative_p_change", float | None, number("P(answer)'s change there",
+                                                              CHANGE)),
+            (f"{key}_relative_p_change_ci", list | None, interval(f"{key}_relative_p_change")),
+            (f"{key}_centre_range", list | None,
+             number("window centres holding that peak in 95% of resamples", "layers"))]
+
+
+AblationKnockoutHeadline = dataclasses.make_dataclass(
+    "AblationKnockoutHeadline", [f for role in KO.ROLES for f in _role(role)],
+    bases=(_AblationCore,), namespace={"__module__": __name__})
+AblationKnockoutHeadline.__doc__ = "Notebook 06's headline: the biggest ablation, knockouts."
+
+
+@dataclass
+class AblationSummary:
+    components: list[tuple]  # the ablated components, largest mean |DLA| first
+    table: pd.DataFrame  # ablation_table
+    summary: pd.DataFrame  # mean per component × mode, largest drop first
+    biggest: dict  # the single component and mode with the largest drop
+    joint: pd.DataFrame  # rows of `summary` with every component ablated together
+    headline: dict
+
+
+def ablation_summary(lm: LoadedModel, prepared: PreparedTask, *,
+                     reference: PreparedTask | None = None, n_components: int = 6,
+                     batch_size: int = 16, seed: int = 0,
+                     progress: bool = False) -> AblationSummary:
+    """Zero- and mean-ablate the `n_components` components with the largest mean |DLA| (means
+    over `reference`'s prompts), alone and together."""
+    if n_components < 1:  # a slice [:n] with n < 1 would ablate "all but -n", not n
+        raise UserError(f"n_components={n_components}: use a whole number of at least 1")
+    att = A.attribute_heads(lm, prepared, batch_size=batch_size, progress=progress)
+    components = A.top_components(att.layers, att.heads, n_components)
+    table = AB.ablation_table(lm, prepared, components, batch_size=batch_size,
+                              reference=reference, progress=progress)
+    summary = AB.summarise(table)
+    together = summary["component"].str.startswith("all")
+    big = summary[~together].iloc[0]
+    biggest = {"component": big["component"], "mode": big["mode"], "drop": big["drop"]}
+    headline = {"ablation_biggest_drop": big["drop"],
+                "ablation_biggest_drop_ci": I.cell_interval(table, "drop", seed,
+                                                            component=big["component"],
+                                                            mode=big["mode"]),
+                "ablation_biggest_component": big["component"],
+                "ablation_biggest_mode": big["mode"]}
+    return AblationSummary(components, table, summary, biggest, summary[together], headline)
+
+
+@dataclass
+class KnockoutSummary:
+    table: pd.DataFrame  # knockout_sweep
+    summary: pd.DataFrame  # mean per role × window
+    peaks: dict[str, dict]  # per role: the window that lowers P(answer) most
+    window: int
+    headline: dict
+
+
+def knockout_summary(lm: LoadedModel, prepared: PreparedTask, *, window: int = 0,
+                     batch_size: int = 16, seed: int = 0,
+                     progress: bool = False) -> KnockoutSummary:
+    """Attention knockout from the last position over sliding windows (`window` 0: the
+    default, n_layers // 6)."""
+    table = KO.knockout_sweep(lm, prepared, window or None, batch_size=batch_size,
+                              progress=progress)
+    peaks = KO.peak_windows(table)
+    k = int(table["window"].iloc[0])
+    headline = {"knockout_window": k,
+                **{f"knockout_{role}_peak_centre": p["centre"] for role, p in peaks.items()},
+                **{f"knockout_{role}_peak_relative_p_change": p["relative_p_change"]
+                   for role, p in peaks.items()},
+                **{f"knockout_{role}_peak_relative_p_change_ci": I.cell_interval(
+                    table, "relative_p_change", seed, role=role, centre=p["centre"])
+                   for role, p in peaks.items()},
+                **{f"knockout_{role}_peak_centre_range": I.peak_window_range(table, role, seed)
+                   for role in peaks}}
+    return KnockoutSummary(table, KO.summarise(table), peaks, k, headline)
+
+
+def headline_of(ablation: AblationSummary, knockout: KnockoutSummary):
+    return AblationKnockoutHeadline(**ablation.headline, **knockout.headline)
+
+
+def subject_knockout(run: Run) -> dict | None:
+    """The window where blocking attention to the subject lowers P(answer) most."""
+    table = run.result(METHOD, "knockout_summary")
+    if table is None or "relative_p_change" not in table.columns:
+        return None
+    part = table[table["role"] == "subject"].dropna(subset=["relative_p_change"])
+    if part.empty:
+        return None
+    return part.loc[part["relative_p_change"].idxmin()].to_dict()
+
+
+def knockout_findings(run: Run) -> list[Finding]:
+    ko, h = subject_knockout(run), run.headline(METHOD)
+    if ko is None:
+        return []
+    centres, ci = h.knockout_subject_peak_centre_range, h.knockout_subject_peak_relative_p_change_ci
+    return [Finding(MOVES,
+                    f"**Attention knockout**: blocking the last token's attention to the "
+                    f"subject hurts most in {window_text(run, ko['first'], ko['last'])}"
+                    + (f" (in 95% of resamples the worst window is centred on layers "
+                       f"{centres[0]}–{centres[1]})" if centres else "")
+                    + f": P(answer) {change_text(ko['relative_p_change'])}"
+                    + (f" (95% CI {ci[0]:+.0%} to {ci[1]:+.0%})" if ci else "") + ".", 10)]
+
+
+METHOD = Method(
+    notebook="06_ablation_knockout", title="Ablation and attention knockout",
+    short="ablation/knockout", headline=AblationKnockoutHeadline,
+    results={
+        "ablation": Table({"prompt": "int", "component": "str", "mode": "str", "clean": "float",
+                           "ablated": "float", "drop": "float"}, "every ablation, per prompt"),
+        "ablation_summary": Table({"component": "str", "mode": "str", "clean": "float",
+                                   "ablated": "float", "drop": "float"},
+                                  "mean per component and mode"),
+        "knockout": Table({"prompt": "int", "role": "str", "window": "int", "centre": "int",
+                           "first": "int", "last": "int", "clean_metric": "float",
+                           "metric": "float", "metric_change": "float", "clean_p": "float",
+                           "p": "float", "relative_p_change": "float"},
+                          "every knockout window, per prompt"),
+        "knockout_summary": Table({"role": "str", "centre": "int", "first": "int",
+                                   "last": "int", "relative_p_change": "float",
+                                   "metric_change": "float"}, "mean per role and window"),
+    },
+    findings=knockout_findings,
+    key_numbers=("ablation_biggest_drop", "knockout_subject_peak_centre_depth"),
+)

@@ -1,0 +1,316 @@
+"""Notebook 04, activation patching: the residual stream, attention and MLP outputs by position
+and every head, clean into corrupted, for the equal-length prompt pairs; and the fast scan
+(AtP, AtP*) checked against it."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from factcircuits.methods import atp_checks as AC
+from factcircuits.methods import attribution_patching as AP
+from factcircuits.methods import by_relation as R
+from factcircuits.methods import intervals as I
+from factcircuits.methods import patching as P
+from factcircuits.methods.evaluate import PreparedTask, relations_of
+from factcircuits.methods.positions import TOKEN_CLASSES
+from factcircuits.methods.uncertainty import with_interval
+from factcircuits.models import LoadedModel
+from factcircuits.results.headlines import Headline, interval, number, peak_fields
+from factcircuits.results.kinds import Table
+from factcircuits.results.registry import BY_RELATION, WHERE, Finding, Method, Profile
+from factcircuits.results.run import Run
+from factcircuits.results.wording import LAYER0_MLP, layer_text, relation_peaks_text
+
+NORMALIZED = "fraction of the clean−corrupted gap"
+PATCHED_COMPONENTS = ("resid_pre", "attn_out", "mlp_out")
+
+
+@dataclass
+class _PatchingCore(Headline):
+    n_pairs: int | None = number("equal-length prompt pairs patched", "pairs")
+    n_dropped_unequal: int | None = number("pairs left out for unequal token length", "pairs")
+    metric: str | None = number("the metric patched (the task's main metric)")
+    clean_metric: float | None = number("mean metric of the clean prompts", "metric")
+    corrupted_metric: float | None = number("mean metric of the corrupted prompts", "metric")
+    resid_pre_handover_layer: int | None = number(
+        "first layer where patching the last token's residual restores at least as much as "
+        "the subject's", "layer")
+    top_head_layer: int | None = number("layer of the head whose patching restores most",
+                                        "layer")
+    top_head: int | None = number("that head's index in its layer", "head")
+    top_head_effect: float | None = number("its normalized effect", NORMALIZED)
+    top_head_effect_ci: list[float] | None = interval("top_head_effect")
+    atp_seconds: float | None = number("time of the AtP scan (all four grids)", "seconds")
+    exact_patching_seconds: float | None = number("time of the exact patching", "seconds")
+    atp_resid_pre_spearman: float | None = number("rank correlation of AtP with exact "
+                                                  "patching over residual cells", "Spearman ρ")
+    atp_star_resid_pre_spearman: float | None = number("the same for AtP*", "Spearman ρ")
+    atp_resid_pre_recall_top5_in_top10: float | None = number(
+        "share of each prompt's 5 largest exact effects among AtP's 10 largest",
+        "fraction")
+    atp_resid_pre_exact_near_top5: float | None = number(
+        "residual cells per prompt within 10% of the fifth largest exact effect", "cells")
+    atp_heads_by_pos_same_sign: float | None = number(
+        "share of AtP's proposed head × position cells whose exact effect has its sign",
+        "fraction")
+
+
+PatchingHeadline = dataclasses.make_dataclass(
+    "PatchingHeadline",
+    [*(f for c in PATCHED_COMPONENTS
+       for f in peak_fields(c, f"patching {P.COMPONENT_TITLES.get(c, c)} (normalized)",
+                            NORMALIZED, with_class=True)),
+     *peak_fields("mlp_out_subject_last", "patching MLP outputs at the last subject token",
+                  NORMALIZED),
+     *peak_fields("attn_out_last", "patching attention outputs at the last token", NORMALIZED)],
+    bases=(_PatchingCore,), namespace={"__module__": __name__})
+PatchingHeadline.__doc__ = "Notebook 04's headline: sample, peaks with ranges, top head, AtP."
+
+
+@dataclass
+class PatchingSummary:
+    headline: dict
+    results: dict[str, P.PatchResult] = field(default_factory=dict)  # empty: nothing patchable
+    heads: P.PatchResult | None = None  # per head, all positions
+    heads_by_position: P.PatchResult | None = None
+    positions: pd.DataFrame | None = None  # patching.position_table
+    long: pd.DataFrame | None = None  # patching.tidy of every component
+    classes: pd.DataFrame | None = None  # normalized effect by token class
+    roles: pd.DataFrame | None = None  # normalized effect by role
+    top_heads: pd.DataFrame | None = None
+    peaks: pd.DataFrame | None = None  # per component: peak class and peak role
+    caveat: str = ""  # normalization_caveat
+    handover: int | None = None  # first layer where the last token's effect ≥ the subject's
+    by_relation: pd.DataFrame | None = None  # MLP output at the last subject token
+
+    def class_grid(self, component: str) -> pd.DataFrame:
+        """Normalized effect [layer × token class] of `component`, classes in reading order."""
+        grid = self.classes[self.classes["component"] == component].pivot(
+            index="layer", columns="token_class", values="normalized")
+        return grid[[c for c in TOKEN_CLASSES if c in grid.columns]]
+
+
+def handover_layer(roles: pd.DataFrame) -> int | None:
+    """First layer where patching the residual stream at the last token restores at least as
+    much as at the subject tokens (None when it never does, or a role is missing)."""
+    resid = roles[roles["component"] == "resid_pre"].pivot(index="layer", columns="role",
+                                                           values="normalized")
+    if not {"subject", "last"} <= set(resid.columns):
+        return None
+    later = resid.index[resid["last"] >= resid["subject"]]
+    return int(later[0]) if len(later) else None
+
+
+def patching_summary(lm: LoadedModel, pairs: PreparedTask, *, n_dropped: int = 0,
+                     max_patches="auto", heads_by_position: bool = False, top_k: int = 5,
+                     seed: int = 0, progress: bool = True) -> PatchingSummary:
+    """Activation patching of the residual stream, attention and MLP outputs by position and of
+    every head, for the equal-length pairs `pairs` (`n_dropped` others were left out)."""
+    headline = {"n_pairs": len(pairs.prompts), "n_dropped_unequal": n_dropped,
+                "metric": pairs.main_metric}
+    if not len(pairs.prompts):
+        return PatchingSummary(headline)
+    positions = P.position_table(lm, pairs)
+    results = {c: P.patch(lm, pairs, c, max_patches=max_patches, progress=progress)
+               for c in PATCHED_COMPONENTS}
+    heads = P.patch_heads(lm, pairs, max_patches=max_patches, progress=progress)
+    long = pd.concat([P.tidy(r, positions) for r in results.values()], ignore_index=True)
+    classes, roles = P.by_class(long, "token_class"), P.by_class(long, "role")
+    clean_mean, corrupt_mean = float(heads.clean.mean()), float(heads.corrupted.mean())
+    head_grid = heads.normalized_mean()
+    flat = head_grid.flatten().nan_to_num(float("-inf"))
+    top = flat.topk(min(top_k, len(flat)))
+    n_heads = head_grid.shape[1]
+    top_heads = pd.DataFrame({"layer": (top.indices // n_heads).tolist(),
+                              "head": (top.indices % n_heads).tolist(),
+                              "normalized": top.values.tolist()})
+    by_pos = (P.patch_heads_by_pos(lm, pairs, max_patches=max_patches, progress=progress)
+              if heads_by_position else None)
+    rows = []
+    for component in results:
+        best = P.peak(long[long["component"] == component], "token_class")
+        best_role = P.peak(long[long["component"] == component], "role")
+        rows.append({"component": component, **best, "role": best_role["role"],
+                     "role_effect": best_role["effect"], "role_layer": best_role["layer"]})
+        headline[f"{component}_peak"] = best["effect"]
+        headline[f"{component}_peak_layer"] = best["layer"]
+        headline[f"{component}_peak_class"] = best["token_class"]
+    handover = handover_layer(roles)
+    n_layers = lm.model.cfg.n_layers
+    headline.update(I.patching_intervals(long, pd.DataFrame(rows), n_layers, seed))
+    layer, head = int(top_heads["layer"][0]), int(top_heads["head"][0])
+    headline.update(top_head_layer=layer, top_head=head,
+                    top_head_effect=float(top_heads["normalized"][0]),
+                    top_head_effect_ci=I.head_effect_interval(
+                        heads.values[layer, head].numpy(), heads.clean.numpy(),
+                        heads.corrupted.numpy(), seed),
+                    clean_metric=clean_mean, corrupted_metric=corrupt_mean,
+                    resid_pre_handover_layer=handover)
+    relations = relations_of(pairs)
+    pooled = headline.get("mlp_out_subject_last_peak_layer")
+    by_relation = (None if relations is None or pooled is None else
+                   R.relation_normalized_peaks(long, "mlp_out", "subject_last", relations,
+                                               pooled, n_layers, seed))
+    return PatchingSummary(headline, results, heads, by_pos, positions, long, classes, roles,
+                           top_heads, pd.DataFrame(rows),
+                           P.normalization_caveat(clean_mean, corrupt_mean, pairs.main_metric),
+                           handover, by_relation)
+
+
+@dataclass
+class AtpCheck:
+    """The AtP scan against the exact grids: agreement per component, cell pairs, error by
+    layer, and the scan's top head × position proposals patched exactly."""
+
+    scan: dict
+    agreement: pd.DataFrame
+    cells: pd.DataFrame  # estimate against exact, per cell
+    errors: pd.DataFrame  # mean |error| by layer, AtP and AtP*
+    proposals: pd.DataFrame
+    checked: dict  # proposal_summary
+    resid_atp: pd.Series = field(default=None)
+    resid_star: pd.Series = field(default=None)
+
+    @property
+    def worst_layer(self) -> pd.Series:
+        return self.errors.loc[self.errors["atp_abs_error"].idxmax()]
+
+    def numbers(self, exact_seconds: float) -> dict:
+        return dict(
+            atp_seconds=self.scan["resid_pre"].seconds, exact_patching_seconds=exact_seconds,
+            atp_resid_pre_spearman=float(self.resid_atp["spearman"]),
+            atp_star_resid_pre_spearman=float(self.resid_star["spearman"]),
+            atp_resid_pre_recall_top5_in_top10=float(self.resid_atp["recall_top5_in_top10"]),
+            atp_resid_pre_exact_near_top5=float(self.resid_atp["exact_near_top5"]),
+            atp_heads_by_pos_same_sign=self.checked["same_sign"])
+
+
+def atp_check(lm: LoadedModel, pairs: PreparedTask, summary: PatchingSummary,
+              top_k: int = 5) -> AtpCheck:
+    scan = AP.scan(lm, pairs)
+    results = summary.results
+    agreement = pd.DataFrame(
+        [AC.agreement(scan[c], results[c], star=star) for c in results for star in (False, True)]
+        + [AC.agreement(scan["z"], summary.heads)]
+        + ([AC.agreement(scan["z"], summary.heads_by_position)]
+           if summary.heads_by_position is not None else []))
+    resid = agreement[agreement["component"] == "resid_pre"].set_index("method")
+    cells = pd.concat([AC.paired_cells(scan[c], results[c]) for c in results],
+                      ignore_index=True)
+    errors = AC.error_by_layer(scan["resid_pre"], results["resid_pre"])
+    proposals = AC.check_proposals(lm, pairs, scan["z"], k=top_k)
+    return AtpCheck(scan, agreement, cells, errors, proposals, AC.proposal_summary(proposals),
+                    resid.loc["AtP"], resid.loc["AtP*"])
+
+
+@dataclass
+class PatchingChapter:
+    summary: PatchingSummary
+    atp: AtpCheck | None
+    headline: PatchingHeadline
+
+
+def patching_chapter(lm: LoadedModel, pairs: PreparedTask, *, n_dropped: int = 0,
+                     max_patches="auto", heads_by_position: bool = False, seed: int = 0,
+                     scan_top_k: int = 5) -> PatchingChapter:
+    """Everything notebook 04 shows: exact patching (timed), then the AtP check."""
+    start = time.perf_counter()
+    summary = patching_summary(lm, pairs, n_dropped=n_dropped, max_patches=max_patches,
+                               heads_by_position=heads_by_position, seed=seed)
+    exact_seconds = time.perf_counter() - start
+    atp = atp_check(lm, pairs, summary, scan_top_k) if summary.results else None
+    numbers = atp.numbers(exact_seconds) if atp else {}
+    return PatchingChapter(summary, atp, PatchingHeadline(**summary.headline, **numbers))
+
+
+# ------------------------------------------------------------------ findings
+def patching_findings(run: Run) -> list[Finding]:
+    h = run.headline(METHOD)
+    found = []
+    if h.n_pairs:
+        text = f"**Activation patching** ({h.n_pairs} prompt pairs):"
+        if h.resid_pre_handover_layer is not None:
+            text += (f" the residual stream carries the clean answer at the subject tokens "
+                     f"first and at the last token from "
+                     f"{layer_text(run, h.resid_pre_handover_layer)} on;")
+        layer = h.mlp_out_subject_last_peak_layer
+        if layer is not None:
+            text += (f" the MLP output at the last subject token restores most at "
+                     f"{layer_text(run, layer, h.mlp_out_subject_last_peak_layer_range)}, "
+                     f"{with_interval(h.mlp_out_subject_last_peak, h.mlp_out_subject_last_peak_ci)}"
+                     f" of the clean−corrupted gap" + (f" ({LAYER0_MLP})" if layer == 0 else "")
+                     + ";")
+        if h.attn_out_last_peak_layer is not None:
+            text += (f" the attention output at the last token most at "
+                     f"{layer_text(run, h.attn_out_last_peak_layer)}, "
+                     f"{h.attn_out_last_peak:.2f}.")
+        found.append(Finding(WHERE, text.rstrip(";:") + ("" if text.endswith(".") else "."),
+                             20))
+    relations = relation_peaks_text(run.result(METHOD, "by_relation"),
+                                    "patching's MLP peak at the last subject token")
+    if relations:
+        found.append(Finding(BY_RELATION, relations, 30))
+    return found
+
+
+TOKEN_CLASS_NAMES = {"subject_last": "last subject token", "last": "last token"}
+
+
+def resid_profile(t: pd.DataFrame) -> pd.DataFrame:
+    return (t[(t["component"] == "resid_pre") & t["token_class"].isin(list(TOKEN_CLASS_NAMES))]
+            .assign(position=lambda d: d["token_class"].map(TOKEN_CLASS_NAMES)))
+
+
+PATCH_ROWS = {"component": "str", "layer": "int", "metric": "float", "clean": "float",
+              "corrupted": "float", "normalized": "float", "n_cells": "int"}
+PAIR_ROWS = {"prompt": "str", "corrupted_prompt": "str", "reason": "str"}
+METHOD = Method(
+    notebook="04_activation_patching", title="Activation patching", short="patching",
+    headline=PatchingHeadline,
+    results={
+        "patching_long": Table({"component": "str", "layer": "int", "pos": "int",
+                                "prompt_id": "int", "metric": "float", "normalized": "float",
+                                "clean": "float", "corrupted": "float", "token": "str",
+                                "token_class": "str", "role": "str"},
+                               "every patched cell, per pair"),
+        "patching_by_class": Table({**PATCH_ROWS, "token_class": "str"},
+                                   "normalized effect by layer and token class"),
+        "patching_by_role": Table({**PATCH_ROWS, "role": "str"},
+                                  "normalized effect by layer and role"),
+        "heads": Table({"component": "str", "layer": "int", "head": "int", "prompt_id": "int",
+                        "metric": "float", "normalized": "float", "clean": "float",
+                        "corrupted": "float"}, "every head patched at all positions"),
+        "heads_by_position": Table({"component": "str", "layer": "int", "head": "int",
+                                    "prompt_id": "int", "metric": "float",
+                                    "normalized": "float", "clean": "float",
+                                    "corrupted": "float"}, "every head at every position",
+                                   open_columns=True),
+        "peaks": Table({"component": "str", "effect": "float", "layer": "int",
+                        "token_class": "str", "role": "str", "role_effect": "float",
+                        "role_layer": "int"}, "each component's peak class and role"),
+        "atp_agreement": Table({"component": "str", "method": "str", "n_cells": "int",
+                                "spearman": "float", "spearman_median": "float",
+                                "recall_top5_in_top10": "float", "exact_near_top5": "float"},
+                               "AtP and AtP* against exact patching"),
+        "atp_heads_by_position_proposals": Table(
+            {"prompt_id": "int", "rank": "int", "layer": "int", "pos": "int", "head": "int",
+             "estimate": "float", "exact": "float"}, "AtP's top head × position cells, "
+            "patched exactly"),
+        "by_relation": Table({"relation": "str", "n": "int", "peak_layer": "int",
+                              "layer_low": "int", "layer_high": "int", "value": "float",
+                              "value_low": "float", "value_high": "float",
+                              "differs_from_pooled": "bool"},
+                             "the MLP peak at the last subject token per relation"),
+        "dropped_pairs": Table(PAIR_ROWS, "pairs left out, with the reason", open_columns=True),
+    },
+    findings=patching_findings,
+    key_numbers=("resid_pre_peak", "resid_pre_peak_layer_depth"),
+    profiles=(Profile("patching_by_class", resid_profile, "normalized", "position",
+                      "Activation patching of the residual stream (resid_pre)<br><sup>share of "
+                      "the clean–corrupted metric gap restored, at the last subject token and "
+                      "the last token</sup>", "normalized effect"),),
+)

@@ -1,0 +1,114 @@
+"""Notebook 02, the logit lens: the metric read from the residual stream after every sublayer
+at the last token, the attention and MLP shares of its increase, and the largest jump."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from factcircuits.chapters import attribution
+from factcircuits.methods import logit_lens as LL
+from factcircuits.methods.uncertainty import with_interval
+from factcircuits.results.headlines import Headline, interval, layer_range, number
+from factcircuits.results.kinds import Table
+from factcircuits.results.registry import BY_RELATION, WHERE, Finding, Method, Profile
+from factcircuits.results.run import Run
+from factcircuits.results.wording import (
+    SUBLAYER_NAMES,
+    component_name,
+    layer_text,
+    metric_name,
+    relation_peaks_text,
+)
+
+SHARE = "fraction of the increase"
+RELATION_PEAKS = {"relation": "str", "n": "int", "peak_layer": "int", "layer_low": "int",
+                  "layer_high": "int", "value": "float", "value_low": "float",
+                  "value_high": "float", "differs_from_pooled": "bool"}
+
+
+@dataclass
+class LogitLensHeadline(Headline):
+    n_prompts: int | None = number("prompts analysed", "prompts")
+    direction: str | None = number("the answer direction read (the task's metric)")
+    mlp_share: float | None = number("MLP sublayers' share of the metric's increase from the "
+                                     "embeddings to the last layer", SHARE)
+    mlp_share_ci: list[float] | None = interval("mlp_share")
+    attn_share: float | None = number("attention sublayers' share of that increase", SHARE)
+    attn_share_ci: list[float] | None = interval("attn_share")
+    total_increase: float | None = number("the metric after the last layer minus after the "
+                                          "embeddings", "metric")
+    total_increase_ci: list[float] | None = interval("total_increase")
+    peak_layer: int | None = number("layer of the largest single increase", "layer")
+    peak_layer_range: list[int] | None = layer_range("peak_layer")
+    peak_layer_resolved: bool | None = number("that range spans at most a third of the model")
+    peak_sublayer: str | None = number("sublayer (attn or mlp) of the largest increase")
+    peak_jump: float | None = number("the largest single increase", "metric")
+    peak_jump_ci: list[float] | None = interval("peak_jump")
+
+
+def lens_findings(run: Run) -> list[Finding]:
+    h: LogitLensHeadline = run.headline(METHOD)
+    found = []
+    if h.mlp_share is not None:
+        text = (f"**Direct effects at the last token** (logit lens): attention sublayers write "
+                f"{with_interval(h.attn_share, h.attn_share_ci, '.0%')} of the increase in the "
+                f"{metric_name(h.direction)} and MLP sublayers "
+                f"{with_interval(h.mlp_share, h.mlp_share_ci, '.0%')}; the largest single jump "
+                f"is the {SUBLAYER_NAMES.get(h.peak_sublayer, 'sublayer')} of "
+                f"{layer_text(run, h.peak_layer, h.peak_layer_range)}.")
+        dla = run.headline(attribution.METHOD)
+        if dla.top_layer_component:
+            text += (f" By direct logit attribution the largest component is the "
+                     f"{component_name(dla.top_layer_component)} ("
+                     f"{with_interval(dla.top_layer_component_dla, dla.top_layer_component_dla_ci, '+.2f')}).")  # noqa: E501
+        found.append(Finding(WHERE, text, 30))
+    relations = relation_peaks_text(run.result(METHOD, "by_relation"),
+                                    "the logit lens's largest jump")
+    if relations:
+        found.append(Finding(BY_RELATION, relations, 40))
+    return found
+
+
+def lens_share(t):
+    final = float(t["value"].iloc[-1])
+    if abs(final) < 1e-9:
+        return None
+    return t.assign(share=t["value"] / final)
+
+
+def lens_depth(table, n_layers: int):
+    """Logit-lens read-outs on one depth scale: 0 = the embeddings, (l + ½) / L after layer
+    l's attention, (l + 1) / L after its MLP, 1 = after the last layer."""
+    half = (table["sublayer"] == "attn") * 0.5
+    return (table["layer"].astype(float) + 1 - half) / n_layers
+
+
+def headline_of(lens: LL.LogitLens, seed: int) -> LogitLensHeadline:
+    return LogitLensHeadline(**lens.headline(seed))
+
+
+METHOD = Method(
+    notebook="02_logit_lens", title="Logit lens", short="logit lens",
+    headline=LogitLensHeadline,
+    results={
+        "logit_lens": Table({"prompt": "int", "step": "int", "layer": "int", "sublayer": "str",
+                             "label": "str", "value": "float"},
+                            "the metric after each sublayer, per prompt"),
+        "logit_lens_mean": Table({"step": "int", "layer": "int", "sublayer": "str",
+                                  "label": "str", "value": "float", "low": "float",
+                                  "high": "float"}, "the mean curve with its band"),
+        "top_tokens_example": Table({"step": "int", "layer": "int", "sublayer": "str",
+                                     "label": "str", "top_tokens": "str", "top_probs": "str"},
+                                    "logit-lens top tokens of one prompt (and the answer's "
+                                    "rank)", open_columns=True),
+        "by_relation": Table(RELATION_PEAKS, "the largest jump per relation"),
+    },
+    findings=lens_findings,
+    key_numbers=("mlp_share", "peak_layer_depth"),
+    profiles=(Profile("logit_lens_mean", lens_share, "share", None,
+                      "Logit lens: share of the final metric reached<br><sup>mean metric read "
+                      "from the residual stream after each sublayer</sup>",
+                      "share of final value",
+                      "relative depth (0 = embeddings, 1 = after the last layer)",
+                      lens_depth),),
+)

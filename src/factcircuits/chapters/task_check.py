@@ -1,0 +1,245 @@
+"""Notebook 01, the task check: does the model know the facts? Every prompt scored with every
+metric, top-k tokens, accuracy against chance, and the prompts kept for the mechanistic
+analyses (the `known` criterion)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from factcircuits.methods.evaluate import known_phrase, known_prompts
+from factcircuits.methods.task_check import auc, relation_table
+from factcircuits.methods.topk import top_k_table
+from factcircuits.methods.uncertainty import binomial_two_sided_p, mean_estimate, with_interval
+from factcircuits.results.headlines import Headline, interval, number
+from factcircuits.results.kinds import Table
+from factcircuits.results.registry import BY_RELATION, KNOWLEDGE, Finding, Method
+from factcircuits.results.run import Run
+from factcircuits.results.wording import metric_name
+
+FRACTION = "fraction of prompts"
+
+
+@dataclass
+class TaskCheckHeadline(Headline):
+    task: str | None = number("the task: cloze recall or yes/no verification")
+    n_prompts: int | None = number("prompts scored", "prompts")
+    accuracy: float | None = number("cloze: the answer is the top token; yes/no: the label's "
+                                    "answer set outweighs the other", FRACTION)
+    accuracy_ci: list[float] | None = interval("accuracy")
+    mean_metric: float | None = number("mean of the task's main metric (positive = right)",
+                                       "main metric")
+    mean_metric_ci: list[float] | None = interval("mean_metric")
+    main_metric: str | None = number("the task's main metric (logit_diff, log_odds, …)")
+    known: str | None = number("the criterion picking the prompts the later notebooks analyse")
+    known_phrase: str | None = number("that criterion in words")
+    n_kept: int | None = number("prompts the model knows, analysed later", "prompts")
+    n_dropped: int | None = number("prompts left out (not known, or not scorable)", "prompts")
+    mean_log_odds: float | None = number("mean log-odds of the answer sets", "nats")
+    mean_prob_mass_diff: float | None = number("mean P(true set) − P(false set)", "probability")
+    mean_logit_diff_sum: float | None = number("mean summed logit difference of the answer "
+                                               "sets", "logits")
+    mean_logit_diff: float | None = number("mean logit(answer) − logit(counterfactual)",
+                                           "logits")
+    mean_p_answer: float | None = number("mean probability of the correct answer",
+                                         "probability")
+    mean_p_answer_ci: list[float] | None = interval("mean_p_answer")
+    auc: float | None = number("yes/no: AUC of the log-odds against the labels", "AUC")
+    p_vs_chance: float | None = number("yes/no: two-sided binomial test of the accuracy "
+                                       "against 50%", "p-value")
+    at_chance: bool | None = number("the model does not know the facts (yes/no: p > 0.05; "
+                                    "cloze: no prompt known)")
+    dropped_answer_words: list[str] | None = number("answer-map words that are not one token")
+    pairwise_accuracy: float | None = number("cloze: the answer's logit is above the "
+                                             "counterfactual's", FRACTION)
+    pairwise_accuracy_ci: list[float] | None = interval("pairwise_accuracy")
+
+@dataclass
+class TaskCheckReport:
+    task: str
+    main_metric: str
+    model_table: pd.DataFrame
+    per_prompt: pd.DataFrame
+    top_tokens: pd.DataFrame
+    dropped: pd.DataFrame
+    filtered_rows: pd.DataFrame
+    headline: TaskCheckHeadline
+    by_relation: pd.DataFrame | None = None  # datasets with several relations
+
+    @property
+    def per_prompt_display(self) -> pd.DataFrame:
+        cols = ["prompt", "label", "answer", "counterfactual", "metric", "log_odds",
+                "prob_mass_diff", "logit_diff_sum", "p_true_set", "p_false_set", "logit_diff",
+                "p_answer", "rank", "correct"]
+        shown = [c for c in cols if c in self.per_prompt.columns
+                 and not (self.task == "yesno" and c in ("answer", "counterfactual"))]
+        return self.per_prompt[shown].round(4)
+
+    @property
+    def top_tokens_wide(self) -> pd.DataFrame:
+        table = self.top_tokens.assign(
+            cell=lambda t: t["token"].map(repr) + " " + t["prob"].map("{:.2f}".format))
+        wide = table.pivot(index="prompt_index", columns="rank", values="cell")
+        wide.columns = [f"#{c}" for c in wide.columns]
+        wide.insert(0, "prompt", self.per_prompt["short_prompt"].to_numpy())
+        return wide.reset_index(drop=True)
+
+    def summary_markdown(self) -> str:
+        h = self.headline
+        accuracy = with_interval(h.accuracy, h.accuracy_ci, ".0%")
+        mean = with_interval(h.mean_metric, h.mean_metric_ci, "+.3f")
+        text = (f"**{h.n_prompts} prompts**, accuracy **{accuracy}**, mean "
+                f"{self.main_metric} **{mean}** (95% bootstrap intervals over prompts).")
+        if self.task == "yesno":
+            text += (f" AUC of the log-odds against the labels: **{h.auc:.2f}**; two-sided "
+                     f"binomial test against 50%: p = {h.p_vs_chance:.3g}.")
+            if h.at_chance:
+                text += (" **The model is at chance on this task**: it does not separate true "
+                         "from false statements, so the later notebooks describe how it "
+                         "produces its (uninformed) answer, not how it verifies a fact.")
+        return text
+
+    def filter_markdown(self) -> str:
+        h = self.headline
+        if h.n_kept == 0:
+            return (f"No prompt is one the model {h.known_phrase}; the later notebooks fall "
+                    "back to all prompts and say so.")
+        return (f"Kept **{h.n_kept}** of {h.n_prompts} prompts the model "
+                f"{h.known_phrase}; {h.n_dropped} dropped (listed below with the "
+                "reason).")
+
+
+
+def task_check_summary(session, top_k: int = 5) -> TaskCheckReport:
+    prepared = session.task
+    logits, table = session.score(progress=True)
+    table["short_prompt"] = table["prompt"].str.strip().str.slice(0, 48)
+    table["label_text"] = table["label"].map({True: "true", False: "false"})
+    if prepared.task == "cloze":
+        table["label_text"] = "fact"
+    top = top_k_table(logits, session.tokenizer, top_k, prompts=table["short_prompt"].tolist())
+    criterion = session.known_criterion
+    known = known_prompts(prepared, table, criterion)
+    unscorable = prepared.dropped
+    dropped = (pd.concat([known.wrong, unscorable], ignore_index=True) if len(unscorable)
+               else known.wrong)
+    kept = known.kept
+
+    n, correct = len(table), int(table["correct"].sum())
+    headline = {
+        "task": prepared.task, "n_prompts": n, "accuracy": correct / n,
+        "mean_metric": float(table["metric"].mean()), "main_metric": prepared.main_metric,
+        "known": criterion, "known_phrase": known_phrase(prepared.task, criterion),
+        "n_kept": int(len(kept)), "n_dropped": int(len(dropped)),
+        **{f"mean_{c}": float(table[c].mean()) for c in
+           ("log_odds", "prob_mass_diff", "logit_diff_sum", "logit_diff", "p_answer")
+           if c in table},
+    }
+    # 95 % bootstrap intervals over prompts, stored beside each number
+    for key, column in (("accuracy", "correct"), ("mean_metric", "metric"),
+                        ("mean_p_answer", "p_answer")):
+        if column in table:
+            headline[f"{key}_ci"] = mean_estimate(table[column], seed=session.seed).interval()
+    if prepared.task == "yesno":
+        raw = table["metric"] * prepared.signs.numpy()  # unsigned log-odds
+        headline["auc"] = auc(raw.tolist(), table["label"].tolist())
+        headline["p_vs_chance"] = binomial_two_sided_p(correct, n)
+        headline["at_chance"] = bool(headline["p_vs_chance"] > 0.05)
+        if session.task.answer_sets.dropped:
+            headline["dropped_answer_words"] = sorted(session.task.answer_sets.dropped)
+    else:
+        headline["at_chance"] = len(kept) == 0  # the analyses fall back to every prompt
+        # answer above the counterfactual, whichever criterion picked the prompts
+        pairwise = (table["logit_diff"] > 0).astype(float)
+        headline["pairwise_accuracy"] = float(pairwise.mean())
+        headline["pairwise_accuracy_ci"] = mean_estimate(pairwise, seed=session.seed).interval()
+    by_relation = relation_table(table, known.kept.index, session.per_relation, session.seed)
+    model_table = pd.DataFrame(
+        [{"field": k, "value": str(v)} for k, v in session.lm.provenance.items()
+         if k != "versions"]
+        + [{"field": "dataset", "value": f"{session.dataset.name} ({len(session.dataset)} rows, "
+            f"sha256 {session.dataset.sha256[:12]})"},
+           {"field": "prompt format", "value": prepared.prompt_format}]
+    )
+    return TaskCheckReport(prepared.task, prepared.main_metric, model_table, table, top,
+                           dropped, kept, TaskCheckHeadline(**headline), by_relation)
+
+
+def knowledge(run: Run) -> list[Finding]:
+    h: TaskCheckHeadline = run.headline(METHOD)
+    n = h.n_prompts
+    correct = round(h.accuracy * n)  # top-1 (cloze) or the label's answer set (yes/no)
+    pairwise = h.pairwise_accuracy  # cloze runs
+    top1 = " (the answer is its top token)" if pairwise is not None else ""
+    text = (f"The model answers **{correct} of {n}** prompts correctly{top1}: "
+            f"{with_interval(h.accuracy, h.accuracy_ci, '.0%')}; mean "
+            f"{metric_name(h.main_metric or 'metric')} "
+            f"{with_interval(h.mean_metric, h.mean_metric_ci, '+.2f')}")
+    if h.mean_p_answer is not None:
+        text += f", mean P(correct answer) {with_interval(h.mean_p_answer, h.mean_p_answer_ci)}"
+    text += "."
+    if pairwise is not None:
+        text += (f" It ranks the answer above the counterfactual for {round(pairwise * n)} "
+                 f"({pairwise:.0%}).")
+    if h.auc is not None:
+        text += (f" AUC of true against false statements {h.auc:.2f}; "
+                 f"binomial test against 50%: p = {h.p_vs_chance:.2g}.")
+    kept = h.n_kept
+    if h.at_chance:
+        text += (" **The model is at chance on this task**: the later analyses describe how it "
+                 "produces an uninformed answer, so the mechanism is not interpreted here.")
+    elif kept is not None and (kept < n or h.known not in (None, "top1")):
+        phrase = h.known_phrase or "answers correctly"
+        if h.known and f"known={h.known}" not in phrase:
+            phrase += f" (`known={h.known}`)"
+        which = (f"the {kept} prompts it {phrase}" if kept < n
+                 else f"all {n} prompts, each one it {phrase}")
+        text += f" The mechanistic analyses use {which}."
+    found = [Finding(KNOWLEDGE, text)]
+    accuracy = run.result(METHOD, "by_relation")
+    if accuracy is not None and not accuracy.empty:
+        differ = accuracy[accuracy["differs_from_pooled"].astype(bool)]
+        names = ", ".join(f"{r.relation} {r.accuracy:.0%} (95% CI {r.accuracy_low:.0%} to "
+                          f"{r.accuracy_high:.0%}, {r.rows} prompts)" for r in differ.itertuples())
+        found.append(Finding(BY_RELATION, f"**Accuracy by relation** ({len(accuracy)} "
+                             "relations): " + (f"the intervals of {names} exclude the pooled "
+                                               "accuracy." if names else "no relation's interval "
+                                               "excludes the pooled accuracy."), 10))
+    return found
+
+
+def at_chance(run: Run) -> bool:
+    """The model does not know the facts: the findings do not interpret a mechanism."""
+    return bool(run.headline(METHOD).at_chance)
+
+
+def analysed_note(run: Run) -> str:
+    """'known=pairwise (13 of 13 prompts kept)': the prompts a run analysed."""
+    h: TaskCheckHeadline = run.headline(METHOD)
+    known = f"known={run.parameters.get('known', 'top1')}"
+    if h.n_kept is not None and h.n_prompts:
+        known += f" ({h.n_kept} of {h.n_prompts} prompts kept)"
+    return known
+
+
+METHOD = Method(
+    notebook="01_task_check", title="Task check: does the model know the facts?",
+    short="task check", headline=TaskCheckHeadline,
+    results={
+        "per_prompt": Table({}, "every prompt with every metric", open_columns=True),
+        "by_relation": Table({"relation": "str", "rows": "int", "accuracy": "float",
+                              "accuracy_low": "float", "accuracy_high": "float", "known": "int",
+                              "analysed": "int", "differs_from_pooled": "bool"},
+                             "accuracy per relation with its interval"),
+        "top_tokens": Table({"prompt_index": "int", "prompt": "str", "rank": "int",
+                             "token": "str", "token_id": "int", "logit": "float",
+                             "prob": "float"},
+                            "the top next tokens per prompt"),
+        "dropped": Table({}, "prompts left out, with the reason", open_columns=True),
+    },
+    findings=knowledge,
+    key_numbers=("accuracy", "pairwise_accuracy", "n_kept", "auc", "mean_metric"),
+    number_labels={"pairwise_accuracy": "answer above counterfactual",
+                   "n_kept": "prompts analysed", "accuracy": "accuracy (top-1)"},
+)

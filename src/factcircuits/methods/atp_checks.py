@@ -1,0 +1,174 @@
+"""How good the AtP scan is: its estimates against exact patching (rank correlation, recall of
+the largest effects, error by layer, cell by cell) and its top proposals patched exactly.
+The estimator itself is `attribution_patching`."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+
+from factcircuits.errors import UserError
+from factcircuits.methods.attribution_patching import ScanResult
+from factcircuits.methods.hooks import hook_name
+from factcircuits.methods.patching import PatchResult, check_pairs
+from factcircuits.models.tokens import encode
+
+
+def top_cells(result: ScanResult, k: int = 10, star: bool = False) -> pd.DataFrame:
+    """Per prompt, the k cells with the largest |estimate| (the scan's proposals): columns
+    prompt_id, layer, pos (, head), estimate."""
+    est = result.estimate(star).masked_fill(~result.valid(), 0.0)
+    rows = []
+    for i in range(est.shape[-1]):
+        flat = est[..., i].flatten()
+        top = flat.abs().topk(min(k, int(result.valid()[..., i].sum()))).indices
+        for rank, j in enumerate(top.tolist()):
+            cell = torch.unravel_index(torch.tensor(j), est.shape[:-1])
+            row = {"prompt_id": i, "rank": rank, "layer": int(cell[0]), "pos": int(cell[1])}
+            if result.component == "z":
+                row["head"] = int(cell[2])
+            rows.append(row | {"estimate": float(flat[j])})
+    return pd.DataFrame(rows)
+
+
+@torch.inference_mode()
+def patch_cells(lm, prepared, component: str, cells: pd.DataFrame, metric=None) -> pd.Series:
+    """Exact patching (clean into corrupted) of the given cells only: `cells` has prompt_id,
+    layer, pos (and head for z). One forward per prompt with one row per cell; returns the
+    exact patched − corrupted metric per cell (aligned with `cells`)."""
+    model = lm.model
+    metric = metric or prepared.metric
+    clean = encode(lm.tokenizer, prepared.prompts, prepared.prompt_format)
+    corrupt = encode(lm.tokenizer, prepared.corrupted_prompts, prepared.prompt_format)
+    check_pairs(clean, corrupt)
+    effect = pd.Series(math.nan, index=cells.index, dtype=float)
+    for i, part in cells.groupby("prompt_id"):
+        n = int(clean.lengths[i])
+        names = {hook_name(layer, component) for layer in part["layer"]}
+        _, cache = model.run_with_cache(clean.tokens[[i], :n], return_cache_object=False,
+                                        names_filter=names.__contains__)
+        by_name: dict[str, list] = {}
+        for row, cell in enumerate(part.itertuples()):
+            name = hook_name(cell.layer, component)
+            by_name.setdefault(name, []).append((row, cell.pos, getattr(cell, "head", None)))
+
+        def make_hook(items, clean_act):
+            def hook(act, hook):
+                for row, pos, head in items:
+                    if head is None:
+                        act[row, pos] = clean_act[0, pos]
+                    else:
+                        act[row, pos, head] = clean_act[0, pos, head]
+                return act
+            return hook
+
+        rows = torch.tensor([i] * (len(part) + 1))
+        tokens = corrupt.tokens[[i] * (len(part) + 1), :n]  # the last row stays unpatched
+        hooks = [(name, make_hook(items, cache[name])) for name, items in by_name.items()]
+        with model.hooks(fwd_hooks=hooks):
+            logits = model(tokens)[:, -1]
+        values = metric(logits, rows).float().cpu()
+        effect.loc[part.index] = (values[:-1] - values[-1]).numpy()
+    return effect
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation of two equally long vectors (average ranks for ties)."""
+    if len(a) < 2:
+        return math.nan
+    ranks = pd.DataFrame({"a": a.double().numpy(), "b": b.double().numpy()}).rank()
+    return float(ranks["a"].corr(ranks["b"]))
+
+
+def agreement(result: ScanResult, exact: PatchResult, k_exact: int = 5, k_scan: int = 10,
+              star: bool = False) -> dict:
+    """How well the scan matches exact patching of the same component over the whole grid.
+
+    spearman: rank correlation of estimated and exact effects (patched − corrupted) over every
+    cell patching can change, pooled across prompts (identical-prefix and padding cells,
+    exactly 0 in both, are left out so they cannot inflate it); spearman_median: the median of
+    the per-prompt correlations; recall: per prompt, the share of the k_exact cells with the
+    largest exact |effect| that are among the scan's k_scan largest |estimate|, averaged;
+    exact_near_top: per prompt, how many cells' exact |effect| is within 10% of the k_exact-th
+    largest, averaged (many near-ties make "the top k" arbitrary and the recall with it)."""
+    est = result.heads(star) if exact.index_name == "head" else result.estimate(star)
+    true = exact.values - exact.corrupted
+    if est.shape != true.shape:
+        raise UserError(f"scan grid {tuple(est.shape)} and exact grid {tuple(true.shape)} "
+                        "differ: compare the same component and layout")
+    valid = torch.ones_like(est, dtype=torch.bool) if exact.index_name == "head" else \
+        result.valid()
+    per_prompt, recalls, near = [], [], []
+    for i in range(est.shape[-1]):
+        ok = valid[..., i]
+        e, t = est[..., i][ok], true[..., i][ok]
+        if len(e) < 2:
+            continue
+        per_prompt.append(spearman(e, t))
+        top = t.abs().topk(min(k_exact, len(t)))
+        top_true = set(top.indices.tolist())
+        near.append(int((t.abs() >= 0.9 * top.values[-1]).sum()))
+        top_est = set(e.abs().topk(min(k_scan, len(e))).indices.tolist())
+        recalls.append(len(top_true & top_est) / len(top_true))
+    return {"component": result.component + (" (all positions)" if exact.index_name == "head"
+                                             else ""),
+            "method": "AtP*" if star else "AtP", "n_cells": int(valid.sum()),
+            "spearman": spearman(est[valid], true[valid]),
+            "spearman_median": float(torch.tensor(per_prompt).median()) if per_prompt
+            else math.nan,
+            f"recall_top{k_exact}_in_top{k_scan}": float(torch.tensor(recalls).mean())
+            if recalls else math.nan,
+            f"exact_near_top{k_exact}": float(torch.tensor(near, dtype=torch.float).mean())
+            if near else math.nan}
+
+
+def check_proposals(lm, prepared, result: ScanResult, k: int = 10, star: bool = False
+                    ) -> pd.DataFrame:
+    """The scan's top-k cells per prompt, exactly patched: top_cells + an `exact` column
+    (exact patched − corrupted metric)."""
+    cells = top_cells(result, k, star)
+    cells["exact"] = patch_cells(lm, prepared, result.component, cells)
+    return cells
+
+
+def error_by_layer(result: ScanResult, exact: PatchResult) -> pd.DataFrame:
+    """Mean |estimate − exact effect| per layer over the cells patching can change, for AtP
+    and AtP*, with the mean |exact effect| for scale."""
+    true = exact.values - exact.corrupted
+    valid = result.valid()
+    rows = []
+    for layer in range(true.shape[0]):
+        ok = valid[layer]
+        rows.append({"layer": layer, "exact_abs": float(true[layer][ok].abs().mean()),
+                     "atp_abs_error": float((result.atp[layer] - true[layer])[ok].abs().mean()),
+                     "atp_star_abs_error": float((result.atp_star[layer]
+                                                  - true[layer])[ok].abs().mean())})
+    return pd.DataFrame(rows)
+
+
+def paired_cells(result: ScanResult, exact: PatchResult) -> pd.DataFrame:
+    """One row per (layer, position, prompt) cell patching can change, AtP and AtP* rows:
+    component, method, layer, pos, prompt_id, exact and estimated effect."""
+    true = exact.values - exact.corrupted
+    ok = result.valid()
+    layer, pos, prompt = (i[ok].numpy() for i in torch.meshgrid(
+        *(torch.arange(s) for s in true.shape), indexing="ij"))
+    return pd.concat([pd.DataFrame({
+        "component": result.component, "method": "AtP*" if star else "AtP", "layer": layer,
+        "pos": pos, "prompt_id": prompt, "exact": true[ok].numpy(),
+        "estimate": result.estimate(star)[ok].numpy()}) for star in (False, True)],
+        ignore_index=True)
+
+
+def proposal_summary(proposals: pd.DataFrame) -> dict:
+    """How exact patching bears out the scan's proposals: the share with the estimate's sign,
+    the rank correlation of estimate and exact effect, and the cell with the largest exact
+    |effect|."""
+    best = proposals.loc[proposals["exact"].abs().idxmax()]
+    return {"n_cells": len(proposals),
+            "same_sign": float((proposals["estimate"] * proposals["exact"] > 0).mean()),
+            "spearman": spearman(torch.tensor(proposals["estimate"].to_numpy()),
+                                 torch.tensor(proposals["exact"].to_numpy())),
+            "best": best.to_dict()}

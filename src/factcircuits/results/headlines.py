@@ -1,0 +1,87 @@
+"""Headlines as typed dataclasses: the few numbers a method narrates, each declared once with
+its unit and a one-line meaning.
+
+    @dataclass
+    class TracingHeadline(Headline):
+        n_prompts: int | None = number("prompts traced", "prompts")
+        mlp_subject_last_peak_aie: float | None = number("…", "P(answer)")
+        mlp_subject_last_peak_aie_ci: list[float] | None = interval("mlp_subject_last_peak_aie")
+
+Every field defaults to None: not applicable to this run (a yes/no run has no
+`pairwise_accuracy`). A computed NaN or inf is stored as the not-computed marker and reads back
+as None, with its name in `not_computed`. The JSON holds the fields that are not None, so a
+renamed field is a TypeError where the headline is built and an AttributeError where it is
+read — never a silently missing number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, TypeVar
+
+from factcircuits.results.jsonsafe import is_not_computed, json_safe
+
+H = TypeVar("H", bound="Headline")
+
+
+def number(meaning: str, unit: str = "") -> Any:
+    """A headline field: its one-line meaning and unit (empty for labels and flags)."""
+    return dataclasses.field(default=None, metadata={"meaning": meaning, "unit": unit})
+
+
+def interval(of: str) -> Any:
+    """The 95 % bootstrap interval over prompts of field `of`: [low, high]."""
+    return number(f"95% bootstrap interval over prompts of `{of}`: [low, high]", f"as {of}")
+
+
+def layer_range(of: str) -> Any:
+    """The layers holding the peak `of` in 95 % of bootstrap resamples: [first, last]."""
+    return number(f"layers holding the peak `{of}` in 95% of bootstrap resamples", "layers")
+
+
+@dataclasses.dataclass
+class Headline:
+    """Base of every method's headline (see the module docstring)."""
+
+    not_computed: ClassVar[frozenset[str]] = frozenset()
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: json_safe(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_json(cls: type[H], data: dict[str, Any]) -> H:
+        """A headline read back; keys this class does not declare (written by an older
+        version of the method) are left out."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: (None if is_not_computed(v) else v) for k, v in data.items() if k in names}
+        out = cls(**values)
+        # a null is what older runs wrote for NaN: not computed too
+        missing = frozenset(k for k, v in data.items()
+                            if k in names and (v is None or is_not_computed(v)))
+        if missing:
+            object.__setattr__(out, "not_computed", missing)
+        return out
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(field, unit, meaning) of every field: the headline's documentation."""
+        return [(f.name, f.metadata.get("unit", ""), f.metadata.get("meaning", ""))
+                for f in dataclasses.fields(cls)]
+
+
+def peak_fields(prefix: str, what: str, unit: str, *, with_class: bool = False) -> list:
+    """The fields of one peak (for `dataclasses.make_dataclass`): `<prefix>_peak` (its value),
+    `_peak_ci`, `_peak_layer`, `_peak_layer_range`, `_peak_layer_resolved` (and
+    `_peak_class`, the token class where it peaks)."""
+    value = f"{prefix}_peak"
+    fields = [(value, float | None, number(f"peak of {what}", unit)),
+              (f"{value}_ci", list | None, interval(value)),
+              (f"{value}_layer", int | None, number(f"layer of the peak of {what}", "layer")),
+              (f"{value}_layer_range", list | None, layer_range(f"{value}_layer")),
+              (f"{value}_layer_resolved", bool | None,
+               number("that range spans at most a third of the model"))]
+    if with_class:
+        fields.append((f"{value}_class", str | None,
+                       number(f"token class where {what} peaks")))
+    return fields

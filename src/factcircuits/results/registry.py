@@ -1,0 +1,154 @@
+"""The method registry: one entry per method, the only place its notebook, tables, headline
+and findings sentences are named.
+
+    METHOD = Method(notebook="05_causal_tracing", title="Causal tracing", short="tracing",
+                    headline=TracingHeadline, results={"aie_by_class": Table({...})},
+                    findings=tracing_findings, key_numbers=("total_effect_mean", ...))
+
+Built-in entries are the `METHOD` of each module in `factcircuits.chapters`, found by
+walking that package (a new module is a new method; there is no list to edit). Methods kept
+elsewhere (a plugin, a test) call `register(method)` in a module named in
+`$FACTCIRCUITS_METHODS` (comma-separated import names), which every process of a run imports:
+the runner, each notebook's kernel and the write-up. The registry's order (by notebook name) is
+the chapters' order. See docs/ADDING_A_METHOD.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import pkgutil
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from factcircuits.errors import UserError
+from factcircuits.results.headlines import Headline
+from factcircuits.results.kinds import Arrays, Graph, Table
+
+if TYPE_CHECKING:
+    from factcircuits.results.run import Run
+
+# The findings' sections, in reading order.
+KNOWLEDGE = "Does the model know the facts?"
+WHERE = "Where the fact is read"
+MOVES = "How it reaches the last token"
+SURE = "How sure"
+BY_RELATION = "By relation"
+LITERATURE = "Compared with earlier studies"
+SECTIONS = (KNOWLEDGE, WHERE, MOVES, SURE, BY_RELATION, LITERATURE)
+DEPTH_LABEL = "relative depth (layer / (layers − 1))"
+NOTEBOOK_NAME = re.compile(r"^\d\d_[a-z0-9_]+$")
+PLUGINS_ENV = "FACTCIRCUITS_METHODS"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One bullet of a run's findings: its section and its place there (lower first)."""
+
+    section: str
+    text: str
+    order: int = 50
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A per-layer curve of one result table that the comparison page overlays across runs
+    by relative depth: `select` picks and labels the rows (None: nothing to draw), `depth`
+    (default layer / (n_layers − 1)) places them."""
+
+    table: str
+    select: Callable[[pd.DataFrame], pd.DataFrame | None]
+    y: str
+    dash: str | None
+    title: str
+    y_label: str
+    x_label: str = DEPTH_LABEL
+    depth: Callable[[pd.DataFrame, int], pd.Series] | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Method:
+    notebook: str  # the notebook's file stem in analysis/, e.g. "05_causal_tracing"
+    title: str  # the chapter's title
+    short: str  # its name in comparison tables, e.g. "tracing"
+    headline: type[Headline]
+    results: Mapping[str, Table | Graph | Arrays] = field(default_factory=dict)
+    findings: Callable[[Run], list[Finding]] | None = None
+    key_numbers: tuple[str, ...] = ()  # headline fields the comparison shows first
+    number_labels: Mapping[str, str] = field(default_factory=dict)  # field -> label
+    profiles: tuple[Profile, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not NOTEBOOK_NAME.match(self.notebook):
+            raise ValueError(f"method notebook {self.notebook!r}: use NN_name (e.g. 08_circuit)")
+        names = {f.name for f in dataclasses.fields(self.headline)}
+        # a layer field also compares as its relative depth: `<field>_depth`
+        unknown = [k for k in (*self.key_numbers, *self.number_labels)
+                   if k not in names and k.removesuffix("_depth") not in names]
+        if unknown:
+            raise ValueError(f"method {self.notebook}: {', '.join(unknown)} not fields of "
+                             f"{self.headline.__name__}")
+        tables = [p.table for p in self.profiles if p.table not in self.results]
+        if tables:
+            raise ValueError(f"method {self.notebook}: profile of undeclared result {tables}")
+
+    def findings_for(self, run: Run) -> list[Finding]:
+        return list(self.findings(run)) if self.findings and run.has(self) else []
+
+    def label(self, key: str) -> str:
+        """'logit lens · mlp share': a headline field as the comparison names it."""
+        return f"{self.short} · {self.number_labels.get(key, key.replace('_', ' '))}"
+
+
+_REGISTERED: dict[str, Method] = {}
+_LOADED: list[bool] = [False]
+
+
+def register(method: Method) -> Method:
+    """Add a method (a plugin's or a test's); the same notebook name twice is refused."""
+    known = _REGISTERED.get(method.notebook)
+    if known is not None and known is not method:
+        if known.headline.__qualname__ != method.headline.__qualname__:
+            raise UserError(f"method {method.notebook} is registered twice; rename one notebook")
+    _REGISTERED[method.notebook] = method
+    return method
+
+
+def _load() -> None:
+    if _LOADED[0]:
+        return
+    _LOADED[0] = True
+    import factcircuits.chapters as chapters
+
+    for info in pkgutil.iter_modules(chapters.__path__):
+        module = importlib.import_module(f"{chapters.__name__}.{info.name}")
+        if isinstance(getattr(module, "METHOD", None), Method):
+            register(module.METHOD)
+    for name in filter(None, (s.strip() for s in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise UserError(f"${PLUGINS_ENV}: cannot import {name} ({exc}); fix the module "
+                            "name or PYTHONPATH") from None
+
+
+def methods() -> list[Method]:
+    """Every registered method, in chapter order."""
+    _load()
+    return [_REGISTERED[k] for k in sorted(_REGISTERED)]
+
+
+def method(notebook: str) -> Method | None:
+    _load()
+    return _REGISTERED.get(notebook)
+
+
+def describe() -> list[dict[str, Any]]:
+    """The registry as data: each method's notebook, results and headline fields."""
+    return [{"notebook": m.notebook, "title": m.title, "results": sorted(m.results),
+             "headline": m.headline.describe()} for m in methods()]
