@@ -11,53 +11,20 @@ known criteria, direction kinds) are compared with it by the tests.
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from factcircuits.errors import UserError
+from factcircuits.results.domains import (
+    Domain,
+    auto_or_whole,
+    choice,
+    positive_float,
+    text,
+    whole,
+)
 
 SEED_MAX = 2**32 - 1  # numpy's seed range; torch accepts it too
-
-
-@dataclass(frozen=True)
-class Domain:
-    default: Any
-    allowed: str  # what the one-line error says after "name=value: "
-    ok: Callable[[Any], bool]
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def whole(default: int, low: int, high: int | None = None, allowed: str = "") -> Domain:
-    text = allowed or (f"use a whole number from {low} to {high}" if high is not None
-                       else f"use a whole number of at least {low}")
-    return Domain(default, text,
-                  lambda v: _is_int(v) and v >= low and (high is None or v <= high))
-
-
-def choice(default: Any, values: tuple, allowed: str = "") -> Domain:
-    text = allowed or f"use one of {', '.join(map(str, values))}"
-    return Domain(default, text, lambda v: isinstance(v, str) and v in values)
-
-
-def positive_float(default: float, allowed: str) -> Domain:
-    return Domain(default, allowed, lambda v: isinstance(v, (int, float))
-                  and not isinstance(v, bool) and math.isfinite(v) and v > 0)
-
-
-def text(default: str, allowed: str, empty_ok: bool = False) -> Domain:
-    return Domain(default, allowed,
-                  lambda v: isinstance(v, str) and (empty_ok or bool(v.strip())))
-
-
-def auto_or_whole(default: str, low: int, allowed: str) -> Domain:
-    return Domain(default, allowed, lambda v: v == "auto" or (_is_int(v) and v >= low))
-
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # = models.loading.DTYPES
 PROMPT_FORMATS = ("raw", "chat", "fewshot")  # = models.tokens.PROMPT_FORMATS
@@ -118,10 +85,25 @@ DOMAINS: dict[str, Domain] = {
 }
 
 
+def all_domains() -> dict[str, Domain]:
+    """The table above and the parameters each registered method declares in its entry."""
+    from factcircuits.results.registry import methods
+
+    found = dict(DOMAINS)
+    for m in methods():
+        for name, domain in m.parameters.items():
+            known = found.setdefault(name, domain)
+            if known.default != domain.default:
+                raise UserError(f"parameter {name}: method {m.notebook} declares default "
+                                f"{domain.default!r}, elsewhere {known.default!r}; one name "
+                                "means one thing")
+    return found
+
+
 def check(name: str, value: Any) -> None:
     """One line naming the parameter, the value and what is allowed, when `value` is outside
     `name`'s domain; parameters without a declared domain (test notebooks') pass."""
-    domain = DOMAINS.get(name)
+    domain = all_domains().get(name)
     if domain is not None and not domain.ok(value):
         raise UserError(f"{name}={value!r}: {domain.allowed}")
 

@@ -1,0 +1,167 @@
+"""Notebook 08, the circuit: edge attribution patching (EAP, and EAP-IG with integrated
+gradients) over the run's prompt pairs, circuits of the top edges judged by their exact
+faithfulness (MIB's curve, CPR and CMD), the smallest circuit carrying 80 % of the metric, and
+which components the other chapters singled out are inside it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from factcircuits.chapters import (
+    ablation_knockout,
+    activation_patching,
+    attribution,
+    causal_tracing,
+)
+from factcircuits.methods.circuits.summary import CircuitHeadline, CircuitSummary, circuit_summary
+from factcircuits.results.domains import choice, whole
+from factcircuits.results.kinds import Graph, Table
+from factcircuits.results.registry import MOVES, Finding, Method, Profile
+from factcircuits.results.run import Run
+from factcircuits.results.store import Results
+
+TOP_EDGES = 30  # rows of the top-edges table
+
+
+@dataclass
+class CircuitChapter:
+    summary: CircuitSummary
+    top_edges: pd.DataFrame
+    headline: CircuitHeadline
+
+
+def circuit_chapter(lm, pairs, *, ig_steps: int = 5, ablation: str = "counterfactual",
+                    seed: int = 0, progress: bool = True) -> CircuitChapter:
+    summary = circuit_summary(lm, pairs, ig_steps=ig_steps, ablation=ablation, seed=seed,
+                              progress=progress)
+    cols = ["rank", "upstream", "downstream", "input", "eap_ig", "eap"]
+    top = summary.edges.sort_values("rank").head(TOP_EDGES)[cols].reset_index(drop=True)
+    return CircuitChapter(summary, top, summary.headline)
+
+
+def graph_of(summary: CircuitSummary) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The circuit at the 80 % size as the run saves it: nodes (name, kind, layer) and edges
+    (source, target, input, scores)."""
+    nodes = summary.nodes.rename(columns={"node": "name"})
+    edges = summary.circuit_edges.rename(columns={"upstream": "source",
+                                                  "downstream": "target"})
+    return nodes, edges[["source", "target", "input", "eap", "eap_ig", "rank"]]
+
+
+# ------------------------------------------------------------------ the cross-check
+def _in_circuit(nodes: set[str], label: str) -> bool:
+    """'L23H4' (a head: itself, or the key/value head feeding it), 'MLP 5', or a layer's
+    attention 'attention L7' (any of its heads)."""
+    if label.startswith("attention L"):
+        layer = label.split("L", 1)[1]
+        return any(n.startswith(f"L{layer}H") or n.startswith(f"L{layer}KV") for n in nodes)
+    return label in nodes
+
+
+def cross_check(run_dir, nodes: pd.DataFrame) -> pd.DataFrame:
+    """Which components the other chapters of this run singled out are nodes of the circuit:
+    method, component, why it was singled out, in_circuit."""
+    rows = []
+    dla = Results(run_dir, attribution.METHOD)
+    heads = dla.load("top_heads")
+    if heads is not None:
+        rows += [("direct logit attribution", f"L{int(r.layer)}H{int(r.head)}",
+                  f"top-{i + 1} head by |DLA|") for i, r in enumerate(heads.head(5).itertuples())]
+    h = dla.load_headline()
+    if h is not None and h.key_mlp_layer is not None:
+        rows.append(("direct logit attribution", f"MLP {h.key_mlp_layer}",
+                     "MLP with the largest |DLA|"))
+    p = Results(run_dir, activation_patching.METHOD).load_headline()
+    if p is not None and p.top_head_layer is not None:
+        rows.append(("activation patching", f"L{p.top_head_layer}H{p.top_head}",
+                     "head whose patching restores most"))
+    if p is not None and p.mlp_out_subject_last_peak_layer is not None:
+        rows.append(("activation patching", f"MLP {p.mlp_out_subject_last_peak_layer}",
+                     "MLP output peak at the last subject token"))
+    t = Results(run_dir, causal_tracing.METHOD).load_headline()
+    if t is not None and t.mlp_subject_last_peak_layer is not None:
+        rows.append(("causal tracing", f"MLP {t.mlp_subject_last_peak_layer}",
+                     "MLP peak at the last subject token (window centre)"))
+    if t is not None and t.attn_last_peak_layer is not None:
+        rows.append(("causal tracing", f"attention L{t.attn_last_peak_layer}",
+                     "attention peak at the last token"))
+    k = Results(run_dir, ablation_knockout.METHOD).load_headline()
+    if k is not None and k.knockout_subject_peak_centre is not None:
+        rows.append(("attention knockout", f"attention L{k.knockout_subject_peak_centre}",
+                     "centre of the window where blocking attention to the subject hurts "
+                     "most"))
+    present = set(nodes["name"] if "name" in nodes else nodes["node"])
+    return pd.DataFrame([{"method": m, "component": c, "why": w,
+                          "in_circuit": _in_circuit(present, c)} for m, c, w in rows],
+                        columns=["method", "component", "why", "in_circuit"])
+
+
+# ------------------------------------------------------------------ findings
+def circuit_findings(run: Run) -> list[Finding]:
+    h: CircuitHeadline = run.headline(METHOD)
+    if h.n_edges_total is None:
+        return []
+    if h.edges_for_80 is None:
+        text = (f"**Circuit** (EAP-IG, {h.n_pairs} prompt pairs): no circuit up to the full "
+                f"graph's {h.n_edges_total:,} edges on the size grid carries 80% of the "
+                f"metric gap (CPR {h.cpr:.2f}, CMD {h.cmd:.2f}).")
+    else:
+        text = (f"**Circuit** (EAP-IG, {h.n_pairs} prompt pairs): a circuit of "
+                f"{h.edges_for_80:,} edges, {h.size_for_80:g}% of the graph's "
+                f"{h.n_edges_total:,}, carries 80% of the clean−corrupted metric gap when every "
+                f"other edge is ablated (CPR {h.cpr:.2f}, CMD {h.cmd:.2f})")
+        check = run.result(METHOD, "cross_check")
+        if check is not None and len(check):
+            inside = sorted(set(check.loc[check["in_circuit"].astype(bool), "component"]))
+            outside = sorted(set(check.loc[~check["in_circuit"].astype(bool), "component"]))
+            text += (f"; it contains {', '.join(inside) or 'none'} of the components the other "
+                     "methods single out" + (f", not {', '.join(outside)}" if outside else ""))
+        text += "."
+    return [Finding(MOVES, text, 30)]
+
+
+def size_axis(table: pd.DataFrame, n_layers: int) -> pd.Series:
+    """Circuit size on a log scale (the MIB sizes span 0.1–100 % of edges)."""
+    return np.log10(table["size_percent"].astype(float))
+
+
+def top_k_curve(t: pd.DataFrame) -> pd.DataFrame:
+    return t[(t["method"] == "EAP-IG") & (t["variant"] == "top-k")].assign(
+        layer=lambda d: d["size_percent"])
+
+
+METHOD = Method(
+    notebook="08_circuit", title="The circuit", short="circuit", headline=CircuitHeadline,
+    results={
+        "faithfulness": Table({"method": "str", "variant": "str", "size_percent": "float",
+                               "n_edges": "int", "metric": "float", "faithfulness": "float"},
+                              "exact faithfulness of each circuit size, method and variant"),
+        "circuit": Graph({"kind": "str", "layer": "int"},
+                         {"input": "str", "eap": "float", "eap_ig": "float", "rank": "int"},
+                         "the smallest circuit reaching 80% faithfulness"),
+        "top_edges": Table({"rank": "int", "upstream": "str", "downstream": "str",
+                            "input": "str", "eap_ig": "float", "eap": "float"},
+                           "the edges with the largest |EAP-IG|"),
+        "cross_check": Table({"method": "str", "component": "str", "why": "str",
+                              "in_circuit": "bool"},
+                             "components other chapters single out, in the circuit or not"),
+    },
+    findings=circuit_findings,
+    key_numbers=("cpr", "edges_for_80"),
+    number_labels={"cpr": "CPR (area under faithfulness)", "edges_for_80": "edges for 80%"},
+    profiles=(Profile("faithfulness", top_k_curve, "faithfulness", None,
+                      "Circuit faithfulness (EAP-IG top-k circuits)<br><sup>exact metric of "
+                      "the circuit with every other edge ablated, 0 = empty, 1 = full model"
+                      "</sup>", "faithfulness", "circuit size, log10(% of edges)", size_axis),),
+    parameters={
+        "ig_steps": whole(5, 1, allowed="use a whole number of at least 1 (EAP-IG steps; 1 is "
+                          "plain EAP)"),
+        "ablation": choice("counterfactual", ("counterfactual", "mean"), "use 'counterfactual' "
+                           "(the corrupted run's write) or 'mean' (the writer's mean write)"),
+        "max_edges_drawn": whole(60, 1, allowed="use a whole number of at least 1 (edges drawn "
+                                 "in the circuit diagram)"),
+    },
+)

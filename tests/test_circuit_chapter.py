@@ -1,0 +1,83 @@
+"""Notebook 08's entry: what it saves is valid (the circuit as a graph), the cross-check reads
+the other chapters of the same run, and the findings sentence says what the headline holds."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from circuit_helpers import pairs
+from factcircuits.chapters import (
+    ablation_knockout,
+    activation_patching,
+    attribution,
+    causal_tracing,
+)
+from factcircuits.chapters import circuit as C
+from factcircuits.models.tiny import tiny_model
+from factcircuits.report.findings import run_findings
+from factcircuits.results.run import Run
+from factcircuits.results.store import Results
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def found():
+    lm = tiny_model(family="gemma2", seed=3)
+    return C.circuit_chapter(lm, pairs(lm), progress=False)
+
+
+def test_the_chapter_saves_a_valid_graph_and_its_tables(found, tmp_path):
+    out = Results(tmp_path, C.METHOD)
+    nodes, edges = C.graph_of(found.summary)
+    out.save("circuit", (nodes, edges))
+    out.save("faithfulness", found.summary.faithfulness)
+    out.save("top_edges", found.top_edges)
+    out.headline(found.headline)
+    back_nodes, back_edges = out.load("circuit")
+    assert len(back_edges) == found.headline.edges_for_80
+    assert set(back_edges["source"]) | set(back_edges["target"]) <= set(back_nodes["name"])
+    ranked = found.summary.edges.sort_values("rank")
+    assert list(found.top_edges["eap_ig"]) == list(ranked["eap_ig"].head(C.TOP_EDGES))
+    assert out.load_headline().cpr == pytest.approx(found.headline.cpr)
+
+
+def test_cross_check_reads_the_other_chapters_of_the_run(tmp_path):
+    Results(tmp_path, attribution.METHOD).save("top_heads", pd.DataFrame(
+        {"layer": [2, 0], "head": [1, 3], "dla": [1.0, -0.5], "abs_dla": [1.0, 0.5]}))
+    Results(tmp_path, attribution.METHOD).headline(attribution.METHOD.headline(key_mlp_layer=1))
+    Results(tmp_path, activation_patching.METHOD).headline(activation_patching.METHOD.headline(
+        top_head_layer=0, top_head=3, mlp_out_subject_last_peak_layer=0))
+    Results(tmp_path, causal_tracing.METHOD).headline(causal_tracing.METHOD.headline(
+        mlp_subject_last_peak_layer=1, attn_last_peak_layer=2))
+    Results(tmp_path, ablation_knockout.METHOD).headline(ablation_knockout.METHOD.headline(
+        knockout_subject_peak_centre=3))
+    nodes = pd.DataFrame({"name": ["input", "L2H1", "L2KV0", "MLP 1", "logits"]})
+    check = C.cross_check(tmp_path, nodes)
+    found = dict(zip(check["component"] + " / " + check["method"], check["in_circuit"]))
+    assert found == {
+        "L2H1 / direct logit attribution": True, "L0H3 / direct logit attribution": False,
+        "MLP 1 / direct logit attribution": True, "L0H3 / activation patching": False,
+        "MLP 0 / activation patching": False, "MLP 1 / causal tracing": True,
+        "attention L2 / causal tracing": True, "attention L3 / attention knockout": False}
+
+
+def test_the_findings_sentence_states_the_80_percent_circuit(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    h = C.METHOD.headline(cpr=0.9, cmd=0.1, n_edges_total=70651, edges_for_80=1413,
+                          size_for_80=2.0, n_pairs=7)
+    record = {"run_id": "run", "parameters": {"model": "m", "dataset": "d", "task": "cloze"},
+              "model": {"n_layers": 30}, "headline": {C.METHOD.notebook: h.to_json()}}
+    (folder / "run.json").write_text(json.dumps(record))
+    Results(folder, C.METHOD).save("cross_check", pd.DataFrame(
+        {"method": ["a", "b"], "component": ["L23H4", "MLP 5"], "why": ["x", "y"],
+         "in_circuit": [True, False]}))
+    bullets = run_findings(Run.load(folder)).sections["How it reaches the last token"]
+    assert ("**Circuit** (EAP-IG, 7 prompt pairs): a circuit of 1,413 edges, 2% of the graph's "
+            "70,651, carries 80% of the clean−corrupted metric gap when every other edge is "
+            "ablated (CPR 0.90, CMD 0.10); it contains L23H4 of the components the other "
+            "methods single out, not MLP 5.") in bullets
