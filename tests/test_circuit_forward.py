@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from circuit_helpers import CLEAN, CORRUPT, hand_patched_logits, pairs, tokens, writer_outputs
+
 from factcircuits.methods.circuits import faithfulness as F
 from factcircuits.methods.circuits.forward import CircuitForward
 from factcircuits.methods.circuits.graph import Graph
