@@ -5,11 +5,15 @@ Per model (the embedded default and gemma3-270m), on the default run's patching 
 cloze dataset, prompts the model answers correctly whose counterfactual has the same token
 length, as `benchmarks/atp.py`): EAP-IG scores (5 steps; EAP comes with its first step), then
 the whole faithfulness curve (empty, full, top-k and greedy circuits at the MIB sizes for
-EAP-IG, top-k for EAP), then exact single-edge patching of sampled edges (the full model with
-one edge ablated: m(full) − m(full without the edge), same sign as the scores) and the Spearman
-correlation of each score with it. Sampled edges: 100 uniformly at random (seeded), the 100 of
-largest |EAP-IG| and the 50 of largest |EAP| (union). Peak memory is the process's resident
-peak (ru_maxrss), printed with its value after the model loaded.
+EAP-IG, top-k for EAP), then exact single-edge patching of sampled edges in both directions
+(`circuits.single_edges`) and the Spearman correlation of each score with each: noising, the
+clean run with one edge given its corrupted write, m(full) − m(full without the edge);
+denoising, the corrupted run with one edge given its clean write, m(patched) − m(corrupted),
+the quantity EAP and EAP-IG linearise.
+Sampled edges: 100 uniformly at random (seeded), the 100 of largest |EAP-IG| and the 50 of
+largest |EAP| (union). Peak memory is the process's resident
+peak (ru_maxrss), also read after each phase (it only grows: the phase where it reaches its
+final value set it).
 
     python benchmarks/circuit.py [--models default,gemma3-270m] [--json] [--threads N]
 """
@@ -46,40 +50,34 @@ def sample_edges(scores, n_random=100, n_top=100, n_top_eap=50, seed=0):
     return rand, torch.unique(torch.cat([rand, top, top_eap]))
 
 
-def exact_single_edges(evaluator, edges, progress=False):
-    """m(full) − m(full without edge e), mean over pairs, per edge."""
-    import torch
-
-    E = evaluator.graph.n_edges
-    masks = torch.ones(len(edges) + 1, E)
-    masks[torch.arange(len(edges)), edges] = 0.0
-    values = evaluator.metrics(masks, progress, desc="single edges").mean(-1)
-    return values[-1] - values[:-1]
-
-
 def measure(spec: str, progress: bool) -> dict:
+    import pandas as pd
     from atp import default_run_pairs
 
-    import pandas as pd
-
-    from factcircuits.methods.attribution_patching import spearman
+    from factcircuits.methods.atp_checks import spearman
     from factcircuits.methods.circuits import faithfulness as F
     from factcircuits.methods.circuits.forward import CircuitForward
     from factcircuits.methods.circuits.scores import edge_scores
+    from factcircuits.methods.circuits.single_edges import edge_effects
     from factcircuits.models import load_model
 
     lm = load_model(spec)
     pairs = default_run_pairs(lm)
     loaded_gb = peak_gb()
+    phases = {"load": loaded_gb}
     cf = CircuitForward(lm)
     start = time.perf_counter()
     scores = edge_scores(lm, pairs, ig_steps=5, progress=progress, forward=cf)
     eap_ig_s = time.perf_counter() - start
+    phases["scores"] = peak_gb()
     start = time.perf_counter()
     evaluator = F.Evaluator(lm, pairs, forward=cf)
+    phases["evaluator"] = peak_gb()
     table, base = F.curve(evaluator, scores.eap_ig, progress=progress)
     curve_s = time.perf_counter() - start
+    phases["curve"] = peak_gb()
     eap_table, _ = F.curve(evaluator, scores.eap, method="EAP", greedy=False)
+    phases["eap curve"] = peak_gb()
     table = pd.concat([table, eap_table], ignore_index=True)
     areas = {}
     for (method, variant), part in table.groupby(["method", "variant"]):
@@ -93,12 +91,16 @@ def measure(spec: str, progress: bool) -> dict:
             "n_edges": [int(n) for n in part["n_edges"]]}
     rand, edges = sample_edges(scores)
     start = time.perf_counter()
-    exact = exact_single_edges(evaluator, edges, progress)
+    exact = edge_effects(lm, pairs, edges, forward=cf, progress=progress)
+    noising, denoising = exact["noising"], exact["denoising"]
     single_s = time.perf_counter() - start
+    phases["single edges"] = peak_gb()
     is_rand = (edges[:, None] == rand[None]).any(1)
-    corr = {name: {"all": round(spearman(s[edges], exact), 4),
-                   "uniform sample": round(spearman(s[edges][is_rand], exact[is_rand]), 4)}
-            for name, s in (("EAP-IG", scores.eap_ig), ("EAP", scores.eap))}
+    corr = {f"{name} vs {way}": {"all": round(spearman(s[edges], exact), 4),
+                                 "uniform sample": round(spearman(s[edges][is_rand],
+                                                                  exact[is_rand]), 4)}
+            for name, s in (("EAP-IG", scores.eap_ig), ("EAP", scores.eap))
+            for way, exact in (("noising", noising), ("denoising", denoising))}
     return {"model": spec, "n_pairs": len(pairs.prompts), "graph": str(cf.graph),
             "n_edges": cf.graph.n_edges,
             "clean_metric": round(float(base["full"].mean()), 4),
@@ -107,7 +109,8 @@ def measure(spec: str, progress: bool) -> dict:
             "n_circuits_in_curve": int(len(table[table["method"] == "EAP-IG"]) + 2),
             "single_edges": len(edges), "single_edges_s": round(single_s, 2),
             "spearman_vs_exact_single_edge": corr, "areas": areas,
-            "peak_gb": round(peak_gb(), 3), "peak_gb_after_load": round(loaded_gb, 3)}
+            "peak_gb": round(peak_gb(), 3), "peak_gb_after_load": round(loaded_gb, 3),
+            "peak_gb_after": {k: round(v, 3) for k, v in phases.items()}}
 
 
 def main() -> int:
@@ -141,10 +144,10 @@ def main() -> int:
               f"metric clean {r['clean_metric']} corrupted {r['corrupted_metric']}")
         for key, target in TARGETS.items():
             print(f"  {key:10s} {r[key]:8.2f}  target ≤ {target}  ratio {r[key] / target:.2f}")
-        print(f"  peak after model load {r['peak_gb_after_load']} GB; single-edge exact "
-              f"patching of {r['single_edges']} edges {r['single_edges_s']} s")
+        print(f"  peak GB after each phase {r['peak_gb_after']}; single-edge exact "
+              f"patching of {r['single_edges']} edges (both ways) {r['single_edges_s']} s")
         for name, c in r["spearman_vs_exact_single_edge"].items():
-            print(f"  Spearman {name} vs exact single-edge: {c}")
+            print(f"  Spearman {name} single-edge patching: {c}")
         for name, a in r["areas"].items():
             print(f"  {name}: CPR {a['cpr']} CMD {a['cmd']} edges for 80% {a['edges_for_80']}")
             print(f"    {a['faithfulness']}")

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from circuit_helpers import CLEAN, CORRUPT, hand_patched_logits, pairs, tokens, writer_outputs
+
 from factcircuits.methods.circuits import faithfulness as F
 from factcircuits.methods.circuits.forward import CircuitForward
 from factcircuits.methods.circuits.graph import Graph
 from factcircuits.methods.circuits.scores import edge_scores
+from factcircuits.methods.circuits.single_edges import edge_effects
 from factcircuits.models.tiny import FAMILIES, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -135,6 +136,35 @@ def test_eap_is_the_derivative_of_restoring_one_edge(models):
         got = float(scores.eap[edge_index(graph, up, down, kind)])
         assert got == pytest.approx(expected, abs=1e-5, rel=1e-4)
     assert scores.eap.abs().max() > 1e-3 and not torch.equal(scores.eap, scores.eap_ig)
+
+
+def test_single_edge_effects_equal_circuits_and_hand_patching(models):
+    """Noising = m(full) − m(full without the edge) of the circuit evaluation; denoising = the
+    corrupted run with the reader given the clean write (a hook), minus the corrupted run."""
+    lm = models["gemma3"]
+    task = pairs(lm)
+    evaluator = F.Evaluator(lm, task)
+    graph = evaluator.graph
+    clean_w = writer_outputs(lm, tokens(lm, CLEAN))
+    corrupt_t = tokens(lm, CORRUPT)
+    corrupt_w = writer_outputs(lm, corrupt_t)
+    index = torch.arange(len(CLEAN))
+    edges, denoise = [], []
+    with torch.no_grad():
+        corrupted = task.metric(lm.model(corrupt_t)[:, -1], index).mean()
+        for reader, down, kind, writer, up in _readers(graph):
+            edges.append(edge_index(graph, up, down, kind))
+            logits = hand_patched_logits(lm, corrupt_t, reader, corrupt_w[writer],
+                                         clean_w[writer])
+            denoise.append(task.metric(logits, index).mean() - corrupted)
+    edges = torch.tensor(edges)
+    masks = torch.ones(len(edges) + 1, graph.n_edges)
+    masks[torch.arange(len(edges)), edges] = 0
+    values = evaluator.metrics(masks).mean(-1)
+    got = edge_effects(lm, task, edges)
+    torch.testing.assert_close(got["noising"], values[-1] - values[:-1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got["denoising"], torch.stack(denoise), atol=1e-5, rtol=1e-4)
+    assert got["denoising"].abs().min() > 1e-5  # every patch moved the metric
 
 
 def _count_by_loops(L, H, KV):

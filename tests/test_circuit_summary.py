@@ -4,15 +4,22 @@ empty/full circuits of the embedded model (slow)."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 
+import numpy as np
 import pytest
 import torch
-
 from circuit_helpers import pairs
+
 from factcircuits.methods.circuits import faithfulness as F
 from factcircuits.methods.circuits.figures import circuit_figure, faithfulness_figure
 from factcircuits.methods.circuits.summary import CircuitHeadline, circuit_summary
+from factcircuits.methods.uncertainty import resample_counts
 from factcircuits.models.tiny import tiny_model
+from factcircuits.results.headlines import Headline
+from factcircuits.results.registry import Method
+from factcircuits.results.store import Results
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,8 +51,42 @@ def test_summary_tables_agree_with_each_other(summary):
 def test_every_headline_field_has_a_unit_and_a_meaning():
     for f in dataclasses.fields(CircuitHeadline):
         assert f.metadata["meaning"] and "unit" in f.metadata, f.name
+        assert f.default is None, f.name
     assert set(CircuitHeadline.units()["field"]) == {f.name for f in
                                                      dataclasses.fields(CircuitHeadline)}
+
+
+def test_headline_saves_and_reads_back_through_the_registry(summary, tmp_path):
+    h = summary.headline
+    assert isinstance(h, Headline)
+    method = Method("08_circuit_test", "Circuit", "circuit", CircuitHeadline)
+    path = Results(tmp_path, method).headline(h)
+    back = Results(tmp_path, method).load_headline()
+    assert back == CircuitHeadline.from_json(json.loads(path.read_text())) == h
+    top = summary.faithfulness.query("method == 'EAP-IG' and variant == 'top-k'")
+    assert back.faithfulness_at_0_1pct == top.faithfulness.iloc[0]
+    assert back.faithfulness_at_100pct == pytest.approx(1.0)
+    assert back.faithfulness_at == {f"{p:g}": f for p, f in zip(top.size_percent,
+                                                                top.faithfulness)}
+    for name in ("cpr", "cmd", "faithfulness_for_80", "clean_metric", "corrupted_metric"):
+        low, high = getattr(back, f"{name}_ci")
+        assert low <= high and not math.isnan(low), name
+
+
+def test_resampled_faithfulness_equals_faithfulness_of_the_drawn_prompts():
+    gen = torch.Generator().manual_seed(0)
+    values, empty, full = (torch.randn(4, 6, generator=gen), torch.randn(6, generator=gen),
+                           torch.randn(6, generator=gen) + 5)
+    counts = resample_counts(6, 3, seed=1)
+    got = F.resampled_faithfulness(values.numpy(), empty.numpy(), full.numpy(), counts)
+    for r, row in enumerate(counts):
+        drawn = torch.as_tensor(np.repeat(np.arange(6), row.astype(int)))
+        want = F.faithfulness(values[:, drawn], empty[drawn], full[drawn])
+        np.testing.assert_allclose(got[r], want.numpy(), rtol=1e-5)
+    x = np.array([0.5, 0.1, 1.0, 0.2])
+    cpr, cmd = F.areas(x, got)
+    for r in range(3):
+        assert (cpr[r], cmd[r]) == pytest.approx(F.areas(x, got[r]))
 
 
 def test_figures_name_the_nodes_and_say_how_many_edges_are_shown(summary):
@@ -66,7 +107,8 @@ def test_embedded_model_empty_and_full_circuits(embedded_lm):
     prepared = prepare(embedded_lm, load_dataset("paris-cloze"))
     clean = encode(embedded_lm.tokenizer, prepared.prompts).lengths
     corrupt = encode(embedded_lm.tokenizer, prepared.corrupted_prompts).lengths
-    task = prepared.subset((clean == corrupt) & (clean == clean[clean == corrupt][0]))
+    same = clean[clean == corrupt]
+    task = prepared.subset((clean == corrupt) & (clean == torch.mode(same).values))
     assert len(task.prompts) >= 2  # several prompts of one shared length
     evaluator = F.Evaluator(embedded_lm, task)
     E = evaluator.graph.n_edges

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from circuit_helpers import CLEAN, CORRUPT, pairs, tokens
 from transformer_lens.tools.analysis.attribution_patching import (
     EdgeAttributionConfig,
     Node,
@@ -21,7 +22,6 @@ from transformer_lens.tools.analysis.attribution_patching import (
     faithfulness,
 )
 
-from circuit_helpers import CLEAN, CORRUPT, pairs, tokens
 from factcircuits.methods import attribution_patching as AP
 from factcircuits.methods.circuits import faithfulness as F
 from factcircuits.methods.circuits.scores import edge_scores

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from factcircuits.methods.circuits.forward import CircuitForward
 from factcircuits.methods.circuits.graph import Graph
 from factcircuits.methods.circuits.scores import pair_batches
+from factcircuits.methods.uncertainty import resampled_means
 
 MIB_SIZES = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)  # percent of edges
 ABLATIONS = ("counterfactual", "mean")
@@ -117,7 +118,7 @@ def on_paths(graph: Graph, mask: Bool[Tensor, " n_edges"]) -> Bool[Tensor, " n_e
     owners = _reader_owner(graph)
     reach = torch.zeros(graph.n_writers, dtype=torch.bool)
     reach[0] = True
-    for b, (layer, sub, _, n_u, _) in enumerate(graph.blocks):
+    for b, (_, sub, _, n_u, _) in enumerate(graph.blocks):
         if sub == "logits":
             break
         fed = (blocks[b] & reach[:n_u]).any(-1)
@@ -193,13 +194,28 @@ def faithfulness(metric: Tensor, empty: Tensor, full: Tensor) -> Tensor:
     return (m - lo) / gap if float(gap.abs()) > 1e-12 else torch.full_like(m, float("nan"))
 
 
-def areas(fraction, faith) -> tuple[float, float]:
-    """(CPR, CMD): trapezoid areas of f and of |1 − f| over x = fraction of edges (MIB)."""
+def resampled_faithfulness(values, empty, full, counts: np.ndarray) -> np.ndarray:
+    """Faithfulness of each circuit in each bootstrap resample of the prompts: [resamples,
+    circuits], from the metrics per prompt `values` [circuits, n_prompts], `empty` and `full`
+    [n_prompts] and `counts` [resamples, n_prompts] (`uncertainty.resample_counts`)."""
+    mean = lambda v: resampled_means(np.asarray(v, float), counts)  # noqa: E731
+    lo, hi = mean(empty), mean(full)
+    gap = hi - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (mean(np.asarray(values, float).T) - lo[:, None]) / gap[:, None]
+    return np.where(np.abs(gap)[:, None] > 1e-12, out, np.nan)
+
+
+def areas(fraction, faith):
+    """(CPR, CMD): trapezoid areas of f and of |1 − f| over x = fraction of edges (MIB);
+    `faith` [..., sizes] gives arrays [...] (e.g. one area per bootstrap resample)."""
     x, f = np.asarray(fraction, float), np.asarray(faith, float)
     order = np.argsort(x, kind="stable")
-    x, f = x[order], f[order]
-    trap = lambda y: float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))  # noqa: E731
-    return trap(f), trap(np.abs(1 - f))
+    x, f = x[order], f[..., order]
+    dx = x[1:] - x[:-1]
+    trap = lambda y: np.sum(dx * (y[..., 1:] + y[..., :-1]) / 2, axis=-1)  # noqa: E731
+    cpr, cmd = trap(f), trap(np.abs(1 - f))
+    return (float(cpr), float(cmd)) if f.ndim == 1 else (cpr, cmd)
 
 
 def circuit_masks(graph: Graph, scores: Tensor, sizes=MIB_SIZES
@@ -217,8 +233,8 @@ def circuit_masks(graph: Graph, scores: Tensor, sizes=MIB_SIZES
 def curve(evaluator: Evaluator, scores: Tensor, sizes=MIB_SIZES, method: str = "EAP-IG",
           progress: bool = False, greedy: bool = True) -> tuple[pd.DataFrame, dict]:
     """The faithfulness table of the circuits chosen by `scores` (columns method, variant,
-    size_percent, n_edges, metric, faithfulness) and the baselines {"empty": [n_prompts],
-    "full": [n_prompts]}."""
+    size_percent, n_edges, metric, faithfulness) and the metrics per prompt {"empty":
+    [n_prompts], "full": [n_prompts], "circuits": [rows of the table, n_prompts]}."""
     g = evaluator.graph
     chosen = circuit_masks(g, scores, sizes)
     if not greedy:
@@ -231,7 +247,7 @@ def curve(evaluator: Evaluator, scores: Tensor, sizes=MIB_SIZES, method: str = "
              "metric": float(values[2 + i].mean()),
              "faithfulness": float(faithfulness(values[2 + i], empty, full))}
             for i, (v, p, m) in enumerate(chosen)]
-    return pd.DataFrame(rows), {"empty": empty, "full": full}
+    return pd.DataFrame(rows), {"empty": empty, "full": full, "circuits": values[2:]}
 
 
 def smallest_reaching(table: pd.DataFrame, threshold: float = THRESHOLD):

@@ -207,10 +207,12 @@ class CircuitForward:
 
     # ------------------------------------------------------------------ runs
     def run(self, embeds: Float[Tensor, "N pos d_model"], keep_writes: bool = False,
-            keep_inputs: bool = False) -> Run:
+            keep_inputs: bool = False, edit=None) -> Run:
         """Every edge in: the model's forward from `embeds` (the input node's write). With
         `keep_inputs` every reader input is its own tensor (views of the residual), so
-        gradients with respect to them are each reader's own."""
+        gradients with respect to them are each reader's own. `edit(block, x)`, if given,
+        returns the reader inputs x [N, pos, readers, d_model] of each edge block (graph
+        order) to use instead (single-edge patching)."""
         g = self.graph
         N, n, d = embeds.shape
         rope, masks = self._positions(embeds)
@@ -219,6 +221,8 @@ class CircuitForward:
         resid = embeds
         for layer in range(g.n_layers):
             x = resid.unsqueeze(2).expand(N, n, g.n_attn_readers, d)
+            if edit is not None:
+                x = edit(2 * layer, x)
             if keep_inputs:
                 inputs.append(x)
             H, KV = g.n_heads, g.n_kv_heads
@@ -226,6 +230,8 @@ class CircuitForward:
                                    rope, masks)
             resid = resid + heads.sum(2)
             xm = resid.unsqueeze(2)
+            if edit is not None:
+                xm = edit(2 * layer + 1, xm)
             if keep_inputs:
                 xm = xm.expand(N, n, 1, d)
                 inputs.append(xm)
@@ -234,6 +240,8 @@ class CircuitForward:
             if keep_writes:
                 writes += [heads.unbind(2), [out]]
         xf = resid.unsqueeze(2)
+        if edit is not None:
+            xf = edit(2 * g.n_layers, xf)
         if keep_inputs:
             xf = xf.expand(N, n, 1, d)
             inputs.append(xf)
@@ -247,7 +255,8 @@ class CircuitForward:
     @torch.no_grad()
     def run_circuits(self, embeds: Float[Tensor, "batch pos d_model"],
                      reference: Float[Tensor, "batch pos n_writers d_model"],
-                     weights: Float[Tensor, "circuits n_edges"]) -> Float[Tensor, "circuits batch vocab"]:
+                     weights: Float[Tensor, "circuits n_edges"]
+                     ) -> Float[Tensor, "circuits batch vocab"]:
         """Final-position logits of the prompts `embeds` for each circuit of `weights` (1 =
         edge kept, 0 = its reader gets the reference write; fractions interpolate), with the
         reference run's writes `reference` (broadcastable: a mean write per writer is

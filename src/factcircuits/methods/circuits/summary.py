@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -13,54 +13,9 @@ import torch
 from factcircuits.methods.circuits import faithfulness as F
 from factcircuits.methods.circuits.forward import CircuitForward
 from factcircuits.methods.circuits.graph import Graph
+from factcircuits.methods.circuits.headline import CircuitHeadline, build_headline
 from factcircuits.methods.circuits.scores import EdgeScores, edge_scores
 from factcircuits.methods.evaluate import PreparedTask
-
-
-def _f(unit: str, meaning: str, default=None):
-    return field(default=default, metadata={"unit": unit, "meaning": meaning})
-
-
-@dataclass
-class CircuitHeadline:
-    cpr: float = _f("faithfulness × fraction of edges", "area under the faithfulness curve of "
-                    "the EAP-IG top-k circuits (MIB's CPR; trapezoids over x = fraction of "
-                    "edges, 0.001 … 1); 1 would be full faithfulness at every size")
-    cmd: float = _f("|1 − faithfulness| × fraction of edges", "area between that curve and 1 "
-                    "(MIB's CMD); 0 = every circuit behaves like the full model")
-    n_edges_total: int = _f("edges", "edges in the model's graph (GQA key/value inputs once)")
-    edges_for_80: int | None = _f("edges", "edges in the smallest EAP-IG top-k circuit of the "
-                                  "grid with faithfulness ≥ 0.8; None when none reaches it")
-    size_for_80: float | None = _f("percent of edges", "that circuit's size on the grid; "
-                                   "None when none reaches 0.8")
-    faithfulness_at: dict = _f("fraction (0 = empty circuit, 1 = full model)", "faithfulness "
-                               "of the EAP-IG top-k circuit at each size, keyed by percent "
-                               "of edges")
-    clean_metric: float = _f("task metric (logit difference or log-odds)", "mean over pairs "
-                             "of the metric on the clean prompts (the full circuit)")
-    corrupted_metric: float = _f("task metric", "mean over pairs of the metric on the "
-                                 "corrupted prompts")
-    empty_metric: float = _f("task metric", "mean metric of the empty circuit (= corrupted "
-                             "under counterfactual ablation)")
-    n_pairs: int = _f("prompt pairs", "equal-length clean/corrupted pairs scored and evaluated")
-    ig_steps: int = _f("steps", "interpolation steps of EAP-IG")
-    ablation: str = _f("", "what an ablated edge's reader receives: the corrupted run's write "
-                       "(counterfactual) or the writer's mean write (mean)")
-    eap_cpr: float = _f("faithfulness × fraction of edges", "CPR of the one-step EAP top-k "
-                        "circuits, for comparison", math.nan)
-    eap_cmd: float = _f("|1 − faithfulness| × fraction of edges", "CMD of the EAP top-k "
-                        "circuits", math.nan)
-    seconds_scores: float = _f("seconds", "wall time of the EAP and EAP-IG scores", math.nan)
-    seconds_curve: float = _f("seconds", "wall time of every circuit's exact evaluation",
-                              math.nan)
-
-    def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def units(cls) -> pd.DataFrame:
-        """field, unit, meaning: the headline's legend."""
-        return pd.DataFrame([{"field": f.name, **f.metadata} for f in fields(cls)])
 
 
 @dataclass
@@ -110,9 +65,8 @@ def circuit_summary(lm, pairs: PreparedTask, *, ig_steps: int = 5,
                     metric=None) -> CircuitSummary:
     """EAP and EAP-IG edge scores over the prompt pairs of `pairs`, the exact faithfulness of
     the top-k (and greedy path-connected) circuits at `sizes` (percent of edges), the smallest
-    circuit reaching 80 % faithfulness and the headline. Nothing here is random: `seed` is
-    accepted for the common signature of the methods and changes nothing."""
-    del seed
+    circuit reaching 80 % faithfulness and the headline, whose intervals resample the prompt
+    pairs (seeded by `seed`; the scores and circuits themselves are not random)."""
     cf = CircuitForward(lm)
     graph = cf.graph
     scores = edge_scores(lm, pairs, ig_steps=ig_steps, progress=progress, forward=cf,
@@ -128,20 +82,12 @@ def circuit_summary(lm, pairs: PreparedTask, *, ig_steps: int = 5,
         eap_areas = F.areas(top["n_edges"] / graph.n_edges, top["faithfulness"])
     seconds_curve = time.perf_counter() - start
     top = table[(table["method"] == "EAP-IG") & (table["variant"] == "top-k")]
-    cpr, cmd = F.areas(top["n_edges"] / graph.n_edges, top["faithfulness"])
-    best = F.smallest_reaching(top)
+    per_prompt = base["circuits"].numpy()[top.index.to_numpy()]
+    headline = build_headline(top, per_prompt, base, scores, graph.n_edges, ablation=ablation,
+                              eap_areas=eap_areas, seconds_curve=seconds_curve, seed=seed)
     edges = edge_frame(graph, scores)
-    size = None if best is None else float(best["size_percent"])
+    size = headline.size_for_80
     keep = F.top_k(scores.eap_ig, F.n_for(size if size is not None else 100, graph.n_edges))
     circuit_edges = edges[keep.numpy()].sort_values("rank")
-    headline = CircuitHeadline(
-        cpr=cpr, cmd=cmd, n_edges_total=graph.n_edges,
-        edges_for_80=None if best is None else int(best["n_edges"]), size_for_80=size,
-        faithfulness_at={f"{p:g}": float(f) for p, f in zip(top["size_percent"],
-                                                            top["faithfulness"])},
-        clean_metric=float(scores.clean.mean()), corrupted_metric=float(scores.corrupted.mean()),
-        empty_metric=float(base["empty"].mean()), n_pairs=len(pairs.prompts),
-        ig_steps=ig_steps, ablation=ablation, eap_cpr=eap_areas[0], eap_cmd=eap_areas[1],
-        seconds_scores=scores.seconds, seconds_curve=seconds_curve)
     return CircuitSummary(edges, table, node_frame(graph, circuit_edges), circuit_edges,
                           headline, scores)
