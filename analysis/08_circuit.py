@@ -60,9 +60,8 @@ display(Markdown(
     f"prompt pairs of equal token length ({len(dropped)} left out, as in activation patching)."))
 
 # %%
-from factcircuits.methods.circuits.figures import circuit_figure, faithfulness_figure
-
 from factcircuits.chapters import circuit as chapter
+from factcircuits.methods.circuits.figures import circuit_figure, faithfulness_figure
 from factcircuits.results.store import Results
 
 out = Results(run_dir, chapter.METHOD)

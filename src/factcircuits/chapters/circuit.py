@@ -17,6 +17,7 @@ from factcircuits.chapters import (
     causal_tracing,
 )
 from factcircuits.methods.circuits.summary import CircuitHeadline, CircuitSummary, circuit_summary
+from factcircuits.methods.uncertainty import with_interval
 from factcircuits.results.domains import choice, whole
 from factcircuits.results.kinds import Graph, Table
 from factcircuits.results.registry import MOVES, Finding, Method, Profile
@@ -107,12 +108,14 @@ def circuit_findings(run: Run) -> list[Finding]:
     if h.edges_for_80 is None:
         text = (f"**Circuit** (EAP-IG, {h.n_pairs} prompt pairs): no circuit up to the full "
                 f"graph's {h.n_edges_total:,} edges on the size grid carries 80% of the "
-                f"metric gap (CPR {h.cpr:.2f}, CMD {h.cmd:.2f}).")
+                f"metric gap (CPR {with_interval(h.cpr, h.cpr_ci)}).")
     else:
+        carried = with_interval(h.faithfulness_for_80, h.faithfulness_for_80_ci)
         text = (f"**Circuit** (EAP-IG, {h.n_pairs} prompt pairs): a circuit of "
                 f"{h.edges_for_80:,} edges, {h.size_for_80:g}% of the graph's "
-                f"{h.n_edges_total:,}, carries 80% of the clean−corrupted metric gap when every "
-                f"other edge is ablated (CPR {h.cpr:.2f}, CMD {h.cmd:.2f})")
+                f"{h.n_edges_total:,}, carries {carried} of the clean−corrupted metric gap "
+                f"when every other edge is ablated (the smallest on MIB's size grid above 0.8; "
+                f"CPR {with_interval(h.cpr, h.cpr_ci)}, CMD {with_interval(h.cmd, h.cmd_ci)})")
         check = run.result(METHOD, "cross_check")
         if check is not None and len(check):
             inside = sorted(set(check.loc[check["in_circuit"].astype(bool), "component"]))
