@@ -131,3 +131,31 @@ def test_atp_equals_transformer_lens_nodes_with_grouped_query_attention(family):
     assert n == lm.cfg.n_layers * tokens(lm, CLEAN).shape[1] * (lm.cfg.n_heads + 1)
     assert heads.abs().max() > 1e-3
     assert worst < 1e-4
+
+
+@pytest.mark.slow
+def test_atp_equals_transformer_lens_nodes_on_the_embedded_model(embedded_lm):
+    """The same node-level comparison on SmolLM2 (GQA, 30 layers), one paris-cloze pair."""
+    from factcircuits.data.datasets import load_dataset
+    from factcircuits.methods.evaluate import prepare
+    from factcircuits.models.tokens import encode
+
+    lm = embedded_lm
+    prepared = prepare(lm, load_dataset("paris-cloze"))
+    clean = encode(lm.tokenizer, prepared.prompts).lengths
+    corrupt = encode(lm.tokenizer, prepared.corrupted_prompts).lengths
+    first = int(torch.nonzero(clean == corrupt)[0])
+    task = prepared.subset(torch.arange(len(clean)) == first)
+    a, b = int(task.answer_ids[0]), int(task.cf_ids[0])
+    tl = attribution_patch(lm.model, encode(lm.tokenizer, task.prompts).tokens,
+                           encode(lm.tokenizer, task.corrupted_prompts).tokens,
+                           lambda logits: logits[0, -1, a] - logits[0, -1, b],
+                           EdgeAttributionConfig(granularity="node"))
+    scan = AP.scan(lm, task, components=("z", "mlp_out"), qk_fix=False, progress=False)
+    heads, mlps = scan["z"].atp.mean(-1), scan["mlp_out"].atp.mean(-1)
+    diffs = [abs(float(heads[n.layer, n.position, n.head] if n.kind == "attn_head_out"
+                       else mlps[n.layer, n.position]) - s)
+             for n, s in tl.node_scores.items() if n.kind in ("attn_head_out", "mlp_out")]
+    assert len(diffs) == lm.cfg.n_layers * int(clean[first]) * (lm.cfg.n_heads + 1)
+    assert heads.abs().max() > 1e-2
+    assert max(diffs) < 1e-3 * float(heads.abs().max())

@@ -273,11 +273,13 @@ class CircuitForward:
         H, KV = g.n_heads, g.n_kv_heads
 
         def mix(W, n_u, last_only=False):
+            # a strided view of the writes into one broadcast matmul: an einsum would first
+            # copy them (as large as the writes themselves, the peak of the evaluation)
             a, ref = writes[:, :, :, :n_u], reference[:, :, :n_u]
             if last_only:
                 a, ref = a[:, :, -1:], ref[:, -1:]
-            return (torch.einsum("cbpud,cru->cbprd", a, W)
-                    + torch.einsum("bpud,cru->cbprd", ref, 1 - W))
+            own = torch.matmul(W[:, None], a.flatten(1, 2)).view(C, B, a.shape[2], -1, d)
+            return own + torch.einsum("bpud,cru->cbprd", ref, 1 - W)
 
         for layer in range(g.n_layers):
             (_, _, _, n_a, _), (_, _, _, n_m, _) = g.blocks[2 * layer], g.blocks[2 * layer + 1]

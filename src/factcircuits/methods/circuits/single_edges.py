@@ -27,6 +27,7 @@ from factcircuits.methods.circuits.scores import pair_batches
 
 DIRECTIONS = ("noising", "denoising")
 POSITIONS_PER_FORWARD = 2048  # prompt positions (edges × prompts × tokens) in one forward
+ROWS_PER_FORWARD = 64  # edges × prompts: final logits are rows × vocab (Gemma 3: 262k)
 
 
 def _locate(graph, edges: Tensor) -> list[tuple[int, int, int]]:
@@ -79,7 +80,7 @@ def edge_effects(lm, prepared, edges: Int[Tensor, " k"], *, forward: CircuitForw
         run_clean = cf.run(e_clean, keep_writes=True)
         run_corr = cf.run(e_corr, keep_writes=True)
         delta = run_clean.writes - run_corr.writes
-        per = max(1, POSITIONS_PER_FORWARD // (B * n))
+        per = max(1, min(POSITIONS_PER_FORWARD // (B * n), ROWS_PER_FORWARD // B))
         for s in range(0, len(where), per):
             chunk = where[s:s + per]
             K = len(chunk)
