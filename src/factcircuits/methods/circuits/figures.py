@@ -31,12 +31,14 @@ def faithfulness_figure(table: pd.DataFrame, title: str = "Faithfulness of the c
 
 
 def _positions(nodes: pd.DataFrame) -> dict[str, tuple[float, float]]:
-    """x = layer (input −1, logits n_layers), y = rank of the node within its layer."""
+    """x = layer (input −1, logits n_layers), y = rank of the node within its layer; odd
+    layers sit half a row lower, so the names of neighbouring layers do not collide."""
     out = {}
     for layer, part in nodes.groupby("layer"):
         names = sorted(part["node"], key=lambda n: (n.startswith("MLP"), len(n), n))
+        shift = 0.5 if int(layer) % 2 else 0.0
         for i, name in enumerate(names):
-            out[name] = (float(layer), i - (len(names) - 1) / 2)
+            out[name] = (float(layer), i - (len(names) - 1) / 2 - shift)
     return out
 
 
@@ -63,12 +65,17 @@ def circuit_figure(nodes: pd.DataFrame, edges: pd.DataFrame, score: str = "eap_i
             hovertext=f"{row.upstream} → {row.downstream} ({row.input}): {value:.3g}",
             hoverinfo="text"))
     names = list(pos)
+    # labels beside their node, alternating sides by layer: dense layers stay readable
     fig.add_trace(go.Scatter(
         x=[pos[n][0] for n in names], y=[pos[n][1] for n in names], mode="markers+text",
-        text=names, textposition="top center", showlegend=False, hoverinfo="text",
-        marker={"size": 9, "color": "black"}))
+        text=names, showlegend=False, hoverinfo="text", textfont={"size": 9},
+        textposition=["middle left" if int(pos[n][0]) % 2 else "middle right" for n in names],
+        marker={"size": 8, "color": "black"}))
+    rows = max((sum(1 for n in names if pos[n][0] == x) for x in {p[0] for p in pos.values()}),
+               default=1)
     note = f"{len(shown)} strongest of {len(edges)} circuit edges shown"
     fig.update_layout(title=f"{title}<br><sup>{note}</sup>", template="plotly_white",
                       xaxis_title="layer (input at −1, logits after the last layer)",
-                      yaxis={"visible": False})
+                      yaxis={"visible": False}, height=320 + 26 * rows,
+                      margin={"l": 30, "r": 30})
     return fig
