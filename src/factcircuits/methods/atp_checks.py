@@ -11,9 +11,9 @@ import torch
 
 from factcircuits.errors import UserError
 from factcircuits.methods.attribution_patching import ScanResult
+from factcircuits.methods.engine import Resumable, Step, execute, prepare_group
 from factcircuits.methods.hooks import hook_name
-from factcircuits.methods.patching import PatchResult, check_pairs
-from factcircuits.models.tokens import encode
+from factcircuits.methods.patching import PatchResult
 
 
 def top_cells(result: ScanResult, k: int = 10, star: bool = False) -> pd.DataFrame:
@@ -34,43 +34,33 @@ def top_cells(result: ScanResult, k: int = 10, star: bool = False) -> pd.DataFra
 
 
 @torch.inference_mode()
-def patch_cells(lm, prepared, component: str, cells: pd.DataFrame, metric=None) -> pd.Series:
-    """Exact patching (clean into corrupted) of the given cells only: `cells` has prompt_id,
-    layer, pos (and head for z). One forward per prompt with one row per cell; returns the
-    exact patched − corrupted metric per cell (aligned with `cells`)."""
+def patch_cells(lm, prepared, component: str, cells: pd.DataFrame, *, metric=None,
+                max_patches="auto", budget_bytes="auto") -> pd.Series:
+    """Exact patching (clean into corrupted) of the given cells only, on the patching engine:
+    `cells` has prompt_id, layer, pos (and head for z); returns the exact patched − corrupted
+    metric per cell (aligned with `cells`). Each prompt is a group of its own; its cells
+    share forwards recomputed from the first of their positions."""
     model = lm.model
     metric = metric or prepared.metric
-    clean = encode(lm.tokenizer, prepared.prompts, prepared.prompt_format)
-    corrupt = encode(lm.tokenizer, prepared.corrupted_prompts, prepared.prompt_format)
-    check_pairs(clean, corrupt)
-    effect = pd.Series(math.nan, index=cells.index, dtype=float)
+    clean, corrupt = prepared.pairs(lm.tokenizer)
+    runner = Resumable(model)
+    groups, plan = [], []
     for i, part in cells.groupby("prompt_id"):
         n = int(clean.lengths[i])
         names = {hook_name(layer, component) for layer in part["layer"]}
-        _, cache = model.run_with_cache(clean.tokens[[i], :n], return_cache_object=False,
-                                        names_filter=names.__contains__)
-        by_name: dict[str, list] = {}
-        for row, cell in enumerate(part.itertuples()):
-            name = hook_name(cell.layer, component)
-            by_name.setdefault(name, []).append((row, cell.pos, getattr(cell, "head", None)))
-
-        def make_hook(items, clean_act):
-            def hook(act, hook):
-                for row, pos, head in items:
-                    if head is None:
-                        act[row, pos] = clean_act[0, pos]
-                    else:
-                        act[row, pos, head] = clean_act[0, pos, head]
-                return act
-            return hook
-
-        rows = torch.tensor([i] * (len(part) + 1))
-        tokens = corrupt.tokens[[i] * (len(part) + 1), :n]  # the last row stays unpatched
-        hooks = [(name, make_hook(items, cache[name])) for name, items in by_name.items()]
-        with model.hooks(fwd_hooks=hooks):
-            logits = model(tokens)[:, -1]
-        values = metric(logits, rows).float().cpu()
-        effect.loc[part.index] = (values[:-1] - values[-1]).numpy()
+        groups.append(prepare_group(runner, model, metric, torch.tensor([int(i)]),
+                                    clean.tokens[[i], :n], corrupt.tokens[[i], :n], names))
+        past = int(part["pos"].min())  # positions before every cell of the prompt: unchanged
+        for cell in part.itertuples():
+            head = getattr(cell, "head", None)
+            patch = (hook_name(cell.layer, component), None if head is None else int(head),
+                     int(cell.pos))
+            plan.append(Step(len(groups) - 1, past, (int(cell.layer), [patch]), cell.Index))
+    effect = pd.Series(math.nan, index=cells.index, dtype=float)
+    for steps, values in execute(runner, model, groups, plan, metric, max_patches=max_patches,
+                                 budget_bytes=budget_bytes, progress=False):
+        reference = groups[steps[0].group].reference_metric
+        effect.loc[[s.cell for s in steps]] = (values[:, 0] - reference[0]).numpy()
     return effect
 
 
