@@ -152,6 +152,23 @@ def paired_cells(result: ScanResult, exact: PatchResult) -> pd.DataFrame:
         ignore_index=True)
 
 
+def cells_figure(cells: pd.DataFrame):
+    """`paired_cells` as a scatter, estimate against exact effect, one panel per component
+    and method, with the diagonal where the estimate is exact."""
+    import plotly.express as px
+
+    fig = px.scatter(cells, x="exact", y="estimate", color="layer", facet_col="component",
+                     facet_row="method", opacity=0.6,
+                     labels={"exact": "exact effect (patched − corrupted)",
+                             "estimate": "estimated effect"},
+                     title="Attribution patching against exact patching (one dot per cell)")
+    values = cells[["exact", "estimate"]].to_numpy()
+    lo, hi = float(values.min()), float(values.max())
+    fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line={"dash": "dot"}, row="all",
+                  col="all")
+    return fig
+
+
 def proposal_summary(proposals: pd.DataFrame) -> dict:
     """How exact patching bears out the scan's proposals: the share with the estimate's sign,
     the rank correlation of estimate and exact effect, and the cell with the largest exact
