@@ -101,9 +101,13 @@ def give_front_matter(ev: Run) -> None:
     """Quarto renders a run's notebooks where they are: each gets its front matter (title,
     the run as subtitle) before the render; the run leaves them without."""
     import nbformat
+    from jsonschema import ValidationError
 
     for path in run_notebooks(ev):
-        nb = nbformat.read(path, as_version=4)
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except (ValueError, ValidationError):  # not a notebook: Quarto names it, not us
+            continue
         if add_front_matter(nb, f"run {ev.run_id}"):
             atomic_write(path, nbformat.writes(nb) + "\n")
 
