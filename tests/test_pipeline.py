@@ -191,6 +191,30 @@ def test_cli_run_json_last_line_and_errors(tmp_path, capsys):
     assert last["run_id"] in capsys.readouterr().out
 
 
+def test_slurm_job_calls_the_pipeline_and_ends_with_the_clis_json_line(tmp_path, capsys):
+    """A Slurm job runs `plan_run` and `execute_run` itself (no CLI): the same last JSON line
+    and exit codes as `factcircuits run --json` (0 ok, 2 refused with the reason)."""
+    import signal
+
+    from factcircuits.run.slurm_executor import job_main
+
+    run = {"model": None, "dataset": DATASET, "overrides": {"n_prompts": 2},
+           "notebooks": ["01"], "notebooks_dir": str(NOTEBOOKS), "runs_root": str(tmp_path)}
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        assert job_main([json.dumps(run)]) == 0
+        last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert last["status"] == "ok" and last["headline"]["01_first"]["n_prompts"] == 2
+        assert Path(last["run_dir"]).name == last["run_id"]
+        assert job_main([json.dumps(run | {"overrides": {"nope": 1}})]) == 2
+        out, err = capsys.readouterr()
+        last = json.loads(out.strip().splitlines()[-1])
+        assert last["status"] == "failed" and "unknown parameter 'nope'" in last["reason"]
+        assert err.strip().startswith("factcircuits run: error:") and err.count("\n") == 1
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+
+
 @pytest.mark.slow  # two runs at once: ~30 s
 def test_sweep_runs_every_cell_of_the_grid_in_parallel(tmp_path, capsys):
     other = tmp_path / "other.csv"

@@ -112,7 +112,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     return {"run_id": spec.run_id, "run_dir": record["run_dir"], "status": "ok"}
 
 
-def _child_main(argv: list[str]) -> int:
+def job_main(argv: list[str]) -> int:
     """One run inside a job: `plan_run(**run)` and `execute_run` for the JSON `run` in argv[0].
     The last line printed is the JSON result `run_job` reads (status, run_dir, reason); the
     exit code is the CLI's (0 ok, 1 file system, 2 refused or failed, 130 interrupted). Slurm
@@ -205,4 +205,4 @@ def cancel(sweep_id: str, job_ids: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(_child_main(sys.argv[1:]))
+    sys.exit(job_main(sys.argv[1:]))
