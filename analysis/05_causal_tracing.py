@@ -117,7 +117,7 @@ display(Markdown(
     f"**{peak_text('mlp', 'subject_last')}** and attention at "
     f"**{peak_text('attn', 'subject_last')}**"
     + (f"; at the last token attention peaks at {peak_text('attn', 'last')}."
-       if "attn_last_peak_layer" in h else ".")
+       if h.attn_last_peak_layer is not None else ".")
     + (f" MLPs against attention at the last subject token, per prompt at each kind's peak "
        f"layer: {claim_text(claim)}." if claim else "")))
 
