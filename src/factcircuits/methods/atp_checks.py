@@ -12,8 +12,10 @@ import torch
 from factcircuits.errors import UserError
 from factcircuits.methods.attribution_patching import ScanResult
 from factcircuits.methods.engine import Resumable, Step, execute, prepare_group
+from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
 from factcircuits.methods.patching import PatchResult
+from factcircuits.models import LoadedModel
 
 
 def top_cells(result: ScanResult, k: int = 10, star: bool = False) -> pd.DataFrame:
@@ -34,8 +36,8 @@ def top_cells(result: ScanResult, k: int = 10, star: bool = False) -> pd.DataFra
 
 
 @torch.inference_mode()
-def patch_cells(lm, prepared, component: str, cells: pd.DataFrame, *, metric=None,
-                max_patches="auto", budget_bytes="auto") -> pd.Series:
+def patch_cells(lm: LoadedModel, prepared: PreparedTask, component: str, cells: pd.DataFrame,
+                *, metric=None, max_patches="auto", budget_bytes="auto") -> pd.Series:
     """Exact patching (clean into corrupted) of the given cells only, on the patching engine:
     `cells` has prompt_id, layer, pos (and head for z); returns the exact patched − corrupted
     metric per cell (aligned with `cells`). Each prompt is a group of its own; its cells
@@ -114,8 +116,8 @@ def agreement(result: ScanResult, exact: PatchResult, k_exact: int = 5, k_scan: 
             if near else math.nan}
 
 
-def check_proposals(lm, prepared, result: ScanResult, k: int = 10, star: bool = False
-                    ) -> pd.DataFrame:
+def check_proposals(lm: LoadedModel, prepared: PreparedTask, result: ScanResult, *,
+                    k: int = 10, star: bool = False) -> pd.DataFrame:
     """The scan's top-k cells per prompt, exactly patched: top_cells + an `exact` column
     (exact patched − corrupted metric)."""
     cells = top_cells(result, k, star)

@@ -42,8 +42,10 @@ from tqdm import tqdm
 
 from factcircuits.errors import UserError
 from factcircuits.methods.engine import Resumable, groups_by
+from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
 from factcircuits.methods.patching import PatchResult, first_difference
+from factcircuits.models import LoadedModel
 
 SCAN_COMPONENTS = ("resid_pre", "attn_out", "mlp_out", "z")
 
@@ -220,8 +222,8 @@ def _scan_group(runner, model, metric, index, clean_tokens, corrupt_tokens, comp
     return out, clean_metric.detach(), corrupt_metric.detach().float()
 
 
-def scan(lm, prepared, components=SCAN_COMPONENTS, *, qk_fix: bool = True, metric=None,
-         progress: bool = True) -> dict[str, ScanResult]:
+def scan(lm: LoadedModel, prepared: PreparedTask, components=SCAN_COMPONENTS, *,
+         qk_fix: bool = True, metric=None, progress: bool = True) -> dict[str, ScanResult]:
     """AtP (and AtP* with `qk_fix`) estimates of patching every cell of `components`
     (resid_pre | attn_out | mlp_out by position; z by position and head) clean into corrupted
     for every prompt pair of `prepared`. Returns {component: ScanResult}."""
