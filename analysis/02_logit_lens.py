@@ -93,11 +93,7 @@ if cap:
 # ## Contribution of each sublayer
 
 # %%
-import plotly.express as px
-
-steps = curve.assign(increase=curve["value"].diff()).iloc[1:]
-px.bar(steps, x="layer", y="increase", color="sublayer", barmode="group",
-       title="Increase of the metric at each sublayer (mean over prompts)").show()
+LL.increase_figure(curve).show()
 
 # %% [markdown]
 # ## Logit-lens top tokens per layer, one example

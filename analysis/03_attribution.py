@@ -65,7 +65,7 @@ out.save("head_dla", heads)
 verdict = "passes" if h.dla_sum_check_passes else "**fails**"
 lin = ("" if d.exact else
        f" For the yes/no log-odds the components sum to the first-order approximation at the "
-       f"final logits; the gap (largest {check['linearisation_offset'].abs().max():.3f}) is the "
+       f"final logits; the gap (largest {summary.max_linearisation_offset:.3f}) is the "
        f"difference of the within-set entropies, added back before the check.")
 cap = summary.soft_cap_note
 display(Markdown(f"Direction: {d.label}. Largest |metric"

@@ -59,6 +59,7 @@ if len(dropped):
 import plotly.express as px
 
 from factcircuits.chapters import activation_patching as chapter
+from factcircuits.methods import atp_checks as AC
 from factcircuits.methods import by_relation as R
 from factcircuits.methods import patching as P
 from factcircuits.methods.positions import CLASS_TITLES
@@ -215,29 +216,19 @@ if atp:
 
 # %%
 if atp:
-    cells = atp.cells
-    fig = px.scatter(cells, x="exact", y="estimate", color="layer", facet_col="component",
-                     facet_row="method", opacity=0.6,
-                     labels={"exact": "exact effect (patched − corrupted)",
-                             "estimate": "estimated effect"},
-                     title="Attribution patching against exact patching (one dot per cell)")
-    lo, hi = float(cells[["exact", "estimate"]].min().min()), float(
-        cells[["exact", "estimate"]].max().max())
-    fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line={"dash": "dot"}, row="all",
-                  col="all")
-    fig.show()
-    errors, worst = atp.errors, atp.worst_layer
-    atp_error, star_error = errors["atp_abs_error"].mean(), errors["atp_star_abs_error"].mean()
+    AC.cells_figure(atp.cells).show()
+    worst = atp.worst_layer
+    atp_error, star_error = atp.mean_abs_error
     display(Markdown(
         f"AtP errs most on the residual stream at layer **{int(worst['layer'])}** (mean "
         f"|error| {worst['atp_abs_error']:.2f} against a mean |exact effect| of "
         f"{worst['exact_abs']:.2f}; AtP\\* {worst['atp_star_abs_error']:.2f}). Across all "
         f"layers the mean |error| is {atp_error:.2f} for AtP and {star_error:.2f} for AtP\\*: "
         + (f"recomputing the first attention pattern that reads the patched state removes "
-           f"{1 - star_error / atp_error:.0%} of the error, so part of it is that pattern "
-           "saturating." if star_error < 0.9 * atp_error else
+           f"{-atp.star_error_change:.0%} of the error, so part of it is that pattern "
+           "saturating." if atp.star_error_change < -0.1 else
            "recomputing the first attention pattern that reads the patched state changes it "
-           f"by {star_error / atp_error - 1:+.0%}, so the error lies further on (later "
+           f"by {atp.star_error_change:+.0%}, so the error lies further on (later "
            "attention layers, the MLPs, the final softmax), not in that pattern.")))
 
 # %% [markdown]

@@ -68,7 +68,7 @@ joint_txt = "".join(f" Ablating all {len(components)} together ({r.mode}) drops 
 display(Markdown(
     f"Components ablated: the {len(components)} with the largest mean |DLA| "
     f"({', '.join(AB.component_label(c) for c in components)}). Mean clean metric "
-    f"{abl.table['clean'].mean():.3f}. The biggest single drop is **{big['drop']:.3f}**, from "
+    f"{abl.clean_mean:.3f}. The biggest single drop is **{big['drop']:.3f}**, from "
     f"{big['mode']}-ablating **{big['component']}**.{joint_txt} Mean ablation uses the mean "
     f"over all {len(session.task.prompts)} dataset prompts at each position."))
 display(abl.summary)

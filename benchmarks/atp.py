@@ -29,15 +29,11 @@ def default_run_pairs(lm):
 
     from factcircuits.data.datasets import load_dataset
     from factcircuits.methods.evaluate import prepare, score
-    from factcircuits.models.tokens import encode
 
     prepared = prepare(lm, load_dataset("paris-cloze"))
     _, table = score(lm, prepared)
     known = prepared.subset(torch.as_tensor(table["correct"].to_numpy().copy()))
-    clean = encode(lm.tokenizer, known.prompts).lengths
-    corrupt = encode(lm.tokenizer, known.corrupted_prompts).lengths
-    has_cf = torch.tensor([bool(p) for p in known.corrupted_prompts])
-    return known.subset((clean == corrupt) & has_cf)
+    return known.subset([i for i, p in enumerate(known.pair_problems(lm.tokenizer)) if not p])
 
 
 def timed(fn):

@@ -40,15 +40,10 @@ def select_pairs(lm, n_pairs: int):
     """The first `n_pairs` equal-token-length cloze pairs: paris-cloze, then relations-cloze."""
     from factcircuits.data.datasets import load_dataset
     from factcircuits.methods.evaluate import prepare
-    from factcircuits.models.tokens import encode
-
     chosen = []
     for name in ("paris-cloze", "relations-cloze"):
         prepared = prepare(lm, load_dataset(name))
-        clean = encode(lm.tokenizer, prepared.prompts).lengths
-        corrupt = encode(lm.tokenizer, prepared.corrupted_prompts).lengths
-        ok = [i for i in range(len(clean)) if clean[i] == corrupt[i]
-              and prepared.corrupted_prompts[i]]
+        ok = [i for i, p in enumerate(prepared.pair_problems(lm.tokenizer)) if not p]
         chosen.append(prepared.subset(ok[: n_pairs - sum(len(c.prompts) for c in chosen)]))
         if sum(len(c.prompts) for c in chosen) >= n_pairs:
             break
@@ -85,12 +80,9 @@ def child(method: str, component: str, n_pairs: int, out: str, threads: int,
     if threads:
         torch.set_num_threads(threads)
     from factcircuits.models import load_model
-    from factcircuits.models.tokens import encode
-
     lm = load_model("default")
     prepared = select_pairs(lm, n_pairs)
-    clean = encode(lm.tokenizer, prepared.prompts)
-    corrupt = encode(lm.tokenizer, prepared.corrupted_prompts)
+    clean, corrupt = prepared.pairs(lm.tokenizer)
     import gc
 
     gc.collect()
@@ -123,8 +115,7 @@ def child(method: str, component: str, n_pairs: int, out: str, threads: int,
     else:
         from factcircuits.methods.patching import patch
 
-        grid = patch(lm, prepared, component, clean_batch=clean, corrupt_batch=corrupt,
-                     progress=False).mean()
+        grid = patch(lm, prepared, component, progress=False).mean()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     if profiler is not None:
         import pstats

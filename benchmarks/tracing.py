@@ -63,14 +63,13 @@ def trace_flops(lm, prepared, samples: int, windows=(1, 10, 10)) -> float:
     the blocks from the window's first layer on over positions p.. , plus one unembedding."""
     from factcircuits.methods.causal_tracing import window_layers
     from factcircuits.methods.positions import task_positions
-    from factcircuits.models.tokens import encode
 
     cfg = lm.model.cfg
     n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
     d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
     block = 2 * cfg.d_model * (2 * cfg.n_heads * cfg.d_head + 2 * n_kv * cfg.d_head + 3 * d_mlp)
     unembed = 2 * cfg.d_model * cfg.d_vocab
-    lengths = encode(lm.tokenizer, prepared.prompts).lengths.tolist()
+    lengths = prepared.clean_batch(lm.tokenizer).lengths.tolist()
     total = 0.0
     for n, pos in zip(lengths, task_positions(prepared, lm.tokenizer)):
         for p in range(min(pos.subject) if pos.subject else n, n):

@@ -66,7 +66,7 @@ def test_run_folder_and_run_json_complete(good_run):
     assert [p.name for p in runs.iterdir()] == [result.run_id]
 
 
-def test_executed_notebooks_have_no_errors_and_no_absolute_paths(good_run):
+def test_executed_notebooks_have_no_errors_and_no_absolute_paths(good_run, tmp_path):
     _, result = good_run
     for path in result.run_dir.glob("*.ipynb"):
         nb = nbformat.read(path, as_version=4)
@@ -80,12 +80,22 @@ def test_executed_notebooks_have_no_errors_and_no_absolute_paths(good_run):
         html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
         assert sum("plotly.js v" in h[:200] for h in html) == 1
         assert any("plotly-graph-div" in h for h in html)
-    # Quarto's front matter: the title moved out of the first heading, the run as subtitle
+    # no Quarto front matter in a run (report/ adds it before a render): the title heading stays
     first = nbformat.read(result.run_dir / "01_first.ipynb", as_version=4).cells
-    assert first[0].cell_type == "raw"
-    assert 'title: "Fixture notebook one"' in first[0].source
-    assert f'subtitle: "run {result.run_id}"' in first[0].source
-    assert "# Fixture notebook one" not in first[1].source
+    assert first[0].cell_type == "markdown" and "# Fixture notebook one" in first[0].source
+    # the pre-render gives it Quarto's front matter: the title moved out of the first heading,
+    # the run as subtitle; a second pre-render changes nothing
+    from factcircuits.report import pages
+    from factcircuits.results.run import Run
+
+    copy = shutil.copytree(result.run_dir, tmp_path / result.run_dir.name)
+    for _ in range(2):
+        pages.give_front_matter(Run.load(copy))
+        first = nbformat.read(copy / "01_first.ipynb", as_version=4).cells
+        assert first[0].cell_type == "raw"
+        assert 'title: "Fixture notebook one"' in first[0].source
+        assert f'subtitle: "run {result.run_id}"' in first[0].source
+        assert "# Fixture notebook one" not in first[1].source
 
 
 def test_run_id_is_stable_and_reflects_overrides(tmp_path):
@@ -179,6 +189,30 @@ def test_cli_run_json_last_line_and_errors(tmp_path, capsys):
     assert err.count("\n") == 0 and "unknown parameter 'nope'" in err
     assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
     assert last["run_id"] in capsys.readouterr().out
+
+
+def test_slurm_job_calls_the_pipeline_and_ends_with_the_clis_json_line(tmp_path, capsys):
+    """A Slurm job runs `plan_run` and `execute_run` itself (no CLI): the same last JSON line
+    and exit codes as `factcircuits run --json` (0 ok, 2 refused with the reason)."""
+    import signal
+
+    from factcircuits.run.slurm_executor import job_main
+
+    run = {"model": None, "dataset": DATASET, "overrides": {"n_prompts": 2},
+           "notebooks": ["01"], "notebooks_dir": str(NOTEBOOKS), "runs_root": str(tmp_path)}
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        assert job_main([json.dumps(run)]) == 0
+        last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert last["status"] == "ok" and last["headline"]["01_first"]["n_prompts"] == 2
+        assert Path(last["run_dir"]).name == last["run_id"]
+        assert job_main([json.dumps(run | {"overrides": {"nope": 1}})]) == 2
+        out, err = capsys.readouterr()
+        last = json.loads(out.strip().splitlines()[-1])
+        assert last["status"] == "failed" and "unknown parameter 'nope'" in last["reason"]
+        assert err.strip().startswith("factcircuits run: error:") and err.count("\n") == 1
+    finally:
+        signal.signal(signal.SIGTERM, handler)
 
 
 @pytest.mark.slow  # two runs at once: ~30 s

@@ -62,6 +62,11 @@ class AblationSummary:
     joint: pd.DataFrame  # rows of `summary` with every component ablated together
     headline: dict
 
+    @property
+    def clean_mean(self) -> float:
+        """Mean clean metric over the prompts."""
+        return float(self.table["clean"].mean())
+
 
 def ablation_summary(lm: LoadedModel, prepared: PreparedTask, *,
                      reference: PreparedTask | None = None, n_components: int = 6,

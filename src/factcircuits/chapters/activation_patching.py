@@ -179,6 +179,18 @@ class AtpCheck:
     def worst_layer(self) -> pd.Series:
         return self.errors.loc[self.errors["atp_abs_error"].idxmax()]
 
+    @property
+    def mean_abs_error(self) -> tuple[float, float]:
+        """Mean |error| over the layers: (AtP, AtP*)."""
+        return (float(self.errors["atp_abs_error"].mean()),
+                float(self.errors["atp_star_abs_error"].mean()))
+
+    @property
+    def star_error_change(self) -> float:
+        """Relative change of the mean |error| from AtP to AtP* (−0.3: AtP* removes 30%)."""
+        atp_error, star_error = self.mean_abs_error
+        return star_error / atp_error - 1
+
     def numbers(self, exact_seconds: float) -> dict:
         return dict(
             atp_seconds=self.scan["resid_pre"].seconds, exact_patching_seconds=exact_seconds,

@@ -48,6 +48,12 @@ class AttributionSummary:
     soft_cap_note: str
     headline: AttributionHeadline
 
+    @property
+    def max_linearisation_offset(self) -> float:
+        """Largest |first-order gap| the yes/no log-odds add back before the sum check."""
+        offset = self.sum_check.get("linearisation_offset")
+        return float("nan") if offset is None else float(offset.abs().max())
+
 
 def attribution_summary(lm: LoadedModel, prepared: PreparedTask, *, kind: str = "auto",
                         top_k: int = 10, batch_size: int = 16, seed: int = 0,

@@ -71,7 +71,8 @@ class Cell:
     dataset: str
     params: dict[str, Any]
     run_id: str = ""
-    run_args: list[str] = field(default_factory=list)
+    run_args: list[str] = field(default_factory=list)  # `factcircuits run`'s, run locally
+    run: dict[str, Any] = field(default_factory=dict)  # `pipeline.plan_run`'s, on Slurm
 
 
 def _split(text: str | None, flag: str) -> list[str]:
@@ -117,7 +118,10 @@ def plan_cells(args) -> list[Cell]:
         if args.notebooks_dir:
             run_args += ["--notebooks-dir", str(Path(args.notebooks_dir).resolve())]
         run_args += ["--runs-dir", str(plan.runs_root.resolve())]
-        cells.append(Cell(model, dataset, params, plan.run_id, run_args))
+        run = {"model": model, "dataset": dataset, "overrides": params, "notebooks": select,
+               "notebooks_dir": str(Path(args.notebooks_dir).resolve())
+               if args.notebooks_dir else None, "runs_root": str(plan.runs_root.resolve())}
+        cells.append(Cell(model, dataset, params, plan.run_id, run_args, run))
     return cells
 
 
@@ -232,7 +236,7 @@ def run_slurm(args) -> int:
                             "its id alone, or the same models, datasets and parameters")
         record = record or _new_record(sweeps.new_sweep_id(), cells, args)
         folder = sweeps.sweep_dir(runs_root, record["sweep_id"]).resolve()
-        specs = {c.run_id: slurm_executor.JobSpec(str(folder), c.run_id, tuple(c.run_args))
+        specs = {c.run_id: slurm_executor.JobSpec(str(folder), c.run_id, tuple(c.run_args), c.run)
                  for c in cells}
         base = None
     resources = resolve_resources(_resource_flags(args), args.slurm_config, base=base)

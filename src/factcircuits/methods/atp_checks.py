@@ -11,9 +11,11 @@ import torch
 
 from factcircuits.errors import UserError
 from factcircuits.methods.attribution_patching import ScanResult
+from factcircuits.methods.engine import Resumable, Step, execute, prepare_group
+from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
-from factcircuits.methods.patching import PatchResult, check_pairs
-from factcircuits.models.tokens import encode
+from factcircuits.methods.patching import PatchResult
+from factcircuits.models import LoadedModel
 
 
 def top_cells(result: ScanResult, k: int = 10, star: bool = False) -> pd.DataFrame:
@@ -34,43 +36,33 @@ def top_cells(result: ScanResult, k: int = 10, star: bool = False) -> pd.DataFra
 
 
 @torch.inference_mode()
-def patch_cells(lm, prepared, component: str, cells: pd.DataFrame, metric=None) -> pd.Series:
-    """Exact patching (clean into corrupted) of the given cells only: `cells` has prompt_id,
-    layer, pos (and head for z). One forward per prompt with one row per cell; returns the
-    exact patched − corrupted metric per cell (aligned with `cells`)."""
+def patch_cells(lm: LoadedModel, prepared: PreparedTask, component: str, cells: pd.DataFrame,
+                *, metric=None, max_patches="auto", budget_bytes="auto") -> pd.Series:
+    """Exact patching (clean into corrupted) of the given cells only, on the patching engine:
+    `cells` has prompt_id, layer, pos (and head for z); returns the exact patched − corrupted
+    metric per cell (aligned with `cells`). Each prompt is a group of its own; its cells
+    share forwards recomputed from the first of their positions."""
     model = lm.model
     metric = metric or prepared.metric
-    clean = encode(lm.tokenizer, prepared.prompts, prepared.prompt_format)
-    corrupt = encode(lm.tokenizer, prepared.corrupted_prompts, prepared.prompt_format)
-    check_pairs(clean, corrupt)
-    effect = pd.Series(math.nan, index=cells.index, dtype=float)
+    clean, corrupt = prepared.pairs(lm.tokenizer)
+    runner = Resumable(model)
+    groups, plan = [], []
     for i, part in cells.groupby("prompt_id"):
         n = int(clean.lengths[i])
         names = {hook_name(layer, component) for layer in part["layer"]}
-        _, cache = model.run_with_cache(clean.tokens[[i], :n], return_cache_object=False,
-                                        names_filter=names.__contains__)
-        by_name: dict[str, list] = {}
-        for row, cell in enumerate(part.itertuples()):
-            name = hook_name(cell.layer, component)
-            by_name.setdefault(name, []).append((row, cell.pos, getattr(cell, "head", None)))
-
-        def make_hook(items, clean_act):
-            def hook(act, hook):
-                for row, pos, head in items:
-                    if head is None:
-                        act[row, pos] = clean_act[0, pos]
-                    else:
-                        act[row, pos, head] = clean_act[0, pos, head]
-                return act
-            return hook
-
-        rows = torch.tensor([i] * (len(part) + 1))
-        tokens = corrupt.tokens[[i] * (len(part) + 1), :n]  # the last row stays unpatched
-        hooks = [(name, make_hook(items, cache[name])) for name, items in by_name.items()]
-        with model.hooks(fwd_hooks=hooks):
-            logits = model(tokens)[:, -1]
-        values = metric(logits, rows).float().cpu()
-        effect.loc[part.index] = (values[:-1] - values[-1]).numpy()
+        groups.append(prepare_group(runner, model, metric, torch.tensor([int(i)]),
+                                    clean.tokens[[i], :n], corrupt.tokens[[i], :n], names))
+        past = int(part["pos"].min())  # positions before every cell of the prompt: unchanged
+        for cell in part.itertuples():
+            head = getattr(cell, "head", None)
+            patch = (hook_name(cell.layer, component), None if head is None else int(head),
+                     int(cell.pos))
+            plan.append(Step(len(groups) - 1, past, (int(cell.layer), [patch]), cell.Index))
+    effect = pd.Series(math.nan, index=cells.index, dtype=float)
+    for steps, values in execute(runner, model, groups, plan, metric, max_patches=max_patches,
+                                 budget_bytes=budget_bytes, progress=False):
+        reference = groups[steps[0].group].reference_metric
+        effect.loc[[s.cell for s in steps]] = (values[:, 0] - reference[0]).numpy()
     return effect
 
 
@@ -124,8 +116,8 @@ def agreement(result: ScanResult, exact: PatchResult, k_exact: int = 5, k_scan: 
             if near else math.nan}
 
 
-def check_proposals(lm, prepared, result: ScanResult, k: int = 10, star: bool = False
-                    ) -> pd.DataFrame:
+def check_proposals(lm: LoadedModel, prepared: PreparedTask, result: ScanResult, *,
+                    k: int = 10, star: bool = False) -> pd.DataFrame:
     """The scan's top-k cells per prompt, exactly patched: top_cells + an `exact` column
     (exact patched − corrupted metric)."""
     cells = top_cells(result, k, star)
@@ -160,6 +152,23 @@ def paired_cells(result: ScanResult, exact: PatchResult) -> pd.DataFrame:
         "pos": pos, "prompt_id": prompt, "exact": true[ok].numpy(),
         "estimate": result.estimate(star)[ok].numpy()}) for star in (False, True)],
         ignore_index=True)
+
+
+def cells_figure(cells: pd.DataFrame):
+    """`paired_cells` as a scatter, estimate against exact effect, one panel per component
+    and method, with the diagonal where the estimate is exact."""
+    import plotly.express as px
+
+    fig = px.scatter(cells, x="exact", y="estimate", color="layer", facet_col="component",
+                     facet_row="method", opacity=0.6,
+                     labels={"exact": "exact effect (patched − corrupted)",
+                             "estimate": "estimated effect"},
+                     title="Attribution patching against exact patching (one dot per cell)")
+    values = cells[["exact", "estimate"]].to_numpy()
+    lo, hi = float(values.min()), float(values.max())
+    fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line={"dash": "dot"}, row="all",
+                  col="all")
+    return fig
 
 
 def proposal_summary(proposals: pd.DataFrame) -> dict:

@@ -12,7 +12,6 @@ from torch import Tensor
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
 from factcircuits.models import LoadedModel
-from factcircuits.models.tokens import encode
 
 Patterns = dict[tuple[int, int], Float[Tensor, "query key"]]
 
@@ -22,7 +21,7 @@ def head_patterns(lm: LoadedModel, prepared: PreparedTask, heads: list[tuple[int
                   example: int = 0) -> tuple[list[str], Patterns]:
     """(token strings, {(layer, head): pattern [query, key]}) for prompt `example`."""
     model, tokenizer = lm.model, lm.tokenizer
-    batch = encode(tokenizer, [prepared.prompts[example]], prepared.prompt_format)
+    batch = prepared.subset([example]).clean_batch(tokenizer)
     layers = sorted({int(ly) for ly, _ in heads})
     store: dict[int, torch.Tensor] = {}
 

@@ -42,9 +42,10 @@ from tqdm import tqdm
 
 from factcircuits.errors import UserError
 from factcircuits.methods.engine import Resumable, groups_by
+from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
-from factcircuits.methods.patching import PatchResult, check_pairs, first_difference
-from factcircuits.models.tokens import encode
+from factcircuits.methods.patching import PatchResult, first_difference
+from factcircuits.models import LoadedModel
 
 SCAN_COMPONENTS = ("resid_pre", "attn_out", "mlp_out", "z")
 
@@ -221,8 +222,8 @@ def _scan_group(runner, model, metric, index, clean_tokens, corrupt_tokens, comp
     return out, clean_metric.detach(), corrupt_metric.detach().float()
 
 
-def scan(lm, prepared, components=SCAN_COMPONENTS, qk_fix: bool = True, metric=None,
-         progress: bool = True, clean_batch=None, corrupt_batch=None) -> dict[str, ScanResult]:
+def scan(lm: LoadedModel, prepared: PreparedTask, components=SCAN_COMPONENTS, *,
+         qk_fix: bool = True, metric=None, progress: bool = True) -> dict[str, ScanResult]:
     """AtP (and AtP* with `qk_fix`) estimates of patching every cell of `components`
     (resid_pre | attn_out | mlp_out by position; z by position and head) clean into corrupted
     for every prompt pair of `prepared`. Returns {component: ScanResult}."""
@@ -232,10 +233,7 @@ def scan(lm, prepared, components=SCAN_COMPONENTS, qk_fix: bool = True, metric=N
     start = time.perf_counter()
     model, cfg = lm.model, lm.model.cfg
     metric = metric or prepared.metric
-    clean = clean_batch or encode(lm.tokenizer, prepared.prompts, prepared.prompt_format)
-    corrupt = corrupt_batch or encode(lm.tokenizer, prepared.corrupted_prompts,
-                                      prepared.prompt_format)
-    check_pairs(clean, corrupt)
+    clean, corrupt = prepared.pairs(lm.tokenizer)
     n_prompts, width = clean.tokens.shape
     runner = Resumable(model) if qk_fix else None
     shape = {c: (cfg.n_layers, width, cfg.n_heads) if c == "z" else (cfg.n_layers, width)

@@ -29,7 +29,6 @@ import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.errors import UserError
 from factcircuits.methods import engine
@@ -37,7 +36,6 @@ from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import EMBED, hook_name
 from factcircuits.methods.positions import TOKEN_CLASSES, task_positions
 from factcircuits.models import LoadedModel
-from factcircuits.models.tokens import encode
 
 KINDS = ("hidden", "mlp", "attn")  # ROME's restored states (hooks.hook_name aliases)
 KIND_TITLES = {"hidden": "hidden state (block output)", "mlp": "MLP output",
@@ -120,7 +118,7 @@ def _noise_hook(noise: torch.Tensor):
 
 
 @torch.inference_mode()
-def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS,
+def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS, *,
           windows=None, noise_samples: int = 5, noise_scale: float = 3.0, seed: int = 0,
           metric="prob", max_patches="auto", budget_bytes="auto",
           progress: bool = True, subject_positions=None) -> dict[str, TraceResult]:
@@ -137,14 +135,13 @@ def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS,
         raise UserError(f"noise_samples={noise_samples}, noise_scale={noise_scale}: use at "
                         "least 1 sample and a finite scale of at least 0")
     metric_fn = prepared.answer_probability if metric == "prob" else prepared.metric
-    batch = encode(lm.tokenizer, prepared.prompts, prepared.prompt_format)
+    batch = prepared.clean_batch(lm.tokenizer)
     if subject_positions is None:
         subject_positions = [p.subject for p in task_positions(prepared, lm.tokenizer)]
     n_prompts, width = batch.tokens.shape
     std = embedding_std(model, batch, subject_positions)
     generator = torch.Generator().manual_seed(int(seed))
     runner = engine.Resumable(model)
-    budget = engine.memory_budget(cfg.device, budget_bytes)
     S = int(noise_samples)
     names_needed = {hook_name(layer, k) for k in kinds for layer in range(cfg.n_layers)}
 
@@ -152,53 +149,47 @@ def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS,
     clean_metric = torch.zeros(n_prompts)
     corrupt_metric = torch.zeros(n_prompts)
     lengths = batch.lengths
-    plan, groups = [], []
+    groups, plan = [], []
     # States before the first subject token are the same in the clean and noised runs (causal
     # attention): restoring them is a no-op (indirect effect 0) and needs no forward. Grouping
     # by (length, first subject position) lets each group skip them.
     first_subject = torch.tensor([min(p) if p else int(n) for p, n in
                                   zip(subject_positions, lengths.tolist())])
     key = lengths * (width + 1) + first_subject
-    for idx in engine.groups_by(key):
+    for g_no, idx in enumerate(engine.groups_by(key)):
         n, skip = int(lengths[idx[0]]), int(first_subject[idx[0]])
-        tokens = batch.tokens[idx, :n].to(cfg.device)
-        clean_logits, cache = model.run_with_cache(
-            tokens, names_filter=lambda name: name in names_needed, return_cache_object=False)
-        rows_index = idx.repeat(S)
-        noise = torch.zeros(S * len(idx), n, cfg.d_model)
+        tokens = batch.tokens[idx, :n]
+        noise = torch.zeros(S * len(idx), n, cfg.d_model)  # sample-major, as the reference rows
         for s in range(S):
             for g, i in enumerate(idx.tolist()):
                 pos = [p for p in subject_positions[i] if p < n]
                 noise[s * len(idx) + g, pos] = noise_scale * std * torch.randn(
                     len(pos), cfg.d_model, generator=generator)
-        logits, resid, kv = engine.capture_reference(
-            runner, model, tokens.repeat(S, 1), fwd_hooks=[(EMBED, _noise_hook(noise))])
-        group = engine.StackGroup(rows_index,
-                           {k: v.repeat(S, *[1] * (v.ndim - 1)) for k, v in cache.items()},
-                           resid, kv, metric_fn(clean_logits[:, -1], idx).float().cpu(),
-                           metric_fn(logits, rows_index).float().cpu())
+        group = engine.prepare_group(runner, model, metric_fn, idx, tokens, tokens.repeat(S, 1),
+                                     names_needed, reference_hooks=[(EMBED, _noise_hook(noise))])
         groups.append(group)
         clean_metric[idx] = group.source_metric
         corrupt_metric[idx] = group.reference_metric.view(S, len(idx)).mean(0)
         for kind in kinds:
             out[kind][:, :skip, idx] = corrupt_metric[idx]
-        cap = engine.stack_size(max_patches, cfg, S * len(idx), n, budget)
-        for pos in range(skip, n):  # every kind's restorations share the forwards
-            cells = [(kind, layer, window_layers(layer, windows[kind], cfg.n_layers))
-                     for kind in kinds for layer in range(cfg.n_layers)]
-            for chunk in engine.chunks(cells, cap):
-                copies = [(min(ws), [(hook_name(w, kind), None, pos) for w in ws])
-                          for kind, _, ws in chunk]
-                plan.append((len(groups) - 1, pos, copies, chunk))
+        # the restorations as data: each (kind, layer) restores its window's states at `pos`;
+        # every kind's restorations share the forwards
+        for pos in range(skip, n):
+            for kind in kinds:
+                for layer in range(cfg.n_layers):
+                    ws = window_layers(layer, windows[kind], cfg.n_layers)
+                    plan.append(engine.Step(g_no, pos, (min(ws), [(hook_name(w, kind), None, pos)
+                                                                  for w in ws]), (kind, layer)))
 
-    for g_no, pos, copies, chunk in tqdm(plan, desc="causal trace", disable=not progress,
-                                         mininterval=1.0, leave=False):
-        group = groups[g_no]
-        G = len(group.index) // S
-        values = engine.run_stack(runner, model, group, pos, copies, metric_fn)
-        values = values.view(len(copies), S, G).mean(1)
-        for j, (kind, layer, _) in enumerate(chunk):
-            out[kind][layer, pos, group.index[:G]] = values[j]
+    for steps, values in engine.execute(runner, model, groups, plan, metric_fn,
+                                        max_patches=max_patches, budget_bytes=budget_bytes,
+                                        progress=progress, desc="causal trace"):
+        index = groups[steps[0].group].index
+        G = len(index) // S
+        values = values.view(len(steps), S, G).mean(1)
+        for step, row in zip(steps, values):
+            kind, layer = step.cell
+            out[kind][layer, step.past, index[:G]] = row
     return {kind: TraceResult(kind, windows[kind], out[kind], clean_metric, corrupt_metric,
                               lengths, noise_scale, std, S, int(seed)) for kind in kinds}
 

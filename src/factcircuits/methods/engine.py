@@ -1,17 +1,24 @@
-"""The resumable forward / stacking engine shared by activation patching and causal tracing.
+"""The patching engine: one driver for every exact intervention that copies a stored activation
+into another run (activation patching, causal tracing, AtP's exact check).
 
-A patched run of a prompt group differs from a reference ("corrupted") run only from one
-position p and one layer l on: positions < p are unchanged in every layer (causal attention)
-and blocks < l see the reference residual. So the engine
+Methods describe their interventions as data, the engine plans and executes (TransformerLens's
+`generic_activation_patch` with its `index_df`; ROME's `trace_with_patch` with its list of
+states):
 
-- captures the reference run once per group (`capture_reference`): the residual entering every
-  block and the KV cache of every layer;
-- resumes the decoder at a block on a given residual, reading positions < p from the KV cache,
-  and unembeds only the last position (`Resumable.run`);
-- stacks many patched copies of a group along the batch axis in one forward (`run_stack`); a
-  copy joins the stacked batch at its own start layer (a hook concatenates its rows there), so
-  stacking copies of different layers wastes no block;
-- sizes the stack to a memory budget (`memory_budget`, `stack_size`).
+- a method prepares its prompt groups (`prepare_group`: the source run's activations, the
+  reference run's residuals and KV cache, both runs' metric) and writes its plan, a list of
+  `Step`s (group, first recomputed position, copy = start layer and patches, and the method's
+  own key for the result);
+- `execute` stacks consecutive steps of one group and position into forwards of as many
+  copies as the memory budget allows (`memory_budget`, `stack_size`) and yields each stack's
+  metric; the method puts the numbers where its keys say.
+
+Why a patched copy is cheap: it differs from the reference run only from one position p and
+one layer l on. Positions < p are unchanged in every layer (causal attention) and blocks < l
+see the reference residual, so a copy resumes the decoder at block l on positions p.. with a
+KV cache of the positions before (`methods.resume.Resumable`) and unembeds only the last
+position; copies stacked along the batch axis join at their own start layer (`run_stack`), so
+stacking copies of different layers wastes no block.
 
 Vocabulary:
   group   prompts of one token length (no padding, so no attention mask and a shared last
@@ -19,34 +26,25 @@ Vocabulary:
           [G, pos, ...]) and the reference run (`StackGroup.reference_resid`, `.kv`);
   patch   (hook name, head or None, position or None = every position from `past` on): the
           source activation replaces the run's there;
-  copy    (start layer, [patch, ...]): one patched run of the whole group.
-
-Resuming keeps every block's index: blocks before the start are pass-throughs, because decoders
-read per-layer settings by list index (Gemma 2/3's `config.layer_types[i]`: RoPE base and
-sliding/global mask). `Resumable` checks once per model that a forward resumed at every layer
-reproduces the full forward, and refuses the model otherwise.
-
-Scope: Hugging Face decoder-only models whose decoder has a `layers` (or `h`) block list that
-the TransformerBridge wraps (Llama, Mistral, Qwen2/3, Gemma, GPT-2 style...). Models that
-alternate sliding-window and global layers (Gemma-2/3) are exact at any prompt length: the KV
-cache is built without the model config, so every layer keeps all keys/values (transformers'
-sliding-window cache layers keep only the last window−1, and a prefix sliced out of them is
-wrong once a prompt reaches the window), while the attention masks still apply the window.
+  copy    (start layer, [patch, ...]): one patched run of the whole group;
+  step    one copy in a plan, with the group, its first recomputed position and the result's key.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
-from factcircuits.errors import UnsupportedArchitectureError, UserError
+from factcircuits.errors import UserError
 from factcircuits.methods.hooks import hook_name
+from factcircuits.methods.resume import KV, Resumable
 
 # Activations of one stacked forward (GPU: 25% of free memory). On CPU the forwards are bound
 # by float32 matmuls, which reach their best rate from about a thousand rows; 48 MiB stacked
@@ -59,154 +57,8 @@ Patch = tuple[str, "int | None", "int | None"]
 Copy = tuple[int, list[Patch]]
 #: metric(final logits [batch, vocab], prompt index [batch]) → [batch]
 Metric = Callable[[Tensor, Tensor], Tensor]
-KV = list[tuple[Tensor, Tensor]]  # per layer (keys, values) [batch, kv_heads, pos, d_head]
 
 T = TypeVar("T")
-
-# Resumed and full forwards run the same operations on the same inputs; only batch shapes
-# differ, so they agree to rounding. Wrong per-layer settings move logits by 1e-2 and more.
-RESUME_TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 2e-2}
-RESUME_CHECKED = "_factcircuits_resume_checked"  # flag on the HF model: checked once
-
-
-class _PassThrough(torch.nn.Module):
-    """Stands in for a decoder block that a resumed forward skips: returns its input."""
-
-    def forward(self, hidden_states, *args, **kwargs):
-        return hidden_states
-
-
-class Resumable:
-    """Run the decoder from layer `start` on a given residual, with an optional KV cache of the
-    positions before it, and return the logits at the last position only."""
-
-    def __init__(self, model):
-        self.model = model
-        hf = getattr(model, "original_model", None)
-        if hf is None:
-            raise UserError("fast patching needs a TransformerBridge over a Hugging Face model")
-        self.hf = hf
-        self.decoder, self.attr = self._find_decoder(hf, model.blocks[0])
-        self.softcap = getattr(hf.config, "final_logit_softcapping", None)
-        if not getattr(hf, RESUME_CHECKED, False):
-            self.check_resumes()
-            setattr(hf, RESUME_CHECKED, True)
-
-    @torch.inference_mode()
-    def check_resumes(self, n_tokens: int = 8) -> float:
-        """Refuse a model whose forward resumed at some layer does not reproduce its full
-        forward (a per-layer setting the decoder reads by index, as Gemma 2/3's attention
-        types, would give wrong numbers silently). One short forward plus one resumed forward
-        per layer; returns the largest |logit difference|."""
-        cfg = self.model.cfg
-        tokens = (torch.arange(n_tokens) * 7919 % cfg.d_vocab).unsqueeze(0).to(cfg.device)
-        resid = []
-
-        def keep(act, hook):
-            resid.append(act.detach().clone())
-            return act
-
-        names = [hook_name(layer, "resid_pre") for layer in range(cfg.n_layers)]
-        with self.model.hooks(fwd_hooks=[(n, keep) for n in names]):
-            full, _ = self.kv_cache(tokens)
-        tol = RESUME_TOLERANCE.get(full.dtype, 1e-2) * max(1.0, float(full.abs().max()))
-        worst = 0.0
-        for start in range(cfg.n_layers):
-            diff = float((self.run(start, resid[start]) - full).abs().max())
-            worst = max(worst, diff)
-            if not diff <= tol:
-                raise UnsupportedArchitectureError(
-                    f"{type(self.hf).__name__}: a forward resumed at layer {start} differs "
-                    f"from the full forward by {diff:.3g} in the logits (allowed {tol:.2g}); "
-                    "activation patching, causal tracing and AtP* would be wrong on this "
-                    "architecture, so they are refused: please report the model name")
-        return worst
-
-    @staticmethod
-    def _find_decoder(hf, first_block):
-        for module in hf.modules():
-            for attr in ("layers", "h"):
-                blocks = getattr(module, attr, None)
-                if isinstance(blocks, torch.nn.ModuleList) and len(blocks) and \
-                        blocks[0] is first_block:
-                    return module, attr
-        raise UserError("cannot find the decoder's block list in this model; fast patching "
-                        "supports Hugging Face decoder-only models (Llama, Qwen, Gemma, GPT-2...)")
-
-    @contextlib.contextmanager
-    def _sliced(self, start: int, residual: Tensor):
-        blocks = getattr(self.decoder, self.attr)
-        first = self.model.blocks[start]
-        # Swap the given residual into the first block run (what the bridge's start_at_layer
-        # does), so architectures that rescale inputs_embeds (Gemma) still get it unchanged.
-        first._start_at_layer_idx, first._start_residual = start, residual
-        # Blocks before `start` become pass-throughs rather than being cut from the list: the
-        # decoder picks per-layer settings by list index (Gemma 2/3 read config.layer_types[i]
-        # for each layer's RoPE base and sliding/global mask), so every block must keep its
-        # index. A pass-through costs nothing; `start` then replaces what reaches it.
-        skipped = [_PassThrough()] * start
-        setattr(self.decoder, self.attr, torch.nn.ModuleList(skipped + list(blocks)[start:]))
-        try:
-            with self._cache_kwarg():
-                yield
-        finally:
-            setattr(self.decoder, self.attr, blocks)
-            first._start_at_layer_idx, first._start_residual = None, None
-
-    def kv_cache(self, tokens: Int[Tensor, "batch pos"]
-                 ) -> tuple[Float[Tensor, "batch vocab"], KV]:
-        """Run `tokens`: (final-position logits [batch, vocab], per-layer (keys, values))."""
-        from transformers import DynamicCache
-
-        with self._cache_kwarg():  # full-length cache layers only: see the module docstring
-            out = self.decoder(input_ids=tokens, cache=DynamicCache(), use_cache=True)
-        cache = out.past_key_values
-        kv = [(layer.keys, layer.values) for layer in cache.layers]
-        return self.unembed(out.last_hidden_state[:, -1]), kv
-
-    @contextlib.contextmanager
-    def _cache_kwarg(self):
-        """The bridge's attention reads the KV cache from `past_key_values`; transformers 5
-        passes it as `cache`: forward it."""
-
-        def cache_kwarg(_module, args, kwargs):
-            if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
-                kwargs["past_key_values"] = kwargs["cache"]
-            mask = kwargs.get("attention_mask")
-            # No padding on this path: every row's causal mask is the same, and the batch may
-            # grow between blocks (copies that start later join), so keep one row.
-            if isinstance(mask, Tensor) and mask.ndim == 4 and mask.shape[0] > 1:
-                kwargs["attention_mask"] = mask[:1]
-            return args, kwargs
-
-        handles = [b.attn.register_forward_pre_hook(cache_kwarg, with_kwargs=True)
-                   for b in self.model.blocks]
-        try:
-            yield
-        finally:
-            for h in handles:
-                h.remove()
-
-    def unembed(self, hidden: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch vocab"]:
-        """Unembed final hidden states (after the final norm), with the model's soft cap."""
-        logits = self.model.unembed(hidden)
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
-
-    def run(self, start: int, residual: Float[Tensor, "batch pos d_model"], kv: KV | None = None,
-            past: int = 0) -> Float[Tensor, "batch vocab"]:
-        """Logits at the last position. `residual` enters block `start` at absolute positions
-        past..past+pos-1; `kv` holds keys/values of positions < past of every layer, repeated to
-        the rows that layer sees (the batch may grow between blocks through hooks)."""
-        from transformers import DynamicCache
-
-        cache = None
-        if past:
-            cache = DynamicCache(ddp_cache_data=[(k, v) for k, v in kv])  # full layers
-        with self._sliced(start, residual):
-            out = self.decoder(inputs_embeds=residual, cache=cache, use_cache=cache is not None)
-        return self.unembed(out.last_hidden_state[:, -1])
 
 
 # --------------------------------------------------------------------------- memory budget
@@ -265,6 +117,10 @@ class StackGroup:
     source_metric: Float[Tensor, " G"]  # metric of the run the sources come from (clean)
     reference_metric: Float[Tensor, " G"]  # metric of the reference (corrupted) run
 
+    @property
+    def n_tokens(self) -> int:
+        return self.reference_resid[0].shape[1]
+
 
 def capture_reference(runner: Resumable, model, tokens: Int[Tensor, "batch pos"],
                       fwd_hooks=()) -> tuple[Float[Tensor, "batch vocab"],
@@ -284,6 +140,28 @@ def capture_reference(runner: Resumable, model, tokens: Int[Tensor, "batch pos"]
     if len(kept) != n_layers:
         raise UserError("could not capture the residual stream of every layer")
     return logits, kept, kv
+
+
+@torch.inference_mode()
+def prepare_group(runner: Resumable, model, metric: Metric, index: Int[Tensor, " g"],
+                  source_tokens: Int[Tensor, "g pos"], reference_tokens: Int[Tensor, "G pos"],
+                  names: set[str], reference_hooks=()) -> StackGroup:
+    """A group ready for patched runs: the source run's activations at `names` and the
+    reference run (`reference_tokens` with `reference_hooks`, e.g. embedding noise). The
+    reference may hold k stacked copies of the group (k noise samples: G = k·g rows); the
+    sources are repeated to match, and row r stands for prompt index[r mod g]."""
+    device = model.cfg.device
+    source_logits, cache = model.run_with_cache(
+        source_tokens.to(device), names_filter=lambda name: name in names,
+        return_cache_object=False)
+    logits, resid, kv = capture_reference(runner, model, reference_tokens.to(device),
+                                          fwd_hooks=reference_hooks)
+    k = len(reference_tokens) // len(source_tokens)
+    rows = index.repeat(k) if k > 1 else index
+    sources = {n: a.repeat(k, *[1] * (a.ndim - 1)) if k > 1 else a for n, a in cache.items()}
+    return StackGroup(rows, sources, resid, kv,
+                      metric(source_logits[:, -1], index).float().cpu(),
+                      metric(logits, rows).float().cpu())
 
 
 def run_stack(runner: Resumable, model, group: StackGroup, past: int, copies: Sequence[Copy],
@@ -348,3 +226,35 @@ def run_stack(runner: Resumable, model, group: StackGroup, past: int, copies: Se
     out = torch.empty_like(values)
     out[torch.tensor(order)] = values
     return out
+
+
+# --------------------------------------------------------------------------- the driver
+@dataclass(frozen=True)
+class Step:
+    """One patched copy in a plan: group `group` run from position `past` on as `copy`; `cell`
+    is the method's key for where the result goes (a grid index, a table row...)."""
+
+    group: int
+    past: int
+    copy: Copy
+    cell: Hashable
+
+
+@torch.inference_mode()
+def execute(runner: Resumable, model, groups: Sequence[StackGroup], plan: Sequence[Step],
+            metric: Metric, *, max_patches: int | str = "auto", budget_bytes="auto",
+            progress: bool = True, desc: str = "patching"
+            ) -> Iterator[tuple[Sequence[Step], Float[Tensor, "n_steps G"]]]:
+    """Run `plan`: consecutive steps of one group and position share forwards, `max_patches`
+    copies each (an int; "auto": as many as `budget_bytes` allows, see `memory_budget`).
+    Yields each forward's steps with their metric (one row of the group's G rows per step),
+    in plan order."""
+    budget = memory_budget(model.cfg.device, budget_bytes)
+    stacks = []
+    for (g, past), steps in itertools.groupby(plan, key=lambda step: (step.group, step.past)):
+        group = groups[g]
+        cap = stack_size(max_patches, model.cfg, len(group.index), group.n_tokens, budget)
+        stacks += [(group, past, chunk) for chunk in chunks(list(steps), cap)]
+    for group, past, chunk in tqdm(stacks, desc=desc, mininterval=1.0, disable=not progress,
+                                   leave=False):
+        yield chunk, run_stack(runner, model, group, past, [s.copy for s in chunk], metric)

@@ -76,6 +76,26 @@ class PreparedTask:
     def corrupted_batch(self, tokenizer) -> Batch:
         return encode(tokenizer, self.corrupted_prompts, self.prompt_format)
 
+    def pair_problems(self, tokenizer) -> list[str]:
+        """Per prompt pair, why activation patching cannot compare it ("" when it can): no
+        corrupted prompt, or token lengths that differ (patching compares the same positions)."""
+        clean = self.clean_batch(tokenizer).lengths.tolist()
+        corrupt = self.corrupted_batch(tokenizer).lengths.tolist()
+        return ["no corrupted prompt" if not cf else
+                f"token lengths differ ({a} clean vs {b} corrupted)" if a != b else ""
+                for cf, a, b in zip(self.corrupted_prompts, clean, corrupt)]
+
+    def pairs(self, tokenizer) -> tuple[Batch, Batch]:
+        """The clean and corrupted batches, once every pair is patchable (`pair_problems`):
+        the one encoding of prompt pairs that patching, tracing and AtP share."""
+        problems = self.pair_problems(tokenizer)
+        bad = [i for i, p in enumerate(problems) if p]
+        if bad:
+            raise UserError(f"{len(bad)} prompt pair(s) cannot be patched (first: #{bad[0]}, "
+                            f"{problems[bad[0]]}); activation patching compares the same "
+                            "positions: keep equal-length pairs (Session.patchable)")
+        return self.clean_batch(tokenizer), self.corrupted_batch(tokenizer)
+
     def subset(self, keep) -> PreparedTask:
         """Only the rows at positions `keep` (a list of ints or a boolean mask)."""
         keep = torch.as_tensor(keep)

@@ -212,3 +212,18 @@ def lens_figure(lens: LogitLens, title: str | None = None):
                       xaxis_title="after sublayer (blue = attention, red = MLP)",
                       yaxis_title="metric read from the residual stream")
     return fig
+
+
+def sublayer_increases(curve: pd.DataFrame) -> pd.DataFrame:
+    """The mean curve's step at each sublayer (`increase`: its value minus the previous
+    point's), from the first sublayer on."""
+    return curve.assign(increase=curve["value"].diff()).iloc[1:]
+
+
+def increase_figure(curve: pd.DataFrame):
+    """Bars of `sublayer_increases`: attention and MLP side by side per layer."""
+    import plotly.express as px
+
+    return px.bar(sublayer_increases(curve), x="layer", y="increase", color="sublayer",
+                  barmode="group",
+                  title="Increase of the metric at each sublayer (mean over prompts)")

@@ -41,24 +41,13 @@ import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
 from factcircuits.errors import UserError
-from factcircuits.methods.engine import (
-    Resumable,
-    StackGroup,
-    capture_reference,
-    chunks,
-    groups_by,
-    memory_budget,
-    run_stack,
-    stack_size,
-)
+from factcircuits.methods.engine import Resumable, Step, execute, groups_by, prepare_group
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
 from factcircuits.methods.positions import task_positions
 from factcircuits.models import LoadedModel
-from factcircuits.models.tokens import encode
 
 COMPONENTS = ("resid_pre", "attn_out", "mlp_out", "z")
 COMPONENT_TITLES = {"resid_pre": "residual stream (resid_pre)", "attn_out": "attention output",
@@ -122,32 +111,10 @@ def first_difference(clean, corrupt) -> torch.Tensor:
     return torch.where(differ, pos, differ.shape[1]).min(1).values.clamp(max=clean.lengths)
 
 
-def check_pairs(clean, corrupt):
-    if clean.tokens.shape[0] != corrupt.tokens.shape[0]:
-        raise UserError("clean and corrupted prompt lists differ in length")
-    bad = (clean.lengths != corrupt.lengths).nonzero().flatten().tolist()
-    if bad:
-        raise UserError(f"{len(bad)} prompt pair(s) differ in token length (first: #{bad[0]}); "
-                        "activation patching compares the same positions: keep equal-length "
-                        "pairs (Session.patchable)")
-
-
-@torch.inference_mode()
-def _prepare_group(runner, model, metric, index, clean_tokens, corrupt_tokens, names):
-    device = model.cfg.device
-    clean_tokens, corrupt_tokens = clean_tokens.to(device), corrupt_tokens.to(device)
-    clean_logits, clean_cache = model.run_with_cache(
-        clean_tokens, names_filter=lambda n: n in names, return_cache_object=False)
-    logits, resid, kv = capture_reference(runner, model, corrupt_tokens)
-    return StackGroup(index, {n: clean_cache[n] for n in names}, resid, kv,
-                      metric(clean_logits[:, -1], index).float().cpu(),
-                      metric(logits, index).float().cpu())
-
-
 @torch.inference_mode()
 def patch(lm: LoadedModel, prepared: PreparedTask, component: str = "resid_pre",
-          by: str = "pos", layers=None, max_patches="auto", budget_bytes="auto",
-          progress: bool = True, clean_batch=None, corrupt_batch=None, metric=None) -> PatchResult:
+          by: str = "pos", *, layers=None, metric=None, max_patches="auto",
+          budget_bytes="auto", progress: bool = True) -> PatchResult:
     """Activation patching of `component` (resid_pre | attn_out | mlp_out | z) clean into
     corrupted for every prompt pair of `prepared`.
 
@@ -162,19 +129,13 @@ def patch(lm: LoadedModel, prepared: PreparedTask, component: str = "resid_pre",
         raise UserError(f"component={component!r}: use one of {', '.join(COMPONENTS)}")
     if by != "pos" and component != "z":
         raise UserError(f"by={by!r} needs component='z' (attention heads)")
-    model = lm.model
-    tokenizer = lm.tokenizer
+    model, cfg = lm.model, lm.model.cfg
     metric = metric or prepared.metric
-    clean = clean_batch or encode(tokenizer, prepared.prompts, prepared.prompt_format)
-    corrupt = corrupt_batch or encode(tokenizer, prepared.corrupted_prompts,
-                                      prepared.prompt_format)
-    check_pairs(clean, corrupt)
-    cfg = model.cfg
+    clean, corrupt = prepared.pairs(lm.tokenizer)
     layers = list(range(cfg.n_layers)) if layers is None else list(layers)
     names = {layer: hook_name(layer, component) for layer in layers}
     n_prompts, width = clean.tokens.shape
     runner = Resumable(model)
-    budget = memory_budget(cfg.device, budget_bytes)
     n_heads = cfg.n_heads
     shape = {"pos": (cfg.n_layers, width), "head": (cfg.n_layers, n_heads),
              "pos_head": (cfg.n_layers, width, n_heads)}[by]
@@ -187,42 +148,30 @@ def patch(lm: LoadedModel, prepared: PreparedTask, component: str = "resid_pre",
     # metric without a forward. Grouping by (length, first difference) lets every group skip.
     first_diff = first_difference(clean, corrupt)
     key = clean.lengths * (width + 1) + (first_diff if by != "head" else 0)
-    plan = []  # (group_no, past position, copies, cells)
-    prepared_groups = []
+    groups, plan = [], []
+    heads = range(n_heads) if by != "pos" else [None]
     for g_no, idx in enumerate(groups_by(key)):
         n, skip = int(clean.lengths[idx[0]]), int(first_diff[idx[0]])
-        group = _prepare_group(runner, model, metric, idx, clean.tokens[idx, :n],
-                               corrupt.tokens[idx, :n], set(names.values()))
-        prepared_groups.append(group)
+        group = prepare_group(runner, model, metric, idx, clean.tokens[idx, :n],
+                              corrupt.tokens[idx, :n], set(names.values()))
+        groups.append(group)
         clean_metric[idx], corrupt_metric[idx] = group.source_metric, group.reference_metric
         if by in ("pos", "pos_head"):
             values[:, n:, ..., idx] = group.reference_metric  # past the end: nothing to patch
             values[:, :skip, ..., idx] = group.reference_metric  # identical prefix: no-op
-        cap = stack_size(max_patches, cfg, len(idx), n, budget)
-        if by == "head":
-            cells = [(layer, h) for layer in layers for h in range(n_heads)]
-            for chunk in chunks(cells, cap):
-                copies = [(layer, [(names[layer], h, None)]) for layer, h in chunk]
-                plan.append((g_no, 0, copies, chunk))
-            continue
-        for pos in range(skip, n):
-            cells = [(layer, h) for layer in layers
-                     for h in (range(n_heads) if by == "pos_head" else [None])]
-            for chunk in chunks(cells, cap):
-                copies = [(layer, [(names[layer], h, pos)]) for layer, h in chunk]
-                plan.append((g_no, pos, copies, chunk))
+        # the cells as data: (layer, position or None = all, head or None = all)
+        for pos in [None] if by == "head" else range(skip, n):
+            plan += [Step(g_no, pos or 0, (layer, [(names[layer], h, pos)]), (layer, pos, h))
+                     for layer in layers for h in heads]
 
-    for g_no, pos, copies, chunk in tqdm(plan, desc=f"patch {component}", mininterval=1.0,
-                                         disable=not progress, leave=False):
-        group = prepared_groups[g_no]
-        out = run_stack(runner, model, group, pos, copies, metric)
-        for j, (layer, h) in enumerate(chunk):
-            if by == "head":
-                values[layer, h, group.index] = out[j]
-            elif by == "pos_head":
-                values[layer, pos, h, group.index] = out[j]
-            else:
-                values[layer, pos, group.index] = out[j]
+    for steps, out in execute(runner, model, groups, plan, metric, max_patches=max_patches,
+                              budget_bytes=budget_bytes, progress=progress,
+                              desc=f"patch {component}"):
+        index = groups[steps[0].group].index
+        for step, row in zip(steps, out):
+            layer, pos, h = step.cell
+            cell = {"head": (layer, h), "pos_head": (layer, pos, h), "pos": (layer, pos)}[by]
+            values[(*cell, index)] = row
     return PatchResult(component, values, clean_metric, corrupt_metric, by, clean.lengths)
 
 

@@ -30,10 +30,10 @@ def _from_tokenizer(tokenizer) -> int | None:
 def model_context(spec: str, tokenizer=None) -> int | None:
     """The number of positions of `spec`'s model, or None when no config says it here."""
     from factcircuits.models import packaged, specs
-    from factcircuits.models.loading import DEFAULT_MODEL, _is_tiny
+    from factcircuits.models.loading import DEFAULT_MODEL, is_tiny
 
     spec = (spec or DEFAULT_MODEL).strip()
-    if _is_tiny(spec):
+    if is_tiny(spec):
         from factcircuits.models.tiny import MAX_POSITIONS
 
         return MAX_POSITIONS

@@ -71,7 +71,7 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, device)
     spec = (spec or DEFAULT_MODEL).strip()
 
-    if _is_tiny(spec):
+    if is_tiny(spec):
         from factcircuits.models.tiny import tiny_model
 
         family = "llama" if spec == "tiny" else spec.removeprefix("tiny-")
@@ -103,7 +103,7 @@ def load_model(
     return LoadedModel(model=bridge, tokenizer=tokenizer, provenance=provenance)
 
 
-def _is_tiny(spec: str) -> bool:
+def is_tiny(spec: str) -> bool:
     from factcircuits.models.tiny import FAMILIES
 
     return spec == "tiny" or spec.removeprefix("tiny-") in FAMILIES[1:] and spec.startswith("tiny-")
@@ -128,7 +128,7 @@ def check_available(spec: str) -> None:
     folder, the embedded wheel not installed, or a hub model absent from the cache while
     offline (HF_HUB_OFFLINE=1). A hub model while online is left to the real load."""
     spec = (spec or DEFAULT_MODEL).strip()
-    if _is_tiny(spec):
+    if is_tiny(spec):
         return
     entry = specs.find(spec)
     if entry is not None:
@@ -174,7 +174,7 @@ def check_folder(folder: Path, spec: str) -> None:
 def load_tokenizer(spec: str = DEFAULT_MODEL):
     """The tokenizer of `spec` alone, without weights (seconds): for checks before a run."""
     spec = (spec or DEFAULT_MODEL).strip()
-    if _is_tiny(spec):
+    if is_tiny(spec):
         from factcircuits.models.tiny import tiny_tokenizer
 
         return tiny_tokenizer()

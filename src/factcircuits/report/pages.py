@@ -63,11 +63,53 @@ def part_title(index: int, ev: Run) -> str:
     return f"Run {index}: {ev.title}"
 
 
-def notebook_paths(ev: Run, project_dir: Path) -> list[str]:
-    """The run's executed notebooks, in order, relative to the project."""
+def run_notebooks(ev: Run) -> list[Path]:
+    """The run's executed notebooks, in order."""
     names = [nb["name"] for nb in ev.record.get("notebooks", []) if nb.get("name")]
     paths = [ev.folder / f"{name}.ipynb" for name in names] or sorted(ev.folder.glob("*.ipynb"))
-    return [p.resolve().relative_to(project_dir).as_posix() for p in paths if p.is_file()]
+    return [p for p in paths if p.is_file()]
+
+
+def notebook_paths(ev: Run, project_dir: Path) -> list[str]:
+    """The run's executed notebooks, in order, relative to the project."""
+    return [p.resolve().relative_to(project_dir).as_posix() for p in run_notebooks(ev)]
+
+
+def add_front_matter(nb, subtitle: str) -> bool:
+    """Give an executed notebook the YAML front matter Quarto reads (first raw cell): its title
+    from the first `# heading` (removed there, so the title is not shown twice) and a subtitle
+    naming the run. False when it has front matter already or no title."""
+    import nbformat
+
+    if nb.cells and nb.cells[0].cell_type == "raw" and nb.cells[0].source.startswith("---"):
+        return False
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            lines = cell.source.splitlines()
+            if not (lines and lines[0].startswith("# ")):
+                return False
+            title = lines[0][2:].strip()
+            cell.source = "\n".join(lines[1:]).lstrip("\n")
+            # JSON strings are valid YAML scalars: quotes and colons in titles stay safe.
+            yaml_text = f"---\ntitle: {json.dumps(title)}\nsubtitle: {json.dumps(subtitle)}\n---"
+            nb.cells.insert(0, nbformat.v4.new_raw_cell(yaml_text))
+            return True
+    return False
+
+
+def give_front_matter(ev: Run) -> None:
+    """Quarto renders a run's notebooks where they are: each gets its front matter (title,
+    the run as subtitle) before the render; the run leaves them without."""
+    import nbformat
+    from jsonschema import ValidationError
+
+    for path in run_notebooks(ev):
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except (ValueError, ValidationError):  # not a notebook: Quarto names it, not us
+            continue
+        if add_front_matter(nb, f"run {ev.run_id}"):
+            atomic_write(path, nbformat.writes(nb) + "\n")
 
 
 def book_config(runs: list[Run], info: dict[str, Any], project_dir: Path) -> dict:
@@ -95,6 +137,8 @@ def write_generated(project_dir: Path | None = None) -> Path:
     """Write report/_generated/ of the project being rendered; returns that folder."""
     root = Path(project_dir or quarto_project_dir()).resolve()
     runs = project_runs(root)
+    for ev in runs:
+        give_front_matter(ev)
     info = version_info(root, [ev.run_id for ev in runs])
     out = root / GENERATED
     out.mkdir(parents=True, exist_ok=True)

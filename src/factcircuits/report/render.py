@@ -127,7 +127,9 @@ def archive_copy(source: Path, archive: Path, stem: str) -> Path:
 
 
 def _front_matter_to_heading(nb) -> None:
-    """nbconvert drops raw cells: show the Quarto front matter's title as a heading instead."""
+    """A run's notebooks carry Quarto's front matter once a Quarto render has given it
+    (`report.pages.give_front_matter`); nbconvert drops raw cells, so show its title as a
+    heading instead."""
     import nbformat
     import yaml
 

@@ -9,12 +9,11 @@ from factcircuits.files import describe_fault, fault_of
 from factcircuits.run.notebooks import Notebook, tidy_executed_notebook
 
 
-def tidy_after(out: Path, source: str, status: str, run_id: str) -> None:
+def tidy_after(out: Path, source: str, status: str) -> None:
     """Tidy an executed notebook; after a failure the notebook may be partial (a full disk
     truncates it), and the failure's own reason matters more than the tidying."""
     try:
-        tidy_executed_notebook(out, source, keep_stderr=status != "ok",
-                               subtitle=f"run {run_id}")
+        tidy_executed_notebook(out, source, keep_stderr=status != "ok")
     except Exception:
         if status == "ok":
             raise

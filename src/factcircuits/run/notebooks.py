@@ -112,33 +112,7 @@ def kernel_options() -> dict[str, Any]:
             "on_cell_executed": cell_finished}
 
 
-def add_front_matter(nb, subtitle: str) -> None:
-    """Give an executed notebook the YAML front matter Quarto reads (first raw cell): its title
-    from the first `# heading` (removed there, so the title is not shown twice) and a subtitle
-    naming the run."""
-    import json as _json
-
-    import nbformat
-
-    if nb.cells and nb.cells[0].cell_type == "raw" and nb.cells[0].source.startswith("---"):
-        return
-    title = None
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            lines = cell.source.splitlines()
-            if lines and lines[0].startswith("# "):
-                title = lines[0][2:].strip()
-                cell.source = "\n".join(lines[1:]).lstrip("\n")
-            break
-    if title is None:
-        return
-    # JSON strings are valid YAML scalars: quotes and colons in titles stay safe.
-    yaml = f"---\ntitle: {_json.dumps(title)}\nsubtitle: {_json.dumps(subtitle)}\n---"
-    nb.cells.insert(0, nbformat.v4.new_raw_cell(yaml))
-
-
-def tidy_executed_notebook(path: Path, source: str, keep_stderr: bool = False,
-                             subtitle: str | None = None) -> None:
+def tidy_executed_notebook(path: Path, source: str, keep_stderr: bool = False) -> None:
     """papermill records absolute input/output paths; keep names only. Progress bars and
     warnings (stderr) went to the terminal log already; a write-up reader does not need
     them, so accepted notebooks drop them (a failed one keeps them for debugging)."""
@@ -149,8 +123,6 @@ def tidy_executed_notebook(path: Path, source: str, keep_stderr: bool = False,
     nb = nbformat.read(path, as_version=4)
     meta = nb.metadata.get("papermill", {})
     meta["input_path"], meta["output_path"] = source, path.name
-    if subtitle:
-        add_front_matter(nb, subtitle)
     if not keep_stderr:
         for cell in nb.cells:
             if cell.cell_type == "code":

@@ -342,7 +342,7 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
                     record |= {"duration_s": round(time.perf_counter() - t0, 3),
                                "status": status}
                     records.append(record)
-                    tidy_after(out, source, status, plan.run_id)
+                    tidy_after(out, source, status)
                 if reason:
                     break
             (staging / folders.OWNER_JSON).unlink(missing_ok=True)

@@ -70,13 +70,8 @@ class Session:
     def patchable(self, prepared: PreparedTask) -> tuple[PreparedTask, pd.DataFrame]:
         """Rows whose corrupted prompt has the same token length as the clean one (activation
         patching compares the same positions); the others are returned with the reason."""
-        clean = prepared.clean_batch(self.tokenizer).lengths
-        corrupt = prepared.corrupted_batch(self.tokenizer).lengths
-        has_cf = torch.tensor([bool(p) for p in prepared.corrupted_prompts])
-        ok = (clean == corrupt) & has_cf
-        reasons = ["no corrupted prompt" if not h else
-                   f"token lengths differ ({int(a)} clean vs {int(b)} corrupted)"
-                   for h, a, b in zip(has_cf, clean, corrupt)]
+        reasons = prepared.pair_problems(self.tokenizer)
+        ok = torch.tensor([not r for r in reasons], dtype=torch.bool)
         dropped = prepared.rows.assign(reason=reasons).loc[(~ok).numpy()]
         return prepared.subset(ok), dropped
 

@@ -4,10 +4,11 @@
 
 Submission side (login node): `submit` writes `_sweeps/<id>/sweep.json` and the exact command
 of every job to the cache folder (it holds absolute paths), then one `map_array` call.
-Job side (compute node): `run_job` runs `python -m factcircuits.run.slurm_executor <run args>`
-(`factcircuits run`, with Slurm's SIGTERM turned into an interrupt so a killed run's partial
-folder moves to `_failed/` as on Ctrl-C), streams its output into the sweep's log and writes
-the job's record (`jobs/<run-id>.json`: running, then ok/failed with the run's reason).
+Job side (compute node): `run_job` runs `python -m factcircuits.run.slurm_executor <run JSON>`
+(the pipeline itself, `plan_run` then `execute_run`, with Slurm's SIGTERM turned into an
+interrupt so a killed run's partial folder moves to `_failed/` as on Ctrl-C; its last line is
+the JSON result), streams its output into the sweep's log and writes the job's record
+(`jobs/<run-id>.json`: running, then ok/failed with the run's reason).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ class JobSpec:
 
     sweep_dir: str
     run_id: str
-    run_args: tuple[str, ...]
+    run_args: tuple[str, ...]  # as `factcircuits run` takes them: the log names the command
+    run: dict[str, Any] = field(default_factory=dict)  # `pipeline.plan_run`'s arguments
 
 
 class JobFailed(RuntimeError):
@@ -82,8 +84,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     env = dict(os.environ)
     if env.get("SLURM_CPUS_PER_TASK"):  # torch threads = the CPUs Slurm gave this job
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = env["SLURM_CPUS_PER_TASK"]
-    command = [sys.executable, "-m", "factcircuits.run.slurm_executor", *spec.run_args,
-               "--json", "--no-progress"]
+    command = [sys.executable, "-m", "factcircuits.run.slurm_executor", json.dumps(spec.run)]
     sweeps.append_log(folder, spec.run_id,
                       f"== {record['started']} Slurm job {record['slurm_job_id']} on "
                       f"{record['host']}: factcircuits run {' '.join(spec.run_args)}\n")
@@ -111,17 +112,45 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     return {"run_id": spec.run_id, "run_dir": record["run_dir"], "status": "ok"}
 
 
-def _child_main(argv: list[str]) -> int:
-    """`factcircuits run` inside a job. Slurm stops a job with SIGTERM (time limit, scancel):
-    as an interrupt, the pipeline moves the partial run to `_failed/` like on Ctrl-C."""
+def job_main(argv: list[str]) -> int:
+    """One run inside a job: `plan_run(**run)` and `execute_run` for the JSON `run` in argv[0].
+    The last line printed is the JSON result `run_job` reads (status, run_dir, reason); the
+    exit code is the CLI's (0 ok, 1 file system, 2 refused or failed, 130 interrupted). Slurm
+    stops a job with SIGTERM (time limit, scancel): as an interrupt, the pipeline moves the
+    partial run to `_failed/` like on Ctrl-C."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        from factcircuits.cli import main
+    result: dict[str, Any] = {"run_id": None, "run_dir": None, "status": "failed",
+                              "headline": {}}
+    from factcircuits.files import describe_fault
 
-        return main(["run", *argv])
-    except KeyboardInterrupt:  # before the command started (still importing)
-        print("factcircuits run: interrupted", file=sys.stderr)
-        return 130
+    try:
+        from factcircuits.run import folders, pipeline
+        from factcircuits.run.threads import resolve_threads
+
+        run = json.loads(argv[0])
+        plan = pipeline.plan_run(
+            run["model"], run["dataset"], run.get("overrides") or {},
+            notebooks_dir=Path(run["notebooks_dir"]) if run.get("notebooks_dir") else None,
+            select=run.get("notebooks"), runs_root=Path(run["runs_root"]),
+            threads=resolve_threads(None))
+        result["run_id"] = plan.run_id
+        out = pipeline.execute_run(plan, progress=False)
+        result.update(run_dir=folders.project_relative(out.run_dir), status=out.status,
+                      headline=out.headline)
+        return 0
+    except KeyboardInterrupt as exc:  # SIGTERM, or before the run started (still importing)
+        result["reason"] = why = getattr(exc, "reason", "interrupted")
+        code = getattr(exc, "exit_code", 130)
+    except UserError as exc:  # refused before the run, or a notebook failed (RunFailed)
+        result["reason"], code = str(exc), 2
+        why = f"error: {exc}"
+    except OSError as exc:  # the file system said no: one line
+        result["reason"], code = describe_fault(exc), 1
+        why = f"error: {result['reason']}"
+    finally:
+        print(json.dumps(result), flush=True)
+    print(f"factcircuits run: {why}", file=sys.stderr)
+    return code
 
 
 # ------------------------------------------------------------------ submission side
@@ -138,7 +167,7 @@ def load_request(sweep_id: str) -> dict[str, JobSpec]:
         raise UserError(f"--resume {sweep_id}: its job commands are not in "
                         f"{sweeps.scrub(str(path.parent))} (another machine or a cleared "
                         "cache); repeat the sweep's command with --resume instead")
-    return {k: JobSpec(v["sweep_dir"], v["run_id"], tuple(v["run_args"]))
+    return {k: JobSpec(v["sweep_dir"], v["run_id"], tuple(v["run_args"]), v.get("run", {}))
             for k, v in json.loads(path.read_text()).items()}
 
 
@@ -176,4 +205,4 @@ def cancel(sweep_id: str, job_ids: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(_child_main(sys.argv[1:]))
+    sys.exit(job_main(sys.argv[1:]))
