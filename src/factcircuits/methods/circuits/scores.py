@@ -35,7 +35,6 @@ from factcircuits.methods.circuits.forward import CircuitForward
 from factcircuits.methods.circuits.graph import Graph
 from factcircuits.methods.engine import groups_by
 from factcircuits.methods.evaluate import PreparedTask
-from factcircuits.methods.patching import check_pairs
 
 
 @dataclass
@@ -52,8 +51,7 @@ class EdgeScores:
 def pair_batches(lm, prepared: PreparedTask):
     """Clean and corrupted token batches of `prepared`, checked to pair up, and the prompt
     groups of one token length ([prompt indices], length)."""
-    clean, corrupt = prepared.clean_batch(lm.tokenizer), prepared.corrupted_batch(lm.tokenizer)
-    check_pairs(clean, corrupt)
+    clean, corrupt = prepared.pairs(lm.tokenizer)
     groups = [(idx, int(clean.lengths[idx[0]])) for idx in groups_by(clean.lengths)]
     return clean, corrupt, groups
 
