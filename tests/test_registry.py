@@ -15,7 +15,7 @@ import pytest
 from factcircuits.chapters import causal_tracing, task_check
 from factcircuits.report import render
 from factcircuits.results.kinds import Arrays, Graph, ResultError, Table
-from factcircuits.results.registry import Method, methods
+from factcircuits.results.registry import Method, builtin_methods, methods
 from factcircuits.results.store import Results
 from factcircuits.run import pipeline
 from factcircuits.run.folders import default_notebooks_dir
@@ -24,8 +24,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_every_builtin_method_has_its_notebook_and_every_notebook_its_method():
-    builtin = {m.notebook for m in methods()
-               if m.headline.__module__.startswith("factcircuits.chapters.")}
+    builtin = {m.notebook for m in builtin_methods()}
     notebooks = {p.stem for p in default_notebooks_dir().glob("[0-9][0-9]_*.py")}
     assert builtin == notebooks
 

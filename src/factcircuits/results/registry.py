@@ -108,6 +108,7 @@ class Method:
 
 
 _REGISTERED: dict[str, Method] = {}
+_BUILTIN: set[str] = set()  # the notebooks of factcircuits.chapters' entries
 _LOADED: list[bool] = [False]
 
 
@@ -130,7 +131,7 @@ def _load() -> None:
     for info in pkgutil.iter_modules(chapters.__path__):
         module = importlib.import_module(f"{chapters.__name__}.{info.name}")
         if isinstance(getattr(module, "METHOD", None), Method):
-            register(module.METHOD)
+            _BUILTIN.add(register(module.METHOD).notebook)
     for name in filter(None, (s.strip() for s in os.environ.get(PLUGINS_ENV, "").split(","))):
         try:
             importlib.import_module(name)
@@ -143,6 +144,11 @@ def methods() -> list[Method]:
     """Every registered method, in chapter order."""
     _load()
     return [_REGISTERED[k] for k in sorted(_REGISTERED)]
+
+
+def builtin_methods() -> list[Method]:
+    """The project's own methods (one per notebook in analysis/), without plugins."""
+    return [m for m in methods() if m.notebook in _BUILTIN]
 
 
 def method(notebook: str) -> Method | None:
