@@ -83,3 +83,31 @@ def test_the_findings_sentence_states_the_80_percent_circuit(tmp_path):
             "every other edge is ablated (the smallest on MIB's size grid above 0.8; CPR 0.90 "
             "(95% CI 0.85 to 0.95), CMD 0.10); it contains L23H4 of the components the other "
             "methods single out, not MLP 5.") in bullets
+
+
+def test_runs_on_one_dataset_overlay_their_faithfulness_curves(tmp_path):
+    """The comparison page draws each run's EAP-IG top-k curve against log10(% of edges)."""
+    from factcircuits.report.compare import profile_figures
+    from factcircuits.report.evidence import load_runs
+
+    sizes = [0.1, 1.0, 10.0, 100.0]
+    for i, model in enumerate(("org/small", "org/deep")):
+        folder = tmp_path / f"run{i}"
+        folder.mkdir()
+        h = C.METHOD.headline(cpr=0.9, cmd=0.1, n_edges_total=100, n_pairs=3)
+        record = {"run_id": f"run{i}", "parameters": {"model": model, "dataset": "d",
+                                                     "task": "cloze"},
+                  "model": {"resolved_name": model, "n_layers": 4 + 2 * i},
+                  "headline": {C.METHOD.notebook: h.to_json()}}
+        (folder / "run.json").write_text(json.dumps(record))
+        rows = [{"method": m, "variant": "top-k", "size_percent": s, "n_edges": int(s),
+                 "metric": 1.0, "faithfulness": s / 100 + i / 10} for m in ("EAP-IG", "EAP")
+                for s in sizes]
+        Results(folder, C.METHOD).save("faithfulness", pd.DataFrame(rows))
+    figures = [f for f in profile_figures(load_runs(tmp_path))
+               if f.layout.title.text.startswith("Circuit faithfulness")]
+    assert len(figures) == 1
+    lines = {t.name: t for t in figures[0].data}
+    assert set(lines) == {"small", "deep"}  # EAP-IG only, one line per run
+    assert list(lines["small"].x) == pytest.approx([-1.0, 0.0, 1.0, 2.0])
+    assert list(lines["deep"].y) == pytest.approx([0.101, 0.11, 0.2, 1.1])

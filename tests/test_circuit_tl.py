@@ -158,4 +158,4 @@ def test_atp_equals_transformer_lens_nodes_on_the_embedded_model(embedded_lm):
              for n, s in tl.node_scores.items() if n.kind in ("attn_head_out", "mlp_out")]
     assert len(diffs) == lm.cfg.n_layers * int(clean[first]) * (lm.cfg.n_heads + 1)
     assert heads.abs().max() > 1e-2
-    assert max(diffs) < 1e-3 * float(heads.abs().max())
+    assert max(diffs) < 1e-4  # measured: 0.0 over 1,500 nodes (scores up to 14.6)
