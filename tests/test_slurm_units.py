@@ -18,7 +18,7 @@ from factcircuits.run.slurm_resources import (
     parse_time_minutes,
     resolve_resources,
 )
-from factcircuits.run.sweep_status import _parse, decide
+from factcircuits.run.sweep_status import decide, parse_job_states
 
 NO_FLAGS = {k: None for k in ("partition", "gpus", "cpus", "mem", "time", "parallel")}
 
@@ -86,7 +86,7 @@ def test_config_file_errors_name_the_key(tmp_path):
 def test_reading_squeue_and_sacct_lines():
     lines = ["12_0|COMPLETED|None", "12_1|TIMEOUT|TimeLimit", "12_[2-4%2]|PENDING|Resources",
              "13|CANCELLED by 0|None", "13.batch|CANCELLED|", "14_5|OUT_OF_MEMORY+|"]
-    states = _parse(lines)
+    states = parse_job_states(lines)
     assert states == {"12_0": ("COMPLETED", "None"), "12_1": ("TIMEOUT", "TimeLimit"),
                       "12_2": ("PENDING", "Resources"), "12_3": ("PENDING", "Resources"),
                       "12_4": ("PENDING", "Resources"), "13": ("CANCELLED", "None"),

@@ -43,7 +43,7 @@ class JobStatus:
 
 
 # ------------------------------------------------------------------ asking Slurm
-def _parse(lines: list[str]) -> dict[str, tuple[str, str]]:
+def parse_job_states(lines: list[str]) -> dict[str, tuple[str, str]]:
     """'12_3|TIMEOUT|TimeLimit' lines → {'12_3': ('TIMEOUT', 'TimeLimit')}; states like
     'CANCELLED by 0' keep their first word; sacct's '12_[4-6]' ranges expand."""
     from submitit.slurm.slurm import read_job_id
@@ -75,13 +75,14 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
         proc = run_slurm(["squeue", "--noheader", "--array", "--states=all", f"--jobs={array}",
                           "--format=%i|%T|%r"], "sweep status")
         if proc.returncode == 0:
-            found |= _parse(proc.stdout.splitlines())
+            found |= parse_job_states(proc.stdout.splitlines())
     missing = sorted({j.split("_")[0] for j in job_ids if j not in found})
     if missing and shutil.which("sacct"):  # finished long ago: Slurm's accounting, if kept
         proc = run_slurm(["sacct", "--noheader", "--parsable2", "--allocations",
                           "--format=JobID,State", f"--jobs={','.join(missing)}"], "sweep status")
         if proc.returncode == 0:
-            found |= {k: v for k, v in _parse(proc.stdout.splitlines()).items() if k not in found}
+            found |= {k: v for k, v in parse_job_states(proc.stdout.splitlines()).items()
+                      if k not in found}
     return found
 
 
