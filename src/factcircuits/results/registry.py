@@ -113,7 +113,8 @@ _LOADED: list[bool] = [False]
 
 
 def register(method: Method) -> Method:
-    """Add a method (a plugin's or a test's); the same notebook name twice is refused."""
+    """Add a method (a plugin's or a test's). Two different methods under one notebook name
+    are refused; the same entry again (its module imported a second time) replaces itself."""
     known = _REGISTERED.get(method.notebook)
     if known is not None and known is not method:
         if known.headline.__qualname__ != method.headline.__qualname__:
