@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from factcircuits.results.headlines import Headline
 from factcircuits.results.registry import Method, methods
 from factcircuits.results.store import result_folder
 
-H = TypeVar("H", bound=Headline)
 # Position of a layer in the stack: 0 = first layer, 1 = last. Bands name thirds of the depth.
 DEPTH_BANDS = ((1 / 3, "early"), (2 / 3, "middle"), (float("inf"), "late"))
 RUN_JSON = "run.json"
@@ -56,7 +55,7 @@ class Run:
     def has(self, method: Method) -> bool:
         return method.notebook in self.headlines
 
-    def headline(self, method: type[H] | Method) -> Any:
+    def headline(self, method: Method) -> Any:
         """The method's headline; when the run lacks it, one whose fields are all None (so a
         run with only some notebooks still gets the findings its results support)."""
         found = self.headlines.get(method.notebook)
