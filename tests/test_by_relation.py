@@ -97,3 +97,44 @@ def test_a_session_analyses_k_known_prompts_per_relation(k):
     again, _ = open_session(model="tiny", dataset="relations-cloze", known="pairwise",
                             per_relation=k, seed=3).known()
     assert again.prompts == prepared.prompts
+
+
+# ---------------------------------------------------------------- one relation per run
+
+def test_of_relation_keeps_exactly_that_relations_rows_in_order():
+    from factcircuits.data.datasets import load_dataset, of_relation
+
+    data = load_dataset("relations-cloze")
+    raw = pd.read_csv(data.path, keep_default_na=False)  # counted independently of the loader
+    expected = raw.loc[raw["relation"] == "country_capital_city", "prompt"].tolist()
+    only = of_relation(data, "country_capital_city")
+    assert only.rows["prompt"].tolist() == expected and 0 < len(expected) < len(raw)
+    assert set(only.rows["relation"]) == {"country_capital_city"}
+    assert of_relation(data, "") is data  # empty: every relation
+
+
+def test_of_relation_refuses_an_unknown_relation_or_a_dataset_without_relations():
+    from factcircuits.data.datasets import from_frame, load_dataset, of_relation
+    from factcircuits.errors import DatasetError
+
+    with pytest.raises(DatasetError, match=r"relation='capitol'.*no such relation; use one "
+                                           r"of .*country_capital_city"):
+        of_relation(load_dataset("relations-cloze"), "capitol")
+    bare = from_frame(pd.DataFrame({"prompt": ["The capital of France is"],
+                                    "answer": [" Paris"], "counterfactual": [" Rome"]}))
+    with pytest.raises(DatasetError, match=r"relation='capital'.*has no relation column"):
+        of_relation(bare, "capital")
+
+
+def test_a_run_restricted_to_one_relation_is_planned_as_its_own_run_and_checked_first(tmp_path):
+    from factcircuits.errors import UserError
+    from factcircuits.run import pipeline
+
+    every = pipeline.plan_run("tiny", "relations-cloze", {}, runs_root=tmp_path)
+    one = pipeline.plan_run("tiny", "relations-cloze", {"relation": "country_capital_city"},
+                            runs_root=tmp_path)
+    assert one.parameters["relation"] == "country_capital_city" != every.parameters["relation"]
+    assert one.run_id != every.run_id  # a sweep over relations gives one run each
+    with pytest.raises(UserError, match="relation='capitol'"):
+        pipeline.plan_run("tiny", "relations-cloze", {"relation": "capitol"}, runs_root=tmp_path)
+    assert not list(tmp_path.iterdir())  # planning (and refusing) writes nothing

@@ -32,7 +32,7 @@ def tables(processing: str) -> dict[str, pd.Series | pd.DataFrame]:
     prepared = prepare(lm, load_dataset("paris-cloze"))
     clean = encode(lm.tokenizer, prepared.prompts).lengths
     corrupt = encode(lm.tokenizer, prepared.corrupted_prompts).lengths
-    prepared = prepared.subset((clean == corrupt).nonzero().flatten()[:3].tolist())
+    prepared = prepared.subset((clean == corrupt).nonzero().flatten()[:2].tolist())
     dec = A.decompose(lm, prepared)
     d = A.answer_direction(lm, prepared, dec.pre_cap_logits)
     layers = A.layer_dla(dec, d)

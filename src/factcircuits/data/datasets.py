@@ -351,3 +351,27 @@ def dataset_bytes(rows: pd.DataFrame, path: str | os.PathLike) -> bytes:
 def write_dataset(rows: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write rows (CSV or JSONL by suffix) atomically."""
     return atomic_write_bytes(path, dataset_bytes(rows, path))
+
+
+# ---------------------------------------------------------------- one relation
+
+def of_relation(dataset: FactDataset, relation: str) -> FactDataset:
+    """The dataset's rows of one relation (the run parameter `relation`; "" keeps every
+    row), so that a study can be split by relation across jobs (`sweep --grid relation=…`).
+    The corrupted prompts were made within each relation, so they stay valid."""
+    if not relation:
+        return dataset
+    labels = dataset.rows["relation"].str.strip()
+    present = sorted(set(labels) - {""})
+    if not present:
+        raise DatasetError(f"relation={relation!r}: dataset {dataset.name!r} has no relation "
+                           "column; leave relation empty or use a dataset with one "
+                           "(relations-cloze)")
+    if relation not in present:
+        shown = ", ".join(present[:12]) + (f" (+{len(present) - 12} more)"
+                                           if len(present) > 12 else "")
+        raise DatasetError(f"relation={relation!r}: dataset {dataset.name!r} has no such "
+                           f"relation; use one of {shown}")
+    rows = dataset.rows.loc[labels == relation].reset_index(drop=True)
+    rows.attrs = dict(dataset.rows.attrs)
+    return FactDataset(dataset.name, dataset.path, dataset.sha256, dataset.task, rows)

@@ -52,6 +52,8 @@ DOMAINS: dict[str, Domain] = {
                     "'pairwise' (the answer's logit is above the counterfactual's)"),
     "per_relation": whole(0, 0, allowed="use 0 for every known prompt or a positive count "
                           "per relation"),
+    "relation": text("", "name one relation of the dataset (empty: every relation)",
+                     empty_ok=True),
     "drop_multi_token_answers": Domain(True, "use true or false", lambda v: isinstance(v, bool)),
     # notebook 01, 02
     "top_k": whole(5, 1, allowed="use a whole number of at least 1 (tokens listed per prompt)"),

@@ -1,12 +1,10 @@
-"""The analysis notebooks as the runner sees them: discovery, their `parameters` cell, the
-kernel that executes one, and the tidying of an executed notebook (papermill metadata, stderr,
-Quarto front matter)."""
+"""The analysis notebooks as the runner sees them: discovery, their `parameters` cell and the
+tidying of an executed notebook (papermill metadata, stderr). The kernel that executes them
+is run/kernel.py."""
 
 from __future__ import annotations
 
 import ast
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,48 +66,6 @@ def discover_notebooks(folder: Path, select: list[str] | None = None) -> list[No
             chosen += [p for p in match if p not in chosen]
         paths = sorted(chosen)
     return [Notebook(p, parameters_cell_defaults(read_notebook(p), p)) for p in paths]
-
-
-def kernel_options() -> dict[str, Any]:
-    """papermill keyword arguments for executing one notebook (a fresh kernel each call).
-
-    - The kernel talks to the runner over Unix sockets in a private temporary folder, not TCP
-      on localhost: nothing else on the machine can connect, and ipykernel has no reason to
-      warn that its TCP transport is unencrypted.
-    - At shutdown jupyter_client interrupts the kernel (SIGINT) before asking it to exit. That
-      interrupt stops a cell still running (a Ctrl-C or timeout of the run), but after the last
-      cell papermill's final kernel_info request may still be in the kernel's handler, where the
-      SIGINT lands as "KeyboardInterrupt caught in kernel" (about one run in a dozen). So the
-      kernel is interrupted at shutdown only while a cell is executing.
-    """
-    from jupyter_client.manager import AsyncKernelManager
-
-    executing: list[bool] = [False]
-
-    class RunnerKernelManager(AsyncKernelManager):
-        def __init__(self, **kwargs: Any):
-            # AF_UNIX paths hold ~100 bytes: a short folder of its own, removed at cleanup
-            self._socket_dir = tempfile.mkdtemp(prefix="fc-kernel-")
-            super().__init__(**kwargs, transport="ipc", ip=f"{self._socket_dir}/k")
-
-        async def _async_interrupt_kernel(self) -> None:
-            if self.shutting_down and not executing[0]:
-                return  # idle: the shutdown request alone ends it
-            await super()._async_interrupt_kernel()
-
-        async def _async_cleanup_resources(self, restart: bool = False) -> None:
-            await super()._async_cleanup_resources(restart=restart)
-            if not restart:
-                shutil.rmtree(self._socket_dir, ignore_errors=True)
-
-    def cell_started(**_: Any) -> None:
-        executing[0] = True
-
-    def cell_finished(**_: Any) -> None:
-        executing[0] = False
-
-    return {"kernel_manager_class": RunnerKernelManager, "on_cell_execute": cell_started,
-            "on_cell_executed": cell_finished}
 
 
 def tidy_executed_notebook(path: Path, source: str, keep_stderr: bool = False) -> None:

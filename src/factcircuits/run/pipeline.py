@@ -29,10 +29,10 @@ from factcircuits.results.store import take_headlines
 from factcircuits.run import folders, in_progress, parameters, preflight
 from factcircuits.run.failures import failure_reason, tidy_after
 from factcircuits.run.interrupts import reason_of, signals_as_interrupts, signals_deferred
+from factcircuits.run.kernel import RunKernel
 from factcircuits.run.notebooks import (
     Notebook,
     discover_notebooks,
-    kernel_options,
     read_notebook,
 )
 from factcircuits.run.provenance import git_commit, package_versions, sha256_file, tidy_path
@@ -121,11 +121,12 @@ def plan_run(model: str | None = None, dataset: str | None = None,
     runs_root = Path(runs_root or folders.default_runs_root())
     folders.check_runs_root(runs_root)
     model_spec, dataset_spec = str(params.get("model")), str(params.get("dataset"))
+    from factcircuits.data import datasets
     from factcircuits.models import check_available  # imports torch: only when planning a run
     from factcircuits.models.loading import load_tokenizer
 
     check_available(model_spec)
-    data = resolve_dataset(dataset_spec)
+    data = datasets.of_relation(resolve_dataset(dataset_spec), str(params.get("relation") or ""))
     preflight.check_task(params, given, data)
     answer_map = preflight.check_answer_map(params, given)
     from factcircuits.models.context import model_context
@@ -140,8 +141,6 @@ def plan_run(model: str | None = None, dataset: str | None = None,
     identity |= parameters.differs_from_defaults(given, notebooks)
     if select:
         identity["notebooks"] = [nb.name for nb in notebooks]
-    from factcircuits.data import datasets
-
     notes = [f"dataset {data.name}: {n}" for n in datasets.notes(data.rows)
              if "multi-word" not in n] + checked.notes  # the tokenizer's note is the exact one
     return RunPlan(make_run_id(model_spec, dataset_spec, identity), params, notebooks,
@@ -313,6 +312,7 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
     bar = tqdm(plan.notebooks, desc=plan.run_id, unit="notebook", file=stream,
                disable=not progress)
     reason = None
+    kernel = RunKernel()  # one kernel for every notebook of the run (run/kernel.py)
     with signals_as_interrupts():
         try:
             for nb in bar:
@@ -328,12 +328,12 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
                                                                                       injected)}
                 finished = False
                 try:
+                    kernel_name = spec.get("name", "python3")
                     pm.execute_notebook(
-                        node, str(out), parameters=injected,
-                        kernel_name=spec.get("name", "python3"),
+                        node, str(out), parameters=injected, kernel_name=kernel_name,
                         language=spec.get("language", "python"), cwd=str(staging),
                         progress_bar=False, stdout_file=stream, stderr_file=kernel_err,
-                        **kernel_options())
+                        **kernel.options(kernel_name, str(staging)))
                     finished = True
                 except Exception as exc:  # noqa: BLE001 -- papermill raises many kinds
                     reason = failure_reason(nb, exc)
@@ -345,6 +345,7 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
                     tidy_after(out, source, status)
                 if reason:
                     break
+            kernel.shutdown()
             (staging / folders.OWNER_JSON).unlink(missing_ok=True)
             info = _write_run_json(plan, staging, "failed" if reason else "ok", started,
                                    records, reason, parts)
@@ -360,6 +361,10 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
             # Ctrl-C, SIGTERM/SIGHUP, a full disk or a bug: keep what was done, say why, leave
             # no staging (and no 0-byte file: it says nothing and reads as damage).
             why = describe_fault(fault) if (fault := fault_of(exc)) else reason_of(exc)
+            try:
+                kernel.shutdown()  # interrupted mid-cell: interrupt, then end it
+            except Exception:  # noqa: BLE001 -- keeping the partial results matters more
+                pass
             drop_empty_files(staging)
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             if status == "interrupted":

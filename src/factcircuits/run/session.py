@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from factcircuits.data.datasets import load_dataset
+from factcircuits.data.datasets import load_dataset, of_relation
 from factcircuits.errors import UserError
 from factcircuits.methods.evaluate import (
     PreparedTask,
@@ -81,10 +81,10 @@ def open_session(model: str = "default", dataset: str = "", task: str = "cloze",
                  device: str = "auto", dtype: str = "", batch_size: int = 16,
                  n_prompts: int = 0, seed: int = 0, run_dir: str = ".",
                  drop_multi_token_answers: bool = True, known: str = "top1",
-                 per_relation: int = 0, **_ignored: Any) -> Session:
-    """`dataset=""` means the default dataset of `task`; `known` picks the prompts the
-    mechanistic analyses keep (`Session.known`). Extra notebook-specific parameters are
-    ignored here."""
+                 per_relation: int = 0, relation: str = "", **_ignored: Any) -> Session:
+    """`dataset=""` means the default dataset of `task`; `relation` keeps one relation's rows;
+    `known` picks the prompts the mechanistic analyses keep (`Session.known`). Extra
+    notebook-specific parameters are ignored here."""
     if task not in DEFAULT_DATASET_FOR_TASK:
         raise UserError(f"task={task!r}: use 'cloze' or 'yesno'")
     check_known(known)
@@ -93,7 +93,7 @@ def open_session(model: str = "default", dataset: str = "", task: str = "cloze",
     if key not in _MODELS:
         _MODELS[key] = load_model(model, device=device, dtype=dtype or None)
     lm = _MODELS[key]
-    data = load_dataset(dataset or DEFAULT_DATASET_FOR_TASK[task])
+    data = of_relation(load_dataset(dataset or DEFAULT_DATASET_FOR_TASK[task]), relation)
     if data.task != task:
         raise UserError(f"dataset {data.name!r} is a {data.task} dataset but task={task!r}: "
                         f"pass task={data.task!r} or a {task} dataset")

@@ -1,7 +1,10 @@
 """The analysis notebooks (one per registered method), executed by the real pipeline for both
-tasks (the analysis
-issue's acceptance): no error cell, every headline written, every figure carrying interactive
-HTML, and the numbers in run.json agreeing with the library.
+tasks (the analysis issue's acceptance): no error cell, every headline written, every figure
+carrying interactive HTML, and the numbers in run.json agreeing with the library.
+
+One small run per task, shared by its file's tests; the two tasks are two files
+(test_analysis_notebooks_cloze.py, test_analysis_notebooks_yesno.py) so that the suite's two
+workers run them side by side.
 
 Cloze runs on the embedded model (the main job's configuration: a model that knows the facts,
 so the mechanistic notebooks analyse real known prompts). Yes/no runs on the tiny model: the
@@ -22,32 +25,23 @@ from factcircuits.run import folders, pipeline
 
 NOTEBOOKS = sorted(p.stem for p in folders.default_notebooks_dir().glob("[0-9][0-9]_*.py"))
 
-
 MODEL = {"cloze": "default", "yesno": "tiny"}
 N_LAYERS = {"default": 30, "tiny": 3}
 # The embedded model's run dominates: 4 prompts still leave known ones to analyse.
 N_PROMPTS = {"cloze": 4, "yesno": 8}
+# Every code path at its smallest cost: one noise sample, two EAP-IG steps (the integrated
+# path, not plain EAP), two exact cells per prompt for AtP's check.
+SMALL = {"noise_samples": 1, "ig_steps": 2, "scan_top_k": 2}
 
 
-@pytest.fixture(scope="module", params=[pytest.param("cloze", marks=pytest.mark.embedded),
-                                        "yesno"])
-def run(request, tmp_path_factory):
-    """One small run per task, shared by this module's tests."""
-    task = request.param
+def small_run(task: str, tmp_path_factory) -> tuple[str, pipeline.RunResult]:
     runs = tmp_path_factory.mktemp(f"runs-{task}")
-    return task, pipeline.run(MODEL[task], None, {"task": task, "n_prompts": N_PROMPTS[task],
-                                                  "noise_samples": 1},
+    return task, pipeline.run(MODEL[task], None,
+                              {"task": task, "n_prompts": N_PROMPTS[task], **SMALL},
                               runs_root=runs, progress=False)
 
 
-@pytest.fixture
-def lm(run, request):
-    """The model the run used, loaded once per session (conftest)."""
-    return request.getfixturevalue({"default": "embedded_lm", "tiny": "tiny_lm"}[MODEL[run[0]]])
-
-
-@pytest.mark.slow
-def test_every_notebook_runs_without_error_and_writes_headlines(run):
+def check_every_notebook_ran_and_wrote_its_headline(run) -> None:
     task, result = run
     assert set(NOTEBOOKS) == {m.notebook for m in builtin_methods()}
     assert result.status == "ok"
@@ -65,8 +59,7 @@ def test_every_notebook_runs_without_error_and_writes_headlines(run):
         assert figures, f"{name} shows no figure"
 
 
-@pytest.mark.slow
-def test_task_check_headline_agrees_with_the_library(run, lm):
+def check_task_check_headline_agrees_with_the_library(run, lm) -> None:
     task, result = run
     headline = json.loads((result.run_dir / "run.json").read_text())["headline"]["01_task_check"]
     rows = load_dataset(f"paris-{task}").rows.head(N_PROMPTS[task])
