@@ -27,8 +27,9 @@ NOTEBOOKS = sorted(p.stem for p in folders.default_notebooks_dir().glob("[0-9][0
 
 MODEL = {"cloze": "default", "yesno": "tiny"}
 N_LAYERS = {"default": 30, "tiny": 3}
-# The embedded model's run dominates: 4 prompts still leave known ones to analyse.
-N_PROMPTS = {"cloze": 4, "yesno": 8}
+# The embedded model's run dominates: it knows the first 3 prompts, 3 patchable pairs (every
+# interval and per-pair path needs at least 2).
+N_PROMPTS = {"cloze": 3, "yesno": 8}
 # Every code path at its smallest cost: one noise sample, two EAP-IG steps (the integrated
 # path, not plain EAP), two exact cells per prompt for AtP's check.
 SMALL = {"noise_samples": 1, "ig_steps": 2, "scan_top_k": 2}

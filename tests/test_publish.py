@@ -17,6 +17,7 @@ from factcircuits.report.offline import external_assets
 from factcircuits.run import pipeline
 
 FIXTURES = Path(__file__).parent / "fixtures"
+pytestmark = pytest.mark.slow  # the shared fixture makes three runs and two renders (~25 s)
 
 
 @pytest.fixture(scope="module")
