@@ -69,22 +69,27 @@ out = Results(run_dir, chapter.METHOD)
 found = chapter.circuit_chapter(session.lm, pairs, ig_steps=ig_steps, ablation=ablation,
                                 seed=seed)
 summary, h = found.summary, found.headline
+if summary is None:
+    display(Markdown("No prompt pair can be patched, so this notebook shows nothing further."))
 
 # %% [markdown]
 # ## How much of the behaviour does a circuit carry?
 
 # %%
-faithfulness_figure(summary.faithfulness).show()
-reach = (f"The smallest circuit on the grid reaching 80% faithfulness has **{h.edges_for_80:,} "
-         f"edges** ({h.size_for_80:g}% of {h.n_edges_total:,})" if h.edges_for_80 is not None
-         else f"No circuit on the grid reaches 80% faithfulness (of {h.n_edges_total:,} edges)")
-display(Markdown(
-    f"{reach}. Mean metric: clean **{h.clean_metric:.2f}**, corrupted "
-    f"**{h.corrupted_metric:.2f}**, empty circuit {h.empty_metric:.2f}. EAP-IG's top-k curve: "
-    f"CPR **{h.cpr:.3f}**, CMD **{h.cmd:.3f}**; one-step EAP: CPR {h.eap_cpr:.3f}, CMD "
-    f"{h.eap_cmd:.3f}. Scores took {h.seconds_scores:.0f} s, the exact curve "
-    f"{h.seconds_curve:.0f} s. A faithfulness above 1 means the circuit pushes the metric "
-    "further than the full model (the ablated edges worked against the answer)."))
+if summary is not None:
+    faithfulness_figure(summary.faithfulness).show()
+    reach = (f"The smallest circuit on the grid reaching 80% faithfulness has "
+             f"**{h.edges_for_80:,} edges** ({h.size_for_80:g}% of {h.n_edges_total:,})"
+             if h.edges_for_80 is not None else
+             f"No circuit on the grid reaches 80% faithfulness (of {h.n_edges_total:,} edges)")
+    display(Markdown(
+        f"{reach}. Mean metric: clean **{h.clean_metric:.2f}**, corrupted "
+        f"**{h.corrupted_metric:.2f}**, empty circuit {h.empty_metric:.2f}. EAP-IG's top-k "
+        f"curve: CPR **{h.cpr:.3f}**, CMD **{h.cmd:.3f}**; one-step EAP: CPR "
+        f"{h.eap_cpr:.3f}, CMD {h.eap_cmd:.3f}. Scores took {h.seconds_scores:.0f} s, the "
+        f"exact curve {h.seconds_curve:.0f} s. A faithfulness above 1 means the circuit "
+        "pushes the metric further than the full model (the ablated edges worked against "
+        "the answer)."))
 
 # %% [markdown]
 # ## The circuit, layer by layer
@@ -94,29 +99,33 @@ display(Markdown(
 # red ones work against it.
 
 # %%
-circuit_figure(summary.nodes, summary.circuit_edges, max_edges=max_edges_drawn,
-               title="The circuit at the 80% size").show()
+if summary is not None:
+    circuit_figure(summary.nodes, summary.circuit_edges, max_edges=max_edges_drawn,
+                   title="The circuit at the 80% size").show()
 
 # %% [markdown]
 # ## The strongest edges
 
 # %%
-display(found.top_edges.round(4))
+if summary is not None:
+    display(found.top_edges.round(4))
 
 # %% [markdown]
 # ## Do the other chapters' components sit in the circuit?
 
 # %%
-nodes, edges = chapter.graph_of(summary)
-check = chapter.cross_check(run_dir, nodes)
-if len(check):
-    display(check)
-else:
-    display(Markdown("No other chapter of this run singled out a component."))
+if summary is not None:
+    nodes, edges = chapter.graph_of(summary)
+    check = chapter.cross_check(run_dir, nodes)
+    if len(check):
+        display(check)
+    else:
+        display(Markdown("No other chapter of this run singled out a component."))
 
 # %% tags=["remove-cell"]
-out.save("faithfulness", summary.faithfulness)
-out.save("circuit", (nodes, edges))
-out.save("top_edges", found.top_edges)
-out.save("cross_check", check)
+if summary is not None:
+    out.save("faithfulness", summary.faithfulness)
+    out.save("circuit", (nodes, edges))
+    out.save("top_edges", found.top_edges)
+    out.save("cross_check", check)
 _ = out.headline(h)

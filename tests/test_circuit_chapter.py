@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 from circuit_helpers import pairs
 
 from factcircuits.chapters import (
@@ -111,3 +112,20 @@ def test_runs_on_one_dataset_overlay_their_faithfulness_curves(tmp_path):
     assert set(lines) == {"small", "deep"}  # EAP-IG only, one line per run
     assert list(lines["small"].x) == pytest.approx([-1.0, 0.0, 1.0, 2.0])
     assert list(lines["deep"].y) == pytest.approx([0.101, 0.11, 0.2, 1.1])
+
+
+def test_no_prompt_pair_gives_an_empty_chapter_and_no_finding(tmp_path):
+    """A run restricted to one relation may keep no equal-length pair: the notebook then says
+    so and saves only the headline (n_pairs 0), and the findings say nothing of a circuit."""
+    lm = tiny_model(family="gemma2", seed=3)
+    none = pairs(lm).subset(torch.zeros(0, dtype=torch.long))
+    found = C.circuit_chapter(lm, none, progress=False)
+    assert found.summary is None and found.headline.n_pairs == 0
+    assert found.headline.cpr is None and found.headline.n_edges_total is None
+    folder = tmp_path / "run"
+    Results(folder, C.METHOD).headline(found.headline)
+    record = {"run_id": "run", "parameters": {"model": "m", "dataset": "d", "task": "cloze"},
+              "model": {"n_layers": 3}, "headline": {C.METHOD.notebook: found.headline.to_json()}}
+    (folder / "run.json").write_text(json.dumps(record))
+    bullets = run_findings(Run.load(folder)).sections.get("How it reaches the last token", [])
+    assert not [b for b in bullets if "Circuit" in b]

@@ -29,13 +29,15 @@ TOP_EDGES = 30  # rows of the top-edges table
 
 @dataclass
 class CircuitChapter:
-    summary: CircuitSummary
+    summary: CircuitSummary | None  # None: no prompt pair to score (nothing else to show)
     top_edges: pd.DataFrame
     headline: CircuitHeadline
 
 
 def circuit_chapter(lm, pairs, *, ig_steps: int = 5, ablation: str = "counterfactual",
                     seed: int = 0, progress: bool = True) -> CircuitChapter:
+    if len(pairs.prompts) == 0:  # e.g. one relation whose known prompts all change length
+        return CircuitChapter(None, pd.DataFrame(), CircuitHeadline(n_pairs=0))
     summary = circuit_summary(lm, pairs, ig_steps=ig_steps, ablation=ablation, seed=seed,
                               progress=progress)
     cols = ["rank", "upstream", "downstream", "input", "eap_ig", "eap"]

@@ -72,7 +72,6 @@ class RunKernel:
         self.manager = manager_class(self.executing, self.clients)
         self.km = None
         self.cwd = ""
-        self.used = False  # a notebook ran in it since it started
 
     def options(self, kernel_name: str, cwd: str) -> dict[str, Any]:
         """papermill keyword arguments for executing the next notebook."""
@@ -85,10 +84,8 @@ class RunKernel:
         if self.km is None:
             self.km, self.cwd = self.manager(kernel_name=kernel_name), cwd
             run_sync(self.km.start_kernel)(cwd=cwd)
-            self.used = False
-        elif self.used:
+        else:  # a notebook ran in it
             self._reset()
-        self.used = True
         return {"km": self.km, "on_cell_execute": self._cell_started,
                 "on_cell_executed": self._cell_finished}
 
