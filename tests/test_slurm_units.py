@@ -120,6 +120,13 @@ def test_deciding_a_jobs_state():
     assert decide(noted, None, None, ATTEMPT, RES, "log")[1].startswith(
         "Slurm killed the job at its time limit")
     assert "no longer knows job 12_1" in decide(None, None, None, ATTEMPT, RES, "log")[1]
+    # ... unless we cancelled it (`sweeps --cancel` notes it in sweep.json): a pending array
+    # task cancelled leaves no record and squeue forgets it at once
+    cancelled = ATTEMPT | {"cancelled": sweeps.now()}
+    assert decide(None, None, None, cancelled, RES, "log") == \
+        ("failed", "cancelled (scancel) before it started")
+    assert decide({"state": "failed", "reason": "terminated by SIGTERM"}, None, None,
+                  cancelled, RES, "log") == ("failed", "cancelled (scancel)")
     assert decide(None, None, None, ATTEMPT | {"submitted": sweeps.now()}, RES, "log")[0] == \
         "pending"
 
@@ -177,3 +184,17 @@ def test_sweeps_lists_nothing_in_an_empty_folder(tmp_path, capsys):
     assert main(["sweeps", "nope", "--runs-dir", str(tmp_path)]) == 2
     assert "sweep 'nope': not found" in capsys.readouterr().err
     assert not any(Path(tmp_path).iterdir())
+
+
+def test_cancelling_notes_each_open_attempt_in_the_sweep_record(tmp_path):
+    from factcircuits.run.sweep_status import mark_cancelled
+
+    jobs = [{"run_id": f"r{i}", "model": "m", "dataset": "d",
+             "attempts": [{"slurm_job_id": f"7_{i}", "submitted": sweeps.now()}]}
+            for i in range(3)]
+    jobs[2]["attempts"][0]["final"] = {"state": "done", "detail": "", "slurm_state": None}
+    folder = sweeps.sweep_dir(tmp_path, "s1")
+    sweeps.save_sweep(folder, {"sweep_id": "s1", "jobs": jobs})
+    mark_cancelled(tmp_path, "s1", ["7_0", "7_2"])
+    attempts = [j["attempts"][0] for j in sweeps.load_sweep(tmp_path, "s1")["jobs"]]
+    assert ["cancelled" in a for a in attempts] == [True, False, False]  # a finished one stays

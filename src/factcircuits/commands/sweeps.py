@@ -64,7 +64,9 @@ def wait_or_cancel(runs_root: Path, sweep_id: str, *, progress: bool = True):
         except (EOFError, KeyboardInterrupt):
             answer = ""
         if answer.strip().lower() in ("y", "yes"):
-            slurm_executor.cancel(sweep_id, [s.slurm_job_id for s in unfinished])
+            ids = [s.slurm_job_id for s in unfinished]
+            slurm_executor.cancel(sweep_id, ids)
+            sweep_status.mark_cancelled(runs_root, sweep_id, ids)
             print(f"cancelled {len(unfinished)} job(s); `factcircuits sweep --resume "
                   f"{sweep_id}` submits them again", file=sys.stderr)
         else:
@@ -124,6 +126,7 @@ def handle(args) -> int:
         _, statuses = sweep_status.collect(runs_root, sweep_id)
         unfinished = [s.slurm_job_id for s in statuses if s.state in ("pending", "running")]
         slurm_executor.cancel(sweep_id, unfinished)
+        sweep_status.mark_cancelled(runs_root, sweep_id, unfinished)
         print(f"sweep {sweep_id}: cancelled {len(unfinished)} job(s)")
         return 0
     if args.wait or args.render:

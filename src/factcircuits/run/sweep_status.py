@@ -141,6 +141,9 @@ def decide(record: dict[str, Any] | None, slurm: tuple[str, str] | None, hint: s
         return "failed", _killed("memory", resources)
     if state == "CANCELLED" or hint == "cancelled":
         return "failed", _killed("cancelled", resources)
+    if state is None and attempt.get("cancelled"):  # Slurm forgot a job we cancelled
+        return "failed", _killed("cancelled", resources) + ("" if record else
+                                                            " before it started")
     if record and record.get("state") == "failed":
         return "failed", record.get("reason") or f"failed; see {log}"
     if state is not None:
@@ -229,6 +232,19 @@ def collect(runs_root: Path, sweep_id: str) -> tuple[dict[str, Any], list[JobSta
     if changed:
         sweeps.save_sweep(folder, record)
     return record, statuses
+
+
+def mark_cancelled(runs_root: Path, sweep_id: str, job_ids: list[str]) -> None:
+    """Note in sweep.json that these attempts were cancelled by us (`sweeps --cancel`, or
+    Ctrl-C while waiting), so that a task cancelled before it started is said to be, not
+    "Slurm no longer knows" it."""
+    folder = sweeps.sweep_dir(runs_root, sweep_id)
+    record = sweeps.load_sweep(runs_root, sweep_id)
+    for job in record["jobs"]:
+        attempt = sweeps.current_attempt(job)
+        if attempt and attempt["slurm_job_id"] in job_ids and not attempt.get("final"):
+            attempt["cancelled"] = sweeps.now()
+    sweeps.save_sweep(folder, record)
 
 
 def counts(statuses: list[JobStatus]) -> dict[str, int]:
