@@ -283,3 +283,14 @@ def test_front_page_zero_one_and_two_runs(tmp_path):
     three = synthesis.front_page_markdown(load_runs(tmp_path))
     assert "1 of 3 runs is at chance and left out of this summary." in three
     assert "| toy-model on toy-facts | yesno | 50% (chance) | — | — | — | — |" in three
+
+
+def test_a_change_is_worded_with_its_interval_in_the_same_direction():
+    from factcircuits.results.wording import change_text
+
+    # a fall of 67% whose interval is -80% to -53% is a fall of 53% to 80%
+    assert change_text(-0.67, [-0.80, -0.53]) == "falls by 67% (95% CI 53% to 80%)"
+    assert change_text(0.25, [0.10, 0.40]) == "rises by 25% (95% CI 10% to 40%)"
+    assert change_text(-0.10, [-0.25, 0.04]) == \
+        "falls by 10% (95% CI -25% to +4%: the sign is not resolved)"
+    assert change_text(-0.5, None) == change_text(-0.5, [float("nan")] * 2) == "falls by 50%"

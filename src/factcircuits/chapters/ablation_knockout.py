@@ -148,8 +148,7 @@ def knockout_findings(run: Run) -> list[Finding]:
                     f"subject hurts most in {window_text(run, ko['first'], ko['last'])}"
                     + (f" (in 95% of resamples the worst window is centred on layers "
                        f"{centres[0]}–{centres[1]})" if centres else "")
-                    + f": P(answer) {change_text(ko['relative_p_change'])}"
-                    + (f" (95% CI {ci[0]:+.0%} to {ci[1]:+.0%})" if ci else "") + ".", 10)]
+                    + f": P(answer) {change_text(ko['relative_p_change'], ci)}.", 10)]
 
 
 METHOD = Method(

@@ -58,9 +58,10 @@ def lens_findings(run: Run) -> list[Finding]:
                 f"{layer_text(run, h.peak_layer, h.peak_layer_range)}.")
         dla = run.headline(attribution.METHOD)
         if dla.top_layer_component:
+            size = with_interval(dla.top_layer_component_dla, dla.top_layer_component_dla_ci,
+                                 "+.2f")
             text += (f" By direct logit attribution the largest component is the "
-                     f"{component_name(dla.top_layer_component)} ("
-                     f"{with_interval(dla.top_layer_component_dla, dla.top_layer_component_dla_ci, '+.2f')}).")  # noqa: E501
+                     f"{component_name(dla.top_layer_component)}, {size}.")
         found.append(Finding(WHERE, text, 30))
     relations = relation_peaks_text(run.result(METHOD, "by_relation"),
                                     "the logit lens's largest jump")

@@ -50,8 +50,18 @@ def component_name(label: str) -> str:
     return f"{SUBLAYER_NAMES.get(kind, kind)} of layer {layer}" if layer.isdigit() else label
 
 
-def change_text(fraction: float) -> str:
-    return f"falls by {-fraction:.0%}" if fraction < 0 else f"rises by {fraction:.0%}"
+def change_text(fraction: float, ci=None) -> str:
+    """'falls by 67% (95% CI 53% to 80%)': the interval in the words' own direction; one that
+    crosses zero keeps its signs ("falls by 10% (95% CI -25% to +4%: the sign is not resolved)")."""
+    word, size = ("falls", -fraction) if fraction < 0 else ("rises", fraction)
+    text = f"{word} by {size:.0%}"
+    if not ci or len(ci) != 2 or any(v is None or v != v for v in ci):
+        return text
+    low, high = sorted(-v if fraction < 0 else v for v in ci)
+    if low < 0 < high:
+        low, high = sorted(ci)
+        return f"{text} (95% CI {low:+.0%} to {high:+.0%}: the sign is not resolved)"
+    return f"{text} (95% CI {low:.0%} to {high:.0%})"
 
 
 def head_label(layer, head) -> str:
