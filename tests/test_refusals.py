@@ -262,6 +262,20 @@ def test_refuses_notebook_parameters_outside_their_domain(refuse, tmp_path, valu
     assert line.endswith(f": {DOMAINS[name].allowed}"), line
 
 
+def test_refuses_a_relation_the_dataset_does_not_have(refuse, tmp_path):
+    analysis = ["--notebooks-dir", REPO / "analysis"]
+    refuse("`run --dataset relations-cloze -p relation=capitol`",
+           run_args(tmp_path, *analysis, "--dataset", "relations-cloze", "-p",
+                    "relation=capitol"),
+           "relation='capitol': dataset 'relations-cloze' has no such relation; use one of "
+           "city_in_country, company_hq")
+    data = write(tmp_path / "facts.csv", CLOZE + "The capital of France is, Paris, Rome\n")
+    refuse("`-p relation=…` on a dataset without a relation column",
+           run_args(tmp_path, *analysis, "--dataset", data, "-p", "relation=capital"),
+           "relation='capital': dataset 'facts' has no relation column; leave relation empty "
+           "or use a dataset with one")
+
+
 def test_refuses_a_parameter_given_twice(refuse, tmp_path):
     refuse("`run -p seed=1 -p seed=2`", run_args(tmp_path, "-p", "seed=1", "-p", "seed=2"),
            "-p seed is given twice (-p seed=1 and -p seed=2); give each parameter once",
