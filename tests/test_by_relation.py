@@ -138,3 +138,19 @@ def test_a_run_restricted_to_one_relation_is_planned_as_its_own_run_and_checked_
     with pytest.raises(UserError, match="relation='capitol'"):
         pipeline.plan_run("tiny", "relations-cloze", {"relation": "capitol"}, runs_root=tmp_path)
     assert not list(tmp_path.iterdir())  # planning (and refusing) writes nothing
+
+
+def test_runs_on_one_dataset_are_told_apart_by_what_narrows_their_prompts(tmp_path):
+    import json
+
+    def title(**parameters):
+        folder = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        (folder / "run.json").write_text(json.dumps({
+            "run_id": folder.name, "parameters": {"model": "org/SmolLM2-135M",
+                                                  "dataset": "relations-cloze", **parameters}}))
+        return Run.load(folder).title
+
+    assert title() == title(relation="", per_relation=0) == "SmolLM2-135M on relations-cloze"
+    assert title(relation="company_hq") == "SmolLM2-135M on relations-cloze (company_hq)"
+    assert title(per_relation=8) == "SmolLM2-135M on relations-cloze (8 per relation)"

@@ -111,7 +111,13 @@ class Run:
 
     @property
     def title(self) -> str:
-        return f"{self.short_model} on {self.dataset}"
+        """'<model> on <dataset>', plus what narrows its prompts (one relation, a sample per
+        relation), so that runs on one dataset are told apart in the write-up."""
+        narrowed = [str(self.parameters["relation"])] if self.parameters.get("relation") else []
+        if int(self.parameters.get("per_relation") or 0) > 0:
+            narrowed.append(f"{int(self.parameters['per_relation'])} per relation")
+        extra = f" ({', '.join(narrowed)})" if narrowed else ""
+        return f"{self.short_model} on {self.dataset}{extra}"
 
     @property
     def anchor(self) -> str:
