@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
+from factcircuits.methods import uncertainty as U
 from test_findings import make_run
 
 from factcircuits.methods import by_relation as R
@@ -64,24 +66,68 @@ def test_relation_peaks_flag_the_relation_whose_peak_moved():
 def test_findings_name_the_relations_that_stand_out(tmp_path):
     folder = make_run(tmp_path)
     (folder / "results" / "01_task_check").mkdir(parents=True)
-    pd.DataFrame([{"relation": "capital", "rows": 20, "accuracy": 1.0, "accuracy_low": 1.0,
-                   "accuracy_high": 1.0, "known": 20, "analysed": 8,
-                   "differs_from_pooled": True},
-                  {"relation": "language", "rows": 20, "accuracy": 0.5, "accuracy_low": 0.3,
-                   "accuracy_high": 0.7, "known": 10, "analysed": 8,
-                   "differs_from_pooled": False}]).to_csv(
+    pd.DataFrame([{"relation": "capital", "rows": 20, "accuracy": 1.0, "accuracy_low": 0.83,
+                   "accuracy_high": 1.0, "known": 20, "analysed": 8, "p_vs_pooled": 0.002,
+                   "p_vs_pooled_holm": 0.004, "differs_from_pooled": True},
+                  {"relation": "language", "rows": 20, "accuracy": 0.5, "accuracy_low": 0.27,
+                   "accuracy_high": 0.73, "known": 10, "analysed": 8, "p_vs_pooled": 0.03,
+                   "p_vs_pooled_holm": 0.06, "differs_from_pooled": False},
+                  {"relation": "currency", "rows": 3, "accuracy": 0.0, "accuracy_low": 0.0,
+                   "accuracy_high": 0.71, "known": 0, "analysed": 0, "p_vs_pooled": None,
+                   "p_vs_pooled_holm": None, "differs_from_pooled": False}]).to_csv(
         folder / "results" / "01_task_check" / "by_relation.csv", index=False)
     (folder / "results" / "05_causal_tracing").mkdir(parents=True)
     pd.DataFrame([{"relation": "capital", "n": 8, "peak_layer": 3, "layer_low": 2,
                    "layer_high": 4, "value": 0.1, "value_low": 0.0, "value_high": 0.2,
-                   "differs_from_pooled": False}]).to_csv(
+                   "differs_from_pooled": False},
+                  {"relation": "currency", "n": 3, "peak_layer": 9, "layer_low": 9,
+                   "layer_high": 9, "value": 0.1, "value_low": 0.1, "value_high": 0.1,
+                   "differs_from_pooled": True}]).to_csv(
         folder / "results" / "05_causal_tracing" / "by_relation.csv", index=False)
     text = F.run_markdown(Run.load(folder))
     assert "### By relation" in text
-    assert ("**Accuracy by relation** (2 relations): the intervals of capital 100% (95% CI "
-            "100% to 100%, 20 prompts) exclude the pooled accuracy.") in text
+    assert ("**Accuracy by relation** (3 relations): capital 100% (exact 95% CI 83% to 100%, 20 "
+            "prompts) differ from the pooled accuracy (exact binomial tests, Holm-adjusted over "
+            "the relations tested); 1 of 3 relations have fewer than 5 prompts (not compared)."
+            ) in text
+    # a relation of 3 prompts is never called different, whatever its table says
     assert ("**Where causal tracing's MLP peak at the last subject token sits, by relation**: "
-            "no relation's range excludes the pooled peak (1 relations") in text
+            "of the 1 relations with at least 5 prompts, none has a range") in text
+    assert "currency (layer 9" not in text
+
+
+def test_relations_too_small_to_compare_are_not_tested(tmp_path):
+    folder = make_run(tmp_path)
+    (folder / "results" / "01_task_check").mkdir(parents=True)
+    pd.DataFrame([{"relation": r, "rows": 3, "accuracy": a, "accuracy_low": 0.0,
+                   "accuracy_high": 1.0, "known": 1, "analysed": 1, "p_vs_pooled": None,
+                   "p_vs_pooled_holm": None, "differs_from_pooled": False}
+                  for r, a in (("capital", 1.0), ("currency", 0.0))]).to_csv(
+        folder / "results" / "01_task_check" / "by_relation.csv", index=False)
+    text = F.run_markdown(Run.load(folder))
+    assert ("**Accuracy by relation** (2 relations): not tested: all 2 relations have fewer "
+            "than 5 prompts, too few to compare with the pooled study.") in text
+    assert "excludes the pooled accuracy" not in text
+
+
+def test_relation_accuracy_uses_exact_tests_with_holm():
+    from factcircuits.methods.task_check import relation_table
+
+    # capital 10/10, language 2/10 (differs from the pooled 20/28), person 5/10, tiny 3/3
+    rows = ([("capital", True)] * 10 + [("language", True)] * 2 + [("language", False)] * 8
+            + [("person", True)] * 5 + [("person", False)] * 5 + [("tiny", True)] * 3)
+    table = pd.DataFrame(rows, columns=["relation", "correct"])
+    out = relation_table(table, table.index).set_index("relation")
+    pooled = table["correct"].mean()
+    assert out.loc["tiny", "p_vs_pooled"] != out.loc["tiny", "p_vs_pooled"]  # NaN: untested
+    assert out.loc["language", "p_vs_pooled"] == pytest.approx(
+        U.binomial_two_sided_p(2, 10, pooled))
+    assert list(out.loc[["capital", "language", "person"], "p_vs_pooled_holm"]) == \
+        pytest.approx(U.holm(out.loc[["capital", "language", "person"], "p_vs_pooled"]))
+    assert bool(out.loc["language", "differs_from_pooled"])
+    assert not bool(out.loc["tiny", "differs_from_pooled"])
+    assert (out.loc["capital", "accuracy_low"], out.loc["capital", "accuracy_high"]) == \
+        pytest.approx(U.clopper_pearson(10, 10))
 
 
 @pytest.mark.parametrize("k", [2])

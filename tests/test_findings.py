@@ -21,6 +21,7 @@ from factcircuits.chapters import (
 from factcircuits.chapters import task_check as task_check_chapter
 from factcircuits.chapters.causal_tracing import tracing_window
 from factcircuits.report import findings as F
+from factcircuits.report import sureness as S
 from factcircuits.report import synthesis
 from factcircuits.report.evidence import load_runs
 from factcircuits.results.run import Run, depth_band, relative_depth
@@ -90,8 +91,13 @@ def make_run(root: Path, run_id: str = "m__d__1", *, task: str = "cloze",
             mlp_subject_last_peak_aie_ci=[0.05, 0.11], attn_subject_last_peak_aie_ci=[0.0, 0.04],
             claim_mlp_over_attn_subject_last={
                 "claim": "MLP over attention", "name": "mlp_over_attn_subject_last",
-                "difference": 0.06, "difference_ci": [0.02, 0.1], "n": 16, "p_bootstrap": 0.001,
-                "p_sign": 0.004, "n_positive": 14, "n_negative": 2, "verdict": "supported"},
+                "difference": 0.06, "difference_ci": [0.02, 0.1], "n": 16, "p": 0.004,
+                "test": "exact paired permutation test", "testable": True,
+                "n_positive": 14, "n_negative": 2},
+            claim_mlp_before_attn_last={
+                "claim": "MLP peak before attention's", "name": "mlp_before_attn_last",
+                "difference": 5.0, "difference_ci": [3.0, 6.0], "n": 16, "p": 0.03,
+                "test": "exact paired permutation test", "testable": True},
             mlp_subject_before_attn_last_share=0.99)
         headline["06"][1].update(knockout_subject_peak_centre_range=[6, 8])
     # each headline built through its method's class: a renamed field fails here
@@ -142,19 +148,19 @@ def test_findings_of_a_full_run(tmp_path):
     assert [c.verdict for c in f.checks] == ["agrees"] * 3
     text = F.run_markdown(ev)
     assert "## toy-model on toy-facts" in text and "org/toy-model" in text
-    assert ("**16 of 20** prompts correctly: 80% (95% CI 60% to 95%); mean logit difference "
+    assert ("**16 of 20** prompts correctly: 80% (exact 95% CI 60% to 95%); mean logit difference "
             "(correct − counterfactual) +2.50 (95% CI +1.50 to +3.50)") in text
     assert ("recovers the most for layer 3 (relative depth 0.30; 95% of resamples in layers "
             "2–4), early layers: AIE 0.080 (95% CI 0.050 to 0.110)") in text
     assert "against 0.020 (95% CI 0.000 to 0.040) at most for attention" in text
     assert ("the MLP output at the last subject token restores most at layer 4 (relative "
             "depth 0.40; 95% of resamples in layers 3–5), 0.60 (95% CI 0.40 to 0.80)") in text
-    assert ("*MLPs carry more than attention at the last subject token* (causal tracing, AIE "
-            "at each kind's peak layer): **supported**: mean difference +0.060 (95% CI +0.020 "
-            "to +0.100); paired bootstrap p < 0.002; sign test 14 of 16 prompts (p = 0.004); "
-            "n = 16") in text
-    assert "does in 99% of bootstrap resamples" in text
-    assert "With n = 12 < 20 prompts, intervals are wide" in text
+    # two claims, Holm: 0.004 · 2 = 0.008 supported; 0.03 stays 0.03 (step-down) supported
+    assert ("*MLP over attention* (tracing): **supported**: mean difference +0.060 (95% CI "
+            "+0.020 to +0.100); exact paired permutation test p = 0.004, Holm-adjusted over the "
+            "run's 2 tested claims p = 0.008; higher in 14 of 16 prompts; n = 16") in text
+    assert "Holm-adjusted over the run's 2 tested claims p = 0.03; n = 16" in text
+    assert "With 16 prompts analysed and 12 pairs patched (fewer than 20)" in text
     assert "attention output at the last token most at layer 9 (relative depth 0.90), 0.50" in text
     assert "from layer 6 (relative depth 0.60) on" in text
     assert ("layers 6–8 (relative depth 0.60–0.80) (in 95% of resamples the worst window is "
@@ -164,8 +170,8 @@ def test_findings_of_a_full_run(tmp_path):
     assert "within 2.0e-06 (passes" in text
     # original study: 13 / 17 = 0.76; here the largest jump is at layer 8 (0.80): 0.04 later
     assert "relative depth 0.76" in text and "0.04 of the depth later" in text
-    assert "attention, not the MLPs, carries most of it" in text
-    assert "MLPs carry 25%" in text
+    assert "attention sublayers write most of it directly; a direct effect leaves out" in text
+    assert "MLPs write 25%" in text
     # ROME: early, not middle; MLP AIE 8.0% > attention 2.0%; last-token attention at 8 > 3
     assert "in the **early** layers (unlike ROME)" in text
     assert "its AIE (8.0%) is larger than attention's (2.0%)" in text
@@ -206,18 +212,22 @@ def test_a_layer_0_mlp_peak_is_named_and_not_counted_as_agreement(tmp_path):
     assert "acts as part of the token embedding" in F.run_markdown(ev)
 
 
-def test_tracing_window_counts_as_the_same_place(tmp_path):
-    # window 5 around layer 3 restores layers 1-5 (ROME: [3 - 5//2, 3 + ceil(5/2))); the
-    # resampled peaks 2-4 speak for layers 0-6, which patching's range 5-7 overlaps
+def test_a_tracing_window_never_widens_agreement(tmp_path):
+    # window 5 around layer 3 restores layers 1-5, but agreement compares the resampled peak
+    # ranges as they are: tracing's 2-4 and patching's 5-7 do not overlap, so they differ
     ev = Run.load(make_run(tmp_path, patch_mlp_layer=6, trace_window=5))
     assert tracing_window(ev, 3) == (1, 5) and tracing_window(ev, 0) == (0, 2)
     assert tracing_window(ev, 10) == (8, 10)  # clipped at the last layer
-    assert [c.agree for c in F.run_findings(ev).checks] == [True, True, True]
+    assert [c.verdict for c in F.run_findings(ev).checks][0] == "differs"
     text = F.run_markdown(ev)
-    assert "recovers the most for layers 1–5, the window centred on layer 3" in text
-    assert ("causal tracing layer 3 (95% of resamples in layers 2–4, window 0–6), activation "
+    assert ("causal tracing layer 3 (95% of resamples in layers 2–4), activation "
             "patching layer 6") in text
-    assert "**differs**" not in text
+
+
+def test_a_range_wider_than_a_third_of_the_model_is_not_resolved():
+    assert S.layer_ranges_agree([0, 8], [3, 3], 18) == "not resolved at this sample size"
+    assert S.layer_ranges_agree([0, 6], [3, 3], 18) == "agrees"
+    assert S.layer_ranges_agree([0, 2], [3, 3], 18) == "differs"
 
 
 def test_pairwise_criterion_is_named_with_the_prompts_it_kept(tmp_path):

@@ -3,6 +3,7 @@ hand computations and clear synthetic cases."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -108,13 +109,83 @@ def test_patching_peak_interval_by_hand():
     assert found["layer_range"] == [1, 1]
 
 
-def test_claim_verdicts_follow_the_interval():
-    supported = I.claim("x", U.paired_comparison([2.0] * 6, [1.0] * 6), "a beats b")
-    assert supported["verdict"] == "supported" and supported["n"] == 6
-    assert I.claim("x", U.paired_comparison([1.0] * 6, [2.0] * 6), "")["verdict"] == \
-        "contradicted"
+def test_clopper_pearson_exact_values():
+    # 4 of 4: the lower bound solves p**4 = 0.025, i.e. 0.025 ** (1/4) = 0.3976
+    assert U.clopper_pearson(4, 4) == pytest.approx((0.025 ** 0.25, 1.0), abs=1e-6)
+    assert U.clopper_pearson(4, 4)[0] == pytest.approx(0.398, abs=1e-3)
+    assert U.clopper_pearson(0, 3) == pytest.approx((0.0, 1 - 0.025 ** (1 / 3)), abs=1e-6)
+    # 5 of 10, the textbook value (0.1871, 0.8129); symmetric in successes and failures
+    low, high = U.clopper_pearson(5, 10)
+    assert (low, high) == pytest.approx((0.18709, 0.81291), abs=1e-4)
+    assert U.clopper_pearson(3, 10)[0] == pytest.approx(1 - U.clopper_pearson(7, 10)[1])
+    # the bounds are where the binomial tails equal 2.5% (the definition)
+    k, n = 3, 12
+    low, high = U.clopper_pearson(k, n)
+    tail = sum(math.comb(n, i) * low**i * (1 - low) ** (n - i) for i in range(k, n + 1))
+    head = sum(math.comb(n, i) * high**i * (1 - high) ** (n - i) for i in range(k + 1))
+    assert tail == pytest.approx(0.025, abs=1e-9) and head == pytest.approx(0.025, abs=1e-9)
+    # unlike the percentile bootstrap, it never collapses to a point
+    assert U.proportion_estimate([1, 1, 1, 1]).interval()[0] < 0.4
+
+
+def test_wilson_by_formula():
+    z = 1.959964
+    p, n = 0.3, 10
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert U.wilson(3, 10) == pytest.approx((centre - half, centre + half), abs=1e-5)
+
+
+def test_holm_on_hand_made_p_values():
+    # sorted 0.01, 0.03, 0.04 → 3·0.01, 2·0.03, max(1·0.04, 0.06): [0.03, 0.06, 0.06]
+    assert U.holm([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
+    adjusted = U.holm([0.5, float("nan"), 0.001, 0.02])  # NaN: not tested, not counted
+    assert math.isnan(adjusted[1])
+    assert [adjusted[i] for i in (2, 3, 0)] == pytest.approx([0.003, 0.04, 0.5])
+    assert U.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
+
+
+def test_swap_test_is_exact_and_redoes_the_selection():
+    # 5 pairs all favouring a: only the identity and the full swap reach |T| → p = 2/32
+    a, b = np.arange(1.0, 6.0), np.zeros(5)
+    assert U.swap_test(a, b, U.mean_difference) == pytest.approx(2 / 32)
+    assert U.smallest_p(5) == pytest.approx(2 / 32)
+    # by enumeration: the share of the 2**n sign flips whose |mean| reaches the observed one
+    d = np.array([0.5, -0.2, 1.0, 0.3, 0.8, -0.1])
+    flips = [np.array(s) for s in itertools.product([1, -1], repeat=6)]
+    expected = np.mean([abs((f * d).mean()) >= abs(d.mean()) - 1e-12 for f in flips])
+    assert U.swap_test(d, np.zeros(6), U.mean_difference) == pytest.approx(expected)
+    # a selecting statistic: with two identical curves per prompt every swap gives 0, p = 1
+    curves = np.random.default_rng(0).normal(size=(6, 4))
+    assert U.swap_test(curves, curves.copy(), U.peak_difference) == 1.0
+    # peak_difference chooses each curve's peak on the permuted data
+    a = np.array([[0.0, 1.0, 0.0]] * 3)
+    b = np.array([[0.0, 0.0, 0.5]] * 3)
+    assert U.peak_difference(a[None], b[None])[0] == pytest.approx(0.5)
+    assert U.peak_layer_difference(a[None], b[None])[0] == 1.0  # a peaks one layer earlier
+
+
+def test_claims_are_judged_together_with_holm():
+    strong = I.paired_claim("x", "a beats b", np.arange(1.0, 11.0), np.zeros(10))
+    assert strong["p"] == pytest.approx(2 / 1024) and strong["testable"]
+    weaker = I.paired_claim("y", "", [0.3, 0.2, 0.5, -0.1, 0.4, 0.6, 0.2, 0.1, 0.3, 0.2],
+                            np.zeros(10))
+    small = I.paired_claim("z", "", [1.0, 2.0, 3.0, 4.0], np.zeros(4))
+    assert not small["testable"]  # 2/16 > 0.05: no outcome on 4 prompts reaches α
+    judged = U.judge_claims([strong, weaker, small])
+    assert [c["verdict"] for c in judged] == ["supported", "supported", "not tested"]
+    assert judged[0]["family"] == 2  # the untested claim is not in Holm's family
+    assert judged[1]["p_holm"] == pytest.approx(max(2 * strong["p"], weaker["p"]))
+    against = I.paired_claim("w", "", np.zeros(10), np.arange(1.0, 11.0))
+    assert U.judge_claims([against])[0]["verdict"] == "contradicted"
     noise = np.random.default_rng(1).normal(size=(2, 30))
-    assert I.claim("x", U.paired_comparison(*noise), "")["verdict"] == "not resolved"
+    assert U.judge_claims([I.paired_claim("v", "", *noise)])[0]["verdict"] == "not resolved"
+    # one claim alone supported at p = 0.03 is not supported among three when Holm needs 0.017
+    claim = {**strong, "p": 0.03}
+    alone, crowd = U.judge_claims([claim]), U.judge_claims([claim, {**claim, "p": 0.5},
+                                                            {**claim, "p": 0.6}])
+    assert alone[0]["verdict"] == "supported" and crowd[0]["verdict"] == "not resolved"
+    assert "not tested" in U.claim_text(judged[2]) and "n = 4" in U.claim_text(judged[2])
 
 
 def test_formatting():
@@ -129,5 +200,5 @@ def test_not_computed_values_are_said_never_an_error():
     assert U.with_interval(0.5, [marker, marker]) == "0.50"
     assert U.with_interval(0.5, [float("nan"), 0.7]) == "0.50"
     assert U.layer_with_range(4, [marker, 6]) == "layer 4"
-    assert U.claim_text({"difference": marker, "p_bootstrap": 0.5, "p_sign": 1.0}).startswith(
+    assert U.claim_text({"difference": marker, "p": 0.5}).startswith(
         "not computed")

@@ -11,12 +11,17 @@ import pandas as pd
 from factcircuits.methods.evaluate import known_phrase, known_prompts
 from factcircuits.methods.task_check import auc, relation_table
 from factcircuits.methods.topk import top_k_table
-from factcircuits.methods.uncertainty import binomial_two_sided_p, mean_estimate, with_interval
-from factcircuits.results.headlines import Headline, interval, number
+from factcircuits.methods.uncertainty import (
+    binomial_two_sided_p,
+    mean_estimate,
+    proportion_estimate,
+    with_interval,
+)
+from factcircuits.results.headlines import Headline, exact_interval, interval, number
 from factcircuits.results.kinds import Table
 from factcircuits.results.registry import BY_RELATION, KNOWLEDGE, Finding, Method
 from factcircuits.results.run import Run
-from factcircuits.results.wording import metric_name
+from factcircuits.results.wording import MIN_PROMPTS, metric_name, not_tested_text
 
 FRACTION = "fraction of prompts"
 
@@ -27,7 +32,7 @@ class TaskCheckHeadline(Headline):
     n_prompts: int | None = number("prompts scored", "prompts")
     accuracy: float | None = number("cloze: the answer is the top token; yes/no: the label's "
                                     "answer set outweighs the other", FRACTION)
-    accuracy_ci: list[float] | None = interval("accuracy")
+    accuracy_ci: list[float] | None = exact_interval("accuracy")
     mean_metric: float | None = number("mean of the task's main metric (positive = right)",
                                        "main metric")
     mean_metric_ci: list[float] | None = interval("mean_metric")
@@ -53,7 +58,7 @@ class TaskCheckHeadline(Headline):
     dropped_answer_words: list[str] | None = number("answer-map words that are not one token")
     pairwise_accuracy: float | None = number("cloze: the answer's logit is above the "
                                              "counterfactual's", FRACTION)
-    pairwise_accuracy_ci: list[float] | None = interval("pairwise_accuracy")
+    pairwise_accuracy_ci: list[float] | None = exact_interval("pairwise_accuracy")
 
 @dataclass
 class TaskCheckReport:
@@ -136,9 +141,9 @@ def task_check_summary(session, top_k: int = 5) -> TaskCheckReport:
            ("log_odds", "prob_mass_diff", "logit_diff_sum", "logit_diff", "p_answer")
            if c in table},
     }
-    # 95 % bootstrap intervals over prompts, stored beside each number
-    for key, column in (("accuracy", "correct"), ("mean_metric", "metric"),
-                        ("mean_p_answer", "p_answer")):
+    # exact (Clopper–Pearson) intervals for proportions, 95 % bootstrap intervals for means
+    headline["accuracy_ci"] = proportion_estimate(table["correct"]).interval()
+    for key, column in (("mean_metric", "metric"), ("mean_p_answer", "p_answer")):
         if column in table:
             headline[f"{key}_ci"] = mean_estimate(table[column], seed=session.seed).interval()
     if prepared.task == "yesno":
@@ -153,7 +158,7 @@ def task_check_summary(session, top_k: int = 5) -> TaskCheckReport:
         # answer above the counterfactual, whichever criterion picked the prompts
         pairwise = (table["logit_diff"] > 0).astype(float)
         headline["pairwise_accuracy"] = float(pairwise.mean())
-        headline["pairwise_accuracy_ci"] = mean_estimate(pairwise, seed=session.seed).interval()
+        headline["pairwise_accuracy_ci"] = proportion_estimate(pairwise).interval()
     by_relation = relation_table(table, known.kept.index, session.per_relation, session.seed)
     model_table = pd.DataFrame(
         [{"field": k, "value": str(v)} for k, v in session.lm.provenance.items()
@@ -173,7 +178,7 @@ def knowledge(run: Run) -> list[Finding]:
     pairwise = h.pairwise_accuracy  # cloze runs
     top1 = " (the answer is its top token)" if pairwise is not None else ""
     text = (f"The model answers **{correct} of {n}** prompts correctly{top1}: "
-            f"{with_interval(h.accuracy, h.accuracy_ci, '.0%')}; mean "
+            f"{with_interval(h.accuracy, h.accuracy_ci, '.0%', 'exact 95% CI')}; mean "
             f"{metric_name(h.main_metric or 'metric')} "
             f"{with_interval(h.mean_metric, h.mean_metric_ci, '+.2f')}")
     if h.mean_p_answer is not None:
@@ -199,14 +204,29 @@ def knowledge(run: Run) -> list[Finding]:
     found = [Finding(KNOWLEDGE, text)]
     accuracy = run.result(METHOD, "by_relation")
     if accuracy is not None and not accuracy.empty:
-        differ = accuracy[accuracy["differs_from_pooled"].astype(bool)]
-        names = ", ".join(f"{r.relation} {r.accuracy:.0%} (95% CI {r.accuracy_low:.0%} to "
-                          f"{r.accuracy_high:.0%}, {r.rows} prompts)" for r in differ.itertuples())
-        found.append(Finding(BY_RELATION, f"**Accuracy by relation** ({len(accuracy)} "
-                             "relations): " + (f"the intervals of {names} exclude the pooled "
-                                               "accuracy." if names else "no relation's interval "
-                                               "excludes the pooled accuracy."), 10))
+        found.append(Finding(BY_RELATION, relation_accuracy_text(accuracy), 10))
     return found
+
+
+def relation_accuracy_text(accuracy: pd.DataFrame) -> str:
+    """Which relations' accuracy differs from the pooled accuracy (exact binomial tests,
+    Holm-adjusted over the relations with enough prompts to be tested)."""
+    head = f"**Accuracy by relation** ({len(accuracy)} relations)"
+    if "p_vs_pooled_holm" in accuracy:
+        tested = accuracy[accuracy["p_vs_pooled_holm"].notna()]
+    else:  # a run from before the exact tests
+        tested = accuracy[accuracy["rows"] >= MIN_PROMPTS]
+    untested = not_tested_text(len(accuracy) - len(tested), len(accuracy))
+    if tested.empty:
+        return f"{head}: not tested: {untested}."
+    differ = tested[tested["differs_from_pooled"].astype(bool)]
+    names = ", ".join(f"{r.relation} {r.accuracy:.0%} (exact 95% CI {r.accuracy_low:.0%} to "
+                      f"{r.accuracy_high:.0%}, {r.rows} prompts)" for r in differ.itertuples())
+    text = (f"{head}: " + (f"{names} differ from the pooled accuracy" if names else
+                           f"none of the {len(tested)} relations tested differs from the pooled "
+                           "accuracy")
+            + " (exact binomial tests, Holm-adjusted over the relations tested)")
+    return text + (f"; {untested}." if len(tested) < len(accuracy) else ".")
 
 
 def at_chance(run: Run) -> bool:
@@ -230,8 +250,10 @@ METHOD = Method(
         "per_prompt": Table({}, "every prompt with every metric", open_columns=True),
         "by_relation": Table({"relation": "str", "rows": "int", "accuracy": "float",
                               "accuracy_low": "float", "accuracy_high": "float", "known": "int",
-                              "analysed": "int", "differs_from_pooled": "bool"},
-                             "accuracy per relation with its interval"),
+                              "analysed": "int", "p_vs_pooled": "float",
+                              "p_vs_pooled_holm": "float", "differs_from_pooled": "bool"},
+                             "accuracy per relation with its exact interval and its test "
+                             "against the pooled accuracy"),
         "top_tokens": Table({"prompt_index": "int", "prompt": "str", "rank": "int",
                              "token": "str", "token_id": "int", "logit": "float",
                              "prob": "float"},

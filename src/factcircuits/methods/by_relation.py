@@ -9,10 +9,7 @@ import pandas as pd
 
 from factcircuits.methods.intervals import normalized_peak
 from factcircuits.methods.uncertainty import peak_of_curves, resample_counts, resampled_means
-
-# A percentile bootstrap of fewer prompts than this undercovers (three prompts give at most
-# ten distinct resamples): such a relation is listed, never called different.
-MIN_PROMPTS = 5
+from factcircuits.results.wording import MIN_PROMPTS, not_tested_text
 
 
 def relation_peaks(values: np.ndarray, relations, pooled_layer: int, n_layers: int,
@@ -43,8 +40,9 @@ def relation_peaks_markdown(table: pd.DataFrame, pooled_layer: int, what: str) -
         return ""
     differ = table[table["differs_from_pooled"]]
     few = int((table["n"] < MIN_PROMPTS).sum())
-    note = (f" ({few} relations have fewer than {MIN_PROMPTS} prompts: too few to tell)"
-            if few else "")
+    if few == len(table):
+        return f"{what}: by relation, not tested: {not_tested_text(few, len(table))}."
+    note = f" ({not_tested_text(few, len(table))})" if few else ""
     if differ.empty:
         return (f"{what}: no relation's range of resampled peaks excludes the pooled peak "
                 f"(layer {pooled_layer}){note}.")

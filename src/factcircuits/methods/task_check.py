@@ -3,14 +3,19 @@ accuracy against chance, and the prompts kept for the mechanistic analyses."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
-from factcircuits.methods.by_relation import MIN_PROMPTS
 from factcircuits.methods.sampling import per_relation_sample
 from factcircuits.methods.uncertainty import (
-    mean_estimate,
+    ALPHA,
+    binomial_two_sided_p,
+    holm,
+    proportion_estimate,
 )
+from factcircuits.results.wording import MIN_PROMPTS
 
 FILTERED_FILE = "filtered_dataset.csv"
 MAX_ROWS_SHOWN = 40  # per-prompt tables longer than this show their head and where the rest is
@@ -68,9 +73,11 @@ def auc(scores, labels) -> float:
 
 def relation_table(table: pd.DataFrame, known_index, per_relation: int = 0,
                    seed: int = 0) -> pd.DataFrame | None:
-    """Per relation: rows scored, accuracy with its 95% bootstrap interval, prompts known, and
-    prompts analysed (all known, or the `per_relation` sample); whether the accuracy interval
-    excludes the pooled accuracy. None for a dataset of one relation."""
+    """Per relation: rows scored, accuracy with its exact (Clopper–Pearson) 95% interval,
+    prompts known, and prompts analysed (all known, or the `per_relation` sample); the exact
+    binomial test of its accuracy against the pooled accuracy, Holm-adjusted over the relations
+    tested (those with at least MIN_PROMPTS rows; the others are not compared), and whether
+    that adjusted p is ≤ 0.05. None for a dataset of one relation."""
     if "relation" not in table or table["relation"].nunique() < 2:
         return None
     known = table.index.isin(known_index)
@@ -82,10 +89,14 @@ def relation_table(table: pd.DataFrame, known_index, per_relation: int = 0,
     rows = []
     for relation, part in table.groupby("relation"):
         where = (table["relation"] == relation).to_numpy()
-        estimate = mean_estimate(part["correct"].astype(float), seed=seed)
+        estimate = proportion_estimate(part["correct"].astype(float))
+        correct = int(part["correct"].sum())
         rows.append({"relation": relation, "rows": len(part), "accuracy": estimate.value,
                      "accuracy_low": estimate.low, "accuracy_high": estimate.high,
                      "known": int(known[where].sum()), "analysed": int(analysed[where].sum()),
-                     "differs_from_pooled": len(part) >= MIN_PROMPTS and
-                     bool(estimate.low > pooled or estimate.high < pooled)})
-    return pd.DataFrame(rows)
+                     "p_vs_pooled": (binomial_two_sided_p(correct, len(part), pooled)
+                                     if len(part) >= MIN_PROMPTS else math.nan)})
+    out = pd.DataFrame(rows)
+    out["p_vs_pooled_holm"] = holm(out["p_vs_pooled"])
+    out["differs_from_pooled"] = out["p_vs_pooled_holm"] <= ALPHA
+    return out

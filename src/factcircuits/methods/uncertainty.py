@@ -186,7 +186,7 @@ def _number(value) -> bool:
         not math.isnan(value)
 
 
-def with_interval(value, interval, spec: str = ".2f") -> str:
+def with_interval(value, interval, spec: str = ".2f", label: str = "95% CI") -> str:
     """'0.28 (95% CI 0.15 to 0.41)'; a percentage spec ('.0%') formats all three alike. A value
     or interval that was not computed (None, NaN, a run's not-computed marker) is said so or
     left out, never an error."""
@@ -195,7 +195,7 @@ def with_interval(value, interval, spec: str = ".2f") -> str:
     if not interval or len(interval) != 2 or not all(_number(v) for v in interval):
         return format(value, spec)
     low, high = interval
-    return f"{value:{spec}} (95% CI {low:{spec}} to {high:{spec}})"
+    return f"{value:{spec}} ({label} {low:{spec}} to {high:{spec}})"
 
 
 def layer_with_range(layer, layer_range) -> str:
@@ -214,16 +214,206 @@ def p_text(p: float | None) -> str:
     return "p < 0.002" if p < 0.002 else f"p = {p:.2g}"
 
 
+SUPPORTED, CONTRADICTED, NOT_RESOLVED, NOT_TESTED = (
+    "supported", "contradicted", "not resolved", "not tested")
+
+
+def claim_p(found: dict) -> float:
+    """The p-value a claim is judged by (a record from before exact tests: its sign test)."""
+    p = found.get("p", found.get("p_sign"))
+    return float(p) if _number(p) else math.nan
+
+
+def judge_claims(found: list[dict], alpha: float | None = None) -> list[dict]:
+    """Each claim with its Holm-adjusted p-value over all the claims given (a run's family)
+    and its verdict: **supported** / **contradicted** when the adjusted p ≤ α (by the sign of
+    the difference), **not resolved** otherwise, **not tested** when no outcome on its n
+    prompts could reach α (its test is then left out of the family)."""
+    alpha = ALPHA if alpha is None else alpha
+    p = [claim_p(c) if c.get("testable", True) and _number(c.get("difference")) else math.nan
+         for c in found]
+    adjusted = holm(p)
+    judged = []
+    for c, q in zip(found, adjusted):
+        if math.isnan(q):
+            verdict = NOT_TESTED
+        elif q <= alpha:
+            verdict = SUPPORTED if c["difference"] > 0 else CONTRADICTED
+        else:
+            verdict = NOT_RESOLVED
+        judged.append({**c, "p_holm": q, "verdict": verdict, "family": len(
+            [v for v in p if not math.isnan(v)])})
+    return judged
+
+
 def claim_text(found: dict, spec: str = ".3f") -> str:
-    """'supported: mean difference +0.12 (95% CI 0.05 to 0.20), paired bootstrap p < 0.002,
-    sign test 9 of 10 prompts (p = 0.021), n = 10'; 'not computed' without the numbers."""
-    if not all(_number(found.get(k)) for k in ("difference", "p_bootstrap", "p_sign")):
+    """'**supported**: mean difference +0.12 (95% CI 0.05 to 0.20); exact paired permutation
+    test p = 0.004, Holm-adjusted over the run's 3 claims p = 0.012; 9 of 10 prompts; n = 10'.
+    `found` is a judged claim (`judge_claims`)."""
+    if not _number(found.get("difference")):
         return "not computed (no prompt had both quantities)"
-    verdict = {"supported": "**supported**", "contradicted": "**contradicted** (the opposite "
-               "holds)", "not resolved": "**not resolved** (the interval includes no "
-               "difference)"}[found["verdict"]]
-    n_pos, n_neg = found["n_positive"], found["n_negative"]
-    difference = with_interval(found["difference"], found["difference_ci"], "+" + spec)
-    return (f"{verdict}: mean difference {difference}"
-            f"; paired bootstrap {p_text(found['p_bootstrap'])}; sign test {n_pos} of "
-            f"{n_pos + n_neg} prompts (p = {found['p_sign']:.2g}); n = {found['n']}")
+    verdict = found.get("verdict", NOT_RESOLVED)
+    n = found.get("n")
+    difference = with_interval(found["difference"], found.get("difference_ci"), "+" + spec)
+    if verdict == NOT_TESTED:
+        return (f"**not tested**: with n = {n} prompts no outcome can reach p ≤ {ALPHA:g} "
+                f"(mean difference {difference})")
+    label = {SUPPORTED: "**supported**", CONTRADICTED: "**contradicted** (the opposite holds)",
+             NOT_RESOLVED: "**not resolved**"}[verdict]
+    test = found.get("test", "test")
+    text = f"{label}: mean difference {difference}; {test} {p_text(claim_p(found))}"
+    if _number(found.get("p_holm")):
+        text += (f", Holm-adjusted over the run's {found.get('family', 1)} tested claims "
+                 f"{p_text(found['p_holm'])}")
+    n_pos, n_neg = found.get("n_positive"), found.get("n_negative")
+    if n_pos is not None and n_neg is not None:
+        text += f"; higher in {n_pos} of {n_pos + n_neg} prompts"
+    return text + f"; n = {n}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Small-sample statistics: exact intervals for proportions, exact paired tests, Holm.
+#
+# A percentile bootstrap collapses to a point when every prompt agrees (4 of 4 correct gives
+# [1, 1]) and undercovers below ~20 prompts, so proportions get Clopper–Pearson intervals and
+# claims get exact permutation tests whose smallest attainable p-value is known: a claim on too
+# few prompts to ever reach ALPHA is "not tested", never "not resolved".
+
+ALPHA = 0.05  # family-wise error rate of a run's claims (Holm)
+EXACT_SWAPS = 4096  # up to 2**12 swap patterns are enumerated; beyond, a seeded Monte Carlo
+MONTE_CARLO_SWAPS = 9999
+
+
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X ≤ k) for X ~ Binomial(n, p)."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    return float(sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1)))
+
+
+def _solve_decreasing(f, target: float) -> float:
+    """The p in [0, 1] where the decreasing function f(p) equals `target` (bisection)."""
+    low, high = 0.0, 1.0
+    for _ in range(100):
+        mid = (low + high) / 2
+        if f(mid) > target:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+def clopper_pearson(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Exact (Clopper–Pearson) interval of a binomial proportion: it covers at least `level`
+    for every n and true proportion (4 of 4 → [0.398, 1])."""
+    if n < 1:
+        return math.nan, math.nan
+    k, tail = int(successes), (1 - level) / 2
+    # low: P(X ≥ k | p) = tail; high: P(X ≤ k | p) = tail (both CDFs fall as p grows)
+    low = 0.0 if k == 0 else _solve_decreasing(lambda p: _binomial_cdf(k - 1, n, p), 1 - tail)
+    high = 1.0 if k == n else _solve_decreasing(lambda p: _binomial_cdf(k, n, p), tail)
+    return float(low), float(high)
+
+
+def wilson(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (narrower than Clopper–Pearson, close to
+    nominal coverage on average)."""
+    if n < 1:
+        return math.nan, math.nan
+    z = _normal_quantile(1 - (1 - level) / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _normal_quantile(q: float) -> float:
+    """Inverse of the standard normal CDF (bisection on erf)."""
+    low, high = -10.0, 10.0
+    for _ in range(100):
+        mid = (low + high) / 2
+        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < q:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+def proportion_estimate(outcomes, level: float = LEVEL) -> Estimate:
+    """The share of true `outcomes` (0/1 per prompt) with its Clopper–Pearson interval."""
+    values = np.asarray(outcomes, dtype=float)
+    values = values[~np.isnan(values)]
+    k, n = int(values.sum()), int(len(values))
+    low, high = clopper_pearson(k, n, level)
+    return Estimate(k / n if n else math.nan, low, high, n)
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjustment: claim i is supported at family-wise level α when its
+    adjusted p-value is ≤ α. NaN p-values (untested claims) stay NaN and do not count."""
+    p = [float(v) if v is not None else math.nan for v in p_values]
+    tested = sorted((v, i) for i, v in enumerate(p) if not math.isnan(v))
+    m = len(tested)
+    adjusted, running = [math.nan] * len(p), 0.0
+    for rank, (value, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * value))
+        adjusted[i] = running
+    return adjusted
+
+
+def swap_patterns(n: int, seed: int = 0) -> np.ndarray:
+    """[n_patterns, n] booleans: which pairs a permutation swaps. Every pattern when there are
+    at most EXACT_SWAPS (the identity first), else the identity and MONTE_CARLO_SWAPS seeded
+    random patterns."""
+    if 2**n <= EXACT_SWAPS:
+        return ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(bool)
+    rng = np.random.default_rng(seed)
+    random = rng.integers(0, 2, size=(MONTE_CARLO_SWAPS, n)).astype(bool)
+    return np.vstack([np.zeros((1, n), dtype=bool), random])
+
+
+def smallest_p(n: int) -> float:
+    """The smallest two-sided p-value a paired swap test on n pairs can give (2 / 2**n)."""
+    return min(1.0, 2.0 / 2**n) if n < 64 else 0.0
+
+
+def swap_test(a, b, statistic, seed: int = 0) -> float:
+    """Exact two-sided permutation test that paired items a[i], b[i] are exchangeable.
+
+    `statistic(a, b)` takes stacks [n_patterns, n, ...] and returns [n_patterns] values; it is
+    recomputed on every swap pattern, so a statistic that *selects* (e.g. the peak layer of a
+    mean curve) has its selection redone each time: the p-value accounts for the choice.
+    p = share of patterns whose |statistic| ≥ the observed one (identity included)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    patterns = swap_patterns(len(a), seed)
+    mask = patterns.reshape(*patterns.shape, *([1] * (a.ndim - 1)))
+    swapped_a = np.where(mask, b[None], a[None])
+    swapped_b = np.where(mask, a[None], b[None])
+    values = np.asarray(statistic(swapped_a, swapped_b), dtype=float)
+    observed = abs(values[0])
+    exceed = np.abs(values) >= observed * (1 - 1e-12) - 1e-15
+    if 2 ** len(a) <= EXACT_SWAPS:
+        return float(exceed.mean())
+    return float((exceed[1:].sum() + 1) / len(values))
+
+
+def mean_difference(a, b) -> np.ndarray:
+    """Swap-test statistic: mean over pairs of a − b (per pattern)."""
+    return np.nanmean(a - b, axis=1)
+
+
+def peak_difference(a, b) -> np.ndarray:
+    """Swap-test statistic for curves [.., n, layers]: the peak of a's mean curve minus the
+    peak of b's, each at its own peak layer chosen on the same (permuted) data."""
+    return np.nanmax(np.nanmean(a, axis=1), axis=-1) - np.nanmax(np.nanmean(b, axis=1), axis=-1)
+
+
+def peak_layer_difference(a, b) -> np.ndarray:
+    """Swap-test statistic for curves: the peak layer of b's mean curve minus a's (positive
+    when a peaks earlier)."""
+    def peak(x):
+        mean = np.nanmean(x, axis=1)
+        return np.argmax(np.where(np.isnan(mean), -np.inf, mean), axis=-1)
+    return (peak(b) - peak(a)).astype(float)

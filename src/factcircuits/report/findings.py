@@ -26,7 +26,14 @@ from factcircuits.chapters import (
 from factcircuits.chapters.ablation_knockout import subject_knockout
 from factcircuits.methods.uncertainty import with_interval
 from factcircuits.report.readings import ORIGINAL_STUDY, ROME, mlp_at_subject
-from factcircuits.report.sureness import CONFOUNDED, UNRESOLVED, Check, checks, sureness
+from factcircuits.report.sureness import (
+    CONFOUNDED,
+    UNRESOLVED,
+    Check,
+    checks,
+    run_claims,
+    sureness,
+)
 from factcircuits.results.registry import (
     KNOWLEDGE,
     LITERATURE,
@@ -77,12 +84,14 @@ def _literature(ev: Run) -> list[Finding]:
     if lens.mlp_share is not None:
         share, layer = lens.mlp_share, lens.peak_layer
         depth, o_depth = ev.depth(layer), relative_depth(o["peak_layer"], o["n_layers"])
-        where = "MLPs carry most of it, as there" if share >= 0.5 else (
-            "attention, not the MLPs, carries most of it")
-        text = (f"**Original study** ({o['model']}, {o['n_layers']} layers): MLPs carried "
-                f"≈{o['mlp_share']:.0%} of the increase, the largest jump at the layer-"
-                f"{o['peak_layer']} MLP (relative depth {o_depth:.2f}). Here MLPs carry "
-                f"{share:.0%}, so {where}; the largest jump is the "
+        where = ("MLPs write most of it directly, as there" if share >= 0.5 else
+                 "attention sublayers write most of it directly; a direct effect leaves out "
+                 "what MLPs contribute through later layers, so this does not say attention "
+                 "carries the fact")
+        text = (f"**Original study** ({o['model']}, {o['n_layers']} layers; direct effects by "
+                f"logit lens): MLPs wrote ≈{o['mlp_share']:.0%} of the increase, the largest "
+                f"jump at the layer-{o['peak_layer']} MLP (relative depth {o_depth:.2f}). Here "
+                f"MLPs write {share:.0%}, so {where}; the largest jump is the "
                 f"{SUBLAYER_NAMES.get(lens.peak_sublayer, 'sublayer')} of "
                 f"{layer_text(ev, layer)}")
         if depth is not None:
@@ -101,22 +110,25 @@ def _literature(ev: Run) -> list[Finding]:
                 f"{r['attn_aie']:.1%} for attention there), attention at the last token acts "
                 f"later. Here the MLP peak at the last subject token is in the **{band}** layers"
                 f" ({'as in' if band == 'middle' else 'unlike'} ROME)")
-        found = tr.claim_mlp_over_attn_subject_last
+        judged = run_claims(ev)
+        found = judged.get("claim_mlp_over_attn_subject_last")
         if attn_aie is not None:
             ratio = "larger" if aie > attn_aie else "not larger"
-            if isinstance(found, dict):  # say only what the test supports
+            if found:  # say only what the test supports
                 ratio = {"supported": "larger", "contradicted": "smaller",
-                         "not resolved": "not resolved against"}[found["verdict"]]
+                         "not resolved": "not resolved against",
+                         "not tested": "not tested against"}[found["verdict"]]
             text += f", and its AIE ({aie:.1%}) is {ratio} than attention's ({attn_aie:.1%})"
         last_attn = tr.attn_last_peak_layer
         if last_attn is not None:
-            share = tr.mlp_subject_before_attn_last_share
-            order = "later" if last_attn > layer else "not later"
-            if share is not None:
-                order = ("later" if share >= 0.975 else "not later" if share <= 0.025 else
-                         f"not resolved as later ({share:.0%} of resamples)")
+            order = judged.get("claim_mlp_before_attn_last")
+            said = ("later" if last_attn > layer else "not later") + " (untested)"
+            if order:
+                said = {"supported": "later", "contradicted": "earlier",
+                        "not resolved": "not resolved as later",
+                        "not tested": "not tested as later"}[order["verdict"]]
             text += (f"; attention at the last token peaks at {layer_text(ev, last_attn)}, "
-                     f"{order} than the MLP peak")
+                     f"{said} than the MLP peak")
         bullets.append(Finding(LITERATURE, text + ".", len(bullets)))
     return bullets
 

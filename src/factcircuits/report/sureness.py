@@ -5,18 +5,25 @@ ranges of resampled peaks, and claims with their test. Reads typed headlines onl
 Agreement of two layer estimates: each comes with the range of layers holding its peak in 95 %
 of bootstrap resamples over prompts. They *agree* when the ranges overlap, *disagree* when they
 do not, and are *not resolved at this sample size* when a range spans more than a third of the
-model (a peak that could be almost anywhere agrees with everything)."""
+model (a peak that could be almost anywhere agrees with everything). Ranges are compared as
+they are: never widened by a method's window (a window restores several layers at once, so
+widening by it would let any nearby peak agree).
+
+Claims: every `claim_*` field of every method's headline is one claim of the run; they are
+judged together (`uncertainty.judge_claims`: exact tests, Holm-adjusted over the run's tested
+claims, "not tested" below the sample that could reach α)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from factcircuits.chapters import activation_patching, attribution, causal_tracing, logit_lens
 from factcircuits.chapters.ablation_knockout import METHOD as KNOCKOUT
 from factcircuits.chapters.ablation_knockout import subject_knockout
-from factcircuits.chapters.causal_tracing import tracing_window
-from factcircuits.methods.uncertainty import SMALL_SAMPLE, claim_text
+from factcircuits.methods.uncertainty import ALPHA, SMALL_SAMPLE, claim_text, judge_claims
 from factcircuits.report.readings import ROME, mlp_at_subject
+from factcircuits.results.registry import methods
 from factcircuits.results.run import Run
 from factcircuits.results.wording import LAYER0_MLP, head_label, range_text
 
@@ -37,25 +44,26 @@ class Check:
         return self.verdict == AGREE
 
 
-def layer_ranges_agree(a: list[int] | None, b: list[int] | None, n_layers: int | None,
-                       a_covers: list[int] | None = None) -> str:
-    """The verdict for two peak ranges [first, last] (see the module docstring). `a_covers`:
-    the layers estimate `a` speaks for when wider than its range (a traced window restores
-    several layers together)."""
+def layer_ranges_agree(a: list[int] | None, b: list[int] | None, n_layers: int | None) -> str:
+    """The verdict for two peak ranges [first, last] (see the module docstring)."""
     if not a or not b or not all(isinstance(v, (int, float)) for v in (*a, *b)):
         return UNRESOLVED
     third = (n_layers or 0) / 3
     if n_layers and (a[1] - a[0] > third or b[1] - b[0] > third):
         return UNRESOLVED
-    first, last = a_covers or a
-    return AGREE if first <= b[1] and b[0] <= last else DISAGREE
+    return AGREE if a[0] <= b[1] and b[0] <= a[1] else DISAGREE
 
 
-def small_sample_note(n: int | None) -> str:
-    if n is None or n >= SMALL_SAMPLE:
+def small_sample_note(sizes: dict[str, int]) -> str:
+    """'With 10 prompts analysed and 7 pairs patched (fewer than 20), …': each n as used."""
+    small = {what: n for what, n in sizes.items() if n is not None and n < SMALL_SAMPLE}
+    if not small:
         return ""
-    return (f" With n = {n} < {SMALL_SAMPLE} prompts, intervals are wide and only large "
-            "differences are resolved.")
+    listed = " and ".join(f"{n} {what}" for what, n in small.items())
+    return (f" With {listed} (fewer than {SMALL_SAMPLE}), intervals are wide and only large "
+            "differences are resolved; percentile bootstrap intervals of means cover somewhat "
+            "less than 95% at this size, so read them as approximate (proportions use exact "
+            "intervals).")
 
 
 def checks(ev: Run) -> list[Check]:
@@ -67,15 +75,9 @@ def checks(ev: Run) -> list[Check]:
         a, b = int(mlp["tracing"][0]), int(mlp["patching"][0])
         a_range = tr.mlp_subject_last_peak_layer_range
         b_range = pa.mlp_out_subject_last_peak_layer_range
-        covers = None
-        if a_range:  # a window restores layers around its centre together
-            covers = [tracing_window(ev, a_range[0])[0], tracing_window(ev, a_range[1])[1]]
-        window = (f", window {covers[0]}–{covers[1]}"
-                  if covers and covers != list(a_range) else "")
-        detail = (f"causal tracing layer {a} ({range_text(a_range)}{window}), activation "
+        detail = (f"causal tracing layer {a} ({range_text(a_range)}), activation "
                   f"patching layer {b} ({range_text(b_range)})")
-        verdict = (CONFOUNDED if b == 0 else
-                   layer_ranges_agree(a_range, b_range, ev.n_layers, covers))
+        verdict = CONFOUNDED if b == 0 else layer_ranges_agree(a_range, b_range, ev.n_layers)
         if b == 0:
             detail += f"; {LAYER0_MLP}"
         found.append(Check("MLP peak at the last subject token", verdict, detail))
@@ -90,14 +92,10 @@ def checks(ev: Run) -> list[Check]:
     if dla_head and ko is not None:
         layer = int(dla_head[1:].split("H")[0])
         detail = f"top DLA head in layer {layer}, subject knockout peaks in "
-        if centres:  # the layers the resampled peak windows cover
-            half = (int(ko["last"]) - int(ko["first"])) // 2
-            covered = [max(0, centres[0] - half), centres[1] + half]
-            verdict = layer_ranges_agree([layer, layer], covered, None)
-            if ev.n_layers and centres[1] - centres[0] > ev.n_layers / 3:
-                verdict = UNRESOLVED  # the window's place itself is not located
-            detail += (f"windows centred on layers {centres[0]}–{centres[1]} in 95% of "
-                       f"resamples (covering layers {covered[0]}–{covered[1]})")
+        if centres:  # compared with the window centres as they are, not widened
+            verdict = layer_ranges_agree([layer, layer], list(centres), ev.n_layers)
+            detail += (f"windows of layers {int(ko['first'])}–{int(ko['last'])}; their centres "
+                       f"lie in layers {centres[0]}–{centres[1]} in 95% of resamples")
         else:
             verdict = UNRESOLVED
             detail += f"layers {int(ko['first'])}–{int(ko['last'])} (no resampled range)"
@@ -105,21 +103,33 @@ def checks(ev: Run) -> list[Check]:
     return found
 
 
+def run_claims(ev: Run) -> dict[str, dict]:
+    """Every claim the run's methods stored (`claim_*` headline fields), judged together: by
+    field name, each with its Holm-adjusted p and verdict."""
+    stored = []
+    for method in methods():
+        if not ev.has(method):
+            continue
+        h = ev.headline(method)
+        for f in dataclasses.fields(h):
+            value = getattr(h, f.name)
+            if f.name.startswith("claim_") and isinstance(value, dict):
+                stored.append((f.name, {**value, "method": method.short}))
+    judged = judge_claims([c for _, c in stored])
+    return {name: c for (name, _), c in zip(stored, judged)}
+
+
 def claims(ev: Run) -> list[str]:
-    """Comparisons the findings make, each with its test."""
-    bullets = []
-    tr = ev.headline(causal_tracing.METHOD)
-    found = tr.claim_mlp_over_attn_subject_last
-    if isinstance(found, dict):
-        bullets.append(f"*MLPs carry more than attention at the last subject token* (causal "
-                       f"tracing, AIE at each kind's peak layer): {claim_text(found)}.")
-    share = tr.mlp_subject_before_attn_last_share
-    if share is not None:
-        verdict = ("**supported**" if share >= 0.975 else "**contradicted**"
-                   if share <= 0.025 else "**not resolved**")
-        bullets.append(f"*The MLP peak at the last subject token comes before the attention "
-                       f"peak at the last token* (causal tracing): {verdict}: it does in "
-                       f"{share:.0%} of bootstrap resamples (paired, same prompts for both).")
+    """The run's claims, each with its test and verdict (Holm over the run)."""
+    found = run_claims(ev)
+    bullets = [f"*{c['claim'][0].upper()}{c['claim'][1:]}* ({c['method']}): {claim_text(c)}."
+               for c in found.values()]
+    if bullets:
+        tested = next(iter(found.values())).get("family", 0)
+        bullets.append(f"A claim is **supported** only when its exact test survives Holm's "
+                       f"correction over the run's {tested} tested claims at α = {ALPHA:g}; "
+                       "peak layers are chosen inside each permutation, so choosing them on the "
+                       "same prompts is accounted for.")
     return bullets
 
 
@@ -161,11 +171,11 @@ def sureness(ev: Run, checks: list[Check], mechanism: bool = True) -> list[str]:
                      + (f" (ROME used {ROME['noise_samples']})"
                         if samples < ROME["noise_samples"] else ""))
     if sizes:
-        counts = [v for v in (lens.n_prompts, pa.n_pairs, tr.n_prompts) if v is not None]
-        n = min(counts) if counts else None
-        bullets.append("**Sample sizes**: " + "; ".join(sizes) + ". Intervals are 95% "
+        used = {"prompts analysed": lens.n_prompts or tr.n_prompts, "pairs patched": pa.n_pairs}
+        bullets.append("**Sample sizes**: " + "; ".join(sizes) + ". Intervals of means are 95% "
                        "bootstrap intervals over prompts (1,000 resamples, seeded by the run's "
-                       "seed)." + small_sample_note(n))
+                       "seed); intervals of proportions are exact (Clopper–Pearson)."
+                       + small_sample_note(used))
     err = dla.dla_sum_check_max_abs_error
     if err is not None:
         passes = dla.dla_sum_check_passes

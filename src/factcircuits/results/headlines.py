@@ -34,6 +34,11 @@ def interval(of: str) -> Any:
     return number(f"95% bootstrap interval over prompts of `{of}`: [low, high]", f"as {of}")
 
 
+def exact_interval(of: str) -> Any:
+    """The exact (Clopper–Pearson) 95 % interval of the proportion `of`: [low, high]."""
+    return number(f"exact (Clopper–Pearson) 95% interval of `{of}`: [low, high]", f"as {of}")
+
+
 def layer_range(of: str) -> Any:
     """The layers holding the peak `of` in 95 % of bootstrap resamples: [first, last]."""
     return number(f"layers holding the peak `{of}` in 95% of bootstrap resamples", "layers")

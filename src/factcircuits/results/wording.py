@@ -4,6 +4,8 @@ the cross-method findings (`factcircuits.report`)."""
 
 from __future__ import annotations
 
+import re
+
 from factcircuits.results.run import Run
 
 METRIC_NAMES = {"logit_diff": "logit difference (correct − counterfactual)",
@@ -13,8 +15,51 @@ METRIC_NAMES = {"logit_diff": "logit difference (correct − counterfactual)",
 SUBLAYER_NAMES = {"attn": "attention", "mlp": "MLP", "embed": "embedding"}
 # Patching layer 0's MLP at the subject restores the subject's token identity (the corrupted
 # prompt has other subject tokens), not a stored fact: a peak there is named, not matched.
+# A comparison of one relation with the pooled study needs this many prompts in the relation:
+# a percentile bootstrap of fewer undercovers (three prompts give ten distinct resamples) and
+# an exact test on fewer cannot reach p ≤ 0.05. Relations below it are listed as "not tested".
+MIN_PROMPTS = 5
 LAYER0_MLP = ("the layer-0 MLP acts as part of the token embedding, so this peak restores the "
               "subject's identity rather than a stored attribute")
+
+
+# A GGUF's quantization type as its file name gives it ('…Instruct.Q4_1.gguf',
+# 'gemma-3-270m-q4_k_m.gguf'): llama.cpp's k-quants, legacy quants, i-quants, plain floats.
+GGUF_TYPE = re.compile(r"(?<![A-Za-z0-9])(I?Q\d(?:_[0-9A-Z]+)*|BF16|F16|F32)(?=\.gguf$)",
+                       re.IGNORECASE)
+
+
+def gguf_type(weights_file) -> str | None:
+    """'SmolLM2-135M-Instruct.Q4_1.gguf' -> 'Q4_1'; 'gemma-3-270m-q4_k_m.gguf' -> 'Q4_K_M';
+    None for a name without one (or not a GGUF)."""
+    found = GGUF_TYPE.search(str(weights_file or ""))
+    return found.group(1).upper() if found else None
+
+
+def model_line(run: Run) -> str:
+    """The model as the run computed with, in one line: 'HuggingFaceTB/SmolLM2-135M-Instruct,
+    as loaded: Q4_1 GGUF dequantized to float32' (the analyses saw the quantized weights, not
+    the original release's); a hub model with its revision, a local folder, the random tiny
+    model with its seed."""
+    info = run.model_info
+    dtype = info.get("dtype") or run.parameters.get("dtype") or "the default dtype"
+    source = info.get("source")
+    weights = info.get("weights_file")
+    if weights and str(weights).lower().endswith(".gguf"):
+        kind = gguf_type(weights)
+        how = (f"{kind} GGUF dequantized to {dtype}" if kind else
+               f"GGUF {weights} (quantization type not in its name) dequantized to {dtype}")
+    elif source == "hub":
+        revision = info.get("revision")
+        how = (f"revision {str(revision)[:12]} from the Hugging Face hub, in {dtype}"
+               if revision else f"from the Hugging Face hub, in {dtype}")
+    elif source == "local":
+        how = f"a local checkpoint folder, in {dtype}"
+    elif source == "random":
+        how = f"random weights (seed {info.get('seed', '?')}), in {dtype}; no trained model"
+    else:
+        how = f"in {dtype}"
+    return f"{run.model}, as loaded: {how}"
 
 
 def range_text(layer_range) -> str:
@@ -64,6 +109,30 @@ def change_text(fraction: float, ci=None) -> str:
     return f"{text} (95% CI {low:.0%} to {high:.0%})"
 
 
+def class_counts(positions, classes=None) -> dict[str, int]:
+    """How many prompts (pairs) have at least one token of each class: a class average over
+    fewer prompts than the sample is a smaller sample (a one-token subject has no first or
+    middle subject token). `positions` has prompt_id and token_class (`patching.
+    position_table`); `classes` orders and picks the classes (default: as they occur)."""
+    n = positions.groupby("token_class")["prompt_id"].nunique()
+    order = list(classes) if classes is not None else list(dict.fromkeys(
+        positions["token_class"]))
+    return {c: int(n.get(c, 0)) for c in order if c in n.index}
+
+
+def class_counts_text(positions, titles: dict[str, str], classes=None,
+                      unit: str = "pairs") -> str:
+    """'n per token class: last subject token 13, last token 13' for a figure's caption (all
+    equal: 'n = 13 pairs for every token class')."""
+    counts = class_counts(positions, classes)
+    if not counts:
+        return f"no {unit}"
+    if len(set(counts.values())) == 1:
+        return f"n = {next(iter(counts.values()))} {unit} for every token class"
+    return f"{unit} per token class: " + ", ".join(
+        f"{titles.get(c, c)} {n}" for c, n in counts.items())
+
+
 def head_label(layer, head) -> str:
     return f"L{int(layer)}H{int(head)}"
 
@@ -73,10 +142,26 @@ def relation_peaks_text(table, what: str) -> str | None:
     layers with their resampled ranges (None without such a table)."""
     if table is None or table.empty:
         return None
-    differ = table[table["differs_from_pooled"].astype(bool)]
+    tested = table[table["n"] >= MIN_PROMPTS]
+    differ = tested[tested["differs_from_pooled"].astype(bool)]
     names = ", ".join(f"{r.relation} (layer {r.peak_layer}, 95% of resamples in "
                       f"{r.layer_low}–{r.layer_high}, n = {r.n})" for r in differ.itertuples())
+    untested = not_tested_text(len(table) - len(tested), len(table))
+    if tested.empty:
+        return (f"**Where {what} sits, by relation**: not tested: {untested}; the per-relation "
+                "peaks are shown in the chapter.")
     return (f"**Where {what} sits, by relation**: "
-            + (f"{names} differ from the pooled peak." if names else
-               f"no relation's range excludes the pooled peak ({len(table)} "
-               "relations; small per-relation samples resolve only large shifts)."))
+            + (f"{names} differ from the pooled peak" if names else
+               f"of the {len(tested)} relations with at least {MIN_PROMPTS} prompts, none has a "
+               "range of resampled peaks that excludes the pooled peak (small per-relation "
+               "samples resolve only large shifts)")
+            + (f"; {untested}." if len(tested) < len(table) else "."))
+
+
+def not_tested_text(n_untested: int, n_relations: int) -> str:
+    """'3 of 4 relations have fewer than 5 prompts, too few to compare with the pooled study'."""
+    if n_untested == n_relations:
+        return (f"{'the one relation has' if n_relations == 1 else f'all {n_relations} relations have'}"
+                f" fewer than {MIN_PROMPTS} prompts, too few to compare with the pooled study")
+    return (f"{n_untested} of {n_relations} relations have fewer than {MIN_PROMPTS} prompts "
+            "(not compared)")
