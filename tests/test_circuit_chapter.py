@@ -57,33 +57,75 @@ def test_cross_check_reads_the_other_chapters_of_the_run(tmp_path):
     Results(tmp_path, ablation_knockout.METHOD).headline(ablation_knockout.METHOD.headline(
         knockout_subject_peak_centre=3))
     nodes = pd.DataFrame({"name": ["input", "L2H1", "L2KV0", "MLP 1", "logits"]})
-    check = C.cross_check(tmp_path, nodes)
+    h = C.METHOD.headline(heads_in_circuit_share=0.25, mlps_in_circuit_share=0.5,
+                          attention_layers_in_circuit_share=0.75)
+    check = C.cross_check(tmp_path, nodes, h)
     found = dict(zip(check["component"] + " / " + check["method"], check["in_circuit"]))
     assert found == {
         "L2H1 / direct logit attribution": True, "L0H3 / direct logit attribution": False,
         "MLP 1 / direct logit attribution": True, "L0H3 / activation patching": False,
         "MLP 0 / activation patching": False, "MLP 1 / causal tracing": True,
         "attention L2 / causal tracing": True, "attention L3 / attention knockout": False}
+    rate = dict(zip(check["component"], check["base_rate"]))
+    assert rate == {"L2H1": 0.25, "L0H3": 0.25, "MLP 1": 0.5, "MLP 0": 0.5,
+                    "attention L2": 0.75, "attention L3": 0.75}
+    Results(tmp_path, C.METHOD).save("cross_check", check)  # the declared table
+    assert C.cross_check(tmp_path, nodes)["base_rate"].isna().all()  # no headline: unknown
 
 
-def test_the_findings_sentence_states_the_80_percent_circuit(tmp_path):
+def _findings(tmp_path, h, check=None):
     folder = tmp_path / "run"
     folder.mkdir()
-    h = C.METHOD.headline(cpr=0.9, cmd=0.1, n_edges_total=70651, edges_for_80=1413,
-                          size_for_80=2.0, n_pairs=7, faithfulness_for_80=0.83,
-                          faithfulness_for_80_ci=[0.7, 0.95], cpr_ci=[0.85, 0.95])
     record = {"run_id": "run", "parameters": {"model": "m", "dataset": "d", "task": "cloze"},
               "model": {"n_layers": 30}, "headline": {C.METHOD.notebook: h.to_json()}}
     (folder / "run.json").write_text(json.dumps(record))
-    Results(folder, C.METHOD).save("cross_check", pd.DataFrame(
-        {"method": ["a", "b"], "component": ["L23H4", "MLP 5"], "why": ["x", "y"],
-         "in_circuit": [True, False]}))
-    bullets = run_findings(Run.load(folder)).sections["How it reaches the last token"]
-    assert ("**Circuit** (EAP-IG, 7 prompt pairs): a circuit of 1,413 edges, 2% of the graph's "
-            "70,651, carries 0.83 (95% CI 0.70 to 0.95) of the clean−corrupted metric gap when "
-            "every other edge is ablated (the smallest on MIB's size grid above 0.8; CPR 0.90 "
-            "(95% CI 0.85 to 0.95), CMD 0.10); it contains L23H4 of the components the other "
-            "methods single out, not MLP 5.") in bullets
+    if check is not None:
+        Results(folder, C.METHOD).save("cross_check", check)
+    return run_findings(Run.load(folder)).sections["How it reaches the last token"]
+
+
+def test_the_findings_sentence_states_the_80_percent_circuit(tmp_path):
+    h = C.METHOD.headline(cpr=0.9, cmd=0.1, n_edges_total=70651, edges_for_80=1413,
+                          size_for_80=2.0, n_pairs=7, faithfulness_for_80=0.83,
+                          faithfulness_for_80_ci=[0.7, 0.95], cpr_ci=[0.85, 0.95],
+                          faithfulness_for_80_lower_bound_clears=False, split="cross-fitted",
+                          fold_pairs=[3, 4], n_evaluation_pairs=7, random_draws=5,
+                          random_faithfulness_for_80=0.04,
+                          random_faithfulness_for_80_ci=[0.01, 0.08], random_cpr=0.41,
+                          random_cpr_ci=[0.35, 0.47], heads_in_circuit_share=0.6,
+                          mlps_in_circuit_share=0.9, attention_layers_in_circuit_share=1.0)
+    check = pd.DataFrame({"method": ["a", "b"], "component": ["L23H4", "MLP 5"],
+                          "why": ["x", "y"], "in_circuit": [True, False],
+                          "base_rate": [0.6, 0.9]})
+    assert ("**Circuit** (EAP-IG; 7 prompt pairs, cross-fitted: two folds of 3 and 4 pairs, "
+            "each fold's circuits evaluated on the other fold, the curves pooled over all "
+            "pairs): the smallest circuit on MIB's size grid whose faithfulness is above 0.8, "
+            "1,413 edges (2% of the graph's 70,651), carries 0.83 (95% CI 0.70 to 0.95) of the "
+            "clean−corrupted metric gap on pairs it was not chosen on when every other edge "
+            "is ablated (the interval's lower end does not clear 0.8), against 0.04 (95% CI "
+            "0.01 to 0.08) for 5 random circuits of that size; CPR 0.90 (95% CI 0.85 to "
+            "0.95), random circuits of the same sizes 0.41 (95% CI 0.35 to 0.47), CMD 0.10; "
+            "it contains L23H4 of the components the other methods single out, not MLP 5, "
+            "while holding 60% of all heads, 90% of all MLPs, 100% of all layers' "
+            "attention.") in _findings(tmp_path, h, check)
+
+
+def test_the_findings_say_when_no_circuit_reaches_80_percent(tmp_path):
+    h = C.METHOD.headline(cpr=0.5, cmd=0.5, n_edges_total=343, n_pairs=40, cpr_ci=[0.4, 0.6],
+                          split="held-out", n_discovery_pairs=20, n_evaluation_pairs=20,
+                          random_cpr=0.3, random_cpr_ci=[0.2, 0.4])
+    assert ("**Circuit** (EAP-IG; edges scored on 20 of the 40 prompt pairs, circuits "
+            "evaluated on the other 20): no circuit up to the full graph's 343 edges on the "
+            "size grid carries 80% of the metric gap (CPR 0.50 (95% CI 0.40 to 0.60), random "
+            "circuits of the same sizes 0.30 (95% CI 0.20 to 0.40)).") in _findings(tmp_path, h)
+
+
+def test_the_notebook_notes_when_one_step_eap_beats_eap_ig():
+    h = C.METHOD.headline(cpr=0.90, cpr_ci=[0.8, 0.95], eap_cpr=0.96, eap_cpr_ci=[0.9, 0.99])
+    assert C.eap_note(h).startswith("One-step EAP's circuits score a higher CPR than EAP-IG's "
+                                    "here (0.96 (95% CI 0.90 to 0.99) against 0.90")
+    assert C.eap_note(C.METHOD.headline(cpr=0.96, eap_cpr=0.90)) == ""
+    assert C.eap_note(C.METHOD.headline(cpr=0.96)) == ""
 
 
 def test_runs_on_one_dataset_overlay_their_faithfulness_curves(tmp_path):

@@ -46,6 +46,17 @@ def test_summary_tables_agree_with_each_other(summary):
     assert h.corrupted_metric == pytest.approx(h.empty_metric, abs=1e-5)
     greedy = table[table.variant == "greedy, path-connected"]
     assert (greedy.n_edges.to_numpy() <= top.n_edges.to_numpy()).all()
+    # three pairs: cross-fitted, every pair evaluated once
+    assert (h.split, h.n_pairs, h.n_evaluation_pairs, sum(h.fold_pairs)) == (
+        "cross-fitted", 3, 3, 3)
+    random = table[table.method == "random"]
+    assert list(random.size_percent) == list(F.MIB_SIZES) and h.random_draws == F.RANDOM_DRAWS
+    assert h.random_faithfulness_for_80 == pytest.approx(
+        random.loc[random.size_percent == h.size_for_80, "faithfulness"].iloc[0])
+    assert h.faithfulness_for_80_lower_bound_clears == (h.faithfulness_for_80_ci[0] >= 0.8)
+    heads = {n for n in summary.nodes["node"] if n.startswith("L") and "KV" not in n}
+    graph = summary.scores.graph
+    assert h.heads_in_circuit_share == len(heads) / (graph.n_layers * graph.n_heads)
 
 
 def test_every_headline_field_has_a_unit_and_a_meaning():
@@ -68,7 +79,8 @@ def test_headline_saves_and_reads_back_through_the_registry(summary, tmp_path):
     assert back.faithfulness_at_100pct == pytest.approx(1.0)
     assert back.faithfulness_at == {f"{p:g}": f for p, f in zip(top.size_percent,
                                                                 top.faithfulness)}
-    for name in ("cpr", "cmd", "faithfulness_for_80", "clean_metric", "corrupted_metric"):
+    for name in ("cpr", "cmd", "faithfulness_for_80", "clean_metric", "corrupted_metric",
+                 "random_cpr", "random_faithfulness_for_80", "eap_cpr", "cpr_minus_random"):
         low, high = getattr(back, f"{name}_ci")
         assert low <= high and not math.isnan(low), name
 
@@ -94,8 +106,10 @@ def test_figures_name_the_nodes_and_say_how_many_edges_are_shown(summary):
     assert f"5 strongest of {len(summary.circuit_edges)}" in fig.layout.title.text
     labels = set(fig.data[-1].text)
     assert labels <= set(summary.nodes["node"]) and len(fig.data) == 6
-    curve = faithfulness_figure(summary.faithfulness)
-    assert len(curve.data) == 3  # EAP-IG top-k and greedy, EAP top-k
+    curve = faithfulness_figure(summary.faithfulness, random_draws=5)
+    assert len(curve.data) == 4  # EAP-IG top-k and greedy, EAP top-k, the random baseline
+    baseline = curve.data[-1]
+    assert baseline.name == "random circuits (mean of 5 draws)" and baseline.line.dash == "dash"
 
 
 @pytest.mark.slow

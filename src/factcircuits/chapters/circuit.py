@@ -1,7 +1,8 @@
 """Notebook 08, the circuit: edge attribution patching (EAP, and EAP-IG with integrated
-gradients) over the run's prompt pairs, circuits of the top edges judged by their exact
-faithfulness (MIB's curve, CPR and CMD), the smallest circuit carrying 80 % of the metric, and
-which components the other chapters singled out are inside it."""
+gradients) on the discovery pairs, circuits of the top edges judged by their exact faithfulness
+on the evaluation pairs (MIB's curve, CPR and CMD) beside random circuits of the same sizes,
+the smallest circuit carrying 80 % of the metric, and which components the other chapters
+singled out are inside it, beside the share of all components it holds."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ from factcircuits.chapters import (
     attribution,
     causal_tracing,
 )
-from factcircuits.methods.circuits.summary import CircuitHeadline, CircuitSummary, circuit_summary
+from factcircuits.methods.circuits.summary import (
+    CircuitHeadline,
+    CircuitSummary,
+    circuit_summary,
+    contains,
+)
 from factcircuits.methods.uncertainty import with_interval
 from factcircuits.results.domains import choice, whole
 from factcircuits.results.kinds import Graph, Table
@@ -56,17 +62,24 @@ def graph_of(summary: CircuitSummary) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 # ------------------------------------------------------------------ the cross-check
 def _in_circuit(nodes: set[str], label: str) -> bool:
-    """'L23H4' (a head: itself, or the key/value head feeding it), 'MLP 5', or a layer's
-    attention 'attention L7' (any of its heads)."""
+    """'L23H4' (that head's node), 'MLP 5', or a layer's attention 'attention L7' (any of its
+    heads or key/value heads)."""
+    return contains(nodes, label)
+
+
+def base_rate(h: CircuitHeadline, label: str) -> float | None:
+    """The share of all components of `label`'s kind (heads, MLPs, layers' attention) that the
+    circuit holds: how often a component picked blindly would be "in the circuit"."""
     if label.startswith("attention L"):
-        layer = label.split("L", 1)[1]
-        return any(n.startswith(f"L{layer}H") or n.startswith(f"L{layer}KV") for n in nodes)
-    return label in nodes
+        return h.attention_layers_in_circuit_share
+    return h.mlps_in_circuit_share if label.startswith("MLP") else h.heads_in_circuit_share
 
 
-def cross_check(run_dir, nodes: pd.DataFrame) -> pd.DataFrame:
+def cross_check(run_dir, nodes: pd.DataFrame, headline: CircuitHeadline | None = None
+                ) -> pd.DataFrame:
     """Which components the other chapters of this run singled out are nodes of the circuit:
-    method, component, why it was singled out, in_circuit."""
+    method, component, why it was singled out, in_circuit, and base_rate: the share of all
+    components of its kind in the circuit (from `headline`; NaN without one)."""
     rows = []
     dla = Results(run_dir, attribution.METHOD)
     heads = dla.load("top_heads")
@@ -97,34 +110,81 @@ def cross_check(run_dir, nodes: pd.DataFrame) -> pd.DataFrame:
                      "centre of the window where blocking attention to the subject hurts "
                      "most"))
     present = set(nodes["name"] if "name" in nodes else nodes["node"])
+    rate = lambda c: (base_rate(headline, c) if headline is not None else None)  # noqa: E731
     return pd.DataFrame([{"method": m, "component": c, "why": w,
-                          "in_circuit": _in_circuit(present, c)} for m, c, w in rows],
-                        columns=["method", "component", "why", "in_circuit"])
+                          "in_circuit": _in_circuit(present, c),
+                          "base_rate": float("nan") if rate(c) is None else rate(c)}
+                         for m, c, w in rows],
+                        columns=["method", "component", "why", "in_circuit", "base_rate"])
 
 
 # ------------------------------------------------------------------ findings
+def split_phrase(h: CircuitHeadline) -> str:
+    """How the pairs chose and judged the circuits, for the findings and notebook 08."""
+    if h.split == "held-out":
+        return (f"edges scored on {h.n_discovery_pairs} of the {h.n_pairs} prompt pairs, "
+                f"circuits evaluated on the other {h.n_evaluation_pairs}")
+    if h.split == "cross-fitted":
+        a, b = h.fold_pairs
+        return (f"{h.n_pairs} prompt pairs, cross-fitted: two folds of {a} and {b} pairs, each "
+                "fold's circuits evaluated on the other fold, the curves pooled over all pairs")
+    return f"{h.n_pairs} prompt pairs, circuits evaluated on the pairs that chose them"
+
+
+def _shares(h: CircuitHeadline) -> str:
+    parts = [(h.heads_in_circuit_share, "heads"), (h.mlps_in_circuit_share, "MLPs"),
+             (h.attention_layers_in_circuit_share, "layers' attention")]
+    said = [f"{v:.0%} of all {what}" for v, what in parts if v is not None]
+    return ", ".join(said)
+
+
+def eap_note(h: CircuitHeadline) -> str:
+    """A sentence when one-step EAP's circuits score a higher CPR than EAP-IG's, else ''."""
+    if h.eap_cpr is None or h.cpr is None or not h.eap_cpr > h.cpr:
+        return ""
+    return (f"One-step EAP's circuits score a higher CPR than EAP-IG's here "
+            f"({with_interval(h.eap_cpr, h.eap_cpr_ci)} against "
+            f"{with_interval(h.cpr, h.cpr_ci)}): the integrated gradients did not pick better "
+            "circuits on these pairs.")
+
+
 def circuit_findings(run: Run) -> list[Finding]:
     h: CircuitHeadline = run.headline(METHOD)
     if h.n_edges_total is None:
         return []
+    random_cpr = (f", random circuits of the same sizes "
+                  f"{with_interval(h.random_cpr, h.random_cpr_ci)}"
+                  if h.random_cpr is not None else "")
     if h.edges_for_80 is None:
-        text = (f"**Circuit** (EAP-IG, {h.n_pairs} prompt pairs): no circuit up to the full "
+        text = (f"**Circuit** (EAP-IG; {split_phrase(h)}): no circuit up to the full "
                 f"graph's {h.n_edges_total:,} edges on the size grid carries 80% of the "
-                f"metric gap (CPR {with_interval(h.cpr, h.cpr_ci)}).")
-    else:
-        carried = with_interval(h.faithfulness_for_80, h.faithfulness_for_80_ci)
-        text = (f"**Circuit** (EAP-IG, {h.n_pairs} prompt pairs): a circuit of "
-                f"{h.edges_for_80:,} edges, {h.size_for_80:g}% of the graph's "
-                f"{h.n_edges_total:,}, carries {carried} of the clean−corrupted metric gap "
-                f"when every other edge is ablated (the smallest on MIB's size grid above 0.8; "
-                f"CPR {with_interval(h.cpr, h.cpr_ci)}, CMD {with_interval(h.cmd, h.cmd_ci)})")
-        check = run.result(METHOD, "cross_check")
-        if check is not None and len(check):
-            inside = sorted(set(check.loc[check["in_circuit"].astype(bool), "component"]))
-            outside = sorted(set(check.loc[~check["in_circuit"].astype(bool), "component"]))
-            text += (f"; it contains {', '.join(inside) or 'none'} of the components the other "
-                     "methods single out" + (f", not {', '.join(outside)}" if outside else ""))
-        text += "."
+                f"metric gap (CPR {with_interval(h.cpr, h.cpr_ci)}{random_cpr}).")
+        return [Finding(MOVES, text, 30)]
+    carried = with_interval(h.faithfulness_for_80, h.faithfulness_for_80_ci)
+    where = ("on pairs it was not chosen on" if h.split in ("held-out", "cross-fitted")
+             else "on the pairs it was chosen on")
+    text = (f"**Circuit** (EAP-IG; {split_phrase(h)}): the smallest circuit on MIB's size "
+            f"grid whose faithfulness is above 0.8, {h.edges_for_80:,} edges "
+            f"({h.size_for_80:g}% of the graph's {h.n_edges_total:,}), carries {carried} of "
+            f"the clean−corrupted metric gap {where} when every other edge is ablated")
+    if h.faithfulness_for_80_lower_bound_clears is not None:
+        text += (" (the interval's lower end clears 0.8)"
+                 if h.faithfulness_for_80_lower_bound_clears else
+                 " (the interval's lower end does not clear 0.8)")
+    if h.random_faithfulness_for_80 is not None:
+        chance = with_interval(h.random_faithfulness_for_80, h.random_faithfulness_for_80_ci)
+        text += f", against {chance} for {h.random_draws} random circuits of that size"
+    text += (f"; CPR {with_interval(h.cpr, h.cpr_ci)}{random_cpr}, CMD "
+             f"{with_interval(h.cmd, h.cmd_ci)}")
+    check = run.result(METHOD, "cross_check")
+    if check is not None and len(check):
+        inside = sorted(set(check.loc[check["in_circuit"].astype(bool), "component"]))
+        outside = sorted(set(check.loc[~check["in_circuit"].astype(bool), "component"]))
+        text += (f"; it contains {', '.join(inside) or 'none'} of the components the other "
+                 "methods single out" + (f", not {', '.join(outside)}" if outside else ""))
+        if _shares(h):
+            text += f", while holding {_shares(h)}"
+    text += "."
     return [Finding(MOVES, text, 30)]
 
 
@@ -143,16 +203,20 @@ METHOD = Method(
     results={
         "faithfulness": Table({"method": "str", "variant": "str", "size_percent": "float",
                                "n_edges": "int", "metric": "float", "faithfulness": "float"},
-                              "exact faithfulness of each circuit size, method and variant"),
+                              "exact faithfulness on the evaluation pairs of each circuit "
+                              "size, method and variant (method random: the mean of random "
+                              "circuits of that size)"),
         "circuit": Graph({"kind": "str", "layer": "int"},
                          {"input": "str", "eap": "float", "eap_ig": "float", "rank": "int"},
-                         "the smallest circuit reaching 80% faithfulness"),
+                         "the smallest circuit reaching 80% faithfulness (top-k by the "
+                         "discovery pairs' EAP-IG scores; by every pair's when cross-fitted)"),
         "top_edges": Table({"rank": "int", "upstream": "str", "downstream": "str",
                             "input": "str", "eap_ig": "float", "eap": "float"},
                            "the edges with the largest |EAP-IG|"),
         "cross_check": Table({"method": "str", "component": "str", "why": "str",
-                              "in_circuit": "bool"},
-                             "components other chapters single out, in the circuit or not"),
+                              "in_circuit": "bool", "base_rate": "float"},
+                             "components other chapters single out, in the circuit or not, "
+                             "beside the share of all components of that kind in it"),
     },
     findings=circuit_findings,
     key_numbers=("cpr", "edges_for_80"),

@@ -17,6 +17,10 @@ Circuits at the MIB sizes (percent of the graph's edges, `MIB_SIZES`):
   circuit (a key/value input belongs to every head of its group), then keep only the edges on a
   path from the input to the logits; its `n_edges` is the count after pruning.
 
+Random baseline: at each size below 100 %, `RANDOM_DRAWS` circuits of the same number of edges
+drawn uniformly (`random_circuits`); their faithfulness is the mean over the draws (the mean of
+the metric, as f is linear in it); at 100 % the only circuit is the full graph (f = 1).
+
 Area measures (MIB, Mueller et al. 2025): with x = n_edges / E (the fraction of edges, not a log
 scale) at each evaluated size in increasing order, CPR = Σ trapezoids of f, CMD = Σ trapezoids
 of |1 − f|, over x from the smallest to the largest size (0.001 … 1 for `MIB_SIZES`).
@@ -41,12 +45,25 @@ from factcircuits.methods.uncertainty import resampled_means
 MIB_SIZES = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)  # percent of edges
 ABLATIONS = ("counterfactual", "mean")
 THRESHOLD = 0.8  # the faithfulness the headline's smallest circuit must reach
+RANDOM_DRAWS = 5  # random circuits per size: the baseline's curve is their mean
 BUDGET_BYTES = 512 * 2**20  # this-run writes of the circuits stacked in one forward
 
 
 # --------------------------------------------------------------------------- circuits
 def n_for(percent: float, n_edges: int) -> int:
     return max(1, min(n_edges, round(percent / 100 * n_edges)))
+
+
+def random_circuits(n_edges: int, k: int, n_draws: int, seed: int = 0
+                    ) -> Bool[Tensor, "n_draws n_edges"]:
+    """`n_draws` circuits of k edges each, every k-subset of the edges equally likely (the
+    first k of a seeded random permutation per draw): the baseline a chosen circuit of the
+    same size has to beat."""
+    gen = torch.Generator().manual_seed(int(seed))
+    masks = torch.zeros(n_draws, n_edges, dtype=torch.bool)
+    for row in masks:
+        row[torch.randperm(n_edges, generator=gen)[:k]] = True
+    return masks
 
 
 def top_k(scores: Float[Tensor, " n_edges"], k: int) -> Bool[Tensor, " n_edges"]:
@@ -152,12 +169,15 @@ class Evaluator:
         self.budget = budget_bytes
         clean, corrupt, groups = pair_batches(lm, prepared)
         self.n_prompts = len(prepared.prompts)
+        self.corrupted = torch.zeros(self.n_prompts)  # the metric of the corrupted prompts
         self.groups = []
         with torch.no_grad():
             for idx, n in groups:
+                index = torch.as_tensor(idx)
                 e = self.cf.embed(clean.tokens[idx, :n])
                 ref = self.cf.run(self.cf.embed(corrupt.tokens[idx, :n]), keep_writes=True)
-                self.groups.append((torch.as_tensor(idx), e, ref.writes))
+                self.corrupted[index] = self.metric(ref.logits, index).float().cpu()
+                self.groups.append((index, e, ref.writes))
             if ablation == "mean":
                 total, count = 0.0, 0
                 for _, e, ref in self.groups:

@@ -9,17 +9,23 @@ from factcircuits.methods.circuits.faithfulness import THRESHOLD
 MAX_EDGES = 60  # strongest edges drawn in the circuit diagram
 
 
-def faithfulness_figure(table: pd.DataFrame, title: str = "Faithfulness of the circuits"):
+def faithfulness_figure(table: pd.DataFrame, title: str = "Faithfulness of the circuits",
+                        random_draws: int | None = None):
     """Faithfulness against circuit size (percent of edges, log axis), one line per method and
-    variant, with the 80 % threshold and the full model (1)."""
+    variant (the random circuits' mean, method "random", dashed grey: the baseline), with the
+    80 % threshold and the full model (1)."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for (method, variant), part in table.groupby(["method", "variant"], sort=False):
         part = part.sort_values("size_percent")
+        baseline = method == "random"
+        name = (f"random circuits (mean of {random_draws} draws)" if baseline and random_draws
+                else "random circuits" if baseline else f"{method}, {variant}")
         fig.add_trace(go.Scatter(
             x=part["size_percent"], y=part["faithfulness"], mode="lines+markers",
-            name=f"{method}, {variant}", customdata=part[["n_edges"]],
+            name=name, customdata=part[["n_edges"]],
+            line={"dash": "dash", "color": "grey"} if baseline else None,
             hovertemplate="%{x}% of edges (%{customdata[0]} edges): f = %{y:.3f}<extra></extra>"))
     fig.add_hline(y=1.0, line_dash="dot", annotation_text="full model")
     fig.add_hline(y=THRESHOLD, line_dash="dash", annotation_text=f"{THRESHOLD:.0%}")

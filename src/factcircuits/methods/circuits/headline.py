@@ -1,10 +1,12 @@
 """Notebook 08's headline (`CircuitHeadline`, a registry `Headline`) and its 95 % bootstrap
 intervals over prompt pairs.
 
-Every circuit is evaluated once per prompt (`Evaluator.metrics` gives [circuits, n_prompts]);
+Every circuit is evaluated once per evaluation pair (`Evaluator.metrics` gives [circuits,
+n_pairs]; under cross-fitting each pair by the circuits of the fold that did not score it);
 a resample reweights the prompts, so each resampled faithfulness is a ratio of resampled means
 (`faithfulness.resampled_faithfulness`) and each resampled CPR/CMD the areas of that resampled
-curve: no circuit is evaluated again.
+curve: no circuit is evaluated again. The circuits are held fixed, so an interval covers which
+pairs judged them, not which pairs chose them.
 """
 
 from __future__ import annotations
@@ -31,8 +33,20 @@ def size_field(percent: float) -> str:
 
 @dataclass
 class _CircuitCore(Headline):
-    n_pairs: int | None = number("equal-length clean/corrupted pairs scored and evaluated",
-                                 "prompt pairs")
+    n_pairs: int | None = number("equal-length clean/corrupted pairs, discovery and evaluation "
+                                 "together", "prompt pairs")
+    split: str | None = number("how the pairs were used (`split.split_pairs`): held-out (edges "
+                               "scored on one seeded half, circuits evaluated on the other), "
+                               "cross-fitted (two folds, each fold's circuits evaluated on the "
+                               "other fold; fewer than 2 × 10 pairs) or in-sample (one pair)")
+    n_discovery_pairs: int | None = number("pairs whose edge scores chose each evaluated "
+                                           "circuit; None when cross-fitted (see fold_pairs)",
+                                           "prompt pairs")
+    n_evaluation_pairs: int | None = number("pairs every faithfulness, CPR and CMD is measured "
+                                            "on (each once, by circuits not chosen on it "
+                                            "unless in-sample)", "prompt pairs")
+    fold_pairs: list[int] | None = number("cross-fitted: the pairs in each of the two folds",
+                                          "prompt pairs")
     n_edges_total: int | None = number("edges in the model's graph (GQA key/value inputs "
                                        "once)", "edges")
     ig_steps: int | None = number("interpolation steps of EAP-IG", "steps")
@@ -40,35 +54,63 @@ class _CircuitCore(Headline):
                                   "run's write (counterfactual) or the writer's mean write "
                                   "(mean)")
     cpr: float | None = number("area under the faithfulness curve of the EAP-IG top-k "
-                               "circuits (MIB's CPR; trapezoids over x = fraction of edges, "
-                               "0.001 … 1); 1 would be full faithfulness at every size", AREA)
+                               "circuits on the evaluation pairs (MIB's CPR; trapezoids over "
+                               "x = fraction of edges, 0.001 … 1); 1 would be full "
+                               "faithfulness at every size", AREA)
     cpr_ci: list[float] | None = interval("cpr")
     cmd: float | None = number("area between that curve and 1 (MIB's CMD); 0 = every circuit "
                                "behaves like the full model", "|1 − faithfulness| × fraction "
                                "of edges")
     cmd_ci: list[float] | None = interval("cmd")
     edges_for_80: int | None = number("edges in the smallest EAP-IG top-k circuit of the grid "
-                                      "with faithfulness ≥ 0.8; None when none reaches it",
-                                      "edges")
+                                      "whose faithfulness on the evaluation pairs is ≥ 0.8 "
+                                      "(point estimate); None when none reaches it", "edges")
     size_for_80: float | None = number("that circuit's size on the grid; None when none "
                                        "reaches 0.8", "percent of edges")
-    faithfulness_for_80: float | None = number("that circuit's faithfulness", FAITH)
+    faithfulness_for_80: float | None = number("that circuit's faithfulness on the "
+                                               "evaluation pairs", FAITH)
     faithfulness_for_80_ci: list[float] | None = interval("faithfulness_for_80")
-    clean_metric: float | None = number("mean over pairs of the metric on the clean prompts "
-                                        "(the full circuit)", METRIC)
+    faithfulness_for_80_lower_bound_clears: bool | None = number(
+        "the lower end of faithfulness_for_80_ci is ≥ 0.8 (the size rule holds beyond the "
+        "point estimate)")
+    random_draws: int | None = number("random circuits drawn per size (edges uniformly at "
+                                      "random, seeded by the run's seed)", "circuits")
+    random_faithfulness_for_80: float | None = number(
+        "mean faithfulness on the evaluation pairs of the random circuits of the 80 % "
+        "circuit's size", FAITH)
+    random_faithfulness_for_80_ci: list[float] | None = interval("random_faithfulness_for_80")
+    random_cpr: float | None = number("CPR of the random circuits' mean curve, on the same "
+                                      "sizes and pairs as cpr", AREA)
+    random_cpr_ci: list[float] | None = interval("random_cpr")
+    cpr_minus_random: float | None = number("cpr − random_cpr (paired: the same resamples of "
+                                            "the evaluation pairs)", AREA)
+    cpr_minus_random_ci: list[float] | None = interval("cpr_minus_random")
+    heads_in_circuit_share: float | None = number(
+        "share of all query heads that are nodes of the circuit shown (the cross-check's "
+        "base rate for a head)", "fraction of heads")
+    mlps_in_circuit_share: float | None = number("share of all MLPs that are nodes of the "
+                                                 "circuit shown", "fraction of MLPs")
+    attention_layers_in_circuit_share: float | None = number(
+        "share of layers with any head (or key/value head) in the circuit shown",
+        "fraction of layers")
+    clean_metric: float | None = number("mean over the evaluation pairs of the metric on the "
+                                        "clean prompts (the full circuit)", METRIC)
     clean_metric_ci: list[float] | None = interval("clean_metric")
-    corrupted_metric: float | None = number("mean over pairs of the metric on the corrupted "
-                                            "prompts", METRIC)
+    corrupted_metric: float | None = number("mean over the evaluation pairs of the metric on "
+                                            "the corrupted prompts", METRIC)
     corrupted_metric_ci: list[float] | None = interval("corrupted_metric")
     empty_metric: float | None = number("mean metric of the empty circuit (= corrupted under "
                                         "counterfactual ablation)", METRIC)
     eap_cpr: float | None = number("CPR of the one-step EAP top-k circuits, for comparison",
                                    AREA)
+    eap_cpr_ci: list[float] | None = interval("eap_cpr")
     eap_cmd: float | None = number("CMD of the EAP top-k circuits", "|1 − faithfulness| × "
                                    "fraction of edges")
     seconds_scores: float | None = number("wall time of the EAP and EAP-IG scores", "seconds")
-    seconds_curve: float | None = number("wall time of every circuit's exact evaluation",
-                                         "seconds")
+    seconds_curve: float | None = number("wall time of the EAP-IG and EAP circuits' exact "
+                                         "evaluation", "seconds")
+    seconds_random: float | None = number("wall time of the random circuits' exact evaluation",
+                                          "seconds")
 
     @property
     def faithfulness_at(self) -> dict[str, float]:
@@ -96,33 +138,73 @@ CircuitHeadline.__doc__ = ("Notebook 08's headline: CPR/CMD, the smallest 80 % c
 
 
 def build_headline(top: pd.DataFrame, per_prompt: np.ndarray, base: dict, scores, n_edges: int,
-                   *, ablation: str, eap_areas=(float("nan"),) * 2, seconds_curve=float("nan"),
+                   *, ablation: str, eap=None, random=None, split=None, shares=None,
+                   seconds_curve=float("nan"), seconds_random=float("nan"),
                    seed: int = 0) -> CircuitHeadline:
     """The headline of the EAP-IG top-k rows `top` of the faithfulness table (in order of
-    `per_prompt`, their metric per prompt [circuits, n_prompts]), the empty/full baselines
-    `base` and the edge scores; intervals from one set of prompt resamples (`seed`)."""
+    `per_prompt`, their metric per evaluation pair [circuits, n_pairs]), the empty/full/
+    corrupted metrics per pair `base` and the edge scores; `eap` = (EAP's top-k rows, their
+    metrics per pair), `random` = (the random circuits' rows at the same sizes, their mean
+    metric per pair, draws per size); `split` (`PairSplit`), `shares` (`component_shares`).
+    Every interval comes from one set of resamples of the evaluation pairs (`seed`), so
+    differences between curves are paired."""
     fraction = top["n_edges"].to_numpy() / n_edges
     cpr, cmd = F.areas(fraction, top["faithfulness"])
     counts = U.resample_counts(per_prompt.shape[1], seed=seed)
-    samples = F.resampled_faithfulness(per_prompt, base["empty"], base["full"], counts)
+    resampled = lambda values: F.resampled_faithfulness(  # noqa: E731
+        values, base["empty"], base["full"], counts)
+    samples = resampled(per_prompt)
     cpr_s, cmd_s = F.areas(fraction, samples)
     best = F.smallest_reaching(top)
-    at_80 = {}
+    at_80, row = {}, None
     if best is not None:
         row = int(np.flatnonzero(top.index == best.name)[0])
+        ci = list(U.percentile_interval(samples[:, row]))
         at_80 = {"edges_for_80": int(best["n_edges"]), "size_for_80": float(best["size_percent"]),
                  "faithfulness_for_80": float(best["faithfulness"]),
-                 "faithfulness_for_80_ci": list(U.percentile_interval(samples[:, row]))}
+                 "faithfulness_for_80_ci": ci,
+                 "faithfulness_for_80_lower_bound_clears": bool(ci[0] >= F.THRESHOLD)}
     names = {f.name for f in dataclasses.fields(CircuitHeadline)}
     at_size = {size_field(p): float(f) for p, f in zip(top["size_percent"], top["faithfulness"])
                if size_field(p) in names}
-    clean = U.mean_estimate(scores.clean.numpy(), seed)
-    corrupted = U.mean_estimate(scores.corrupted.numpy(), seed)
+    extra = {}
+    if eap is not None:
+        eap_top, eap_values = eap
+        x = eap_top["n_edges"].to_numpy() / n_edges
+        eap_cpr, eap_cmd = F.areas(x, eap_top["faithfulness"])
+        extra |= {"eap_cpr": eap_cpr, "eap_cmd": eap_cmd, "eap_cpr_ci": list(
+            U.percentile_interval(F.areas(x, resampled(eap_values))[0]))}
+    if random is not None:
+        random_top, random_values, draws = random
+        if list(random_top["size_percent"]) != list(top["size_percent"]):
+            raise ValueError("the random baseline must be evaluated at the EAP-IG sizes")
+        random_samples = resampled(random_values)
+        random_cpr = F.areas(fraction, random_top["faithfulness"])[0]
+        random_cpr_s = F.areas(fraction, random_samples)[0]
+        extra |= {"random_draws": int(draws), "random_cpr": random_cpr,
+                  "random_cpr_ci": list(U.percentile_interval(random_cpr_s)),
+                  "cpr_minus_random": cpr - random_cpr,
+                  "cpr_minus_random_ci": list(U.percentile_interval(cpr_s - random_cpr_s))}
+        if row is not None:
+            extra |= {"random_faithfulness_for_80": float(random_top["faithfulness"].iloc[row]),
+                      "random_faithfulness_for_80_ci": list(
+                          U.percentile_interval(random_samples[:, row]))}
+    if split is not None:
+        extra |= {"split": split.kind, "n_discovery_pairs": split.n_discovery,
+                  "n_evaluation_pairs": int(len(split.evaluation)),
+                  "fold_pairs": split.fold_sizes}
+    if shares is not None:
+        extra |= {"heads_in_circuit_share": shares["head"],
+                  "mlps_in_circuit_share": shares["mlp"],
+                  "attention_layers_in_circuit_share": shares["attention"]}
+    clean = U.mean_estimate(base["full"], seed)
+    corrupted = U.mean_estimate(base["corrupted"], seed)
     return CircuitHeadline(
-        n_pairs=int(per_prompt.shape[1]), n_edges_total=n_edges, ig_steps=scores.ig_steps,
+        n_pairs=int(len(scores.clean)) if split is None else split.n_pairs,
+        n_edges_total=n_edges, ig_steps=scores.ig_steps,
         ablation=ablation, cpr=cpr, cpr_ci=list(U.percentile_interval(cpr_s)), cmd=cmd,
-        cmd_ci=list(U.percentile_interval(cmd_s)), **at_80, **at_size,
+        cmd_ci=list(U.percentile_interval(cmd_s)), **at_80, **at_size, **extra,
         clean_metric=clean.value, clean_metric_ci=clean.interval(),
         corrupted_metric=corrupted.value, corrupted_metric_ci=corrupted.interval(),
-        empty_metric=float(base["empty"].mean()), eap_cpr=eap_areas[0], eap_cmd=eap_areas[1],
-        seconds_scores=scores.seconds, seconds_curve=seconds_curve)
+        empty_metric=float(np.mean(base["empty"])), seconds_scores=scores.seconds,
+        seconds_curve=seconds_curve, seconds_random=seconds_random)
