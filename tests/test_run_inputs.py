@@ -123,3 +123,26 @@ def test_model_cache_folder_gets_shared_permissions(tmp_path, umask, mode):
     assert stat.S_IMODE(target.stat().st_mode) == mode  # mkdtemp alone makes it 0700
     assert (target / "config.json").read_text() == "{}"
     assert [p.name for p in target.parent.iterdir()] == ["model"]
+
+
+def test_a_runs_identity_is_its_datasets_content_not_its_path(tmp_path):
+    """Two files named facts.csv in different folders are different runs; the same content
+    elsewhere is the same run; one edited cell makes a new run (and so a new version)."""
+    text = Path(DATASET).read_text()
+    first, second, copy = (tmp_path / d / "facts.csv" for d in ("a", "b", "c"))
+    for path in (first, second, copy):
+        path.parent.mkdir()
+    first.write_text(text)
+    copy.write_text(text)
+    header, row, *rest = text.splitlines(keepends=True)
+    edited = row.replace("France", "Frunce", 1)
+    assert edited != row
+    second.write_text("".join([header, edited, *rest]))
+
+    def run_id(path):
+        return pipeline.plan_run("tiny", str(path), {}, notebooks_dir=NOTEBOOKS,
+                                 runs_root=tmp_path / "runs").run_id
+
+    assert run_id(first) == run_id(copy)
+    assert run_id(first) != run_id(second)
+    assert run_id(first).startswith("tiny__facts__")

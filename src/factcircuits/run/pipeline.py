@@ -135,10 +135,13 @@ def plan_run(model: str | None = None, dataset: str | None = None,
     checked = preflight.check_with_tokenizer(tokenizer, data, params, answer_map, limit=limit,
                                              single_token_answers=single_token_answers,
                                              context=model_context(model_spec, tokenizer))
-    # Identity = model, dataset and what differs from the notebooks' defaults (stable when
-    # notebooks gain new parameters), plus the notebook subset if one was chosen.
-    identity = {"model": model_spec, "dataset": dataset_spec}
-    identity |= parameters.differs_from_defaults(given, notebooks)
+    # Identity = model, the dataset's content (its sha256: two files of one name, or a file
+    # edited since, are different runs; where it lies is provenance, not identity), what
+    # differs from the notebooks' defaults (stable when notebooks gain new parameters), plus
+    # the notebook subset if one was chosen.
+    identity = {"model": model_spec, "dataset": data.name, "dataset_sha256": data.sha256}
+    identity |= {k: v for k, v in parameters.differs_from_defaults(given, notebooks).items()
+                 if k != "dataset"}  # the path as typed is not identity (its content is)
     if select:
         identity["notebooks"] = [nb.name for nb in notebooks]
     notes = [f"dataset {data.name}: {n}" for n in datasets.notes(data.rows)
