@@ -11,6 +11,7 @@ from factcircuits.methods import attribution as A
 from factcircuits.methods.evaluate import prepare
 from factcircuits.models import load_model
 from factcircuits.models.forward import capture_last
+from factcircuits.models.tiny import FAMILIES, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +145,68 @@ def test_embedded_cloze_dla_sums():
     attn = layers[layers.component == "attn"].set_index(["prompt", "layer"])["dla"]
     summed = heads.groupby(["prompt", "layer"])["dla"].sum().loc[attn.index]
     assert (attn - summed).abs().max() < 1e-3
+
+
+# --------------------------------------------------------------------------- DLA by source
+@pytest.mark.parametrize("family,processing", [(f, "none") for f in FAMILIES]
+                         + [("llama", "compat"), ("gemma2", "compat")])
+def test_source_parts_sum_to_the_head_dla(family, processing):
+    """Σ over sources of A[last, s] · (v_s W_O) · u is the head's DLA on every family:
+    grouped-query attention (v per key/value head), Gemma 2/3's post-attention norm (scale
+    frozen), Qwen 2's value biases, Gemma 2's soft-caps and sliding windows."""
+    lm = tiny_model(family=family, seed=3, processing=processing)
+    pr = prepare(lm, load_dataset("paris-cloze")).subset(range(6))
+    dec = A.decompose(lm, pr, batch_size=4)
+    d = A.answer_direction(lm, pr, dec.pre_cap_logits)
+    heads = A.head_dla(lm, dec, d)
+    sources = A.head_source_dla(lm, pr, dec, d, batch_size=4)  # sub-batches of two widths
+    assert set(sources["source"]) == set(A.SOURCES)
+    summed = sources.groupby(["prompt", "layer", "head"])["dla"].sum()
+    own = heads[heads["head"] >= 0].set_index(["prompt", "layer", "head"])["dla"]
+    assert (summed.loc[own.index] - own).abs().max() < 1e-5
+    assert own.abs().max() > 0.1  # real contributions, not zeros summing to zeros
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_subject_part_is_the_head_reading_only_the_subject(family):
+    """Independent check of one source: rerun the model with the values of every non-subject
+    position zeroed in one layer (the attention pattern does not depend on the values), take
+    that layer's hook_z at the last token and project it as `head_dla` does: it is the
+    subject part."""
+    from factcircuits.methods.positions import position_mask, task_positions
+
+    lm = tiny_model(family=family, seed=3)
+    pr = prepare(lm, load_dataset("paris-cloze")).subset(range(5))
+    dec = A.decompose(lm, pr, batch_size=8)
+    d = A.answer_direction(lm, pr, dec.pre_cap_logits)
+    sources = A.head_source_dla(lm, pr, dec, d, batch_size=8)
+    batch = pr.clean_batch(lm.tokenizer)
+    subject = position_mask(task_positions(pr, lm.tokenizer), "subject", batch.tokens.shape[1])
+    layer = 1
+
+    def only_subject(v, hook):
+        return v * subject[:, : v.shape[1], None, None].to(v.dtype)
+
+    z_name = f"blocks.{layer}.attn.hook_z"
+    values, _ = capture_last(lm.model, batch, [z_name], batch_size=8,
+                             extra_hooks=lambda last: [(f"blocks.{layer}.attn.hook_v",
+                                                        only_subject)])
+    out = A.head_outputs(lm, values[z_name], layer)
+    if dec.attn_post_scale is not None:
+        out = out * dec.attn_post_gain[layer] / dec.attn_post_scale[:, layer, None, None]
+    expected = torch.einsum("nhd,nd->nh", dec.normalise(out), d.vectors)
+    got = (sources[(sources["layer"] == layer) & (sources["source"] == "subject")]
+           .pivot(index="prompt", columns="head", values="dla").to_numpy())
+    assert torch.allclose(torch.tensor(got, dtype=torch.float32), expected, atol=1e-5)
+    assert expected.abs().max() > 1e-3
+
+
+def test_source_split_shares_add_up(tiny, cloze):
+    pr, dec, d = cloze
+    sources = A.head_source_dla(tiny, pr, dec, d)
+    top = A.top_heads(A.head_dla(tiny, dec, d), 3)
+    split = A.source_split(sources, top)
+    assert list(zip(split["layer"], split["head"])) == list(zip(top["layer"], top["head"]))
+    assert split["dla"].to_numpy() == pytest.approx(top["dla"].to_numpy(), abs=1e-5)
+    shares = split[[f"{s}_share" for s in A.SOURCES]].sum(1)
+    assert shares.to_numpy() == pytest.approx(1.0)

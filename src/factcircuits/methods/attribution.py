@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 
@@ -321,6 +321,122 @@ def sum_check(dec: Decomposition, direction: AnswerDirection) -> pd.DataFrame:
         "components_plus_bias": total.numpy(), "linearisation_offset": direction.offset.numpy(),
         "error": (direction.target - total - direction.offset).numpy(),
     })
+
+
+# --------------------------------------------------------------------------- DLA by source
+SOURCES = ("subject", "relation", "last", "other")  # "other": BOS and any format prefix
+
+
+def source_codes(positions, width: int) -> Int[Tensor, "n width"]:
+    """Index into SOURCES of every key position of every prompt (`positions`:
+    `positions.task_positions`); padding counts as "other" (no query attends to it)."""
+    codes = torch.full((len(positions), width), SOURCES.index("other"), dtype=torch.long)
+    for row, pos in enumerate(positions):
+        for role in ("relation", "subject"):
+            codes[row, [i for i in getattr(pos, role) if i < width]] = SOURCES.index(role)
+        codes[row, pos.last] = SOURCES.index("last")
+    return codes
+
+
+@torch.inference_mode()
+def capture_head_inputs(model, batch, batch_size: int = 16, progress: bool = False
+                        ) -> tuple[Float[Tensor, "n L H pos"], Float[Tensor, "n L pos kv d"]]:
+    """Every layer's attention pattern from each prompt's last token to every key
+    (hook_pattern at the last query) and its values (hook_v; key/value heads with
+    grouped-query attention), zero-padded to the batch's width (float32, CPU)."""
+    from factcircuits.models.forward import final_logits
+
+    L, width = model.cfg.n_layers, batch.tokens.shape[1]
+    sub_batches: list[dict[str, list]] = []
+
+    def hooks_for(part, last, mask):
+        got: dict[str, list] = {"pattern": [None] * L, "v": [None] * L}
+        sub_batches.append(got)
+
+        def keep_pattern(layer):
+            def hook(act, hook):  # [b, heads, query, key]
+                rows = torch.arange(act.shape[0], device=act.device)
+                got["pattern"][layer] = act[rows, :, last.to(act.device)].float().cpu()
+            return hook
+
+        def keep_v(layer):
+            def hook(act, hook):  # [b, pos, kv_heads, d_head]
+                got["v"][layer] = act.float().cpu()
+            return hook
+        return ([(hook_name(ly, "pattern"), keep_pattern(ly)) for ly in range(L)]
+                + [(f"blocks.{ly}.attn.hook_v", keep_v(ly)) for ly in range(L)])
+
+    final_logits(model, batch, batch_size, progress, hooks_for, desc="head sources")
+    pad = torch.nn.functional.pad  # sub-batches are trimmed to their own width
+    patterns = [pad(torch.stack(g["pattern"], 1), (0, width - g["pattern"][0].shape[-1]))
+                for g in sub_batches]
+    values = [pad(torch.stack(g["v"], 1), (0, 0, 0, 0, 0, width - g["v"][0].shape[1]))
+              for g in sub_batches]
+    return torch.cat(patterns), torch.cat(values)
+
+
+def head_source_dla(lm: LoadedModel, prepared: PreparedTask, dec: Decomposition,
+                    direction: AnswerDirection, *, batch_size: int = 16,
+                    progress: bool = False) -> pd.DataFrame:
+    """Each head's DLA split by the source position its last-token output reads (Chughtai et
+    al. 2024): DLA_h = Σ_s A_h[last, s] · (v_s W_O^h) · u, with the conventions of `head_dla`
+    (post-attention norm scale and final scale frozen, the same direction), summed over the
+    positions of each of SOURCES. Tidy [prompt, layer, head, source, dla]; per prompt and
+    head the sources add up to `head_dla`'s value (b_O stays in its `attn_bias` row)."""
+    from factcircuits.methods.positions import task_positions
+
+    model = lm.model
+    batch = prepared.clean_batch(lm.tokenizer)
+    pattern, v = capture_head_inputs(model, batch, batch_size, progress)
+    codes = source_codes(task_positions(prepared, lm.tokenizer), pattern.shape[-1])
+    one_hot = torch.nn.functional.one_hot(codes, len(SOURCES)).float()  # [n, pos, sources]
+    n, L, H, _ = pattern.shape
+    group = H // v.shape[3]  # query heads per key/value head (grouped-query attention)
+    frames = []
+    for ly in range(L):
+        values = v[:, ly].repeat_interleave(group, dim=2)  # [n, pos, H, d_head]
+        parts = pattern[:, ly, :, :, None] * values.permute(0, 2, 1, 3)  # [n, H, pos, d_head]
+        W_O = model.blocks[ly].attn.W_O.detach().float().cpu()  # [H, d_head, d_model]
+        out = torch.einsum("nhpd,hdm->nhpm", parts, W_O)
+        if dec.attn_post_scale is not None:
+            out = out * dec.attn_post_gain[ly] / dec.attn_post_scale[:, ly, None, None, None]
+        dla = torch.einsum("nhp,npc->nhc", _project(dec, out, direction), one_hot)
+        frames.append(pd.DataFrame({
+            "prompt": torch.arange(n).repeat_interleave(H * len(SOURCES)).numpy(),
+            "layer": ly, "head": torch.arange(H).repeat_interleave(len(SOURCES)).repeat(n).numpy(),
+            "source": list(SOURCES) * (n * H), "dla": dla.reshape(-1).numpy()}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def source_split(sources: pd.DataFrame, heads: pd.DataFrame) -> pd.DataFrame:
+    """Mean DLA per source of each head in `heads` (layer, head rows, e.g. `top_heads`), with
+    the head's mean DLA and each source's share of it; rows in the order of `heads`."""
+    means = (sources.groupby(["layer", "head", "source"])["dla"].mean()
+             .unstack("source").reindex(columns=list(SOURCES)))
+    rows = []
+    for layer, head in zip(heads["layer"], heads["head"]):
+        part = means.loc[(int(layer), int(head))]
+        total = float(part.sum())
+        rows.append({"layer": int(layer), "head": int(head), "dla": total,
+                     **{s: float(part[s]) for s in SOURCES},
+                     **{f"{s}_share": float(part[s]) / total if total else float("nan")
+                        for s in SOURCES}})
+    return pd.DataFrame(rows)
+
+
+def source_figure(split: pd.DataFrame, title: str = "Top heads' direct logit attribution by "
+                  "the source position they read"):
+    """Stacked bars: each head's mean DLA split into the sources it reads."""
+    import plotly.graph_objects as go
+
+    labels = [f"L{int(r.layer)}H{int(r.head)}" for r in split.itertuples()]
+    colors = {"subject": "#d62728", "relation": "#1f77b4", "last": "#2ca02c",
+              "other": "#7f7f7f"}
+    fig = go.Figure([go.Bar(x=labels, y=split[s], name=s, marker_color=colors[s])
+                     for s in SOURCES])
+    fig.update_layout(barmode="relative", title=title, xaxis_title="head",
+                      yaxis_title="mean DLA from that source")
+    return fig
 
 
 def summarise_layers(table: pd.DataFrame) -> pd.DataFrame:
