@@ -121,9 +121,15 @@ def test_the_findings_say_when_no_circuit_reaches_80_percent(tmp_path):
 
 
 def test_the_notebook_notes_when_one_step_eap_beats_eap_ig():
-    h = C.METHOD.headline(cpr=0.90, cpr_ci=[0.8, 0.95], eap_cpr=0.96, eap_cpr_ci=[0.9, 0.99])
-    assert C.eap_note(h).startswith("One-step EAP's circuits score a higher CPR than EAP-IG's "
-                                    "here (0.96 (95% CI 0.90 to 0.99) against 0.90")
+    h = C.METHOD.headline(cpr=0.90, eap_cpr=0.96, cpr_minus_eap=-0.06,
+                          cpr_minus_eap_ci=[-0.1, 0.02])
+    assert C.eap_note(h) == (
+        "One-step EAP's top-k circuits score a higher CPR than EAP-IG's here: EAP-IG − EAP = "
+        "-0.06 (95% CI -0.10 to 0.02), an interval that does not exclude 0, so the two are not "
+        "told apart on these pairs.")
+    below = C.METHOD.headline(cpr=0.90, eap_cpr=0.96, cpr_minus_eap=-0.06,
+                              cpr_minus_eap_ci=[-0.1, -0.01])
+    assert "an interval below 0" in C.eap_note(below)
     assert C.eap_note(C.METHOD.headline(cpr=0.96, eap_cpr=0.90)) == ""
     assert C.eap_note(C.METHOD.headline(cpr=0.96)) == ""
 

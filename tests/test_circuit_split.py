@@ -185,13 +185,18 @@ def test_random_baseline_headline_by_hand():
     split = PairSplit("cross-fitted", split_pairs(2).folds, 2)
     h = build_headline(top, np.array([[2.0, 1.5], [2.0, 2.0]]), base, scores, 10,
                        ablation="counterfactual", split=split,
-                       random=(rand, np.array([[0.4, 0.6], [2.0, 2.0]]), 4))
+                       random=(rand, np.array([[0.4, 0.6], [2.0, 2.0]]), 4),
+                       eap=(rand, np.array([[0.4, 0.6], [2.0, 2.0]])))
     assert (h.edges_for_80, h.size_for_80, h.faithfulness_for_80) == (5, 50.0, 0.875)
     assert h.faithfulness_for_80_ci == pytest.approx([0.75, 1.0])
     assert h.faithfulness_for_80_lower_bound_clears is False
     assert h.random_faithfulness_for_80 == pytest.approx(0.25)
     assert (h.cpr, h.random_cpr) == pytest.approx((0.46875, 0.3125))
     assert h.cpr_minus_random == pytest.approx(0.15625)
+    # paired: pair 1 alone gives 0.5 × (1 + 1) / 2 − 0.5 × (0.2 + 1) / 2 = 0.2, pair 2 alone
+    # 0.5 × (0.75 + 1) / 2 − 0.5 × (0.3 + 1) / 2 = 0.1125
+    assert h.cpr_minus_eap == pytest.approx(0.15625)
+    assert h.cpr_minus_eap_ci == pytest.approx([0.1125, 0.2])
     assert (h.random_draws, h.split, h.fold_pairs, h.n_evaluation_pairs) == (
         4, "cross-fitted", [1, 1], 2)
 

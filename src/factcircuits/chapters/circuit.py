@@ -139,13 +139,18 @@ def _shares(h: CircuitHeadline) -> str:
 
 
 def eap_note(h: CircuitHeadline) -> str:
-    """A sentence when one-step EAP's circuits score a higher CPR than EAP-IG's, else ''."""
+    """A sentence when one-step EAP's circuits score a higher CPR than EAP-IG's, else ''; it
+    says whether the paired difference's interval excludes 0."""
     if h.eap_cpr is None or h.cpr is None or not h.eap_cpr > h.cpr:
         return ""
-    return (f"One-step EAP's circuits score a higher CPR than EAP-IG's here "
-            f"({with_interval(h.eap_cpr, h.eap_cpr_ci)} against "
-            f"{with_interval(h.cpr, h.cpr_ci)}): the integrated gradients did not pick better "
-            "circuits on these pairs.")
+    ci = h.cpr_minus_eap_ci
+    resolved = ci is not None and ci[1] < 0
+    return (f"One-step EAP's top-k circuits score a higher CPR than EAP-IG's here: EAP-IG − "
+            f"EAP = {with_interval(h.cpr_minus_eap, ci)}, "
+            + ("an interval below 0, so on these pairs the integrated gradients picked worse "
+               "circuits." if resolved else
+               "an interval that does not exclude 0, so the two are not told apart on these "
+               "pairs."))
 
 
 def circuit_findings(run: Run) -> list[Finding]:

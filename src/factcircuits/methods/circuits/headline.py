@@ -104,6 +104,10 @@ class _CircuitCore(Headline):
     eap_cpr: float | None = number("CPR of the one-step EAP top-k circuits, for comparison",
                                    AREA)
     eap_cpr_ci: list[float] | None = interval("eap_cpr")
+    cpr_minus_eap: float | None = number("cpr − eap_cpr (paired: the same resamples of the "
+                                         "evaluation pairs); negative: one-step EAP's circuits "
+                                         "did better", AREA)
+    cpr_minus_eap_ci: list[float] | None = interval("cpr_minus_eap")
     eap_cmd: float | None = number("CMD of the EAP top-k circuits", "|1 − faithfulness| × "
                                    "fraction of edges")
     seconds_scores: float | None = number("wall time of the EAP and EAP-IG scores", "seconds")
@@ -172,8 +176,11 @@ def build_headline(top: pd.DataFrame, per_prompt: np.ndarray, base: dict, scores
         eap_top, eap_values = eap
         x = eap_top["n_edges"].to_numpy() / n_edges
         eap_cpr, eap_cmd = F.areas(x, eap_top["faithfulness"])
-        extra |= {"eap_cpr": eap_cpr, "eap_cmd": eap_cmd, "eap_cpr_ci": list(
-            U.percentile_interval(F.areas(x, resampled(eap_values))[0]))}
+        eap_cpr_s = F.areas(x, resampled(eap_values))[0]
+        extra |= {"eap_cpr": eap_cpr, "eap_cmd": eap_cmd,
+                  "eap_cpr_ci": list(U.percentile_interval(eap_cpr_s)),
+                  "cpr_minus_eap": cpr - eap_cpr,
+                  "cpr_minus_eap_ci": list(U.percentile_interval(cpr_s - eap_cpr_s))}
     if random is not None:
         random_top, random_values, draws = random
         if list(random_top["size_percent"]) != list(top["size_percent"]):
