@@ -29,6 +29,14 @@
 # and 1 (lower is better). With Gemma 2/3's norms after each sublayer, a head's write is its
 # share of the attention output divided by the norm's scale taken from the run, so the writes of
 # a layer add up exactly to what the layer adds to the residual stream.
+#
+# The pairs that choose a circuit do not judge it: edge scores rank the edges by how much they
+# matter on the pairs they were computed on, so a circuit judged on those same pairs would look
+# better than it is. With at least 20 pairs, a seeded half scores the edges and the other half
+# evaluates the circuits; with fewer, the pairs form two seeded folds, each fold's circuits are
+# evaluated on the other fold (cross-fitting), and the curves are pooled over every pair. A
+# circuit is also only as good as what chance gives: circuits of the same sizes with edges drawn
+# uniformly at random are evaluated on the same pairs (their mean is the baseline curve).
 
 # %% tags=["parameters"]
 model = "default"
@@ -57,12 +65,13 @@ from factcircuits.run.session import start_analysis
 session, prepared, note = start_analysis(globals())
 pairs, dropped = session.patchable(prepared)
 display(Markdown(
-    f"Analysed: {note}. Edges are scored and circuits evaluated on the **{len(pairs.prompts)}** "
-    f"prompt pairs of equal token length ({len(dropped)} left out, as in activation patching)."))
+    f"Analysed: {note}. The **{len(pairs.prompts)}** prompt pairs of equal token length are "
+    f"used ({len(dropped)} left out, as in activation patching)."))
 
 # %%
 from factcircuits.chapters import circuit as chapter
 from factcircuits.methods.circuits.figures import circuit_figure, faithfulness_figure
+from factcircuits.methods.uncertainty import with_interval
 from factcircuits.results.store import Results
 
 out = Results(run_dir, chapter.METHOD)
@@ -77,26 +86,44 @@ if summary is None:
 
 # %%
 if summary is not None:
-    faithfulness_figure(summary.faithfulness).show()
-    reach = (f"The smallest circuit on the grid reaching 80% faithfulness has "
-             f"**{h.edges_for_80:,} edges** ({h.size_for_80:g}% of {h.n_edges_total:,})"
-             if h.edges_for_80 is not None else
-             f"No circuit on the grid reaches 80% faithfulness (of {h.n_edges_total:,} edges)")
+    display(Markdown(f"Pairs: {chapter.split_phrase(h)}."))
+    faithfulness_figure(summary.faithfulness, random_draws=h.random_draws).show()
+    if h.edges_for_80 is not None:
+        reach = (
+            f"The smallest circuit on the grid whose faithfulness on the evaluation pairs "
+            f"reaches 80% has **{h.edges_for_80:,} edges** ({h.size_for_80:g}% of "
+            f"{h.n_edges_total:,}) and carries "
+            f"**{with_interval(h.faithfulness_for_80, h.faithfulness_for_80_ci)}** of the "
+            f"metric gap; the interval's lower end "
+            f"{'clears' if h.faithfulness_for_80_lower_bound_clears else 'does not clear'} 0.8 "
+            f"(the size was chosen on the point estimate, on the same evaluation pairs). "
+            f"{h.random_draws} random circuits of that size carry "
+            f"{with_interval(h.random_faithfulness_for_80, h.random_faithfulness_for_80_ci)}")
+    else:
+        reach = (f"No circuit on the grid reaches 80% faithfulness on the evaluation pairs "
+                 f"(of {h.n_edges_total:,} edges)")
     display(Markdown(
-        f"{reach}. Mean metric: clean **{h.clean_metric:.2f}**, corrupted "
-        f"**{h.corrupted_metric:.2f}**, empty circuit {h.empty_metric:.2f}. EAP-IG's top-k "
-        f"curve: CPR **{h.cpr:.3f}**, CMD **{h.cmd:.3f}**; one-step EAP: CPR "
-        f"{h.eap_cpr:.3f}, CMD {h.eap_cmd:.3f}. Scores took {h.seconds_scores:.0f} s, the "
-        f"exact curve {h.seconds_curve:.0f} s. A faithfulness above 1 means the circuit "
-        "pushes the metric further than the full model (the ablated edges worked against "
-        "the answer)."))
+        f"{reach}. Mean metric on the evaluation pairs: clean **{h.clean_metric:.2f}**, "
+        f"corrupted **{h.corrupted_metric:.2f}**, empty circuit {h.empty_metric:.2f}. "
+        f"EAP-IG's top-k curve: CPR **{with_interval(h.cpr, h.cpr_ci)}**, CMD "
+        f"**{h.cmd:.3f}**; random circuits of the same sizes: CPR "
+        f"{with_interval(h.random_cpr, h.random_cpr_ci)}, so EAP-IG − random = "
+        f"{with_interval(h.cpr_minus_random, h.cpr_minus_random_ci)}; one-step EAP: CPR "
+        f"{with_interval(h.eap_cpr, h.eap_cpr_ci)}, CMD {h.eap_cmd:.3f}. "
+        f"{chapter.eap_note(h)} Scores took {h.seconds_scores:.0f} s, the exact curves "
+        f"{h.seconds_curve:.0f} s and the random baseline {h.seconds_random:.0f} s. The "
+        "intervals resample the evaluation pairs with the circuits held fixed. A faithfulness "
+        "above 1 means the circuit pushes the metric further than the full model (the ablated "
+        "edges worked against the answer)."))
 
 # %% [markdown]
 # ## The circuit, layer by layer
 #
 # Nodes as in the other chapters (L23H4: head 4 of layer 23; MLP 5; L5KV1: the key/value head
 # a group of query heads shares); edge width by |EAP-IG|, blue edges carry the clean answer,
-# red ones work against it.
+# red ones work against it. The circuit drawn is the top-k circuit of the 80 % size by the
+# discovery pairs' scores (held-out), or by every pair's scores when cross-fitted (the
+# faithfulness above is then that of the two folds' circuits of this size).
 
 # %%
 if summary is not None:
@@ -116,7 +143,12 @@ if summary is not None:
 # %%
 if summary is not None:
     nodes, edges = chapter.graph_of(summary)
-    check = chapter.cross_check(run_dir, nodes)
+    check = chapter.cross_check(run_dir, nodes, h)
+    display(Markdown(
+        f"For scale, the circuit holds {h.heads_in_circuit_share:.0%} of all heads, "
+        f"{h.mlps_in_circuit_share:.0%} of all MLPs and some head of "
+        f"{h.attention_layers_in_circuit_share:.0%} of all layers: a component picked blindly "
+        "would be in it that often (`base_rate`)."))
     if len(check):
         display(check)
     else:
