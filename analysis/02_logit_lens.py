@@ -37,6 +37,7 @@ direction = "auto"  # cloze: logit_diff; yes/no: log_odds (linearised) or logit_
 example = 0  # prompt index for the per-layer top tokens
 top_k = 5
 
+attribute_k = 50  # top tokens in which the attribute rate counts attribute tokens
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
@@ -48,6 +49,7 @@ display(Markdown(f"Analysed: {note}."))
 # %%
 from factcircuits.chapters import logit_lens as chapter
 from factcircuits.methods import by_relation as R
+from factcircuits.methods import attribute_rate as AR
 from factcircuits.methods import logit_lens as LL
 from factcircuits.methods.attribution import soft_cap_note
 from factcircuits.methods.uncertainty import layer_with_range, with_interval
@@ -57,7 +59,9 @@ out = Results(run_dir, chapter.METHOD)
 lens = LL.logit_lens(session.lm, prepared, kind=direction, batch_size=session.batch_size,
                      progress=True)
 shares = lens.shares()
-h = chapter.headline_of(lens, seed)
+attributes = AR.attribute_rate(session.lm, prepared, session.dataset.rows, k=attribute_k,
+                               batch_size=session.batch_size)
+h = chapter.headline_of(lens, seed, attributes)
 curve = lens.mean_curve(seed)
 out.save("logit_lens", lens.table)
 out.save("logit_lens_mean", curve)
@@ -111,6 +115,45 @@ display(tops)
 out.save("top_tokens_example", tops)
 
 # %% [markdown]
+# %% [markdown]
+# ## Is the last subject token enriched with the subject's attributes?
+#
+# The attribute rate [@geva2023dissecting]: after every layer, the hidden state at the last
+# subject token is read with the logit lens (its own scale, the final norm, the unembedding),
+# and we count how many of the subject's attribute tokens (the first token of every object
+# the dataset pairs with the subject, over all its relations, the prompt's own answer
+# included; no token excluded) are among the top tokens. Two controls tell enrichment from
+# chance: the other subjects' attribute tokens at the same position (are these tokens
+# object-like words the position favours in general?) and the subject's own attribute tokens
+# at the prompt's first relation token (are they likely everywhere?). This is a direct
+# read-out of the residual stream, not a causal effect.
+
+# %%
+rate_curve = attributes.curves(seed)
+out.save("attribute_rate", attributes.table)
+out.save("attribute_rate_curve", rate_curve)
+if h.attribute_rate_peak is None:
+    display(Markdown("No analysed prompt's subject has an object in this dataset (yes/no rows "
+                     "name their object only in a derived set's `clue`), so the attribute "
+                     "rate is not computed."))
+else:
+    AR.rate_figure(rate_curve, attribute_k).show()
+    verdict = ("above both controls, each paired interval of the difference above 0: "
+               "**enriched**" if h.attribute_rate_enriched else
+               "**not** resolved above both controls: not shown to be enriched")
+    peak = with_interval(h.attribute_rate_peak, h.attribute_rate_peak_ci, ".1%")
+    others = with_interval(h.attribute_rate_other_subjects, h.attribute_rate_other_subjects_ci,
+                           ".1%")
+    first_relation = with_interval(h.attribute_rate_first_relation,
+                                   h.attribute_rate_first_relation_ci, ".1%")
+    display(Markdown(
+        f"Over {h.attribute_rate_n_prompts} prompts (on average "
+        f"{h.attribute_rate_tokens_mean:.1f} attribute tokens per subject), the share of the "
+        f"subject's attribute tokens in the top {attribute_k} peaks at **{peak}** after "
+        f"{layer_with_range(h.attribute_rate_peak_layer, h.attribute_rate_peak_layer_range)}. "
+        f"At that layer the other subjects' attribute tokens reach {others} and the subject's "
+        f"own at the first relation token {first_relation}. The peak is {verdict}."))
+
 # ## By relation
 #
 # Where the largest single jump happens, relation by relation, with the range of layers that

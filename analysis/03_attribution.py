@@ -49,6 +49,7 @@ from factcircuits.chapters import attribution as chapter
 from factcircuits.chapters.attribution import attribution_summary
 from factcircuits.methods import attribution as A
 from factcircuits.results.store import Results
+from factcircuits.methods.uncertainty import with_interval
 
 out = Results(run_dir, chapter.METHOD)
 summary = attribution_summary(session.lm, prepared, kind=direction, top_k=top_components,
@@ -96,6 +97,36 @@ display(Markdown(f"Top head: layer {int(top_h['layer'][0])}, head {int(top_h['he
 out.save("top_heads", top_h)
 
 # %% [markdown]
+# %% [markdown]
+# ## The top heads' direct effect by the position they read
+#
+# A head's output at the last token is a sum over the positions it attends to: its DLA splits
+# exactly into Σ_s A[last, s] · (x_s W_V W_O) · u, one term per source position s
+# [@chughtai2024summing], grouped here into the subject tokens, the relation tokens, the last
+# token itself and the other tokens (BOS, any format prefix). A head that moves the attribute
+# from the subject gets most of its direct effect through the subject positions. These are
+# direct effects: what each head writes along the answer direction, not what removing it
+# changes.
+
+# %%
+split = summary.top_head_sources
+out.save("head_source_dla", summary.sources)
+out.save("top_head_sources", split)
+A.source_figure(split).show()
+display(split.round(3))
+moves = ("most of it comes through the subject: it **moves the attribute from the subject**"
+         if h.top_head_moves_from_subject else
+         "it is **not** shown to get most of it through the subject")
+display(Markdown(
+    f"Top head {h.top_head} (mean DLA {with_interval(h.top_head_dla, h.top_head_dla_ci, '.3f')}"
+    f"): {with_interval(h.top_head_subject_share, h.top_head_subject_share_ci, '.0%')} of its "
+    f"direct effect comes through the subject tokens, "
+    f"{with_interval(h.top_head_relation_share, h.top_head_relation_share_ci, '.0%')} through "
+    f"the relation tokens, {with_interval(h.top_head_last_share, h.top_head_last_share_ci, '.0%')}"
+    f" through the last token and "
+    f"{with_interval(h.top_head_other_share, h.top_head_other_share_ci, '.0%')} through the "
+    f"others (shares of the mean over prompts; 95% bootstrap intervals); {moves}."))
+
 # ## By neuron, in the MLP layer with the largest contribution
 
 # %%

@@ -89,6 +89,17 @@ display(Markdown(" ".join(
     f"{p['first']}–{p['last']} (centre {p['centre']}): P(answer) changes by "
     f"{100 * p['relative_p_change']:.1f}% and the metric by {p['metric_change']:.3f}."
     for role, p in ko.peaks.items()) + f" (Windows of {ko.window} layers.)"))
+h = chapter.headline_of(abl, ko)
+if h.knockout_relation_minus_subject is not None:
+    low, high = h.knockout_relation_minus_subject_ci
+    which = ("blocking the **relation** tokens hurts more" if high < 0 else
+             "blocking the **subject** hurts more" if low > 0 else
+             "which of the two hurts more is **not resolved**")
+    display(Markdown(
+        f"Each at its own worst window, P(answer)'s relative change with the relation tokens "
+        f"blocked minus with the subject blocked is {h.knockout_relation_minus_subject:+.1%} "
+        f"(95% paired bootstrap CI {low:+.1%} to {high:+.1%}): {which}. Both are total effects: "
+        f"the attention is blocked and every later computation reacts."))
 
 # %%
-_ = out.headline(chapter.headline_of(abl, ko))
+_ = out.headline(h)

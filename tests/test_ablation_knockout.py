@@ -144,3 +144,81 @@ def test_sweep_and_peaks(setup):
 def test_windows_clip():
     assert KO.windows(6, 3)[0] == (0, 0, 2) and KO.windows(6, 3)[-1] == (5, 3, 5)
     assert KO.default_window(30) == 5
+
+
+def test_relation_knockout_peak_and_comparison_in_the_headline(setup):
+    """Both roles' worst windows reach the headline (window, fall, interval), and the
+    relation-minus-subject difference is the mean over prompts of the two peaks' changes."""
+    from factcircuits.chapters import ablation_knockout as AK
+
+    lm, pr, _, _ = setup
+    ko = AK.knockout_summary(lm, pr, window=1, batch_size=4)
+    h = ko.headline
+    table = ko.table
+    for role in KO.ROLES:
+        means = table[table["role"] == role].groupby("centre")["relative_p_change"].mean()
+        centre = int(means.idxmin())
+        assert h[f"knockout_{role}_peak_centre"] == centre
+        assert h[f"knockout_{role}_peak_first"] == h[f"knockout_{role}_peak_last"] == centre
+        assert h[f"knockout_{role}_peak_relative_p_change"] == pytest.approx(means.min())
+        low, high = h[f"knockout_{role}_peak_relative_p_change_ci"]
+        assert low <= means.min() <= high
+
+    def at(role):
+        part = table[(table["role"] == role)
+                     & (table["centre"] == h[f"knockout_{role}_peak_centre"])]
+        return part.sort_values("prompt")["relative_p_change"].to_numpy()
+
+    diff = at("relation") - at("subject")
+    assert h["knockout_relation_minus_subject"] == pytest.approx(diff.mean())
+    low, high = h["knockout_relation_minus_subject_ci"]
+    assert low <= diff.mean() <= high
+    AK.AblationKnockoutHeadline(**h)  # every key is a declared field
+
+
+def _knockout_run(tmp_path, difference, ci):
+    """A run folder holding only notebook 06's headline and its window table: the subject
+    knockout worst at centre 4 (−30%), the relation knockout at centre 7 (−80%)."""
+    import json
+
+    import pandas as pd
+
+    from factcircuits.chapters import ablation_knockout as AK
+    from factcircuits.results.run import Run
+
+    folder = tmp_path / "m__d__1"
+    (folder / "results" / "06_ablation_knockout").mkdir(parents=True)
+    headline = AK.AblationKnockoutHeadline(
+        knockout_window=3, knockout_subject_peak_relative_p_change_ci=[-0.4, -0.2],
+        knockout_relation_peak_relative_p_change_ci=[-0.9, -0.7],
+        knockout_relation_minus_subject=difference, knockout_relation_minus_subject_ci=ci)
+    record = {"run_id": "m__d__1", "status": "ok",
+              "parameters": {"model": "default", "dataset": "toy", "task": "cloze", "seed": 0},
+              "notebooks": [], "model": {"resolved_name": "org/toy", "n_layers": 11},
+              "headline": {AK.METHOD.notebook: headline.to_json()}}
+    (folder / "run.json").write_text(json.dumps(record))
+    worst = {("subject", 4): -0.3, ("relation", 7): -0.8}
+    rows = [{"role": role, "centre": c, "first": c - 1, "last": c + 1,
+             "relative_p_change": worst.get((role, c), -0.05), "metric_change": -1.0}
+            for role in ("subject", "relation") for c in range(1, 10)]
+    pd.DataFrame(rows).to_csv(folder / "results" / "06_ablation_knockout" /
+                              "knockout_summary.csv", index=False)
+    return Run.load(folder)
+
+
+@pytest.mark.parametrize("difference,ci,verdict", [
+    (-0.5, [-0.7, -0.3], "Blocking the relation tokens hurts **more** than blocking the subject"),
+    (-0.5, [-0.9, 0.1], "Which of the two hurts more is not resolved"),
+])
+def test_findings_put_the_relation_knockout_beside_the_subject(tmp_path, difference, ci,
+                                                                 verdict):
+    from factcircuits.chapters import ablation_knockout as AK
+
+    [finding] = AK.knockout_findings(_knockout_run(tmp_path, difference, ci))
+    text = finding.text
+    assert "total effects" in text
+    assert ("blocking the last token's attention to the subject hurts most in layers 3–5 "
+            "(relative depth 0.30–0.50): P(answer) falls by 30% (95% CI 20% to 40%)") in text
+    assert ("blocking it to the relation tokens hurts most in layers 6–8 (relative depth "
+            "0.60–0.80): P(answer) falls by 80% (95% CI 70% to 90%)") in text
+    assert verdict in text

@@ -15,6 +15,7 @@ from factcircuits.methods import attribution as A
 from factcircuits.methods import intervals as I
 from factcircuits.methods import knockout as KO
 from factcircuits.methods.evaluate import PreparedTask
+from factcircuits.methods.uncertainty import paired_comparison
 from factcircuits.models import LoadedModel
 from factcircuits.results.headlines import Headline, interval, number
 from factcircuits.results.kinds import Table
@@ -44,11 +45,25 @@ def _role(role: str) -> list:
                                                               CHANGE)),
             (f"{key}_relative_p_change_ci", list | None, interval(f"{key}_relative_p_change")),
             (f"{key}_centre_range", list | None,
-             number("window centres holding that peak in 95% of resamples", "layers"))]
+             number("window centres holding that peak in 95% of resamples", "layers")),
+            (f"{key}_first", int | None, number("first layer of that window", "layer")),
+            (f"{key}_last", int | None, number("last layer of that window", "layer")),
+            (f"{key}_metric_change", float | None, number("the metric's mean change there",
+                                                          "metric"))]
+
+
+# Relation against subject knockout, each at its own worst window, paired over prompts.
+COMPARISON = [
+    ("knockout_relation_minus_subject", float | None,
+     number("P(answer)'s change at the relation knockout's worst window minus at the "
+            "subject's (mean over prompts; negative: blocking the relation hurts more)",
+            CHANGE)),
+    ("knockout_relation_minus_subject_ci", list | None,
+     interval("knockout_relation_minus_subject"))]
 
 
 AblationKnockoutHeadline = dataclasses.make_dataclass(
-    "AblationKnockoutHeadline", [f for role in KO.ROLES for f in _role(role)],
+    "AblationKnockoutHeadline", [f for role in KO.ROLES for f in _role(role)] + COMPARISON,
     bases=(_AblationCore,), namespace={"__module__": __name__})
 AblationKnockoutHeadline.__doc__ = "Notebook 06's headline: the biggest ablation, knockouts."
 
@@ -119,36 +134,91 @@ def knockout_summary(lm: LoadedModel, prepared: PreparedTask, *, window: int = 0
                     table, "relative_p_change", seed, role=role, centre=p["centre"])
                    for role, p in peaks.items()},
                 **{f"knockout_{role}_peak_centre_range": I.peak_window_range(table, role, seed)
-                   for role in peaks}}
+                   for role in peaks},
+                **{f"knockout_{role}_peak_{end}": p[end] for role, p in peaks.items()
+                   for end in ("first", "last")},
+                **{f"knockout_{role}_peak_metric_change": p["metric_change"]
+                   for role, p in peaks.items()},
+                **relation_against_subject(table, peaks, seed)}
     return KnockoutSummary(table, KO.summarise(table), peaks, k, headline)
+
+
+def relation_against_subject(table: pd.DataFrame, peaks: dict[str, dict], seed: int) -> dict:
+    """Per prompt, P(answer)'s relative change at the relation knockout's worst window minus
+    at the subject knockout's: its mean and paired bootstrap interval (each window is chosen
+    on the same prompts, so the interval is a little optimistic)."""
+    if not {"subject", "relation"} <= set(peaks):
+        return {}
+
+    def at_peak(role):
+        part = table[(table["role"] == role) & (table["centre"] == peaks[role]["centre"])]
+        return part.set_index("prompt")["relative_p_change"].sort_index()
+
+    subject, relation = at_peak("subject"), at_peak("relation")
+    found = paired_comparison(relation.to_numpy(), subject.loc[relation.index].to_numpy(),
+                              seed).difference
+    return {"knockout_relation_minus_subject": found.value,
+            "knockout_relation_minus_subject_ci": found.interval()}
 
 
 def headline_of(ablation: AblationSummary, knockout: KnockoutSummary):
     return AblationKnockoutHeadline(**ablation.headline, **knockout.headline)
 
 
-def subject_knockout(run: Run) -> dict | None:
-    """The window where blocking attention to the subject lowers P(answer) most."""
+def role_knockout(run: Run, role: str) -> dict | None:
+    """The window where blocking the last token's attention to `role` ("subject" or
+    "relation") lowers P(answer) most."""
     table = run.result(METHOD, "knockout_summary")
     if table is None or "relative_p_change" not in table.columns:
         return None
-    part = table[table["role"] == "subject"].dropna(subset=["relative_p_change"])
+    part = table[table["role"] == role].dropna(subset=["relative_p_change"])
     if part.empty:
         return None
     return part.loc[part["relative_p_change"].idxmin()].to_dict()
 
 
+def subject_knockout(run: Run) -> dict | None:
+    """The window where blocking attention to the subject lowers P(answer) most."""
+    return role_knockout(run, "subject")
+
+
+ROLE_WORDS = {"subject": "the subject", "relation": "the relation tokens"}
+
+
 def knockout_findings(run: Run) -> list[Finding]:
-    ko, h = subject_knockout(run), run.headline(METHOD)
-    if ko is None:
+    """Both knockouts' worst windows, as total effects, and which hurts more when a paired
+    interval says so."""
+    h = run.headline(METHOD)
+    parts = []
+    for role in KO.ROLES:
+        ko = role_knockout(run, role)
+        if ko is None:
+            continue
+        centres = getattr(h, f"knockout_{role}_peak_centre_range")
+        ci = getattr(h, f"knockout_{role}_peak_relative_p_change_ci")
+        lead = "blocking it to" if parts else "blocking the last token's attention to"
+        parts.append(f"{lead} {ROLE_WORDS[role]} hurts most in "
+                     f"{window_text(run, ko['first'], ko['last'])}"
+                     + (f" (in 95% of resamples the worst window is centred on layers "
+                        f"{centres[0]}–{centres[1]})" if centres else "")
+                     + f": P(answer) {change_text(ko['relative_p_change'], ci)}")
+    if not parts:
         return []
-    centres, ci = h.knockout_subject_peak_centre_range, h.knockout_subject_peak_relative_p_change_ci
-    return [Finding(MOVES,
-                    f"**Attention knockout**: blocking the last token's attention to the "
-                    f"subject hurts most in {window_text(run, ko['first'], ko['last'])}"
-                    + (f" (in 95% of resamples the worst window is centred on layers "
-                       f"{centres[0]}–{centres[1]})" if centres else "")
-                    + f": P(answer) {change_text(ko['relative_p_change'], ci)}.", 10)]
+    text = ("**Attention knockout** (total effects: the last token's attention is blocked and "
+            "every later computation reacts): " + "; ".join(parts) + ".")
+    diff, ci = h.knockout_relation_minus_subject, h.knockout_relation_minus_subject_ci
+    if diff is not None and ci and all(v == v for v in ci):
+        spread = f"{diff:+.0%} (95% CI {ci[0]:+.0%} to {ci[1]:+.0%})"
+        if ci[1] < 0:
+            text += (f" Blocking the relation tokens hurts **more** than blocking the subject, "
+                     f"each at its worst window: P(answer)'s change differs by {spread}.")
+        elif ci[0] > 0:
+            text += (f" Blocking the subject hurts **more** than blocking the relation tokens, "
+                     f"each at its worst window: P(answer)'s change differs by {spread}.")
+        else:
+            text += (f" Which of the two hurts more is not resolved (relation minus subject "
+                     f"{spread}).")
+    return [Finding(MOVES, text, 10)]
 
 
 METHOD = Method(
@@ -170,5 +240,6 @@ METHOD = Method(
                                    "metric_change": "float"}, "mean per role and window"),
     },
     findings=knockout_findings,
-    key_numbers=("ablation_biggest_drop", "knockout_subject_peak_centre_depth"),
+    key_numbers=("ablation_biggest_drop", "knockout_subject_peak_centre_depth",
+                 "knockout_relation_peak_centre_depth"),
 )

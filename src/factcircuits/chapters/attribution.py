@@ -10,12 +10,21 @@ import pandas as pd
 from factcircuits.methods import attribution as A
 from factcircuits.methods import intervals as I
 from factcircuits.methods.evaluate import PreparedTask
+from factcircuits.methods.uncertainty import (
+    mean_estimate,
+    ratio_of_means_estimate,
+    with_interval,
+)
 from factcircuits.models import LoadedModel
 from factcircuits.results.headlines import Headline, interval, number
 from factcircuits.results.kinds import Table
-from factcircuits.results.registry import Method, Profile
+from factcircuits.results.registry import MOVES, Finding, Method, Profile
+from factcircuits.results.run import Run
 
 DLA_UNIT = "metric"
+SOURCE_SHARE = "fraction of the head's DLA"
+SOURCE_NAMES = {"subject": "the subject tokens", "relation": "the relation tokens",
+                "last": "the last token itself", "other": "the other tokens (BOS, prefix)"}
 
 
 @dataclass
@@ -34,6 +43,23 @@ class AttributionHeadline(Headline):
     top_layer_component_dla: float | None = number("its mean DLA", DLA_UNIT)
     top_layer_component_dla_ci: list[float] | None = interval("top_layer_component_dla")
     key_mlp_layer: int | None = number("the MLP layer with the largest mean |DLA|", "layer")
+    # The top head's DLA split by the source position it reads (Chughtai et al. 2024)
+    top_head_subject_share: float | None = number(
+        "share of the top head's DLA that comes through its attention to the subject tokens "
+        "(ratio of means over prompts)", SOURCE_SHARE)
+    top_head_subject_share_ci: list[float] | None = interval("top_head_subject_share")
+    top_head_relation_share: float | None = number(
+        "share that comes through the relation tokens", SOURCE_SHARE)
+    top_head_relation_share_ci: list[float] | None = interval("top_head_relation_share")
+    top_head_last_share: float | None = number("share that comes through the last token "
+                                               "itself", SOURCE_SHARE)
+    top_head_last_share_ci: list[float] | None = interval("top_head_last_share")
+    top_head_other_share: float | None = number("share that comes through the other tokens "
+                                                "(BOS, format prefix)", SOURCE_SHARE)
+    top_head_other_share_ci: list[float] | None = interval("top_head_other_share")
+    top_head_moves_from_subject: bool | None = number(
+        "the top head's DLA is positive (interval above 0) and most of it comes through the "
+        "subject (interval of the subject share above 0.5)")
 
 
 @dataclass
@@ -47,6 +73,8 @@ class AttributionSummary:
     neuron_share: float  # share of the key MLP layer's mean DLA its top neurons carry
     soft_cap_note: str
     headline: AttributionHeadline
+    sources: pd.DataFrame | None = None  # head_source_dla: every head's DLA by source
+    top_head_sources: pd.DataFrame | None = None  # source_split of the top heads
 
     @property
     def max_linearisation_offset(self) -> float:
@@ -73,6 +101,9 @@ def attribution_summary(lm: LoadedModel, prepared: PreparedTask, *, kind: str = 
     share = float(top_n["dla"].sum() / mlp_means.set_index("layer").loc[key_layer, "dla"])
     max_err = float(check["error"].abs().max())
     cap = A.soft_cap_note(lm)
+    sources = A.head_source_dla(lm, prepared, att.decomposition, att.direction,
+                                batch_size=batch_size, progress=progress)
+    split = A.source_split(sources, top_h)
     headline = AttributionHeadline(
         # With a final soft-cap (Gemma 2) the check compares with the pre-cap logits' metric.
         dla_sum_check_max_abs_error=max_err, dla_sum_check_passes=max_err < 1e-3,
@@ -87,11 +118,60 @@ def attribution_summary(lm: LoadedModel, prepared: PreparedTask, *, kind: str = 
             att.layers, "dla", seed, layer=int(top_row["layer"]),
             component=top_row["component"]),
         key_mlp_layer=key_layer,
-        direction=att.direction.kind)
+        direction=att.direction.kind,
+        **top_head_source_fields(sources, int(top_h["layer"][0]), int(top_h["head"][0]),
+                                 seed))
     top_layer = {"component": top_row["component"], "layer": int(top_row["layer"]),
                  "dla": float(top_row["dla"])}
     return AttributionSummary(att, check, top_layer, top_h, key_layer, top_n, share, cap,
-                              headline)
+                              headline, sources, split)
+
+
+def top_head_source_fields(sources: pd.DataFrame, layer: int, head: int, seed: int) -> dict:
+    """The headline's split of one head's DLA by source: each source's share of the head's
+    DLA (ratio of means over prompts, bootstrap interval), and whether the head moves the
+    attribute from the subject (its DLA is positive and most of it comes through the
+    subject, both intervals clear of the line)."""
+    part = sources[(sources["layer"] == layer) & (sources["head"] == head)]
+    by_prompt = part.pivot(index="prompt", columns="source", values="dla")
+    total = by_prompt.sum(axis=1).to_numpy()
+    out = {}
+    for source in A.SOURCES:
+        estimate = ratio_of_means_estimate(by_prompt[source].to_numpy(), total, seed)
+        out[f"top_head_{source}_share"] = estimate.value
+        out[f"top_head_{source}_share_ci"] = estimate.interval()
+    positive = mean_estimate(total, seed).low > 0
+    low = out["top_head_subject_share_ci"][0]
+    out["top_head_moves_from_subject"] = bool(positive and low == low and low > 0.5)
+    return out
+
+
+def attribution_findings(run: Run) -> list[Finding]:
+    """The top head's direct effect split by the source it reads; "moves the attribute from
+    the subject" only when most of that direct effect comes through the subject positions."""
+    h: AttributionHeadline = run.headline(METHOD)
+    if h.top_head is None or h.top_head_subject_share is None:
+        return []
+
+    def share(key):
+        return with_interval(getattr(h, f"top_head_{key}_share"),
+                             getattr(h, f"top_head_{key}_share_ci"), ".0%")
+
+    shares = ", ".join(f"{share(key)} through {name}" for key, name in SOURCE_NAMES.items())
+    text = (f"**Direct effect by source** (the top head's DLA split by the positions it "
+            f"attends to, Chughtai et al. 2024): of {h.top_head}'s direct effect on the answer "
+            f"(DLA {with_interval(h.top_head_dla, h.top_head_dla_ci)}), {shares}")
+    if h.top_head_moves_from_subject:
+        text += (f"; most of it comes through the subject, so {h.top_head} **moves the "
+                 "attribute from the subject** to the last token (a direct effect: what it "
+                 "writes there, not what removing it would change).")
+    elif h.top_head_dla is not None and h.top_head_dla < 0:
+        text += ("; its mean direct effect pushes against the answer, so it is not read as "
+                 "moving the attribute to the last token.")
+    else:
+        text += ("; most of it is not shown to come through the subject, so this run does not "
+                 f"show {h.top_head} moving the attribute from the subject.")
+    return [Finding(MOVES, text, 25)]
 
 
 def dla_share(table: pd.DataFrame) -> pd.DataFrame | None:
@@ -123,7 +203,18 @@ METHOD = Method(
         "top_neurons": Table({"layer": "int", "neuron": "int", "dla": "float",
                               "activation": "float", "abs_dla": "float"},
                              "the key MLP layer's neurons with the largest mean |DLA|"),
+        "head_source_dla": Table({"prompt": "int", "layer": "int", "head": "int",
+                                  "source": "str", "dla": "float"},
+                                 "each head's DLA split by the source position it reads "
+                                 "(subject, relation, last, other), per prompt"),
+        "top_head_sources": Table({"layer": "int", "head": "int", "dla": "float",
+                                   "subject": "float", "relation": "float", "last": "float",
+                                   "other": "float", "subject_share": "float",
+                                   "relation_share": "float", "last_share": "float",
+                                   "other_share": "float"},
+                                  "the top heads' mean DLA by source, and each source's share"),
     },
+    findings=attribution_findings,
     key_numbers=("top_head_dla",),
     profiles=(Profile("layer_dla", dla_share, "share", "sublayer",
                       "Direct logit attribution by layer<br><sup>mean DLA of each layer's "

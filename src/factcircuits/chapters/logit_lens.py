@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from factcircuits.chapters import attribution
+from factcircuits.methods import attribute_rate as AR
 from factcircuits.methods import logit_lens as LL
 from factcircuits.methods.uncertainty import with_interval
 from factcircuits.results.headlines import Headline, interval, layer_range, number
@@ -21,6 +22,7 @@ from factcircuits.results.wording import (
 )
 
 SHARE = "fraction of the increase"
+RATE = "share of attribute tokens"
 RELATION_PEAKS = {"relation": "str", "n": "int", "peak_layer": "int", "layer_low": "int",
                   "layer_high": "int", "value": "float", "value_low": "float",
                   "value_high": "float", "differs_from_pooled": "bool"}
@@ -44,6 +46,43 @@ class LogitLensHeadline(Headline):
     peak_sublayer: str | None = number("sublayer (attn or mlp) of the largest increase")
     peak_jump: float | None = number("the largest single increase", "metric")
     peak_jump_ci: list[float] | None = interval("peak_jump")
+    # Attribute rate (Geva et al. 2023): the logit lens at the last subject token
+    attribute_rate_k: int | None = number("top tokens in which the attribute rate counts the "
+                                          "subject's attribute tokens", "tokens")
+    attribute_rate_n_prompts: int | None = number("prompts whose subject has attribute tokens "
+                                                  "in the dataset", "prompts")
+    attribute_rate_tokens_mean: float | None = number("mean attribute tokens per prompt's "
+                                                      "subject (first tokens of its objects)",
+                                                      "tokens")
+    attribute_rate_peak: float | None = number("peak over layers of the mean share of the "
+                                               "subject's attribute tokens in the logit lens's "
+                                               "top k at the last subject token", RATE)
+    attribute_rate_peak_ci: list[float] | None = interval("attribute_rate_peak")
+    attribute_rate_peak_layer: int | None = number("layer of that peak", "layer")
+    attribute_rate_peak_layer_range: list[int] | None = layer_range("attribute_rate_peak")
+    attribute_rate_other_subjects: float | None = number(
+        "control at the peak layer: share of the other subjects' attribute tokens in the top k "
+        "at the last subject token", RATE)
+    attribute_rate_other_subjects_ci: list[float] | None = interval(
+        "attribute_rate_other_subjects")
+    attribute_rate_excess_over_other_subjects_ci: list[float] | None = number(
+        "95% paired bootstrap interval of the peak rate minus that control", RATE)
+    attribute_rate_first_relation: float | None = number(
+        "control at the peak layer: share of the subject's attribute tokens in the top k at "
+        "the prompt's first relation token", RATE)
+    attribute_rate_first_relation_ci: list[float] | None = interval(
+        "attribute_rate_first_relation")
+    attribute_rate_excess_over_first_relation_ci: list[float] | None = number(
+        "95% paired bootstrap interval of the peak rate minus that control", RATE)
+    attribute_rate_control: float | None = number("the larger of the two controls at the peak "
+                                                  "layer", RATE)
+    attribute_rate_control_ci: list[float] | None = interval("attribute_rate_control")
+    attribute_rate_control_kind: str | None = number("which control that is")
+    attribute_rate_excess: float | None = number("peak rate minus that control (mean over "
+                                                 "prompts of the paired difference)", RATE)
+    attribute_rate_excess_ci: list[float] | None = interval("attribute_rate_excess")
+    attribute_rate_enriched: bool | None = number("the peak rate exceeds both controls, each "
+                                                  "paired interval of the difference above 0")
 
 
 def lens_findings(run: Run) -> list[Finding]:
@@ -63,11 +102,36 @@ def lens_findings(run: Run) -> list[Finding]:
             text += (f" By direct logit attribution the largest component is the "
                      f"{component_name(dla.top_layer_component)}, {size}.")
         found.append(Finding(WHERE, text, 30))
+    enrichment = enrichment_text(run, h)
+    if enrichment:
+        found.append(Finding(WHERE, enrichment, 35))
     relations = relation_peaks_text(run.result(METHOD, "by_relation"),
                                     "the logit lens's largest jump")
     if relations:
         found.append(Finding(BY_RELATION, relations, 40))
     return found
+
+
+def enrichment_text(run: Run, h: LogitLensHeadline) -> str:
+    """The attribute-rate sentence: "enriched" only when the peak rate is above both controls
+    with intervals of the differences that exclude 0."""
+    if h.attribute_rate_peak is None or h.attribute_rate_control is None:
+        return ""
+    rate = with_interval(h.attribute_rate_peak, h.attribute_rate_peak_ci, ".0%")
+    control = with_interval(h.attribute_rate_control, h.attribute_rate_control_ci, ".0%")
+    excess = with_interval(h.attribute_rate_excess, h.attribute_rate_excess_ci, "+.0%")
+    text = (f"**Subject enrichment** (attribute rate: the logit lens read directly at the last "
+            f"subject token, Geva et al. 2023): at most {rate} of the subject's attribute tokens "
+            f"are among the top {h.attribute_rate_k} tokens, after "
+            f"{layer_text(run, h.attribute_rate_peak_layer, h.attribute_rate_peak_layer_range)}"
+            f", against {control} for the control ({h.attribute_rate_control_kind}), a "
+            f"difference of {excess}")
+    if h.attribute_rate_enriched:
+        return text + (": the last subject token is **enriched** with the subject's "
+                       "attributes (both controls lie below, each difference's interval above "
+                       "0).")
+    return text + (": the rate is not resolved above both controls, so this run does not show "
+                   "the subject token enriched with its attributes.")
 
 
 def lens_share(t):
@@ -84,8 +148,10 @@ def lens_depth(table, n_layers: int):
     return (table["layer"].astype(float) + 1 - half) / n_layers
 
 
-def headline_of(lens: LL.LogitLens, seed: int) -> LogitLensHeadline:
-    return LogitLensHeadline(**lens.headline(seed))
+def headline_of(lens: LL.LogitLens, seed: int,
+                attributes: AR.AttributeRate | None = None) -> LogitLensHeadline:
+    extra = attributes.headline(seed) if attributes is not None else {}
+    return LogitLensHeadline(**lens.headline(seed), **extra)
 
 
 METHOD = Method(
@@ -103,6 +169,15 @@ METHOD = Method(
                                     "logit-lens top tokens of one prompt (and the answer's "
                                     "rank)", open_columns=True),
         "by_relation": Table(RELATION_PEAKS, "the largest jump per relation"),
+        "attribute_rate": Table({"prompt": "int", "read": "str", "layer": "int",
+                                 "share": "float", "count": "float", "n_tokens": "int"},
+                                "attribute tokens in the logit lens's top k after each layer, "
+                                "per prompt: at the last subject token (read 'subject') and "
+                                "the two controls"),
+        "attribute_rate_curve": Table({"read": "str", "layer": "int", "rate": "float",
+                                       "low": "float", "high": "float", "n_prompts": "int"},
+                                      "the mean attribute rate and controls per layer, with "
+                                      "their bands"),
     },
     findings=lens_findings,
     key_numbers=("mlp_share", "peak_layer_depth"),

@@ -59,6 +59,9 @@ DOMAINS: dict[str, Domain] = {
     "top_k": whole(5, 1, allowed="use a whole number of at least 1 (tokens listed per prompt)"),
     # 02, 07
     "example": whole(0, 0, allowed="use a prompt index of at least 0"),
+    # 02
+    "attribute_k": whole(50, 1, allowed="use a whole number of at least 1 (top tokens in "
+                         "which the attribute rate counts attribute tokens)"),
     # 02, 03
     "direction": choice("auto", DIRECTIONS),
     # 03
