@@ -129,6 +129,74 @@ def test_domains_refuse_what_is_outside(name, inside, outside):
 def test_a_repeated_p_name_is_refused():
     from factcircuits.commands.run import parse_assignments
 
-    assert parse_assignments(["seed=1", "n_prompts=2"]) == {"seed": 1, "n_prompts": 2}
+    assert parse_assignments(["seed=1", "n_prompts=2"]) == {"seed": "1", "n_prompts": "2"}
     with pytest.raises(UserError, match="-p seed is given twice"):
         parse_assignments(["seed=1", "n_prompts=2", " seed =1"])
+
+
+@pytest.mark.parametrize(("typed", "default", "expected"), [
+    ("8", 0, 8), ("-3", 0, -3), ("0", 5, 0), ("true", False, True), ("False", True, False),
+    ("2.5", 3.0, 2.5), ("3", 3.0, 3.0), ("1e-3", 3.0, 0.001),
+    ("yes", "", "yes"), ("True", "", "True"), ("1:30", "", "1:30"), ("010", "", "010"),
+    ("7", "auto", 7), ("auto", "auto", "auto"),
+])
+def test_a_typed_value_takes_its_parameters_type(typed, default, expected):
+    from factcircuits.run.parameters import CommandLineText, check_value
+
+    value = check_value("x", CommandLineText(typed), default)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize(("typed", "default", "message"), [
+    ("010", 0, "x=010: expected a whole number like 0"),  # YAML: 8 (octal)
+    ("1:30", 0, "x=1:30: expected a whole number"),  # YAML: 90 (sexagesimal)
+    ("1e3", 0, "x=1e3: expected a whole number"), ("2.0", 0, "x=2.0: expected a whole number"),
+    ("yes", False, "x=yes: use true or false"), ("1", False, "x=1: use true or false"),
+    ("ten", 3.0, "x=ten: expected a number"), ("nan", 3.0, "x=nan: expected a number"),
+])
+def test_a_typed_value_that_is_not_its_type_is_refused_by_name(typed, default, message):
+    from factcircuits.run.parameters import CommandLineText, check_value
+
+    with pytest.raises(UserError, match=f"^parameter {message}"):
+        check_value("x", CommandLineText(typed), default)
+
+
+def test_flags_and_params_that_disagree_or_repeat_are_refused(tmp_path):
+    import argparse
+
+    from factcircuits.commands.run import load_params_file, overrides_from_args
+
+    def args(**given):
+        base = {"params": None, "param": [], "task": None, "device": None, "model": None,
+                "dataset": None}
+        return argparse.Namespace(**(base | given))
+
+    with pytest.raises(UserError, match="^--device cpu and -p device=cuda disagree"):
+        overrides_from_args(args(device="cpu", param=["device=cuda"]))
+    with pytest.raises(UserError, match="^--model tiny and -p model=default disagree"):
+        overrides_from_args(args(model="tiny", param=["model=default"]))
+    assert overrides_from_args(args(task="cloze", param=["task=cloze"]))["task"] == "cloze"
+    twice = tmp_path / "p.yaml"
+    twice.write_text("seed: 1\nn_prompts: 2\nseed: 3\n")
+    with pytest.raises(UserError, match="'seed' is given twice \\(line 3\\)"):
+        load_params_file(str(twice))
+    both = tmp_path / "q.yaml"
+    both.write_text("seed: 1\n")
+    with pytest.raises(UserError, match="seed is set both in --params"):
+        overrides_from_args(args(params=str(both), param=["seed=2"]))
+
+
+def test_only_undeclared_secret_names_are_refused_as_secrets():
+    from factcircuits.run.parameters import validate_given
+
+    # a notebook declaring one parameter whose name contains "token"
+    owners_nb = type("NB", (), {"defaults": {"drop_multi_token_answers": True}, "name": "x"})()
+    assert validate_given({"drop_multi_token_answers": False}, [owners_nb]) == \
+        {"drop_multi_token_answers": False}
+    with pytest.raises(UserError, match="api_key: secrets are read from the environment"):
+        validate_given({"api_key": "x"}, [owners_nb])
+    with pytest.raises(UserError, match="hf_token: secrets are read from the environment"):
+        validate_given({"hf_token": "x"}, [owners_nb])
+    for name in ("monkey", "max_tokens_shown"):
+        with pytest.raises(UserError, match=f"unknown parameter '{name}'"):
+            validate_given({name: 5}, [owners_nb])

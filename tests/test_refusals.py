@@ -236,6 +236,11 @@ def test_refuses_yesno_dataset_run_as_cloze(refuse, tmp_path):
     (["-p", "known=top-1"], "known='top-1': use 'top1' (the answer is the model's top token) "
      "or 'pairwise'"),
     (["--notebooks", ""], "--notebooks '': name at least one notebook"),
+    # typed by the parameter's declared type, never by YAML's guess (010 = 8, 1:30 = 90)
+    (["-p", "n_prompts=010"], "parameter n_prompts=010: expected a whole number like"),
+    (["-p", "n_prompts=1:30"], "parameter n_prompts=1:30: expected a whole number"),
+    (["--device", "cpu", "-p", "device=cuda"], "--device cpu and -p device=cuda disagree; "
+     "give device once"),
 ])
 def test_refuses_bad_run_parameters(refuse, tmp_path, flags, expect):
     refuse(f"`run {' '.join(repr(f) if not f else f for f in flags)}`",
@@ -243,7 +248,7 @@ def test_refuses_bad_run_parameters(refuse, tmp_path, flags, expect):
 
 
 @pytest.mark.parametrize("value", [
-    "noise_samples=0", "noise_scale=.nan", "noise_scale=0", "seed=-1", "seed=4294967296",
+    "noise_samples=0", "noise_scale=1e400", "noise_scale=0", "seed=-1", "seed=4294967296",
     "top_k=0", "max_patches=0", "trace_metric=probability", "trace_window=0",
     "n_components=-1", "knockout_window=-1", "n_heads=0", "example=-1", "scan_top_k=0",
     "top_components=0", "direction=up", "heads_by_position=~", "per_relation=-1",

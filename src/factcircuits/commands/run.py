@@ -10,11 +10,13 @@ from typing import Any
 import yaml
 
 from factcircuits.errors import UserError
+from factcircuits.run.parameters import CommandLineText
 from factcircuits.run.threads import add_threads_argument
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
-    """['n_prompts=8', 'device=cpu'] -> {'n_prompts': 8, 'device': 'cpu'} (values as YAML)."""
+    """['n_prompts=8', 'device=cpu'] -> {'n_prompts': '8', 'device': 'cpu'}, each value a
+    `CommandLineText` typed later by the parameter's declared type."""
     out: dict[str, Any] = {}
     raw: dict[str, str] = {}
     for item in items:
@@ -26,11 +28,27 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
             raise UserError(f"-p {key} is given twice (-p {raw[key]} and -p {item}); give "
                             "each parameter once")
         raw[key] = item
-        try:
-            out[key] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key] = value
+        out[key] = CommandLineText(value.strip())
     return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice (plain YAML keeps the last one silently)."""
+
+
+def _mapping_without_repeats(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise UserError(f"--params: {key!r} is given twice (line {key_node.start_mark.line + 1}"
+                            "); give each parameter once")
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                 _mapping_without_repeats)
 
 
 def load_params_file(path: str | None) -> dict[str, Any]:
@@ -40,7 +58,7 @@ def load_params_file(path: str | None) -> dict[str, Any]:
     if not file.is_file():
         raise UserError(f"--params {path}: no such file")
     try:
-        data = yaml.safe_load(file.read_text()) or {}
+        data = yaml.load(file.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"--params {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -48,10 +66,33 @@ def load_params_file(path: str | None) -> dict[str, Any]:
     return data
 
 
+def overrides_from_args(args) -> dict[str, Any]:
+    """`--params` and `-p` (a name in both is refused), and the flags `--task`, `--device`,
+    `--model`, `--dataset`, each refused when a `-p` or `--params` value disagrees."""
+    from_file, from_p = load_params_file(args.params), parse_assignments(args.param)
+    both = sorted(set(from_file) & set(from_p))
+    if both:
+        raise UserError(f"{both[0]} is set both in --params {args.params} and by -p; set it once")
+    overrides = from_file | from_p
+    for key in ("task", "device", "model", "dataset"):
+        flag = getattr(args, key, None)
+        if not flag:
+            continue
+        if key in overrides and str(overrides[key]) != str(flag):
+            raise UserError(f"--{key} {flag} and -p {key}={overrides[key]} disagree; give "
+                            f"{key} once")
+        if key in ("task", "device"):
+            overrides[key] = flag
+        else:  # passed to plan_run by name
+            overrides.pop(key, None)
+    return overrides
+
+
 def add_run_arguments(parser) -> None:
     parser.add_argument("--task", help="yesno or cloze (notebook default otherwise)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="set a notebook parameter (repeatable); values parse as YAML")
+                        help="set a notebook parameter (repeatable); the value takes the "
+                        "parameter's declared type (whole number, number, true/false, text)")
     parser.add_argument("--params", metavar="FILE", help="YAML file of parameters")
     parser.add_argument("--notebooks", metavar="01,02", help="run only these notebooks")
     parser.add_argument("--device", help="cpu, cuda, mps or auto")
@@ -60,14 +101,6 @@ def add_run_arguments(parser) -> None:
     parser.add_argument("--runs-dir", type=Path, help="where run folders go "
                         "(default: report/runs/, or $FACTCIRCUITS_RUNS)")
     add_threads_argument(parser)
-
-
-def overrides_from_args(args) -> dict[str, Any]:
-    overrides = load_params_file(args.params) | parse_assignments(args.param)
-    for key in ("task", "device"):
-        if getattr(args, key, None):
-            overrides[key] = getattr(args, key)
-    return overrides
 
 
 def register(subparsers) -> None:

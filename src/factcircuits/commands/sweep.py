@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from factcircuits.commands.run import add_run_arguments, parse_assignments
+from factcircuits.run.parameters import as_command_line
 from factcircuits.errors import UserError
 
 LATEST = "latest"  # --resume without an id: the newest sweep of the same grid
@@ -111,8 +112,9 @@ def plan_cells(args) -> list[Cell]:
     for model, dataset, params in itertools.product(models, datasets, sets):
         plan = pipeline.plan_run(model, dataset, params, notebooks_dir=args.notebooks_dir,
                                  select=select, runs_root=args.runs_dir)
+        params = {k: plan.given.get(k, v) for k, v in params.items()}  # as typed by the run
         run_args = ["--model", model, "--dataset", dataset]
-        run_args += [a for k, v in params.items() for a in ("-p", f"{k}={json.dumps(v)}")]
+        run_args += [a for k, v in params.items() for a in ("-p", f"{k}={as_command_line(v)}")]
         if args.notebooks:
             run_args += ["--notebooks", args.notebooks]
         if args.notebooks_dir:
