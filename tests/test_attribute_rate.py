@@ -142,3 +142,28 @@ def test_last_layer_is_the_models_own_top_k_at_the_subject(family):
                      & (rate.table["layer"] == lm.cfg.n_layers - 1)].sort_values("prompt")
     assert got["count"].to_list() == expected
     assert 0 < sum(expected)  # the comparison is not all zeros
+
+
+def test_enriched_needs_both_controls_below():
+    """A rate above the other subjects' control but equal to the first-relation control is not
+    enriched; above both, it is (3 prompts, 2 layers, hand-made shares)."""
+    def table(first_relation):
+        rows = []
+        for prompt in range(3):
+            for layer, own, other in ((0, 0.0, 0.0), (1, 0.5 + 0.1 * prompt, 0.0)):
+                for read, share in (("subject", own), ("other_subjects", other),
+                                    ("first_relation", first_relation(own))):
+                    rows.append({"prompt": prompt, "read": read, "layer": layer,
+                                 "share": share, "count": share * 2, "n_tokens": 2})
+        return pd.DataFrame(rows)
+
+    same = AR.AttributeRate(table(lambda own: own), k=5, n_layers=2).headline()
+    assert same["attribute_rate_peak_layer"] == 1
+    assert same["attribute_rate_peak"] == pytest.approx(0.6)
+    assert same["attribute_rate_excess_over_other_subjects_ci"][0] > 0
+    assert same["attribute_rate_control"] == pytest.approx(0.6)  # the larger control
+    assert same["attribute_rate_excess"] == pytest.approx(0.0)
+    assert same["attribute_rate_enriched"] is False
+    below = AR.AttributeRate(table(lambda own: 0.0), k=5, n_layers=2).headline()
+    assert below["attribute_rate_enriched"] is True
+    assert below["attribute_rate_excess"] == pytest.approx(0.6)

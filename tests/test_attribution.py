@@ -3,6 +3,7 @@ an independent patch-out computation; yes/no directions."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
@@ -210,3 +211,73 @@ def test_source_split_shares_add_up(tiny, cloze):
     assert split["dla"].to_numpy() == pytest.approx(top["dla"].to_numpy(), abs=1e-5)
     shares = split[[f"{s}_share" for s in A.SOURCES]].sum(1)
     assert shares.to_numpy() == pytest.approx(1.0)
+
+
+def _sources(parts: dict[str, list[float]]) -> pd.DataFrame:
+    """A head_source_dla table of one head (L2H1): per source, one value per prompt."""
+    return pd.DataFrame([{"prompt": i, "layer": 2, "head": 1, "source": s, "dla": v}
+                         for s, values in parts.items() for i, v in enumerate(values)])
+
+
+@pytest.mark.parametrize("parts,moves", [
+    # 0.8 of a positive DLA through the subject in every prompt: moves it
+    ({"subject": [0.8, 1.6, 0.4, 1.2], "relation": [0.1, 0.2, 0.05, 0.15],
+      "last": [0.1, 0.2, 0.05, 0.15], "other": [0.0] * 4}, True),
+    # the same DLA mostly through the relation tokens: does not
+    ({"subject": [0.1, 0.2, 0.05, 0.15], "relation": [0.8, 1.6, 0.4, 1.2],
+      "last": [0.1, 0.2, 0.05, 0.15], "other": [0.0] * 4}, False),
+    # mostly through the subject but pushing against the answer: does not
+    ({"subject": [-0.8, -1.6, -0.4, -1.2], "relation": [-0.1, -0.2, -0.05, -0.15],
+      "last": [-0.1, -0.2, -0.05, -0.15], "other": [0.0] * 4}, False),
+])
+def test_top_head_source_shares_and_the_moves_verdict(parts, moves):
+    from factcircuits.chapters import attribution as AD
+
+    fields = AD.top_head_source_fields(_sources(parts), 2, 1, seed=0)
+    total = sum(sum(v) for v in parts.values())
+    for source in A.SOURCES:  # ratios of means, by hand
+        assert fields[f"top_head_{source}_share"] == pytest.approx(sum(parts[source]) / total)
+    assert fields["top_head_moves_from_subject"] is moves
+
+
+def _attribution_run(tmp_path, **fields):
+    import json
+
+    from factcircuits.chapters import attribution as AD
+    from factcircuits.results.run import Run
+
+    folder = tmp_path / "m__d__1"
+    folder.mkdir()
+    record = {"run_id": "m__d__1", "status": "ok",
+              "parameters": {"model": "default", "dataset": "toy", "task": "cloze", "seed": 0},
+              "notebooks": [], "model": {"resolved_name": "org/toy", "n_layers": 11},
+              "headline": {AD.METHOD.notebook: AD.AttributionHeadline(
+                  top_head="L7H2", top_head_dla=1.25, top_head_dla_ci=[0.9, 1.6],
+                  **fields).to_json()}}
+    (folder / "run.json").write_text(json.dumps(record))
+    return Run.load(folder)
+
+
+@pytest.mark.parametrize("moves,said", [
+    (True, "L7H2 **moves the attribute from the subject** to the last token"),
+    (False, "this run does not show L7H2 moving the attribute from the subject"),
+])
+def test_findings_say_moves_only_when_most_comes_through_the_subject(tmp_path, moves, said):
+    from factcircuits.chapters import attribution as AD
+
+    shares = {"subject": (0.7, [0.6, 0.8]), "relation": (0.2, [0.1, 0.3]),
+              "last": (0.1, [0.0, 0.2]), "other": (0.0, [0.0, 0.0])}
+    fields = {f"top_head_{s}_share{suffix}": v[i] for s, v in shares.items()
+              for i, suffix in enumerate(("", "_ci"))}
+    run = _attribution_run(tmp_path, top_head_moves_from_subject=moves, **fields)
+    [finding] = AD.attribution_findings(run)
+    assert ("of L7H2's direct effect on the answer (DLA 1.25 (95% CI 0.90 to 1.60)), 70% (95% "
+            "CI 60% to 80%) through the subject tokens, 20% (95% CI 10% to 30%) through the "
+            "relation tokens") in finding.text
+    assert said in finding.text and "Direct effect" in finding.text
+
+
+def test_no_source_finding_without_the_split(tmp_path):
+    from factcircuits.chapters import attribution as AD
+
+    assert AD.attribution_findings(_attribution_run(tmp_path)) == []

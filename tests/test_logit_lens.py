@@ -72,3 +72,46 @@ def test_share_caveat_only_when_contributions_cancel():
     cancelling = {"attn_increase": 1.3, "mlp_increase": -1.26, "total_increase": 0.04,
                   "mlp_share": -31.5}
     assert "not meaningful" in share_caveat(cancelling)
+
+
+def _lens_run(tmp_path, **fields):
+    import json
+
+    from factcircuits.chapters import logit_lens as chapter
+    from factcircuits.results.run import Run
+
+    folder = tmp_path / "m__d__1"
+    folder.mkdir()
+    record = {"run_id": "m__d__1", "status": "ok",
+              "parameters": {"model": "default", "dataset": "toy", "task": "cloze", "seed": 0},
+              "notebooks": [], "model": {"resolved_name": "org/toy", "n_layers": 11},
+              "headline": {chapter.METHOD.notebook: chapter.LogitLensHeadline(
+                  **fields).to_json()}}
+    (folder / "run.json").write_text(json.dumps(record))
+    return Run.load(folder)
+
+
+ATTRIBUTE_RATE = dict(
+    attribute_rate_k=50, attribute_rate_peak=0.4, attribute_rate_peak_ci=[0.3, 0.5],
+    attribute_rate_peak_layer=5, attribute_rate_peak_layer_range=[4, 6],
+    attribute_rate_control=0.1, attribute_rate_control_ci=[0.05, 0.15],
+    attribute_rate_control_kind="other subjects' attributes at the last subject token",
+    attribute_rate_excess=0.3, attribute_rate_excess_ci=[0.2, 0.4])
+
+
+@pytest.mark.parametrize("enriched,said", [
+    (True, "the last subject token is **enriched** with the subject's attributes"),
+    (False, "this run does not show the subject token enriched with its attributes"),
+])
+def test_enrichment_finding_says_enriched_only_when_the_test_does(tmp_path, enriched, said):
+    from factcircuits.chapters import logit_lens as chapter
+
+    run = _lens_run(tmp_path, attribute_rate_enriched=enriched, **ATTRIBUTE_RATE)
+    [finding] = chapter.lens_findings(run)
+    assert ("at most 40% (95% CI 30% to 50%) of the subject's attribute tokens are among the "
+            "top 50 tokens, after layer 5 (relative depth 0.50; 95% of resamples in layers "
+            "4–6), against 10% (95% CI 5% to 15%) for the control (other subjects' attributes "
+            "at the last subject token), a difference of +30% (95% CI +20% to +40%)"
+            ) in finding.text
+    assert said in finding.text and "logit lens read directly" in finding.text
+    assert ("**enriched**" in finding.text) is enriched
