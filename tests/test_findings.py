@@ -140,10 +140,14 @@ def test_findings_of_a_full_run(tmp_path):
     assert not f.at_chance
     # tracing peak layer 3 (depth 0.30: early); knockout of the subject worst at centre 7
     # (layers 6-8); DLA top head L7H2
-    assert f.summary == ("The subject is enriched by MLPs at its last token in early layers "
-                         "(peak at layer 3); attention in layers 6–8 (top head L7H2) moves the "
-                         "attribute to the last token. 3 of 3 cross-method checks agree. Based "
-                         "on 16 prompts: a small sample.")
+    # no attribute-rate or source-split test in this run: neither "enriched" nor "moves"
+    assert f.summary == (
+        "Restoring the MLP output at the last subject token matters most in early layers "
+        "(causal tracing, one layer at a time: layer 3); blocking the last token's attention to "
+        "the subject hurts most in layers 6–8, to the relation tokens in layers 0–2 (total "
+        "effects); head L7H2 has the largest direct effect on the answer. 3 of 3 cross-method "
+        "checks agree. Based on 16 prompts: a small sample.")
+    assert "enriched" not in f.summary and "moves" not in f.summary
     # tracing range 2-4 overlaps patching's 3-5; same head; head layer 7 inside the windows
     assert [c.verdict for c in f.checks] == ["agrees"] * 3
     text = F.run_markdown(ev)
@@ -281,18 +285,25 @@ def test_front_page_zero_one_and_two_runs(tmp_path):
     assert "| run |" not in one and "{#sec-findings-a--x--1}" in one
     make_run(tmp_path, "b__y__2", patch_mlp_layer=6, patch_head=(9, 0))
     two = synthesis.front_page_markdown(load_runs(tmp_path), anchors=False)
-    assert "| toy-model on toy-facts | cloze | 80% | L3 (0.30) | L6–8 | L7H2 | 3 of 3 |" in two
-    assert "| toy-model on toy-facts | cloze | 80% | L3 (0.30) | L6–8 | L7H2 | 1 of 3 |" in two
+    # one table, a row per run with the key numbers and their intervals
+    assert ("| Run 1: toy-model on toy-facts | 20 (16) | 80% [60%, 95%] | L3 (2–4): 0.080 "
+            "[0.050, 0.110] | L4 (3–5): 0.60 [0.40, 0.80] | L6–8: -60% | L7H2: 1.25 "
+            "| 3 of 3 |") in two
+    assert "| Run 2: toy-model on toy-facts | 20 (16) |" in two and "| 1 of 3 |" in two
     assert "{#" not in two and "{.unnumbered}" not in two
-    assert ("MLPs at the last subject token peak in **early** layers in 2 of 2 runs "
-            "(relative depth 0.30–0.30)") in two
-    assert "between relative depth 0.60 and 0.80 (2 runs)" in two
-    assert "**L7H2** in 2 of 2 runs of toy-model" in two
-    assert "Cross-method checks: 4 of 6 agree over 2 runs." in two
+    assert "**In short.**" not in two  # the detailed findings open each run's part
+    # two runs of one model on one dataset: sensitivity checks, never agreeing replicates
+    assert ("**toy-model.** On toy-facts (Runs 1 and 2), sensitivity checks that differ in "
+            "no recorded setting (not independent replicates): the MLP at the last subject "
+            "token peaks at layer 3 in every setting (2 settings)") in two
+    assert "cross-method checks agree in 3 of 3 and 1 of 3 (one count per setting)" in two
+    assert "2 of 2 runs" not in two and "over 2 runs" not in two
     make_run(tmp_path, "c__z__3", task="yesno", at_chance=True)
     three = synthesis.front_page_markdown(load_runs(tmp_path))
-    assert "1 of 3 runs is at chance and left out of this summary." in three
-    assert "| toy-model on toy-facts | yesno | 50% (chance) | — | — | — | — |" in three
+    assert "1 of 2 model–dataset pairs is at chance and left out of this summary." in three
+    assert "| Run 3: toy-model on toy-facts | 20 (10) | 50% " in three  # (the toy interval)
+    assert "(chance) | — | — | — | — | — |" in three
+    assert "On toy-facts (yes/no; Run 3) it is at chance" in three
 
 
 def test_a_change_is_worded_with_its_interval_in_the_same_direction():
@@ -304,3 +315,24 @@ def test_a_change_is_worded_with_its_interval_in_the_same_direction():
     assert change_text(-0.10, [-0.25, 0.04]) == \
         "falls by 10% (95% CI -25% to +4%: the sign is not resolved)"
     assert change_text(-0.5, None) == change_text(-0.5, [float("nan")] * 2) == "falls by 50%"
+
+
+@pytest.mark.parametrize(("enriched", "moves"), [(True, True), (False, False)])
+def test_the_verbs_enriched_and_moves_follow_their_tests(tmp_path, enriched, moves):
+    folder = make_run(tmp_path)
+    record = json.loads((folder / "run.json").read_text())
+    record["headline"]["02_logit_lens"].update(attribute_rate_enriched=enriched,
+                                               attribute_rate_peak_layer=4)
+    record["headline"]["03_attribution"].update(top_head_moves_from_subject=moves)
+    (folder / "run.json").write_text(json.dumps(record))
+    summary = F.run_findings(Run.load(folder)).summary
+    if enriched:
+        assert ("the last subject token's state is enriched with the subject's attributes "
+                "(attribute rate peaks at layer 4, above both controls)") in summary
+        assert "head L7H2 has the largest direct effect on the answer and moves the attribute "\
+            "from the subject" in summary
+    else:
+        assert "enrichment of the last subject token with the subject's attributes is not shown"\
+            in summary
+        assert "most of it not through the subject positions" in summary
+        assert " moves " not in summary

@@ -23,7 +23,7 @@ from factcircuits.chapters import (
     logit_lens,
     task_check,
 )
-from factcircuits.chapters.ablation_knockout import subject_knockout
+from factcircuits.chapters.ablation_knockout import role_knockout, subject_knockout
 from factcircuits.methods.uncertainty import with_interval
 from factcircuits.report.readings import ORIGINAL_STUDY, ROME, mlp_at_subject
 from factcircuits.report.sureness import (
@@ -44,7 +44,7 @@ from factcircuits.results.registry import (
     methods,
 )
 from factcircuits.results.run import Run, depth_band, relative_depth
-from factcircuits.results.wording import SUBLAYER_NAMES, head_label, layer_text
+from factcircuits.results.wording import SUBLAYER_NAMES, head_label, layer_text, model_line
 
 
 @dataclass
@@ -140,16 +140,34 @@ def _summary(ev: Run, at_chance: bool, checks: list[Check]) -> str:
     parts = []
     mlp = mlp_at_subject(ev)
     if "tracing" in mlp or "patching" in mlp:
+        method = "causal tracing, one layer at a time" if "tracing" in mlp else \
+            "activation patching"
         layer = (mlp.get("tracing") or mlp["patching"])[0]
-        parts.append(f"the subject is enriched by MLPs at its last token in "
-                     f"{depth_band(ev.depth(layer))} layers (peak at layer {int(layer)})")
-    ko, head = subject_knockout(ev), ev.headline(attribution.METHOD).top_head
+        parts.append(f"restoring the MLP output at the last subject token matters most in "
+                     f"{depth_band(ev.depth(layer))} layers ({method}: layer {int(layer)})")
+    lens = ev.headline(logit_lens.METHOD)
+    if lens.attribute_rate_enriched is not None:  # the verb "enriched" needs Geva's test
+        parts.append("the last subject token's state is enriched with the subject's attributes "
+                     f"(attribute rate peaks at layer {lens.attribute_rate_peak_layer}, above "
+                     "both controls)" if lens.attribute_rate_enriched else
+                     "enrichment of the last subject token with the subject's attributes is "
+                     "not shown (its attribute rate is not above both controls)")
+    ko, relation = subject_knockout(ev), role_knockout(ev, "relation")
     if ko is not None:
-        parts.append(f"attention in layers {int(ko['first'])}–{int(ko['last'])}"
-                     + (f" (top head {head})" if head else "")
-                     + " moves the attribute to the last token")
-    elif head:
-        parts.append(f"head {head} writes the answer at the last token")
+        text = (f"blocking the last token's attention to the subject hurts most in layers "
+                f"{int(ko['first'])}–{int(ko['last'])}")
+        if relation is not None:
+            text += (f", to the relation tokens in layers {int(relation['first'])}–"
+                     f"{int(relation['last'])}")
+        parts.append(text + " (total effects)")
+    dla = ev.headline(attribution.METHOD)
+    if dla.top_head:
+        moves = dla.top_head_moves_from_subject
+        parts.append(f"head {dla.top_head} has the largest direct effect on the answer"
+                     + (" and moves the attribute from the subject (most of that direct effect "
+                        "comes through the subject positions)" if moves else
+                        ", most of it not through the subject positions" if moves is False
+                        else ""))
     if not parts:
         return "This run has too few analyses to say where the fact is read."
     text = "; ".join(parts)
@@ -191,7 +209,7 @@ def run_markdown(ev: Run, level: int = 2, anchors: bool = True) -> str:
     hashes = "#" * level
     anchor = f" {{#sec-findings-{ev.anchor}}}" if anchors else ""
     lines = [f"{hashes} {ev.title}{anchor}", "",
-             f"Model `{ev.model}`, task {ev.task}, run `{ev.run_id}`.", "",
+             f"Model {model_line(ev)}; task {ev.task}, run `{ev.run_id}`.", "",
              f"**In short.** {f.summary}", ""]
     for title, bullets in f.sections.items():
         lines += [f"{hashes}# {title}" + (" {.unnumbered}" if anchors else ""), ""]
