@@ -13,7 +13,8 @@
 # %% [markdown]
 # # Logit lens and direct logit attribution by layer
 #
-# The residual stream at the last token is read along the answer direction after the
+# The residual stream at the last token is read (the logit lens [@nostalgebraist2020logitlens])
+# along the answer direction after the
 # embeddings and after every attention and MLP sublayer, with the final norm's scale frozen at
 # its value on the final residual (as TransformerLens's `accumulated_resid(apply_ln=True)`).
 # Each step's increase is that sublayer's direct contribution, so the curve ends on the metric.

@@ -14,7 +14,8 @@
 # # Direct logit attribution by component, head and neuron
 #
 # Each attention layer, MLP layer, head and MLP neuron writes a vector into the residual stream;
-# its direct logit attribution (DLA) is that vector, divided by the final norm's scale, dotted
+# its direct logit attribution (DLA) [@elhage2021framework] is that vector, divided by the
+# final norm's scale, dotted
 # with the answer direction. Together with the embeddings and the unembedding bias they sum to
 # the metric, which is checked below.
 

@@ -19,7 +19,7 @@
 # an attention output or an MLP output at one position, or one attention head's output. The
 # **normalized effect** (patched − corrupted)/(clean − corrupted) of the task metric says how
 # much of the clean answer that one state restores: 0 = still the corrupted answer, 1 = fully
-# the clean one (Zhang & Nanda 2023; Heimersheim & Nanda 2024). Class averages normalize the
+# the clean one [@zhang2023patching; @heimersheim2024patching]. Class averages normalize the
 # mean metric, so a pair with a small clean−corrupted gap cannot dominate.
 
 # %% tags=["parameters"]
@@ -57,6 +57,7 @@ if len(dropped):
     display(dropped[["prompt", "corrupted_prompt", "reason"]])
 
 # %%
+import pandas as pd
 import plotly.express as px
 
 from factcircuits.chapters import activation_patching as chapter
@@ -66,6 +67,8 @@ from factcircuits.methods import patching as P
 from factcircuits.methods.positions import CLASS_TITLES
 from factcircuits.methods.uncertainty import layer_with_range, with_interval
 from factcircuits.results.store import Results
+from factcircuits.results.wording import class_counts_text
+from factcircuits.run.display import diverging_limit
 
 out = Results(run_dir, chapter.METHOD)
 found = chapter.patching_chapter(session.lm, pairs, n_dropped=len(dropped),
@@ -92,9 +95,12 @@ else:
 # %%
 for component in results:
     grid = summary.class_grid(component)
-    fig = px.imshow(grid.T, aspect="auto", color_continuous_scale="RdBu", zmin=-1, zmax=1,
+    counts = class_counts_text(summary.positions, CLASS_TITLES, grid.columns)
+    lim = diverging_limit(grid)  # symmetric around 0, covering every value (at least ±1)
+    fig = px.imshow(grid.T, aspect="auto", color_continuous_scale="RdBu", zmin=-lim, zmax=lim,
                     labels={"x": "layer", "y": "token class", "color": "normalized"},
-                    title=f"Patching the {P.COMPONENT_TITLES[component]}: normalized effect")
+                    title=f"Patching the {P.COMPONENT_TITLES[component]}: normalized effect"
+                          f"<br><sup>{counts}</sup>")
     fig.update_yaxes(ticktext=[CLASS_TITLES.get(c, c) for c in grid.columns],
                      tickvals=list(grid.columns))
     fig.show()
@@ -115,7 +121,8 @@ if results:
                      f"`{pairs.corrupted_prompts[ex]!r}`"))
     for component, result in results.items():
         z = result.normalized()[:, :n_tok, ex].T.numpy()
-        fig = px.imshow(z, aspect="auto", color_continuous_scale="RdBu", zmin=-1, zmax=1,
+        lim = diverging_limit(z)
+        fig = px.imshow(z, aspect="auto", color_continuous_scale="RdBu", zmin=-lim, zmax=lim,
                         labels={"x": "layer", "y": "position", "color": "normalized"},
                         title=f"{P.COMPONENT_TITLES[component]}, example {ex}")
         fig.update_yaxes(ticktext=ex_labels, tickvals=list(range(n_tok)))
@@ -128,8 +135,9 @@ if results:
 
 # %%
 if results:
-    fig = px.imshow(summary.heads.normalized_mean().numpy(), aspect="auto",
-                    color_continuous_scale="RdBu", zmin=-1, zmax=1,
+    head_grid = summary.heads.normalized_mean().numpy()
+    lim = diverging_limit(head_grid)
+    fig = px.imshow(head_grid, aspect="auto", color_continuous_scale="RdBu", zmin=-lim, zmax=lim,
                     labels={"x": "head", "y": "layer", "color": "normalized"},
                     title="Per-head patching (all positions): normalized effect")
     fig.show()
@@ -181,14 +189,15 @@ else:
 # %% [markdown]
 # ## A fast scan: attribution patching (AtP)
 #
-# Exact patching runs the model once per cell. **Attribution patching** (Nanda 2023; Kramár et
-# al. 2024) estimates every cell at once from one clean forward and one corrupted forward and
+# Exact patching runs the model once per cell. **Attribution patching** [@nanda2023atp;
+# @kramar2024atpstar] estimates every cell at once from one clean forward and one corrupted
+# forward and
 # backward: the effect of pasting the clean activation is approximated to first order as
 # (clean − corrupted activation) · ∂metric/∂activation on the corrupted run. The same pass
 # gives the residual stream, attention and MLP outputs at every (layer, position) and every
 # head at every position. The linear estimate is known to fail where attention **saturates**:
 # a patched state that moves a query or key can switch an attention pattern on or off, which
-# the gradient at the corrupted run cannot see. **AtP\*** (Kramár et al. 2024) recomputes the
+# the gradient at the corrupted run cannot see. **AtP\*** [@kramar2024atpstar] recomputes the
 # attention pattern exactly where the patched state is first read and linearises only after
 # it; here it is applied to the residual stream, attention and MLP outputs (head outputs keep
 # plain AtP, and AtP\*'s second fix for cancelling paths, GradDrop, is not applied). Below the
@@ -221,6 +230,7 @@ if atp:
     worst = atp.worst_layer
     atp_error, star_error = atp.mean_abs_error
     display(Markdown(
+        "Effects here are fractions of the clean−corrupted gap, as in the heatmaps above. "
         f"AtP errs most on the residual stream at layer **{int(worst['layer'])}** (mean "
         f"|error| {worst['atp_abs_error']:.2f} against a mean |exact effect| of "
         f"{worst['exact_abs']:.2f}; AtP\\* {worst['atp_star_abs_error']:.2f}). Across all "
@@ -241,19 +251,17 @@ if atp:
 # %%
 if atp:
     proposals, checked = atp.proposals, atp.checked
-    fig = px.scatter(proposals, x="exact", y="estimate", color="layer",
-                     hover_data=["prompt_id", "pos", "head"],
-                     labels={"exact": "exact effect", "estimate": "AtP estimate"},
-                     title=f"Top {scan_top_k} head × position cells per prompt")
-    fig.show()
-    best = checked["best"]
+    gap = AC.mean_gap(summary.results["resid_pre"])  # the unit of exact patching's figures
+    AC.proposals_figure(proposals, gap, f"Top {scan_top_k} head × position cells per "
+                        "prompt").show()
+    best = AC.normalized_proposals(pd.DataFrame([checked["best"]]), gap).iloc[0]
     display(Markdown(
         f"Of the {checked['n_cells']} proposed head × position cells, "
         f"**{checked['same_sign']:.0%}** have an exact effect of the estimate's sign, and "
         f"estimate and exact effect rank-correlate at {checked['spearman']:.2f}. The largest "
         f"exact effect among them is L{int(best['layer'])}H{int(best['head'])} at position "
-        f"{int(best['pos'])} of prompt {int(best['prompt_id'])} ({best['exact']:.2f}; "
-        f"estimated {best['estimate']:.2f})."))
+        f"{int(best['pos'])} of prompt {int(best['prompt_id'])} ({best['exact']:.2f} of the "
+        f"clean−corrupted gap; estimated {best['estimate']:.2f})."))
 
 # %% tags=["remove-cell"]
 if results:

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # Causal tracing (ROME)
 #
-# Meng et al. (2022) corrupt the subject by adding Gaussian noise to its token embeddings,
+# @meng2022rome corrupt the subject by adding Gaussian noise to its token embeddings,
 # then restore one clean internal state and measure how much of the probability of the right
 # answer comes back. The **indirect effect** of a state is P(answer | noised, that state
 # restored) − P(answer | noised); the **total effect** is P(answer | clean) − P(answer |
@@ -61,6 +61,7 @@ from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods.positions import CLASS_TITLES
 from factcircuits.methods.uncertainty import claim_text
 from factcircuits.results.store import Results
+from factcircuits.results.wording import class_counts_text
 
 out = Results(run_dir, chapter.METHOD)
 summary = tracing_summary(session.lm, prepared, noise_samples=noise_samples,
@@ -90,7 +91,10 @@ for kind in traces:
                                     if traces[kind].window > 1 else "")
     fig = px.line(part, x="layer", y="aie", color="class", markers=True,
                   category_orders={"class": [CLASS_TITLES[c] for c in order]},
-                  labels={"aie": f"AIE on {metric_name}"}, title=f"Restoring the {title}")
+                  labels={"aie": f"AIE on {metric_name}"},
+                  title=f"Restoring the {title}<br><sup>"
+                        f"{class_counts_text(summary.positions, CLASS_TITLES, order, 'prompts')}"
+                        "</sup>")
     fig.show()
 
 # %% [markdown]

@@ -15,7 +15,7 @@
 #
 # Ablation removes the components with the largest direct logit attribution (setting them to
 # zero, or to their mean over the prompts at each position) and measures the metric drop.
-# Attention knockout (Geva et al. 2023) blocks the last token's attention to the subject
+# Attention knockout [@geva2023dissecting] blocks the last token's attention to the subject
 # tokens, or to the relation tokens, in a window of consecutive layers, and measures how much
 # the probability of the answer changes: where the answer is read from the subject.
 

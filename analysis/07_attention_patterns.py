@@ -14,7 +14,7 @@
 # # Attention patterns of the top heads
 #
 # The heads with the largest direct logit attribution, on one example: where does the last
-# token look? (Interactive: pick a head from the menu; hover for tokens.)
+# token look?
 
 # %% tags=["parameters"]
 model = "default"
@@ -47,6 +47,7 @@ from factcircuits.chapters import attention_patterns as chapter
 from factcircuits.chapters.attention_patterns import attention_summary
 from factcircuits.methods import attention as AT
 from factcircuits.results.store import Results
+from factcircuits.run.display import media_note
 
 out = Results(run_dir, chapter.METHOD)
 summary = attention_summary(session.lm, prepared, n_heads=n_heads, example=example,
@@ -59,6 +60,7 @@ display(summary.top_heads)
 
 # %%
 AT.pattern_figure(tokens, summary.patterns).show()
+media_note(*AT.pattern_figure_notes(summary.patterns))
 
 # %%
 AT.last_token_figure(summary.last).show()

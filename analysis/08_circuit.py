@@ -17,18 +17,19 @@
 # input embeddings, every attention head, every MLP and the logits; an **edge** runs from every
 # upstream writer to every downstream reader input (each head's query, key and value input —
 # with grouped-query attention the key and value inputs belong to the key/value head a group of
-# query heads shares — each MLP's input, and the logits). **Edge attribution patching** (EAP,
-# Syed et al. 2023) scores every edge at once to first order: (clean write − corrupted write) ·
+# query heads shares — each MLP's input, and the logits). **Edge attribution patching** (EAP
+# [@syed2023eap]) scores every edge at once to first order: (clean write − corrupted write) ·
 # ∂metric/∂(reader's input), summed over positions and averaged over the prompt pairs, signs
-# kept (positive: the edge carries the clean answer). **EAP-IG** (Hanna et al. 2024) averages
+# kept (positive: the edge carries the clean answer). **EAP-IG** [@hanna2024faith] averages
 # the gradient over inputs interpolated between the corrupted and clean embeddings. A circuit
 # is the top edges by |EAP-IG|; it is judged **exactly**: the model runs with every edge outside
 # the circuit ablated (its reader gets the corrupted run's write instead), and the circuit's
 # **faithfulness** is (m(circuit) − m(empty)) / (m(full) − m(empty)) on the mean metric — MIB's
-# curve at 0.1–100 % of the edges, its area CPR (higher is better) and CMD, the area between it
-# and 1 (lower is better). With Gemma 2/3's norms after each sublayer, a head's write is its
-# share of the attention output divided by the norm's scale taken from the run, so the writes of
-# a layer add up exactly to what the layer adds to the residual stream.
+# curve [@mueller2025mib] at 0.1–100 % of the edges, its area CPR (higher is better) and
+# CMD, the area between it and 1 (lower is better). With Gemma 2/3's norms after each
+# sublayer, a head's write is its share of the attention output divided by the norm's scale
+# taken from the run, so the writes of a layer add up exactly to what the layer adds to the
+# residual stream.
 #
 # The pairs that choose a circuit do not judge it: edge scores rank the edges by how much they
 # matter on the pairs they were computed on, so a circuit judged on those same pairs would look

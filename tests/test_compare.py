@@ -158,3 +158,45 @@ def test_intro_says_which_prompts_each_run_kept_and_what_its_user_chose(tmp_path
     assert ("- **Run 1**: toy-model on toy-facts (`a__x__1`): known=pairwise (16 of 20 prompts "
             "kept) · n_prompts=16 · noise_samples=2\n") in intro
     assert "(`b__y__2`): known=top1 (16 of 20 prompts kept)\n" in intro
+
+
+def set_parameters(folder, notebook_parameters=None, **parameters):
+    record = json.loads((folder / "run.json").read_text())
+    record["parameters"] |= parameters
+    if notebook_parameters:
+        record["notebooks"][0]["parameters"] = notebook_parameters
+    (folder / "run.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_runs_of_one_model_on_one_dataset_are_sensitivity_checks_not_replicates(tmp_path):
+    """Seeds, samples and method settings of one model on one dataset form one group, named
+    with what each run changes; another dataset or another model is a group of its own."""
+    from factcircuits.report.compare import groups_markdown, run_groups
+
+    set_parameters(make_run(tmp_path, "a__x__1"), {"noise_samples": 10, "run_dir": "/a"})
+    set_parameters(make_run(tmp_path, "a__x__2"), {"noise_samples": 10, "run_dir": "/b"},
+                   seed=1)
+    set_parameters(make_run(tmp_path, "a__x__3"), {"noise_samples": 2, "run_dir": "/c"},
+                   n_prompts=8)
+    retitle(make_run(tmp_path, "b__y__4"), "org/toy-model", "other-facts", 11)
+    retitle(make_run(tmp_path, "c__z__5"), "org/big-model", "toy-facts", 11)
+    runs = load_runs(tmp_path)
+    groups = run_groups(runs)
+    assert [(g.label, g.numbers) for g in groups] == [
+        ("toy-model on toy-facts", [1, 2, 3]), ("toy-model on other-facts", [4]),
+        ("big-model on toy-facts", [5])]
+    sensitivity = groups[0]
+    assert sensitivity.sensitivity and not groups[1].sensitivity
+    # what differs, in parameter order; where the files went (run_dir) is not a setting
+    assert sensitivity.varied() == ["seed", "n_prompts", "noise_samples"]
+    assert [sensitivity.setting_text(ev) for _, ev in sensitivity.runs] == [
+        "seed=0, n_prompts unset, noise_samples=10", "seed=1, n_prompts unset, noise_samples=10",
+        "seed=0, n_prompts=8, noise_samples=2"]
+    text = groups_markdown(runs)
+    assert ("- **toy-model on toy-facts**: Runs 1, 2 and 3 are sensitivity checks of one model "
+            "on one dataset (they differ in seed, n_prompts, noise_samples), not independent "
+            "replicates") in text
+    assert "- **toy-model on other-facts**: Run 4.\n" in text
+    assert "- **big-model on toy-facts**: Run 5.\n" in text
+    assert "**By model and dataset.**" in comparison_intro(runs)

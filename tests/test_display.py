@@ -110,3 +110,81 @@ def test_tables_fit_a_page():
     html = wide._repr_html_()
     assert "column_4" in html and "column_15" in html and "column_10" not in html
     assert "1.2346" in html and "1.23456789" not in html
+
+
+def test_a_last_expression_shows_only_when_it_has_a_rich_display():
+    """What a cell's last expression leaves in the notebook (`rich_only` on IPython's own
+    formatter): tables, Markdown and figures stay; a value whose only display is its repr
+    (paths, arrays, numbers, strings) is left out of the write-up."""
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+    from IPython.core.formatters import DisplayFormatter
+    from IPython.display import Markdown
+
+    formatter = DisplayFormatter()
+
+    def kept(value) -> set[str]:
+        return set(display.rich_only(*formatter.format(value))[0])
+
+    for plain in ([Path("results/02_logit_lens/logit_lens_mean.csv")], Path("x.json"),
+                  np.arange(3.0), 0.5, "text", {"a": 1}):
+        assert kept(plain) == set(), plain
+    assert "text/html" in kept(pd.DataFrame({"a": [1, 2]}))
+    assert "text/markdown" in kept(Markdown("**bold**"))
+
+    class Picture:  # an image (a matplotlib figure under the inline backend, say)
+        def _repr_png_(self):
+            return b"\x89PNG"
+
+    assert "image/png" in kept(Picture())
+    # (a plotly figure displays itself through `_ipython_display_`, never as a repr)
+
+
+def test_the_display_hook_is_wrapped_once(monkeypatch):
+    """init_notebook wraps the shell's display hook (idempotent): a list of paths as a last
+    expression produces no output."""
+    from pathlib import Path
+
+    import pandas as pd
+    from IPython.core.formatters import DisplayFormatter
+
+    class Hook:
+        def __init__(self):
+            self.formatter = DisplayFormatter()
+
+        def compute_format_data(self, result):
+            return self.formatter.format(result)
+
+    class Shell:
+        displayhook = Hook()
+
+    shell = Shell()
+    monkeypatch.setattr("IPython.get_ipython", lambda: shell)
+    display._quiet_plain_results()
+    wrapped = shell.displayhook.compute_format_data
+    display._quiet_plain_results()
+    assert shell.displayhook.compute_format_data is wrapped  # not wrapped twice
+    assert wrapped([Path("a.csv")]) == ({}, {})
+    assert "text/html" in wrapped(pd.DataFrame({"a": [1]}))[0]
+
+
+def test_diverging_colour_scale_covers_every_value():
+    import numpy as np
+
+    assert display.diverging_limit([0.2, -0.5, 0.9]) == 1.0  # at least ±1
+    assert display.diverging_limit([0.2, -1.3, 1.07]) == 1.3  # overshoots are not clipped
+    assert display.diverging_limit(np.array([[np.nan, 1.07]])) == 1.07
+    assert display.diverging_limit([]) == 1.0
+
+
+def test_media_note_differs_between_site_and_pdf(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, **kw: shown.append((obj, kw)))
+    display.media_note("Pick a head from the **menu**.", "The image shows the first head.")
+    (bundle, kwargs), = shown
+    assert kwargs["raw"] is True
+    assert bundle["text/html"].strip() == "<p>Pick a head from the <strong>menu</strong>.</p>"
+    assert bundle["text/markdown"] == "The image shows the first head."
+    assert "text/plain" not in bundle  # nothing else for a format to fall back on

@@ -31,7 +31,8 @@ def project_pages(root: Path = ROOT) -> list[Path]:
 def copy_project(target: Path) -> Path:
     """The files Quarto reads, as in a fresh clone (no report/_generated, no runs)."""
     project = config()["project"]
-    for page in ["_quarto.yml", project["pre-render"], project["post-render"], *project["render"]]:
+    for page in ["_quarto.yml", project["pre-render"], project["post-render"], *project["render"],
+                 config()["bibliography"]]:
         (target / page).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / page, target / page)
     return target
@@ -80,7 +81,7 @@ def test_pre_render_writes_into_the_rendered_project_not_the_checkout(tmp_path):
     # zero runs: no part, nothing extra to render, the title page says so
     assert "chapters" not in book["book"] or book["book"]["chapters"] == []
     assert "project" not in book
-    assert "no runs yet" in book["book"]["subtitle"]
+    assert "No runs yet" in book["book"]["subtitle"]
 
 
 def test_pre_render_with_runs_and_leftovers(tmp_path):
@@ -99,15 +100,30 @@ def test_pre_render_with_runs_and_leftovers(tmp_path):
         (runs / leftover / "01_task_check.ipynb").write_text("{}")
     book = pre_render(project)
     parts = book["book"]["chapters"]
-    assert [p["part"] for p in parts] == ["Run 1: toy-model on toy-facts",
-                                          "Run 2: toy-model on toy-facts"]
+    # several runs: each part opens with a page of the run's detailed findings, titled by it
+    pages = ["report/_generated/run-a--x--1.qmd", "report/_generated/run-b--y--2.qmd"]
+    assert [p["part"] for p in parts] == pages
+    for page, title in zip(pages, ("Run 1: toy-model on toy-facts",
+                                   "Run 2: toy-model on toy-facts")):
+        text = (project / page).read_text()
+        assert text.startswith(f"# {title}") and "**In short.**" in text
+        assert "## toy-model on toy-facts" not in text  # the part title is the heading
     # notebooks in the order run.json lists them (01 only for b: the only one it records)
     assert parts[0]["chapters"] == ["report/runs/a__x__1/02_logit_lens.ipynb",
                                     "report/runs/a__x__1/01_task_check.ipynb"]
     assert parts[1]["chapters"] == ["report/runs/b__y__2/01_task_check.ipynb"]
-    assert book["project"]["render"] == parts[0]["chapters"] + parts[1]["chapters"]
-    assert "runs: a__x__1, b__y__2" in book["book"]["subtitle"]
-    assert book["book"]["subtitle"].startswith("Version 0.1.0+")
+    assert book["project"]["render"] == ([pages[0]] + parts[0]["chapters"] + [pages[1]]
+                                         + parts[1]["chapters"])
+    # title and subtitle scoped to what the runs can test: model, dataset, prompts scored
+    assert book["book"]["title"] == "Fact recall in toy-model: a case study on 20 cloze prompts"
+    assert book["book"]["subtitle"].startswith("toy-facts (20 prompts) · what these prompts "
+                                               "show about this model, not how")
+    assert "version 0.1.0+" in book["book"]["subtitle"]
+    # a run deleted since: its part page goes with it
+    shutil.rmtree(runs / "b__y__2")
+    book = pre_render(project)
+    assert [p["part"] for p in book["book"]["chapters"]] == ["Run 1: toy-model on toy-facts"]
+    assert not list((project / "report" / "_generated").glob("run-*.qmd"))
 
 
 def test_front_page_and_provenance_read_the_rendered_project(tmp_path, monkeypatch):

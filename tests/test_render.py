@@ -92,3 +92,63 @@ def test_preview_with_no_runs(tmp_path, no_quarto):
     text = page.read_text()
     assert "There are no runs yet" in text
     assert "nothing to compare" in text
+
+
+# What a value's plain-text repr looks like when it leaks into the write-up: a cell's last
+# expression (`out.save(...)`'s paths, an array, a matplotlib figure, a display object) or a
+# print of one.
+REPRS = ("PosixPath(", "WindowsPath(", "<Figure", "dtype=", "dtype:", "object at 0x",
+         "<IPython.core.display", "<matplotlib.", "tensor(", "array([", "Name: ")
+
+
+def rendered_text(page: str) -> str:
+    """What a reader sees on a rendered page: scripts (plotly.js, figure data) and styles
+    removed, tags stripped, entities decoded."""
+    import html as html_lib
+    import re
+
+    page = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", page)
+    return html_lib.unescape(re.sub(r"(?s)<[^>]+>", " ", page))
+
+
+def leaked_reprs(text: str) -> list[str]:
+    return [r for r in REPRS if r in text]
+
+
+def test_no_repr_leaks_into_the_preview(two_runs, tmp_path, no_quarto):
+    """The fixture notebook's last cell ends in `out.headline(...)`, which returns the path it
+    wrote: the notebook display shows only rich values, so the path is not in the write-up."""
+    runs, results = two_runs
+    page, *_ = render.render(to="html", root=tmp_path, runs_root=runs)
+    text = rendered_text(page.read_text())
+    assert "Fixture notebook one" in text  # the notebooks are there
+    assert leaked_reprs(text) == []
+    assert "[@" not in text
+
+
+def test_the_repr_check_sees_a_leak():
+    page = ("<p>[PosixPath('results/02_logit_lens/logit_lens_mean.csv')]</p>"
+            "<script>var a = {dtype: 1}</script><pre>&lt;Figure size 640x480 with 1 Axes&gt;"
+            "</pre>")
+    assert leaked_reprs(rendered_text(page)) == ["PosixPath(", "<Figure"]
+
+
+@pytest.mark.slow
+def test_a_real_run_previews_without_reprs_and_with_citations(tmp_path_factory, no_quarto):
+    """Every analysis notebook on the tiny model, previewed: no repr of any value, the
+    notebooks' citations as author–year text with a References section, the weights as
+    loaded in the provenance, the interactive figure's note for the site, not the PDF's."""
+    runs = tmp_path_factory.mktemp("runs")
+    pipeline.run("tiny", None, {"task": "cloze", "n_prompts": 4, "noise_samples": 1,
+                                "ig_steps": 2, "scan_top_k": 2}, runs_root=runs,
+                 progress=False)
+    root = tmp_path_factory.mktemp("project")
+    page, *_ = render.render(to="html", root=root, runs_root=runs)
+    text = rendered_text(page.read_text())
+    assert leaked_reprs(text) == []
+    assert "[@" not in text and "@meng2022rome" not in text
+    assert "Meng et al. (2022)" in text and "(Geva et al. 2023)" in text
+    references = text[text.index("References", text.index("Appendix: parameters")):]
+    assert "Locating and Editing Factual Associations in GPT" in references
+    assert "tiny-llama, as loaded: random weights (seed 0), in float32" in text
+    assert "Pick a head from the menu" in text and "The image shows" not in text

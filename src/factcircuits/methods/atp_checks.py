@@ -125,49 +125,101 @@ def check_proposals(lm: LoadedModel, prepared: PreparedTask, result: ScanResult,
     return cells
 
 
+NORMALIZED = "fraction of the clean−corrupted gap"
+
+
+def mean_gap(exact: PatchResult) -> float:
+    """The clean − corrupted metric gap of the pairs, mean over prompts: the unit in which
+    exact patching's class averages are normalized (`PatchResult.normalized_mean`), and so
+    the unit the scan's figures use too. One number for every cell: ranks, signs and the
+    correlations above are unchanged by it, and a pair with a tiny gap of its own cannot blow
+    its cells up. NaN when the gap is 0."""
+    gap = float(exact.clean.mean() - exact.corrupted.mean())
+    return gap if gap != 0 else math.nan
+
+
 def error_by_layer(result: ScanResult, exact: PatchResult) -> pd.DataFrame:
     """Mean |estimate − exact effect| per layer over the cells patching can change, for AtP
-    and AtP*, with the mean |exact effect| for scale."""
+    and AtP*, with the mean |exact effect| for scale; all as fractions of the clean−corrupted
+    gap (`mean_gap`), the unit of exact patching's figures."""
     true = exact.values - exact.corrupted
     valid = result.valid()
+    scale = abs(mean_gap(exact))
     rows = []
     for layer in range(true.shape[0]):
         ok = valid[layer]
-        rows.append({"layer": layer, "exact_abs": float(true[layer][ok].abs().mean()),
-                     "atp_abs_error": float((result.atp[layer] - true[layer])[ok].abs().mean()),
+        rows.append({"layer": layer, "exact_abs": float(true[layer][ok].abs().mean()) / scale,
+                     "atp_abs_error": float((result.atp[layer] - true[layer])[ok].abs().mean())
+                     / scale,
                      "atp_star_abs_error": float((result.atp_star[layer]
-                                                  - true[layer])[ok].abs().mean())})
+                                                  - true[layer])[ok].abs().mean()) / scale})
     return pd.DataFrame(rows)
 
 
 def paired_cells(result: ScanResult, exact: PatchResult) -> pd.DataFrame:
     """One row per (layer, position, prompt) cell patching can change, AtP and AtP* rows:
-    component, method, layer, pos, prompt_id, exact and estimated effect."""
+    component, method, layer, pos, prompt_id, exact and estimated effect (patched −
+    corrupted metric) and both as fractions of the clean−corrupted gap (`mean_gap`):
+    exact_normalized, estimate_normalized."""
     true = exact.values - exact.corrupted
     ok = result.valid()
+    gap = mean_gap(exact)
     layer, pos, prompt = (i[ok].numpy() for i in torch.meshgrid(
         *(torch.arange(s) for s in true.shape), indexing="ij"))
     return pd.concat([pd.DataFrame({
         "component": result.component, "method": "AtP*" if star else "AtP", "layer": layer,
         "pos": pos, "prompt_id": prompt, "exact": true[ok].numpy(),
-        "estimate": result.estimate(star)[ok].numpy()}) for star in (False, True)],
-        ignore_index=True)
+        "estimate": result.estimate(star)[ok].numpy(),
+        "exact_normalized": true[ok].numpy() / gap,
+        "estimate_normalized": result.estimate(star)[ok].numpy() / gap})
+        for star in (False, True)], ignore_index=True)
+
+
+def _diagonal(fig, values, panels: bool = True) -> None:
+    """The line where the estimate equals the exact effect (in every panel)."""
+    finite = values[~pd.isna(values)]
+    if not len(finite):
+        return
+    lo, hi = float(finite.min()), float(finite.max())
+    where = {"row": "all", "col": "all"} if panels else {}
+    fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line={"dash": "dot"}, **where)
 
 
 def cells_figure(cells: pd.DataFrame):
-    """`paired_cells` as a scatter, estimate against exact effect, one panel per component
-    and method, with the diagonal where the estimate is exact."""
+    """`paired_cells` as a scatter, estimate against exact effect (fractions of the
+    clean−corrupted gap, as exact patching's heatmaps), one panel per component and method,
+    with the diagonal where the estimate is exact."""
     import plotly.express as px
 
-    fig = px.scatter(cells, x="exact", y="estimate", color="layer", facet_col="component",
-                     facet_row="method", opacity=0.6,
-                     labels={"exact": "exact effect (patched − corrupted)",
-                             "estimate": "estimated effect"},
-                     title="Attribution patching against exact patching (one dot per cell)")
-    values = cells[["exact", "estimate"]].to_numpy()
-    lo, hi = float(values.min()), float(values.max())
-    fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line={"dash": "dot"}, row="all",
-                  col="all")
+    fig = px.scatter(cells, x="exact_normalized", y="estimate_normalized", color="layer",
+                     facet_col="component", facet_row="method", opacity=0.6,
+                     labels={"exact_normalized": "exact effect (normalized)",
+                             "estimate_normalized": "estimated effect (normalized)"},
+                     title="Attribution patching against exact patching, one dot per cell"
+                           f"<br><sup>effects as a {NORMALIZED}</sup>")
+    _diagonal(fig, cells[["exact_normalized", "estimate_normalized"]].to_numpy())
+    return fig
+
+
+def normalized_proposals(proposals: pd.DataFrame, gap: float) -> pd.DataFrame:
+    """`check_proposals`' cells with their estimate and exact effect as fractions of the
+    clean−corrupted gap `gap` (`mean_gap`), for the figure and the text."""
+    return proposals.assign(estimate=proposals["estimate"] / gap,
+                            exact=proposals["exact"] / gap)
+
+
+def proposals_figure(proposals: pd.DataFrame, gap: float, title: str):
+    """The scan's proposed head × position cells, estimate against exact effect, as fractions
+    of the clean−corrupted gap."""
+    import plotly.express as px
+
+    cells = normalized_proposals(proposals, gap)
+    fig = px.scatter(cells, x="exact", y="estimate", color="layer",
+                     hover_data=["prompt_id", "pos", "head"],
+                     labels={"exact": "exact effect (normalized)",
+                             "estimate": "AtP estimate (normalized)"},
+                     title=f"{title}<br><sup>effects as a {NORMALIZED}</sup>")
+    _diagonal(fig, cells[["exact", "estimate"]].to_numpy(), panels=False)
     return fig
 
 

@@ -70,6 +70,23 @@ def pattern_figure(tokens: list[str], patterns: Patterns, title: str = "Attentio
     return fig
 
 
+def pattern_figure_notes(patterns: Patterns) -> tuple[str, str]:
+    """What `pattern_figure` shows, for the site (a menu of heads, hover) and for the PDF (its
+    static image holds the first head only)."""
+    keys = list(patterns)
+    if not keys:
+        return "", ""
+    first = f"L{keys[0][0]}H{keys[0][1]}"
+    others = len(keys) - 1
+    html = ("Pick a head from the menu above the figure; hover over a cell for its query and "
+            "key tokens." if others else "Hover over a cell for its query and key tokens.")
+    pdf = (f"The image shows the first head, {first}; the HTML version has a menu with the "
+           f"other {others} head{'s' if others != 1 else ''}. The next figure shows every "
+           "head's attention from the last token." if others else
+           f"The image shows head {first}.")
+    return html, pdf
+
+
 def last_token_figure(table: pd.DataFrame, title: str = "Attention from the last token"):
     import plotly.express as px
 

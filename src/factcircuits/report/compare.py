@@ -6,7 +6,9 @@ given as relative depth (layer / (n_layers − 1)), so models of different depth
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,98 @@ def flat_numbers(headline: dict[str, dict], n_layers: int | None) -> dict[str, A
                 if depth is not None:
                     flat[f"{notebook}.{key}_depth"] = round(depth, 4)
     return flat
+
+
+# ------------------------------------------------------------------ sensitivity groups
+# Parameters that say where a run's files went, not what it computed.
+NOT_SETTINGS = {"run_dir"}
+
+
+def run_settings_of(ev: Run) -> dict[str, Any]:
+    """Every parameter a run computed with: the core ones and each notebook's own (a method
+    setting such as noise_samples), as JSON text so lists and dicts compare."""
+    values = dict(ev.parameters)
+    for notebook in ev.record.get("notebooks") or []:
+        for key, value in (notebook.get("parameters") or {}).items():
+            values.setdefault(key, value)
+    return {k: json.dumps(v, sort_keys=True) for k, v in values.items() if k not in NOT_SETTINGS}
+
+
+@dataclass
+class RunGroup:
+    """Runs of one model on one dataset (and task). Several such runs differ only in their
+    sample (n_prompts, relation, per_relation), seed or method settings: they are sensitivity
+    checks of one model, not independent replicates, and are never counted as agreeing
+    ones."""
+
+    model: str
+    dataset: str
+    task: str
+    runs: list[tuple[int, Run]]  # (its number in the write-up, the run)
+
+    @property
+    def numbers(self) -> list[int]:
+        return [i for i, _ in self.runs]
+
+    @property
+    def sensitivity(self) -> bool:
+        return len(self.runs) > 1
+
+    def varied(self) -> list[str]:
+        """The settings whose values differ between the group's runs, in parameter order."""
+        settings = [run_settings_of(ev) for _, ev in self.runs]
+        # the core parameters first (every run has them), then the methods' own
+        keys = list(dict.fromkeys([k for _, ev in self.runs for k in ev.parameters]
+                                  + [k for s in settings for k in s]))
+        return [k for k in keys if len({s.get(k) for s in settings}) > 1]
+
+    def setting_text(self, ev: Run) -> str:
+        """'seed=1, n_prompts=8': what sets this run apart within its group."""
+        values = ev.parameters | {k: v for nb in ev.record.get("notebooks") or []
+                                  for k, v in (nb.get("parameters") or {}).items()
+                                  if k not in ev.parameters}
+        return ", ".join(f"{k}={values[k]}" if k in values else f"{k} unset"
+                         for k in self.varied())
+
+    @property
+    def label(self) -> str:
+        return f"{self.runs[0][1].short_model} on {self.dataset}"
+
+
+def run_groups(runs: list[Run]) -> list[RunGroup]:
+    """The runs grouped by model, dataset and task, in run order (numbers as in the
+    write-up's parts: Run 1 is runs[0])."""
+    groups: dict[tuple[str, str, str], RunGroup] = {}
+    for i, ev in enumerate(runs, 1):
+        key = (ev.model, ev.dataset, ev.task)
+        groups.setdefault(key, RunGroup(*key, [])).runs.append((i, ev))
+    return list(groups.values())
+
+
+def numbers_text(numbers: list[int]) -> str:
+    """[1] -> 'Run 1'; [2, 3, 4] -> 'Runs 2, 3 and 4'."""
+    if len(numbers) == 1:
+        return f"Run {numbers[0]}"
+    return "Runs " + ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
+
+
+def groups_markdown(runs: list[Run]) -> str:
+    """The runs by model and dataset, for the comparison page: a group of several runs is
+    named as sensitivity checks of one model, with what each of its runs changes."""
+    lines = []
+    for group in run_groups(runs):
+        if group.sensitivity:
+            varied = ", ".join(group.varied()) or "nothing recorded"
+            lines.append(
+                f"- **{group.label}**: {numbers_text(group.numbers)} are sensitivity checks "
+                f"of one model on one dataset (they differ in {varied}), not independent "
+                "replicates: their agreement shows robustness to these settings, not a "
+                "replication. " + "; ".join(f"Run {i}: {group.setting_text(ev)}"
+                                            for i, ev in group.runs) + ".")
+        else:
+            (i, ev), = group.runs
+            lines.append(f"- **{group.label}**: Run {i}.")
+    return "\n".join(lines) + "\n"
 
 
 def _runs(runs: list[Run] | Path | None) -> list[Run]:

@@ -59,6 +59,47 @@ def version_markdown(info: dict[str, Any]) -> str:
             f"`{info['commit']}` · rendered {info['date']}  \n**Runs:** {runs}\n")
 
 
+DEFAULT_TITLE = "Fact recall in language models: the runs of this write-up"
+
+
+def _prompts_scored(ev: Run) -> int | None:
+    from factcircuits.chapters import task_check
+
+    n = ev.headline(task_check.METHOD).n_prompts
+    return int(n) if isinstance(n, (int, float)) and n == n else None
+
+
+def write_up_title(runs: list[Run]) -> tuple[str, str]:
+    """The title and subtitle, scoped to what the runs can test: the model(s) by name and the
+    datasets with their prompt counts ('Fact recall in SmolLM2-135M-Instruct: a case study
+    on 13 cloze prompts', 'paris-cloze (13 prompts) · what these prompts show about this
+    model, not how language models store facts in general')."""
+    if not runs:
+        return DEFAULT_TITLE, "No runs yet"
+    models = list(dict.fromkeys(ev.short_model for ev in runs))
+    datasets: dict[str, int | None] = {}
+    for ev in runs:  # a dataset's size: the most prompts any run of it scored
+        n = _prompts_scored(ev)
+        datasets[ev.dataset] = max(filter(None, (datasets.get(ev.dataset), n)), default=None)
+    tasks = sorted({ev.task for ev in runs})
+    task = {"cloze": "cloze", "yesno": "yes/no"}.get(tasks[0], tasks[0]) if len(tasks) == 1 \
+        else "cloze and yes/no"
+    total = sum(n or 0 for n in datasets.values())
+    who = (models[0] if len(models) == 1 else
+           f"{len(models)} language models ({', '.join(models)})")
+    names = ", ".join(datasets)
+    if len(datasets) == 1:
+        what = f"{total} {task} prompts" if total else f"the {task} prompts of {names}"
+    else:
+        what = f"{len(datasets)} datasets of {task} prompts" + (f" ({total} prompts)"
+                                                                if total else "")
+    title = f"Fact recall in {who}: a case study on {what}"
+    scope = " · ".join(f"{name} ({n} prompts)" if n else name for name, n in datasets.items())
+    subject = "this model" if len(models) == 1 else "these models"
+    return title, (f"{scope} · what these prompts show about {subject}, not how language "
+                   "models store facts in general")
+
+
 def part_title(index: int, ev: Run) -> str:
     return f"Run {index}: {ev.title}"
 
@@ -112,6 +153,20 @@ def give_front_matter(ev: Run) -> None:
             atomic_write(path, nbformat.writes(nb) + "\n")
 
 
+def run_part_markdown(ev: Run, anchors: bool = True) -> str:
+    """What opens a run's part when there are several runs: its detailed findings (the front
+    page then holds the runs' table and a paragraph per model), without their heading (the
+    part's title names the run)."""
+    from factcircuits.report.findings import run_markdown
+
+    lines = run_markdown(ev, level=2, anchors=anchors).splitlines()
+    return "\n".join(lines[1:]).lstrip("\n") + "\n"
+
+
+def part_file(ev: Run) -> Path:
+    return GENERATED / f"run-{ev.anchor}.qmd"
+
+
 def book_config(runs: list[Run], info: dict[str, Any], project_dir: Path) -> dict:
     """The run-dependent part of the book: merged into `_quarto.yml` by Quarto (its lists are
     appended to the static ones there: front page and comparison first, one part per run,
@@ -121,11 +176,14 @@ def book_config(runs: list[Run], info: dict[str, Any], project_dir: Path) -> dic
     for i, ev in enumerate(runs, 1):
         paths = notebook_paths(ev, project_dir)
         if paths:
-            chapters.append({"part": part_title(i, ev), "chapters": paths})
-            notebooks += paths
-    runs_text = ("runs: " + ", ".join(info["runs"])) if info["runs"] else "no runs yet"
+            # several runs: the part opens with the run's detailed findings (write_generated
+            # writes that page); one run: they are on the front page, the part is its title
+            part = part_file(ev).as_posix() if len(runs) > 1 else part_title(i, ev)
+            chapters.append({"part": part, "chapters": paths})
+            notebooks += ([part] if len(runs) > 1 else []) + paths
+    title, subtitle = write_up_title(runs)
     config: dict[str, Any] = {
-        "book": {"subtitle": f"Version {info['version']} · {runs_text}",
+        "book": {"title": title, "subtitle": f"{subtitle} · version {info['version']}",
                  "date": info["date"], "chapters": chapters},
     }
     if notebooks:
@@ -142,6 +200,14 @@ def write_generated(project_dir: Path | None = None) -> Path:
     info = version_info(root, [ev.run_id for ev in runs])
     out = root / GENERATED
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("run-*.qmd"):  # parts of runs deleted since the last render
+        stale.unlink()
+    if len(runs) > 1:
+        for i, ev in enumerate(runs, 1):
+            atomic_write(root / part_file(ev),
+                         f"# {part_title(i, ev)} {{.unnumbered}}\n\n"
+                         "<!-- Written by factcircuits.report.pages before each render. -->\n\n"
+                         + run_part_markdown(ev))
     header = "# Written by factcircuits.report.pages before each render; do not edit.\n"
     atomic_write(out / "book.yml", header + yaml.safe_dump(book_config(runs, info, root),
                                                            sort_keys=False, allow_unicode=True))
@@ -161,6 +227,8 @@ def front_page(project_dir: Path | None = None, anchors: bool = True) -> str:
 
 
 def comparison_intro(runs: list[Run]) -> str:
+    from factcircuits.report.compare import groups_markdown
+
     if not runs:
         return "There are no runs yet, so there is nothing to compare.\n"
     if len(runs) == 1:
@@ -172,7 +240,11 @@ def comparison_intro(runs: list[Run]) -> str:
             "runs only on the same task: a model at chance shows an AUC near 0.5 or a "
             "logit difference near 0.\n\n"
             + "".join(f"- **Run {i}**: {ev.title} (`{ev.run_id}`): {run_settings(ev)}\n"
-                      for i, ev in enumerate(runs, 1)))
+                      for i, ev in enumerate(runs, 1))
+            + "\n**By model and dataset.** Runs of one model on one dataset that differ only "
+            "in their sample, seed or method settings check how sensitive its results are; "
+            "they are not independent replicates, and agreement among them is not counted as "
+            "agreement between runs.\n\n" + groups_markdown(runs))
 
 
 def run_settings(ev: Run) -> str:
@@ -186,6 +258,21 @@ def run_settings(ev: Run) -> str:
               if k in params and k not in ("model", "dataset", "task", "known")]
     chosen = [f"{k}={params[k]}" for k in chosen]
     return " · ".join([known, *chosen])
+
+
+def models_as_loaded(runs: list[Run]) -> str:
+    """One markdown bullet per distinct model as loaded (`wording.model_line`), with the runs
+    that used it: '- HuggingFaceTB/SmolLM2-135M-Instruct, as loaded: Q4_1 GGUF dequantized to
+    float32 (runs 1, 2)'."""
+    from factcircuits.results.wording import model_line
+
+    if not runs:
+        return "There are no runs yet.\n"
+    used: dict[str, list[int]] = {}
+    for i, ev in enumerate(runs, 1):
+        used.setdefault(model_line(ev), []).append(i)
+    return "".join(f"- {line} ({'run' if len(ids) == 1 else 'runs'} "
+                   f"{', '.join(map(str, ids))})\n" for line, ids in used.items())
 
 
 def _cell(value: Any) -> str:
@@ -207,6 +294,8 @@ def _table(rows: list[tuple[str, Any]], header: tuple[str, str]) -> list[str]:
 def provenance(project_dir: Path | None = None, level: int = 2,
                runs: list[Run] | None = None) -> str:
     """Parameters and provenance of every run (the appendix)."""
+    from factcircuits.results.wording import model_line
+
     runs = project_runs(project_dir) if runs is None else runs
     if not runs:
         return "There are no runs yet.\n"
@@ -217,7 +306,8 @@ def provenance(project_dir: Path | None = None, level: int = 2,
         rec, model = ev.record, ev.model_info
         out += [f"{h} {part_title(i, ev)}", "", f"Run id `{ev.run_id}`, status "
                 f"{rec.get('status')}, started {rec.get('started')}, finished "
-                f"{rec.get('finished')} ({rec.get('duration_s')} s).", ""]
+                f"{rec.get('finished')} ({rec.get('duration_s')} s).", "",
+                f"Model: {model_line(ev)}.", ""]
         out += [f"{h}# Parameters", ""] + _table(
             sorted((rec.get("parameters") or {}).items()), ("parameter", "value"))
         model_rows = [(k, v) for k, v in model.items() if k != "versions"]

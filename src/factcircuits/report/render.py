@@ -126,6 +126,16 @@ def archive_copy(source: Path, archive: Path, stem: str) -> Path:
         n += 1
 
 
+def bibliography(root: Path) -> dict:
+    """The works `[@key]` citations name: the project's `report/references.bib` (the
+    checkout's when the project rendered has none, as a test's copy)."""
+    from factcircuits.report.citations import BIB_FILE, read_bib
+    from factcircuits.run.folders import project_root
+
+    path = root / BIB_FILE
+    return read_bib(path if path.is_file() else Path(project_root()) / BIB_FILE)
+
+
 def _front_matter_to_heading(nb) -> None:
     """A run's notebooks carry Quarto's front matter once a Quarto render has given it
     (`report.pages.give_front_matter`); nbconvert drops raw cells, so show its title as a
@@ -144,14 +154,22 @@ def _front_matter_to_heading(nb) -> None:
                                      for line in cell.source.splitlines())
 
 
-def _notebook_body(path: Path) -> str:
-    """One executed notebook as an HTML fragment, without its own copy of plotly.js."""
+def _notebook_body(path: Path, works: dict | None = None,
+                   cited: list[str] | None = None) -> str:
+    """One executed notebook as an HTML fragment, without its own copy of plotly.js; its
+    markdown's citations as author–year text (`citations.cite_text`; keys met go to
+    `cited`)."""
     import nbformat
     from nbconvert import HTMLExporter
     from nbconvert.preprocessors import TagRemovePreprocessor
 
+    from factcircuits.report.citations import cite_text
+
     nb = nbformat.read(path, as_version=4)
     _front_matter_to_heading(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = cite_text(cell.source, works or {}, cited)
     for cell in nb.cells:
         cell["outputs"] = [o for o in cell.get("outputs", [])
                            if o.get("metadata", {}).get(PLOTLYJS_MARK) != "plotlyjs"]
@@ -179,6 +197,7 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
     """Write report/_preview/index.html and its archived copy; returns both paths."""
     from plotly.offline import get_plotlyjs
 
+    from factcircuits.report.citations import cite_text, references_markdown
     from factcircuits.report.compare import (
         comparison_figures,
         comparison_table,
@@ -190,18 +209,24 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
         comparison_intro,
         part_title,
         provenance,
+        run_part_markdown,
         version_info,
         version_markdown,
+        write_up_title,
     )
     from factcircuits.report.synthesis import front_page_markdown
 
     runs_root = Path(runs_root or root / "report" / "runs")
+    works, cited = bibliography(root), []
     runs, damaged = scan_evidence(runs_root)
     info = version_info(root, [ev.run_id for ev in runs])
     esc = html.escape
     titles = [(f"run-{ev.anchor}", part_title(i, ev)) for i, ev in enumerate(runs, 1)]
     contents = [("findings", "Findings"), *titles, ("comparison", "Comparison across runs"),
                 ("provenance", "Appendix: parameters and provenance")]
+    if works:
+        contents.append(("references", "References"))
+    book_title, book_subtitle = write_up_title(runs)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>factcircuits write-up (preview) {esc(info['version'])}</title>",
@@ -211,21 +236,26 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
         ("<div class='preview-banner'><strong>PREVIEW</strong>: rendered without Quarto "
          "(nbconvert), HTML only. The full write-up (a navigable site and one PDF) needs "
          "<code>quarto render</code>.</div>"),
-        "<h1>Where do language models store and retrieve facts?</h1>",
+        f"<h1>{esc(book_title)}</h1>", f"<p class='subtitle'><em>{esc(book_subtitle)}</em></p>",
         f"<div class='version'>{markdown_html(version_markdown(info))}</div>",
         "<nav class='contents'><strong>Contents</strong><ol>"
         + "".join(f"<li><a href='#{a}'>{esc(t)}</a></li>" for a, t in contents) + "</ol></nav>",
         "<section id='findings'><h1>Findings</h1>",
-        markdown_html(damaged_markdown(damaged) + front_page_markdown(runs, anchors=False)),
+        markdown_html(cite_text(damaged_markdown(damaged)
+                                + front_page_markdown(runs, anchors=False), works, cited)),
         "</section>",
     ]
     for (anchor, title), ev in zip(titles, runs):
         parts.append(f"<section id='{anchor}' class='run'><h1>{esc(title)}</h1>"
                      f"<p>Run <code>{esc(ev.run_id)}</code>.</p>")
+        if len(runs) > 1:  # the front page has the runs' table; the details open the run
+            parts.append(markdown_html(cite_text(run_part_markdown(ev, anchors=False),
+                                                 works, cited)))
         for nb in ev.record.get("notebooks", []):
             path = ev.folder / f"{nb['name']}.ipynb"
             if path.is_file():
-                parts.append(f"<section class='notebook'>{_notebook_body(path)}</section>")
+                parts.append(f"<section class='notebook'>{_notebook_body(path, works, cited)}"
+                             "</section>")
         parts.append("</section>")
     parts += ["<section id='comparison'><h1>Comparison across runs</h1>",
               markdown_html(comparison_intro(runs))]
@@ -237,8 +267,13 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
             parts.append(fig.to_html(full_html=False, include_plotlyjs=False,
                                      include_mathjax=False))
     parts += ["</section>", "<section id='provenance'><h1>Appendix: parameters and "
-              "provenance</h1>", markdown_html(provenance(runs=runs, level=2)), "</section>",
-              "</body></html>"]
+              "provenance</h1>", markdown_html(provenance(runs=runs, level=2)), "</section>"]
+    if works:
+        parts += ["<section id='references'><h1>References</h1>",
+                  markdown_html(references_markdown(cited, works) if cited else
+                                "No work is cited in the parts shown here.\n"),
+                  "</section>"]
+    parts.append("</body></html>")
     out_dir = root / "report" / "_preview"
     out_dir.mkdir(parents=True, exist_ok=True)
     # Atomic: a fault (a full disk) leaves the last good preview, never a truncated one.

@@ -1,39 +1,96 @@
-"""The front page: what every run found, and what the runs have in common.
+"""The front page: what the runs found, and what they have in common.
 
-Per-run findings come from `factcircuits.report.findings`; this module adds the overview
-table and the cross-run summary when there are two or more runs, and says so when there are
-none. Used by the Quarto front page (`index.qmd`) and the Quarto-free preview.
+One run: its findings in full (`factcircuits.report.findings`). Several runs: one table (a row
+per run: model, dataset, sample, the key numbers with their 95% intervals) and a paragraph per
+model; each run's detailed findings open its own part of the write-up. Runs of one model on
+one dataset that differ only in sample, seed or method settings are sensitivity checks of that
+model (`compare.run_groups`): described together, counted once, never as agreeing
+replicates. With no runs, the page says so. Used by the Quarto front page (`index.qmd`) and the
+Quarto-free preview.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
-from factcircuits.chapters import attribution, task_check
+from factcircuits.chapters import (
+    ablation_knockout,
+    activation_patching,
+    attribution,
+    causal_tracing,
+    task_check,
+)
 from factcircuits.chapters.ablation_knockout import subject_knockout
+from factcircuits.report.compare import RunGroup, numbers_text, run_groups
 from factcircuits.report.findings import run_findings, run_markdown
 from factcircuits.report.readings import mlp_at_subject
 from factcircuits.report.sureness import DISAGREE
 from factcircuits.results.run import Run, depth_band
 
 
+def _interval(value, ci, spec: str) -> str:
+    """'0.21 [0.10, 0.32]' (a table cell: the 95% interval in brackets), '—' when not
+    computed."""
+    if not _number(value):
+        return "—"
+    text = format(value, spec)
+    if ci and len(ci) == 2 and all(_number(v) for v in ci):
+        text += f" [{format(ci[0], spec)}, {format(ci[1], spec)}]"
+    return text
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _peak(layer, layer_range, value, ci, spec: str = ".2f") -> str:
+    """'L13 (12–15): 0.21 [0.10, 0.32]': a peak layer with the layers holding it in 95% of
+    resamples, and its value with its interval."""
+    if not _number(layer):
+        return "—"
+    text = f"L{int(layer)}"
+    if layer_range and len(layer_range) == 2 and all(_number(v) for v in layer_range):
+        low, high = (int(v) for v in layer_range)
+        text += f" ({low}–{high})" if low != high else ""
+    return text + (f": {_interval(value, ci, spec)}" if _number(value) else "")
+
+
 def overview_table(runs: list[Run]) -> str:
-    """One markdown row per run with its main answers (front page, two or more runs)."""
-    rows = ["| run | task | accuracy | MLP peak, last subject token | subject knockout | top head"
-            " | checks agreeing |", "|---|---|---|---|---|---|---|"]
-    for ev in runs:
+    """One markdown row per run with its key numbers and their 95% intervals (front page,
+    two or more runs): the sample, accuracy, where restoring the MLP at the last subject
+    token peaks (causal tracing and activation patching), the subject knockout window, the
+    head with the largest direct effect and the cross-method checks."""
+    rows = ["| run | prompts (analysed) | accuracy | MLP peak, last subject token: tracing AIE "
+            "| MLP peak, last subject token: patching | subject knockout: P(answer) change "
+            "| top head: DLA | checks agreeing |", "|---|---|---|---|---|---|---|---|"]
+    for i, ev in enumerate(runs, 1):
         f = run_findings(ev)
-        acc = ev.headline(task_check.METHOD).accuracy
-        mlp = mlp_at_subject(ev)
-        layer = (mlp.get("tracing") or mlp.get("patching") or (None,))[0]
-        depth = ev.depth(layer)
+        tc = ev.headline(task_check.METHOD)
+        tr = ev.headline(causal_tracing.METHOD)
+        pa = ev.headline(activation_patching.METHOD)
+        dla = ev.headline(attribution.METHOD)
+        ko_h = ev.headline(ablation_knockout.METHOD)
         ko = subject_knockout(ev)
-        cells = [ev.title, ev.task, "—" if acc is None else f"{acc:.0%}" + (
-                     " (chance)" if f.at_chance else ""),
-                 "—" if layer is None or f.at_chance else f"L{int(layer)}" + (
-                     f" ({depth:.2f})" if depth is not None else ""),
-                 "—" if ko is None or f.at_chance else f"L{int(ko['first'])}–{int(ko['last'])}",
-                 "—" if f.at_chance else (ev.headline(attribution.METHOD).top_head or "—"),
+        sample = "—" if tc.n_prompts is None else (
+            f"{tc.n_prompts}" + (f" ({tc.n_kept})" if tc.n_kept is not None else ""))
+        accuracy = _interval(tc.accuracy, tc.accuracy_ci, ".0%") + (
+            " (chance)" if f.at_chance else "")
+        mechanism = "—" if f.at_chance else None
+        cells = [f"Run {i}: {ev.title}", sample, accuracy,
+                 mechanism or _peak(tr.mlp_subject_last_peak_layer,
+                                    tr.mlp_subject_last_peak_layer_range,
+                                    tr.mlp_subject_last_peak_aie, tr.mlp_subject_last_peak_aie_ci,
+                                    ".3f"),
+                 mechanism or _peak(pa.mlp_out_subject_last_peak_layer,
+                                    pa.mlp_out_subject_last_peak_layer_range,
+                                    pa.mlp_out_subject_last_peak,
+                                    pa.mlp_out_subject_last_peak_ci),
+                 mechanism or ("—" if ko is None else
+                               f"L{int(ko['first'])}–{int(ko['last'])}: " + _interval(
+                                   ko["relative_p_change"],
+                                   ko_h.knockout_subject_peak_relative_p_change_ci, "+.0%")),
+                 mechanism or ("—" if not dla.top_head else f"{dla.top_head}: "
+                               + _interval(dla.top_head_dla, dla.top_head_dla_ci, ".2f")),
                  checks_cell(f.checks)]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
@@ -49,58 +106,125 @@ def checks_cell(checks) -> str:
     return f"{agree} of {len(checks)}" + (f" ({open_} not resolved)" if open_ else "")
 
 
+def _mlp_layer(ev: Run):
+    mlp = mlp_at_subject(ev)
+    return (mlp.get("tracing") or mlp.get("patching") or (None,))[0]
+
+
+def _spread(values: list[int], what: str) -> str:
+    """'at layer 13 in every setting' / 'between layers 11 and 14 across the settings'."""
+    low, high = min(values), max(values)
+    return (f"{what} {low} in every setting" if low == high else
+            f"{what}s {low}–{high} across the settings")
+
+
+TASK_NAMES = {"cloze": "cloze", "yesno": "yes/no"}
+
+
+def group_text(group: RunGroup, show_task: bool = False) -> str:
+    """What one model found on one dataset: a single run's summary, or for sensitivity checks
+    how its results move across the settings (each check counted once per setting)."""
+    usable = [(i, ev) for i, ev in group.runs if not run_findings(ev).at_chance]
+    task = f"{TASK_NAMES.get(group.task, group.task)}; " if show_task else ""
+    where = f"On {group.dataset} ({task}{numbers_text(group.numbers)})"
+    if not usable:
+        return (f"{where} it is at chance: there is no retrieved fact to locate, so no "
+                "mechanism is claimed.")
+    if not group.sensitivity:
+        return f"{where}: {run_findings(group.runs[0][1]).summary}"
+    varied = ", ".join(group.varied()) or "no recorded setting"
+    text = f"{where}, sensitivity checks that differ in {varied} (not independent replicates):"
+    facts = []
+    if len(usable) < len(group.runs):
+        facts.append(f"{len(group.runs) - len(usable)} of the {len(group.runs)} settings are "
+                     "at chance")
+    layers = [int(layer) for _, ev in usable if (layer := _mlp_layer(ev)) is not None]
+    if layers:
+        facts.append("the MLP at the last subject token peaks at "
+                     + _spread(layers, "layer") + f" ({len(layers)} settings)")
+    windows = [(int(k["first"]), int(k["last"])) for _, ev in usable
+               if (k := subject_knockout(ev)) is not None]
+    if windows:
+        facts.append("blocking attention to the subject hurts most in windows within layers "
+                     f"{min(w[0] for w in windows)}–{max(w[1] for w in windows)}")
+    heads = Counter(h for _, ev in usable if (h := ev.headline(attribution.METHOD).top_head))
+    if heads:
+        head, count = heads.most_common(1)[0]
+        facts.append(f"the head with the largest direct effect is {head} in {count} of "
+                     f"{sum(heads.values())} settings")
+    counts = [f"{sum(c.agree for c in found)} of {len(found)}"
+              for _, ev in usable if (found := run_findings(ev).checks)]
+    if counts:
+        facts.append("cross-method checks agree in " + (
+            ", ".join(counts[:-1]) + f" and {counts[-1]}" if len(counts) > 1 else counts[0])
+            + " (one count per setting)")
+    return text + " " + ("; ".join(facts) if facts else "too few analyses to compare") + "."
+
+
+def model_paragraphs(runs: list[Run]) -> list[str]:
+    """One paragraph per model: what it found on each dataset (sensitivity checks together)."""
+    by_model: dict[str, list[RunGroup]] = {}
+    for group in run_groups(runs):
+        by_model.setdefault(group.model, []).append(group)
+    paragraphs = []
+    for groups in by_model.values():
+        name = groups[0].runs[0][1].short_model
+        tasks = len({g.task for g in groups}) > 1  # name the task where it tells them apart
+        paragraphs.append(f"**{name}.** " + " ".join(group_text(g, tasks) for g in groups))
+    return paragraphs
+
+
 def across_runs(runs: list[Run]) -> list[str]:
-    """What the runs that are not at chance have in common (two or more runs)."""
-    usable = [ev for ev in runs if not run_findings(ev).at_chance]
+    """What the independent model–dataset pairs that are not at chance have in common: a
+    group of sensitivity checks counts once (its settings' majority; 'varies' when they
+    split), so several seeds of one model never count as agreeing replicates."""
+    groups = run_groups(runs)
+    usable = [g for g in groups
+              if any(not run_findings(ev).at_chance for _, ev in g.runs)]
     lines = []
-    if len(usable) < len(runs):
-        n = len(runs) - len(usable)
-        lines.append(f"{n} of {len(runs)} runs {'is' if n == 1 else 'are'} at chance and left "
-                     "out of this summary.")
+    if len(usable) < len(groups):
+        n = len(groups) - len(usable)
+        lines.append(f"{n} of {len(groups)} model–dataset pairs {'is' if n == 1 else 'are'} "
+                     "at chance and left out of this summary.")
     if len(usable) < 2:
         return lines
-    depths = {}
-    for ev in usable:
-        mlp = mlp_at_subject(ev)
-        layer = (mlp.get("tracing") or mlp.get("patching") or (None,))[0]
-        if ev.depth(layer) is not None:
-            depths[ev.run_id] = ev.depth(layer)
-    if depths:
-        band, count = Counter(depth_band(d) for d in depths.values()).most_common(1)[0]
-        lines.append(f"MLPs at the last subject token peak in **{band}** layers in {count} of "
-                     f"{len(depths)} runs (relative depth {min(depths.values()):.2f}–"
-                     f"{max(depths.values()):.2f}).")
-    windows = [(ev.depth(k["first"]), ev.depth(k["last"])) for ev in usable
-               if (k := subject_knockout(ev)) is not None and ev.n_layers]
-    if windows:
-        lines.append(f"Blocking the last token's attention to the subject hurts most between "
-                     f"relative depth {min(w[0] for w in windows):.2f} and "
-                     f"{max(w[1] for w in windows):.2f} ({len(windows)} runs).")
-    if len({ev.model for ev in usable}) == 1:  # heads are only comparable within one model
-        heads = Counter(h for ev in usable if (h := ev.headline(attribution.METHOD).top_head))
-        if heads:
-            head, count = heads.most_common(1)[0]
-            lines.append(f"The head with the largest direct effect is **{head}** in {count} of "
-                         f"{sum(heads.values())} runs of {usable[0].short_model}.")
-    agree = [sum(c.agree for c in run_findings(ev).checks) for ev in usable]
-    total = [len(run_findings(ev).checks) for ev in usable]
-    if sum(total):
-        lines.append(f"Cross-method checks: {sum(agree)} of {sum(total)} agree over "
-                     f"{len(usable)} runs.")
+    bands = []
+    for g in usable:
+        found = {depth_band(ev.depth(layer)) for _, ev in g.runs
+                 if not run_findings(ev).at_chance and (layer := _mlp_layer(ev)) is not None
+                 and ev.depth(layer) is not None}
+        if found:
+            bands.append(found.pop() if len(found) == 1 else None)
+    if bands:
+        band, count = Counter(b for b in bands if b).most_common(1)[0] if any(bands) \
+            else (None, 0)
+        varies = sum(b is None for b in bands)
+        if band:
+            lines.append(f"MLPs at the last subject token peak in **{band}** layers for {count} "
+                         f"of {len(bands)} model–dataset pairs"
+                         + (f" ({varies} vary with their settings)" if varies else "") + ".")
     return lines
 
 
 def front_page_markdown(runs: list[Run], anchors: bool = True) -> str:
-    """The synthesis: what every run found (layers as relative depth in parentheses)."""
+    """The synthesis. One run: its findings in full. Several: the runs' table, a paragraph
+    per model and what the independent model–dataset pairs share; each run's detailed
+    findings open its part (`run_part_markdown`)."""
     if not runs:
         return ("**There are no runs yet.** Run `factcircuits run` (the default model on the "
                 "default dataset, a few minutes on a CPU), then render again; this page will "
                 "state what the run found.\n")
-    parts = []
-    if len(runs) > 1:
-        parts += [f"**Across the {len(runs)} runs.** " + " ".join(across_runs(runs)), "",
-                  overview_table(runs), "Layers are given with their relative depth "
-                  "(layer / (layers − 1)) so that models of different depth line up; each "
-                  "run's own findings follow.", ""]
-    parts += [run_markdown(ev, level=2, anchors=anchors) for ev in runs]
+    if len(runs) == 1:
+        return run_markdown(runs[0], level=2, anchors=anchors)
+    shared = across_runs(runs)
+    parts = [f"**{len(runs)} runs.** Each row is one run; intervals are 95% bootstrap "
+             "intervals over its prompts, layer ranges hold the peak in 95% of resamples, and "
+             "prompts are those scored (in parentheses: those the model knows, which the "
+             "mechanistic methods analyse).", "", overview_table(runs), ""]
+    parts += [p + "\n" for p in model_paragraphs(runs)]
+    if shared:
+        parts += [f"**Across models and datasets.** {' '.join(shared)}", ""]
+    parts += ["Each run's detailed findings (with every interval and the cross-method checks) "
+              "open its part of this write-up.", ""]
     return "\n".join(parts)
+

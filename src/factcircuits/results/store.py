@@ -31,13 +31,15 @@ class Results:
     def __init__(self, run_dir: str | Path, method: Method):
         self.run_dir, self.method = Path(run_dir), method
 
-    def save(self, name: str, value: Any) -> list[Path]:
+    def save(self, name: str, value: Any) -> None:
+        """Write one declared result. Returns None: a notebook cell ending in `out.save(…)`
+        must not print the written paths into the write-up."""
         kind = self.method.results.get(name)
         where = f"{self.method.notebook} result {name!r}"
         if kind is None:
             raise ResultError(f"{where} is not declared in the method's entry "
                               f"(declared: {', '.join(self.method.results) or 'none'})")
-        return kind.save(result_folder(self.run_dir, self.method), name, value, where)
+        kind.save(result_folder(self.run_dir, self.method), name, value, where)
 
     def headline(self, headline: Headline) -> Path:
         if type(headline) is not self.method.headline:

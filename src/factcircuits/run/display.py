@@ -9,7 +9,10 @@ Call `init_notebook()` in the first (setup) cell of every analysis notebook. It
 - makes every figure output carry `text/html` (interactive, for HTML) and `image/png` (for the
   PDF) when kaleido and a Chromium are available; otherwise, or when one figure cannot be
   exported, a visible `text/markdown` placeholder that says why (never a silent gap);
-- formats tables with a few significant digits, so that they read well and fit a page.
+- formats tables with a few significant digits, so that they read well and fit a page;
+- shows a cell's last expression only when it has a rich display (a table, a figure, Markdown):
+  a value whose only display is its plain-text repr (`out.save(...)`'s paths, an array, a
+  matplotlib `<Figure …>`, a number) is left out, so no repr reaches the site or the PDF.
 """
 
 from __future__ import annotations
@@ -118,6 +121,36 @@ def _table_format() -> None:
     pd.set_option("display.max_columns", 10)
 
 
+def rich_only(format_dict: dict, md_dict: dict) -> tuple[dict, dict]:
+    """A last expression's mime bundle as the notebook keeps it: unchanged when it has a rich
+    display (HTML, Markdown, an image, JSON), empty (nothing is output) when its only display
+    is the plain-text repr."""
+    if set(format_dict) <= {"text/plain"}:
+        return {}, {}
+    return format_dict, md_dict
+
+
+def _quiet_plain_results() -> None:
+    """Leave out last-expression values that only have a text repr (see `rich_only`): done in
+    the kernel's display hook, so it holds for every cell and every value, whichever
+    notebook. Idempotent; a no-op outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the notebook stack
+        return
+    shell = get_ipython()
+    hook = getattr(shell, "displayhook", None)
+    if hook is None or getattr(hook, "_factcircuits_rich_only", False):
+        return
+    compute = hook.compute_format_data
+
+    def compute_format_data(result):
+        return rich_only(*compute(result))
+
+    hook.compute_format_data = compute_format_data
+    hook._factcircuits_rich_only = True
+
+
 def init_notebook(static: bool | None = None) -> None:
     """Set plotly's renderer and load plotly.js once (see module docstring)."""
     import warnings
@@ -127,6 +160,7 @@ def init_notebook(static: bool | None = None) -> None:
 
     _short_warning_paths()
     _table_format()
+    _quiet_plain_results()
     # Known harmless notices that would otherwise repeat in every run's log: kaleido's server
     # ignores per-call options, and text progress bars are used on purpose (no ipywidgets).
     warnings.filterwarnings("ignore", message="The kopts argument is ignored")
@@ -145,6 +179,29 @@ def init_notebook(static: bool | None = None) -> None:
     _register_renderer(static, problem or "static export switched off")
     display({"text/html": f'<script type="text/javascript">{get_plotlyjs()}</script>',
              "text/markdown": ""}, raw=True, metadata={"factcircuits": "plotlyjs"})
+
+
+def diverging_limit(values, floor: float = 1.0) -> float:
+    """The half-width of a colour scale centred on 0 that covers every value: max(|values|,
+    floor) (NaN ignored). A normalized effect is mostly within ±1, but overshoots (1.07) and
+    negative effects must not be clipped to the scale's end colour."""
+    import numpy as np
+
+    array = np.asarray(values, dtype=float)
+    finite = np.abs(array[np.isfinite(array)])
+    return max(float(finite.max()) if finite.size else 0.0, floor)
+
+
+def media_note(html: str, pdf: str) -> None:
+    """A note that differs between the site and the PDF (markdown each): the interactive
+    version's ('pick a head from the menu') and the static image's ('the image shows the
+    first head'). One output with both: HTML formats show its `text/html`, the PDF its
+    `text/markdown`."""
+    from IPython.display import display
+    from markdown_it import MarkdownIt
+
+    display({"text/html": MarkdownIt("commonmark").render(html), "text/markdown": pdf},
+            raw=True, metadata={"factcircuits": "media-note"})
 
 
 def show(fig) -> None:
