@@ -127,6 +127,31 @@ def test_refuses_cloze_answer_without_leading_space(refuse, tmp_path):
            "prompt 'The capital of France is': write ' Paris'", checked=VALIDATE)
 
 
+def test_refuses_text_that_changes_the_tokens_unseen(refuse, tmp_path):
+    """Each is accepted by the eye and changes the model's input: on the default model a
+    prompt's trailing space before ' Paris' takes P(answer) from 0.77 to 0.01."""
+    doubled = write(tmp_path / "doubled.csv", CLOZE + "The capital of France is , Paris,Rome\n")
+    refuse("a prompt's trailing space before an answer that starts with one",
+           ["dataset", "validate", doubled], "row 1, field 'answer': ' Paris' starts with a "
+           "space and the prompt '…he capital of France is ' ends with one, so the model would "
+           "be scored on a second space; remove the prompt's trailing space", checked=VALIDATE)
+    refuse("the same in a run", run_args(tmp_path, "--dataset", doubled),
+           "' Paris' starts with a space and the prompt")
+    zero_width = write(tmp_path / "zw.csv", CLOZE + "The capital of Fr\u200bance is, Paris, "
+                       "Rome\n")
+    refuse("a zero-width space in a prompt", ["dataset", "validate", zero_width],
+           "row 1, field 'prompt': U+200B (ZERO WIDTH SPACE) at character 18", checked=VALIDATE)
+    no_break = write(tmp_path / "nbsp.csv", CLOZE + "The capital of France is,\u00a0Paris, Rome\n")
+    refuse("a no-break space before the answer", ["dataset", "validate", no_break],
+           "row 1, field 'answer': U+00A0 (NO-BREAK SPACE) at character 1", checked=VALIDATE)
+    refuse("`inspect --answer Paris` (no leading space)",
+           ["inspect", "--model", "tiny", "--prompt", "The capital of France is", "--answer",
+            "Paris"], "--answer: 'Paris' has no leading space", checked=CLI)
+    refuse("`inspect --k 100000`", ["inspect", "--model", "tiny", "--prompt", "x", "--k",
+                                    "100000"], "--k 100000: the model's vocabulary has",
+           checked=CLI)
+
+
 def test_refuses_multi_token_answer_when_single_tokens_are_required(refuse, tmp_path):
     data = write(tmp_path / "multi.csv", CLOZE + "The capital of France is, Paris France, Rome\n")
     refuse("cloze answer of several tokens (` Paris France`) with `--single-token-answers`",

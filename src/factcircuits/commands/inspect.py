@@ -38,6 +38,17 @@ def run(args) -> int:
                             "e.g. ' Paris', or leave the option out")
     if args.k < 1:
         raise UserError(f"--k {args.k}: must be at least 1")
+    from factcircuits.data.datasets import spacing_problem
+    from factcircuits.data.text import invisible_problem
+
+    for flag, value in (("--prompt", args.prompt), ("--answer", args.answer),
+                        ("--counterfactual", args.counterfactual)):
+        found = invisible_problem(value) if value else None
+        if found:
+            raise UserError(f"{flag}: {found}")
+        found = spacing_problem(args.prompt, value) if value and flag != "--prompt" else None
+        if found:  # the same rule as a dataset's rows (`dataset validate`, `run`)
+            raise UserError(f"{flag}: {found}")
     if bool(args.answer) != bool(args.counterfactual) and args.counterfactual:
         raise UserError("--counterfactual needs --answer too")
     from factcircuits.models.context import model_context
@@ -46,6 +57,9 @@ def run(args) -> int:
 
     check_available(args.model)  # then the prompt against the model's context, before weights
     tokenizer = load_tokenizer(args.model)
+    if args.k > len(tokenizer):
+        raise UserError(f"--k {args.k}: the model's vocabulary has {len(tokenizer):,} tokens; "
+                        "use at most that many")
     check_prompt_fits(tokenizer, format_prompt(args.prompt, args.prompt_format, tokenizer,
                                                task="cloze"),
                       args.prompt_format, model_context(args.model, tokenizer), "--prompt")

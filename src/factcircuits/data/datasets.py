@@ -153,6 +153,7 @@ def check_frame(frame: pd.DataFrame, path: Path | str) -> tuple[pd.DataFrame, li
     texts = [c for c in frame.columns if c in COLUMNS and c != "label"]
     frame, crlf = text.normalise_cells(frame, texts)
     problems += text.control_problems(frame, path, texts)
+    problems += text.invisible_problems(frame, path, texts)
     missing = [c for c in required if c not in frame.columns]
     if missing:
         return frame, [
@@ -202,12 +203,9 @@ def check_frame(frame: pd.DataFrame, path: Path | str) -> tuple[pd.DataFrame, li
                     "use a different object of the same relation"
                 )
             for name, value in (("answer", ans), ("counterfactual", cf)):
-                if value.strip() and needs_leading_space(row["prompt"], value):
-                    problems.append(
-                        f"{where}, field {name!r}: {value!r} has no leading space, but it "
-                        f"continues the prompt {_tail(row['prompt'])!r}: write "
-                        f"{' ' + value!r} (the model predicts the space with the word)"
-                    )
+                found = spacing_problem(row["prompt"], value)
+                if found:
+                    problems.append(f"{where}, field {name!r}: {found}")
         else:
             row["answer"] = row["counterfactual"] = ""
         for c in COLUMNS:
@@ -229,6 +227,22 @@ def _warn_duplicates(rows: pd.DataFrame, path) -> None:
         desc = "; ".join("rows " + ", ".join(str(i + 1) for i in idx)
                          for idx in sorted(list(v) for v in groups.values()))
         warnings.warn(f"{path}: duplicate rows (same prompt and answer): {desc}", stacklevel=3)
+
+
+def spacing_problem(prompt: str, answer: str) -> str | None:
+    """Where the answer meets the prompt, what would change the tokens unseen: an answer
+    without its leading space, or a space on both sides (the model would see two)."""
+    if not answer.strip():
+        return None
+    if needs_leading_space(prompt, answer):
+        return (f"{answer!r} has no leading space, but it continues the prompt "
+                f"{_tail(prompt)!r}: write {' ' + answer!r} (the model predicts the space with "
+                "the word)")
+    if prompt[-1:] in (" ", "\t") and answer[:1].isspace():
+        return (f"{answer!r} starts with a space and the prompt {_tail(prompt)!r} ends with "
+                "one, so the model would be scored on a second space; remove the prompt's "
+                "trailing space")
+    return None
 
 
 def needs_leading_space(prompt: str, answer: str) -> bool:

@@ -23,6 +23,11 @@ from factcircuits.errors import DatasetError
 # reorder what a reader sees without changing the tokens); a byte-order mark inside the text.
 CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
                      "\u2066-\u2069\ufeff]")
+# Characters that look like a space or like nothing but are other tokens: zero-width ones
+# (U+200B–U+200D, word joiner, Mongolian vowel separator) and spaces other than U+0020
+# (no-break, thin, ideographic, …). A prompt holding one gives other numbers and no error.
+ZERO_WIDTH = re.compile("[\u200b-\u200d\u2060\u180e]")
+ODD_SPACE = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 _LINE_ENDS = re.compile(r"\r\n?")
 _UNNAMED = {0x00: "NULL", 0x1B: "ESCAPE, as in terminal colour codes", 0x7F: "DELETE"}
 
@@ -80,6 +85,36 @@ def control_problems(frame: pd.DataFrame, path, columns, limit: int = 20) -> lis
                             "it (prompts and answers are plain text; \\n and tab are allowed)")
             if len(problems) >= limit:
                 return problems
+    return problems
+
+
+def invisible_problem(value: str) -> str | None:
+    """'U+00A0 (NO-BREAK SPACE) at character 25 of …: write a plain space' for the first
+    zero-width or non-standard space character in `value`, else None."""
+    for pattern, fix in ((ZERO_WIDTH, "remove it (it is invisible but is a token of its own)"),
+                         (ODD_SPACE, "write a plain space (U+0020); this one tokenizes "
+                                     "differently")):
+        found = pattern.search(value)
+        if found:
+            char = found.group()
+            name = unicodedata.name(char, "an invisible character")
+            return (f"U+{ord(char):04X} ({name}) at character {found.start() + 1} of "
+                    f"{value[:40]!r}; {fix}")
+    return None
+
+
+def invisible_problems(frame: pd.DataFrame, path, columns, limit: int = 20) -> list[str]:
+    """One line per cell (up to `limit`) holding a zero-width or non-standard space."""
+    problems: list[str] = []
+    for column in columns:
+        if column not in frame.columns:
+            continue
+        for i, value in enumerate(frame[column].tolist()):
+            found = invisible_problem(value) if isinstance(value, str) else None
+            if found:
+                problems.append(f"{path}: row {i + 1}, field {column!r}: {found}")
+                if len(problems) >= limit:
+                    return problems
     return problems
 
 
