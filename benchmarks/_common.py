@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,6 +42,16 @@ def choose_threads(args) -> ThreadChoice:
 
 def child_env(threads: int, **extra: str) -> dict[str, str]:
     return {**os.environ, **thread_env(threads), **extra}
+
+
+def run_quietly(cmd: list[str], **kwargs) -> None:
+    """Run a measurement's child process with its stderr (warnings, progress) hidden, unless it
+    fails: then exit with its command and the end of its stderr, not a bare exit status."""
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          check=False, **kwargs)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-20:])
+        sys.exit(f"child process failed (exit {done.returncode}): {' '.join(cmd)}\n{tail}")
 
 
 def machine() -> dict:

@@ -9,7 +9,8 @@ Printed side by side: times, their ratio, and per grid the Spearman correlation 
 exact effect over every cell patching can change, and the share of each prompt's top-5 exact
 cells among the scan's top-10.
 
-    python benchmarks/atp.py [--json] [--threads N] [--against saved.json]
+    python benchmarks/atp.py [--json] [--threads N] [--against saved.json] [--pairs N]
+    python benchmarks/atp.py --pairs 2 --json          # smallest setting
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def default_run_pairs(lm):
+def default_run_pairs(lm, n_pairs: int = 0):
+    """The default run's patching pairs (the first `n_pairs` of them; 0: all)."""
     import torch
 
     from factcircuits.data.datasets import load_dataset
@@ -33,7 +35,8 @@ def default_run_pairs(lm):
     prepared = prepare(lm, load_dataset("paris-cloze"))
     _, table = score(lm, prepared)
     known = prepared.subset(torch.as_tensor(table["correct"].to_numpy().copy()))
-    return known.subset([i for i, p in enumerate(known.pair_problems(lm.tokenizer)) if not p])
+    usable = [i for i, p in enumerate(known.pair_problems(lm.tokenizer)) if not p]
+    return known.subset(usable[:n_pairs] if n_pairs else usable)
 
 
 def timed(fn):
@@ -48,6 +51,8 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser)
+    parser.add_argument("--pairs", type=int, default=0,
+                        help="the first N of the default run's pairs (default 0: all)")
     args = parser.parse_args()
     threads = choose_threads(args)
     import torch
@@ -60,7 +65,7 @@ def main() -> int:
     report = {"benchmark": "atp", "threads": threads.count, "threads_source": threads.source,
               "machine_before": machine()}
     lm = load_model("default")
-    pairs = default_run_pairs(lm)
+    pairs = default_run_pairs(lm, args.pairs)
     scan, scan_wall, scan_cpu = timed(lambda: AP.scan(lm, pairs, progress=False))
 
     def exact_all():

@@ -10,12 +10,14 @@ EAP-IG, top-k for EAP), then exact single-edge patching of sampled edges in both
 clean run with one edge given its corrupted write, m(full) − m(full without the edge);
 denoising, the corrupted run with one edge given its clean write, m(patched) − m(corrupted),
 the quantity EAP and EAP-IG linearise.
-Sampled edges: 100 uniformly at random (seeded), the 100 of largest |EAP-IG| and the 50 of
-largest |EAP| (union). Peak memory is the process's resident
-peak (ru_maxrss), also read after each phase (it only grows: the phase where it reaches its
-final value set it).
+Sampled edges (`--edges 100`): 100 uniformly at random (seeded), the 100 of largest |EAP-IG|
+and the 50 of largest |EAP| (union). Peak memory is the process's resident peak (ru_maxrss),
+also read after each phase (it only grows: the phase where it reaches its final value set it).
 
     python benchmarks/circuit.py [--models default,gemma3-270m] [--json] [--threads N]
+                                 [--pairs N] [--ig-steps 5] [--edges 100]
+    python benchmarks/circuit.py --models default --pairs 1 --ig-steps 1 --edges 10 --json
+                                                             # smallest setting
 """
 
 from __future__ import annotations
@@ -29,10 +31,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# This folder's datasets.py would shadow the `datasets` package TransformerLens imports: keep
-# the folder importable (for _common, atp) but after site-packages.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, atp
 TARGETS = {"eap_ig_s": 60.0, "curve_s": 60.0, "peak_gb": 2.5}
 
 
@@ -50,7 +49,8 @@ def sample_edges(scores, n_random=100, n_top=100, n_top_eap=50, seed=0):
     return rand, torch.unique(torch.cat([rand, top, top_eap]))
 
 
-def measure(spec: str, progress: bool) -> dict:
+def measure(spec: str, progress: bool, n_pairs: int = 0, ig_steps: int = 5,
+            n_edges: int = 100) -> dict:
     import pandas as pd
     from atp import default_run_pairs
 
@@ -62,12 +62,12 @@ def measure(spec: str, progress: bool) -> dict:
     from factcircuits.models import load_model
 
     lm = load_model(spec)
-    pairs = default_run_pairs(lm)
+    pairs = default_run_pairs(lm, n_pairs)
     loaded_gb = peak_gb()
     phases = {"load": loaded_gb}
     cf = CircuitForward(lm)
     start = time.perf_counter()
-    scores = edge_scores(lm, pairs, ig_steps=5, progress=progress, forward=cf)
+    scores = edge_scores(lm, pairs, ig_steps=ig_steps, progress=progress, forward=cf)
     eap_ig_s = time.perf_counter() - start
     phases["scores"] = peak_gb()
     start = time.perf_counter()
@@ -89,7 +89,8 @@ def measure(spec: str, progress: bool) -> dict:
             "faithfulness": {f"{p:g}%": round(f, 4) for p, f in
                              zip(part["size_percent"], part["faithfulness"])},
             "n_edges": [int(n) for n in part["n_edges"]]}
-    rand, edges = sample_edges(scores)
+    rand, edges = sample_edges(scores, n_random=n_edges, n_top=n_edges,
+                               n_top_eap=max(1, n_edges // 2))
     start = time.perf_counter()
     exact = edge_effects(lm, pairs, edges, forward=cf, progress=progress)
     noising, denoising = exact["noising"], exact["denoising"]
@@ -105,7 +106,7 @@ def measure(spec: str, progress: bool) -> dict:
             "n_edges": cf.graph.n_edges,
             "clean_metric": round(float(base["full"].mean()), 4),
             "corrupted_metric": round(float(base["empty"].mean()), 4),
-            "eap_ig_s": round(eap_ig_s, 2), "curve_s": round(curve_s, 2),
+            "ig_steps": ig_steps, "eap_ig_s": round(eap_ig_s, 2), "curve_s": round(curve_s, 2),
             "n_circuits_in_curve": int(len(table[table["method"] == "EAP-IG"]) + 2),
             "single_edges": len(edges), "single_edges_s": round(single_s, 2),
             "spearman_vs_exact_single_edge": corr, "areas": areas,
@@ -120,6 +121,12 @@ def main() -> int:
     add_common_arguments(parser)
     parser.add_argument("--models", default="default,gemma3-270m")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--pairs", type=int, default=0,
+                        help="the first N of the default run's pairs (default 0: all)")
+    parser.add_argument("--ig-steps", type=int, default=5, help="EAP-IG steps (default 5)")
+    parser.add_argument("--edges", type=int, default=100,
+                        help="edges patched exactly: N at random, the N of largest |EAP-IG|, "
+                             "the N/2 of largest |EAP| (default 100)")
     args = parser.parse_args()
     threads = choose_threads(args)
     reports = []
@@ -129,11 +136,13 @@ def main() -> int:
             import subprocess
 
             cmd = [sys.executable, __file__, "--models", spec, "--json",
-                   "--threads", str(threads.count)]
+                   "--threads", str(threads.count), "--pairs", str(args.pairs),
+                   "--ig-steps", str(args.ig_steps), "--edges", str(args.edges)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             reports.append(json.loads(out.strip().splitlines()[-1]))
         else:
-            reports.append(measure(spec, args.progress))
+            reports.append(measure(spec, args.progress, args.pairs, args.ig_steps,
+                                   args.edges))
     if args.json:
         print(json.dumps(reports[0] if len(reports) == 1 else
                          {"benchmark": "circuit", "machine": machine(), "models": reports}))

@@ -7,6 +7,8 @@ process's peak RSS. Printed: load time, DLA time and peak RSS of each mode and t
 plus the largest |difference| between the two modes' layer-DLA tables.
 
     python benchmarks/model_memory.py --model gemma3-270m [--modes none,compat] [--prompts 8]
+                                      [--json]
+    python benchmarks/model_memory.py --model tiny --prompts 4 --json   # smallest setting
 
 A mode that runs out of memory is reported as such (compatibility mode on a 1.5B model on a
 24 GB machine). Pass `--modes none` to measure one mode alone.
@@ -53,6 +55,7 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--modes", default="none,compat")
     parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -69,10 +72,19 @@ def main() -> None:
                              (done.stderr.strip().splitlines() or ["failed"])[-1]}
         else:
             results[mode] = json.loads(lines[-1])
+    modes = list(results)
+    layer_diff = None
+    if len(modes) == 2 and all("layer_dla" in results[m] for m in modes):
+        a, b = (results[m]["layer_dla"] for m in modes)
+        layer_diff = max(abs(x - y) for x, y in zip(a, b))
+    if args.json:
+        print(json.dumps({"benchmark": "model_memory", "model": args.model,
+                          "prompts": args.prompts, "threads": 1, "modes": results,
+                          "max_abs_layer_dla_diff": layer_diff}))
+        return
     print(f"model {args.model}, {args.prompts} prompts, 1 thread")
     keys = ["load_wall_s", "load_cpu_s", "dla_wall_s", "dla_cpu_s", "peak_rss_gb",
             "sum_check_max_error"]
-    modes = list(results)
     print(f"{'':22}" + "".join(f"{m:>14}" for m in modes) + ("      ratio" if len(modes) == 2
                                                               else ""))
     for key in keys:
@@ -86,10 +98,8 @@ def main() -> None:
     for mode in modes:
         if "error" in results[mode]:
             print(f"{mode}: {results[mode]['error']}")
-    if len(modes) == 2 and all("layer_dla" in results[m] for m in modes):
-        a, b = (results[m]["layer_dla"] for m in modes)
-        print(f"max |layer DLA {modes[0]} − {modes[1]}|: "
-              f"{max(abs(x - y) for x, y in zip(a, b)):.2e}")
+    if layer_diff is not None:
+        print(f"max |layer DLA {modes[0]} − {modes[1]}|: {layer_diff:.2e}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ wall time of each, the ratio, max |difference| of the [layer, pos] results, peak
 
     python benchmarks/patching.py [--json] [--components resid_pre,attn_out,mlp_out]
                                   [--reps 3] [--pairs 16] [--threads N] [--profile]
+                                  [--model default]
+    python benchmarks/patching.py --model tiny --pairs 2 --reps 1 --json   # smallest setting
 
 Both methods always run with the same thread count (`--threads`, default: see
 `factcircuits.run.threads`); it is printed, and a comparison of measurements made with
@@ -73,14 +75,14 @@ def _rss_kib(field: str) -> int:
 
 
 def child(method: str, component: str, n_pairs: int, out: str, threads: int,
-          profile: bool) -> None:
+          profile: bool, model: str) -> None:
     """One measurement (runs in its own process)."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     from factcircuits.models import load_model
-    lm = load_model("default")
+    lm = load_model(model)
     prepared = select_pairs(lm, n_pairs)
     clean, corrupt = prepared.pairs(lm.tokenizer)
     import gc
@@ -132,21 +134,23 @@ def child(method: str, component: str, n_pairs: int, out: str, threads: int,
     Path(out + ".json").write_text(json.dumps(info))
 
 
-def run_child(method, component, n_pairs, threads, workdir, rep, profile=False):
-    from _common import child_env
+def run_child(method, component, n_pairs, threads, workdir, rep, model, profile=False):
+    from _common import child_env, run_quietly
 
     out = str(Path(workdir) / f"{method}_{component}_{rep}.pt")
     cmd = [sys.executable, __file__, "--child", method, component, str(n_pairs), out,
-           str(threads)] + (["--profile"] if profile else [])
-    subprocess.run(cmd, check=True, stderr=None if profile else subprocess.DEVNULL,
-                   env=child_env(threads))
+           str(threads), model] + (["--profile"] if profile else [])
+    if profile:
+        subprocess.run(cmd, check=True, env=child_env(threads))
+    else:
+        run_quietly(cmd, env=child_env(threads))
     return out, json.loads(Path(out + ".json").read_text())
 
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        method, component, n_pairs, out, threads = sys.argv[2:7]
-        child(method, component, int(n_pairs), out, int(threads), "--profile" in sys.argv)
+        method, component, n_pairs, out, threads, model = sys.argv[2:8]
+        child(method, component, int(n_pairs), out, int(threads), "--profile" in sys.argv, model)
         return 0
     sys.path.insert(0, str(Path(__file__).parent))
     from _common import (
@@ -165,12 +169,15 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--profile", action="store_true",
                         help="also profile one run of ours (cProfile, to stderr)")
+    parser.add_argument("--model", default="default",
+                        help="model spec (default: the embedded SmolLM2; tiny: the smallest run)")
     args = parser.parse_args()
     threads = choose_threads(args)
     args.threads = threads.count
     import torch
 
-    report = {"model": "default (SmolLM2-135M-Instruct, embedded)", "reps": args.reps,
+    report = {"model": ("default (SmolLM2-135M-Instruct, embedded)" if args.model == "default"
+                        else args.model), "reps": args.reps,
               "threads": threads.count, "threads_source": threads.source,
               "machine_before": machine(), "components": {}}
     with tempfile.TemporaryDirectory() as workdir:
@@ -179,7 +186,7 @@ def main() -> int:
             for rep in range(args.reps):
                 for method in ("tl", "ours"):
                     out, info = run_child(method, component, args.pairs, args.threads,
-                                          workdir, rep)
+                                          workdir, rep, args.model)
                     info["grid_tensor"] = torch.load(out)
                     runs[method].append(info)
                     if not args.json:
@@ -209,7 +216,7 @@ def main() -> int:
             }
         if args.profile:
             run_child("ours", args.components.split(",")[0], args.pairs, args.threads,
-                      workdir, "profile", profile=True)
+                      workdir, "profile", args.model, profile=True)
     report["machine_after"] = machine()
     if args.json:
         print(json.dumps(report))

@@ -7,6 +7,8 @@ times next to it). A comparison with a saved report made with another thread cou
 
     python benchmarks/pipeline.py [--json] [--threads N] [--against saved.json]
                                   [-- extra run arguments, e.g. -p n_prompts=8]
+    python benchmarks/pipeline.py --json -- --model tiny -p n_prompts=3 --notebooks 02
+                                                                # smallest setting
 """
 
 from __future__ import annotations

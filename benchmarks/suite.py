@@ -8,6 +8,8 @@ after: on a shared machine read the wall time next to the load and the CPU time.
 
     python benchmarks/suite.py [--json] [--against saved.json] [-- pytest arguments]
     python benchmarks/suite.py -- -m "not slow and not embedded"     # the quick loop
+    python benchmarks/suite.py --json -- -n 0 -k shadows_an_installed tests/test_benchmarks_run.py
+                                                                     # smallest setting
 """
 
 from __future__ import annotations

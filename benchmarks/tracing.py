@@ -20,6 +20,7 @@ within 1e-3).
     python benchmarks/tracing.py [--json] [--threads N] [--samples 10] [--prompts 0]
                                  [--reps 1] [--before budget=48|REV] [--bf16]
                                  [--against saved.json]
+    python benchmarks/tracing.py --samples 1 --prompts 1 --json      # smallest setting
 """
 
 from __future__ import annotations
@@ -146,13 +147,13 @@ def baseline_source(rev: str, workdir: Path) -> Path:
 
 def run_child(label, src: Path, threads: int, workdir: Path, rep: int, args, dtype="",
               budget=""):
-    from _common import child_env
+    from _common import child_env, run_quietly
 
     out = str(workdir / f"{label}_{rep}.pt")
     cmd = [sys.executable, __file__, "--child", out, str(args.samples), str(args.prompts),
            str(args.seed), dtype, budget]
     env = child_env(threads, PYTHONPATH=str(src))
-    subprocess.run(cmd, check=True, env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+    run_quietly(cmd, env=env, cwd=ROOT)
     return out, json.loads(Path(out + ".json").read_text())
 
 

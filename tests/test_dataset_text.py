@@ -107,8 +107,8 @@ def test_answers_are_compared_by_token_id_not_by_decoded_piece(tmp_path):
 
 
 def test_a_large_file_validates_and_fills_every_counterfactual(tmp_path):
-    """Scale is measured by benchmarks/datasets.py (100,000 rows in seconds); here a file large
-    enough that the per-relation pools, not a handful of rows, do the filling."""
+    """Scale is measured by benchmarks/dataset_scale.py (100,000 rows in seconds); here a file
+    large enough that the per-relation pools, not a handful of rows, do the filling."""
     n = 5_000
     lines = [f"The capital of Land{i} is, City{i % 997}, City{(i + 1) % 997},Land{i},r{i % 5}"
              for i in range(n)]

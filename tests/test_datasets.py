@@ -407,7 +407,7 @@ def test_indexed_filling_picks_what_the_direct_rule_picks(seed):
 
 def test_filling_counterfactuals_fills_a_large_table():
     """48k rows took over 10 minutes when each row filtered the whole table; the time is
-    measured by benchmarks/datasets.py (10k against 40k rows), not here."""
+    measured by benchmarks/dataset_scale.py (10k against 40k rows), not here."""
     n = 5_000
     rows = _cloze_rows([{"prompt": f"The capital of Land{i} is", "answer": f" City{i % 700}",
                          "counterfactual": f" City{(i + 1) % 700}", "subject": f"Land{i}",
