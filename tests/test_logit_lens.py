@@ -108,10 +108,10 @@ def test_enrichment_finding_says_enriched_only_when_the_test_does(tmp_path, enri
 
     run = _lens_run(tmp_path, attribute_rate_enriched=enriched, **ATTRIBUTE_RATE)
     [finding] = chapter.lens_findings(run)
-    assert ("at most 40% (95% CI 30% to 50%) of the subject's attribute tokens are among the "
-            "top 50 tokens, after layer 5 (relative depth 0.50; 95% of resamples in layers "
-            "4–6), against 10% (95% CI 5% to 15%) for the control (other subjects' attributes "
-            "at the last subject token), a difference of +30% (95% CI +20% to +40%)"
-            ) in finding.text
+    assert ("the share of the subject's attribute tokens among the top 50 tokens peaks at 40% "
+            "(95% CI 30% to 50%) after layer 5 (relative depth 0.50; 95% of resamples in layers "
+            "4–6), against 10% (95% CI 5% to 15%) for the stronger control there (other "
+            "subjects' attributes at the last subject token), a paired difference of +30% (95% "
+            "CI +20% to +40%)") in finding.text
     assert said in finding.text and "logit lens read directly" in finding.text
     assert ("**enriched**" in finding.text) is enriched

@@ -121,11 +121,11 @@ def enrichment_text(run: Run, h: LogitLensHeadline) -> str:
     control = with_interval(h.attribute_rate_control, h.attribute_rate_control_ci, ".0%")
     excess = with_interval(h.attribute_rate_excess, h.attribute_rate_excess_ci, "+.0%")
     text = (f"**Subject enrichment** (attribute rate: the logit lens read directly at the last "
-            f"subject token, Geva et al. 2023): at most {rate} of the subject's attribute tokens "
-            f"are among the top {h.attribute_rate_k} tokens, after "
+            f"subject token, Geva et al. 2023): the share of the subject's attribute tokens "
+            f"among the top {h.attribute_rate_k} tokens peaks at {rate} after "
             f"{layer_text(run, h.attribute_rate_peak_layer, h.attribute_rate_peak_layer_range)}"
-            f", against {control} for the control ({h.attribute_rate_control_kind}), a "
-            f"difference of {excess}")
+            f", against {control} for the stronger control there "
+            f"({h.attribute_rate_control_kind}), a paired difference of {excess}")
     if h.attribute_rate_enriched:
         return text + (": the last subject token is **enriched** with the subject's "
                        "attributes (both controls lie below, each difference's interval above "
