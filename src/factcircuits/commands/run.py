@@ -165,11 +165,13 @@ def handle(args) -> int:
             print(json.dumps({"run_id": plan.run_id, "run_dir": None, "status": "failed",
                               "reason": str(exc), "headline": {}}))
         raise
+    run_dir = folders.project_relative(result.run_dir)
     if args.render:
         from factcircuits.report.render import render
 
+        # said first: a render that fails must not hide where the finished run is
+        print(f"run {result.status}: {run_dir}; rendering the write-up", file=sys.stderr)
         render(to="all", runs_root=plan.runs_root)  # site and PDF (preview: HTML only)
-    run_dir = folders.project_relative(result.run_dir)
     if args.json:
         print(json.dumps({"run_id": result.run_id, "run_dir": run_dir, "status": result.status,
                           "headline": result.headline}))
