@@ -37,8 +37,8 @@ run_dir = "."
 direction = "auto"  # cloze: logit_diff; yes/no: log_odds (linearised) or logit_diff_sum
 example = 0  # prompt index for the per-layer top tokens
 top_k = 5
-
 attribute_k = 50  # top tokens in which the attribute rate counts attribute tokens
+
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
@@ -49,8 +49,8 @@ display(Markdown(f"Analysed: {note}."))
 
 # %%
 from factcircuits.chapters import logit_lens as chapter
-from factcircuits.methods import by_relation as R
 from factcircuits.methods import attribute_rate as AR
+from factcircuits.methods import by_relation as R
 from factcircuits.methods import logit_lens as LL
 from factcircuits.methods.attribution import soft_cap_note
 from factcircuits.methods.uncertainty import layer_with_range, with_interval
@@ -116,7 +116,6 @@ display(tops)
 out.save("top_tokens_example", tops)
 
 # %% [markdown]
-# %% [markdown]
 # ## Is the last subject token enriched with the subject's attributes?
 #
 # The attribute rate [@geva2023dissecting]: after every layer, the hidden state at the last
@@ -155,6 +154,7 @@ else:
         f"At that layer the other subjects' attribute tokens reach {others} and the subject's "
         f"own at the first relation token {first_relation}. The peak is {verdict}."))
 
+# %% [markdown]
 # ## By relation
 #
 # Where the largest single jump happens, relation by relation, with the range of layers that

@@ -49,8 +49,8 @@ display(Markdown(f"Analysed: {note}."))
 from factcircuits.chapters import attribution as chapter
 from factcircuits.chapters.attribution import attribution_summary
 from factcircuits.methods import attribution as A
-from factcircuits.results.store import Results
 from factcircuits.methods.uncertainty import with_interval
+from factcircuits.results.store import Results
 
 out = Results(run_dir, chapter.METHOD)
 summary = attribution_summary(session.lm, prepared, kind=direction, top_k=top_components,
@@ -98,7 +98,6 @@ display(Markdown(f"Top head: layer {int(top_h['layer'][0])}, head {int(top_h['he
 out.save("top_heads", top_h)
 
 # %% [markdown]
-# %% [markdown]
 # ## The top heads' direct effect by the position they read
 #
 # A head's output at the last token is a sum over the positions it attends to: its DLA splits
@@ -128,6 +127,7 @@ display(Markdown(
     f"{with_interval(h.top_head_other_share, h.top_head_other_share_ci, '.0%')} through the "
     f"others (shares of the mean over prompts; 95% bootstrap intervals); {moves}."))
 
+# %% [markdown]
 # ## By neuron, in the MLP layer with the largest contribution
 
 # %%
