@@ -422,6 +422,20 @@ def test_refuses_generate_options_before_any_api_call(refuse, tmp_path, monkeypa
            [*base, "--out", tmp_path / "facts.json"], "suffix '.json'", checked=API)
 
 
+def test_refuses_to_overwrite_or_write_over_an_input(refuse, tmp_path):
+    existing = write(tmp_path / "paid-for.csv", CLOZE + "The capital of France is, Paris, Rome\n")
+    base = ["dataset", "generate", "--topic", "Paris", "--n", "4"]
+    refuse("`dataset generate --out <a file that exists>`", [*base, "--out", existing],
+           "paid-for.csv exists; pass --force to replace it", checked=API)
+    refuse("`dataset filter --out <its own --dataset>`",
+           ["dataset", "filter", "--model", "tiny", "--dataset", existing, "--out", existing],
+           "is also an input; write somewhere else", checked=CLI)
+    refuse("`dataset filter --out x.json`",
+           ["dataset", "filter", "--model", "tiny", "--dataset", existing, "--out",
+            tmp_path / "x.json"], "suffix '.json' is not a dataset format", checked=CLI)
+    assert existing.read_text().endswith("Paris, Rome\n")  # untouched
+
+
 def test_refuses_empty_inspect_prompt(refuse):
     refuse('`inspect --prompt ""`', ["inspect", "--model", "tiny", "--prompt", ""],
            "--prompt '' is empty", checked=CLI)

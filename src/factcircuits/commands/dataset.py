@@ -30,6 +30,7 @@ def register(subparsers) -> None:
     gen.add_argument("--batch-size", type=int, default=10, help="items asked per request")
     gen.add_argument("--max-attempts", type=int, default=5, help="tries per request")
     gen.add_argument("--out", required=True, help="output .csv or .jsonl")
+    gen.add_argument("--force", action="store_true", help="replace --out if it exists")
     gen.set_defaults(handler=cmd_generate)
 
     rel = sub.add_parser("from-relations", help="derive cloze/yes-no sets from relation files")
@@ -42,6 +43,7 @@ def register(subparsers) -> None:
     rel.add_argument("--seed", type=int, default=0)
     rel.add_argument("--out", required=True,
                      help="output .csv/.jsonl; with --task both, <stem>_cloze and <stem>_yesno")
+    rel.add_argument("--force", action="store_true", help="replace outputs that exist")
     rel.set_defaults(handler=cmd_from_relations)
 
     flt = sub.add_parser("filter", help="keep the rows a model answers correctly")
@@ -53,6 +55,7 @@ def register(subparsers) -> None:
     flt.add_argument("--answer-map", default=None, help="yes/no answer map (default: shipped)")
     flt.add_argument("--batch-size", type=int, default=16)
     flt.add_argument("--out", required=True, help="kept rows; dropped go to <stem>.dropped.csv")
+    flt.add_argument("--force", action="store_true", help="replace outputs that exist")
     flt.set_defaults(handler=cmd_filter)
 
     val = sub.add_parser("validate", help="check a dataset file and list every problem")
@@ -67,11 +70,34 @@ def register(subparsers) -> None:
     val.set_defaults(handler=cmd_validate)
 
 
+# ---------------------------------------------------------------- outputs
+OUTPUT_SUFFIXES = (".csv", ".jsonl")
+
+
+def check_outputs(out: Path, siblings: list[Path], force: bool, inputs: list[Path] = ()) -> None:
+    """Before any work (a paid API call, a model load): the output's format follows its suffix,
+    no output is an input, and nothing is replaced without --force."""
+    if out.is_dir():
+        raise UserError(f"--out {out}: a folder; name the output file .csv or .jsonl")
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise UserError(f"--out {out}: suffix {out.suffix!r} is not a dataset format; use "
+                        f"{' or '.join(OUTPUT_SUFFIXES)} (the format follows the suffix)")
+    given = {Path(p).resolve() for p in inputs}
+    for path in [out, *siblings]:
+        if path.resolve() in given:
+            raise UserError(f"--out {out}: {path} is also an input; write somewhere else")
+    existing = [p for p in [out, *siblings] if p.exists()]
+    if existing and not force:
+        raise UserError(f"--out {out}: {existing[0]} exists; pass --force to replace it")
+
+
 # ---------------------------------------------------------------- generate
 
 def cmd_generate(args) -> int:
     from factcircuits.data.generate import DEFAULT_MODEL, GenerateConfig, generate_dataset
 
+    out = Path(args.out)
+    check_outputs(out, [out.with_name(out.stem + ".meta.json")], args.force)
     cfg = GenerateConfig(topic=args.topic, n=args.n, task=args.task,
                          model=args.model or DEFAULT_MODEL, balance=args.balance, seed=args.seed,
                          concurrency=args.concurrency, batch_size=args.batch_size,
@@ -103,6 +129,10 @@ def cmd_from_relations(args) -> int:
     out = Path(args.out)
     tasks = ["cloze", "yesno"] if args.task == "both" else [args.task]
     names = args.relation or list(DEFAULT_RELATIONS)
+    paths = [out.with_name(f"{out.stem}_{t}{out.suffix}") if len(tasks) > 1 else out
+             for t in tasks]
+    check_outputs(paths[0], [q for p in paths for q in (p, p.with_name(p.stem + ".meta.json"))
+                             if q != paths[0]], args.force)
     written = []
     for task in tasks:
         rows = derive(folder, names, task, args.n_per_relation, args.seed)
@@ -161,6 +191,9 @@ def cmd_filter(args) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     ds = datasets.load_dataset(args.dataset)
+    out = Path(args.out)
+    check_outputs(out, [out.with_name(out.stem + ".dropped.csv"),
+                        out.with_name(out.stem + ".meta.json")], args.force, [ds.path])
     try:
         from factcircuits.methods.evaluate import score_dataset
         from factcircuits.models import load_model
@@ -177,7 +210,6 @@ def cmd_filter(args) -> int:
         raise UserError("scoring returned no per-row 'metric'; cannot filter")
     metric = pd.Series(scores["metric"].to_numpy(), index=ds.rows.index[scores["_row"]])
     kept, dropped = split_by_margin(ds.rows, metric, args.min_margin)
-    out = Path(args.out)
     dropped_path = out.with_name(out.stem + ".dropped.csv")
     meta = {"source": ds.name, "source_path": str(ds.path), "source_sha256": ds.sha256,
             "model": getattr(lm, "provenance", {"spec": args.model}),
