@@ -405,6 +405,23 @@ def test_indexed_filling_picks_what_the_direct_rule_picks(seed):
     assert sum(bool(g) for g in got) > 40  # the comparison covers filled rows
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_indexed_filling_with_two_answers_and_a_foreign_counterfactual(seed):
+    """The path where most of a relation is excluded (every subject of the row's own answer):
+    two answers, counterfactuals that no row answers, so every partner comes from the whole
+    relation minus half of it."""
+    import random
+
+    rng = random.Random(7 + seed)
+    specs = [{"prompt": f"The capital of {name} is", "answer": rng.choice([" P", " Q"]),
+              "counterfactual": " Nowhere", "subject": name, "relation": "r"}
+             for name in (f"Land{rng.randrange(10**rng.randrange(1, 4))}" for _ in range(120))]
+    rows = _cloze_rows(specs)
+    got = make_counterfactual(rows, seed)["corrupted_subject"].tolist()
+    assert got == _reference_fill(rows, seed)["corrupted_subject"].tolist()
+    assert sum(bool(g) for g in got) > 100
+
+
 def test_filling_counterfactuals_fills_a_large_table():
     """48k rows took over 10 minutes when each row filtered the whole table; the time is
     measured by benchmarks/dataset_scale.py (10k against 40k rows), not here."""

@@ -31,23 +31,37 @@ def pick_partner(subject: str, candidates: list[str], rng: random.Random) -> str
 
 
 class _Without(Sequence):
-    """A sorted list minus a few of its items, indexable without copying it (so that
-    `rng.choice` draws exactly as it would from the filtered list)."""
+    """A sorted list minus the items at `gaps` (sorted indices), indexable without copying it,
+    so that `rng.choice` draws exactly as it would from the filtered list. Indexing is a
+    bisection: the k-th kept item is items[k + (gaps before it)], and a gap g[j] comes before
+    it exactly when the kept items before g[j], g[j] − j, are at most k."""
 
-    def __init__(self, items: list[str], drop: set[str]):
-        self.items = items
-        self.gaps = sorted(i for s in drop for i in [bisect.bisect_left(items, s)]
-                           if i < len(items) and items[i] == s)
+    def __init__(self, items: list[str], gaps: list[int]):
+        self.items, self.gaps = items, gaps
+        self.kept_before = [g - j for j, g in enumerate(gaps)]
 
     def __len__(self) -> int:
         return len(self.items) - len(self.gaps)
 
     def __getitem__(self, k: int) -> str:
-        for gap in self.gaps:
-            if gap > k:
-                break
-            k += 1
-        return self.items[k]
+        return self.items[k + bisect.bisect_right(self.kept_before, k)]
+
+    def rank(self, i: int) -> int:
+        """Position among the kept items of items[i] (itself kept)."""
+        return i - bisect.bisect_left(self.gaps, i)
+
+
+class _Skip(Sequence):
+    """A sequence minus its item at position `r`."""
+
+    def __init__(self, seq: Sequence, r: int):
+        self.seq, self.r = seq, r
+
+    def __len__(self) -> int:
+        return len(self.seq) - 1
+
+    def __getitem__(self, k: int) -> str:
+        return self.seq[k + (k >= self.r)]
 
 
 class SubjectPool:
@@ -62,6 +76,7 @@ class SubjectPool:
                 self.by_words.setdefault(key, {}).setdefault(len(s), set()).add(s)
         self._windows: dict[tuple, list[str]] = {}
         self._valid: dict[tuple, dict[int, int]] = {}
+        self._without: dict[tuple, _Without] = {}
 
     def _counts(self, words, base: frozenset[str]) -> dict[int, int]:
         """Per character length, the subjects of a word-count group not in `base` (cached:
@@ -89,7 +104,18 @@ class SubjectPool:
         if key not in self._windows:
             self._windows[key] = sorted(s for n, b in self.by_words[words].items()
                                         if abs(n - len(subject)) <= best + 2 for s in b)
-        return rng.choice(_Without(self._windows[key], base | {subject}))
+        window = self._windows[key]
+        # the window minus `base`, built once per (window, base): many rows share an answer,
+        # hence a base, and a base can hold most of the relation (two distinct answers)
+        if (key, base) not in self._without:
+            gaps = sorted(i for s in base for i in [bisect.bisect_left(window, s)]
+                          if i < len(window) and window[i] == s)
+            self._without[key, base] = _Without(window, gaps)
+        kept = self._without[key, base]
+        i = bisect.bisect_left(window, subject)
+        if i < len(window) and window[i] == subject and subject not in base:
+            return rng.choice(_Skip(kept, kept.rank(i)))
+        return rng.choice(kept)
 
 
 class _Relation:
