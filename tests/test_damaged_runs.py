@@ -112,3 +112,41 @@ def test_runs_json_is_strict_and_lists_damaged_runs(runs, capsys):
     assert by_id["good__run__1"]["status"] == "ok"
     assert main(["runs", "--runs-dir", str(runs)]) == 0  # the table prints too
     assert "top_head_dla=not computed" in capsys.readouterr().out
+
+
+def _wrong_type(kind):
+    """A JSON value that is not of `kind`."""
+    return 7 if kind is str or (isinstance(kind, tuple) and str in kind) else "a string"
+
+
+def test_every_record_field_of_the_wrong_type_is_damage_never_a_traceback(tmp_path, capsys,
+                                                                         monkeypatch):
+    from factcircuits.run.folders import RECORD_TYPES
+
+    root = tmp_path / "runs"
+    make_run(root, "good__run__1")
+    for key, kind in RECORD_TYPES.items():
+        folder = make_run(root, f"bad__{key}__1")
+        record = json.loads((folder / "run.json").read_text())
+        record[key] = _wrong_type(kind)
+        (folder / "run.json").write_text(json.dumps(record))
+    folder = make_run(root, "bad__naive_time__1")
+    record = json.loads((folder / "run.json").read_text())
+    record["finished"] = "2026-01-02T03:04:05"  # no time zone: age cannot be computed
+    (folder / "run.json").write_text(json.dumps(record))
+    (root / "bad__no_record__1").mkdir()  # a folder without run.json is listed, not dropped
+
+    good, damaged = scan_evidence(root)
+    reasons = dict(damaged)
+    assert [ev.run_id for ev in good] == ["good__run__1"]
+    for key in RECORD_TYPES:
+        assert f"'{key}' is a" in reasons[f"bad__{key}__1"], (key, reasons)
+    assert "has no time zone" in reasons["bad__naive_time__1"]
+    assert "no run.json" in reasons["bad__no_record__1"]
+    # the listing and the preview say so in one line each, the good run beside them
+    assert main(["runs", "--runs-dir", str(root)]) == 0
+    shown = capsys.readouterr().out
+    assert "good__run__1" in shown and shown.count("damaged:") == len(RECORD_TYPES) + 2
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    page, *_ = render.render(to="html", root=tmp_path, runs_root=root)
+    assert f"{len(RECORD_TYPES) + 2} run(s) left out" in page.read_text()

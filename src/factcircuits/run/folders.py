@@ -25,6 +25,7 @@ meanwhile.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -73,6 +74,37 @@ def is_run_folder(folder: Path) -> bool:
     return not folder.name.startswith(("_", ".")) and (folder / RUN_JSON).is_file()
 
 
+# What every reader of run.json relies on: a field of another type is damage, said once here,
+# not a traceback in `runs`, render or publish.
+RECORD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "run_id": str, "status": str, "parameters": dict, "notebooks": list, "model": dict,
+    "headline": dict, "git": dict, "started": str, "finished": str}
+
+
+def record_problem(record: Any) -> str | None:
+    """What is wrong with a run.json's shape (field types, timestamps), or None."""
+    if not isinstance(record, dict):
+        return f"{RUN_JSON} is not a JSON object"
+    if "run_id" not in record:
+        return f"{RUN_JSON} has no run_id"
+    for key, kind in RECORD_TYPES.items():
+        value = record.get(key)
+        if value is not None and not isinstance(value, kind):
+            return (f"{RUN_JSON}: {key!r} is a {type(value).__name__}, expected "
+                    f"{getattr(kind, '__name__', kind)}")
+    if not all(isinstance(nb, dict) for nb in record.get("notebooks") or []):
+        return f"{RUN_JSON}: 'notebooks' holds an entry that is not an object"
+    for key in ("started", "finished"):
+        if record.get(key):
+            try:
+                stamp = dt.datetime.fromisoformat(record[key])
+            except ValueError:
+                return f"{RUN_JSON}: {key!r} = {record[key]!r} is not an ISO time"
+            if stamp.tzinfo is None:
+                return f"{RUN_JSON}: {key!r} = {record[key]!r} has no time zone"
+    return None
+
+
 def scan_runs(runs_root: Path | None = None) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
     """(runs, damaged): run.json of every accepted run with `run_dir` added, and the run
     folders whose run.json cannot be read, with the reason. A damaged run never breaks the
@@ -82,14 +114,19 @@ def scan_runs(runs_root: Path | None = None) -> tuple[list[dict[str, Any]], list
     if not root.is_dir():
         return runs, damaged
     for folder in sorted(root.glob("*")):
-        if not is_run_folder(folder):
+        if folder.name.startswith(("_", ".")) or not folder.is_dir():
+            continue
+        if not (folder / RUN_JSON).is_file():  # listed, never silently dropped
+            damaged.append((folder, f"no {RUN_JSON} (not a finished run)"))
             continue
         try:
             info = json.loads((folder / RUN_JSON).read_text())
-            if not isinstance(info, dict) or "run_id" not in info:
-                raise ValueError("no run_id")
         except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError too
             damaged.append((folder, f"{RUN_JSON} unreadable ({str(exc).splitlines()[0][:80]})"))
+            continue
+        problem = record_problem(info)
+        if problem:
+            damaged.append((folder, problem))
             continue
         info["run_dir"] = folder
         runs.append(info)
