@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from plotly.offline import get_plotlyjs
 from test_quarto_project import copy_project
+from test_render import leaked_reprs, rendered_text
 
 from factcircuits.report.offline import PLOTLY_DIR, external_assets
 from factcircuits.run import pipeline
@@ -107,6 +108,21 @@ def test_one_run_with_leftover_staging_and_failed_folders(tmp_path):
     text = pdf_text(pdfs[0])
     for forbidden in ("IPython.core", "open_session_from", "import ", "init_notebook"):
         assert forbidden not in text, forbidden
+    # no value's repr: the fixture notebook's last cell returns the headline's path
+    assert leaked_reprs(text) == []
+    for name in ("01_first", "02_second"):
+        assert leaked_reprs(rendered_text((site / "report" / "runs" / result.run_id
+                                           / f"{name}.html").read_text())) == []
+    # citations resolved, with the References appendix in the site and the PDF; the model as
+    # loaded in the methods appendix; the title scoped to the run
+    assert "[@" not in text and "@meng2022rome" not in text
+    references = text[text.rindex("References"):]
+    assert "Locating and Editing Factual Associations in GPT" in references
+    assert "Meng, Kevin" in references or "Meng, K." in references
+    methods = (site / "report" / "methods.html").read_text()
+    assert "Meng et al." in methods and "as loaded" in rendered_text(methods)
+    assert "Locating and Editing" in (site / "report" / "references.html").read_text()
+    assert "Fact recall in default" in text
     assert text.index("Findings") < text.index("Fixture notebook one")
     assert near_empty_pages(pdfs[0]) == []  # chapters start on the next page, not an odd one
     if static_export_available():  # each of the run's two figures is an image in the PDF

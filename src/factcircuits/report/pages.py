@@ -160,7 +160,9 @@ def run_part_markdown(ev: Run, anchors: bool = True) -> str:
     from factcircuits.report.findings import run_markdown
 
     lines = run_markdown(ev, level=2, anchors=anchors).splitlines()
-    return "\n".join(lines[1:]).lstrip("\n") + "\n"
+    # its sections stay out of the contents (they would be listed under the chapter before)
+    text = "\n".join(lines[1:]).lstrip("\n") + "\n"
+    return text.replace("{.unnumbered}", "{.unnumbered .unlisted}")
 
 
 def part_file(ev: Run) -> Path:

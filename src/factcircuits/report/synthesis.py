@@ -60,9 +60,9 @@ def overview_table(runs: list[Run]) -> str:
     two or more runs): the sample, accuracy, where restoring the MLP at the last subject
     token peaks (causal tracing and activation patching), the subject knockout window, the
     head with the largest direct effect and the cross-method checks."""
-    rows = ["| run | prompts (analysed) | accuracy | MLP peak, last subject token: tracing AIE "
-            "| MLP peak, last subject token: patching | subject knockout: P(answer) change "
-            "| top head: DLA | checks agreeing |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | prompts (analysed) | accuracy | tracing: MLP peak | patching: MLP peak "
+            "| subject knockout | top head (DLA) | checks agreeing |",
+            "|---|---|---|---|---|---|---|---|"]
     for i, ev in enumerate(runs, 1):
         f = run_findings(ev)
         tc = ev.headline(task_check.METHOD)
@@ -217,10 +217,14 @@ def front_page_markdown(runs: list[Run], anchors: bool = True) -> str:
     if len(runs) == 1:
         return run_markdown(runs[0], level=2, anchors=anchors)
     shared = across_runs(runs)
-    parts = [f"**{len(runs)} runs.** Each row is one run; intervals are 95% bootstrap "
-             "intervals over its prompts, layer ranges hold the peak in 95% of resamples, and "
-             "prompts are those scored (in parentheses: those the model knows, which the "
-             "mechanistic methods analyse).", "", overview_table(runs), ""]
+    parts = [f"**{len(runs)} runs.** Each row is one run: the prompts scored (in parentheses "
+             "those the model knows, which the mechanistic methods analyse); where restoring "
+             "the MLP at the last subject token peaks, by causal tracing (indirect effect) and "
+             "by activation patching (share of the clean−corrupted gap), as layer (range of "
+             "layers holding the peak in 95% of resamples): effect; the layers whose blocked "
+             "attention to the subject lowers P(answer) most, with the change; the head with "
+             "the largest direct logit attribution. Brackets: 95% bootstrap intervals over the "
+             "run's prompts.", "", overview_table(runs), ""]
     parts += [p + "\n" for p in model_paragraphs(runs)]
     if shared:
         parts += [f"**Across models and datasets.** {' '.join(shared)}", ""]
