@@ -204,3 +204,43 @@ def test_quarto_render_after_a_run_was_deleted_and_its_version(two_versions, tmp
     record = json.loads((version / "version.json").read_text())
     assert record["kind"] == "quarto" and len(record["runs"]) == 2
     assert (version / "site" / "index.html").read_text() == "<body>site</body>"
+
+
+def test_publish_keeps_what_it_does_not_own_and_never_follows_a_damaged_id(
+        two_versions, tmp_path, monkeypatch, capsys):
+    root, v1, v2, _ = two_versions
+    monkeypatch.setenv("FACTCIRCUITS_ROOT", str(root))
+    # a gh-pages branch holding a custom domain (CNAME) before the first publish
+    remote, seed = tmp_path / "remote.git", tmp_path / "seed"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    subprocess.run(["git", "init", "-q", "-b", "gh-pages", str(seed)], check=True)
+    (seed / "CNAME").write_text("facts.example.org\n")
+    git = ["git", "-C", str(seed), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "CNAME"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "domain"], check=True)
+    subprocess.run([*git, "push", "-q", str(remote), "gh-pages"], check=True)
+    assert cli.main(["publish", "--gh-pages", str(remote)]) == 0
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "--branch", "gh-pages", str(remote), str(clone)],
+                   check=True)
+    assert (clone / "CNAME").read_text() == "facts.example.org\n"
+    check_site(clone, v1.name, v2.name)
+    # a version whose id is a path, one with a wrong type, one unreadable: each said and left
+    # out, nothing written outside --to
+    store = tmp_path / "store"
+    for name, change in (("escape", lambda r: r | {"id": "../../../x"}),
+                         ("typed", lambda r: r | {"runs": "none"}), ("broken", None)):
+        shutil.copytree(v1, store / name)
+        path = store / name / "version.json"
+        path.write_text("{oops" if change is None else json.dumps(change(
+            json.loads(path.read_text()))))
+    shutil.copytree(v2, store / v2.name)
+    out = tmp_path / "deep" / "a" / "b" / "site"
+    assert cli.main(["publish", "--to", str(out), "--versions-dir", str(store)]) == 0
+    err = capsys.readouterr().err
+    assert "note: version escape left out: version.json: id '../../../x' is not a plain " \
+           "folder name" in err
+    assert "note: version typed left out: version.json: 'runs' is a str" in err
+    assert "note: version broken left out: version.json unreadable" in err
+    assert not (tmp_path / "deep" / "x").exists() and not (tmp_path / "x").exists()
+    assert [p.name for p in (out / "versions").iterdir() if p.is_dir()] == [v2.name]

@@ -27,8 +27,14 @@ def handle(args) -> int:
     from factcircuits.report.versions import VERSIONS
     from factcircuits.run.folders import project_root
 
+    import sys
+
+    from factcircuits.report.versions import scan_versions
+
     root = Path(project_root())
     store = args.versions_dir or root / VERSIONS
+    for name, why in scan_versions(store)[1]:  # said, not silently dropped
+        print(f"note: version {name} left out: {why}", file=sys.stderr)
     if args.to is not None:
         records = publish.publish_folder(store, args.to)
         where = f"{args.to.resolve()}/latest/index.html"

@@ -106,6 +106,10 @@ def versions_page(records: list[dict[str, Any]]) -> str:
     return "\n".join(parts + blocks[::-1] + ["</body></html>"])
 
 
+# What `assemble` writes at the top of the site: on a gh-pages branch only these are replaced.
+OWNED = ("versions", "latest", "index.html", ".nojekyll", MARK)
+
+
 def assemble(store: Path, out: Path) -> list[dict[str, Any]]:
     """Write the published site for every version in `store` into the new folder `out`."""
     records = load_versions(store)
@@ -186,7 +190,9 @@ def publish_gh_pages(store: Path, remote: str, checkout: Path,
         if has_branch.returncode == 0:
             _git("fetch", "-q", "--depth=1", url, branch, cwd=work)
             _git("checkout", "-q", "-B", branch, "FETCH_HEAD", cwd=work)
-            _git("rm", "-rq", "--ignore-unmatch", ".", cwd=work)
+            # only what publish writes is replaced: CNAME, a README or anything else the
+            # branch holds stays
+            _git("rm", "-rq", "--ignore-unmatch", "--", *OWNED, cwd=work)
         elif has_branch.returncode == 2:  # reachable, no such branch yet
             _git("checkout", "-q", "--orphan", branch, cwd=work)
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import math
 import os
 import shutil
@@ -77,19 +78,55 @@ def record_version(site: Path, root: Path, info: dict[str, Any], runs: list[Run]
     return target
 
 
-def load_versions(store: Path) -> list[dict[str, Any]]:
-    """Every recorded version, oldest first; each record gets `folder` (its path)."""
-    found = []
+VERSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a folder name, never a path
+
+
+def version_problem(record: Any) -> str | None:
+    """What is wrong with a version.json's shape, or None: its id names a folder of the
+    published site, so it must be a plain name (no separator, no '..')."""
+    if not isinstance(record, dict):
+        return "version.json is not a JSON object"
+    vid = record.get("id")
+    if not isinstance(vid, str) or not VERSION_ID.match(vid):
+        return f"version.json: id {vid!r} is not a plain folder name"
+    for key, kind in (("date", str), ("package", str), ("commit", str), ("runs", list)):
+        if key in record and not isinstance(record[key], kind):
+            return f"version.json: {key!r} is a {type(record[key]).__name__}, expected " \
+                   f"{kind.__name__}"
+    if not all(isinstance(r, dict) for r in record.get("runs") or []):
+        return "version.json: 'runs' holds an entry that is not an object"
+    pdf = record.get("pdf")
+    if pdf is not None and (not isinstance(pdf, str) or ".." in Path(pdf).parts
+                            or Path(pdf).is_absolute()):
+        return f"version.json: pdf {pdf!r} is not a path inside the version"
+    return None
+
+
+def scan_versions(store: Path) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """(versions, damaged): every recorded version, oldest first, each with `folder` (its
+    path); and (folder name, what is wrong) for each version that cannot be published."""
+    found, damaged = [], []
     for path in sorted(Path(store).glob("*/version.json")):
         if path.parent.name.startswith("."):
             continue  # one being written
         try:
             record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # a damaged record is skipped, not fatal
-        if isinstance(record, dict) and record.get("id") and (path.parent / SITE).is_dir():
-            found.append({**record, "folder": path.parent})
-    return sorted(found, key=lambda r: (r.get("date") or "", r["id"]))
+        except (OSError, ValueError) as exc:
+            damaged.append((path.parent.name, f"version.json unreadable "
+                                              f"({str(exc).splitlines()[0][:80]})"))
+            continue
+        problem = version_problem(record) or (
+            None if (path.parent / SITE).is_dir() else f"no {SITE}/ folder")
+        if problem:
+            damaged.append((path.parent.name, problem))
+            continue
+        found.append({**record, "folder": path.parent})
+    return sorted(found, key=lambda r: (r.get("date") or "", r["id"])), damaged
+
+
+def load_versions(store: Path) -> list[dict[str, Any]]:
+    """Every publishable version, oldest first (see `scan_versions` for the others)."""
+    return scan_versions(store)[0]
 
 
 # ------------------------------------------------------------------------------ changelog
