@@ -436,6 +436,21 @@ def test_refuses_to_overwrite_or_write_over_an_input(refuse, tmp_path):
     assert existing.read_text().endswith("Paris, Rome\n")  # untouched
 
 
+def test_refuses_runs_folders_that_cannot_be_meant(refuse, tmp_path):
+    refuse("`run --runs-dir ''` (would write runs into the current folder)",
+           ["run", "--model", "tiny", "--dataset", FIXTURE_DATASET, "--notebooks-dir", NOTEBOOKS,
+            "--runs-dir", ""], "--runs-dir '': empty; name the folder", checked=CLI)
+    refuse("`render --runs-dir <a folder that does not exist>`",
+           ["render", "--runs-dir", tmp_path / "nowhere"], "nowhere: no such folder",
+           checked=CLI)
+    refuse("`runs --runs-dir <a folder that does not exist>`",
+           ["runs", "--runs-dir", tmp_path / "nowhere"], "nowhere: no such folder", checked=CLI)
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "gone")
+    refuse("`run --runs-dir <a link to a missing folder>`",
+           run_args(tmp_path, "--runs-dir", dangling), "is a link to", checked=PLAN)
+
+
 def test_refuses_empty_inspect_prompt(refuse):
     refuse('`inspect --prompt ""`', ["inspect", "--model", "tiny", "--prompt", ""],
            "--prompt '' is empty", checked=CLI)

@@ -152,11 +152,12 @@ def test_scrub_removes_secrets_tokens_and_home(monkeypatch, tmp_path):
 
 
 def test_grid_makes_one_parameter_set_per_combination():
+    # grid values stay text until the run types them by their declaration (010 is not 8)
     sets = parameter_sets(["n_prompts=4,8", "seed=0,1"], {"task": "cloze"})
-    assert sets == [{"task": "cloze", "n_prompts": 4, "seed": 0},
-                    {"task": "cloze", "n_prompts": 4, "seed": 1},
-                    {"task": "cloze", "n_prompts": 8, "seed": 0},
-                    {"task": "cloze", "n_prompts": 8, "seed": 1}]
+    assert sets == [{"task": "cloze", "n_prompts": "4", "seed": "0"},
+                    {"task": "cloze", "n_prompts": "4", "seed": "1"},
+                    {"task": "cloze", "n_prompts": "8", "seed": "0"},
+                    {"task": "cloze", "n_prompts": "8", "seed": "1"}]
     assert parameter_sets([], {"seed": 3}) == [{"seed": 3}]
     with pytest.raises(UserError, match="--grid seed: set once"):
         parameter_sets(["seed=1,2"], {"seed": 3})

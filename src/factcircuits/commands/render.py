@@ -9,7 +9,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "render", help="render the write-up (Quarto; a preview HTML without it)")
     parser.add_argument("--to", choices=("html", "pdf", "all"), default="html")
-    parser.add_argument("--runs-dir", type=Path, help="default: report/runs/")
+    parser.add_argument("--runs-dir", help="default: report/runs/")
     parser.set_defaults(handler=handle)
 
 
@@ -20,7 +20,7 @@ def handle(args) -> int:
     from factcircuits.report.render import render
     from factcircuits.run import folders
 
-    runs_root = args.runs_dir
+    runs_root = folders.given_runs_dir(args.runs_dir, must_exist=True)
     if runs_root is not None and runs_root.exists() and not runs_root.is_dir():
         raise UserError(f"--runs-dir {runs_root} is a file, not a folder; pass the folder "
                         "that holds the runs")

@@ -98,7 +98,7 @@ def add_run_arguments(parser) -> None:
     parser.add_argument("--device", help="cpu, cuda, mps or auto")
     parser.add_argument("--notebooks-dir", type=Path, help="folder of NN_*.py notebooks "
                         "(default: analysis/, or $FACTCIRCUITS_NOTEBOOKS)")
-    parser.add_argument("--runs-dir", type=Path, help="where run folders go "
+    parser.add_argument("--runs-dir", help="where run folders go "
                         "(default: report/runs/, or $FACTCIRCUITS_RUNS)")
     add_threads_argument(parser)
 
@@ -146,6 +146,7 @@ def handle(args) -> int:
     from factcircuits.run import folders, pipeline
     from factcircuits.run.threads import resolve_threads
 
+    args.runs_dir = folders.given_runs_dir(args.runs_dir)
     select = selected_notebooks(args.notebooks)
     plan = pipeline.plan_run(args.model, args.dataset, overrides_from_args(args),
                              notebooks_dir=args.notebooks_dir, select=select,

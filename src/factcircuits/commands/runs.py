@@ -9,7 +9,7 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("runs", help="list runs with status, age and headline numbers")
-    parser.add_argument("--runs-dir", type=Path, help="default: report/runs/")
+    parser.add_argument("--runs-dir", help="default: report/runs/")
     parser.add_argument("--json", action="store_true", help="one JSON list")
     parser.set_defaults(handler=handle)
 
@@ -36,7 +36,8 @@ def handle(args) -> int:
     from factcircuits.results.jsonsafe import json_safe
     from factcircuits.run import folders, in_progress
 
-    runs_root = Path(args.runs_dir or folders.default_runs_root())
+    runs_root = Path(folders.given_runs_dir(args.runs_dir, must_exist=True)
+                     or folders.default_runs_root())
     if runs_root.exists() and not runs_root.is_dir():
         raise UserError(f"runs folder {runs_root} is a file, not a folder; pass --runs-dir "
                         "with the folder that holds the runs")

@@ -105,6 +105,9 @@ def plan_cells(args) -> list[Cell]:
     from factcircuits.commands.run import overrides_from_args
     from factcircuits.run import pipeline
 
+    from factcircuits.run.folders import given_runs_dir
+
+    args.runs_dir = given_runs_dir(args.runs_dir)
     models, datasets = _split(args.models, "--models"), _split(args.datasets, "--datasets")
     sets = parameter_sets(args.grid, overrides_from_args(args))
     select = [s.strip() for s in args.notebooks.split(",") if s.strip()] if args.notebooks else None
@@ -138,7 +141,7 @@ def run_complete(runs_root: Path, run_id: str) -> bool:
 def runs_root_of(args) -> Path:
     from factcircuits.run import folders
 
-    return Path(args.runs_dir or folders.default_runs_root())
+    return Path(folders.given_runs_dir(args.runs_dir) or folders.default_runs_root())
 
 
 # ------------------------------------------------------------------ local

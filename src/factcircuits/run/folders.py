@@ -176,10 +176,29 @@ def move_failed(staging: Path, failed_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------ the runs folder itself
+def given_runs_dir(text: str | None, must_exist: bool = False) -> Path | None:
+    """`--runs-dir` as typed: None when not given; '' is refused (Path('') is the current
+    folder, never what was meant); with `must_exist` (render, runs) a missing folder is
+    refused rather than read as no runs."""
+    if text is None:
+        return None
+    if not str(text).strip():
+        raise UserError("--runs-dir '': empty; name the folder that holds the runs (or leave "
+                        "the option out for report/runs/)")
+    path = Path(text).expanduser()
+    if must_exist and not path.exists():
+        raise UserError(f"--runs-dir {text}: no such folder; name the folder that holds the "
+                        "runs")
+    return path
+
+
 def check_runs_root(runs_root: Path) -> None:
     """Before a run: `runs_root` is a folder we can write into, or can be created."""
     runs_root = Path(runs_root)
     fix = "pass --runs-dir (or set FACTCIRCUITS_RUNS) to a writable folder"
+    if runs_root.is_symlink() and not runs_root.exists():
+        raise UserError(f"runs folder {runs_root} is a link to {os.readlink(runs_root)}, which "
+                        f"does not exist; {fix}")
     existing = runs_root
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
