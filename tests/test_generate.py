@@ -81,9 +81,10 @@ def server(monkeypatch):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             assert self.path == "/v1/chat/completions"
             status, payload = fake.respond(body)
-            data = json.dumps(payload).encode()
+            html = isinstance(payload, str)  # a proxy's page instead of the API's JSON
+            data = payload.encode() if html else json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "text/html" if html else "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -299,3 +300,21 @@ def test_failed_data_write_leaves_no_orphan_sidecar(server, tmp_path, monkeypatc
 def test_config_values_below_one_are_refused(field, value):
     with pytest.raises(UserError, match=f"{value}: must be"):
         config(**{field: value}).check()
+
+
+def test_an_endpoint_that_never_answers_is_one_line_within_the_deadline(server, tmp_path,
+                                                                         capsys):
+    server.delay = 5.0  # accepts the connection, answers after every deadline
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"^no dataset within --deadline 1 s \(\d+ requests"):
+        generate_dataset(config(timeout=0.3, deadline=1.0, max_attempts=5), tmp_path / "o.csv")
+    assert time.monotonic() - started < 4  # the deadline, not 5 attempts × the timeout
+    said = capsys.readouterr().err
+    assert "dataset generate: request failed (APITimeoutError" in said and "retry 2 of 5" in said
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_an_html_page_with_status_200_is_one_line(server, tmp_path):
+    server.default = (200, "<html><body>Please log in to the proxy</body></html>")
+    with pytest.raises(UserError, match="answered with something other than the API's JSON"):
+        generate_dataset(config(), tmp_path / "o.csv")

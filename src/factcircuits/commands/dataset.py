@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     gen.add_argument("--concurrency", type=int, default=4)
     gen.add_argument("--batch-size", type=int, default=10, help="items asked per request")
     gen.add_argument("--max-attempts", type=int, default=5, help="tries per request")
+    gen.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    gen.add_argument("--deadline", type=float, default=900.0,
+                     help="seconds for the whole generation, retries included")
     gen.add_argument("--out", required=True, help="output .csv or .jsonl")
     gen.add_argument("--force", action="store_true", help="replace --out if it exists")
     gen.set_defaults(handler=cmd_generate)
@@ -71,7 +74,7 @@ def register(subparsers) -> None:
 
 
 # ---------------------------------------------------------------- outputs
-OUTPUT_SUFFIXES = (".csv", ".jsonl")
+OUTPUT_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 
 
 def check_outputs(out: Path, siblings: list[Path], force: bool, inputs: list[Path] = ()) -> None:
@@ -101,7 +104,8 @@ def cmd_generate(args) -> int:
     cfg = GenerateConfig(topic=args.topic, n=args.n, task=args.task,
                          model=args.model or DEFAULT_MODEL, balance=args.balance, seed=args.seed,
                          concurrency=args.concurrency, batch_size=args.batch_size,
-                         max_attempts=args.max_attempts)
+                         max_attempts=args.max_attempts, timeout=args.timeout,
+                         deadline=args.deadline)
     frame, meta = generate_dataset(cfg, args.out)
     usage = meta["usage"]
     cost = meta["cost_estimate_usd"]

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -110,6 +111,7 @@ class GenerateConfig:
     backoff: float = 1.0  # seconds before the first retry; doubles each retry
     max_backoff: float = 30.0
     timeout: float = 60.0  # per request, seconds
+    deadline: float = 900.0  # the whole generation, retries included, seconds
     max_rounds: int = 4  # first round plus top-ups
     temperature: float = 0.7
     near_dup_ratio: float = 0.9  # difflib ratio at which two same-label items are duplicates
@@ -128,8 +130,9 @@ class GenerateConfig:
                             ("max_rounds", self.max_rounds)):
             if value < 1:
                 raise UserError(f"{flag} {value}: must be at least 1")
-        if self.timeout <= 0:
-            raise UserError(f"timeout {self.timeout}: must be more than 0 seconds")
+        for flag, value in (("--timeout", self.timeout), ("--deadline", self.deadline)):
+            if not value > 0:
+                raise UserError(f"{flag} {value}: must be more than 0 seconds")
 
 
 @dataclass
@@ -195,6 +198,10 @@ class Generator:
                         model=cfg.model, messages=messages, seed=seed,
                         temperature=cfg.temperature, response_format=response_schema(cfg.task),
                     )
+                if not hasattr(resp, "choices"):  # e.g. a proxy's HTML login page, status 200
+                    raise UserError(f"{self.client.base_url} answered with something other "
+                                    f"than the API's JSON ({one_line(str(resp))[:60]!r}); "
+                                    "check OPENAI_BASE_URL")
                 if resp.usage is not None:
                     self.usage.prompt_tokens += resp.usage.prompt_tokens or 0
                     self.usage.completion_tokens += resp.usage.completion_tokens or 0
@@ -227,7 +234,11 @@ class Generator:
             if attempt < cfg.max_attempts:
                 self.usage.retries += 1
                 delay = min(cfg.max_backoff, cfg.backoff * 2 ** (attempt - 1))
-                await asyncio.sleep(delay * (0.5 + 0.5 * self.jitter.random()))
+                delay *= 0.5 + 0.5 * self.jitter.random()
+                # said as it happens: a silent wait looks like a hang
+                print(f"dataset generate: request failed ({_describe(last)}); retry "
+                      f"{attempt + 1} of {cfg.max_attempts} in {delay:.0f} s", file=sys.stderr)
+                await asyncio.sleep(delay)
         raise UserError(f"gave up after {cfg.max_attempts} attempts ({_describe(last)}); "
                         "try again later or lower --concurrency")
 
@@ -304,7 +315,12 @@ async def _generate(cfg: GenerateConfig) -> tuple[list[dict], dict]:
     started = time.time()
     try:
         gen = Generator(cfg, client)
-        rows = await gen.run()
+        try:
+            rows = await asyncio.wait_for(gen.run(), cfg.deadline)
+        except TimeoutError:
+            raise UserError(f"no dataset within --deadline {cfg.deadline:g} s "
+                            f"({gen.usage.requests} requests, {gen.usage.retries} retries); "
+                            f"check that {client.base_url} answers, or raise --deadline") from None
     finally:
         await client.close()
     meta = {
