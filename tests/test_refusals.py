@@ -127,6 +127,39 @@ def test_refuses_cloze_answer_without_leading_space(refuse, tmp_path):
            "prompt 'The capital of France is': write ' Paris'", checked=VALIDATE)
 
 
+def test_refuses_dataset_columns_and_fields_that_mean_something_else(refuse, tmp_path):
+    """Knowable from the file alone, so said by `dataset validate` and before a run loads a
+    model (not in notebook 05, not as "missing 'label'")."""
+    spaced = write(tmp_path / "spaced.csv", "prompt, answer,counterfactual\n"
+                   "The capital of France is, Paris, Rome\n")
+    refuse("a header ' answer' (with a space)", ["dataset", "validate", spaced],
+           "column ' answer' is not a known column; did you mean 'answer'?", checked=VALIDATE)
+    capital = write(tmp_path / "capital.csv", "Prompt,answer,counterfactual\n"
+                    "The capital of France is, Paris, Rome\n")
+    refuse("a header 'Prompt' (capitalised)", ["dataset", "validate", capital],
+           "column 'Prompt' is not a known column; did you mean 'prompt'?", checked=VALIDATE)
+    misspelt = write(tmp_path / "subjet.csv", CLOZE[:-1] + ",subjet\n"
+                     "The capital of France is, Paris, Rome,France\n")
+    refuse("a misspelt column 'subjet'", ["dataset", "validate", misspelt],
+           "column 'subjet' is not a known column; did you mean 'subject'?", checked=VALIDATE)
+    elsewhere = write(tmp_path / "elsewhere.csv", CLOZE[:-1] + ",subject\n"
+                      "The capital of France is, Paris, Rome,Italy\n")
+    refuse("a subject that is not in its prompt", ["dataset", "validate", elsewhere],
+           "row 1, field 'subject': 'Italy' is not in the prompt", checked=VALIDATE)
+    refuse("the same in a run (before the model loads)",
+           run_args(tmp_path, "--dataset", elsewhere), "'Italy' is not in the prompt")
+    listed = write(tmp_path / "listed.jsonl", '{"prompt": ["The capital of France is"], '
+                   '"answer": " Paris", "counterfactual": " Rome"}\n')
+    refuse("a list in a text field (JSON)", ["dataset", "validate", listed],
+           "row 1, field 'prompt': a list (['The capital of France is']); write text",
+           checked=VALIDATE)
+    not_a_number = write(tmp_path / "nan.jsonl", '{"prompt": "The capital of France is", '
+                         '"answer": " Paris", "counterfactual": " Rome", "relation": NaN}\n')
+    refuse("a relation of NaN (JSON)", ["dataset", "validate", not_a_number],
+           "line 1: NaN is not JSON; write null (or leave the field out) or text",
+           checked=VALIDATE)
+
+
 def test_refuses_text_that_changes_the_tokens_unseen(refuse, tmp_path):
     """Each is accepted by the eye and changes the model's input: on the default model a
     prompt's trailing space before ' Paris' takes P(answer) from 0.77 to 0.01."""

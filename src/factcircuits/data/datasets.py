@@ -13,6 +13,7 @@ word/character-length equality in `corruption_note`; patching code groups or ski
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -154,6 +155,10 @@ def check_frame(frame: pd.DataFrame, path: Path | str) -> tuple[pd.DataFrame, li
     frame, crlf = text.normalise_cells(frame, texts)
     problems += text.control_problems(frame, path, texts)
     problems += text.invisible_problems(frame, path, texts)
+    problems += column_name_problems(frame.columns, path)
+    problems += text_type_problems(frame, path, texts)
+    if problems:  # a misnamed column or a list in a text field makes every later check wrong
+        return frame, problems
     missing = [c for c in required if c not in frame.columns]
     if missing:
         return frame, [
@@ -176,6 +181,10 @@ def check_frame(frame: pd.DataFrame, path: Path | str) -> tuple[pd.DataFrame, li
         row["task"] = task
         if not row["prompt"].strip():
             problems.append(f"{where}, field 'prompt': empty prompt; write the question/prefix")
+        elif row["subject"].strip() and row["subject"].strip() not in row["prompt"]:
+            problems.append(f"{where}, field 'subject': {row['subject'].strip()!r} is not in the "
+                            f"prompt {_tail(row['prompt'])!r}; write it as the prompt spells it "
+                            "(the analyses find the subject's tokens in the prompt)")
         if task == "yesno" or ("label" in raw and _cell(raw.get("label")).strip()):
             label = _parse_label(raw.get("label"))
             if label is None:
@@ -217,6 +226,40 @@ def check_frame(frame: pd.DataFrame, path: Path | str) -> tuple[pd.DataFrame, li
         [text.line_ending_note(crlf)] if crlf else [])
     _warn_duplicates(rows, path)
     return rows, problems
+
+
+def column_name_problems(columns, path) -> list[str]:
+    """A header that means a known column but does not spell it (' answer', 'Prompt',
+    'subjet'): named with the column it resembles, instead of a later 'missing column'."""
+    problems = []
+    for name in map(str, columns):
+        if name in COLUMNS:
+            continue
+        plain = name.strip().lower()
+        close = ([plain] if plain in COLUMNS else
+                 difflib.get_close_matches(plain, COLUMNS, n=1, cutoff=0.8))
+        if close and close[0] not in columns:
+            problems.append(f"{path}: column {name!r} is not a known column; did you mean "
+                            f"{close[0]!r}? (names are lower case, without spaces)")
+    return problems
+
+
+def text_type_problems(frame: pd.DataFrame, path, columns, limit: int = 20) -> list[str]:
+    """Text fields hold text: a list, an object, a number or true/false in one (JSON, parquet)
+    would be scored as its Python repr ("['The capital of France is']")."""
+    problems = []
+    for column in columns:
+        if column not in frame.columns:
+            continue
+        for i, value in enumerate(frame[column].tolist()):
+            empty = value is None or (isinstance(value, float) and pd.isna(value))  # absent
+            if not empty and not isinstance(value, str):
+                problems.append(f"{path}: row {i + 1}, field {column!r}: a "
+                                f"{type(value).__name__} ({str(value)[:40]}); write text "
+                                "(a quoted string)")
+                if len(problems) >= limit:
+                    return problems
+    return problems
 
 
 def _warn_duplicates(rows: pd.DataFrame, path) -> None:

@@ -87,13 +87,23 @@ def read_table(path: Path) -> tuple[bytes, pd.DataFrame]:
         raise DatasetError(f"{path}: empty file; expected a header row and data rows") from None
 
 
+def _no_constants(where: str):
+    """json's `parse_constant`: NaN, Infinity and -Infinity are not JSON (Python accepts
+    them, and a NaN relation would silently become no relation)."""
+    def refuse(name):
+        raise DatasetError(f"{where}: {name} is not JSON; write null (or leave the field out) "
+                           "or text")
+    return refuse
+
+
 def _json_lines(path: Path, text: str) -> pd.DataFrame:
     records = []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line, object_pairs_hook=no_repeated_keys(path, f"line {n}"))
+            obj = json.loads(line, object_pairs_hook=no_repeated_keys(path, f"line {n}"),
+                             parse_constant=_no_constants(f"{path}: line {n}"))
         except json.JSONDecodeError as exc:
             hint = ("; a JSON array belongs in a .json file" if n == 1 and line.lstrip()
                     .startswith("[") else "; one JSON object per line")
@@ -107,7 +117,8 @@ def _json_lines(path: Path, text: str) -> pd.DataFrame:
 
 def _json_array(path: Path, text: str) -> pd.DataFrame:
     try:
-        data = json.loads(text, object_pairs_hook=no_repeated_keys(path, "the array"))
+        data = json.loads(text, object_pairs_hook=no_repeated_keys(path, "the array"),
+                          parse_constant=_no_constants(f"{path}"))
     except json.JSONDecodeError as exc:
         hint = ("; one object per line is JSON Lines: name the file .jsonl"
                 if exc.msg == "Extra data" else "")
