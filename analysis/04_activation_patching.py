@@ -67,7 +67,7 @@ from factcircuits.methods import patching as P
 from factcircuits.methods.positions import CLASS_TITLES
 from factcircuits.methods.uncertainty import layer_with_range, with_interval
 from factcircuits.results.store import Results
-from factcircuits.results.wording import class_counts_text
+from factcircuits.results.wording import class_labels
 from factcircuits.run.display import diverging_limit
 
 out = Results(run_dir, chapter.METHOD)
@@ -95,13 +95,14 @@ else:
 # %%
 for component in results:
     grid = summary.class_grid(component)
-    counts = class_counts_text(summary.positions, CLASS_TITLES, grid.columns)
+    named = class_labels(summary.positions, CLASS_TITLES, grid.columns)  # 'last token (n=4)'
     lim = diverging_limit(grid)  # symmetric around 0, covering every value (at least ±1)
     fig = px.imshow(grid.T, aspect="auto", color_continuous_scale="RdBu", zmin=-lim, zmax=lim,
                     labels={"x": "layer", "y": "token class", "color": "normalized"},
                     title=f"Patching the {P.COMPONENT_TITLES[component]}: normalized effect"
-                          f"<br><sup>{counts}</sup>")
-    fig.update_yaxes(ticktext=[CLASS_TITLES.get(c, c) for c in grid.columns],
+                          f"<br><sup>n: pairs with a token of that class, of "
+                          f"{len(pairs.prompts)} patched</sup>")
+    fig.update_yaxes(ticktext=[named.get(c, c) for c in grid.columns],
                      tickvals=list(grid.columns))
     fig.show()
 

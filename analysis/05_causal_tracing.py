@@ -61,7 +61,7 @@ from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods.positions import CLASS_TITLES
 from factcircuits.methods.uncertainty import claim_text
 from factcircuits.results.store import Results
-from factcircuits.results.wording import class_counts_text
+from factcircuits.results.wording import class_labels
 
 out = Results(run_dir, chapter.METHOD)
 summary = tracing_summary(session.lm, prepared, noise_samples=noise_samples,
@@ -86,15 +86,15 @@ display(Markdown(
 order = [c for c in CT.TRACED_CLASSES if c in set(aie["token_class"])]
 for kind in traces:
     part = aie[(aie["kind"] == kind) & aie["token_class"].isin(order)].copy()
-    part["class"] = part["token_class"].map(CLASS_TITLES)
+    named = class_labels(summary.positions, CLASS_TITLES, order)  # 'last token (n=4)'
+    part["class"] = part["token_class"].map(named)
     title = CT.KIND_TITLES[kind] + (f" (window {traces[kind].window})"
                                     if traces[kind].window > 1 else "")
     fig = px.line(part, x="layer", y="aie", color="class", markers=True,
-                  category_orders={"class": [CLASS_TITLES[c] for c in order]},
+                  category_orders={"class": [named[c] for c in order if c in named]},
                   labels={"aie": f"AIE on {metric_name}"},
-                  title=f"Restoring the {title}<br><sup>"
-                        f"{class_counts_text(summary.positions, CLASS_TITLES, order, 'prompts')}"
-                        "</sup>")
+                  title=f"Restoring the {title}<br><sup>n: prompts with a token of that "
+                        f"class, of {len(prepared.prompts)}</sup>")
     fig.show()
 
 # %% [markdown]

@@ -19,7 +19,13 @@ from factcircuits.methods.patching import PatchResult
 from factcircuits.report.citations import cite_text, read_bib, references_markdown
 from factcircuits.report.evidence import load_runs
 from factcircuits.results.run import Run
-from factcircuits.results.wording import class_counts, class_counts_text, gguf_type, model_line
+from factcircuits.results.wording import (
+    class_counts,
+    class_counts_text,
+    class_labels,
+    gguf_type,
+    model_line,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIB = ROOT / "report" / "references.bib"
@@ -92,6 +98,9 @@ def test_pairs_per_token_class():
         "pairs per token class: first subject token 1, last subject token 2, last token 2")
     assert class_counts_text(positions, titles, ["subject_last", "last"], "prompts") == \
         "n = 2 prompts for every token class"
+    # on a figure's axis: the class with its n
+    assert class_labels(positions, titles, ["subject_first", "last"]) == {
+        "subject_first": "first subject token (n=1)", "last": "last token (n=2)"}
 
 
 def test_atp_is_shown_in_the_units_of_exact_patching():

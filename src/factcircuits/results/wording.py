@@ -120,6 +120,12 @@ def class_counts(positions, classes=None) -> dict[str, int]:
     return {c: int(n.get(c, 0)) for c in order if c in n.index}
 
 
+def class_labels(positions, titles: dict[str, str], classes=None) -> dict[str, str]:
+    """Each class's name with its n, for a figure's axis or legend: {'subject_last': 'last
+    subject token (n=4)'} (n: prompts or pairs with a token of that class)."""
+    return {c: f"{titles.get(c, c)} (n={n})" for c, n in class_counts(positions, classes).items()}
+
+
 def class_counts_text(positions, titles: dict[str, str], classes=None,
                       unit: str = "pairs") -> str:
     """'n per token class: last subject token 13, last token 13' for a figure's caption (all
