@@ -111,7 +111,9 @@ LL.increase_figure(curve).show()
 ex = min(example, len(prepared.prompts) - 1)
 answers = [int(prepared.answer_ids[ex])] if prepared.task == "cloze" else []
 tops = LL.top_tokens(session.lm, lens.decomposition, ex, top_k, answers)
-display(Markdown(f"Prompt: `{prepared.prompts[ex]!r}`"))
+display(Markdown(f"Prompt: `{prepared.prompts[ex]!r}`" + (
+    f" (`example={example}` is past the {len(prepared.prompts)} prompts analysed: the last is "
+    "shown)" if ex != example else "")))
 display(tops)
 out.save("top_tokens_example", tops)
 

@@ -160,6 +160,15 @@ def test_refuses_dataset_columns_and_fields_that_mean_something_else(refuse, tmp
            checked=VALIDATE)
 
 
+def test_refuses_bounds_that_the_data_and_tokenizer_fix(refuse, tmp_path):
+    analysis = ["--notebooks-dir", REPO / "analysis"]
+    refuse("`run -p top_k=1000000` (beyond the vocabulary)",
+           run_args(tmp_path, *analysis, "-p", "top_k=1000000"),
+           "top_k=1000000: the model's vocabulary has")
+    refuse("`run -p example=50` on a dataset of fewer prompts",
+           run_args(tmp_path, *analysis, "-p", "example=50"), "example=50: the run has")
+
+
 def test_refuses_text_that_changes_the_tokens_unseen(refuse, tmp_path):
     """Each is accepted by the eye and changes the model's input: on the default model a
     prompt's trailing space before ' Paris' takes P(answer) from 0.77 to 0.01."""

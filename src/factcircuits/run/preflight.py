@@ -146,6 +146,15 @@ def check_with_tokenizer(tokenizer, dataset, params: dict[str, Any], answer_map=
                                 f"{len(tokens)} tokens ({fmt} format), "
                                 + too_long(len(tokens), limit, context))
     checked.facts["longest_prompt_tokens"] = longest
+    # bounds that the data and the tokenizer fix: refused now, not inside a notebook later
+    vocabulary = len(tokenizer)
+    if int(params.get("top_k") or 0) > vocabulary:
+        raise UserError(f"top_k={params['top_k']}: the model's vocabulary has {vocabulary:,} "
+                        "tokens; use at most that many")
+    if int(params.get("example") or 0) >= len(rows):
+        raise UserError(f"example={params['example']}: the run has {len(rows)} prompts, so the "
+                        f"example is one of 0–{len(rows) - 1} (it picks among the prompts "
+                        "analysed, which may be fewer)")
     if dataset.task == "cloze":
         _cloze_answers(tokenizer, dataset.name, rows, single_token_answers, checked)
     elif answer_map is not None:
