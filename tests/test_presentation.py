@@ -198,3 +198,16 @@ def test_the_attention_figure_notes_differ_for_site_and_pdf():
     assert pdf.startswith("The image shows the first head, L3H1; the HTML version has a menu "
                           "with the other 2 heads.")
     assert pattern_figure_notes({(3, 1): torch.zeros(2, 2)})[1] == "The image shows head L3H1."
+
+
+def test_front_page_marks_a_patching_peak_at_the_layer0_mlp(tmp_path):
+    from factcircuits.report.synthesis import front_page_markdown
+
+    make_run(tmp_path, "a__x__1", patch_mlp_layer=0)
+    make_run(tmp_path, "b__x__2", patch_mlp_layer=4)
+    text = front_page_markdown(load_runs(tmp_path))
+    assert "| L0† (0–1): 0.60 [0.40, 0.80] |" in text and "| L4 (3–5): 0.60" in text
+    assert "† A patching peak at layer 0: the layer-0 MLP acts as part of the token embedding" \
+        in text
+    one = front_page_markdown(load_runs(tmp_path)[1:])
+    assert "†" not in one

@@ -26,6 +26,7 @@ from factcircuits.report.findings import run_findings, run_markdown
 from factcircuits.report.readings import mlp_at_subject
 from factcircuits.report.sureness import DISAGREE
 from factcircuits.results.run import Run, depth_band
+from factcircuits.results.wording import LAYER0_MLP
 
 
 def _interval(value, ci, spec: str) -> str:
@@ -43,12 +44,15 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
-def _peak(layer, layer_range, value, ci, spec: str = ".2f") -> str:
+LAYER0_MARK = "†"  # a patching peak at the layer-0 MLP: named, not matched (wording.LAYER0_MLP)
+
+
+def _peak(layer, layer_range, value, ci, spec: str = ".2f", layer0_mlp: bool = False) -> str:
     """'L13 (12–15): 0.21 [0.10, 0.32]': a peak layer with the layers holding it in 95% of
-    resamples, and its value with its interval."""
+    resamples, and its value with its interval; a patching peak at the layer-0 MLP marked."""
     if not _number(layer):
         return "—"
-    text = f"L{int(layer)}"
+    text = f"L{int(layer)}" + (LAYER0_MARK if layer0_mlp and int(layer) == 0 else "")
     if layer_range and len(layer_range) == 2 and all(_number(v) for v in layer_range):
         low, high = (int(v) for v in layer_range)
         text += f" ({low}–{high})" if low != high else ""
@@ -84,7 +88,7 @@ def overview_table(runs: list[Run]) -> str:
                  mechanism or _peak(pa.mlp_out_subject_last_peak_layer,
                                     pa.mlp_out_subject_last_peak_layer_range,
                                     pa.mlp_out_subject_last_peak,
-                                    pa.mlp_out_subject_last_peak_ci),
+                                    pa.mlp_out_subject_last_peak_ci, layer0_mlp=True),
                  mechanism or ("—" if ko is None else
                                f"L{int(ko['first'])}–{int(ko['last'])}: " + _interval(
                                    ko["relative_p_change"],
@@ -223,8 +227,12 @@ def front_page_markdown(runs: list[Run], anchors: bool = True) -> str:
              "by activation patching (share of the clean−corrupted gap), as layer (range of "
              "layers holding the peak in 95% of resamples): effect; the layers whose blocked "
              "attention to the subject lowers P(answer) most, with the change; the head with "
-             "the largest direct logit attribution. Brackets: 95% bootstrap intervals over the "
-             "run's prompts.", "", overview_table(runs), ""]
+             "the largest direct logit attribution. Brackets: 95% intervals over the run's "
+             "prompts (exact for the accuracy, bootstrap for the others).", "",
+             overview_table(runs), ""]
+    table = parts[2]
+    if LAYER0_MARK in table:
+        parts += [f"{LAYER0_MARK} A patching peak at layer 0: {LAYER0_MLP}.", ""]
     parts += [p + "\n" for p in model_paragraphs(runs)]
     if shared:
         parts += [f"**Across models and datasets.** {' '.join(shared)}", ""]
