@@ -244,3 +244,15 @@ def test_publish_keeps_what_it_does_not_own_and_never_follows_a_damaged_id(
     assert "note: version broken left out: version.json unreadable" in err
     assert not (tmp_path / "deep" / "x").exists() and not (tmp_path / "x").exists()
     assert [p.name for p in (out / "versions").iterdir() if p.is_dir()] == [v2.name]
+
+
+def test_a_refused_push_says_gits_reason_not_only_failed_to_push():
+    proc = subprocess.CompletedProcess(["git", "push"], 1, "", (
+        "remote: error: refusing to update checked out branch: refs/heads/gh-pages\n"
+        "remote: error: By default, updating the current branch in a non-bare repository\n"
+        " ! [remote rejected] HEAD -> gh-pages (branch is currently checked out)\n"
+        "error: failed to push some refs to '/tmp/x'\n"))
+    assert publish.git_reason(proc) == ("remote: error: refusing to update checked out branch: "
+                                        "refs/heads/gh-pages")
+    plain = subprocess.CompletedProcess(["git"], 128, "", "fatal: not a git repository\n")
+    assert publish.git_reason(plain) == "fatal: not a git repository"

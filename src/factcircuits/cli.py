@@ -33,20 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
+    name = "factcircuits"
+    try:  # Ctrl-C while the subcommands import (torch: seconds) is one line too
+        args = build_parser().parse_args(argv)
+        name = f"factcircuits {args.command}"
         return int(args.handler(args) or 0)
     except UserError as exc:
-        print(f"factcircuits {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP during a run
         why = getattr(exc, "reason", "interrupted")
-        print(f"factcircuits {args.command}: {why}", file=sys.stderr)
+        print(f"{name}: {why}", file=sys.stderr)
         return getattr(exc, "exit_code", 130)
     except OSError as exc:  # the file system said no (full, read-only, permissions): one line
         from factcircuits.files import describe_fault
 
-        print(f"factcircuits {args.command}: error: {describe_fault(exc)}", file=sys.stderr)
+        print(f"{name}: error: {describe_fault(exc)}", file=sys.stderr)
         return 1
 
 

@@ -159,10 +159,21 @@ def _git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProce
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0")  # never wait for a password
     proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        why = redact((proc.stderr or proc.stdout).strip().splitlines()[-1:][0]
-                     if (proc.stderr or proc.stdout).strip() else f"exit {proc.returncode}")
-        raise UserError(f"git {args[0]} failed: {why}")
+        raise UserError(f"git {args[0]} failed: {redact(git_reason(proc))}")
     return proc
+
+
+def git_reason(proc: subprocess.CompletedProcess) -> str:
+    """git's reason in one line: the remote's or git's own error line when it gave one (the
+    last line of a refused push is only 'failed to push some refs')."""
+    lines = [line.strip() for line in (proc.stderr or proc.stdout or "").splitlines()
+             if line.strip()]
+    for prefix in ("remote: error:", "fatal:", "error:"):
+        found = [line for line in lines if line.startswith(prefix)
+                 and "failed to push some refs" not in line]
+        if found:
+            return found[0]
+    return lines[-1] if lines else f"exit {proc.returncode}"
 
 
 def remote_url(remote: str, checkout: Path) -> str:
