@@ -20,6 +20,19 @@
 # noised). Averaged over prompts and noise samples by token class it gives the average
 # indirect effect (AIE). On GPT-2 XL the MLP outputs at the last subject token peak in middle
 # layers (AIE 6.6%) while attention there is small (1.6%); attention matters at the last token.
+#
+# ROME restored MLP and attention outputs in a **window** of 10 layers centred on each layer:
+# about a fifth of GPT-2 XL's 48. A fixed 10 spans a third of a 30-layer model and more than
+# half of an 18-layer one, and a windowed curve then jumps where one strong layer enters the
+# window and drops where it leaves, so its peak can mark a window edge. Here MLP and attention
+# outputs are restored **one layer at a time** (window 1): peaks, intervals and claims are read
+# from these curves. The windowed curves are shown beside them, with the window scaled to the
+# depth (`trace_window = "auto"`: 10/48 of the model's layers, rounded half up, at least 1),
+# and for each windowed peak the text says whether it survives window 1 (its layer lies within
+# the layers holding the window-1 peak in 95% of bootstrap resamples). The layer-0 MLP acts as
+# part of the token embedding: restoring it at a noised subject token restores the subject's
+# identity, not a stored attribute, so MLP peaks are taken over layers ≥ 1 and the layer-0 MLP
+# is reported on its own.
 
 # %% tags=["parameters"]
 model = "default"
@@ -38,7 +51,7 @@ relation = ""  # one relation of the dataset (empty: every relation)
 run_dir = "."
 noise_samples = 10  # ROME: 10 samples of subject noise per prompt
 noise_scale = 3.0  # × the std of the subject tokens' embedding activations (ROME: 3)
-trace_window = 10  # layers restored together for MLP / attention (ROME: 10); hidden states: 1
+trace_window = "auto"  # windowed MLP / attention traces; auto: 10/48 of the depth (ROME: 10 of 48)
 trace_metric = "prob"  # "prob": P(answer) as in ROME; "task": the task's own metric
 max_patches = "auto"
 
@@ -59,7 +72,6 @@ from factcircuits.chapters.causal_tracing import tracing_summary
 from factcircuits.methods import by_relation as R
 from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods.positions import CLASS_TITLES
-from factcircuits.methods.uncertainty import claim_text
 from factcircuits.results.store import Results
 from factcircuits.results.wording import class_labels
 
@@ -74,13 +86,16 @@ display(Markdown(
     f"({h.noise_std:.4f}, measured where the noise is added) on the "
     f"subject tokens, {noise_samples} samples, seed {seed}. Mean {metric_name}: clean "
     f"**{h.clean_mean:.3f}**, noised **{h.noised_mean:.3f}**; mean total effect "
-    f"**{h.total_effect_mean:.3f}** over {len(prepared.prompts)} prompts."))
+    f"**{h.total_effect_mean:.3f}** over {len(prepared.prompts)} prompts. Windowed MLP and "
+    f"attention traces: **{h.window} layers** ({h.window_share:.0%} of the model's depth; "
+    f"{h.window_rule})."))
 
 # %% [markdown]
 # ## Average indirect effect by token class
 #
-# One line per token class; hidden states restored one layer at a time, MLP and attention
-# outputs in a window of layers centred on the layer.
+# One line per token class: hidden states, MLP and attention outputs restored one layer at a
+# time, then MLP and attention outputs in a window of layers centred on the layer (traced at
+# the last subject token and the last token only: the places the claims are about).
 
 # %%
 order = [c for c in CT.TRACED_CLASSES if c in set(aie["token_class"])]
@@ -88,8 +103,7 @@ for kind in traces:
     part = aie[(aie["kind"] == kind) & aie["token_class"].isin(order)].copy()
     named = class_labels(summary.positions, CLASS_TITLES, order)  # 'last token (n=4)'
     part["class"] = part["token_class"].map(named)
-    title = CT.KIND_TITLES[kind] + (f" (window {traces[kind].window})"
-                                    if traces[kind].window > 1 else "")
+    title = CT.trace_title(kind, traces[kind].window)
     fig = px.line(part, x="layer", y="aie", color="class", markers=True,
                   category_orders={"class": [named[c] for c in order if c in named]},
                   labels={"aie": f"AIE on {metric_name}"},
@@ -98,33 +112,22 @@ for kind in traces:
     fig.show()
 
 # %% [markdown]
-# ## MLP against attention at the last subject token
+# ## One layer at a time against the window
+#
+# Left: each state restored alone; right: restored in the window of layers centred on the
+# layer, as ROME did. The MLP at the last subject token and attention at the last subject
+# token and at the last token; bars: 95% bootstrap interval over prompts.
 
 # %%
-last_subj = aie[aie["token_class"] == "subject_last"]
-curves = last_subj[last_subj["kind"].isin(["mlp", "attn"])]
-fig = px.line(curves.assign(plus=curves["high"] - curves["aie"],
-                            minus=curves["aie"] - curves["low"]),
-              x="layer", y="aie", color="kind", markers=True, error_y="plus",
+fig = px.line(chapter.window_comparison(aie, summary.window), x="layer", y="aie",
+              color="state", facet_col="restoration", markers=True, error_y="plus",
               error_y_minus="minus", labels={"aie": f"AIE on {metric_name}"},
-              title="Last subject token: MLP vs attention (windowed restoration; bars: 95% "
-                    "bootstrap interval over prompts)")
+              title=f"Restoring one layer against a window of {summary.window} layers "
+                    f"({h.window_share:.0%} of the depth)")
+fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
 fig.show()
 
-
-def peak_text(kind: str, token_class: str) -> str:
-    return chapter.peak_text(h, kind, token_class)
-
-
-claim = h.claim_mlp_over_attn_subject_last
-display(Markdown(
-    f"At the last subject token the MLP restoration peaks at "
-    f"**{peak_text('mlp', 'subject_last')}** and attention at "
-    f"**{peak_text('attn', 'subject_last')}**"
-    + (f"; at the last token attention peaks at {peak_text('attn', 'last')}."
-       if h.attn_last_peak_layer is not None else ".")
-    + (f" MLPs against attention at the last subject token, per prompt at each kind's peak "
-       f"layer: {claim_text(claim)}." if claim else "")))
+display(Markdown(chapter.peaks_markdown(h)))
 
 # %% [markdown]
 # ## One example, token by token
@@ -137,16 +140,18 @@ ex_tokens = positions[positions["prompt_id"] == ex]["token"].tolist()
 ex_classes = positions[positions["prompt_id"] == ex]["token_class"].tolist()
 labels = [f"{t!r}{'*' if c.startswith('subject') else ''}" for t, c in zip(ex_tokens, ex_classes)]
 display(Markdown(f"Prompt: `{prepared.prompts[ex]!r}` (subject tokens marked *)."))
-for kind, result in traces.items():
+for kind, result in ((k, traces[k]) for k in CT.KINDS):  # every token: window 1
     z = result.indirect_effect()[:, :n_tok, ex].T.numpy()
     fig = px.imshow(z, aspect="auto", color_continuous_scale="Purples",
                     labels={"x": "layer", "y": "token", "color": "indirect effect"},
-                    title=f"{CT.KIND_TITLES[kind]}, example {ex}")
+                    title=f"{CT.trace_title(kind, result.window)}, example {ex}")
     fig.update_yaxes(ticktext=labels, tickvals=list(range(n_tok)))
     fig.show()
 
 # %% [markdown]
 # ## Peaks per token class
+#
+# MLP peaks over layers ≥ 1; `windowed_*` rows are the windowed traces' peaks.
 
 # %%
 peaks = summary.peaks
@@ -155,8 +160,9 @@ display(peaks.assign(token_class=peaks["token_class"].map(lambda c: CLASS_TITLES
 # %% [markdown]
 # ## By relation
 #
-# Restoring the MLP outputs at the last subject token, relation by relation: the mean indirect
-# effect with its 95% bootstrap band over the relation's prompts, and where each peaks.
+# Restoring the MLP outputs at the last subject token one layer at a time, relation by
+# relation: the mean indirect effect with its 95% bootstrap band over the relation's prompts,
+# and where each peaks (layers ≥ 1).
 
 # %%
 if summary.by_relation is not None:

@@ -1,6 +1,8 @@
 """Notebook 05, causal tracing (ROME): noise the subject, restore one clean state (hidden, MLP
-or attention output, in a window of layers) at one position, and measure how much of
-P(answer) comes back: the average indirect effect by layer and token class."""
+or attention output) at one position, and measure how much of P(answer) comes back: the
+average indirect effect by layer and token class. MLP and attention are traced one layer at a
+time (the curves peaks and claims are read from) and, as in ROME, in a window of layers scaled
+to the depth (`causal_tracing.default_window`)."""
 
 from __future__ import annotations
 
@@ -14,16 +16,19 @@ from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods import intervals as I
 from factcircuits.methods import patching as P
 from factcircuits.methods.evaluate import PreparedTask, relations_of
-from factcircuits.methods.positions import TOKEN_CLASSES
-from factcircuits.methods.uncertainty import layer_with_range, with_interval
+from factcircuits.methods.positions import TOKEN_CLASSES, task_positions
+from factcircuits.methods.uncertainty import ALPHA, layer_with_range, p_text, with_interval
 from factcircuits.models import LoadedModel
 from factcircuits.results.headlines import Headline, interval, layer_range, number
 from factcircuits.results.kinds import Table
 from factcircuits.results.registry import BY_RELATION, WHERE, Finding, Method, Profile
 from factcircuits.results.run import Run, depth_band
-from factcircuits.results.wording import layer_text, relation_peaks_text
+from factcircuits.results.wording import LAYER0_MLP, layer_text, relation_peaks_text
 
 AIE = "P(answer) or the metric traced"
+# The windowed traces are secondary (ROME's view): traced only where the headline's claims
+# look, which costs a fraction of tracing every token
+WINDOWED_CLASSES = ("subject_last", "last")
 
 
 @dataclass
@@ -33,21 +38,40 @@ class _TracingCore(Headline):
     noise_scale: float | None = number("noise std in units of the embeddings' std", "std")
     noise_std: float | None = number("the noise's std", "embedding units")
     seed: int | None = number("the noise's and the resamples' seed")
-    window: int | None = number("layers restored together for MLP and attention", "layers")
+    window: int | None = number("layers restored together in the windowed MLP and attention "
+                                "traces", "layers")
+    window_rule: str | None = number("how the window was chosen ('auto': ROME's 10 of 48 layers "
+                                     "scaled to the depth, rounded half up, at least 1)")
+    window_share: float | None = number("the window as a share of the model's layers",
+                                        "fraction")
     metric: str | None = number("what is traced: P(answer) or the task's metric")
     clean_mean: float | None = number("mean of the traced quantity, clean run", AIE)
     noised_mean: float | None = number("mean with the subject noised", AIE)
     total_effect_mean: float | None = number("mean clean − noised", AIE)
+    mlp_subject_last_layer0_aie: float | None = number(
+        "AIE of restoring the layer-0 MLP alone at the last subject token (an embedding "
+        "confound: left out of the MLP peaks)", AIE)
+    mlp_subject_last_layer0_aie_ci: list | None = interval("mlp_subject_last_layer0_aie")
     claim_mlp_over_attn_subject_last: dict | None = number(
-        "test of 'restoring MLPs at the last subject token recovers more than attention "
-        "there' (paired bootstrap and sign test over prompts)")
+        "claim 'restoring MLPs at the last subject token recovers more than attention there' "
+        "(window 1, each at its peak layer ≥ 1; exact paired permutation test, peaks re-chosen "
+        "on every swap)")
+    claim_mlp_before_attn_last: dict | None = number(
+        "claim 'the MLP peak at the last subject token comes before attention's peak at the "
+        "last token' (window 1, layers ≥ 1; exact paired permutation test of the peak layers' "
+        "difference)")
     mlp_subject_before_attn_last_share: float | None = number(
         "share of resamples where the MLP peak at the last subject token comes before "
-        "attention's at the last token", "fraction")
+        "attention's at the last token (window 1, layers ≥ 1; descriptive)", "fraction")
 
 
 def _peak(kind: str, cls: str) -> list:
-    key, what = f"{kind}_{cls}_peak", f"restoring {kind} at {cls} tokens"
+    key = f"{kind}_{cls}_peak"
+    state = CT.state_of(kind)
+    what = (f"restoring {state} at {cls} tokens in the window of layers centred on a layer"
+            if kind in CT.WINDOWED else f"restoring {state} at {cls} tokens one layer at a time")
+    if state == "mlp":
+        what += " (layers ≥ 1)"
     return [(f"{key}_aie", float | None, number(f"largest AIE of {what}", AIE)),
             (f"{key}_aie_ci", list | None, interval(f"{key}_aie")),
             (f"{key}_layer", int | None, number("layer of that peak", "layer")),
@@ -56,10 +80,19 @@ def _peak(kind: str, cls: str) -> list:
              number("that range spans at most a third of the model"))]
 
 
+def _survives(kind: str, cls: str) -> list:
+    return [(f"{kind}_{cls}_windowed_peak_survives", bool | None, number(
+        f"the windowed {kind} peak at {cls} tokens survives window 1: its layer lies within "
+        f"the layers holding the window-1 peak in 95% of resamples"))]
+
+
 TracingHeadline = dataclasses.make_dataclass(
-    "TracingHeadline", [f for kind in CT.KINDS for cls in TOKEN_CLASSES for f in _peak(kind, cls)],
+    "TracingHeadline",
+    [f for kind in CT.TRACE_KINDS for cls in TOKEN_CLASSES for f in _peak(kind, cls)]
+    + [f for kind in CT.WINDOWED.values() for cls in TOKEN_CLASSES for f in _survives(kind, cls)],
     bases=(_TracingCore,), namespace={"__module__": __name__})
-TracingHeadline.__doc__ = "Notebook 05's headline: sample, noise, peaks by state and class."
+TracingHeadline.__doc__ = ("Notebook 05's headline: sample, noise, window, peaks by state and "
+                           "class (window 1 and windowed), MLP 0, claims.")
 
 
 @dataclass
@@ -69,7 +102,7 @@ class TracingSummary:
     long: pd.DataFrame  # every trace, tidy
     aie: pd.DataFrame  # average indirect effect per kind × layer × token class
     peaks: pd.DataFrame  # peak AIE per kind × token class
-    window: int  # MLP / attention window actually used
+    window: int  # the windowed MLP / attention traces' window
     metric_name: str
     headline: TracingHeadline
     by_relation: pd.DataFrame | None = None  # MLP at the last subject token, per relation
@@ -85,14 +118,23 @@ class TracingSummary:
 
 def tracing_summary(lm: LoadedModel, prepared: PreparedTask, *, noise_samples: int = 2,
                     noise_scale: float = 3.0, seed: int = 0, metric: str = "prob",
-                    window: int = 10, max_patches="auto",
-                    progress: bool = True) -> TracingSummary:
-    """ROME causal tracing of hidden states (window 1) and MLP / attention outputs (`window`,
-    clamped to 1..n_layers), averaged by token class."""
-    window = max(1, min(int(window), lm.model.cfg.n_layers))
-    traces = CT.trace(lm, prepared, noise_samples=noise_samples, noise_scale=noise_scale,
-                      seed=seed, metric=metric, windows={"hidden": 1, "mlp": window,
-                                                         "attn": window},
+                    window="auto", max_patches="auto", progress: bool = True,
+                    windowed_classes=WINDOWED_CLASSES) -> TracingSummary:
+    """ROME causal tracing of hidden states, MLP and attention outputs one layer at a time,
+    and of MLP / attention outputs in `window` layers ("auto": `causal_tracing.default_window`;
+    a number is clamped to 1..n_layers) at the tokens of `windowed_classes` (None: every
+    token), averaged by token class, in one set of forwards."""
+    n_layers = lm.model.cfg.n_layers
+    rule = CT.window_rule(window, n_layers)
+    window = CT.resolve_window(window, n_layers)
+    where = None
+    if windowed_classes is not None:
+        where = [[i for c in windowed_classes for i in p.of_class(c)]
+                 for p in task_positions(prepared, lm.tokenizer)]
+    traces = CT.trace(lm, prepared, CT.TRACE_KINDS, noise_samples=noise_samples,
+                      noise_scale=noise_scale, seed=seed, metric=metric,
+                      windows={k: window for k in CT.WINDOWED},
+                      positions=None if where is None else {k: where for k in CT.WINDOWED},
                       max_patches=max_patches, progress=progress)
     positions = P.position_table(lm, prepared)
     long = pd.concat([t.tidy(positions) for t in traces.values()], ignore_index=True)
@@ -104,25 +146,27 @@ def tracing_summary(lm: LoadedModel, prepared: PreparedTask, *, noise_samples: i
     headline = {
         "n_prompts": len(prepared.prompts), "noise_samples": noise_samples,
         "noise_scale": noise_scale, "noise_std": hidden.noise_std, "seed": seed,
-        "window": window, "metric": metric_name,
+        "window": window, "window_rule": rule, "window_share": window / n_layers,
+        "metric": metric_name,
         "clean_mean": float(hidden.clean.mean()), "noised_mean": float(hidden.corrupted.mean()),
         "total_effect_mean": float(hidden.total_effect().mean()),
     }
-    # One entry per (state kind, token class), e.g. mlp_subject_last_peak_aie / _peak_layer.
+    # One entry per (kind, token class), e.g. mlp_subject_last_peak_aie / _peak_layer (window
+    # 1), windowed_mlp_subject_last_peak_aie (the windowed trace); MLP peaks over layers ≥ 1.
     for _, row in peaks.iterrows():
         headline[f"{row['kind']}_{row['token_class']}_peak_aie"] = float(row["peak_aie"])
         headline[f"{row['kind']}_{row['token_class']}_peak_layer"] = int(row["layer"])
     # intervals over prompts (resamples seeded like the noise), peak ranges and the claims
-    headline.update(I.tracing_intervals(long, lm.model.cfg.n_layers, seed))
-    by_relation, curves = tracing_by_relation(long, prepared, headline, lm.model.cfg.n_layers,
-                                              seed)
+    headline.update(I.tracing_intervals(long, n_layers, seed))
+    by_relation, curves = tracing_by_relation(long, prepared, headline, n_layers, seed)
     return TracingSummary(traces, positions, long, aie, peaks, window, metric_name,
                           TracingHeadline(**headline), by_relation, curves)
 
 
 def tracing_by_relation(long, prepared, headline, n_layers, seed):
-    """Restoring MLP outputs at the last subject token, per relation: peaks with their ranges
-    and the curves with bands (None, None for one relation or no such token class)."""
+    """Restoring MLP outputs at the last subject token (window 1), per relation: peaks over
+    layers ≥ 1 with their ranges and the curves with bands (None, None for one relation or no
+    such token class)."""
     relations = relations_of(prepared)
     pooled = headline.get("mlp_subject_last_peak_layer")
     if relations is None or pooled is None:
@@ -130,7 +174,9 @@ def tracing_by_relation(long, prepared, headline, n_layers, seed):
     part = long[(long["kind"] == "mlp") & (long["token_class"] == "subject_last")]
     values, ids = I.prompt_curves(part, "indirect_effect", n_layers)
     names = relations.to_numpy()[ids]
-    return (R.relation_peaks(values, names, pooled, n_layers, seed),
+    first = CT.first_peak_layer("mlp")  # the layer-0 MLP is an embedding confound
+    return (R.relation_peaks(values[:, first:], names, pooled, n_layers, seed,
+                             layers=range(first, n_layers)),
             R.relation_curves(values, names, seed))
 
 
@@ -141,12 +187,106 @@ def peak_text(h, kind: str, token_class: str) -> str:
             f", AIE {with_interval(getattr(h, key + '_aie'), getattr(h, key + '_aie_ci'), '.3f')}")
 
 
+def window_comparison(aie: pd.DataFrame, window: int) -> pd.DataFrame:
+    """The AIE rows of the MLP at the last subject token and attention at the last subject
+    token and the last token, window 1 and windowed, for a two-panel figure: columns state,
+    restoration ('one layer at a time' / 'windows of N layers'), plus / minus (error bars)."""
+    states = {("mlp", "subject_last"): "MLP, last subject token",
+              ("attn", "subject_last"): "attention, last subject token",
+              ("attn", "last"): "attention, last token"}
+    rows = []
+    for kind in ("mlp", "attn", *CT.WINDOWED):
+        state, windowed = CT.state_of(kind), kind in CT.WINDOWED
+        for (s, cls), name in states.items():
+            part = aie[(aie["kind"] == kind) & (aie["token_class"] == cls)] if s == state else None
+            if part is not None and len(part):
+                rows.append(part.assign(state=name, restoration=(
+                    f"windows of {window} layers" if windowed else "one layer at a time")))
+    if not rows:
+        return pd.DataFrame(columns=[*aie.columns, "state", "restoration", "plus", "minus"])
+    out = pd.concat(rows, ignore_index=True)
+    return out.assign(plus=out["high"] - out["aie"], minus=out["aie"] - out["low"])
+
+
+def peaks_markdown(h) -> str:
+    """Notebook 05's paragraph on the peaks: window 1 first, the layer-0 MLP on its own, each
+    windowed peak and whether it survives window 1, the claims with their raw p-values."""
+    if h.mlp_subject_last_peak_layer is None:
+        return "No prompt has a last subject token: no peak to report."
+    parts = [f"One layer at a time, at the last subject token the MLP restoration (layers ≥ 1) "
+             f"peaks at **{peak_text(h, 'mlp', 'subject_last')}** and attention at "
+             f"**{peak_text(h, 'attn', 'subject_last')}**"
+             + (f"; at the last token attention peaks at **{peak_text(h, 'attn', 'last')}**."
+                if h.attn_last_peak_layer is not None else ".")]
+    if h.mlp_subject_last_layer0_aie is not None:
+        parts.append("The layer-0 MLP alone at the last subject token recovers " + with_interval(
+            h.mlp_subject_last_layer0_aie, h.mlp_subject_last_layer0_aie_ci, ".3f")
+            + f" (left out of the peak: {LAYER0_MLP}).")
+    if h.window == 1:
+        parts.append(f"The window is 1 layer ({h.window_rule}): the windowed traces are the "
+                     "single-layer ones.")
+    for kind, cls, what in (("mlp", "subject_last", "The MLP at the last subject token"),
+                            ("attn", "subject_last", "Attention at the last subject token"),
+                            ("attn", "last", "Attention at the last token")):
+        survival = survival_text(h, kind, cls)
+        if survival:
+            parts.append(f"{what}: {survival}.")
+    parts.append("Claims on the window-1 curves (raw p-values: the verdicts, with Holm's "
+                 "correction over the run's claims, are in the findings):")
+    parts.append(f"*MLPs carry more than attention at the last subject token*: "
+                 f"{claim_evidence_text(h.claim_mlp_over_attn_subject_last)}.")
+    order = h.claim_mlp_before_attn_last
+    share = h.mlp_subject_before_attn_last_share
+    parts.append("*The MLP peak at the last subject token comes before attention's peak at the "
+                 "last token* (attention's peak layer − the MLP's): "
+                 f"{claim_evidence_text(order, '+.0f', ' layers')}"
+                 + (f"; the MLP peak is earlier in {share:.0%} of bootstrap resamples."
+                    if share is not None else "."))
+    return " ".join(parts)
+
+
+def claim_evidence_text(found: dict | None, spec: str = "+.3f", unit: str = "") -> str:
+    """A claim's difference, test and raw p-value, without a verdict: the verdict is given
+    with the run's other claims (Holm, in the findings). 'not computed' without a claim."""
+    if not found:
+        return "not computed (no prompt had both curves)"
+    difference = with_interval(found.get("difference"), found.get("difference_ci"), spec)
+    text = f"difference {difference}{unit}; {found.get('test', 'test')}, {p_text(found.get('p'))}"
+    if not found.get("testable", True):
+        text += (f" (with n = {found.get('n')} prompts no outcome can reach p ≤ {ALPHA:g}: not "
+                 "tested)")
+    n_pos, n_neg = found.get("n_positive"), found.get("n_negative")
+    if n_pos is not None and n_neg is not None:
+        text += f"; higher in {n_pos} of {n_pos + n_neg} prompts"
+    return text + f"; n = {found.get('n')}"
+
+
 # ------------------------------------------------------------------ findings
 def tracing_window(run: Run, layer: int) -> tuple[int, int]:
-    """First and last layer restored together around `layer` (ROME's window, clipped)."""
+    """First and last layer restored together around `layer` in the run's windowed traces
+    (ROME's window, clipped). The run's `*_peak_layer` fields are window-1 peaks (a layer
+    alone) in runs that record `window_rule`; in older runs they are windowed."""
     window = int(run.headline(METHOD).window or 1)
     last_layer = (run.n_layers or layer + window) - 1
     return max(0, layer - window // 2), min(last_layer, layer - (-window // 2) - 1)
+
+
+def survival_text(h, kind: str, token_class: str) -> str | None:
+    """'restored in windows of 6 layers (20% of the depth) as ROME did, it peaks at the window
+    centred on layer 5, inside the layers 4–6 holding the window-1 peak in 95% of resamples:
+    it survives window 1' (None when the run has no windowed trace of `kind` at the class or
+    the window is 1 layer)."""
+    layer = getattr(h, f"windowed_{kind}_{token_class}_peak_layer", None)
+    survives = getattr(h, f"{kind}_{token_class}_windowed_peak_survives", None)
+    single = getattr(h, f"{kind}_{token_class}_peak_layer_range", None)
+    if layer is None or survives is None or not single or h.window == 1:
+        return None
+    where = "inside" if survives else "outside"
+    verdict = "it survives window 1" if survives else "it does not survive window 1"
+    share = f" ({h.window_share:.0%} of the depth)" if h.window_share is not None else ""
+    return (f"restored in windows of {h.window} layers{share} as ROME did, it peaks at the "
+            f"window centred on layer {int(layer)}, {where} the layers {int(single[0])}–"
+            f"{int(single[1])} holding the window-1 peak in 95% of resamples: {verdict}")
 
 
 def tracing_findings(run: Run) -> list[Finding]:
@@ -154,11 +294,15 @@ def tracing_findings(run: Run) -> list[Finding]:
     found = []
     layer = h.mlp_subject_last_peak_layer
     if layer is not None:
-        first, last = tracing_window(run, int(layer))
         aie = with_interval(h.mlp_subject_last_peak_aie, h.mlp_subject_last_peak_aie_ci, ".3f")
-        restored = (f"layers {first}–{last}, the window centred on " if last > first else "")
+        if h.window_rule is None:  # a run from before window-1 traces: its peak is windowed
+            first, last = tracing_window(run, int(layer))
+            restored = (f"layers {first}–{last}, the window centred on " if last > first else "")
+            how = ""
+        else:
+            restored, how = "", ", one layer at a time (layers ≥ 1),"
         text = (f"**Causal tracing** ({h.n_prompts} prompts): restoring the MLP outputs at "
-                f"the last subject token recovers the most for {restored}"
+                f"the last subject token{how} recovers the most for {restored}"
                 f"{layer_text(run, layer, h.mlp_subject_last_peak_layer_range)}, "
                 f"{depth_band(run.depth(layer))} layers: AIE {aie} on "
                 f"{h.metric or 'the metric'}")
@@ -166,7 +310,20 @@ def tracing_findings(run: Run) -> list[Finding]:
             attn = with_interval(h.attn_subject_last_peak_aie, h.attn_subject_last_peak_aie_ci,
                                  ".3f")
             text += f", against {attn} at most for attention at that token"
-        found.append(Finding(WHERE, text + ".", 10))
+        text += "."
+        if h.mlp_subject_last_layer0_aie is not None:
+            text += (" The layer-0 MLP alone recovers " + with_interval(
+                h.mlp_subject_last_layer0_aie, h.mlp_subject_last_layer0_aie_ci, ".3f")
+                + f", left out of the peak: {LAYER0_MLP}.")
+        windowed = survival_text(h, "mlp", "subject_last")
+        if windowed:
+            text += f" Secondary: {windowed}."
+        if h.attn_last_peak_layer is not None and h.window_rule is not None:
+            attn_last = survival_text(h, "attn", "last")
+            text += (" Attention at the last token peaks, one layer at a time, at "
+                     f"{layer_text(run, h.attn_last_peak_layer, h.attn_last_peak_layer_range)}"
+                     + (f"; {attn_last}." if attn_last else "."))
+        found.append(Finding(WHERE, text, 10))
     relations = relation_peaks_text(run.result(METHOD, "by_relation"),
                                     "causal tracing's MLP peak at the last subject token")
     if relations:

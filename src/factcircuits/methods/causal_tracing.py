@@ -8,7 +8,13 @@ token embeddings, then restore one clean state and see how much of the answer co
   scales embeddings by √d_model inside the embedding step, so W_E's std is √d_model too small;
 - restored states: the hidden state (block output, `hook_resid_post`), the MLP output or the
   attention output at one (layer, token); with `window` > 1 the same token is restored in the
-  `window` layers centred on the layer (ROME: window 10 for MLP/attention, 1 for hidden);
+  `window` layers centred on the layer. ROME restored MLP/attention in a window of 10 of GPT-2
+  XL's 48 layers; a fixed 10 spans a third of a 30-layer model and over half of an 18-layer
+  one, where a windowed curve's peak can mark the window edge at which one strong layer (the
+  layer-0 MLP, say) leaves or enters the window.
+  Here each MLP / attention trace is kept at window 1 ("mlp", "attn": the single-layer curves
+  that peaks and claims are read from) and at a window scaled to the depth ("windowed_mlp",
+  "windowed_attn": `default_window`, ROME's 10/48 of the layers), in the same forwards;
 - metric: P(answer) at the last token, averaged over noise samples (`metric="prob"`: P(correct
   object) for cloze, P(answer set of the label) for yes/no, i.e. P(True set) for a true
   statement and P(False set) for a false one), or the task's own metric (`metric="task"`);
@@ -25,6 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
@@ -40,6 +47,10 @@ from factcircuits.models import LoadedModel
 KINDS = ("hidden", "mlp", "attn")  # ROME's restored states (hooks.hook_name aliases)
 KIND_TITLES = {"hidden": "hidden state (block output)", "mlp": "MLP output",
                "attn": "attention output"}
+# the same states restored in a window of layers (ROME's MLP / attention traces)
+WINDOWED = {"windowed_mlp": "mlp", "windowed_attn": "attn"}
+TRACE_KINDS = (*KINDS, *WINDOWED)
+ROME_WINDOW, ROME_LAYERS = 10, 48  # ROME's window on GPT-2 XL: about a fifth of the depth
 # ROME's figures show the classes from the subject on (the prefix is never noised)
 TRACED_CLASSES = tuple(c for c in TOKEN_CLASSES if c != "prefix")
 
@@ -68,6 +79,49 @@ def embedding_std(model, batch, subject_positions=None, batch_size: int = 16) ->
     return float(torch.cat(kept).std())
 
 
+def trace_title(kind: str, window: int) -> str:
+    """'MLP output, one layer at a time' / 'MLP output, in windows of 6 layers'."""
+    how = "one layer at a time" if window == 1 else f"in windows of {window} layers"
+    return f"{KIND_TITLES[state_of(kind)]}, {how}"
+
+
+def state_of(kind: str) -> str:
+    """The restored state of a trace kind: "windowed_mlp" restores MLP outputs."""
+    return WINDOWED.get(kind, kind)
+
+
+def first_peak_layer(kind: str) -> int:
+    """First layer a peak of `kind` is looked for in: the layer-0 MLP acts as part of the
+    token embedding, so restoring its output at a noised subject token restores the subject's
+    identity rather than a stored attribute (as in activation patching); its effect is
+    reported on its own and MLP peaks are taken over layers ≥ 1."""
+    return 1 if state_of(kind) == "mlp" else 0
+
+
+def default_window(n_layers: int) -> int:
+    """ROME's share of the depth: 10/48 of `n_layers`, rounded half up, at least 1
+    (48 layers → 10, 30 → 6, 18 → 4, 2 → 1)."""
+    return max(1, math.floor(n_layers * ROME_WINDOW / ROME_LAYERS + 0.5))
+
+
+def resolve_window(window, n_layers: int) -> int:
+    """`window` "auto" → `default_window`; a whole number is clamped to 1..n_layers."""
+    if window == "auto":
+        return default_window(n_layers)
+    return max(1, min(int(window), n_layers))
+
+
+def window_rule(window, n_layers: int) -> str:
+    """How the window was chosen, in words (for the headline and the notebook)."""
+    used = resolve_window(window, n_layers)
+    if window == "auto":
+        return (f"auto: {ROME_WINDOW}/{ROME_LAYERS} of the {n_layers} layers (ROME's "
+                f"{ROME_WINDOW} of GPT-2 XL's {ROME_LAYERS}), rounded half up, at least 1: "
+                f"{used} layers")
+    clamped = "" if used == int(window) else f", clamped to the {n_layers} layers"
+    return f"given: {int(window)} layers{clamped} ({used / n_layers:.0%} of the depth)"
+
+
 def window_layers(layer: int, window: int, n_layers: int) -> list[int]:
     """ROME's window: layers [layer − window//2, layer + ceil(window/2)) clipped."""
     return list(range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2))))
@@ -93,7 +147,7 @@ class TraceResult:
         return self.clean - self.corrupted
 
     def tidy(self, positions: pd.DataFrame | None = None) -> pd.DataFrame:
-        """One row per (layer, position, prompt) inside each prompt's length."""
+        """One row per traced (layer, position, prompt) inside each prompt's length."""
         n_layers, width, n = self.values.shape
         ie = self.indirect_effect()
         layer, pos, prompt = torch.meshgrid(torch.arange(n_layers), torch.arange(width),
@@ -105,7 +159,8 @@ class TraceResult:
                            "indirect_effect": ie.flatten().numpy()})
         df["clean"] = self.clean.numpy()[df["prompt_id"]]
         df["corrupted"] = self.corrupted.numpy()[df["prompt_id"]]
-        df = df[df["pos"].to_numpy() < self.lengths.numpy()[df["prompt_id"]]]
+        df = df[(df["pos"].to_numpy() < self.lengths.numpy()[df["prompt_id"]])
+                & ~np.isnan(df["restored"].to_numpy())]  # positions the trace left out
         if positions is not None:
             df = df.merge(positions, on=["prompt_id", "pos"], how="left")
         return df.reset_index(drop=True)
@@ -121,14 +176,24 @@ def _noise_hook(noise: torch.Tensor):
 def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS, *,
           windows=None, noise_samples: int = 5, noise_scale: float = 3.0, seed: int = 0,
           metric="prob", max_patches="auto", budget_bytes="auto",
-          progress: bool = True, subject_positions=None) -> dict[str, TraceResult]:
-    """Causal traces of every clean prompt of `prepared` for each kind of state.
+          progress: bool = True, subject_positions=None,
+          positions=None) -> dict[str, TraceResult]:
+    """Causal traces of every clean prompt of `prepared` for each trace kind.
 
-    windows: {kind: window} (default 1 for hidden, 10 for mlp/attn as in ROME);
-    subject_positions: list of position lists (default: from `methods.positions`).
-    Returns {kind: TraceResult}."""
-    windows = {"hidden": 1, "mlp": 10, "attn": 10, **(windows or {})}
+    kinds: names from TRACE_KINDS ("hidden", "mlp", "attn", "windowed_mlp", "windowed_attn");
+    windows: {kind: window} (default 1 for the plain kinds, `default_window` for the windowed
+    ones); kinds restoring the same state in the same window share one computation;
+    subject_positions: list of position lists (default: from `methods.positions`);
+    positions: {kind: one list of positions per prompt}: trace that kind only there (NaN
+    elsewhere; e.g. the windowed traces at the last subject token and the last token only,
+    which costs a fraction of every position). Returns {kind: TraceResult}."""
     model, cfg = lm.model, lm.model.cfg
+    unknown = [k for k in kinds if k not in TRACE_KINDS]
+    if unknown:
+        raise UserError(f"trace kinds {unknown}: use {', '.join(TRACE_KINDS)}")
+    windows = {**{k: 1 for k in KINDS}, **{k: default_window(cfg.n_layers) for k in WINDOWED},
+               **(windows or {})}
+    windows = {k: max(1, min(int(w), cfg.n_layers)) for k, w in windows.items()}
     if metric not in ("prob", "task"):  # a misspelling must not switch the metric silently
         raise UserError(f"trace metric {metric!r}: use 'prob' or 'task'")
     if int(noise_samples) < 1 or not math.isfinite(noise_scale) or noise_scale < 0:
@@ -143,9 +208,22 @@ def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS, *,
     generator = torch.Generator().manual_seed(int(seed))
     runner = engine.Resumable(model)
     S = int(noise_samples)
-    names_needed = {hook_name(layer, k) for k in kinds for layer in range(cfg.n_layers)}
+    # each distinct (state, window) is restored once, whichever kinds name it
+    restorations = list(dict.fromkeys((state_of(k), windows[k]) for k in kinds))
+    names_needed = {hook_name(layer, state) for state, _ in restorations
+                    for layer in range(cfg.n_layers)}
+    # per restoration: None (every position) or the positions of each prompt it is traced at
+    traced_at: dict = {}
+    for k in kinds:
+        r, only = (state_of(k), windows[k]), (positions or {}).get(k)
+        if r in traced_at and (traced_at[r] is None or only is None):
+            traced_at[r] = None
+        elif r in traced_at:
+            traced_at[r] = [sorted(set(a) | set(b)) for a, b in zip(traced_at[r], only)]
+        else:
+            traced_at[r] = None if only is None else [sorted(set(p)) for p in only]
 
-    out = {k: torch.full((cfg.n_layers, width, n_prompts), math.nan) for k in kinds}
+    out = {r: torch.full((cfg.n_layers, width, n_prompts), math.nan) for r in restorations}
     clean_metric = torch.zeros(n_prompts)
     corrupt_metric = torch.zeros(n_prompts)
     lengths = batch.lengths
@@ -170,16 +248,20 @@ def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS, *,
         groups.append(group)
         clean_metric[idx] = group.source_metric
         corrupt_metric[idx] = group.reference_metric.view(S, len(idx)).mean(0)
-        for kind in kinds:
-            out[kind][:, :skip, idx] = corrupt_metric[idx]
-        # the restorations as data: each (kind, layer) restores its window's states at `pos`;
-        # every kind's restorations share the forwards
+        for r in restorations:
+            if traced_at[r] is None:
+                out[r][:, :skip, idx] = corrupt_metric[idx]
+        # the restorations as data: each (state, window, layer) restores its window's states
+        # at `pos`; all of them share the forwards
         for pos in range(skip, n):
-            for kind in kinds:
+            for state, window in restorations:
+                wanted = traced_at[state, window]
+                if wanted is not None and not any(pos in wanted[int(i)] for i in idx):
+                    continue
                 for layer in range(cfg.n_layers):
-                    ws = window_layers(layer, windows[kind], cfg.n_layers)
-                    plan.append(engine.Step(g_no, pos, (min(ws), [(hook_name(w, kind), None, pos)
-                                                                  for w in ws]), (kind, layer)))
+                    ws = window_layers(layer, window, cfg.n_layers)
+                    copy = (min(ws), [(hook_name(w, state), None, pos) for w in ws])
+                    plan.append(engine.Step(g_no, pos, copy, (state, window, layer)))
 
     for steps, values in engine.execute(runner, model, groups, plan, metric_fn,
                                         max_patches=max_patches, budget_bytes=budget_bytes,
@@ -188,10 +270,17 @@ def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS, *,
         G = len(index) // S
         values = values.view(len(steps), S, G).mean(1)
         for step, row in zip(steps, values):
-            kind, layer = step.cell
-            out[kind][layer, step.past, index[:G]] = row
-    return {kind: TraceResult(kind, windows[kind], out[kind], clean_metric, corrupt_metric,
-                              lengths, noise_scale, std, S, int(seed)) for kind in kinds}
+            state, window, layer = step.cell
+            out[state, window][layer, step.past, index[:G]] = row
+    for r, wanted in traced_at.items():  # a group's forwards cover its prompts' union
+        if wanted is not None:
+            keep = torch.zeros(width, n_prompts, dtype=torch.bool)
+            for i, at in enumerate(wanted):
+                keep[[p for p in at if p < width], i] = True
+            out[r][:, ~keep] = math.nan
+    return {kind: TraceResult(kind, windows[kind], out[state_of(kind), windows[kind]].clone(),
+                              clean_metric, corrupt_metric, lengths, noise_scale, std, S,
+                              int(seed)) for kind in kinds}
 
 
 def average_indirect_effect(table: pd.DataFrame) -> pd.DataFrame:
@@ -205,6 +294,8 @@ def average_indirect_effect(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def peak_by_class(aie: pd.DataFrame) -> pd.DataFrame:
-    """Peak AIE and its layer, per (kind, token class)."""
-    idx = aie.groupby(["kind", "token_class"])["aie"].idxmax()
+    """Peak AIE and its layer, per (kind, token class); MLP peaks over layers ≥ 1
+    (`first_peak_layer`)."""
+    eligible = aie[aie["layer"].to_numpy() >= aie["kind"].map(first_peak_layer).to_numpy()]
+    idx = eligible.groupby(["kind", "token_class"])["aie"].idxmax().dropna()
     return aie.loc[idx].reset_index(drop=True).rename(columns={"aie": "peak_aie"})

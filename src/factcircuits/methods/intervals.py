@@ -6,19 +6,27 @@ at most a third of the model; a claim is a dict with its test (see `claim`)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
 from factcircuits.methods.uncertainty import (
-    Comparison,
+    ALPHA,
+    Estimate,
+    mean_difference,
     mean_estimate,
     paired_comparison,
+    peak_difference,
+    peak_layer_difference,
     peak_of_curves,
     peak_range,
     percentile_interval,
     ratio_of_means_estimate,
     resample_counts,
     resampled_means,
+    smallest_p,
+    swap_test,
 )
 
 
@@ -42,21 +50,34 @@ def _wide(table, value, prompt, layer, n_layers) -> pd.DataFrame:
     return wide if n_layers is None else wide.reindex(columns=range(n_layers))
 
 
-def claim(name: str, comparison: Comparison, statement: str) -> dict:
-    """A comparison over prompts, ready for the findings: what is claimed, the test, the mean
-    difference with its interval, the p-values and the sample size."""
-    d = comparison.difference
-    verdict = ("supported" if d.low > 0 else "contradicted" if d.high < 0 else "not resolved")
-    return {"claim": statement, "name": name, "test": "paired bootstrap and sign test over prompts",
-            "difference": d.value, "difference_ci": d.interval(), "n": d.n,
-            "p_bootstrap": comparison.p_bootstrap, "p_sign": comparison.p_sign,
-            "n_positive": comparison.n_positive, "n_negative": comparison.n_negative,
-            "verdict": verdict}
+def claim(name: str, statement: str, difference: Estimate, p: float, test: str,
+          n_positive: int | None = None, n_negative: int | None = None) -> dict:
+    """A claim over prompts, ready for the findings: what is claimed, its test and p-value,
+    the difference with its interval and the sample size. Its verdict is given later, with
+    the run's other claims (`uncertainty.judge_claims`: Holm over the run, "not tested" when
+    n is too small for any outcome to reach α)."""
+    n = int(difference.n)
+    return {"claim": statement, "name": name, "test": test, "difference": difference.value,
+            "difference_ci": difference.interval(), "n": n, "p": float(p),
+            "testable": bool(smallest_p(n) <= ALPHA),
+            "n_positive": n_positive, "n_negative": n_negative}
+
+
+def paired_claim(name: str, statement: str, a, b, seed: int = 0) -> dict:
+    """'a exceeds b, prompt by prompt': mean difference with its bootstrap interval, tested by
+    an exact paired permutation (sign-flip) test; the sign counts are shown beside it."""
+    comparison = paired_comparison(a, b, seed)
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    p = swap_test(a[keep], b[keep], mean_difference, seed) if keep.any() else math.nan
+    return claim(name, statement, comparison.difference, p,
+                 "exact paired permutation test over prompts", comparison.n_positive,
+                 comparison.n_negative)
 
 
 def peak_order(a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
     """Share of resamples (the same prompts drawn for both) in which curve `a` peaks at an
-    earlier layer than curve `b`; both [n_prompts, n_layers]."""
+    earlier layer than curve `b`; both [n_prompts, n_layers] over the same layers."""
     counts = resample_counts(len(a), seed=seed)
     peak_a = np.nanargmax(np.nan_to_num(resampled_means(a, counts), nan=-np.inf), axis=1)
     peak_b = np.nanargmax(np.nan_to_num(resampled_means(b, counts), nan=-np.inf), axis=1)
@@ -64,34 +85,113 @@ def peak_order(a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
 
 
 # --------------------------------------------------------------------------- 05 causal tracing
+SWAP_PEAKS = ("exact paired permutation test over prompts (MLP and attention curves swapped "
+              "per prompt, each peak layer re-chosen on every swap)")
+
+
 def tracing_intervals(long: pd.DataFrame, n_layers: int, seed: int = 0) -> dict:
-    """Per (state kind, token class): the peak AIE's interval and the peak layer's range; the
-    claims 'MLPs carry more than attention at the last subject token' and 'the MLP peak at the
-    last subject token comes before attention's at the last token'."""
-    out, per = {}, {}
+    """The intervals and claims of notebook 05, from the per-prompt curves of `long`
+    (`TraceResult.tidy` rows of every kind):
+
+    - per (kind, token class): the peak AIE's interval, the range of resampled peak layers and
+      whether it is resolved; MLP peaks over layers ≥ 1 (`causal_tracing.first_peak_layer`);
+    - `mlp_subject_last_layer0_aie` (+ `_ci`): the layer-0 MLP at the last subject token
+      (window 1), reported on its own;
+    - `<mlp|attn>_<class>_windowed_peak_survives`: the windowed curve's peak layer lies within
+      the window-1 curve's range of resampled peak layers (only for a window above 1);
+    - claims (window-1 curves, layers ≥ 1 for both kinds so that a prompt's MLP and attention
+      curves can be swapped layer for layer): `claim_mlp_over_attn_subject_last` (peak of the
+      mean MLP curve − peak of attention's at the last subject token; difference: the mean
+      per-prompt difference at each curve's peak layer) and `claim_mlp_before_attn_last`
+      (attention's peak layer at the last token − the MLP's at the last subject token), both
+      tested by `swap_test`, which redoes the choice of peak layers on every swap pattern;
+      `mlp_subject_before_attn_last_share`: the share of resamples with the MLP peak earlier
+      (descriptive)."""
+    from factcircuits.methods.causal_tracing import WINDOWED, first_peak_layer
+
+    out, per, peak_layers = {}, {}, {}
     for (kind, cls), part in long.groupby(["kind", "token_class"], observed=True):
-        values, _ = curves(part, "indirect_effect", n_layers=n_layers)
-        values = values[~np.all(np.isnan(values), axis=1)]
-        if not len(values):
+        values, ids = prompt_curves(part, "indirect_effect", n_layers)
+        keep = ~np.all(np.isnan(values), axis=1)
+        if not keep.any():
             continue
-        per[kind, cls] = values
-        peak = peak_of_curves(values, seed=seed, n_layers=n_layers)
+        per[kind, cls] = pd.DataFrame(values[keep], index=ids[keep])
+        first = first_peak_layer(kind)
+        peak = peak_of_curves(values[keep][:, first:], seed=seed, n_layers=n_layers,
+                              layers=np.arange(first, n_layers))
         out[f"{kind}_{cls}_peak_aie_ci"] = peak.value.interval()
         out[f"{kind}_{cls}_peak_layer_range"] = peak.layer_range()
         out[f"{kind}_{cls}_peak_layer_resolved"] = peak.resolved()
-    mlp, attn = per.get(("mlp", "subject_last")), per.get(("attn", "subject_last"))
-    if mlp is not None and attn is not None and len(mlp) == len(attn):
-        # each prompt's state at its kind's peak layer (of the mean curve)
-        a = mlp[:, int(np.nanargmax(np.nanmean(mlp, 0)))]
-        b = attn[:, int(np.nanargmax(np.nanmean(attn, 0)))]
-        out["claim_mlp_over_attn_subject_last"] = claim(
-            "mlp_over_attn_subject_last", paired_comparison(a, b, seed),
+        if "window" not in part or part["window"].max() > 1:  # window 1: the same curve
+            peak_layers[kind, cls] = peak.layer
+    for (kind, cls), layer in peak_layers.items():
+        single = out.get(f"{WINDOWED.get(kind)}_{cls}_peak_layer_range")
+        if kind in WINDOWED and single is not None:
+            out[f"{WINDOWED[kind]}_{cls}_windowed_peak_survives"] = bool(
+                single[0] <= layer <= single[1])
+    mlp0 = per.get(("mlp", "subject_last"))
+    if mlp0 is not None:
+        estimate = mean_estimate(mlp0[0].to_numpy(), seed)
+        out["mlp_subject_last_layer0_aie"] = estimate.value
+        out["mlp_subject_last_layer0_aie_ci"] = estimate.interval()
+    pair = _paired_curves(per, ("mlp", "subject_last"), ("attn", "subject_last"))
+    if pair is not None:
+        out["claim_mlp_over_attn_subject_last"] = peak_value_claim(
+            "mlp_over_attn_subject_last",
             "restoring MLP outputs at the last subject token recovers more than restoring "
-            "attention outputs there (each at its peak layer)")
-    late = per.get(("attn", "last"))
-    if mlp is not None and late is not None and len(mlp) == len(late):
-        out["mlp_subject_before_attn_last_share"] = peak_order(mlp, late, seed)
+            "attention outputs there (each at its peak layer, window 1, layers ≥ 1)",
+            *pair, seed)
+    pair = _paired_curves(per, ("mlp", "subject_last"), ("attn", "last"))
+    if pair is not None:
+        out["claim_mlp_before_attn_last"] = peak_layer_claim(
+            "mlp_before_attn_last",
+            "the MLP peak at the last subject token comes at an earlier layer than attention's "
+            "peak at the last token (window 1, layers ≥ 1)", *pair, seed)
+        out["mlp_subject_before_attn_last_share"] = peak_order(*pair, seed)
     return out
+
+
+def _paired_curves(per: dict, a_key, b_key, first: int = 1):
+    """The curves of `a_key` and `b_key` on the prompts that have both, layers ≥ `first`
+    (None when either is missing or no prompt has both)."""
+    if a_key not in per or b_key not in per:
+        return None
+    a, b = per[a_key].iloc[:, first:], per[b_key].iloc[:, first:]
+    both = a.index.intersection(b.index)
+    a, b = a.loc[both].to_numpy(dtype=float), b.loc[both].to_numpy(dtype=float)
+    complete = ~(np.isnan(a).any(axis=1) | np.isnan(b).any(axis=1))
+    return (a[complete], b[complete]) if complete.any() else None
+
+
+def _peak_column(curves_: np.ndarray) -> int:
+    return int(np.nanargmax(np.nanmean(curves_, axis=0)))
+
+
+def peak_value_claim(name: str, statement: str, a: np.ndarray, b: np.ndarray,
+                     seed: int = 0) -> dict:
+    """'Curve a's peak exceeds curve b's' for paired per-prompt curves [n, n_layers]: the
+    difference is the mean per-prompt a − b, each at its own curve's peak layer (bootstrap
+    interval; the sign counts beside it); the p-value is `swap_test` with `peak_difference`,
+    which chooses the peak layers again on every swap pattern."""
+    comparison = paired_comparison(a[:, _peak_column(a)], b[:, _peak_column(b)], seed)
+    p = swap_test(a, b, peak_difference, seed)
+    return claim(name, statement, comparison.difference, p, SWAP_PEAKS,
+                 comparison.n_positive, comparison.n_negative)
+
+
+def peak_layer_claim(name: str, statement: str, a: np.ndarray, b: np.ndarray,
+                     seed: int = 0) -> dict:
+    """'Curve a peaks at an earlier layer than curve b': the difference is b's peak layer −
+    a's (of the mean curves; percentile interval over resamples of the prompts, the same
+    prompts for both); the p-value is `swap_test` with `peak_layer_difference`."""
+    counts = resample_counts(len(a), seed=seed)
+
+    def peaks(x):
+        return np.argmax(np.nan_to_num(resampled_means(x, counts), nan=-np.inf), axis=1)
+    value = float(_peak_column(b) - _peak_column(a))
+    difference = Estimate(value, *percentile_interval(peaks(b) - peaks(a)), int(len(a)))
+    p = swap_test(a, b, peak_layer_difference, seed)
+    return {**claim(name, statement, difference, p, SWAP_PEAKS), "unit": "layers"}
 
 
 def aie_bands(long: pd.DataFrame, seed: int = 0) -> pd.DataFrame:

@@ -77,8 +77,9 @@ DOMAINS: dict[str, Domain] = {
     "noise_samples": whole(10, 1, allowed="use a whole number of at least 1 (ROME: 10)"),
     "noise_scale": positive_float(3.0, "use a finite number above 0 (× the subject "
                                   "embeddings' std; ROME: 3)"),
-    "trace_window": whole(10, 1, allowed="use a whole number of at least 1 (layers restored "
-                          "together; ROME: 10)"),
+    "trace_window": auto_or_whole("auto", 1, "use 'auto' (ROME's 10 of 48 layers scaled to "
+                                  "the model's depth) or a whole number of at least 1 (layers "
+                                  "restored together)"),
     "trace_metric": choice("prob", TRACE_METRICS, "use 'prob' (P(answer), as ROME) or 'task' "
                            "(the task's own metric)"),
     # 06
