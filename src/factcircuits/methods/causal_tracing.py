@@ -119,7 +119,7 @@ def window_rule(window, n_layers: int) -> str:
                 f"{ROME_WINDOW} of GPT-2 XL's {ROME_LAYERS}), rounded half up, at least 1: "
                 f"{used} layers")
     clamped = "" if used == int(window) else f", clamped to the {n_layers} layers"
-    return f"given: {int(window)} layers{clamped} ({used / n_layers:.0%} of the depth)"
+    return f"given: {int(window)} layers{clamped}"
 
 
 def window_layers(layer: int, window: int, n_layers: int) -> list[int]:
