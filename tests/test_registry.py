@@ -46,7 +46,8 @@ def test_saved_results_are_validated_against_the_entry(tmp_path):
     out = Results(tmp_path, task_check.METHOD)
     good = pd.DataFrame({"relation": ["a"], "rows": [3], "accuracy": [0.5],
                          "accuracy_low": [0.1], "accuracy_high": [0.9], "known": [2],
-                         "analysed": [2], "differs_from_pooled": [False]})
+                         "analysed": [2], "p_vs_pooled": [float("nan")],
+                         "p_vs_pooled_holm": [float("nan")], "differs_from_pooled": [False]})
     out.save("by_relation", good)
     assert out.load("by_relation").equals(good)
     with pytest.raises(ResultError, match="undeclared column.*extra"):

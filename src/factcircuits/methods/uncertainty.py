@@ -254,7 +254,11 @@ def claim_text(found: dict, spec: str = ".3f") -> str:
         return "not computed (no prompt had both quantities)"
     verdict = found.get("verdict", NOT_RESOLVED)
     n = found.get("n")
-    difference = with_interval(found["difference"], found.get("difference_ci"), "+" + spec)
+    unit = found.get("unit")
+    difference = with_interval(found["difference"], found.get("difference_ci"),
+                               "+.0f" if unit == "layers" else "+" + spec)
+    if unit:
+        difference += f" {unit}"
     if verdict == NOT_TESTED:
         return (f"**not tested**: with n = {n} prompts no outcome can reach p ≤ {ALPHA:g} "
                 f"(mean difference {difference})")
@@ -388,10 +392,15 @@ def swap_test(a, b, statistic, seed: int = 0) -> float:
     p = share of patterns whose |statistic| ≥ the observed one (identity included)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     patterns = swap_patterns(len(a), seed)
-    mask = patterns.reshape(*patterns.shape, *([1] * (a.ndim - 1)))
-    swapped_a = np.where(mask, b[None], a[None])
-    swapped_b = np.where(mask, a[None], b[None])
-    values = np.asarray(statistic(swapped_a, swapped_b), dtype=float)
+    # in chunks: 10,000 patterns × n prompts × layers would be gigabytes at a few hundred
+    chunk = max(1, int(2e7 // max(1, a.size)))
+    values = []
+    for start in range(0, len(patterns), chunk):
+        part = patterns[start:start + chunk]
+        mask = part.reshape(*part.shape, *([1] * (a.ndim - 1)))
+        values.append(np.asarray(statistic(np.where(mask, b[None], a[None]),
+                                           np.where(mask, a[None], b[None])), dtype=float))
+    values = np.concatenate(values)
     observed = abs(values[0])
     exceed = np.abs(values) >= observed * (1 - 1e-12) - 1e-15
     if 2 ** len(a) <= EXACT_SWAPS:
