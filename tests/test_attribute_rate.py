@@ -167,3 +167,11 @@ def test_enriched_needs_both_controls_below():
     below = AR.AttributeRate(table(lambda own: 0.0), k=5, n_layers=2).headline()
     assert below["attribute_rate_enriched"] is True
     assert below["attribute_rate_excess"] == pytest.approx(0.6)
+    # the same comparison as a claim for Holm: 3 prompts, all above → every swap pattern but
+    # the identity gives a smaller statistic (the full swap's peak layer is re-chosen on the
+    # control's flat curve: 0), p = 1 / 2**3; n = 3 is too few for the run's claims
+    found = below["claim_attribute_rate_above_other_subjects"]
+    assert found["p"] == pytest.approx(1 / 8) and found["testable"] is False
+    assert found["difference"] == pytest.approx(0.6)
+    tie = same["claim_attribute_rate_above_first_relation"]
+    assert tie["p"] == pytest.approx(1.0)  # identical curves: every swap reaches |0|

@@ -81,6 +81,11 @@ class LogitLensHeadline(Headline):
     attribute_rate_excess: float | None = number("peak rate minus that control (mean over "
                                                  "prompts of the paired difference)", RATE)
     attribute_rate_excess_ci: list[float] | None = interval("attribute_rate_excess")
+    claim_attribute_rate_above_other_subjects: dict | None = number(
+        "test of 'the attribute rate peaks above the other-subjects control' (exact paired "
+        "permutation test, peak layer re-chosen on every swap)")
+    claim_attribute_rate_above_first_relation: dict | None = number(
+        "test of 'the attribute rate peaks above the first-relation-token control'")
     attribute_rate_enriched: bool | None = number("the peak rate exceeds both controls, each "
                                                   "paired interval of the difference above 0")
 

@@ -37,13 +37,16 @@ from torch import Tensor
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_names
 from factcircuits.methods.positions import task_positions
+from factcircuits.methods.intervals import claim
 from factcircuits.methods.uncertainty import (
+    difference_at_peak,
     mean_estimate,
     paired_comparison,
     peak_of_curves,
     percentile_interval,
     resample_counts,
     resampled_means,
+    swap_test,
 )
 from factcircuits.models import LoadedModel
 from factcircuits.models.forward import final_logits
@@ -191,6 +194,15 @@ class AttributeRate:
             out[f"attribute_rate_{read}_ci"] = estimate.interval()
             out[f"attribute_rate_excess_over_{read}_ci"] = excess.interval()
             enriched = enriched and excess.low > 0
+            both = usable & ~np.all(np.isnan(self.per_prompt(read)), axis=1)
+            if both.sum() >= 2:  # the same test with the peak layer chosen inside it
+                p = swap_test(rate[both], self.per_prompt(read)[both], difference_at_peak, seed)
+                out[f"claim_attribute_rate_above_{read}"] = claim(
+                    f"attribute_rate_above_{read}",
+                    "the attribute rate at the last subject token peaks above its control "
+                    f"({READ_TITLES[read]})", excess, p,
+                    "exact paired permutation test over prompts (peak layer re-chosen on every "
+                    "swap)")
             if strongest is None or estimate.value > strongest[1].value:
                 strongest = (read, estimate, excess)
         if strongest is not None:

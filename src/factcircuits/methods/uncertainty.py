@@ -419,6 +419,15 @@ def peak_difference(a, b) -> np.ndarray:
     return np.nanmax(np.nanmean(a, axis=1), axis=-1) - np.nanmax(np.nanmean(b, axis=1), axis=-1)
 
 
+def difference_at_peak(a, b) -> np.ndarray:
+    """Swap-test statistic for curves: a's mean curve at its peak layer minus b's mean curve
+    at that same layer (the layer chosen on the permuted data)."""
+    mean_a, mean_b = np.nanmean(a, axis=1), np.nanmean(b, axis=1)
+    peak = np.argmax(np.where(np.isnan(mean_a), -np.inf, mean_a), axis=-1)
+    rows = np.arange(len(mean_a))
+    return mean_a[rows, peak] - mean_b[rows, peak]
+
+
 def peak_layer_difference(a, b) -> np.ndarray:
     """Swap-test statistic for curves: the peak layer of b's mean curve minus a's (positive
     when a peaks earlier)."""

@@ -147,9 +147,15 @@ def _summary(ev: Run, at_chance: bool, checks: list[Check]) -> str:
                      f"{depth_band(ev.depth(layer))} layers ({method}: layer {int(layer)})")
     lens = ev.headline(logit_lens.METHOD)
     if lens.attribute_rate_enriched is not None:  # the verb "enriched" needs Geva's test
+        judged = run_claims(ev)
+        tests = [judged[k]["verdict"] for k in ("claim_attribute_rate_above_other_subjects",
+                                                "claim_attribute_rate_above_first_relation")
+                 if k in judged]
+        enriched = (all(v == "supported" for v in tests) if tests  # Holm over the run
+                    else lens.attribute_rate_enriched)
         parts.append("the last subject token's state is enriched with the subject's attributes "
                      f"(attribute rate peaks at layer {lens.attribute_rate_peak_layer}, above "
-                     "both controls)" if lens.attribute_rate_enriched else
+                     "both controls)" if enriched else
                      "enrichment of the last subject token with the subject's attributes is "
                      "not shown (its attribute rate is not above both controls)")
     ko, relation = subject_knockout(ev), role_knockout(ev, "relation")
