@@ -76,3 +76,14 @@ def test_pairwise_known_keeps_a_second_ranked_answer_above_its_counterfactual(ti
     session.known_criterion = "top1"
     kept, note = session.known()
     assert kept.prompts == prepared.prompts and "no prompt" in note  # falls back to all
+
+
+def test_an_empty_subset_is_an_empty_task(tiny_lm):
+    """`subset([])` (every row dropped) gives a task of no prompts, not an IndexError."""
+    from factcircuits.data.datasets import load_dataset
+    from factcircuits.methods.evaluate import prepare
+
+    prepared = prepare(tiny_lm, load_dataset("paris-cloze"))
+    empty = prepared.subset([])
+    assert empty.prompts == [] and len(empty.rows) == 0 and len(empty.signs) == 0
+    assert len(prepared.subset([False] * len(prepared.prompts)).prompts) == 0

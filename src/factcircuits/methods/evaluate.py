@@ -99,6 +99,8 @@ class PreparedTask:
     def subset(self, keep) -> PreparedTask:
         """Only the rows at positions `keep` (a list of ints or a boolean mask)."""
         keep = torch.as_tensor(keep)
+        if keep.numel() == 0:  # [] would be a float tensor, which cannot index
+            keep = keep.long()
         if keep.dtype == torch.bool:
             keep = keep.nonzero().flatten()
         idx = keep.tolist()
