@@ -211,3 +211,17 @@ def test_front_page_marks_a_patching_peak_at_the_layer0_mlp(tmp_path):
         in text
     one = front_page_markdown(load_runs(tmp_path)[1:])
     assert "†" not in one
+
+
+def test_part_titles_name_the_sample_and_seed_a_user_chose(tmp_path):
+    from factcircuits.report.pages import part_title
+
+    folder = make_run(tmp_path, "a__x__1")
+    record = json.loads((folder / "run.json").read_text())
+    record["parameters"] |= {"n_prompts": 4, "noise_samples": 1}
+    record["parameters_set"] = ["dataset", "n_prompts", "noise_samples", "seed"]
+    (folder / "run.json").write_text(json.dumps(record))
+    # the sample and the seed, not every method setting (the comparison lists those)
+    assert part_title(2, Run.load(folder)) == "Run 2: toy-model on toy-facts (n_prompts=4, seed=0)"
+    assert part_title(1, Run.load(make_run(tmp_path, "b__x__2"))) == \
+        "Run 1: toy-model on toy-facts"

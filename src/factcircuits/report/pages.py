@@ -100,8 +100,17 @@ def write_up_title(runs: list[Run]) -> tuple[str, str]:
                    "models store facts in general")
 
 
+# The sample and seed a user chose tell runs of one model on one dataset apart in titles
+# (relation and per_relation are in `Run.title` already; the comparison lists every setting).
+TITLE_SETTINGS = ("n_prompts", "seed", "known")
+
+
 def part_title(index: int, ev: Run) -> str:
-    return f"Run {index}: {ev.title}"
+    """'Run 2: SmolLM2-135M-Instruct on paris-cloze (n_prompts=4)'."""
+    chosen = set(ev.record.get("parameters_set") or ())
+    settings = [f"{k}={ev.parameters[k]}" for k in TITLE_SETTINGS
+                if k in chosen and k in ev.parameters]
+    return f"Run {index}: {ev.title}" + (f" ({', '.join(settings)})" if settings else "")
 
 
 def run_notebooks(ev: Run) -> list[Path]:
@@ -327,6 +336,21 @@ def provenance(project_dir: Path | None = None, level: int = 2,
             out += [f"| {nb.get('name')} | {nb.get('status')} | {nb.get('duration_s')} |"
                     for nb in notebooks] + [""]
     return "\n".join(out)
+
+
+NEUTRAL_BOOK = ("# Written by factcircuits.report.pages after each render: no run chapters, so "
+                "a run folder\n# deleted by hand before the next `quarto render` is never "
+                "looked for; the pre-render\n# writes the runs present, which Quarto reads "
+                "after it.\n{}\n")
+
+
+def neutral_book(project_dir: Path | None = None) -> None:
+    """Quarto's post-render: book.yml without run chapters. Quarto reads book.yml before its
+    pre-render, so a chapter list left from the last render would name a run deleted since
+    ("Book chapter … not found"); the list the pre-render writes is read after it."""
+    path = Path(project_dir or quarto_project_dir()) / GENERATED / "book.yml"
+    if path.is_file():
+        atomic_write(path, NEUTRAL_BOOK)
 
 
 def main() -> None:
