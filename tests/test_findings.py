@@ -75,7 +75,8 @@ def make_run(root: Path, run_id: str = "m__d__1", *, task: str = "cloze",
                                      "mlp_subject_last_peak_layer": 3,
                                      "mlp_subject_last_peak_aie": 0.08,
                                      "attn_subject_last_peak_aie": 0.02,
-                                     "attn_last_peak_layer": 8, "window": trace_window}),
+                                     "attn_last_peak_layer": 8, "window": trace_window,
+                                     "window_rule": "given"}),
         "06": ("06_ablation_knockout", {"knockout_window": 3}),
     }
     headline["01"][1].update(task_check or {})

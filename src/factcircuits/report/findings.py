@@ -140,8 +140,9 @@ def _summary(ev: Run, at_chance: bool, checks: list[Check]) -> str:
     parts = []
     mlp = mlp_at_subject(ev)
     if "tracing" in mlp or "patching" in mlp:
-        method = "causal tracing, one layer at a time" if "tracing" in mlp else \
-            "activation patching"
+        single = ev.headline(causal_tracing.METHOD).window_rule is not None  # window-1 peaks
+        method = (f"causal tracing{', one layer at a time' if single else ''}"
+                  if "tracing" in mlp else "activation patching")
         layer = (mlp.get("tracing") or mlp["patching"])[0]
         parts.append(f"restoring the MLP output at the last subject token matters most in "
                      f"{depth_band(ev.depth(layer))} layers ({method}: layer {int(layer)})")
