@@ -186,6 +186,9 @@ def test_claims_are_judged_together_with_holm():
                                                             {**claim, "p": 0.6}])
     assert alone[0]["verdict"] == "supported" and crowd[0]["verdict"] == "not resolved"
     assert "not tested" in U.claim_text(judged[2]) and "n = 4" in U.claim_text(judged[2])
+    # a test that passes with an interval through 0 is not enough: not resolved
+    torn = {**strong, "p": 0.01, "difference_ci": [-0.1, 2.0]}
+    assert U.judge_claims([torn])[0]["verdict"] == "not resolved"
 
 
 def test_formatting():
@@ -202,3 +205,22 @@ def test_not_computed_values_are_said_never_an_error():
     assert U.layer_with_range(4, [marker, 6]) == "layer 4"
     assert U.claim_text({"difference": marker, "p": 0.5}).startswith(
         "not computed")
+
+
+def test_the_layer0_mlp_is_reported_on_its_own_not_as_the_peak():
+    """Patching's MLP peak is taken over layers ≥ 1 (layer 0 restores the subject's identity);
+    layer 0's own effect is the ratio of mean restorations there."""
+    rows = []
+    for prompt in range(4):
+        clean, corrupted = 2.0 + prompt, -1.0
+        for layer, share in enumerate((0.95, 0.3, 0.6, 0.1)):
+            rows.append({"component": "mlp_out", "token_class": "subject_last", "layer": layer,
+                         "prompt_id": prompt, "metric": corrupted + (clean - corrupted) * share,
+                         "clean": clean, "corrupted": corrupted})
+    long = pd.DataFrame(rows)
+    assert I.normalized_peak(long, "mlp_out", "subject_last", 4)["layer"] == 0
+    found = I.patching_intervals(long, pd.DataFrame(columns=["component", "token_class"]), 4)
+    assert found["mlp_out_subject_last_peak_layer"] == 2
+    assert found["mlp_out_subject_last_peak"] == pytest.approx(0.6)
+    assert found["mlp_out_subject_last_peak_layer_range"] == [2, 2]
+    assert found["mlp_out_subject_last_layer0"] == pytest.approx(0.95)

@@ -64,8 +64,13 @@ PatchingHeadline = dataclasses.make_dataclass(
     [*(f for c in PATCHED_COMPONENTS
        for f in peak_fields(c, f"patching {P.COMPONENT_TITLES.get(c, c)} (normalized)",
                             NORMALIZED, with_class=True)),
-     *peak_fields("mlp_out_subject_last", "patching MLP outputs at the last subject token",
-                  NORMALIZED),
+     *peak_fields("mlp_out_subject_last", "patching MLP outputs at the last subject token "
+                  "(layers ≥ 1)", NORMALIZED),
+     ("mlp_out_subject_last_layer0", float | None,
+      number("patching the layer-0 MLP output at the last subject token (part of the "
+             "embedding, so reported on its own)", NORMALIZED)),
+     ("mlp_out_subject_last_layer0_ci", list | None,
+      interval("mlp_out_subject_last_layer0")),
      *peak_fields("attn_out_last", "patching attention outputs at the last token", NORMALIZED)],
     bases=(_PatchingCore,), namespace={"__module__": __name__})
 PatchingHeadline.__doc__ = "Notebook 04's headline: sample, peaks with ranges, top head, AtP."
@@ -154,7 +159,7 @@ def patching_summary(lm: LoadedModel, pairs: PreparedTask, *, n_dropped: int = 0
     pooled = headline.get("mlp_out_subject_last_peak_layer")
     by_relation = (None if relations is None or pooled is None else
                    R.relation_normalized_peaks(long, "mlp_out", "subject_last", relations,
-                                               pooled, n_layers, seed))
+                                               pooled, n_layers, seed, from_layer=1))
     return PatchingSummary(headline, results, heads, by_pos, positions, long, classes, roles,
                            top_heads, pd.DataFrame(rows),
                            P.normalization_caveat(clean_mean, corrupt_mean, pairs.main_metric),
@@ -255,6 +260,10 @@ def patching_findings(run: Run) -> list[Finding]:
                      f"{layer_text(run, layer, h.mlp_out_subject_last_peak_layer_range)}, "
                      f"{with_interval(h.mlp_out_subject_last_peak, h.mlp_out_subject_last_peak_ci)}"
                      f" of the clean−corrupted gap" + (f" ({LAYER0_MLP})" if layer == 0 else "")
+                     + (" among layers ≥ 1; the layer-0 MLP alone restores "
+                        + with_interval(h.mlp_out_subject_last_layer0,
+                                        h.mlp_out_subject_last_layer0_ci) + f" ({LAYER0_MLP})"
+                        if h.mlp_out_subject_last_layer0 is not None and layer != 0 else "")
                      + ";")
         if h.attn_out_last_peak_layer is not None:
             text += (f" the attention output at the last token most at "

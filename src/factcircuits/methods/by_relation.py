@@ -70,7 +70,7 @@ def relation_curves(values: np.ndarray, relations, seed: int = 0, layers=None) -
 
 def relation_normalized_peaks(long: pd.DataFrame, component: str, token_class: str,
                               relations, pooled_layer: int, n_layers: int,
-                              seed: int = 0) -> pd.DataFrame:
+                              seed: int = 0, from_layer: int = 0) -> pd.DataFrame:
     """`normalized_peak` per relation (`relations[prompt_id]`), with whether its range
     excludes the pooled peak layer."""
     relations = np.asarray(relations, dtype=str)
@@ -78,7 +78,7 @@ def relation_normalized_peaks(long: pd.DataFrame, component: str, token_class: s
     for relation in sorted(set(relations)):
         ids = np.flatnonzero(relations == relation)
         found = normalized_peak(long[long["prompt_id"].isin(ids)], component, token_class,
-                                n_layers, seed)
+                                n_layers, seed, from_layer)
         if found:
             low, high = found["layer_range"]
             rows.append({"relation": relation, "n": found["n"], "peak_layer": found["layer"],

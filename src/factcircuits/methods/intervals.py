@@ -221,10 +221,10 @@ def normalized_curves(long: pd.DataFrame, component: str, token_class: str, n_la
 
 
 def normalized_peak(long: pd.DataFrame, component: str, token_class: str, n_layers: int,
-                    seed: int = 0) -> dict | None:
+                    seed: int = 0, from_layer: int = 0) -> dict | None:
     """The normalized effect (ratio of means, as `patching.by_class`) of `component` at
-    `token_class` by layer: its peak layer, the range of resampled peaks and the interval of
-    the effect there."""
+    `token_class` by layer: its peak layer (among layers ≥ `from_layer`), the range of
+    resampled peaks and the interval of the effect there."""
     metric, clean, corrupted = normalized_curves(long, component, token_class, n_layers)
     keep = ~np.all(np.isnan(metric), axis=1)
     if not keep.any():
@@ -236,6 +236,7 @@ def normalized_peak(long: pd.DataFrame, component: str, token_class: str, n_laye
             return (m - k) / (c - k)
         samples = normalized(*(resampled_means(x, counts) for x in (metric, clean, corrupted)))
         mean = normalized(*(np.nanmean(x, 0) for x in (metric, clean, corrupted)))
+    mean[:from_layer], samples[:, :from_layer] = np.nan, np.nan  # e.g. the layer-0 MLP
     if np.all(np.isnan(mean)):
         return None
     best = int(np.nanargmax(mean))
@@ -258,15 +259,32 @@ def patching_intervals(long: pd.DataFrame, peaks: pd.DataFrame, n_layers: int,
             out[f"{row.component}_peak_ci"] = found["effect_ci"]
             out[f"{row.component}_peak_layer_range"] = found["layer_range"]
             out[f"{row.component}_peak_layer_resolved"] = found["resolved"]
-    for component, cls in (("mlp_out", "subject_last"), ("attn_out", "last")):
-        found = normalized_peak(long, component, cls, n_layers, seed)
+    # the MLP peak over layers ≥ 1, as causal tracing's: the layer-0 MLP acts as part of the
+    # embedding (it restores the subject's identity), so it is reported on its own
+    for component, cls, first in (("mlp_out", "subject_last", 1), ("attn_out", "last", 0)):
+        found = normalized_peak(long, component, cls, n_layers, seed, from_layer=first)
         if found:
             key = f"{component}_{cls}"
             out.update({f"{key}_peak": found["effect"], f"{key}_peak_ci": found["effect_ci"],
                         f"{key}_peak_layer": found["layer"],
                         f"{key}_peak_layer_range": found["layer_range"],
                         f"{key}_peak_layer_resolved": found["resolved"]})
+    layer0 = _layer0_effect(long, seed)
+    if layer0 is not None:
+        out["mlp_out_subject_last_layer0"], out["mlp_out_subject_last_layer0_ci"] = layer0
     return out
+
+
+def _layer0_effect(long: pd.DataFrame, seed: int) -> tuple[float, list[float]] | None:
+    """The layer-0 MLP's normalized effect at the last subject token, with its interval."""
+    metric, clean, corrupted = normalized_curves(long, "mlp_out", "subject_last", 1)
+    column = [x[:, 0] for x in (metric, clean, corrupted)]
+    keep = ~np.isnan(column[0])
+    if not keep.any():
+        return None
+    m, c, k = (x[keep] for x in column)
+    found = ratio_of_means_estimate(m - k, c - k, seed)
+    return found.value, found.interval()
 
 
 def head_effect_interval(values: np.ndarray, clean: np.ndarray, corrupted: np.ndarray,

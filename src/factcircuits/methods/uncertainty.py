@@ -224,10 +224,20 @@ def claim_p(found: dict) -> float:
     return float(p) if _number(p) else math.nan
 
 
+def _interval_agrees(found: dict) -> bool:
+    """The difference's interval lies on the side the test supports (a claim whose test and
+    interval disagree, e.g. p = 0.04 with an interval through 0, stays not resolved)."""
+    ci = found.get("difference_ci")
+    if not ci or len(ci) != 2 or not all(_number(v) for v in ci):
+        return True  # no interval to disagree
+    return ci[0] > 0 if found["difference"] > 0 else ci[1] < 0
+
+
 def judge_claims(found: list[dict], alpha: float | None = None) -> list[dict]:
     """Each claim with its Holm-adjusted p-value over all the claims given (a run's family)
     and its verdict: **supported** / **contradicted** when the adjusted p ≤ α (by the sign of
-    the difference), **not resolved** otherwise, **not tested** when no outcome on its n
+    the difference) and the difference's interval excludes 0 on that side, **not resolved**
+    otherwise, **not tested** when no outcome on its n
     prompts could reach α (its test is then left out of the family)."""
     alpha = ALPHA if alpha is None else alpha
     p = [claim_p(c) if c.get("testable", True) and _number(c.get("difference")) else math.nan
@@ -237,7 +247,7 @@ def judge_claims(found: list[dict], alpha: float | None = None) -> list[dict]:
     for c, q in zip(found, adjusted):
         if math.isnan(q):
             verdict = NOT_TESTED
-        elif q <= alpha:
+        elif q <= alpha and _interval_agrees(c):
             verdict = SUPPORTED if c["difference"] > 0 else CONTRADICTED
         else:
             verdict = NOT_RESOLVED
