@@ -50,18 +50,6 @@ class PairSplit:
     def fold_sizes(self) -> list[int] | None:
         return [len(f.discovery) for f in self.folds] if self.kind == "cross-fitted" else None
 
-    def describe(self) -> str:
-        """How the pairs were used, in words for the write-up."""
-        if self.kind == "held-out":
-            return (f"edges scored on {len(self.folds[0].discovery)} pairs, circuits evaluated "
-                    f"on the other {len(self.folds[0].evaluation)}")
-        if self.kind == "cross-fitted":
-            a, b = self.fold_sizes
-            return (f"cross-fitted over two folds of {a} and {b} pairs (each fold's circuits "
-                    "evaluated on the other fold, so every pair is evaluated once by circuits "
-                    "that never saw it)")
-        return "one pair only, so the circuits are evaluated on the pair that chose them"
-
 
 def split_pairs(n: int, seed: int = 0,
                 min_per_half: int = MIN_PAIRS_PER_HALF) -> PairSplit:
