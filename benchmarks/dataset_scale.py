@@ -1,5 +1,6 @@
-"""Dataset validation and counterfactual filling at scale: `dataset validate` on 100,000 rows,
-and filling at 10,000 and 4 × 10,000 rows side by side (linear work gives a ratio near 4, the
+"""Dataset validation and counterfactual filling at scale: `dataset validate` on 100,000 rows
+(997 distinct answers, and again with 2 — most of a relation then shares the row's answer and
+is excluded from its partners), and filling at 10,000 and 4 × 10,000 rows side by side (linear work gives a ratio near 4, the
 quadratic filling of issue 22 gave 16 and more). Prints seconds with the load average.
 
     python benchmarks/dataset_scale.py [--rows 100000] [--fill-rows 10000] [--json]
@@ -19,16 +20,19 @@ from factcircuits.data.counterfactuals import make_counterfactual
 from factcircuits.data.datasets import load_dataset, validate_file
 
 
-def relation_rows(n: int) -> list[str]:
-    return [f"The capital of Land{i} is, City{i % 997}, City{(i + 1) % 997},Land{i},r{i % 5}"
+def relation_rows(n: int, answers: int = 997) -> list[str]:
+    """With few answers, the counterfactual is no row's answer, so every partner is drawn from
+    the relation minus the subjects sharing the row's answer (the path that was quadratic)."""
+    other = (lambda i: f"City{(i + 1) % answers}") if answers > 2 else (lambda i: "Nowhere")
+    return [f"The capital of Land{i} is, City{i % answers}, {other(i)},Land{i},r{i % 5}"
             for i in range(n)]
 
 
-def validate_seconds(n: int) -> float:
+def validate_seconds(n: int, answers: int = 997) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "big.csv"
         path.write_text("prompt,answer,counterfactual,subject,relation\n"
-                        + "\n".join(relation_rows(n)) + "\n")
+                        + "\n".join(relation_rows(n, answers)) + "\n")
         start = time.perf_counter()
         problems = validate_file(path)
         dataset = load_dataset(path)  # validation plus filling every counterfactual
@@ -67,13 +71,15 @@ def main() -> None:
     small, large = fill_seconds(n_small), fill_seconds(n_large)
     report = {"benchmark": "dataset_scale", "validate_rows": args.rows,
               "validate_seconds": validate_seconds(args.rows),
+              "validate_two_answers_seconds": validate_seconds(args.rows, answers=2),
               "fill_rows_small": n_small, "fill_rows_large": n_large,
               "fill_small_seconds": small, "fill_large_seconds": large,
               "fill_ratio_large_over_small": large / small, "load_average": os.getloadavg()}
     if args.json:
         print(json.dumps(report))
         return
-    print(f"dataset validate, {args.rows:,} rows: {report['validate_seconds']:.1f} s")
+    print(f"dataset validate, {args.rows:,} rows: {report['validate_seconds']:.1f} s "
+          f"(997 answers), {report['validate_two_answers_seconds']:.1f} s (2 answers)")
     print(f"filling counterfactuals: {n_small:,} rows {small:.2f} s, {n_large:,} rows "
           f"{large:.2f} s, ratio {large / small:.1f} (linear ≈ 4, quadratic ≈ 16)")
     print("load average: " + " ".join(f"{v:.2f}" for v in report["load_average"]))

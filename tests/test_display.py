@@ -188,3 +188,16 @@ def test_media_note_differs_between_site_and_pdf(monkeypatch):
     assert bundle["text/html"].strip() == "<p>Pick a head from the <strong>menu</strong>.</p>"
     assert bundle["text/markdown"] == "The image shows the first head."
     assert "text/plain" not in bundle  # nothing else for a format to fall back on
+
+
+def test_an_unusable_tmpdir_is_a_reason_not_a_hang(tmp_path, monkeypatch):
+    """Chromium cannot start with TMPDIR naming a missing folder; the export then waited
+    forever. It is said up front and the figures stay HTML-only with that reason."""
+    from factcircuits.run import display as D
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "missing"))
+    assert "TMPDIR=" in D.static_export_problem() and "not a writable folder" in \
+        D.static_export_problem()
+    assert not D.static_export_available()
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert "TMPDIR" not in (D.static_export_problem() or "")

@@ -35,6 +35,12 @@ def static_export_problem() -> str | None:
         import kaleido  # noqa: F401
     except ImportError:
         return "kaleido is not installed (pip install 'kaleido>=1')"
+    tmp = os.environ.get("TMPDIR")
+    if tmp and not (os.path.isdir(tmp) and os.access(tmp, os.W_OK | os.X_OK)):
+        # Chromium writes its profile there: with a missing folder it never starts and the
+        # export would wait forever
+        return f"TMPDIR={tmp} is not a writable folder, so Chromium cannot start (set TMPDIR " \
+               "to one, or unset it)"
     path = os.environ.get("BROWSER_PATH")
     if (path and os.path.exists(path)) or any(shutil.which(b) for b in _BROWSERS):
         return None
