@@ -19,7 +19,7 @@ SUBLAYER_NAMES = {"attn": "attention", "mlp": "MLP", "embed": "embedding"}
 # a percentile bootstrap of fewer undercovers (three prompts give ten distinct resamples) and
 # an exact test on fewer cannot reach p ≤ 0.05. Relations below it are listed as "not tested".
 MIN_PROMPTS = 5
-LAYER0_MLP = ("the layer-0 MLP acts as part of the token embedding, so this peak restores the "
+LAYER0_MLP = ("the layer-0 MLP acts as part of the token embedding, so restoring it restores the "
               "subject's identity rather than a stored attribute")
 
 
