@@ -113,12 +113,12 @@ def _literature(ev: Run) -> list[Finding]:
         judged = run_claims(ev)
         found = judged.get("claim_mlp_over_attn_subject_last")
         if attn_aie is not None:
-            ratio = "larger" if aie > attn_aie else "not larger"
+            ratio = ("larger than" if aie > attn_aie else "not larger than") + " (untested)"
             if found:  # say only what the test supports
-                ratio = {"supported": "larger", "contradicted": "smaller",
-                         "not resolved": "not resolved against",
+                ratio = {"supported": "larger than", "contradicted": "smaller than",
+                         "not resolved": "not resolved as larger than",
                          "not tested": "not tested against"}[found["verdict"]]
-            text += f", and its AIE ({aie:.1%}) is {ratio} than attention's ({attn_aie:.1%})"
+            text += f", and its AIE ({aie:.1%}) is {ratio} attention's ({attn_aie:.1%})"
         last_attn = tr.attn_last_peak_layer
         if last_attn is not None:
             order = judged.get("claim_mlp_before_attn_last")
