@@ -173,6 +173,19 @@ def test_relation_knockout_peak_and_comparison_in_the_headline(setup):
     assert h["knockout_relation_minus_subject"] == pytest.approx(diff.mean())
     low, high = h["knockout_relation_minus_subject_ci"]
     assert low <= diff.mean() <= high
+    # the claim for the run's Holm family: its difference is that mean, its p the swap test's
+    found = h["claim_subject_knockout_over_relation"]
+    assert found["difference"] == pytest.approx(diff.mean()) and found["n"] == len(diff)
+    from factcircuits.methods.uncertainty import peak_difference, swap_test
+
+    falls = {role: -table[table["role"] == role].pivot_table(
+        index="prompt", columns="centre", values="relative_p_change") for role in KO.ROLES}
+    assert found["p"] == pytest.approx(swap_test(falls["subject"].to_numpy(),
+                                                 falls["relation"].to_numpy(), peak_difference))
+    # the swap statistic's observed value is the same comparison: worst falls of the two roles
+    assert peak_difference(falls["subject"].to_numpy()[None],
+                           falls["relation"].to_numpy()[None])[0] == pytest.approx(diff.mean(),
+                                                                                   rel=1e-5)
     AK.AblationKnockoutHeadline(**h)  # every key is a declared field
 
 
@@ -207,7 +220,8 @@ def _knockout_run(tmp_path, difference, ci):
 
 
 @pytest.mark.parametrize("difference,ci,verdict", [
-    (-0.5, [-0.7, -0.3], "Blocking the relation tokens hurts **more** than blocking the subject"),
+    (-0.5, [-0.7, -0.3], "By its interval, blocking the relation tokens hurts **more** than "
+     "blocking the subject"),
     (-0.5, [-0.9, 0.1], "Which of the two hurts more is not resolved"),
 ])
 def test_findings_put_the_relation_knockout_beside_the_subject(tmp_path, difference, ci,
