@@ -1,7 +1,8 @@
 """Dataset validation and counterfactual filling at scale: `dataset validate` on 100,000 rows
 (997 distinct answers, and again with 2 — most of a relation then shares the row's answer and
-is excluded from its partners), and filling at 10,000 and 4 × 10,000 rows side by side (linear work gives a ratio near 4, the
-quadratic filling of issue 22 gave 16 and more). Prints seconds with the load average.
+is excluded from its partners), and filling at 10,000 and 4 × 10,000 rows side by side
+(linear work gives a ratio near 4, the quadratic filling of issue 22 gave 16 and more). Prints
+seconds with the load average.
 
     python benchmarks/dataset_scale.py [--rows 100000] [--fill-rows 10000] [--json]
     python benchmarks/dataset_scale.py --rows 1000 --fill-rows 250 --json   # smallest setting

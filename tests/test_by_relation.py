@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from factcircuits.methods import uncertainty as U
 from test_findings import make_run
 
 from factcircuits.methods import by_relation as R
+from factcircuits.methods import uncertainty as U
 from factcircuits.methods.sampling import per_relation_sample
 from factcircuits.methods.task_check import relation_table
 from factcircuits.report import findings as F

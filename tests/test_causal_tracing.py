@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_resumed_forward import traced_by_hand
 
 from factcircuits.data.datasets import load_dataset
 from factcircuits.methods import causal_tracing as CT
@@ -154,40 +155,6 @@ def _family_model(spec):
     return _FAMILY_MODELS[spec]
 
 
-def restored_by_hand(lm, prepared, subjects, state, window, noise_samples, seed, std):
-    """One plain full forward per (layer, position): noise at hook_embed drawn in the tracer's
-    documented order (sample, then prompt), the clean `state` of every layer of ROME's window
-    restored at that position; P(answer) averaged over the noise samples. [layer, pos, G]"""
-    from factcircuits.models.tokens import encode
-
-    tokens = encode(lm.tokenizer, prepared.prompts).tokens
-    G, n = tokens.shape
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.zeros(noise_samples * G, n, lm.cfg.d_model)
-    for s in range(noise_samples):
-        for g in range(G):
-            noise[s * G + g, subjects[g]] = 3.0 * std * torch.randn(
-                len(subjects[g]), lm.cfg.d_model, generator=generator)
-    batch, rows = tokens.repeat(noise_samples, 1), torch.arange(G).repeat(noise_samples)
-    _, clean = lm.model.run_with_cache(batch, return_cache_object=False)
-    point = {"hidden": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}[state]
-    out = torch.full((lm.cfg.n_layers, n, G), float("nan"))
-    for layer in range(lm.cfg.n_layers):
-        first, last = max(0, layer - window // 2), min(lm.cfg.n_layers, layer + (window + 1) // 2)
-        for pos in range(min(subjects[0]), n):
-            def restore(act, hook, pos=pos):
-                act[:, pos] = clean[hook.name][:, pos]
-                return act
-
-            hooks = [("hook_embed", lambda act, hook: act + noise.to(act.dtype))]
-            hooks += [(f"blocks.{w}.hook_{point}", restore) for w in range(first, last)]
-            with torch.no_grad():
-                logits = lm.model.run_with_hooks(batch, fwd_hooks=hooks)[:, -1]
-            p = prepared.answer_probability(logits, rows).float()
-            out[layer, pos] = p.view(noise_samples, G).mean(0)
-    return out
-
-
 @pytest.mark.parametrize("spec", FAMILIES)
 def test_window_one_and_windowed_traces_equal_a_plain_restoration(spec):
     """Every trace kind from one call (window 1 for MLP and attention beside windows of 3 and
@@ -210,8 +177,9 @@ def test_window_one_and_windowed_traces_equal_a_plain_restoration(spec):
     for kind, result in traces.items():
         if kind == "hidden":  # hidden states: test_resumed_forward.py
             continue
-        expected = restored_by_hand(lm, prepared, subjects, CT.state_of(kind), result.window,
-                                    samples, seed, std)
+        state = CT.state_of(kind)  # the plain reference of test_resumed_forward.py
+        expected = traced_by_hand(lm, prepared, subjects, [state], {state: result.window},
+                                  samples, seed, std)[state]
         diff = (result.values[:, 2:] - expected[:, 2:]).abs().max()
         assert diff <= 1e-5, (kind, float(diff))
 

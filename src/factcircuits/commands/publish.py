@@ -23,13 +23,11 @@ def register(subparsers) -> None:
 
 
 def handle(args) -> int:
-    from factcircuits.report import publish
-    from factcircuits.report.versions import VERSIONS
-    from factcircuits.run.folders import project_root
-
     import sys
 
-    from factcircuits.report.versions import scan_versions
+    from factcircuits.report import publish
+    from factcircuits.report.versions import VERSIONS, scan_versions
+    from factcircuits.run.folders import project_root
 
     root = Path(project_root())
     store = args.versions_dir or root / VERSIONS

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from factcircuits.commands.run import add_run_arguments, parse_assignments
-from factcircuits.run.parameters import as_command_line
 from factcircuits.errors import UserError
+from factcircuits.run.parameters import as_command_line
 
 LATEST = "latest"  # --resume without an id: the newest sweep of the same grid
 
@@ -104,7 +104,6 @@ def plan_cells(args) -> list[Cell]:
     """Every cell validated (one-line error) and given its run id before anything runs."""
     from factcircuits.commands.run import overrides_from_args
     from factcircuits.run import pipeline
-
     from factcircuits.run.folders import given_runs_dir
 
     args.runs_dir = given_runs_dir(args.runs_dir)

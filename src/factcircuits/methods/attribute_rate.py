@@ -36,8 +36,8 @@ from torch import Tensor
 
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_names
-from factcircuits.methods.positions import task_positions
 from factcircuits.methods.intervals import claim
+from factcircuits.methods.positions import task_positions
 from factcircuits.methods.uncertainty import (
     difference_at_peak,
     mean_estimate,

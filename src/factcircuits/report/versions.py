@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import re
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any

@@ -167,7 +167,8 @@ def relation_peaks_text(table, what: str) -> str | None:
 def not_tested_text(n_untested: int, n_relations: int) -> str:
     """'3 of 4 relations have fewer than 5 prompts, too few to compare with the pooled study'."""
     if n_untested == n_relations:
-        return (f"{'the one relation has' if n_relations == 1 else f'all {n_relations} relations have'}"
-                f" fewer than {MIN_PROMPTS} prompts, too few to compare with the pooled study")
+        who = ("the one relation has" if n_relations == 1
+               else f"all {n_relations} relations have")
+        return (f"{who} fewer than {MIN_PROMPTS} prompts, too few to compare with the pooled study")
     return (f"{n_untested} of {n_relations} relations have fewer than {MIN_PROMPTS} prompts "
             "(not compared)")
