@@ -49,8 +49,13 @@ from factcircuits.methods.hooks import FINAL_NORM_SCALE, PRE_CAP_LOGITS, hook_na
 from factcircuits.models import LoadedModel
 from factcircuits.models.forward import capture_last
 from factcircuits.models.readout import final_readout, post_norm
+from factcircuits.results.parameter_declarations import choice, whole
 
 DIRECTION_KINDS = ("auto", "logit_diff", "log_odds", "logit_diff_sum")
+DIRECTION = choice("direction", "auto", "cloze: logit_diff; yes/no: log_odds (linearised) or "
+                   "logit_diff_sum", DIRECTION_KINDS)
+TOP_COMPONENTS = whole("top_components", 10, "heads and neurons listed by |DLA|", 1,
+                       allowed="use a whole number of at least 1 (components listed)")
 
 
 # --------------------------------------------------------------------------- directions
@@ -377,17 +382,21 @@ def capture_head_inputs(model, batch, batch_size: int = 16, progress: bool = Fal
 
 def head_source_dla(lm: LoadedModel, prepared: PreparedTask, dec: Decomposition,
                     direction: AnswerDirection, *, batch_size: int = 16,
-                    progress: bool = False) -> pd.DataFrame:
+                    progress: bool = False, inputs: tuple[Tensor, Tensor] | None = None
+                    ) -> pd.DataFrame:
     """Each head's DLA split by the source position its last-token output reads (Chughtai et
     al. 2024): DLA_h = Σ_s A_h[last, s] · (v_s W_O^h) · u, with the conventions of `head_dla`
     (post-attention norm scale and final scale frozen, the same direction), summed over the
     positions of each of SOURCES. Tidy [prompt, layer, head, source, dla]; per prompt and
-    head the sources add up to `head_dla`'s value (b_O stays in its `attn_bias` row)."""
+    head the sources add up to `head_dla`'s value (b_O stays in its `attn_bias` row).
+    `inputs`: `capture_head_inputs`' patterns and values of the same prompts, when the caller
+    has them already (else one forward pass captures them)."""
     from factcircuits.methods.positions import task_positions
 
     model = lm.model
     batch = prepared.clean_batch(lm.tokenizer)
-    pattern, v = capture_head_inputs(model, batch, batch_size, progress)
+    pattern, v = inputs if inputs is not None else capture_head_inputs(model, batch,
+                                                                        batch_size, progress)
     codes = source_codes(task_positions(prepared, lm.tokenizer), pattern.shape[-1])
     one_hot = torch.nn.functional.one_hot(codes, len(SOURCES)).float()  # [n, pos, sources]
     n, L, H, _ = pattern.shape
