@@ -1,0 +1,143 @@
+"""Per-pair edge scores, circuit stability, and what relations' circuits share: the per-pair
+rows reweighted equal the scores of the resampled pairs computed directly (tiny models), and
+Jaccard, weighted overlap, the shared core and stability on hand-made circuits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from circuit_helpers import pairs as tiny_pairs
+
+from factcircuits.methods.circuits import faithfulness as F
+from factcircuits.methods.circuits.forward import CircuitForward
+from factcircuits.methods.circuits.graph import Graph
+from factcircuits.methods.circuits.per_pair import PairScores, pair_edge_scores
+from factcircuits.methods.circuits.relations import (
+    GroupCircuit,
+    overlap_table,
+    relation_study,
+    shared_core,
+)
+from factcircuits.methods.circuits.scores import edge_scores
+from factcircuits.methods.circuits.split import split_pairs
+from factcircuits.methods.circuits.stability import (
+    jaccard,
+    set_jaccard,
+    stability,
+    weighted_jaccard,
+)
+from factcircuits.methods.uncertainty import Estimate
+from factcircuits.models.tiny import tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma2"])
+def lm(request):
+    return tiny_model(family=request.param, seed=3)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_reweighted_per_pair_scores_equal_scoring_the_resampled_pairs(family):
+    lm = tiny_model(family=family, seed=3)
+    pairs = tiny_pairs(lm)
+    cf = CircuitForward(lm)
+    per_pair = pair_edge_scores(lm, pairs, ig_steps=3, progress=False, forward=cf)
+    assert per_pair.eap_ig.shape == (3, cf.graph.n_edges)
+    whole = edge_scores(lm, pairs, ig_steps=3, progress=False, forward=cf)
+    assert torch.allclose(per_pair.of().eap_ig, whole.eap_ig, atol=1e-6)
+    assert torch.allclose(per_pair.of().eap, whole.eap, atol=1e-6)
+    # one bootstrap resample: pair 0 twice, pair 2 once, pair 1 not at all
+    counts = np.array([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0]])
+    for row in counts:
+        drawn = [i for i, c in enumerate(row) for _ in range(int(c))]
+        direct = edge_scores(lm, pairs.subset(drawn), ig_steps=3, progress=False, forward=cf)
+        for method in ("eap", "eap_ig"):
+            got = per_pair.reweighted(row[None], method=method)[0]
+            assert (got - getattr(direct, method)).abs().max() <= 1e-6
+    # a subset of rows reweighted: pair 2 twice of rows [1, 2]
+    sub = per_pair.reweighted(np.array([[0.0, 2.0]]), rows=[1, 2])[0]
+    assert torch.allclose(sub, per_pair.eap_ig[2], atol=1e-7)
+
+
+def test_jaccard_on_hand_made_circuits():
+    a = torch.tensor([1, 1, 1, 0, 0], dtype=torch.bool)
+    b = torch.tensor([0, 1, 1, 1, 0], dtype=torch.bool)
+    assert jaccard(a, b) == pytest.approx(2 / 4)
+    assert jaccard(a, a) == 1.0
+    assert jaccard(torch.zeros(5, dtype=torch.bool), torch.zeros(5, dtype=torch.bool)) == 1.0
+    assert set_jaccard({"L0H1", "MLP 0", "logits"}, {"MLP 0", "logits"}) == pytest.approx(2 / 3)
+    wa, wb = torch.tensor([0.5, 0.5, 0.0]), torch.tensor([0.25, 0.25, 0.5])
+    # Σ min = 0.5, Σ max = 1.5
+    assert weighted_jaccard(wa, wb) == pytest.approx(0.5 / 1.5)
+
+
+def test_shared_core_every_then_majority():
+    m = lambda *bits: torch.tensor(bits, dtype=torch.bool)  # noqa: E731
+    core = shared_core({"a": m(1, 1, 0, 0), "b": m(1, 0, 1, 0), "c": m(1, 1, 1, 1)})
+    assert core.rule == "every" and core.mask.tolist() == [True, False, False, False]
+    core = shared_core({"a": m(1, 1, 0, 0), "b": m(0, 1, 1, 0), "c": m(0, 0, 1, 1)})
+    assert core.rule == "majority" and core.needed == 2
+    assert core.mask.tolist() == [False, True, True, False]
+    assert core.in_circuits.tolist() == [1, 2, 2, 1]
+    core = shared_core({"a": m(1, 0, 0, 0), "b": m(0, 1, 0, 0), "c": m(0, 0, 1, 0),
+                        "d": m(0, 0, 0, 1)})
+    assert core.rule == "majority" and core.needed == 3 and core.n_edges == 0
+
+
+def hand_circuit(name, scores, k, graph):
+    est = Estimate(1.0, 1.0, 1.0, 1)
+    return GroupCircuit(name, np.arange(2), split_pairs(2), pd.DataFrame(), est, est, est, 1.0,
+                        k, torch.zeros(graph.n_edges), scores, None)
+
+
+def test_overlap_table_on_hand_made_circuits():
+    g = Graph(1, 1, 1)  # edges: input→q,k,v of L0H0; input, L0H0 → MLP 0; 3 writers → logits
+    table = g.edge_table()
+    assert g.n_edges == 8
+    a_scores = torch.zeros(8)
+    a_scores[[0, 7]] = torch.tensor([3.0, -1.0])  # input→L0H0 q, MLP 0→logits
+    b_scores = torch.zeros(8)
+    b_scores[[7, 4]] = torch.tensor([2.0, 2.0])  # MLP 0→logits, L0H0→MLP 0 (mlp input)
+    a, b = hand_circuit("a", a_scores, 2, g), hand_circuit("b", b_scores, 2, g)
+    assert set(table.loc[[0, 7], "downstream"]) == {"L0H0", "logits"}
+    got = overlap_table(g, [a, b]).set_index(["relation_a", "relation_b"])
+    assert got.loc[("a", "b"), "edge_jaccard"] == pytest.approx(1 / 3)
+    # nodes a: input, L0H0, MLP 0, logits; b: L0H0, MLP 0, logits → 3 / 4
+    assert got.loc[("a", "b"), "node_jaccard"] == pytest.approx(3 / 4)
+    # weights a: 0.75, 0.25 (edge 7); b: 0.5 (edge 7), 0.5 → Σ min 0.25, Σ max 0.75+0.5+0.5
+    assert got.loc[("a", "b"), "weighted_overlap"] == pytest.approx(0.25 / 1.75)
+    assert got.loc[("a", "a"), "edge_jaccard"] == 1.0
+
+
+def test_stability_of_hand_made_per_pair_scores():
+    g = Graph(1, 1, 1)
+    # every pair ranks edges 0 and 1 on top: any resample's top-2 is the full sample's
+    rows = torch.tensor([[5.0, 4.0, 0.1, 0, 0, 0, 0, 0]] * 6)
+    same = PairScores(g, rows, rows, torch.zeros(6), torch.zeros(6), 1)
+    got = stability(same, 2, n_resamples=100, seed=1)
+    assert got.median == 1.0 and got.stable and got.n_resamples == 100
+    assert got.inclusion[:2].tolist() == [1.0, 1.0] and got.inclusion[2:].sum() == 0
+    # each pair puts a different edge on top: the top-1 follows whichever pair is drawn most
+    rows = 5 * torch.eye(8)[:4]
+    split = PairScores(g, rows, rows, torch.zeros(4), torch.zeros(4), 1)
+    got = stability(split, 1, n_resamples=200, seed=1)
+    assert got.median < 0.8 and not got.stable
+    assert got.inclusion.sum() == pytest.approx(1.0)  # one edge per resample
+    assert 0 < float(got.inclusion[0]) < 1
+
+
+def test_relation_study_on_a_tiny_model(lm):
+    pairs = tiny_pairs(lm)
+    study = relation_study(lm, pairs, min_pairs=1, ig_steps=2, seed=0,
+                           stability_resamples=20, sizes=(10, 50, 100), progress=False)
+    assert study.circuits == []  # one relation: the run's circuit is its circuit
+    pooled = study.pooled
+    assert pooled.split.kind == "cross-fitted" and len(pooled.faithfulness) == 3
+    # the full graph is the full model: faithfulness 1 at 100 %
+    assert pooled.faithfulness["faithfulness"].iloc[-1] == pytest.approx(1.0, abs=1e-5)
+    assert pooled.edges_for_80 is not None and pooled.stability.k == pooled.edges_for_80
+    assert int(pooled.mask.sum()) == pooled.edges_for_80
+    assert torch.equal(pooled.mask, F.top_k(study.scores.of().eap_ig, pooled.edges_for_80))
