@@ -20,23 +20,23 @@
 # Each step's increase is that sublayer's direct contribution, so the curve ends on the metric.
 
 # %% tags=["parameters"]
-model = "default"
+model = "default"  # 'default' (the embedded SmolLM2), 'tiny', a hub name or a local folder
 dataset = ""  # empty: the default dataset of the task (paris-cloze / paris-yesno)
-task = "cloze"
-prompt_format = "raw"
-answer_map = "yesno_default"
-device = "auto"
-dtype = ""
-batch_size = 16
+task = "cloze"  # cloze recall or yes/no verification
+prompt_format = "raw"  # raw, chat (the tokenizer's chat template) or fewshot
+answer_map = "yesno_default"  # yes/no: the words counted as yes and as no
+device = "auto"  # auto, cpu, cuda, cuda:N or mps
+dtype = ""  # empty: the device's default; float32, bfloat16 or float16
+batch_size = 16  # prompts per forward pass
 n_prompts = 0  # 0: every prompt
-seed = 0
+seed = 0  # noise draws, bootstrap resamples, samples and splits
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
 per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 relation = ""  # one relation of the dataset (empty: every relation)
 run_dir = "."
 direction = "auto"  # cloze: logit_diff; yes/no: log_odds (linearised) or logit_diff_sum
-example = 0  # prompt index for the per-layer top tokens
-top_k = 5
+example = 0  # the prompt shown (index among those analysed)
+top_k = 5  # next tokens listed per prompt
 attribute_k = 50  # top tokens in which the attribute rate counts attribute tokens
 
 # %% tags=["remove-input"]

@@ -20,21 +20,21 @@
 # the metric, which is checked below.
 
 # %% tags=["parameters"]
-model = "default"
+model = "default"  # 'default' (the embedded SmolLM2), 'tiny', a hub name or a local folder
 dataset = ""  # empty: the default dataset of the task (paris-cloze / paris-yesno)
-task = "cloze"
-prompt_format = "raw"
-answer_map = "yesno_default"
-device = "auto"
-dtype = ""
-batch_size = 16
+task = "cloze"  # cloze recall or yes/no verification
+prompt_format = "raw"  # raw, chat (the tokenizer's chat template) or fewshot
+answer_map = "yesno_default"  # yes/no: the words counted as yes and as no
+device = "auto"  # auto, cpu, cuda, cuda:N or mps
+dtype = ""  # empty: the device's default; float32, bfloat16 or float16
+batch_size = 16  # prompts per forward pass
 n_prompts = 0  # 0: every prompt
-seed = 0
+seed = 0  # noise draws, bootstrap resamples, samples and splits
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
 per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 relation = ""  # one relation of the dataset (empty: every relation)
 run_dir = "."
-direction = "auto"
+direction = "auto"  # cloze: logit_diff; yes/no: log_odds (linearised) or logit_diff_sum
 top_components = 10  # heads and neurons listed by |DLA|
 
 # %% tags=["remove-input"]

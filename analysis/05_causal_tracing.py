@@ -35,16 +35,16 @@
 # is reported on its own.
 
 # %% tags=["parameters"]
-model = "default"
+model = "default"  # 'default' (the embedded SmolLM2), 'tiny', a hub name or a local folder
 dataset = ""  # empty: the default dataset of the task (paris-cloze / paris-yesno)
-task = "cloze"
-prompt_format = "raw"
-answer_map = "yesno_default"
-device = "auto"
-dtype = ""
-batch_size = 16
+task = "cloze"  # cloze recall or yes/no verification
+prompt_format = "raw"  # raw, chat (the tokenizer's chat template) or fewshot
+answer_map = "yesno_default"  # yes/no: the words counted as yes and as no
+device = "auto"  # auto, cpu, cuda, cuda:N or mps
+dtype = ""  # empty: the device's default; float32, bfloat16 or float16
+batch_size = 16  # prompts per forward pass
 n_prompts = 0  # 0: every prompt
-seed = 0
+seed = 0  # noise draws, bootstrap resamples, samples and splits
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
 per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 relation = ""  # one relation of the dataset (empty: every relation)
@@ -53,7 +53,7 @@ noise_samples = 10  # ROME: 10 samples of subject noise per prompt
 noise_scale = 3.0  # × the std of the subject tokens' embedding activations (ROME: 3)
 trace_window = "auto"  # windowed MLP / attention traces; auto: 10/48 of the depth (ROME: 10 of 48)
 trace_metric = "prob"  # "prob": P(answer) as in ROME; "task": the task's own metric
-max_patches = "auto"
+max_patches = "auto"  # patched copies stacked per forward ("auto": memory cap)
 
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display

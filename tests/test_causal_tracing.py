@@ -108,9 +108,7 @@ def test_default_window_is_romes_share_of_the_depth():
 
 
 def test_trace_window_parameter_takes_auto_or_a_whole_number():
-    from factcircuits.run.domains import DOMAINS
-
-    domain = DOMAINS["trace_window"]
+    domain = CT.TRACE_WINDOW
     assert domain.default == "auto"
     assert domain.ok("auto") and domain.ok(1) and domain.ok(10)
     assert not domain.ok(0) and not domain.ok("ten") and not domain.ok(2.5)

@@ -75,11 +75,9 @@ def test_unknown_and_disagreeing_core_parameters_are_refused():
 
 
 def test_every_parameter_has_a_domain_next_to_its_default():
-    """One table declares each parameter's default and domain; the notebooks and the library
-    agree with it, and every default lies inside its own domain."""
-    from factcircuits.run.domains import all_domains
-
-    DOMAINS = all_domains()
+    """One declaration holds each parameter's default and domain; the notebooks and the
+    library agree with it, and every default lies inside its own domain."""
+    DOMAINS = parameters.declared_parameters()
 
     for nb in ANALYSIS:
         for name, value in nb.defaults.items():
@@ -96,16 +94,16 @@ def test_every_parameter_has_a_domain_next_to_its_default():
 
 
 def test_domains_mirror_the_library_constants():
-    from factcircuits.methods.attribution import DIRECTION_KINDS
+    from factcircuits.data.datasets import TASKS
     from factcircuits.methods.evaluate import KNOWN_CRITERIA
     from factcircuits.models.loading import DTYPES
     from factcircuits.models.tokens import PROMPT_FORMATS
-    from factcircuits.run import domains
+    from factcircuits.results import parameter_declarations as declared
 
-    assert domains.DTYPE_NAMES == tuple(DTYPES)
-    assert domains.PROMPT_FORMATS == PROMPT_FORMATS
-    assert domains.KNOWN == KNOWN_CRITERIA
-    assert domains.DIRECTIONS == DIRECTION_KINDS
+    assert declared.DTYPE_NAMES == tuple(DTYPES)
+    assert declared.PROMPT_FORMATS == PROMPT_FORMATS
+    assert declared.KNOWN == KNOWN_CRITERIA
+    assert set(declared.TASKS) == set(TASKS)
 
 
 @pytest.mark.parametrize("name, inside, outside", [
@@ -117,13 +115,11 @@ def test_domains_mirror_the_library_constants():
     ("knockout_window", [0, 3], [-1]),
 ])
 def test_domains_refuse_what_is_outside(name, inside, outside):
-    from factcircuits.run import domains
-
     for value in inside:
-        domains.check(name, value)
+        parameters.check_domain(name, value)
     for value in outside:
         with pytest.raises(UserError, match=f"^{name}=.*: "):
-            domains.check(name, value)
+            parameters.check_domain(name, value)
 
 
 def test_a_repeated_p_name_is_refused():

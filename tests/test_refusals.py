@@ -323,9 +323,9 @@ def test_refuses_bad_run_parameters(refuse, tmp_path, flags, expect):
 def test_refuses_notebook_parameters_outside_their_domain(refuse, tmp_path, value):
     """Each would fail only inside its notebook, after the model loaded and earlier notebooks
     ran (or, for trace_metric and n_components, silently compute something else)."""
-    from factcircuits.run.domains import all_domains
+    from factcircuits.run.parameters import declared_parameters
 
-    DOMAINS = all_domains()
+    DOMAINS = declared_parameters()
 
     name = value.partition("=")[0]
     line = refuse(f"`run -p {value}`",

@@ -264,4 +264,5 @@ METHOD = Method(
     findings=knockout_findings,
     key_numbers=("ablation_biggest_drop", "knockout_subject_peak_centre_depth",
                  "knockout_relation_peak_centre_depth"),
+    parameters=(AB.N_COMPONENTS, KO.KNOCKOUT_WINDOW),
 )

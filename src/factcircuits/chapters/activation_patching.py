@@ -15,6 +15,7 @@ from factcircuits.methods import attribution_patching as AP
 from factcircuits.methods import by_relation as R
 from factcircuits.methods import intervals as I
 from factcircuits.methods import patching as P
+from factcircuits.methods.engine import MAX_PATCHES
 from factcircuits.methods.evaluate import PreparedTask, relations_of
 from factcircuits.methods.positions import TOKEN_CLASSES
 from factcircuits.methods.uncertainty import with_interval
@@ -334,4 +335,5 @@ METHOD = Method(
                       "Activation patching of the residual stream (resid_pre)<br><sup>share of "
                       "the clean–corrupted metric gap restored, at the last subject token and "
                       "the last token</sup>", "normalized effect"),),
+    parameters=(MAX_PATCHES, P.HEADS_BY_POSITION, AC.SCAN_TOP_K),
 )

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 import pandas as pd
 
 from factcircuits.methods import attribution as A
-from factcircuits.methods.attention import Patterns, head_patterns, last_token_attention
+from factcircuits.methods.attention import (
+    EXAMPLE,
+    N_HEADS,
+    Patterns,
+    head_patterns,
+    last_token_attention,
+)
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.positions import PromptPositions, prompt_positions
 from factcircuits.models import LoadedModel
@@ -76,4 +82,5 @@ METHOD = Method(
                                             "token": "str", "attention": "float",
                                             "class": "str"},
                                            "attention from the last token, per key")},
+    parameters=(N_HEADS, EXAMPLE),
 )

@@ -220,4 +220,5 @@ METHOD = Method(
                       "Direct logit attribution by layer<br><sup>mean DLA of each layer's "
                       "attention and MLP output, as a signed share of the run's total |DLA|"
                       "</sup>", "share of total |DLA|"),),
+    parameters=(A.DIRECTION, A.TOP_COMPONENTS),
 )

@@ -6,7 +6,6 @@ to the depth (`causal_tracing.default_window`)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import pandas as pd
@@ -15,10 +14,17 @@ from factcircuits.methods import by_relation as R
 from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods import intervals as I
 from factcircuits.methods import patching as P
+from factcircuits.methods.engine import MAX_PATCHES
 from factcircuits.methods.evaluate import PreparedTask, relations_of
 from factcircuits.methods.positions import TOKEN_CLASSES, task_positions
 from factcircuits.methods.uncertainty import ALPHA, layer_with_range, p_text, with_interval
 from factcircuits.models import LoadedModel
+from factcircuits.results.estimates import (
+    ATTENTION_AT_LAST,
+    ATTENTION_AT_SUBJECT,
+    MLP_AT_SUBJECT,
+    Estimate,
+)
 from factcircuits.results.headlines import Headline, interval, layer_range, number
 from factcircuits.results.kinds import Table
 from factcircuits.results.registry import BY_RELATION, WHERE, Finding, Method, Profile
@@ -29,10 +35,14 @@ AIE = "P(answer) or the metric traced"
 # The windowed traces are secondary (ROME's view): traced only where the headline's claims
 # look, which costs a fraction of tracing every token
 WINDOWED_CLASSES = ("subject_last", "last")
+NAME = "causal tracing"  # the estimator, as sentences name it
 
 
 @dataclass
-class _TracingCore(Headline):
+class TracingHeadline(Headline):
+    """Notebook 05's headline: sample, noise, window, the peaks by state and class (window 1
+    and windowed) as Estimates, the layer-0 MLP, claims."""
+
     n_prompts: int | None = number("prompts traced", "prompts")
     noise_samples: int | None = number("noise samples per prompt", "samples")
     noise_scale: float | None = number("noise std in units of the embeddings' std", "std")
@@ -65,34 +75,75 @@ class _TracingCore(Headline):
         "attention's at the last token (window 1, layers ≥ 1; descriptive)", "fraction")
 
 
-def _peak(kind: str, cls: str) -> list:
-    key = f"{kind}_{cls}_peak"
-    state = CT.state_of(kind)
-    what = (f"restoring {state} at {cls} tokens in the window of layers centred on a layer"
-            if kind in CT.WINDOWED else f"restoring {state} at {cls} tokens one layer at a time")
-    if state == "mlp":
-        what += " (layers ≥ 1)"
-    return [(f"{key}_aie", float | None, number(f"largest AIE of {what}", AIE)),
-            (f"{key}_aie_ci", list | None, interval(f"{key}_aie")),
-            (f"{key}_layer", int | None, number("layer of that peak", "layer")),
-            (f"{key}_layer_range", list | None, layer_range(f"{key}_layer")),
-            (f"{key}_layer_resolved", bool | None,
-             number("that range spans at most a third of the model"))]
+    # the MLP peak at the last subject token again as numbers: the comparison's key numbers
+    mlp_subject_last_peak_aie: float | None = number(
+        "largest AIE of restoring the MLP at the last subject token one layer at a time "
+        "(layers ≥ 1); also in `peaks`", AIE)
+    mlp_subject_last_peak_aie_ci: list | None = interval("mlp_subject_last_peak_aie")
+    mlp_subject_last_peak_layer: int | None = number("layer of that peak", "layer")
+    mlp_subject_last_peak_layer_range: list | None = layer_range("mlp_subject_last_peak_layer")
+    peaks: list[dict] | None = number(
+        "every traced peak as an Estimate (`results.estimates`): per state kind (hidden, mlp, "
+        "attn one layer at a time; windowed_mlp, windowed_attn in the window) and token class, "
+        "the peak layer, the layers holding it in 95% of resamples, the largest AIE and its "
+        "interval; MLP peaks over layers ≥ 1", AIE)
+    windowed_peak_survives: dict[str, bool] | None = number(
+        "per '<mlp|attn>_<class>': the windowed peak's layer lies within the layers holding the "
+        "window-1 peak in 95% of resamples (only for a window above 1)")
+
+    def peak(self, kind: str, token_class: str) -> Estimate | None:
+        """The peak of restoring `kind` ('mlp', 'windowed_attn', …) at `token_class`."""
+        return next((e for e in self.estimates()
+                     if e.site == kind and e.token_class == token_class), None)
+
+    def estimates(self) -> list[Estimate]:
+        return [Estimate.from_json(d) for d in self.peaks or []]
+
+    def survives(self, kind: str, token_class: str) -> bool | None:
+        return (self.windowed_peak_survives or {}).get(f"{kind}_{token_class}")
+
+    @classmethod
+    def from_json(cls, data: dict) -> TracingHeadline:
+        """Runs written before the peaks were Estimates stored one field per peak
+        (`mlp_subject_last_peak_layer`, …): read as Estimates."""
+        if "peaks" not in data and any(k.endswith("_peak_layer") for k in data):
+            data = {**data, **flat_peaks(data)}
+        return super().from_json(data)
 
 
-def _survives(kind: str, cls: str) -> list:
-    return [(f"{kind}_{cls}_windowed_peak_survives", bool | None, number(
-        f"the windowed {kind} peak at {cls} tokens survives window 1: its layer lies within "
-        f"the layers holding the window-1 peak in 95% of resamples"))]
+SHARED = {("mlp", "subject_last"): (MLP_AT_SUBJECT, "MLP peak at the last subject token "
+                                    "(window centre)"),
+          ("attn", "last"): (ATTENTION_AT_LAST, "attention peak at the last token"),
+          ("attn", "subject_last"): (ATTENTION_AT_SUBJECT, "")}
 
 
-TracingHeadline = dataclasses.make_dataclass(
-    "TracingHeadline",
-    [f for kind in CT.TRACE_KINDS for cls in TOKEN_CLASSES for f in _peak(kind, cls)]
-    + [f for kind in CT.WINDOWED.values() for cls in TOKEN_CLASSES for f in _survives(kind, cls)],
-    bases=(_TracingCore,), namespace={"__module__": __name__})
-TracingHeadline.__doc__ = ("Notebook 05's headline: sample, noise, window, peaks by state and "
-                           "class (window 1 and windowed), MLP 0, claims.")
+def peak_estimate(kind: str, token_class: str, layer, layer_range, aie, aie_ci,
+                  n: int | None) -> Estimate:
+    """One traced peak as an Estimate: the shared quantity where one applies (window 1)."""
+    quantity, why = SHARED.get((kind, token_class),
+                               (f"restoring {kind} at {token_class} tokens", ""))
+    return Estimate(quantity, NAME, site=kind, token_class=token_class,
+                    layer=None if layer is None else int(layer), layer_range=layer_range,
+                    value=aie, interval=aie_ci, unit="AIE", n=n, why=why)
+
+
+def flat_peaks(flat: dict) -> dict:
+    """The `peaks` and `windowed_peak_survives` of a headline from one-field-per-peak keys
+    (`<kind>_<class>_peak_aie`, `_aie_ci`, `_layer`, `_layer_range`; `<kind>_<class>_windowed_
+    peak_survives`), in the order of the kinds and token classes."""
+    peaks = []
+    for kind in CT.TRACE_KINDS:
+        for cls in TOKEN_CLASSES:
+            key = f"{kind}_{cls}_peak"
+            if flat.get(f"{key}_layer") is None and flat.get(f"{key}_aie") is None:
+                continue
+            peaks.append(peak_estimate(kind, cls, flat.get(f"{key}_layer"),
+                                       flat.get(f"{key}_layer_range"), flat.get(f"{key}_aie"),
+                                       flat.get(f"{key}_aie_ci"), flat.get("n_prompts")
+                                       ).to_json())
+    survives = {k.removesuffix("_windowed_peak_survives"): bool(v) for k, v in flat.items()
+                if k.endswith("_windowed_peak_survives") and v is not None}
+    return {"peaks": peaks, **({"windowed_peak_survives": survives} if survives else {})}
 
 
 @dataclass
@@ -153,12 +204,17 @@ def tracing_summary(lm: LoadedModel, prepared: PreparedTask, *, noise_samples: i
     }
     # One entry per (kind, token class), e.g. mlp_subject_last_peak_aie / _peak_layer (window
     # 1), windowed_mlp_subject_last_peak_aie (the windowed trace); MLP peaks over layers ≥ 1.
+    flat = {}
     for _, row in peaks.iterrows():
-        headline[f"{row['kind']}_{row['token_class']}_peak_aie"] = float(row["peak_aie"])
-        headline[f"{row['kind']}_{row['token_class']}_peak_layer"] = int(row["layer"])
+        flat[f"{row['kind']}_{row['token_class']}_peak_aie"] = float(row["peak_aie"])
+        flat[f"{row['kind']}_{row['token_class']}_peak_layer"] = int(row["layer"])
     # intervals over prompts (resamples seeded like the noise), peak ranges and the claims
-    headline.update(I.tracing_intervals(long, n_layers, seed))
-    by_relation, curves = tracing_by_relation(long, prepared, headline, n_layers, seed)
+    flat.update(I.tracing_intervals(long, n_layers, seed))
+    flat["n_prompts"] = headline["n_prompts"]
+    by_relation, curves = tracing_by_relation(long, prepared, flat, n_layers, seed)
+    # the peaks become Estimates; the layer-0 MLP and the claims stay fields of their own
+    names = set(TracingHeadline.__dataclass_fields__)
+    headline.update({k: v for k, v in flat.items() if k in names}, **flat_peaks(flat))
     return TracingSummary(traces, positions, long, aie, peaks, window, metric_name,
                           TracingHeadline(**headline), by_relation, curves)
 
@@ -182,9 +238,9 @@ def tracing_by_relation(long, prepared, headline, n_layers, seed):
 
 def peak_text(h, kind: str, token_class: str) -> str:
     """'layer 5; 95% of resamples peak in layers 3–8, AIE 0.28 (95% CI …)'."""
-    key = f"{kind}_{token_class}_peak"
-    return (f"{layer_with_range(getattr(h, key + '_layer'), getattr(h, key + '_layer_range'))}"
-            f", AIE {with_interval(getattr(h, key + '_aie'), getattr(h, key + '_aie_ci'), '.3f')}")
+    e = h.peak(kind, token_class) or Estimate("", NAME)
+    return (f"{layer_with_range(e.layer, e.layer_range)}"
+            f", AIE {with_interval(e.value, e.interval, '.3f')}")
 
 
 def window_comparison(aie: pd.DataFrame, window: int) -> pd.DataFrame:
@@ -211,13 +267,13 @@ def window_comparison(aie: pd.DataFrame, window: int) -> pd.DataFrame:
 def peaks_markdown(h) -> str:
     """Notebook 05's paragraph on the peaks: window 1 first, the layer-0 MLP on its own, each
     windowed peak and whether it survives window 1, the claims with their raw p-values."""
-    if h.mlp_subject_last_peak_layer is None:
+    if h.peak("mlp", "subject_last") is None:
         return "No prompt has a last subject token: no peak to report."
     parts = [f"One layer at a time, at the last subject token the MLP restoration (layers ≥ 1) "
              f"peaks at **{peak_text(h, 'mlp', 'subject_last')}** and attention at "
              f"**{peak_text(h, 'attn', 'subject_last')}**"
              + (f"; at the last token attention peaks at **{peak_text(h, 'attn', 'last')}**."
-                if h.attn_last_peak_layer is not None else ".")]
+                if h.peak("attn", "last") is not None else ".")]
     if h.mlp_subject_last_layer0_aie is not None:
         parts.append("The layer-0 MLP alone at the last subject token recovers " + with_interval(
             h.mlp_subject_last_layer0_aie, h.mlp_subject_last_layer0_aie_ci, ".3f")
@@ -276,9 +332,10 @@ def survival_text(h, kind: str, token_class: str) -> str | None:
     centred on layer 5, inside the layers 4–6 holding the window-1 peak in 95% of resamples:
     it survives window 1' (None when the run has no windowed trace of `kind` at the class or
     the window is 1 layer)."""
-    layer = getattr(h, f"windowed_{kind}_{token_class}_peak_layer", None)
-    survives = getattr(h, f"{kind}_{token_class}_windowed_peak_survives", None)
-    single = getattr(h, f"{kind}_{token_class}_peak_layer_range", None)
+    windowed, window_1 = h.peak(f"windowed_{kind}", token_class), h.peak(kind, token_class)
+    layer = None if windowed is None else windowed.layer
+    survives = h.survives(kind, token_class)
+    single = None if window_1 is None else window_1.layer_range
     if layer is None or survives is None or not single or h.window == 1:
         return None
     where = "inside" if survives else "outside"
@@ -292,9 +349,11 @@ def survival_text(h, kind: str, token_class: str) -> str | None:
 def tracing_findings(run: Run) -> list[Finding]:
     h = run.headline(METHOD)
     found = []
-    layer = h.mlp_subject_last_peak_layer
+    mlp, attn, attn_last = (h.peak("mlp", "subject_last"), h.peak("attn", "subject_last"),
+                            h.peak("attn", "last"))
+    layer = None if mlp is None else mlp.layer
     if layer is not None:
-        aie = with_interval(h.mlp_subject_last_peak_aie, h.mlp_subject_last_peak_aie_ci, ".3f")
+        aie = with_interval(mlp.value, mlp.interval, ".3f")
         if h.window_rule is None:  # a run from before window-1 traces: its peak is windowed
             first, last = tracing_window(run, int(layer))
             restored = (f"layers {first}–{last}, the window centred on " if last > first else "")
@@ -303,13 +362,12 @@ def tracing_findings(run: Run) -> list[Finding]:
             restored, how = "", ", one layer at a time (layers ≥ 1),"
         text = (f"**Causal tracing** ({h.n_prompts} prompts): restoring the MLP outputs at "
                 f"the last subject token{how} recovers the most for {restored}"
-                f"{layer_text(run, layer, h.mlp_subject_last_peak_layer_range)}, "
+                f"{layer_text(run, layer, mlp.layer_range)}, "
                 f"{depth_band(run.depth(layer))} layers: AIE {aie} on "
                 f"{h.metric or 'the metric'}")
-        if h.attn_subject_last_peak_aie is not None:
-            attn = with_interval(h.attn_subject_last_peak_aie, h.attn_subject_last_peak_aie_ci,
-                                 ".3f")
-            text += f", against {attn} at most for attention at that token"
+        if attn is not None and attn.value is not None:
+            text += (f", against {with_interval(attn.value, attn.interval, '.3f')} at most for "
+                     "attention at that token")
         text += "."
         if h.mlp_subject_last_layer0_aie is not None:
             text += (" The layer-0 MLP alone recovers " + with_interval(
@@ -318,11 +376,11 @@ def tracing_findings(run: Run) -> list[Finding]:
         windowed = survival_text(h, "mlp", "subject_last")
         if windowed:
             text += f" Secondary: {windowed}."
-        if h.attn_last_peak_layer is not None and h.window_rule is not None:
-            attn_last = survival_text(h, "attn", "last")
+        if attn_last is not None and attn_last.layer is not None and h.window_rule is not None:
+            said = survival_text(h, "attn", "last")
             text += (" Attention at the last token peaks, one layer at a time, at "
-                     f"{layer_text(run, h.attn_last_peak_layer, h.attn_last_peak_layer_range)}"
-                     + (f"; {attn_last}." if attn_last else "."))
+                     f"{layer_text(run, attn_last.layer, attn_last.layer_range)}"
+                     + (f"; {said}." if said else "."))
         found.append(Finding(WHERE, text, 10))
     relations = relation_peaks_text(run.result(METHOD, "by_relation"),
                                     "causal tracing's MLP peak at the last subject token")
@@ -367,4 +425,6 @@ METHOD = Method(
     profiles=(Profile("aie_by_class", aie_profile, "aie", "state",
                       "Causal tracing: average indirect effect<br><sup>P(answer) restored by one "
                       "clean state in the noised run</sup>", "AIE"),),
+    parameters=(CT.NOISE_SAMPLES, CT.NOISE_SCALE, CT.TRACE_WINDOW, CT.TRACE_METRIC,
+                MAX_PATCHES),
 )

@@ -17,6 +17,9 @@ from factcircuits.chapters import (
     attribution,
     causal_tracing,
 )
+from factcircuits.methods.circuits.faithfulness import ABLATION
+from factcircuits.methods.circuits.figures import MAX_EDGES_DRAWN
+from factcircuits.methods.circuits.scores import IG_STEPS
 from factcircuits.methods.circuits.summary import (
     CircuitHeadline,
     CircuitSummary,
@@ -24,7 +27,6 @@ from factcircuits.methods.circuits.summary import (
     contains,
 )
 from factcircuits.methods.uncertainty import with_interval
-from factcircuits.results.domains import choice, whole
 from factcircuits.results.kinds import Graph, Table
 from factcircuits.results.registry import MOVES, Finding, Method, Profile
 from factcircuits.results.run import Run
@@ -230,12 +232,5 @@ METHOD = Method(
                       "Circuit faithfulness (EAP-IG top-k circuits)<br><sup>exact metric of "
                       "the circuit with every other edge ablated, 0 = empty, 1 = full model"
                       "</sup>", "faithfulness", "circuit size, log10(% of edges)", size_axis),),
-    parameters={
-        "ig_steps": whole(5, 1, allowed="use a whole number of at least 1 (EAP-IG steps; 1 is "
-                          "plain EAP)"),
-        "ablation": choice("counterfactual", ("counterfactual", "mean"), "use 'counterfactual' "
-                           "(the corrupted run's write) or 'mean' (the writer's mean write)"),
-        "max_edges_drawn": whole(60, 1, allowed="use a whole number of at least 1 (edges drawn "
-                                 "in the circuit diagram)"),
-    },
+    parameters=(IG_STEPS, ABLATION, MAX_EDGES_DRAWN),
 )

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from factcircuits.chapters import attribution
 from factcircuits.methods import attribute_rate as AR
 from factcircuits.methods import logit_lens as LL
+from factcircuits.methods.attention import EXAMPLE
+from factcircuits.methods.attribution import DIRECTION
+from factcircuits.methods.topk import TOP_K
 from factcircuits.methods.uncertainty import with_interval
 from factcircuits.results.headlines import Headline, interval, layer_range, number
 from factcircuits.results.kinds import Table
@@ -192,4 +195,5 @@ METHOD = Method(
                       "share of final value",
                       "relative depth (0 = embeddings, 1 = after the last layer)",
                       lens_depth),),
+    parameters=(DIRECTION, EXAMPLE, TOP_K, AR.ATTRIBUTE_K),
 )

@@ -10,7 +10,7 @@ import pandas as pd
 
 from factcircuits.methods.evaluate import known_phrase, known_prompts
 from factcircuits.methods.task_check import auc, relation_table
-from factcircuits.methods.topk import top_k_table
+from factcircuits.methods.topk import TOP_K, top_k_table
 from factcircuits.methods.uncertainty import (
     binomial_two_sided_p,
     mean_estimate,
@@ -264,4 +264,5 @@ METHOD = Method(
     key_numbers=("accuracy", "pairwise_accuracy", "n_kept", "auc", "mean_metric"),
     number_labels={"pairwise_accuracy": "answer above counterfactual",
                    "n_kept": "prompts analysed", "accuracy": "accuracy (top-1)"},
+    parameters=(TOP_K,),
 )

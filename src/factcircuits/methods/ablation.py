@@ -19,8 +19,13 @@ from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
 from factcircuits.models import LoadedModel
 from factcircuits.models.forward import final_logits, position_mean
+from factcircuits.results.parameter_declarations import whole
 
 MODES = ("zero", "mean")
+
+
+N_COMPONENTS = whole("n_components", 6, "top components by |DLA| to ablate", 1,
+                     allowed="use a whole number of at least 1 (components ablated)")
 
 
 def component_label(component: tuple) -> str:

@@ -16,6 +16,11 @@ from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
 from factcircuits.methods.patching import PatchResult
 from factcircuits.models import LoadedModel
+from factcircuits.results.parameter_declarations import whole
+
+SCAN_TOP_K = whole("scan_top_k", 10, "attribution patching: cells per prompt it proposes for "
+                   "exact patching", 1,
+                   allowed="use a whole number of at least 1 (cells per prompt)")
 
 
 def top_cells(result: ScanResult, k: int = 10, star: bool = False) -> pd.DataFrame:

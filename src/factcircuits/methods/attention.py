@@ -12,8 +12,15 @@ from torch import Tensor
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
 from factcircuits.models import LoadedModel
+from factcircuits.results.parameter_declarations import whole
 
 Patterns = dict[tuple[int, int], Float[Tensor, "query key"]]
+
+
+EXAMPLE = whole("example", 0, "the prompt shown (index among those analysed)", 0,
+                allowed="use a prompt index of at least 0")
+N_HEADS = whole("n_heads", 6, "heads shown (the largest by |DLA|)", 1,
+                allowed="use a whole number of at least 1 (heads shown)")
 
 
 @torch.no_grad()

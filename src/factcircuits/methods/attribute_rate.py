@@ -51,6 +51,7 @@ from factcircuits.methods.uncertainty import (
 from factcircuits.models import LoadedModel
 from factcircuits.models.forward import final_logits
 from factcircuits.models.readout import final_readout
+from factcircuits.results.parameter_declarations import whole
 
 DEFAULT_K = 50
 READS = ("subject", "other_subjects", "first_relation")  # the rate and its two controls
@@ -58,6 +59,11 @@ READ_TITLES = {"subject": "own attributes at the last subject token",
                "other_subjects": "other subjects' attributes at the last subject token",
                "first_relation": "own attributes at the first relation token"}
 OBJECT_CLUE = "object:"
+
+
+ATTRIBUTE_K = whole("attribute_k", 50, "top tokens in which the attribute rate counts "
+                    "attribute tokens", 1, allowed="use a whole number of at least 1 (top "
+                    "tokens in which the attribute rate counts attribute tokens)")
 
 
 def subject_objects(rows: pd.DataFrame) -> dict[str, list[str]]:

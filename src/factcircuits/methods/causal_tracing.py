@@ -43,6 +43,12 @@ from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import EMBED, hook_name
 from factcircuits.methods.positions import TOKEN_CLASSES, task_positions
 from factcircuits.models import LoadedModel
+from factcircuits.results.parameter_declarations import (
+    auto_or_whole,
+    choice,
+    positive_float,
+    whole,
+)
 
 KINDS = ("hidden", "mlp", "attn")  # ROME's restored states (hooks.hook_name aliases)
 KIND_TITLES = {"hidden": "hidden state (block output)", "mlp": "MLP output",
@@ -53,6 +59,22 @@ TRACE_KINDS = (*KINDS, *WINDOWED)
 ROME_WINDOW, ROME_LAYERS = 10, 48  # ROME's window on GPT-2 XL: about a fifth of the depth
 # ROME's figures show the classes from the subject on (the prefix is never noised)
 TRACED_CLASSES = tuple(c for c in TOKEN_CLASSES if c != "prefix")
+
+
+# this method's run parameters (its registry entry lists them; notebook 05's cell shows them)
+NOISE_SAMPLES = whole("noise_samples", 10, "ROME: 10 samples of subject noise per prompt", 1,
+                      allowed="use a whole number of at least 1 (ROME: 10)")
+NOISE_SCALE = positive_float("noise_scale", 3.0, "× the std of the subject tokens' embedding "
+                             "activations (ROME: 3)", "use a finite number above 0 (× the "
+                             "subject embeddings' std; ROME: 3)")
+TRACE_WINDOW = auto_or_whole("trace_window", "auto", "windowed MLP / attention traces; auto: "
+                             "10/48 of the depth (ROME: 10 of 48)", 1, "use 'auto' (ROME's 10 "
+                             "of 48 layers scaled to the model's depth) or a whole number of "
+                             "at least 1 (layers restored together)")
+TRACE_METRICS = ("prob", "task")
+TRACE_METRIC = choice("trace_metric", "prob", '"prob": P(answer) as in ROME; "task": the '
+                      "task's own metric", TRACE_METRICS, "use 'prob' (P(answer), as ROME) or "
+                      "'task' (the task's own metric)")
 
 
 def embedding_std(model, batch, subject_positions=None, batch_size: int = 16) -> float:

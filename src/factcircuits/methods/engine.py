@@ -45,6 +45,7 @@ from tqdm import tqdm  # text bars: shown in the terminal log under papermill
 from factcircuits.errors import UserError
 from factcircuits.methods.hooks import hook_name
 from factcircuits.methods.resume import KV, Resumable
+from factcircuits.results.parameter_declarations import auto_or_whole
 
 # Activations of one stacked forward (GPU: 25% of free memory). On CPU the forwards are bound
 # by float32 matmuls, which reach their best rate from about a thousand rows; 48 MiB stacked
@@ -59,6 +60,11 @@ Copy = tuple[int, list[Patch]]
 Metric = Callable[[Tensor, Tensor], Tensor]
 
 T = TypeVar("T")
+
+
+MAX_PATCHES = auto_or_whole("max_patches", "auto", 'patched copies stacked per forward ("auto": '
+                            "memory cap)", 1, "use 'auto' (a memory cap) or a whole number of "
+                            "at least 1 (patched copies per forward)")
 
 
 # --------------------------------------------------------------------------- memory budget

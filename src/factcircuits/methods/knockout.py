@@ -20,8 +20,13 @@ from factcircuits.methods.hooks import hook_names
 from factcircuits.methods.positions import position_mask, task_positions
 from factcircuits.models import LoadedModel
 from factcircuits.models.forward import final_logits
+from factcircuits.results.parameter_declarations import whole
 
 ROLES = ("subject", "relation")
+
+
+KNOCKOUT_WINDOW = whole("knockout_window", 0, "layers knocked out together; 0: n_layers // 6",
+                        0, allowed="use 0 (n_layers // 6) or a number of layers")
 
 
 def default_window(n_layers: int) -> int:

@@ -48,10 +48,15 @@ from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
 from factcircuits.methods.positions import task_positions
 from factcircuits.models import LoadedModel
+from factcircuits.results.parameter_declarations import flag
 
 COMPONENTS = ("resid_pre", "attn_out", "mlp_out", "z")
 COMPONENT_TITLES = {"resid_pre": "residual stream (resid_pre)", "attn_out": "attention output",
                     "mlp_out": "MLP output", "z": "attention head output (z)"}
+
+HEADS_BY_POSITION = flag("heads_by_position", False, "also patch every head at every position "
+                         "(n_heads × slower)")
+
 
 # --------------------------------------------------------------------------- results
 @dataclass

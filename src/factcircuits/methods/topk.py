@@ -5,6 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from factcircuits.results.parameter_declarations import whole
+
+TOP_K = whole("top_k", 5, "next tokens listed per prompt", 1,
+              allowed="use a whole number of at least 1 (tokens listed per prompt)")
+
 
 def top_k_table(logits: torch.Tensor, tokenizer, k: int = 10, prompts=None) -> pd.DataFrame:
     """logits [n_prompts, vocab] at the answer position → rows (prompt_index, rank, token,

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from factcircuits.errors import UserError
-from factcircuits.results.domains import Domain
 from factcircuits.results.headlines import Headline
 from factcircuits.results.kinds import Arrays, Graph, Table
+from factcircuits.results.parameter_declarations import Parameter
 
 if TYPE_CHECKING:
     from factcircuits.results.run import Run
@@ -83,7 +83,8 @@ class Method:
     key_numbers: tuple[str, ...] = ()  # headline fields the comparison shows first
     number_labels: Mapping[str, str] = field(default_factory=dict)  # field -> label
     profiles: tuple[Profile, ...] = ()
-    parameters: Mapping[str, Domain] = field(default_factory=dict)  # its notebook's own
+    # its notebook's own parameters, in the order of its parameters cell (after the core ones)
+    parameters: tuple[Parameter, ...] = ()
 
     def __post_init__(self) -> None:
         if not NOTEBOOK_NAME.match(self.notebook):

@@ -1,20 +1,22 @@
 """The parameter model of a run.
 
-Every analysis notebook declares the *core* parameters (model, dataset, task, …; their defaults
-are the library's, `factcircuits.run.session.open_session`) plus its own. A notebook receives the
-core parameters and what the user set among the names it declares; for everything else it keeps
-its own default. A name the user sets must be declared by at least one selected notebook, and
-its value keeps its type (an int stays an int; a float default accepts an int).
+Every parameter is declared once (`results/parameter_declarations.py`: name, default, domain,
+meaning): the core ones there, a method's own by its `methods/` module, listed in its registry
+entry. Every analysis notebook's `parameters` cell is generated from its method's declarations
+(`run/parameter_cells.py`). A notebook receives the core parameters and what the user set
+among the names it declares; for everything else it keeps its own default. A name the user
+sets must be declared by at least one selected notebook, its value keeps its type (an int
+stays an int; a float default accepts an int) and lies in its declared domain.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 from typing import Any
 
 from factcircuits.errors import UserError
+from factcircuits.results.parameter_declarations import Parameter
 from factcircuits.run.notebooks import Notebook
 from factcircuits.run.secretscan import looks_secret
 
@@ -26,12 +28,40 @@ CHOOSE_DEFAULTS = ("auto",)
 
 
 def core_defaults() -> dict[str, Any]:
-    """The core parameters and their library defaults (the session's signature); the shipped
-    notebooks declare the same defaults (a test checks it)."""
-    from factcircuits.run.session import open_session
+    """The core parameters and their declared defaults (every notebook declares them)."""
+    from factcircuits.results.parameter_declarations import CORE
 
-    return {name: p.default for name, p in inspect.signature(open_session).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+    return {p.name: p.default for p in CORE}
+
+
+def declared_parameters() -> dict[str, Parameter]:
+    """Every declared parameter by name: the core ones and each registered method's own. A
+    name two methods share is one declaration (the same object), never two that agree."""
+    from factcircuits.results.parameter_declarations import CORE
+    from factcircuits.results.registry import methods
+
+    found = {p.name: p for p in CORE}
+    for m in methods():
+        for p in m.parameters:
+            known = found.setdefault(p.name, p)
+            if known is not p:
+                raise UserError(f"parameter {p.name}: method {m.notebook} declares its own "
+                                f"(default {p.default!r}), but it is declared elsewhere "
+                                f"(default {known.default!r}); name that declaration instead")
+    return found
+
+
+def check_domain(name: str, value: Any) -> None:
+    """One line naming the parameter, the value and what is allowed, when `value` is outside
+    `name`'s domain; parameters without a declaration (test notebooks') pass."""
+    declaration = declared_parameters().get(name)
+    if declaration is not None and not declaration.ok(value):
+        raise UserError(f"{name}={value!r}: {declaration.allowed}")
+
+
+def check_domains(params: dict[str, Any]) -> None:
+    for name, value in params.items():
+        check_domain(name, value)
 
 
 def declared(notebooks: list[Notebook]) -> dict[str, list[Notebook]]:

@@ -2,7 +2,7 @@
 that names the field, the value and the fix (a `UserError`). What a notebook would otherwise
 find after a model load, inside a `_failed/` folder, is found here in seconds.
 
-Without the model: every parameter value against its declared domain (`run.domains`), the
+Without the model: every parameter value against its declared domain (`run.parameters`), the
 dataset's task against the run's, the answer map's shape.
 With the tokenizer only (no weights): prompt lengths against a limit, cloze answers of several
 tokens, yes/no answer words that are no single token, a chat format without a chat template.
@@ -46,20 +46,20 @@ def max_prompt_tokens(value: int | None = None) -> int:
 
 # --------------------------------------------------------------------------- values
 def check_values(params: dict[str, Any]) -> None:
-    """Every value against its declared domain (`run.domains`; types are checked against the
-    notebooks already), then the device against this machine."""
-    from factcircuits.run import domains
+    """Every value against its declared domain (`run.parameters`; types are checked against
+    the notebooks already), then the device against this machine."""
+    from factcircuits.run.parameters import check_domains
 
-    domains.check_all(params)
+    check_domains(params)
     if params.get("device") not in (None, ""):
         check_device(str(params["device"]))
 
 
 def check_device(device: str) -> None:
-    from factcircuits.run.domains import DEVICE_PATTERN
+    from factcircuits.results.parameter_declarations import DEVICE, DEVICE_PATTERN
 
     if not DEVICE_PATTERN.match(device):
-        raise UserError(f"device={device!r}: use auto, cpu, cuda, cuda:N or mps")
+        raise UserError(f"device={device!r}: {DEVICE.allowed}")
     import torch
 
     from factcircuits.models.loading import resolve_device

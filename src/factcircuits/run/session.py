@@ -25,6 +25,7 @@ from factcircuits.methods.evaluate import (
 )
 from factcircuits.methods.sampling import per_relation_sample, sample_note
 from factcircuits.models import LoadedModel, load_model
+from factcircuits.results import parameter_declarations as declared
 from factcircuits.run.folders import save_model_provenance
 
 DEFAULT_DATASET_FOR_TASK = {"cloze": "paris-cloze", "yesno": "paris-yesno"}
@@ -38,9 +39,9 @@ class Session:
     task: PreparedTask  # every usable row (capped by n_prompts)
     run_dir: Path
     batch_size: int
-    known_criterion: str = "top1"  # which prompts `known` keeps (evaluate.KNOWN_CRITERIA)
-    seed: int = 0  # the run's seed: noise draws, bootstrap resamples, per-relation samples
-    per_relation: int = 0  # > 0: analyse at most this many known prompts per relation
+    known_criterion: str = declared.KNOWN_CRITERION.default  # which prompts `known` keeps
+    seed: int = declared.SEED.default  # noise draws, bootstrap resamples, per-relation samples
+    per_relation: int = declared.PER_RELATION.default  # > 0: at most this many per relation
 
     @property
     def model(self):
@@ -76,15 +77,27 @@ class Session:
         return prepared.subset(ok), dropped
 
 
-def open_session(model: str = "default", dataset: str = "", task: str = "cloze",
-                 prompt_format: str = "raw", answer_map: str = "yesno_default",
-                 device: str = "auto", dtype: str = "", batch_size: int = 16,
-                 n_prompts: int = 0, seed: int = 0, run_dir: str = ".",
-                 drop_multi_token_answers: bool = True, known: str = "top1",
-                 per_relation: int = 0, relation: str = "", **_ignored: Any) -> Session:
-    """`dataset=""` means the default dataset of `task`; `relation` keeps one relation's rows;
+def open_session(
+        model: str = declared.MODEL.default,
+        dataset: str = declared.DATASET.default,
+        task: str = declared.TASK.default,
+        prompt_format: str = declared.PROMPT_FORMAT.default,
+        answer_map: str = declared.ANSWER_MAP.default,
+        device: str = declared.DEVICE.default,
+        dtype: str = declared.DTYPE.default,
+        batch_size: int = declared.BATCH_SIZE.default,
+        n_prompts: int = declared.N_PROMPTS.default,
+        seed: int = declared.SEED.default,
+        run_dir: str = ".", drop_multi_token_answers: bool = True,
+        known: str = declared.KNOWN_CRITERION.default,
+        per_relation: int = declared.PER_RELATION.default,
+        relation: str = declared.RELATION.default,
+        **_ignored: Any) -> Session:
+    """The core parameters (declared in `results.parameter_declarations`, defaults there):
+    `dataset=""` means the default dataset of `task`; `relation` keeps one relation's rows;
     `known` picks the prompts the mechanistic analyses keep (`Session.known`). Extra
-    notebook-specific parameters are ignored here."""
+    notebook-specific parameters are ignored here; `drop_multi_token_answers` is a library
+    option, not a run parameter (the run's preflight refuses such answers on request)."""
     if task not in DEFAULT_DATASET_FOR_TASK:
         raise UserError(f"task={task!r}: use 'cloze' or 'yesno'")
     check_known(known)

@@ -41,12 +41,19 @@ from factcircuits.methods.circuits.forward import CircuitForward
 from factcircuits.methods.circuits.graph import Graph
 from factcircuits.methods.circuits.scores import pair_batches
 from factcircuits.methods.uncertainty import resampled_means
+from factcircuits.results.parameter_declarations import choice
 
 MIB_SIZES = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)  # percent of edges
 ABLATIONS = ("counterfactual", "mean")
 THRESHOLD = 0.8  # the faithfulness the headline's smallest circuit must reach
 RANDOM_DRAWS = 5  # random circuits per size: the baseline's curve is their mean
 BUDGET_BYTES = 512 * 2**20  # this-run writes of the circuits stacked in one forward
+
+
+ABLATION = choice("ablation", "counterfactual", 'what an ablated edge\'s reader gets: '
+                  '"counterfactual" or "mean"', ("counterfactual", "mean"),
+                  "use 'counterfactual' (the corrupted run's write) or 'mean' (the writer's "
+                  "mean write)")
 
 
 # --------------------------------------------------------------------------- circuits

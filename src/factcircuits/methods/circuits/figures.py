@@ -5,8 +5,14 @@ from __future__ import annotations
 import pandas as pd
 
 from factcircuits.methods.circuits.faithfulness import THRESHOLD
+from factcircuits.results.parameter_declarations import whole
 
 MAX_EDGES = 60  # strongest edges drawn in the circuit diagram
+
+
+MAX_EDGES_DRAWN = whole("max_edges_drawn", 60, "strongest circuit edges drawn in the diagram",
+                        1, allowed="use a whole number of at least 1 (edges drawn in the "
+                        "circuit diagram)")
 
 
 def faithfulness_figure(table: pd.DataFrame, title: str = "Faithfulness of the circuits",

@@ -35,6 +35,10 @@ from factcircuits.methods.circuits.forward import CircuitForward
 from factcircuits.methods.circuits.graph import Graph
 from factcircuits.methods.engine import groups_by
 from factcircuits.methods.evaluate import PreparedTask
+from factcircuits.results.parameter_declarations import whole
+
+IG_STEPS = whole("ig_steps", 5, "EAP-IG interpolation steps (1: plain EAP)", 1,
+                 allowed="use a whole number of at least 1 (EAP-IG steps; 1 is plain EAP)")
 
 
 @dataclass
