@@ -50,6 +50,34 @@ def test_a_failing_export_becomes_a_placeholder_not_a_gap(monkeypatch):
     assert "long trace" not in bundle["text/markdown"]
 
 
+def test_an_export_past_its_deadline_is_a_placeholder_and_later_figures_do_not_wait(
+        monkeypatch):
+    import threading
+    import time
+
+    release, calls = threading.Event(), []
+
+    def hangs(*args, **kwargs):  # a Chromium that stopped answering
+        calls.append(1)
+        release.wait(10)
+        return b"\x89PNG too late"
+
+    monkeypatch.setattr(pio, "to_image", hangs)
+    monkeypatch.setattr(display, "EXPORT_DEADLINE_S", 0.2)
+    monkeypatch.setattr(display, "_export_hung", [])
+    try:
+        started = time.perf_counter()
+        first = display.figure_bundle(figure(), static=True)
+        second = display.figure_bundle(figure(), static=True)
+        waited = time.perf_counter() - started
+    finally:
+        release.set()
+    assert "image/png" not in first and "image/png" not in second
+    assert "did not finish within 0.2 s" in first["text/markdown"]
+    assert "*two bars*" in second["text/markdown"] and "later figures" in second["text/markdown"]
+    assert calls == [1] and waited < 5  # the second figure did not ask the browser again
+
+
 def test_png_at_the_figures_size(monkeypatch):
     calls = {}
 

@@ -85,3 +85,25 @@ def test_a_dead_kernel_is_replaced_by_a_fresh_one(tmp_path):
         assert kernel.km is not first
     finally:
         kernel.shutdown()
+
+
+def test_the_kernel_process_output_goes_to_the_log_not_the_terminal(tmp_path, capfd):
+    """Writes to the kernel process's own file descriptors (what ipykernel and ZeroMQ print
+    while shutting down on SIGTERM) land in the run's kernel log; cell output stays in the
+    notebook."""
+    log = tmp_path / "_logs" / "run.kernel.log"
+    kernel = RunKernel(log=log)
+    nb = notebook("import os\nos.write(2, b'fd2-from-the-kernel\\n')\n"
+                  "os.write(1, b'fd1-from-the-kernel\\n')\nprint('cell output')")
+    try:
+        done = pm.execute_notebook(nb, str(tmp_path / "out.ipynb"), cwd=str(tmp_path),
+                                   progress_bar=False, kernel_name="python3",
+                                   **kernel.options("python3", str(tmp_path)))
+    finally:
+        kernel.shutdown()
+    assert kernel._log_file is None  # closed with the kernel
+    text = log.read_text()
+    assert "fd2-from-the-kernel" in text and "fd1-from-the-kernel" in text
+    seen = capfd.readouterr()
+    assert "from-the-kernel" not in seen.out + seen.err
+    assert done.cells[0].outputs[0]["text"] == "cell output\n"

@@ -18,6 +18,7 @@ Call `init_notebook()` in the first (setup) cell of every analysis notebook. It
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import os
 import shutil
 
@@ -27,6 +28,12 @@ _state: dict[str, bool] = {}
 # text is 150 ppi, sharp on screen; each run adds ~25 figures, and scale 2 made the PDF grow
 # by 2 MB per run (scale 1: about 0.6 MB).
 PNG_WIDTH, PNG_HEIGHT, PNG_SCALE = 900, 500, 1
+# A figure exports in well under a second through the persistent browser; a Chromium that
+# stops answering would otherwise hold the run forever. Past this deadline the figure gets a
+# placeholder saying so, and so does every later figure of the kernel (a browser that hung
+# once is not asked again: each figure would wait out the deadline).
+EXPORT_DEADLINE_S = 120.0
+_export_hung: list[str] = []
 
 
 def static_export_problem() -> str | None:
@@ -76,16 +83,35 @@ def figure_bundle(fig_dict: dict, static: bool, problem: str | None = None) -> d
         bundle["text/markdown"] = placeholder_markdown(fig_dict, problem or "no static export")
         return bundle
     layout = fig_dict.get("layout") or {}
+    if _export_hung:
+        bundle["text/markdown"] = placeholder_markdown(fig_dict, _export_hung[0])
+        return bundle
     try:
-        png = pio.to_image(fig_dict, format="png", width=layout.get("width") or PNG_WIDTH,
-                           height=layout.get("height") or PNG_HEIGHT, scale=PNG_SCALE,
-                           validate=False)
+        png = _png_within_deadline(
+            lambda: pio.to_image(fig_dict, format="png", validate=False, scale=PNG_SCALE,
+                                 width=layout.get("width") or PNG_WIDTH,
+                                 height=layout.get("height") or PNG_HEIGHT))
+    except concurrent.futures.TimeoutError:
+        _export_hung.append(f"the image export did not finish within {EXPORT_DEADLINE_S:g} s; "
+                            "later figures were not exported either")
+        bundle["text/markdown"] = placeholder_markdown(fig_dict, _export_hung[0])
+        return bundle
     except Exception as exc:  # any exporter failure becomes a visible note
         reason = f"image export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
         bundle["text/markdown"] = placeholder_markdown(fig_dict, reason)
         return bundle
     bundle["image/png"] = base64.b64encode(png).decode("ascii")
     return bundle
+
+
+def _png_within_deadline(export) -> bytes:
+    """`export()` in a worker thread, waited for at most EXPORT_DEADLINE_S (TimeoutError after
+    that; the stuck thread is left behind, it holds no lock the notebook needs)."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="png")
+    try:
+        return pool.submit(export).result(timeout=EXPORT_DEADLINE_S)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _register_renderer(static: bool, problem: str | None) -> None:

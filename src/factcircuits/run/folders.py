@@ -42,6 +42,7 @@ RUN_JSON = "run.json"
 MODEL_JSON = "model.json"
 OWNER_JSON = ".owner.json"
 LOCKS_DIR = "_locks"
+LOGS_DIR = "_logs"  # each run's kernel process output (run/kernel.py)
 
 
 # ------------------------------------------------------------------ where things are

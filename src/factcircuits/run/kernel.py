@@ -17,13 +17,19 @@ random generators (`open_session`).
   cell a request may still be in the kernel's handler, where the SIGINT lands as
   "KeyboardInterrupt caught in kernel". So the kernel is interrupted at shutdown only while a
   cell is executing.
+- The kernel process's own stdout and stderr (not its cells' outputs, which papermill takes
+  over the kernel's channels) go to a log file beside the runs (`_logs/<run-id>.kernel.log`),
+  not to the terminal: on SIGTERM to the process group, or at exit, ipykernel and ZeroMQ print
+  tracebacks of their own shutdown there ("ZMQError: Socket operation on non-socket") that say
+  nothing about the run and would bury the one line that does.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 # Between notebooks: no variable, output or cell number of the notebook before survives.
 # (`%reset -f` would keep the history session, and numbering cells from 1 again in it makes
@@ -64,14 +70,26 @@ def manager_class(executing: list[bool], clients: list):
 class RunKernel:
     """`options(kernel_name, cwd)` before each notebook gives papermill the run's kernel
     (started on first use, in `cwd` and the current environment, emptied when reused);
-    `shutdown()` when the run ends, however it ends."""
+    `shutdown()` when the run ends, however it ends. With `log`, the kernel process's own
+    stdout and stderr are appended there (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, log: Path | None = None) -> None:
         self.executing: list[bool] = [False]
         self.clients: list = []
         self.manager = manager_class(self.executing, self.clients)
         self.km = None
         self.cwd = ""
+        self.log = log
+        self._log_file: IO[bytes] | None = None
+
+    def _process_output(self) -> dict[str, Any]:
+        """Popen keyword arguments sending the kernel's own output to the log, if any."""
+        if self.log is None:
+            return {}
+        if self._log_file is None:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.log, "ab")  # noqa: SIM115 -- closed in shutdown()
+        return {"stdout": self._log_file, "stderr": self._log_file}
 
     def options(self, kernel_name: str, cwd: str) -> dict[str, Any]:
         """papermill keyword arguments for executing the next notebook."""
@@ -83,7 +101,7 @@ class RunKernel:
             self.shutdown()
         if self.km is None:
             self.km, self.cwd = self.manager(kernel_name=kernel_name), cwd
-            run_sync(self.km.start_kernel)(cwd=cwd)
+            run_sync(self.km.start_kernel)(cwd=cwd, **self._process_output())
         else:  # a notebook ran in it
             self._reset()
         return {"km": self.km, "on_cell_execute": self._cell_started,
@@ -126,3 +144,6 @@ class RunKernel:
                 run_sync(km.shutdown_kernel)()
         finally:
             run_sync(km.cleanup_resources)()
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None

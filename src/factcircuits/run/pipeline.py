@@ -315,7 +315,8 @@ def _execute_in(plan: RunPlan, staging: Path, progress: bool, stream) -> RunResu
     bar = tqdm(plan.notebooks, desc=plan.run_id, unit="notebook", file=stream,
                disable=not progress)
     reason = None
-    kernel = RunKernel()  # one kernel for every notebook of the run (run/kernel.py)
+    # one kernel for every notebook of the run; its process's own output goes to a log
+    kernel = RunKernel(log=plan.runs_root / folders.LOGS_DIR / f"{plan.run_id}.kernel.log")
     with signals_as_interrupts():
         try:
             for nb in bar:
