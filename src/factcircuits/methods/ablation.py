@@ -19,7 +19,7 @@ from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
 from factcircuits.models import LoadedModel
 from factcircuits.models.forward import final_logits, position_mean
-from factcircuits.results.parameter_declarations import whole
+from factcircuits.results.parameter_declarations import BATCH_SIZE, whole
 
 MODES = ("zero", "mean")
 
@@ -77,7 +77,7 @@ def ablation_hooks(components: list[tuple], mode: str = "zero",
 
 
 def ablation_table(lm: LoadedModel, prepared: PreparedTask, components: list[tuple], *,
-                   modes=("zero", "mean"), batch_size: int = 16, joint: bool = True,
+                   modes=("zero", "mean"), batch_size: int = BATCH_SIZE.default, joint: bool = True,
                    reference: PreparedTask | None = None, progress: bool = False
                    ) -> pd.DataFrame:
     """Metric per prompt with each component ablated alone (and all of them together when

@@ -11,7 +11,7 @@ import torch
 
 from factcircuits.errors import UserError
 from factcircuits.methods.attribution_patching import ScanResult
-from factcircuits.methods.engine import Resumable, Step, execute, prepare_group
+from factcircuits.methods.engine import MAX_PATCHES, Resumable, Step, execute, prepare_group
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
 from factcircuits.methods.patching import PatchResult
@@ -42,7 +42,7 @@ def top_cells(result: ScanResult, k: int = 10, star: bool = False) -> pd.DataFra
 
 @torch.inference_mode()
 def patch_cells(lm: LoadedModel, prepared: PreparedTask, component: str, cells: pd.DataFrame,
-                *, metric=None, max_patches="auto", budget_bytes="auto") -> pd.Series:
+                *, metric=None, max_patches=MAX_PATCHES.default, budget_bytes="auto") -> pd.Series:
     """Exact patching (clean into corrupted) of the given cells only, on the patching engine:
     `cells` has prompt_id, layer, pos (and head for z); returns the exact patched − corrupted
     metric per cell (aligned with `cells`). Each prompt is a group of its own; its cells

@@ -25,7 +25,7 @@ N_HEADS = whole("n_heads", 6, "heads shown (the largest by |DLA|)", 1,
 
 @torch.no_grad()
 def head_patterns(lm: LoadedModel, prepared: PreparedTask, heads: list[tuple[int, int]], *,
-                  example: int = 0) -> tuple[list[str], Patterns]:
+                  example: int = EXAMPLE.default) -> tuple[list[str], Patterns]:
     """(token strings, {(layer, head): pattern [query, key]}) for prompt `example`."""
     model, tokenizer = lm.model, lm.tokenizer
     batch = prepared.subset([example]).clean_batch(tokenizer)

@@ -51,7 +51,7 @@ from factcircuits.methods.uncertainty import (
 from factcircuits.models import LoadedModel
 from factcircuits.models.forward import final_logits
 from factcircuits.models.readout import final_readout
-from factcircuits.results.parameter_declarations import whole
+from factcircuits.results.parameter_declarations import BATCH_SIZE, SEED, whole
 
 DEFAULT_K = 50
 READS = ("subject", "other_subjects", "first_relation")  # the rate and its two controls
@@ -110,7 +110,7 @@ def attribute_tokens(tokenizer, rows: pd.DataFrame) -> dict[str, list[int]]:
 
 @torch.inference_mode()
 def capture_positions(model, batch, names: list[str], positions: Int[Tensor, "n p"],
-                      batch_size: int = 16) -> dict[str, Float[Tensor, "n p d"]]:
+                      batch_size: int = BATCH_SIZE.default) -> dict[str, Float[Tensor, "n p d"]]:
     """Each named hook's activation at `positions` [n, p] of each prompt (float32, CPU)."""
     values: dict[str, list[Tensor]] = {n: [] for n in names}
 
@@ -154,7 +154,7 @@ class AttributeRate:
         return (part.pivot(index="prompt", columns="layer", values="share")
                 .reindex(columns=range(self.n_layers)).sort_index().to_numpy(dtype=float))
 
-    def curves(self, seed: int = 0) -> pd.DataFrame:
+    def curves(self, seed: int = SEED.default) -> pd.DataFrame:
         """Mean share per read × layer with its 95 % bootstrap band over prompts (low, high)."""
         rows = []
         for read in READS:
@@ -171,7 +171,7 @@ class AttributeRate:
                              "n_prompts": int((~np.isnan(col)).sum())})
         return pd.DataFrame(rows)
 
-    def headline(self, seed: int = 0) -> dict:
+    def headline(self, seed: int = SEED.default) -> dict:
         """The peak of the attribute rate, the controls at that layer and whether the peak
         exceeds both (paired bootstrap intervals of the differences exclude 0)."""
         rate = self.per_prompt("subject")
@@ -223,7 +223,7 @@ class AttributeRate:
 
 
 def attribute_rate(lm: LoadedModel, prepared: PreparedTask, dataset_rows: pd.DataFrame, *,
-                   k: int = DEFAULT_K, batch_size: int = 16) -> AttributeRate:
+                   k: int = DEFAULT_K, batch_size: int = BATCH_SIZE.default) -> AttributeRate:
     """The attribute rate and its controls after every layer, for every prompt of `prepared`
     (attribute tokens from `dataset_rows`, normally the whole dataset)."""
     model, tokenizer = lm.model, lm.tokenizer

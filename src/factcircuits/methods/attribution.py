@@ -49,7 +49,7 @@ from factcircuits.methods.hooks import FINAL_NORM_SCALE, PRE_CAP_LOGITS, hook_na
 from factcircuits.models import LoadedModel
 from factcircuits.models.forward import capture_last
 from factcircuits.models.readout import final_readout, post_norm
-from factcircuits.results.parameter_declarations import choice, whole
+from factcircuits.results.parameter_declarations import BATCH_SIZE, choice, whole
 
 DIRECTION_KINDS = ("auto", "logit_diff", "log_odds", "logit_diff_sum")
 DIRECTION = choice("direction", "auto", "cloze: logit_diff; yes/no: log_odds (linearised) or "
@@ -176,7 +176,7 @@ class Decomposition:
         return torch.stack(steps, dim=1)
 
 
-def decompose(lm: LoadedModel, prepared: PreparedTask, *, batch_size: int = 16,
+def decompose(lm: LoadedModel, prepared: PreparedTask, *, batch_size: int = BATCH_SIZE.default,
               heads: bool = True, progress: bool = False) -> Decomposition:
     """One batched pass over the clean prompts keeping the last-token components."""
     model = lm.model
@@ -272,7 +272,7 @@ def head_dla(lm: LoadedModel, dec: Decomposition, direction: AnswerDirection,
 
 @torch.no_grad()
 def neuron_dla(lm: LoadedModel, prepared: PreparedTask, layer: int,
-               direction: AnswerDirection, *, batch_size: int = 16,
+               direction: AnswerDirection, *, batch_size: int = BATCH_SIZE.default,
                progress: bool = False) -> pd.DataFrame:
     """DLA of every MLP neuron of `layer`, per prompt: post-activation × (W_out row ·
     direction) / final scale (and, with a post-feedforward norm as in Gemma 2/3, × its gain /
@@ -344,7 +344,7 @@ def source_codes(positions, width: int) -> Int[Tensor, "n width"]:
 
 
 @torch.inference_mode()
-def capture_head_inputs(model, batch, batch_size: int = 16, progress: bool = False
+def capture_head_inputs(model, batch, batch_size: int = BATCH_SIZE.default, progress: bool = False
                         ) -> tuple[Float[Tensor, "n L H pos"], Float[Tensor, "n L pos kv d"]]:
     """Every layer's attention pattern from each prompt's last token to every key
     (hook_pattern at the last query) and its values (hook_v; key/value heads with
@@ -381,7 +381,7 @@ def capture_head_inputs(model, batch, batch_size: int = 16, progress: bool = Fal
 
 
 def head_source_dla(lm: LoadedModel, prepared: PreparedTask, dec: Decomposition,
-                    direction: AnswerDirection, *, batch_size: int = 16,
+                    direction: AnswerDirection, *, batch_size: int = BATCH_SIZE.default,
                     progress: bool = False, inputs: tuple[Tensor, Tensor] | None = None
                     ) -> pd.DataFrame:
     """Each head's DLA split by the source position its last-token output reads (Chughtai et
@@ -494,7 +494,8 @@ class HeadAttribution:
 
 
 def attribute_heads(lm: LoadedModel, prepared: PreparedTask, *, kind: str = "auto",
-                    batch_size: int = 16, progress: bool = False) -> HeadAttribution:
+                    batch_size: int = BATCH_SIZE.default, progress: bool = False
+                    ) -> HeadAttribution:
     """Decompose the clean prompts' last token, build the answer direction of `kind` and the
     tidy DLA tables by layer and by head."""
     dec = decompose(lm, prepared, batch_size=batch_size, progress=progress)

@@ -9,11 +9,12 @@ import pandas as pd
 
 from factcircuits.methods.intervals import normalized_peak
 from factcircuits.methods.uncertainty import peak_of_curves, resample_counts, resampled_means
+from factcircuits.results.parameter_declarations import SEED
 from factcircuits.results.wording import MIN_PROMPTS, not_tested_text
 
 
 def relation_peaks(values: np.ndarray, relations, pooled_layer: int, n_layers: int,
-                   seed: int = 0, layers=None) -> pd.DataFrame:
+                   seed: int = SEED.default, layers=None) -> pd.DataFrame:
     """Per relation: prompts, the peak layer of the mean curve with the range of resampled
     peaks, the value there with its interval, and whether the range excludes the pooled peak
     layer. `values` [n_prompts, n_points] (one row per prompt), `relations` per row."""
@@ -52,7 +53,8 @@ def relation_peaks_markdown(table: pd.DataFrame, pooled_layer: int, what: str) -
             f"(layer {pooled_layer}): {names}{note}.")
 
 
-def relation_curves(values: np.ndarray, relations, seed: int = 0, layers=None) -> pd.DataFrame:
+def relation_curves(values: np.ndarray, relations, seed: int = SEED.default,
+                    layers=None) -> pd.DataFrame:
     """Per relation and layer: the mean curve and its 95 % bootstrap band (small multiples)."""
     relations = np.asarray(relations, dtype=str)
     layers = np.arange(values.shape[1]) if layers is None else np.asarray(layers)
@@ -70,7 +72,7 @@ def relation_curves(values: np.ndarray, relations, seed: int = 0, layers=None) -
 
 def relation_normalized_peaks(long: pd.DataFrame, component: str, token_class: str,
                               relations, pooled_layer: int, n_layers: int,
-                              seed: int = 0, from_layer: int = 0) -> pd.DataFrame:
+                              seed: int = SEED.default, from_layer: int = 0) -> pd.DataFrame:
     """`normalized_peak` per relation (`relations[prompt_id]`), with whether its range
     excludes the pooled peak layer."""
     relations = np.asarray(relations, dtype=str)

@@ -39,11 +39,14 @@ from torch import Tensor
 
 from factcircuits.errors import UserError
 from factcircuits.methods import engine
+from factcircuits.methods.engine import MAX_PATCHES
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import EMBED, hook_name
 from factcircuits.methods.positions import TOKEN_CLASSES, task_positions
 from factcircuits.models import LoadedModel
 from factcircuits.results.parameter_declarations import (
+    BATCH_SIZE,
+    SEED,
     auto_or_whole,
     choice,
     positive_float,
@@ -77,7 +80,8 @@ TRACE_METRIC = choice("trace_metric", "prob", '"prob": P(answer) as in ROME; "ta
                       "'task' (the task's own metric)")
 
 
-def embedding_std(model, batch, subject_positions=None, batch_size: int = 16) -> float:
+def embedding_std(model, batch, subject_positions=None,
+                  batch_size: int = BATCH_SIZE.default) -> float:
     """Standard deviation over all entries of the `hook_embed` activations (what the noise is
     added to) at the subject tokens of the prompts in `batch` (every real token where no
     subject positions are given or none is found)."""
@@ -196,8 +200,9 @@ def _noise_hook(noise: torch.Tensor):
 
 @torch.inference_mode()
 def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS, *,
-          windows=None, noise_samples: int = 5, noise_scale: float = 3.0, seed: int = 0,
-          metric="prob", max_patches="auto", budget_bytes="auto",
+          windows=None, noise_samples: int = NOISE_SAMPLES.default,
+          noise_scale: float = NOISE_SCALE.default, seed: int = SEED.default,
+          metric=TRACE_METRIC.default, max_patches=MAX_PATCHES.default, budget_bytes="auto",
           progress: bool = True, subject_positions=None,
           positions=None) -> dict[str, TraceResult]:
     """Causal traces of every clean prompt of `prepared` for each trace kind.
@@ -216,7 +221,7 @@ def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS, *,
     windows = {**{k: 1 for k in KINDS}, **{k: default_window(cfg.n_layers) for k in WINDOWED},
                **(windows or {})}
     windows = {k: max(1, min(int(w), cfg.n_layers)) for k, w in windows.items()}
-    if metric not in ("prob", "task"):  # a misspelling must not switch the metric silently
+    if metric not in TRACE_METRICS:  # a misspelling must not switch the metric silently
         raise UserError(f"trace metric {metric!r}: use 'prob' or 'task'")
     if int(noise_samples) < 1 or not math.isfinite(noise_scale) or noise_scale < 0:
         raise UserError(f"noise_samples={noise_samples}, noise_scale={noise_scale}: use at "

@@ -248,7 +248,7 @@ class Step:
 
 @torch.inference_mode()
 def execute(runner: Resumable, model, groups: Sequence[StackGroup], plan: Sequence[Step],
-            metric: Metric, *, max_patches: int | str = "auto", budget_bytes="auto",
+            metric: Metric, *, max_patches: int | str = MAX_PATCHES.default, budget_bytes="auto",
             progress: bool = True, desc: str = "patching"
             ) -> Iterator[tuple[Sequence[Step], Float[Tensor, "n_steps G"]]]:
     """Run `plan`: consecutive steps of one group and position share forwards, `max_patches`

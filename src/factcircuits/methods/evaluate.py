@@ -18,6 +18,7 @@ from factcircuits.methods import metrics
 from factcircuits.models import LoadedModel
 from factcircuits.models.forward import final_logits
 from factcircuits.models.tokens import Batch, encode, format_prompt
+from factcircuits.results.parameter_declarations import BATCH_SIZE, PROMPT_FORMAT
 
 
 @dataclass
@@ -113,7 +114,7 @@ class PreparedTask:
         )
 
 
-def prepare(lm: LoadedModel, dataset: FactDataset, prompt_format: str = "raw",
+def prepare(lm: LoadedModel, dataset: FactDataset, prompt_format: str = PROMPT_FORMAT.default,
             answer_map: str | None = None, n_prompts: int | None = None,
             drop_multi_token: bool = False) -> PreparedTask:
     """Format prompts, map answers to token ids, and drop rows that cannot be scored (reported
@@ -150,7 +151,7 @@ def prepare(lm: LoadedModel, dataset: FactDataset, prompt_format: str = "raw",
     return prepared
 
 
-def score(lm: LoadedModel, prepared: PreparedTask, *, batch_size: int = 16,
+def score(lm: LoadedModel, prepared: PreparedTask, *, batch_size: int = BATCH_SIZE.default,
           progress: bool = False) -> tuple[Float[Tensor, "n_prompts vocab"], pd.DataFrame]:
     """Final-position logits and the per-prompt metric table (rows + all metrics)."""
     logits = final_logits(lm.model, prepared.clean_batch(lm.tokenizer), batch_size, progress)
@@ -225,8 +226,8 @@ def known_prompts(prepared: PreparedTask, table: pd.DataFrame,
                         criterion)
 
 
-def score_dataset(lm: LoadedModel, dataset: FactDataset, prompt_format: str = "raw",
-                  answer_map: str | None = None, batch_size: int = 16,
+def score_dataset(lm: LoadedModel, dataset: FactDataset, prompt_format: str = PROMPT_FORMAT.default,
+                  answer_map: str | None = None, batch_size: int = BATCH_SIZE.default,
                   drop_multi_token: bool = False) -> pd.DataFrame:
     """One row per scorable dataset row: its columns plus every metric of the task, `metric`
     (the main one, positive = right) and `correct`."""

@@ -28,6 +28,7 @@ from factcircuits.methods.uncertainty import (
     smallest_p,
     swap_test,
 )
+from factcircuits.results.parameter_declarations import SEED
 
 
 def curves(table: pd.DataFrame, value: str, prompt: str = "prompt_id", layer: str = "layer",
@@ -63,7 +64,7 @@ def claim(name: str, statement: str, difference: Estimate, p: float, test: str,
             "n_positive": n_positive, "n_negative": n_negative}
 
 
-def paired_claim(name: str, statement: str, a, b, seed: int = 0) -> dict:
+def paired_claim(name: str, statement: str, a, b, seed: int = SEED.default) -> dict:
     """'a exceeds b, prompt by prompt': mean difference with its bootstrap interval, tested by
     an exact paired permutation (sign-flip) test; the sign counts are shown beside it."""
     comparison = paired_comparison(a, b, seed)
@@ -75,7 +76,7 @@ def paired_claim(name: str, statement: str, a, b, seed: int = 0) -> dict:
                  comparison.n_negative)
 
 
-def peak_order(a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
+def peak_order(a: np.ndarray, b: np.ndarray, seed: int = SEED.default) -> float:
     """Share of resamples (the same prompts drawn for both) in which curve `a` peaks at an
     earlier layer than curve `b`; both [n_prompts, n_layers] over the same layers."""
     counts = resample_counts(len(a), seed=seed)
@@ -89,7 +90,7 @@ SWAP_PEAKS = ("exact paired permutation test over prompts (MLP and attention cur
               "per prompt, each peak layer re-chosen on every swap)")
 
 
-def tracing_intervals(long: pd.DataFrame, n_layers: int, seed: int = 0) -> dict:
+def tracing_intervals(long: pd.DataFrame, n_layers: int, seed: int = SEED.default) -> dict:
     """The intervals and claims of notebook 05, from the per-prompt curves of `long`
     (`TraceResult.tidy` rows of every kind):
 
@@ -168,7 +169,7 @@ def _peak_column(curves_: np.ndarray) -> int:
 
 
 def peak_value_claim(name: str, statement: str, a: np.ndarray, b: np.ndarray,
-                     seed: int = 0) -> dict:
+                     seed: int = SEED.default) -> dict:
     """'Curve a's peak exceeds curve b's' for paired per-prompt curves [n, n_layers]: the
     difference is the mean per-prompt a − b, each at its own curve's peak layer (bootstrap
     interval; the sign counts beside it); the p-value is `swap_test` with `peak_difference`,
@@ -180,7 +181,7 @@ def peak_value_claim(name: str, statement: str, a: np.ndarray, b: np.ndarray,
 
 
 def peak_layer_claim(name: str, statement: str, a: np.ndarray, b: np.ndarray,
-                     seed: int = 0) -> dict:
+                     seed: int = SEED.default) -> dict:
     """'Curve a peaks at an earlier layer than curve b': the difference is b's peak layer −
     a's (of the mean curves; percentile interval over resamples of the prompts, the same
     prompts for both); the p-value is `swap_test` with `peak_layer_difference`."""
@@ -194,7 +195,7 @@ def peak_layer_claim(name: str, statement: str, a: np.ndarray, b: np.ndarray,
     return {**claim(name, statement, difference, p, SWAP_PEAKS), "unit": "layers"}
 
 
-def aie_bands(long: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+def aie_bands(long: pd.DataFrame, seed: int = SEED.default) -> pd.DataFrame:
     """Per (kind, layer, token class): the 95 % bootstrap band (low, high) of the AIE over
     prompts (each prompt's tokens of a class averaged first, as `average_indirect_effect`)."""
     rows = []
@@ -221,7 +222,7 @@ def normalized_curves(long: pd.DataFrame, component: str, token_class: str, n_la
 
 
 def normalized_peak(long: pd.DataFrame, component: str, token_class: str, n_layers: int,
-                    seed: int = 0, from_layer: int = 0) -> dict | None:
+                    seed: int = SEED.default, from_layer: int = 0) -> dict | None:
     """The normalized effect (ratio of means, as `patching.by_class`) of `component` at
     `token_class` by layer: its peak layer (among layers ≥ `from_layer`), the range of
     resampled peaks and the interval of the effect there."""
@@ -248,7 +249,7 @@ def normalized_peak(long: pd.DataFrame, component: str, token_class: str, n_laye
 
 
 def patching_intervals(long: pd.DataFrame, peaks: pd.DataFrame, n_layers: int,
-                       seed: int = 0) -> dict:
+                       seed: int = SEED.default) -> dict:
     """For each component's peak (layer, token class): the effect's interval and the range of
     the peak layer at that class; the MLP output at the last subject token and the attention
     output at the last token, whatever their component's overall peak."""
@@ -288,13 +289,13 @@ def _layer0_effect(long: pd.DataFrame, seed: int) -> tuple[float, list[float]] |
 
 
 def head_effect_interval(values: np.ndarray, clean: np.ndarray, corrupted: np.ndarray,
-                         seed: int = 0) -> list[float]:
+                         seed: int = SEED.default) -> list[float]:
     """Interval of one head's normalized patching effect (ratio of means over pairs)."""
     return ratio_of_means_estimate(values - corrupted, clean - corrupted, seed).interval()
 
 
 # --------------------------------------------------------------------------- 03, 06
-def peak_window_range(table: pd.DataFrame, role: str, seed: int = 0) -> list[int]:
+def peak_window_range(table: pd.DataFrame, role: str, seed: int = SEED.default) -> list[int]:
     """Knockout: the range of window centres where removing `role` lowers P(answer) most, in
     95 % of resamples (the minimum of the mean relative change, as `knockout.peak_windows`)."""
     part = table[table["role"] == role]
@@ -303,7 +304,7 @@ def peak_window_range(table: pd.DataFrame, role: str, seed: int = 0) -> list[int
     return list(peak_range(-samples, centres))  # the largest fall: the peak of −change
 
 
-def cell_interval(table: pd.DataFrame, value: str, seed: int = 0, prompt: str = "prompt",
+def cell_interval(table: pd.DataFrame, value: str, seed: int = SEED.default, prompt: str = "prompt",
                   **where) -> list[float]:
     """Interval of the mean over prompts of `value` in the rows matching `where`."""
     part = table

@@ -20,7 +20,7 @@ from factcircuits.methods.hooks import hook_names
 from factcircuits.methods.positions import position_mask, task_positions
 from factcircuits.models import LoadedModel
 from factcircuits.models.forward import final_logits
-from factcircuits.results.parameter_declarations import whole
+from factcircuits.results.parameter_declarations import BATCH_SIZE, whole
 
 ROLES = ("subject", "relation")
 
@@ -67,14 +67,14 @@ def knockout_hooks(layers, block: Bool[Tensor, "n_prompts pos"]):
 
 
 def knockout(lm: LoadedModel, prepared: PreparedTask, block: Bool[Tensor, "n_prompts pos"],
-             layers, *, batch_size: int = 16) -> Float[Tensor, "n_prompts vocab"]:
+             layers, *, batch_size: int = BATCH_SIZE.default) -> Float[Tensor, "n_prompts vocab"]:
     """Final logits with the last position's attention to `block` cut in `layers`."""
     return final_logits(lm.model, prepared.clean_batch(lm.tokenizer), batch_size,
                         hooks_for=knockout_hooks(layers, block))
 
 
 def knockout_sweep(lm: LoadedModel, prepared: PreparedTask, window: int | None = None,
-                   roles=ROLES, *, batch_size: int = 16, progress: bool = False
+                   roles=ROLES, *, batch_size: int = BATCH_SIZE.default, progress: bool = False
                    ) -> pd.DataFrame:
     """Knock out subject / relation positions over sliding windows of `window` layers.
     Tidy per prompt: role, centre, first, last, clean/knocked metric and P(answer),

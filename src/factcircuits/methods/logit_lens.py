@@ -37,6 +37,7 @@ from factcircuits.methods.uncertainty import (
 )
 from factcircuits.models import LoadedModel
 from factcircuits.models.readout import final_readout
+from factcircuits.results.parameter_declarations import BATCH_SIZE, SEED
 
 
 def step_labels(n_layers: int) -> pd.DataFrame:
@@ -62,7 +63,7 @@ class LogitLens:
     direction: AnswerDirection
     decomposition: Decomposition
 
-    def mean_curve(self, seed: int = 0) -> pd.DataFrame:
+    def mean_curve(self, seed: int = SEED.default) -> pd.DataFrame:
         """The mean over prompts after each step, with its 95 % bootstrap band (low, high)."""
         curve = (self.table.groupby(["step", "layer", "sublayer", "label"], as_index=False)
                  ["value"].mean().sort_values("step").reset_index(drop=True))
@@ -76,7 +77,7 @@ class LogitLens:
         return (self.table.pivot(index="prompt", columns="step", values="value")
                 .sort_index(axis=1).to_numpy())
 
-    def intervals(self, seed: int = 0) -> dict:
+    def intervals(self, seed: int = SEED.default) -> dict:
         """95 % bootstrap intervals over prompts of the shares and the peak jump, and the range
         of layers that holds the largest jump in 95 % of resamples."""
         values = self.per_prompt()
@@ -94,7 +95,7 @@ class LogitLens:
                 "peak_layer_range": peak.layer_range(),
                 "peak_layer_resolved": peak.resolved()}
 
-    def by_relation(self, relations, seed: int = 0) -> pd.DataFrame:
+    def by_relation(self, relations, seed: int = SEED.default) -> pd.DataFrame:
         """The largest single jump per relation (`relations`: one per prompt), with the range
         of resampled peak layers, and whether it excludes the pooled peak layer."""
         steps = step_labels(self.decomposition.n_layers).iloc[1:]  # the sublayer of each jump
@@ -102,7 +103,7 @@ class LogitLens:
                               self.shares()["peak_layer"], self.decomposition.n_layers, seed,
                               layers=steps["layer"].to_numpy())
 
-    def headline(self, seed: int = 0) -> dict:
+    def headline(self, seed: int = SEED.default) -> dict:
         """The numbers notebook 02 narrates and saves, each aggregate with its interval."""
         shares = self.shares()
         return {"mlp_share": shares["mlp_share"], "attn_share": shares["attn_share"],
@@ -148,7 +149,7 @@ def share_caveat(shares: dict[str, float]) -> str:
 
 
 def logit_lens(lm: LoadedModel, prepared: PreparedTask, *, kind: str = "auto",
-               batch_size: int = 16, progress: bool = False,
+               batch_size: int = BATCH_SIZE.default, progress: bool = False,
                dec: Decomposition | None = None) -> LogitLens:
     """Logit lens on the answer direction for every prompt of `prepared`."""
     dec = dec or decompose(lm, prepared, batch_size=batch_size, heads=False, progress=progress)

@@ -43,7 +43,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from factcircuits.errors import UserError
-from factcircuits.methods.engine import Resumable, Step, execute, groups_by, prepare_group
+from factcircuits.methods.engine import (
+    MAX_PATCHES,
+    Resumable,
+    Step,
+    execute,
+    groups_by,
+    prepare_group,
+)
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.hooks import hook_name
 from factcircuits.methods.positions import task_positions
@@ -118,7 +125,7 @@ def first_difference(clean, corrupt) -> torch.Tensor:
 
 @torch.inference_mode()
 def patch(lm: LoadedModel, prepared: PreparedTask, component: str = "resid_pre",
-          by: str = "pos", *, layers=None, metric=None, max_patches="auto",
+          by: str = "pos", *, layers=None, metric=None, max_patches=MAX_PATCHES.default,
           budget_bytes="auto", progress: bool = True) -> PatchResult:
     """Activation patching of `component` (resid_pre | attn_out | mlp_out | z) clean into
     corrupted for every prompt pair of `prepared`.

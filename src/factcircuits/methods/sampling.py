@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from factcircuits.results.parameter_declarations import SEED
 
-def per_relation_sample(relations: pd.Series, k: int, seed: int = 0) -> np.ndarray:
+
+def per_relation_sample(relations: pd.Series, k: int, seed: int = SEED.default) -> np.ndarray:
     """Boolean mask over `relations` keeping at most `k` rows of each relation, drawn without
     replacement with `seed`; rows keep their order. k = 0 keeps every row."""
     relations = relations.fillna("").astype(str).reset_index(drop=True)

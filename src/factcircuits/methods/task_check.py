@@ -15,6 +15,7 @@ from factcircuits.methods.uncertainty import (
     holm,
     proportion_estimate,
 )
+from factcircuits.results.parameter_declarations import PER_RELATION, SEED
 from factcircuits.results.wording import MIN_PROMPTS
 
 FILTERED_FILE = "filtered_dataset.csv"
@@ -71,8 +72,8 @@ def auc(scores, labels) -> float:
     return wins / (len(pos) * len(neg))
 
 
-def relation_table(table: pd.DataFrame, known_index, per_relation: int = 0,
-                   seed: int = 0) -> pd.DataFrame | None:
+def relation_table(table: pd.DataFrame, known_index, per_relation: int = PER_RELATION.default,
+                   seed: int = SEED.default) -> pd.DataFrame | None:
     """Per relation: rows scored, accuracy with its exact (Clopper–Pearson) 95% interval,
     prompts known, and prompts analysed (all known, or the `per_relation` sample); the exact
     binomial test of its accuracy against the pooled accuracy, Holm-adjusted over the relations

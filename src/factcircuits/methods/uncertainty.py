@@ -16,12 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from factcircuits.results.parameter_declarations import SEED
+
 N_RESAMPLES = 1000
 LEVEL = 0.95
 SMALL_SAMPLE = 20  # below this many prompts the findings say the sample is small
 
 
-def resample_counts(n: int, n_resamples: int = N_RESAMPLES, seed: int = 0) -> np.ndarray:
+def resample_counts(n: int, n_resamples: int = N_RESAMPLES, seed: int = SEED.default) -> np.ndarray:
     """[n_resamples, n] how often each of n prompts is drawn in each resample (rows sum to n)."""
     if n < 1:
         raise ValueError("a bootstrap needs at least one prompt")
@@ -67,14 +69,14 @@ class Estimate:
         return [self.low, self.high]
 
 
-def mean_estimate(values, seed: int = 0, n_resamples: int = N_RESAMPLES) -> Estimate:
+def mean_estimate(values, seed: int = SEED.default, n_resamples: int = N_RESAMPLES) -> Estimate:
     """The mean of per-prompt `values` with its bootstrap interval."""
     values = np.asarray(values, dtype=float)
     samples = resampled_means(values, resample_counts(len(values), n_resamples, seed))
     return Estimate(float(np.nanmean(values)), *percentile_interval(samples), int(len(values)))
 
 
-def ratio_of_means_estimate(numerator, denominator, seed: int = 0,
+def ratio_of_means_estimate(numerator, denominator, seed: int = SEED.default,
                             n_resamples: int = N_RESAMPLES) -> Estimate:
     """mean(numerator) / mean(denominator) over the same prompts, with its interval (shares
     and normalized effects are ratios of means, so no prompt with a tiny denominator can
@@ -109,7 +111,7 @@ class Peak:
         return [self.layer_low, self.layer_high]
 
 
-def peak_of_curves(curves, seed: int = 0, n_resamples: int = N_RESAMPLES,
+def peak_of_curves(curves, seed: int = SEED.default, n_resamples: int = N_RESAMPLES,
                    n_layers: int | None = None, layers=None) -> Peak:
     """`curves` [n_prompts, n_points] (NaN: a prompt without that point): the peak of the mean
     curve, its value's interval and the range of resampled peaks. `layers` names the points
@@ -166,7 +168,7 @@ def binomial_two_sided_p(successes: int, n: int, p: float = 0.5) -> float:
     return min(1.0, sum(q for q in pmf if q <= observed * (1 + 1e-9)))
 
 
-def paired_comparison(a, b, seed: int = 0, n_resamples: int = N_RESAMPLES) -> Comparison:
+def paired_comparison(a, b, seed: int = SEED.default, n_resamples: int = N_RESAMPLES) -> Comparison:
     """Is a larger than b, prompt by prompt? (prompts where either is NaN are left out)"""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     keep = ~(np.isnan(a) | np.isnan(b))
@@ -377,7 +379,7 @@ def holm(p_values) -> list[float]:
     return adjusted
 
 
-def swap_patterns(n: int, seed: int = 0) -> np.ndarray:
+def swap_patterns(n: int, seed: int = SEED.default) -> np.ndarray:
     """[n_patterns, n] booleans: which pairs a permutation swaps. Every pattern when there are
     at most EXACT_SWAPS (the identity first), else the identity and MONTE_CARLO_SWAPS seeded
     random patterns."""
@@ -393,7 +395,7 @@ def smallest_p(n: int) -> float:
     return min(1.0, 2.0 / 2**n) if n < 64 else 0.0
 
 
-def swap_test(a, b, statistic, seed: int = 0) -> float:
+def swap_test(a, b, statistic, seed: int = SEED.default) -> float:
     """Exact two-sided permutation test that paired items a[i], b[i] are exchangeable.
 
     `statistic(a, b)` takes stacks [n_patterns, n, ...] and returns [n_patterns] values; it is

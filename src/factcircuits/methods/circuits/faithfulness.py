@@ -41,7 +41,7 @@ from factcircuits.methods.circuits.forward import CircuitForward
 from factcircuits.methods.circuits.graph import Graph
 from factcircuits.methods.circuits.scores import pair_batches
 from factcircuits.methods.uncertainty import resampled_means
-from factcircuits.results.parameter_declarations import choice
+from factcircuits.results.parameter_declarations import SEED, choice
 
 MIB_SIZES = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)  # percent of edges
 ABLATIONS = ("counterfactual", "mean")
@@ -61,7 +61,7 @@ def n_for(percent: float, n_edges: int) -> int:
     return max(1, min(n_edges, round(percent / 100 * n_edges)))
 
 
-def random_circuits(n_edges: int, k: int, n_draws: int, seed: int = 0
+def random_circuits(n_edges: int, k: int, n_draws: int, seed: int = SEED.default
                     ) -> Bool[Tensor, "n_draws n_edges"]:
     """`n_draws` circuits of k edges each, every k-subset of the edges equally likely (the
     first k of a seeded random permutation per draw): the baseline a chosen circuit of the
@@ -166,7 +166,7 @@ class Evaluator:
     """Exact metric of circuits on the prompt pairs of a task: per length group, the clean
     inputs and the reference writes, prepared once."""
 
-    def __init__(self, lm, prepared, ablation: str = "counterfactual",
+    def __init__(self, lm, prepared, ablation: str = ABLATION.default,
                  forward: CircuitForward | None = None, metric=None,
                  budget_bytes: int = BUDGET_BYTES):
         if ablation not in ABLATIONS:

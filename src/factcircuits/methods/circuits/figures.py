@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from factcircuits.methods.circuits.faithfulness import THRESHOLD
@@ -54,40 +56,197 @@ def _positions(nodes: pd.DataFrame) -> dict[str, tuple[float, float]]:
     return out
 
 
-def circuit_figure(nodes: pd.DataFrame, edges: pd.DataFrame, score: str = "eap_ig",
-                   max_edges: int = MAX_EDGES, title: str = "Circuit"):
-    """The circuit layer by layer: x = layer, nodes named as the other chapters (L23H4,
-    MLP 5, input, logits; a key/value head feeding several query heads is L{l}KV{g}), edge
-    width by |score| (blue positive: carries the clean answer; red negative), at most
-    `max_edges` strongest edges, with a note of how many of how many are drawn."""
+STATIC_WIDTH = 900  # px: the PDF's images are this wide (`run.display.PNG_WIDTH`)
+_MARGIN = {"l": 150, "r": 20, "t": 95, "b": 20}  # px; row names sit in the left margin
+NOT_A_HEAD = "not a head"  # input, MLPs, logits, key/value reader inputs
+_FILLS = {"mover": "#f4a3a3", "relation": "#a9c9ef", "mixed": "#d2bde8", "other": "#e3e3e3",
+          NOT_A_HEAD: "#ffffff"}
+_WIDTHS = (1.0, 2.2, 3.6, 5.2)  # edge widths by quarter of the largest |score| drawn
+
+
+def strongest(edges: pd.DataFrame, score: str, k: int) -> pd.DataFrame:
+    """The k edges with the largest |score| (ties kept in table order)."""
+    return edges.reindex(edges[score].abs().sort_values(ascending=False, kind="stable")
+                         .index).head(k)
+
+
+def node_roles(nodes: pd.DataFrame, roles: pd.DataFrame | None) -> dict[str, str]:
+    """Each node's colour group: a head's role (`roles.role_table`), else NOT_A_HEAD; a head
+    without a row (no roles computed) is "other"."""
+    known = dict(zip(roles["node"], roles["role"])) if roles is not None and len(roles) else {}
+    return {name: known.get(name, "other") if kind == "head" else NOT_A_HEAD
+            for name, kind in zip(nodes["node"], nodes["kind"])}
+
+
+def rest_summary(edges: pd.DataFrame, shown: pd.DataFrame, score: str = "eap_ig") -> str:
+    """What the drawing leaves out: how many edges, their share of the circuit's total |score|
+    and how many nodes only they touch."""
+    rest = edges.drop(shown.index)
+    if not len(rest):
+        return f"all {len(edges):,} circuit edges drawn"
+    total = float(edges[score].abs().sum())
+    share = float(rest[score].abs().sum()) / total if total else float("nan")
+    drawn = set(shown["upstream"]) | set(shown["downstream"])
+    hidden = (set(rest["upstream"]) | set(rest["downstream"])) - drawn
+    return (f"the {len(shown):,} strongest of {len(edges):,} circuit edges drawn; the other "
+            f"{len(rest):,} hold {share:.0%} of the circuit's total |{score}| and touch "
+            f"{len(hidden):,} node{'s' if len(hidden) != 1 else ''} not drawn")
+
+
+def static_circuit_figure(nodes: pd.DataFrame, edges: pd.DataFrame,
+                          roles: pd.DataFrame | None = None, score: str = "eap_ig",
+                          max_edges: int = MAX_EDGES, title: str = "Circuit",
+                          n_layers: int | None = None):
+    """The circuit for print: the `max_edges` strongest edges, every node a box holding its
+    name (`layout.layered_layout`: no label overlaps another label or box), rows from the
+    input (bottom) to the logits (top), heads filled by role, edge width by |score| (blue
+    carries the clean answer, red works against it); the subtitle says what is left out."""
     import plotly.graph_objects as go
 
-    shown = edges.reindex(edges[score].abs().sort_values(ascending=False).index).head(max_edges)
+    from factcircuits.methods.circuits.layout import FONT_SIZE, layered_layout
+
+    shown = strongest(edges, score, max_edges)
     used = set(shown["upstream"]) | set(shown["downstream"])
-    pos = _positions(nodes[nodes["node"].isin(used)])
+    drawn = nodes[nodes["node"].isin(used)]
+    width = STATIC_WIDTH - _MARGIN["l"] - _MARGIN["r"]
+    lay = layered_layout(drawn, shown, width, n_layers)
+    group = node_roles(drawn, roles)
     top = float(shown[score].abs().max()) if len(shown) else 1.0
+    height = math.ceil(lay.height)
     fig = go.Figure()
     for row in shown.itertuples():
-        (x0, y0), (x1, y1) = pos[row.upstream], pos[row.downstream]
+        up, down = lay.boxes[row.upstream], lay.boxes[row.downstream]
         value = getattr(row, score)
         fig.add_trace(go.Scatter(
-            x=[x0, x1], y=[y0, y1], mode="lines", showlegend=False,
-            line={"width": 0.5 + 6 * abs(value) / (top or 1.0),
-                  "color": "rgba(31,119,180,0.6)" if value >= 0 else "rgba(214,39,40,0.6)"},
-            hovertext=f"{row.upstream} → {row.downstream} ({row.input}): {value:.3g}",
-            hoverinfo="text"))
-    names = list(pos)
-    # labels beside their node, alternating sides by layer: dense layers stay readable
-    fig.add_trace(go.Scatter(
-        x=[pos[n][0] for n in names], y=[pos[n][1] for n in names], mode="markers+text",
-        text=names, showlegend=False, hoverinfo="text", textfont={"size": 9},
-        textposition=["middle left" if int(pos[n][0]) % 2 else "middle right" for n in names],
-        marker={"size": 8, "color": "black"}))
-    rows = max((sum(1 for n in names if pos[n][0] == x) for x in {p[0] for p in pos.values()}),
+            x=[up.centre[0], down.centre[0]], y=[up.y1, down.y0], mode="lines",
+            showlegend=False, hoverinfo="skip",
+            line={"width": _WIDTHS[min(int(4 * abs(value) / (top or 1.0)), 3)],
+                  "color": "rgba(31,119,180,0.55)" if value >= 0 else "rgba(214,39,40,0.55)"}))
+    for name, box in lay.boxes.items():
+        fig.add_shape(type="rect", x0=box.x0, y0=box.y0, x1=box.x1, y1=box.y1, layer="above",
+                      line={"color": "#555555", "width": 1}, fillcolor=_FILLS[group[name]])
+        fig.add_annotation(x=box.centre[0], y=box.centre[1], text=name, showarrow=False,
+                           font={"size": FONT_SIZE, "color": "black"})
+    for role in [r for r in _FILLS if r in set(group.values())]:  # legend: one entry a role
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=role,
+                                 marker={"symbol": "square", "size": 12, "color": _FILLS[role],
+                                         "line": {"color": "#555555", "width": 1}}))
+    fig.update_layout(
+        title=f"{title}<br><sup>{rest_summary(edges, shown, score)}</sup>",
+        template="plotly_white", width=STATIC_WIDTH,
+        height=height + 4 + _MARGIN["t"] + _MARGIN["b"], margin=_MARGIN,
+        xaxis={"range": [0, lay.width], "visible": False, "fixedrange": True},
+        yaxis={"range": [-2, height + 2], "fixedrange": True, "showgrid": False,
+               "zeroline": False, "tickvals": [y for _, y in lay.rows],
+               "ticktext": [label for label, _ in lay.rows], "tickfont": {"size": 10}},
+        legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom",
+                "title": {"text": "head role:"}})
+    return fig
+
+
+def _edge_traces(part: pd.DataFrame, pos: dict, score: str, top: float, inclusion) -> list:
+    """Line traces of one circuit size (one per width and sign) and one trace of markers at
+    the edges' midpoints that carries their hover text (lines hover only at their ends)."""
+    import plotly.graph_objects as go
+
+    bins = [min(int(4 * abs(v) / (top or 1.0)), 3) for v in part[score]]
+    traces = []
+    for sign, colour in ((1, "rgba(31,119,180,0.5)"), (-1, "rgba(214,39,40,0.5)")):
+        for b, w in enumerate(_WIDTHS):
+            xs, ys = [], []
+            for row, bin_ in zip(part.itertuples(), bins):
+                value = getattr(row, score)
+                if bin_ == b and (value >= 0) == (sign > 0):
+                    (x0, y0), (x1, y1) = pos[row.upstream], pos[row.downstream]
+                    xs += [x0, x1, None]
+                    ys += [y0, y1, None]
+            if xs:
+                traces.append(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip",
+                                         showlegend=False, line={"width": w, "color": colour}))
+    freq = (part.index.map(lambda i: inclusion.get(i, float("nan"))) if inclusion is not None
+            else [float("nan")] * len(part))
+    mids = [((pos[u][0] + pos[d][0]) / 2, (pos[u][1] + pos[d][1]) / 2)
+            for u, d in zip(part["upstream"], part["downstream"])]
+    custom = list(zip(part["upstream"], part["downstream"], part["input"], part["eap_ig"],
+                      part["eap"], part["rank"], freq))
+    stable = "<br>in %{customdata[6]:.0%} of the bootstrap circuits" if inclusion is not None \
+        else ""
+    traces.append(go.Scatter(
+        x=[m[0] for m in mids], y=[m[1] for m in mids], mode="markers", showlegend=False,
+        marker={"size": 7, "color": "rgba(90,90,90,0.25)"}, customdata=custom,
+        hovertemplate=("%{customdata[0]} → %{customdata[1]} (%{customdata[2]} input)<br>"
+                       "EAP-IG %{customdata[3]:.4g} (rank %{customdata[5]})<br>"
+                       "EAP %{customdata[4]:.4g}" + stable + "<extra></extra>")))
+    return traces
+
+
+def _node_traces(names: list[str], pos: dict, group: dict, roles: pd.DataFrame | None) -> list:
+    """One marker trace per colour group, with each head's numbers on hover."""
+    import plotly.graph_objects as go
+
+    info = roles.set_index("node") if roles is not None and len(roles) else None
+
+    def hover(name):
+        if info is None or name not in info.index:
+            return name
+        r = info.loc[name]
+        return (f"{name}: {r['role']}<br>direct effect (DLA) {r['dla']:.3g} "
+                f"[{r['dla_low']:.3g}, {r['dla_high']:.3g}]<br>through the subject "
+                f"{r['subject_share']:.0%}, the relation {r['relation_share']:.0%}<br>"
+                f"attention to the subject {r['attn_subject']:.0%}, the relation "
+                f"{r['attn_relation']:.0%}")
+    traces = []
+    for role, fill in _FILLS.items():
+        mine = [n for n in names if group[n] == role]
+        if mine:
+            traces.append(go.Scatter(
+                x=[pos[n][0] for n in mine], y=[pos[n][1] for n in mine], mode="markers",
+                name=role, legendgroup=role, text=[hover(n) for n in mine], hoverinfo="text",
+                marker={"size": 11, "color": fill, "line": {"color": "#333333", "width": 1}}))
+    return traces
+
+
+def interactive_circuit_figure(edges: pd.DataFrame, nodes: pd.DataFrame,
+                               sizes: list[tuple[int, str]], roles: pd.DataFrame | None = None,
+                               inclusion: pd.Series | None = None, score: str = "eap_ig",
+                               title: str = "Circuit"):
+    """The circuit for the site: x = layer, nodes coloured by role with their numbers on
+    hover, edges with their EAP-IG and EAP scores (and, given `inclusion`, indexed like
+    `edges`, the share of bootstrap circuits holding each) on hover at their midpoints, and a
+    slider over `sizes` ((n_edges, label), ascending; the top n edges by `rank`); `nodes` are
+    those of the largest size, placed once so that nodes keep their places."""
+    import plotly.graph_objects as go
+
+    pos = _positions(nodes)
+    group = node_roles(nodes, roles)
+    ranked = edges.sort_values("rank")
+    fig, groups = go.Figure(), []
+    for n, _ in sizes:
+        part = ranked.head(n)
+        top = float(part[score].abs().max()) if len(part) else 1.0
+        names = [m for m in pos if m in set(part["upstream"]) | set(part["downstream"])]
+        traces = (_edge_traces(part, pos, score, top, inclusion)
+                  + _node_traces(names, pos, group, roles))
+        groups.append(range(len(fig.data), len(fig.data) + len(traces)))
+        fig.add_traces(traces)
+    active = len(sizes) - 1
+    steps = []
+    for i, (n, label) in enumerate(sizes):
+        visible = [False] * len(fig.data)
+        for t in groups[i]:
+            visible[t] = True
+        steps.append({"method": "update", "label": label,
+                      "args": [{"visible": visible}, {"title.text": f"{title}<br><sup>the top "
+                                                      f"{n:,} edges by |EAP-IG|</sup>"}]})
+    for t, trace in enumerate(fig.data):
+        trace.visible = t in groups[active]
+    rows = max((sum(1 for p in pos.values() if p[0] == x) for x in {p[0] for p in pos.values()}),
                default=1)
-    note = f"{len(shown)} strongest of {len(edges)} circuit edges shown"
-    fig.update_layout(title=f"{title}<br><sup>{note}</sup>", template="plotly_white",
-                      xaxis_title="layer (input at −1, logits after the last layer)",
-                      yaxis={"visible": False}, height=320 + 26 * rows,
-                      margin={"l": 30, "r": 30})
+    fig.update_layout(
+        title=f"{title}<br><sup>the top {sizes[active][0]:,} edges by |EAP-IG|</sup>",
+        template="plotly_white", height=380 + 22 * rows, hovermode="closest",
+        xaxis_title="layer (input at −1, logits after the last layer)",
+        yaxis={"visible": False}, legend={"title": {"text": "head role"}},
+        sliders=[{"active": active, "steps": steps, "currentvalue": {"prefix": "circuit: "},
+                  "pad": {"t": 40}}])
     return fig

@@ -20,6 +20,7 @@ import pandas as pd
 from factcircuits.methods import uncertainty as U
 from factcircuits.methods.circuits import faithfulness as F
 from factcircuits.results.headlines import Headline, interval, number
+from factcircuits.results.parameter_declarations import SEED
 
 AREA = "faithfulness × fraction of edges"
 FAITH = "fraction (0 = empty circuit, 1 = full model)"
@@ -159,7 +160,7 @@ if _MISSING_SIZES:  # a size added to the grid needs its field above
 def build_headline(top: pd.DataFrame, per_prompt: np.ndarray, base: dict, scores, n_edges: int,
                    *, ablation: str, eap=None, random=None, split=None, shares=None,
                    seconds_curve=float("nan"), seconds_random=float("nan"),
-                   seed: int = 0) -> CircuitHeadline:
+                   seed: int = SEED.default) -> CircuitHeadline:
     """The headline of the EAP-IG top-k rows `top` of the faithfulness table (in order of
     `per_prompt`, their metric per evaluation pair [circuits, n_pairs]), the empty/full/
     corrupted metrics per pair `base` and the edge scores; `eap` = (EAP's top-k rows, their

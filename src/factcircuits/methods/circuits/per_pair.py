@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from factcircuits.methods.circuits.forward import CircuitForward
 from factcircuits.methods.circuits.graph import Graph
-from factcircuits.methods.circuits.scores import EdgeScores, pair_batches
+from factcircuits.methods.circuits.scores import IG_STEPS, EdgeScores, pair_batches
 from factcircuits.methods.evaluate import PreparedTask
 
 
@@ -70,8 +70,9 @@ def _per_pair_block_scores(graph: Graph, delta: Tensor, grads: list[Tensor]) -> 
     return torch.cat(out, 1)
 
 
-def pair_edge_scores(lm, prepared: PreparedTask, *, ig_steps: int = 5, progress: bool = True,
-                     forward: CircuitForward | None = None, metric=None) -> PairScores:
+def pair_edge_scores(lm, prepared: PreparedTask, *, ig_steps: int = IG_STEPS.default,
+                     progress: bool = True, forward: CircuitForward | None = None,
+                     metric=None) -> PairScores:
     """EAP and EAP-IG scores of every edge for each prompt pair of `prepared` (equal-length
     clean/corrupted pairs): the forwards and backwards of `scores.edge_scores`, keeping one
     row per pair instead of their mean."""

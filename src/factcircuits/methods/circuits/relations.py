@@ -20,9 +20,11 @@ from jaxtyping import Bool
 from torch import Tensor
 
 from factcircuits.methods.circuits import faithfulness as F
+from factcircuits.methods.circuits.faithfulness import ABLATION
 from factcircuits.methods.circuits.forward import CircuitForward
 from factcircuits.methods.circuits.graph import Graph
 from factcircuits.methods.circuits.per_pair import PairScores
+from factcircuits.methods.circuits.scores import IG_STEPS
 from factcircuits.methods.circuits.split import PairSplit, split_pairs
 from factcircuits.methods.circuits.stability import (
     RESAMPLES,
@@ -39,8 +41,11 @@ from factcircuits.methods.uncertainty import (
     percentile_interval,
     resample_counts,
 )
+from factcircuits.results.parameter_declarations import SEED, whole
 
 POOLED = "(all relations)"  # the name of the group of every pair
+MIN_PAIRS = whole("min_pairs", 5, "patchable pairs a relation needs for a circuit of its own",
+                  1)
 
 
 def estimate(value: float, samples: np.ndarray, n: int) -> Estimate:
@@ -62,7 +67,7 @@ class GroupCircuit:
     edges_for_80: int | None
     eap: Tensor  # mean scores over the group's pairs [n_edges]
     eap_ig: Tensor
-    stability: Stability | None  # None: no circuit reaches 0.8
+    stability: Stability | None  # None: no circuit reaches 0.8, or a single pair
 
     @property
     def mask(self) -> Bool[Tensor, " n_edges"] | None:
@@ -71,9 +76,9 @@ class GroupCircuit:
 
 
 def group_circuit(lm, pairs: PreparedTask, scores: PairScores, rows, name: str, *,
-                  forward: CircuitForward, ablation: str = "counterfactual",
-                  sizes=F.MIB_SIZES, seed: int = 0, stability_resamples: int = RESAMPLES,
-                  progress: bool = False) -> GroupCircuit:
+                  forward: CircuitForward, ablation: str = ABLATION.default,
+                  sizes=F.MIB_SIZES, seed: int = SEED.default,
+                  stability_resamples: int = RESAMPLES, progress: bool = False) -> GroupCircuit:
     """The faithfulness curve of the group's EAP-IG top-k circuits on its evaluation pairs
     (each fold's circuits chosen by the mean per-pair scores of its discovery pairs), the 80 %
     circuit and its stability."""
@@ -114,7 +119,8 @@ def group_circuit(lm, pairs: PreparedTask, scores: PairScores, rows, name: str, 
         i = int(best.name)
         at_80 = estimate(faith[i], samples[:, i], n_eval)
         size, k = float(best["size_percent"]), int(best["n_edges"])
-        stab = stability(scores, k, rows, stability_resamples, seed)
+        if len(rows) >= 2:  # one pair resamples to itself: nothing to learn
+            stab = stability(scores, k, rows, stability_resamples, seed)
     return GroupCircuit(name, rows, split, table, estimate(cpr, cpr_s, n_eval),
                         estimate(cmd, cmd_s, n_eval), at_80, size, k, mean.eap, mean.eap_ig,
                         stab)
@@ -179,8 +185,8 @@ def overlap_table(graph: Graph, circuits: list[GroupCircuit]) -> pd.DataFrame:
 
 
 def core_on_relation(lm, pairs: PreparedTask, circuit: GroupCircuit, core: Core, *,
-                     forward: CircuitForward, ablation: str = "counterfactual",
-                     seed: int = 0) -> dict:
+                     forward: CircuitForward, ablation: str = ABLATION.default,
+                     seed: int = SEED.default) -> dict:
     """Faithfulness of the shared core alone and of the relation's own 80 % circuit, on all
     of the relation's pairs (in sample: both were chosen with these pairs among others), with
     bootstrap intervals over those pairs."""
@@ -226,8 +232,9 @@ def relation_labels(pairs: PreparedTask) -> np.ndarray:
     return rows["relation"].fillna("(none)").astype(str).to_numpy()
 
 
-def relation_study(lm, pairs: PreparedTask, *, min_pairs: int = 5, ig_steps: int = 5,
-                   ablation: str = "counterfactual", seed: int = 0,
+def relation_study(lm, pairs: PreparedTask, *, min_pairs: int = MIN_PAIRS.default,
+                   ig_steps: int = IG_STEPS.default, ablation: str = ABLATION.default,
+                   seed: int = SEED.default,
                    stability_resamples: int = RESAMPLES, sizes=F.MIB_SIZES,
                    progress: bool = True) -> RelationStudy:
     """Per-pair scores once; the run's circuit over every pair; with two or more relations, a

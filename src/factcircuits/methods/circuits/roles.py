@@ -40,6 +40,7 @@ from torch import Tensor
 
 from factcircuits.methods import attribution as A
 from factcircuits.methods.uncertainty import N_RESAMPLES, resample_counts, resampled_means
+from factcircuits.results.parameter_declarations import BATCH_SIZE, SEED
 
 ROLES = ("mover", "relation", "mixed", "other")
 READS = 0.5  # a source carries a head's direct effect when its share's interval lies above this
@@ -88,7 +89,7 @@ def _interval(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def role_table(sources: pd.DataFrame, attention: Float[Tensor, "n L H sources"],
-               heads: list[tuple[int, int]], seed: int = 0,
+               heads: list[tuple[int, int]], seed: int = SEED.default,
                n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
     """One row per head of `heads`: node, layer, head, role; the mean DLA with its interval,
     its parts by source (`dla_<source>`; they add up to `dla`), the subject and relation
@@ -141,8 +142,8 @@ def role_table(sources: pd.DataFrame, attention: Float[Tensor, "n L H sources"],
     return pd.DataFrame(rows, columns=columns)
 
 
-def head_roles(lm, prepared, heads: list[tuple[int, int]], *, seed: int = 0,
-               batch_size: int = 16, progress: bool = False) -> pd.DataFrame:
+def head_roles(lm, prepared, heads: list[tuple[int, int]], *, seed: int = SEED.default,
+               batch_size: int = BATCH_SIZE.default, progress: bool = False) -> pd.DataFrame:
     """`role_table` of `heads` on the clean prompts of `prepared` (the run's pairs): one pass
     for the last-token decomposition, one for the attention patterns and values."""
     from factcircuits.methods.positions import task_positions

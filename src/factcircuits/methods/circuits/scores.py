@@ -69,8 +69,9 @@ def _block_scores(graph: Graph, delta: Tensor, grads: list[Tensor]) -> Tensor:
     return torch.cat(out)
 
 
-def edge_scores(lm, prepared: PreparedTask, *, ig_steps: int = 5, progress: bool = True,
-                forward: CircuitForward | None = None, metric=None) -> EdgeScores:
+def edge_scores(lm, prepared: PreparedTask, *, ig_steps: int = IG_STEPS.default,
+                progress: bool = True, forward: CircuitForward | None = None,
+                metric=None) -> EdgeScores:
     """EAP and EAP-IG scores of every edge of the graph of `lm` for the prompt pairs of
     `prepared` (equal-length clean/corrupted pairs), averaged over pairs."""
     if ig_steps < 1:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from factcircuits.results.parameter_declarations import SEED
+
 MIN_PAIRS_PER_HALF = 10  # fewer than twice this many pairs: cross-fitting instead of one split
 SPLITS = ("held-out", "cross-fitted", "in-sample")
 _STREAM = 29  # the split's random stream, apart from the bootstrap's (both seeded by the seed)
@@ -51,7 +53,7 @@ class PairSplit:
         return [len(f.discovery) for f in self.folds] if self.kind == "cross-fitted" else None
 
 
-def split_pairs(n: int, seed: int = 0,
+def split_pairs(n: int, seed: int = SEED.default,
                 min_per_half: int = MIN_PAIRS_PER_HALF) -> PairSplit:
     """The discovery/evaluation split of n pairs (see the module docstring for the rule)."""
     if n < 1:

@@ -22,9 +22,12 @@ from torch import Tensor
 from factcircuits.methods.circuits.faithfulness import top_k
 from factcircuits.methods.circuits.per_pair import PairScores
 from factcircuits.methods.uncertainty import percentile_interval, resample_counts
+from factcircuits.results.parameter_declarations import SEED, whole
 
 STABLE_MEDIAN = 0.8  # median Jaccard a circuit needs to be called stable
-RESAMPLES = 100  # Méloux et al.'s minimum
+STABILITY_RESAMPLES = whole("stability_resamples", 100, "bootstrap resamples of the pairs "
+                            "behind each circuit's stability (Méloux et al.: at least 100)", 1)
+RESAMPLES = STABILITY_RESAMPLES.default
 _STREAM = 41  # the stability resamples' random stream, apart from the other bootstraps
 
 
@@ -76,7 +79,7 @@ def resample_seed(seed: int) -> tuple[int, int]:
 
 
 def stability(scores: PairScores, k: int, rows=None, n_resamples: int = RESAMPLES,
-              seed: int = 0) -> Stability:
+              seed: int = SEED.default) -> Stability:
     """Jaccard of the top-k circuit (by |EAP-IG|) of each of `n_resamples` bootstrap resamples
     of the pairs `rows` (default every pair) with the top-k circuit of all of them, and each
     edge's inclusion frequency."""

@@ -12,12 +12,14 @@ import pandas as pd
 import torch
 
 from factcircuits.methods.circuits import faithfulness as F
+from factcircuits.methods.circuits.faithfulness import ABLATION
 from factcircuits.methods.circuits.forward import CircuitForward
 from factcircuits.methods.circuits.graph import Graph
 from factcircuits.methods.circuits.headline import CircuitHeadline, build_headline
-from factcircuits.methods.circuits.scores import EdgeScores, edge_scores
+from factcircuits.methods.circuits.scores import IG_STEPS, EdgeScores, edge_scores
 from factcircuits.methods.circuits.split import MIN_PAIRS_PER_HALF, PairSplit, split_pairs
 from factcircuits.methods.evaluate import PreparedTask
+from factcircuits.results.parameter_declarations import SEED
 
 
 @dataclass
@@ -127,8 +129,8 @@ def _pool(rows_per_fold: list[list[tuple]], values_per_fold: list[np.ndarray],
     return pd.DataFrame(rows), values
 
 
-def circuit_summary(lm, pairs: PreparedTask, *, ig_steps: int = 5,
-                    ablation: str = "counterfactual", sizes=F.MIB_SIZES, seed: int = 0,
+def circuit_summary(lm, pairs: PreparedTask, *, ig_steps: int = IG_STEPS.default,
+                    ablation: str = ABLATION.default, sizes=F.MIB_SIZES, seed: int = SEED.default,
                     progress: bool = True, compare_eap: bool = True, metric=None,
                     random_draws: int = F.RANDOM_DRAWS,
                     min_per_half: int = MIN_PAIRS_PER_HALF) -> CircuitSummary:
