@@ -32,16 +32,18 @@ from factcircuits.results.kinds import Arrays, Graph, Table
 from factcircuits.results.parameter_declarations import Parameter
 
 if TYPE_CHECKING:
+    from factcircuits.results.estimates import Estimate
     from factcircuits.results.run import Run
 
 # The findings' sections, in reading order.
 KNOWLEDGE = "Does the model know the facts?"
 WHERE = "Where the fact is read"
 MOVES = "How it reaches the last token"
+CIRCUITS = "Circuits"
 SURE = "How sure"
 BY_RELATION = "By relation"
 LITERATURE = "Compared with earlier studies"
-SECTIONS = (KNOWLEDGE, WHERE, MOVES, SURE, BY_RELATION, LITERATURE)
+SECTIONS = (KNOWLEDGE, WHERE, MOVES, CIRCUITS, SURE, BY_RELATION, LITERATURE)
 DEPTH_LABEL = "relative depth (layer / (layers − 1))"
 NOTEBOOK_NAME = re.compile(r"^\d\d_[a-z0-9_]+$")
 PLUGINS_ENV = "FACTCIRCUITS_METHODS"
@@ -85,6 +87,14 @@ class Method:
     profiles: tuple[Profile, ...] = ()
     # its notebook's own parameters, in the order of its parameters cell (after the core ones)
     parameters: tuple[Parameter, ...] = ()
+    # what it locates: the shared quantities (`results.estimates`) its Estimates are of, and,
+    # when its headline alone cannot say (a result table too), how to read them from a run
+    quantities: tuple[str, ...] = ()
+    estimates: Callable[[Run], list[Estimate]] | None = None
+    # the task check's answers to the write-up: is the model at chance (no mechanism is then
+    # interpreted), and which prompts the run analysed ('known=top1 (13 of 16 prompts kept)')
+    at_chance: Callable[[Run], bool] | None = None
+    analysed_note: Callable[[Run], str] | None = None
 
     def __post_init__(self) -> None:
         if not NOTEBOOK_NAME.match(self.notebook):
@@ -99,6 +109,12 @@ class Method:
         tables = [p.table for p in self.profiles if p.table not in self.results]
         if tables:
             raise ValueError(f"method {self.notebook}: profile of undeclared result {tables}")
+
+    def estimates_of(self, run: Run) -> list[Estimate]:
+        """Its Estimates in the run (none when the run lacks its headline)."""
+        if not run.has(self):
+            return []
+        return list(self.estimates(run) if self.estimates else run.headline(self).estimates())
 
     def findings_for(self, run: Run) -> list[Finding]:
         return list(self.findings(run)) if self.findings and run.has(self) else []

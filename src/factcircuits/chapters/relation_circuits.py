@@ -1,0 +1,339 @@
+"""Notebook 09, circuits by relation: per-pair EAP-IG scores computed once, the run's circuit
+over every pair and a circuit per relation with enough pairs (exact faithfulness out of sample,
+the 80 % size, CPR and CMD with intervals), how stable each circuit is under bootstrap
+resamples of its pairs (Méloux et al. 2025), and what the relations' circuits share: edge and
+node Jaccard, a |score|-weighted overlap, and the shared core's faithfulness on each relation's
+pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from factcircuits.methods.circuits.faithfulness import ABLATION
+from factcircuits.methods.circuits.relations import (
+    MIN_PAIRS,
+    POOLED,
+    GroupCircuit,
+    RelationStudy,
+    relation_study,
+)
+from factcircuits.methods.circuits.scores import IG_STEPS
+from factcircuits.methods.circuits.stability import (
+    RESAMPLES,
+    STABILITY_RESAMPLES,
+    STABLE_MEDIAN,
+)
+from factcircuits.methods.circuits.summary import node_frame
+from factcircuits.methods.uncertainty import with_interval
+from factcircuits.results.headlines import Headline, interval, number
+from factcircuits.results.kinds import Graph, Table
+from factcircuits.results.registry import CIRCUITS, Finding, Method
+from factcircuits.results.run import Run
+
+FAITH = "fraction (0 = empty circuit, 1 = full model)"
+AREA = "faithfulness × fraction of edges"
+JACCARD = "Jaccard index (0 … 1)"
+
+
+@dataclass
+class RelationCircuitsHeadline(Headline):
+    """Notebook 09's headline: the run's circuit over every pair (its 80 % size, faithfulness
+    and stability), how many relations got a circuit of their own and how stable they are, and
+    the shared core."""
+
+    n_pairs: int | None = number("equal-length clean/corrupted pairs", "prompt pairs")
+    n_relations: int | None = number("relations among the pairs", "relations")
+    min_pairs: int | None = number("pairs a relation needs for a circuit of its own", "pairs")
+    n_relations_searched: int | None = number("relations with at least min_pairs pairs (none "
+                                              "when the pairs hold a single relation)",
+                                              "relations")
+    n_relations_with_circuit: int | None = number("of those, relations where some circuit on "
+                                                  "the size grid reaches 0.8 faithfulness",
+                                                  "relations")
+    n_edges_total: int | None = number("edges in the model's graph", "edges")
+    ig_steps: int | None = number("interpolation steps of EAP-IG", "steps")
+    ablation: str | None = number("what an ablated edge's reader receives")
+    stability_resamples: int | None = number("bootstrap resamples of the pairs behind each "
+                                             "circuit's stability", "resamples")
+    split: str | None = number("how the run's pairs chose and judged circuits (held-out, "
+                               "cross-fitted or in-sample; `split.split_pairs`)")
+    edges_for_80: int | None = number("edges in the smallest top-k circuit of every pair's "
+                                      "EAP-IG scores reaching 0.8 faithfulness out of sample",
+                                      "edges")
+    size_for_80: float | None = number("that circuit's size", "percent of edges")
+    faithfulness_for_80: float | None = number("its faithfulness on the evaluation pairs",
+                                               FAITH)
+    faithfulness_for_80_ci: list[float] | None = interval("faithfulness_for_80")
+    cpr: float | None = number("area under the top-k faithfulness curve (MIB's CPR)", AREA)
+    cpr_ci: list[float] | None = interval("cpr")
+    cmd: float | None = number("area between that curve and 1 (MIB's CMD)", AREA)
+    cmd_ci: list[float] | None = interval("cmd")
+    stability_median: float | None = number("median over resamples of the Jaccard index "
+                                            "between the run's 80 % circuit and that of a "
+                                            "bootstrap resample of its pairs", JACCARD)
+    stability_range: list[float] | None = number("the central 95 % of those Jaccard indices",
+                                                 JACCARD)
+    stable: bool | None = number(f"stability_median ≥ {STABLE_MEDIAN} (Méloux et al. 2025's "
+                                 "bar)")
+    n_relations_stable: int | None = number("relations whose 80 % circuit is stable",
+                                            "relations")
+    core_rule: str | None = number("the shared core: edges in every relation's circuit "
+                                   "(every), or, when none is, in a majority of them")
+    core_needed: int | None = number("circuits an edge must be in to belong to the core",
+                                     "circuits")
+    core_edges: int | None = number("edges in the shared core", "edges")
+    n_relations_core_carries: int | None = number("relations where the core alone has a "
+                                                  "faithfulness interval whose lower end is "
+                                                  "≥ 0.8", "relations")
+    mean_edge_jaccard: float | None = number("mean edge Jaccard over pairs of different "
+                                             "relations' 80 % circuits (point values)", JACCARD)
+    edge_jaccard_range: list[float] | None = number("lowest and highest of those", JACCARD)
+    mean_weighted_overlap: float | None = number("mean |score|-weighted overlap (Σ min / Σ "
+                                                 "max of each circuit's normalised |EAP-IG|) "
+                                                 "over those pairs", JACCARD)
+
+
+@dataclass
+class RelationChapter:
+    study: RelationStudy
+    relations: pd.DataFrame  # one row per group (the run's circuit first)
+    faithfulness: pd.DataFrame  # the curves of every group
+    stability: pd.DataFrame  # relation, resample, jaccard
+    headline: RelationCircuitsHeadline
+
+
+def _group_row(c: GroupCircuit) -> dict:
+    s = c.stability
+    low, high = s.interval if s is not None else (np.nan, np.nan)
+    at = c.at_80
+    return {"relation": c.name, "n_pairs": len(c.rows), "split": c.split.kind,
+            "edges_for_80": c.edges_for_80, "size_for_80": c.size_for_80,
+            "faithfulness_for_80": np.nan if at is None else at.value,
+            "faithfulness_low": np.nan if at is None else at.low,
+            "faithfulness_high": np.nan if at is None else at.high,
+            "cpr": c.cpr.value, "cpr_low": c.cpr.low, "cpr_high": c.cpr.high,
+            "cmd": c.cmd.value, "cmd_low": c.cmd.low, "cmd_high": c.cmd.high,
+            "stability_median": np.nan if s is None else s.median,
+            "stability_low": low, "stability_high": high,
+            "stable": None if s is None else s.stable}
+
+
+def circuits_graph(study: RelationStudy) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every group's 80 % circuit in one graph: nodes (name, relation, kind, layer) and edges
+    (source, target, relation, input, eap, eap_ig, inclusion: the share of stability resamples
+    whose circuit holds the edge)."""
+    table = study.graph.edge_table()
+    nodes, edges = [], []
+    for c in [study.pooled, *study.circuits]:
+        if c is None or c.mask is None:
+            continue
+        keep = c.mask.numpy()
+        part = table[keep].assign(
+            relation=c.name, eap=c.eap.numpy()[keep], eap_ig=c.eap_ig.numpy()[keep],
+            inclusion=(c.stability.inclusion.numpy()[keep] if c.stability is not None
+                       else np.nan))
+        edges.append(part)
+        nodes.append(node_frame(study.graph, part).assign(relation=c.name))
+    if not edges:
+        return (pd.DataFrame(columns=["name", "relation", "kind", "layer"]),
+                pd.DataFrame(columns=["source", "target", "relation", "input", "eap",
+                                      "eap_ig", "inclusion"]))
+    nodes = pd.concat(nodes, ignore_index=True).rename(columns={"node": "name"})
+    edges = pd.concat(edges, ignore_index=True).rename(columns={"upstream": "source",
+                                                                "downstream": "target"})
+    return (nodes[["name", "relation", "kind", "layer"]],
+            edges[["source", "target", "relation", "input", "eap", "eap_ig", "inclusion"]])
+
+
+def core_edges(study: RelationStudy) -> pd.DataFrame:
+    """The shared core's edges and how many relations' circuits hold each."""
+    cols = ["source", "target", "input", "n_circuits"]
+    if study.core is None:
+        return pd.DataFrame(columns=cols)
+    table = study.graph.edge_table()
+    keep = study.core.mask.numpy()
+    return table[keep].assign(n_circuits=study.core.in_circuits.numpy()[keep]).rename(
+        columns={"upstream": "source", "downstream": "target"})[cols].reset_index(drop=True)
+
+
+def _headline(study: RelationStudy, ig_steps: int, ablation: str,
+              resamples: int) -> RelationCircuitsHeadline:
+    h = RelationCircuitsHeadline(
+        n_pairs=int(study.relations["n_pairs"].sum()), n_relations=len(study.relations),
+        min_pairs=study.min_pairs, n_relations_searched=len(study.circuits),
+        n_relations_with_circuit=len(study.with_circuit), n_edges_total=study.graph.n_edges,
+        ig_steps=ig_steps, ablation=ablation, stability_resamples=resamples)
+    p = study.pooled
+    if p is None:
+        return h
+    h.split, h.cpr, h.cpr_ci = p.split.kind, p.cpr.value, p.cpr.interval()
+    h.cmd, h.cmd_ci = p.cmd.value, p.cmd.interval()
+    if p.at_80 is not None:
+        h.edges_for_80, h.size_for_80 = p.edges_for_80, p.size_for_80
+        h.faithfulness_for_80, h.faithfulness_for_80_ci = p.at_80.value, p.at_80.interval()
+    if p.stability is not None:
+        h.stability_median, h.stable = p.stability.median, p.stability.stable
+        h.stability_range = list(p.stability.interval)
+    stab = [c.stability for c in study.circuits if c.stability is not None]
+    h.n_relations_stable = sum(s.stable for s in stab) if study.circuits else None
+    if study.core is not None:
+        h.core_rule, h.core_needed = study.core.rule, study.core.needed
+        h.core_edges = study.core.n_edges
+        h.n_relations_core_carries = int((study.core_table["core_low"] >= 0.8).sum())
+        off = study.overlap[study.overlap.relation_a < study.overlap.relation_b]
+        h.mean_edge_jaccard = float(off["edge_jaccard"].mean())
+        h.edge_jaccard_range = [float(off["edge_jaccard"].min()),
+                                float(off["edge_jaccard"].max())]
+        h.mean_weighted_overlap = float(off["weighted_overlap"].mean())
+    return h
+
+
+def relation_chapter(lm, pairs, *, min_pairs: int = MIN_PAIRS.default,
+                     ig_steps: int = IG_STEPS.default, ablation: str = ABLATION.default,
+                     seed: int = 0,
+                     stability_resamples: int = RESAMPLES,
+                     progress: bool = True) -> RelationChapter:
+    study = relation_study(lm, pairs, min_pairs=min_pairs, ig_steps=ig_steps,
+                           ablation=ablation, seed=seed,
+                           stability_resamples=stability_resamples, progress=progress)
+    groups = [c for c in [study.pooled, *study.circuits] if c is not None]
+    relations = pd.DataFrame([_group_row(c) for c in groups], columns=list(RELATIONS_COLUMNS))
+    curves = pd.concat([c.faithfulness.assign(relation=c.name) for c in groups],
+                       ignore_index=True) if groups else pd.DataFrame(
+        columns=list(FAITHFULNESS_COLUMNS))
+    stability = pd.DataFrame([{"relation": c.name, "resample": i, "jaccard": float(j)}
+                              for c in groups if c.stability is not None
+                              for i, j in enumerate(c.stability.jaccards)],
+                             columns=["relation", "resample", "jaccard"])
+    return RelationChapter(study, relations, curves[list(FAITHFULNESS_COLUMNS)], stability,
+                           _headline(study, ig_steps, ablation, stability_resamples))
+
+
+# ------------------------------------------------------------------ findings
+def stability_phrase(median, low, high, n_pairs, resamples) -> str:
+    verdict = ("stable by Méloux et al.'s bar (median ≥ 0.8)" if median >= STABLE_MEDIAN
+               else "not stable at this sample size (median below 0.8)")
+    return (f"median Jaccard {median:.2f} with the full sample's circuit over {resamples} "
+            f"bootstrap resamples of its {n_pairs} pairs (95% of resamples "
+            f"{low:.2f}–{high:.2f}): {verdict}")
+
+
+def relation_findings(run: Run) -> list[Finding]:
+    h: RelationCircuitsHeadline = run.headline(METHOD)
+    if h.split is None:
+        return []
+    out = []
+    if h.edges_for_80 is not None and h.stability_median is not None:
+        lo, hi = h.stability_range
+        out.append(Finding(CIRCUITS, (
+            f"**Stability of the run's circuit** (top-k by every pair's EAP-IG, "
+            f"{h.edges_for_80:,} edges, the 80% size): "
+            f"{stability_phrase(h.stability_median, lo, hi, h.n_pairs, h.stability_resamples)}."
+        ), 10))
+    table = run.result(METHOD, "relations")
+    if table is None or not h.n_relations_searched:
+        if h.n_relations is not None and h.n_relations <= 1:
+            out.append(Finding(CIRCUITS, "**Circuits by relation**: the pairs hold one "
+                               "relation, so there is no per-relation circuit or overlap.",
+                               20))
+        elif h.n_relations is not None:
+            out.append(Finding(CIRCUITS, (
+                f"**Circuits by relation**: none of the {h.n_relations} relations has "
+                f"{h.min_pairs} patchable pairs, so no relation got a circuit of its own."), 20))
+        return out
+    rel = table[table["relation"] != POOLED]
+    parts = []
+    for r in rel.itertuples():
+        if pd.isna(r.edges_for_80):
+            parts.append(f"{r.relation} ({r.n_pairs} pairs) none reaches 0.8")
+        else:
+            parts.append(f"{r.relation} ({r.n_pairs} pairs) {int(r.edges_for_80):,} edges, "
+                         + with_interval(r.faithfulness_for_80,
+                                         [r.faithfulness_low, r.faithfulness_high]))
+    stable = rel[rel["stable"].astype(str) == "True"]
+    medians = rel["stability_median"].dropna()
+    text = (f"**Circuits by relation** ({h.n_relations_searched} of {h.n_relations} relations "
+            f"have ≥ {h.min_pairs} pairs; faithfulness of the smallest circuit reaching 0.8, on "
+            f"pairs that did not choose it): {'; '.join(parts)}.")
+    if len(medians):
+        text += (f" {len(stable)} of {len(medians)} of these circuits are stable (median "
+                 f"Jaccard ≥ 0.8 over {h.stability_resamples} resamples); median Jaccard "
+                 f"{medians.min():.2f}–{medians.max():.2f} across relations, so the others are "
+                 "not stable at this sample size.") if len(stable) < len(medians) else (
+            f" All {len(medians)} are stable (median Jaccard ≥ 0.8, lowest "
+            f"{medians.min():.2f}).")
+    out.append(Finding(CIRCUITS, text, 20))
+    if h.core_rule is not None:
+        lo, hi = h.edge_jaccard_range
+        where = ("in every relation's circuit" if h.core_rule == "every" else
+                 f"in at least {h.core_needed} of the {h.n_relations_with_circuit} relations' "
+                 "circuits (no edge is in all of them)")
+        core = run.result(METHOD, "core")
+        said = ""
+        if core is not None and len(core) and h.core_edges:
+            ranged = core.sort_values("core_faithfulness")
+            said = ("; alone, on each relation's pairs (in sample), it carries "
+                    + ", ".join(f"{r.relation} "
+                                + with_interval(r.core_faithfulness, [r.core_low, r.core_high])
+                                for r in ranged.itertuples())
+                    + f": its interval's lower end clears 0.8 for "
+                    f"{h.n_relations_core_carries} of {len(core)} relations")
+        out.append(Finding(CIRCUITS, (
+            f"**What relations share**: their 80% circuits overlap by edge Jaccard "
+            f"{lo:.2f}–{hi:.2f} (mean {h.mean_edge_jaccard:.2f}; |score|-weighted "
+            f"{h.mean_weighted_overlap:.2f}); {h.core_edges:,} edges are {where}{said}."), 30))
+    return out
+
+
+RELATIONS_COLUMNS = {
+    "relation": "str", "n_pairs": "int", "split": "str", "edges_for_80": "int",
+    "size_for_80": "float", "faithfulness_for_80": "float", "faithfulness_low": "float",
+    "faithfulness_high": "float", "cpr": "float", "cpr_low": "float", "cpr_high": "float",
+    "cmd": "float", "cmd_low": "float", "cmd_high": "float", "stability_median": "float",
+    "stability_low": "float", "stability_high": "float", "stable": "bool"}
+FAITHFULNESS_COLUMNS = {"relation": "str", "size_percent": "float", "n_edges": "int",
+                        "faithfulness": "float", "low": "float", "high": "float"}
+
+METHOD = Method(
+    notebook="09_relation_circuits", title="Circuits by relation", short="relation circuits",
+    headline=RelationCircuitsHeadline,
+    results={
+        "relations": Table(RELATIONS_COLUMNS, f"the run's circuit ({POOLED}) and each "
+                           "relation's: 80 % size, faithfulness, CPR, CMD with intervals, "
+                           "stability (median Jaccard and its 95 % range)"),
+        "pairs_per_relation": Table({"relation": "str", "n_pairs": "int", "searched": "bool"},
+                                    "patchable pairs per relation; searched: a circuit of its "
+                                    "own was looked for"),
+        "faithfulness": Table(FAITHFULNESS_COLUMNS, "each group's EAP-IG top-k faithfulness "
+                              "curve on its evaluation pairs, with intervals"),
+        "stability": Table({"relation": "str", "resample": "int", "jaccard": "float"},
+                           "Jaccard of each bootstrap resample's circuit with the full "
+                           "sample's"),
+        "circuits": Graph({"relation": "str", "kind": "str", "layer": "int"},
+                          {"relation": "str", "input": "str", "eap": "float", "eap_ig": "float",
+                           "inclusion": "float"},
+                          "each group's 80 % circuit (top-k by the mean EAP-IG of its pairs); "
+                          "inclusion: the share of stability resamples holding the edge"),
+        "overlap": Table({"relation_a": "str", "relation_b": "str", "edge_jaccard": "float",
+                          "node_jaccard": "float", "weighted_overlap": "float"},
+                         "every pair of relations' 80 % circuits"),
+        "core": Table({"relation": "str", "n_pairs": "int", "circuit_edges": "int",
+                       "own_edges": "int", "unique_edges": "int",
+                       "core_faithfulness": "float", "core_low": "float", "core_high": "float",
+                       "circuit_faithfulness": "float", "circuit_low": "float",
+                       "circuit_high": "float"},
+                      "the shared core's and each relation's own circuit's faithfulness on "
+                      "its pairs (in sample), and the relation's edges outside the core "
+                      "(own) and in no other relation's circuit (unique)"),
+        "core_edges": Table({"source": "str", "target": "str", "input": "str",
+                             "n_circuits": "int"}, "the shared core's edges"),
+    },
+    findings=relation_findings,
+    key_numbers=("stability_median", "edges_for_80"),
+    number_labels={"stability_median": "median Jaccard under resampling",
+                   "edges_for_80": "edges for 80% (all pairs)"},
+    parameters=(IG_STEPS, ABLATION, MIN_PAIRS, STABILITY_RESAMPLES),
+)
