@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 from test_findings import make_run
 
 from factcircuits.report.compare import (
     comparison_figure,
     comparison_table,
     key_numbers_table,
+    number_label,
     profile_figures,
 )
 from factcircuits.report.evidence import load_runs
@@ -200,3 +202,60 @@ def test_runs_of_one_model_on_one_dataset_are_sensitivity_checks_not_replicates(
     assert "- **toy-model on other-facts**: Run 4.\n" in text
     assert "- **big-model on toy-facts**: Run 5.\n" in text
     assert "**By model and dataset.**" in comparison_intro(runs)
+
+
+def edit_headline(folder, notebook, **fields):
+    """Set (or, with None, remove) stored headline fields of a hand-made run."""
+    record = json.loads((folder / "run.json").read_text())
+    numbers = record["headline"][notebook]
+    for key, value in fields.items():
+        if value is None:
+            numbers.pop(key, None)
+        else:
+            numbers[key] = value
+    (folder / "run.json").write_text(json.dumps(record))
+
+
+def test_key_numbers_carry_their_intervals_whole_numbers_and_why_one_is_missing(tmp_path):
+    """Issue 32.7: a key number is printed with the interval its run stores, a count as a
+    whole number (1410 was '1.41e+03' once another run lacked it), and a run without the
+    number says why instead of leaving a gap."""
+    first = make_run(tmp_path, "m__d__1")
+    edit_headline(first, "01_task_check", n_kept=1410)
+    second = make_run(tmp_path, "m__d__2", notebooks=("01", "02", "03", "04"))
+    edit_headline(second, "01_task_check", n_kept=None,
+                  mean_metric={"not_computed": "no prompt qualified for it"})
+    runs = load_runs(tmp_path)
+    keys = key_numbers_table(comparison_table(runs), runs)
+    accuracy = keys.loc["task check · accuracy (top-1)"].tolist()
+    assert accuracy == ["0.8 [0.6, 0.95]", "0.8 [0.6, 0.95]"]  # accuracy_ci as stored
+    kept = keys.loc[number_label("01_task_check.n_kept")].tolist()
+    assert kept == ["1410", "– (not applicable to this cloze run)"]
+    mean = keys.loc[number_label("01_task_check.mean_metric")].tolist()
+    assert mean == ["2.5 [1.5, 3.5]", "– (not computed: no prompt qualified for it)"]
+    # a layer as relative depth, with the range of resampled peaks (layers 2-4 of 11 -> /10)
+    depth = keys.loc[number_label("05_causal_tracing.mlp_subject_last_peak_layer_depth")]
+    assert depth.tolist() == ["0.3 [0.2, 0.4]",
+                              "– (not computed: notebook 05_causal_tracing was not run)"]
+
+
+def test_bars_carry_error_bars_and_a_missing_bar_says_why(tmp_path):
+    make_run(tmp_path, "m__d__1")
+    second = make_run(tmp_path, "m__d__2")
+    edit_headline(second, "01_task_check", accuracy=0.9, accuracy_ci=[0.7, 1.0],
+                  mean_metric={"not_computed": "no prompt qualified for it"})
+    runs = load_runs(tmp_path)
+    fig = comparison_figure(comparison_table(runs), runs)
+    accuracy = [t for t in fig.data if t.xaxis == "x"]
+    assert [list(t.y) for t in accuracy] == [[0.8], [0.9]]
+    # asymmetric error bars: the stored interval around each bar
+    assert [t.error_y.arrayminus[0] for t in accuracy] == pytest.approx([0.2, 0.2])
+    assert [t.error_y.array[0] for t in accuracy] == pytest.approx([0.15, 0.1])
+    panel = next(i for i, a in enumerate(fig.layout.annotations)
+                 if a.text == number_label("01_task_check.mean_metric"))
+    axis = "x" if panel == 0 else f"x{panel + 1}"
+    bars = [t for t in fig.data if t.xaxis == axis]
+    assert list(bars[0].y) == [2.5] and list(bars[0].error_y.arrayminus) == [1.0]
+    missing = bars[1]
+    assert list(missing.y) == [0] and list(missing.text) == ["not computed"]
+    assert "no prompt qualified for it" in missing.hovertext[0]

@@ -6,6 +6,7 @@ given as relative depth (layer / (n_layers − 1)), so models of different depth
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from factcircuits.report.evidence import load_runs
+from factcircuits.results.jsonsafe import NOT_COMPUTED, is_not_computed
 from factcircuits.results.registry import DEPTH_LABEL, method, methods
 from factcircuits.results.run import Run, relative_depth
 
@@ -174,12 +176,103 @@ def short_labels(runs: list[Run]) -> dict[str, str]:
     return {rid: label.split(":")[0] for rid, label in run_labels(runs).items()}
 
 
+# ------------------------------------------------------------------ a key number's cell
+def stored_numbers(run: Run, notebook: str) -> dict[str, Any] | None:
+    """The notebook's headline as run.json stores it (not-computed markers kept), or None
+    when the run did not execute that notebook."""
+    stored = (run.record.get("headline") or {}).get(notebook)
+    return stored if isinstance(stored, dict) else None
+
+
+def _field(column: str) -> tuple[str, str, bool]:
+    """'02_logit_lens.peak_layer_depth' -> ('02_logit_lens', 'peak_layer', True): the
+    headline field a column shows, and whether as relative depth (`flat_numbers`)."""
+    notebook, key = column.split(".", 1)
+    base = key.removesuffix("_depth")
+    return (notebook, base, True) if base != key and LAYER_KEY.search(base) \
+        else (notebook, key, False)
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    if isinstance(value, list) and len(value) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return float(value[0]), float(value[1])
+    return None
+
+
+def interval_of(run: Run, column: str) -> tuple[float, float] | None:
+    """The interval the run stores beside a key number: `<field>_ci` (a bootstrap or exact
+    interval) or `<field>_range` (the layers holding a resampled peak), as relative depth for
+    a depth column; None when the run stores none."""
+    notebook, key, as_depth = _field(column)
+    numbers = stored_numbers(run, notebook) or {}
+    found = next((pair for name in (f"{key}_ci", f"{key}_range")
+                  if (pair := _pair(numbers.get(name))) is not None), None)
+    if found is None or not as_depth:
+        return found
+    low, high = (relative_depth(v, run.n_layers) for v in found)
+    return None if low is None or high is None else (round(low, 4), round(high, 4))
+
+
+def missing_reason(run: Run, column: str) -> str:
+    """Why a run has no value for a key number: its notebook did not run, the computation
+    gave none (the stored reason), or the number does not apply to this run."""
+    notebook, key, as_depth = _field(column)
+    numbers = stored_numbers(run, notebook)
+    if numbers is None:
+        return f"not computed: notebook {notebook} was not run"
+    value = numbers.get(key)
+    if is_not_computed(value):
+        return f"not computed: {value[NOT_COMPUTED]}"
+    if key in numbers and value is None:
+        return "not computed (recorded as null)"
+    if as_depth and value is not None:
+        return "not computed: the model's depth is unknown"
+    return f"not applicable to this {run.task} run"
+
+
+def is_whole(run: Run, column: str, value: Any) -> bool:
+    """A count or a layer: the headline field is declared `int` (or, for a method without a
+    typed headline, stored as an integer); relative depths never are."""
+    notebook, key, as_depth = _field(column)
+    if as_depth:
+        return False
+    found = method(notebook)
+    if found is not None:
+        declared = {f.name: str(f.type) for f in dataclasses.fields(found.headline)}
+        if key in declared:
+            return declared[key].startswith("int")
+    stored = (stored_numbers(run, notebook) or {}).get(key)
+    return isinstance(stored, int) and not isinstance(stored, bool)
+
+
+def number_text(value: float, whole: bool) -> str:
+    """1410 as '1410' (never '1.41e+03'), other numbers with 3 significant digits."""
+    return str(int(round(value))) if whole else f"{value:.3g}"
+
+
+def cell_text(run: Run, column: str, value: Any) -> str:
+    """'0.25 [0.2, 0.3]', '1410 [1200, 1620]', or why there is no number."""
+    if value is None or pd.isna(value):
+        return f"– ({missing_reason(run, column)})"
+    whole = is_whole(run, column, value)
+    found = interval_of(run, column)
+    text = number_text(float(value), whole)
+    if found is None:
+        return text
+    return f"{text} [{number_text(found[0], whole)}, {number_text(found[1], whole)}]"
+
+
 def key_numbers_table(table: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
-    """The key numbers as text with 3 significant digits, one row per number and one column
-    per run ('Run 1', ...): narrow enough for a page with several runs."""
+    """The key numbers as text, each with the interval its run stores ([low, high]; layers as
+    the range of resampled peaks) and, where a run has none, why: one row per number and one
+    column per run ('Run 1', ...): narrow enough for a page with several runs."""
     keys = key_metrics(table) or [c for c in table.columns if c not in ID_COLUMNS][:12]
-    out = table.set_index("run_id")[keys].T.rename(columns=short_labels(runs))
-    out = out.apply(lambda col: col.map(lambda v: "–" if pd.isna(v) else f"{v:.3g}"))
+    by_id = {ev.run_id: ev for ev in runs}
+    rows = table.set_index("run_id")[keys]
+    out = pd.DataFrame({rid: [cell_text(by_id[rid], k, rows.at[rid, k]) for k in keys]
+                        for rid in rows.index}, index=keys)
+    out = out.rename(columns=short_labels(runs))
     out.index = [number_label(k) for k in out.index]
     out.index.name = "headline number"
     out.columns.name = None
@@ -213,7 +306,9 @@ def bar_series(table: pd.DataFrame, runs: list[Run] | None = None) -> pd.Series:
 def comparison_figure(table: pd.DataFrame, runs: list[Run] | None = None):
     """One figure, a small panel per key number (every number, up to 12, when the runs have
     none of the key ones): dataset on x, one bar per run, grouped side by side (never stacked:
-    runs of one model on one dataset get their own series). None when nothing to plot."""
+    runs of one model on one dataset get their own series), each bar with the interval its run
+    stores as error bars; a run without the number gets an empty bar labelled with the reason
+    ('not applicable', 'not computed'). None when nothing to plot."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -229,16 +324,31 @@ def comparison_figure(table: pd.DataFrame, runs: list[Run] | None = None):
     table = table.assign(series=bar_series(table, runs))
     series = list(dict.fromkeys(table["series"]))  # run order, as the profiles' lines
     colours = dict(zip(series, PALETTE * 10))
+    by_id = {ev.run_id: ev for ev in runs or []}
     for i, key in enumerate(keys):
-        data = table.dropna(subset=[key])
+        cell = {"row": i // cols + 1, "col": i % cols + 1}
         for name in series:
-            part = data[data["series"] == name]
-            if part.empty:
-                continue
-            fig.add_trace(go.Bar(x=part["dataset"], y=part[key], name=name,
-                                 marker_color=colours[name], legendgroup=name,
-                                 showlegend=i == 0, hovertext=part["run_id"]),
-                          row=i // cols + 1, col=i % cols + 1)
+            part = table[table["series"] == name]
+            drawn = part.dropna(subset=[key])
+            if not drawn.empty:
+                low, high = zip(*[interval_of(by_id[r], key) or (v, v) if r in by_id
+                                  else (v, v) for r, v in zip(drawn["run_id"], drawn[key])])
+                fig.add_trace(go.Bar(
+                    x=drawn["dataset"], y=drawn[key], name=name, marker_color=colours[name],
+                    legendgroup=name, showlegend=i == 0, hovertext=drawn["run_id"],
+                    error_y={"type": "data", "symmetric": False,
+                             "array": [h - v for h, v in zip(high, drawn[key])],
+                             "arrayminus": [v - lo for lo, v in zip(low, drawn[key])]}),
+                    **cell)
+            lacking = part[part[key].isna()]
+            if not lacking.empty and by_id:  # say why, where the bar would stand
+                reasons = [missing_reason(by_id[r], key) for r in lacking["run_id"]]
+                fig.add_trace(go.Bar(
+                    x=lacking["dataset"], y=[0] * len(lacking), name=name,
+                    marker_color=colours[name], legendgroup=name, showlegend=False,
+                    text=[r.split(":")[0] for r in reasons], textposition="outside",
+                    textfont_size=9, hovertext=[f"{r}: {why}" for r, why in
+                                                zip(lacking["run_id"], reasons)]), **cell)
     fig.update_layout(height=200 * rows + 140, barmode="group",
                       margin={"t": 70, "b": 70}, title="Key headline numbers by dataset and run",
                       legend={"orientation": "h", "y": -0.03, "yanchor": "top", "x": 0,
