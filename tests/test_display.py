@@ -229,3 +229,20 @@ def test_an_unusable_tmpdir_is_a_reason_not_a_hang(tmp_path, monkeypatch):
     assert not D.static_export_available()
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     assert "TMPDIR" not in (D.static_export_problem() or "")
+
+
+def test_show_pair_gives_the_site_one_figure_and_the_pdf_another(monkeypatch):
+    """The circuit: HTML formats get the interactive figure, the PDF the static one's PNG."""
+    shown, exported = [], []
+    monkeypatch.setattr("IPython.display.display", lambda obj, **kw: shown.append((obj, kw)))
+    monkeypatch.setattr(pio, "to_image", lambda fig, **kw: exported.append(fig) or b"png")
+    display._register_renderer(True, None)
+    interactive = go.Figure(go.Bar(x=[1], y=[1]), layout_title_text="with a slider")
+    static = go.Figure(go.Bar(x=[2], y=[2]), layout_title_text="for print")
+    display.show_pair(interactive, static)
+    (bundle, kwargs), = shown
+    assert kwargs["raw"] is True
+    assert "with a slider" in bundle["text/html"] and "for print" not in bundle["text/html"]
+    assert base64.b64decode(bundle["image/png"]) == b"png"
+    [only] = exported  # the interactive figure is never exported as an image
+    assert only["layout"]["title"]["text"] == "for print"

@@ -239,3 +239,23 @@ def media_note(html: str, pdf: str) -> None:
 def show(fig) -> None:
     """Show a plotly figure with the renderer set by `init_notebook`."""
     fig.show()
+
+
+def show_pair(interactive, static_figure) -> None:
+    """One output for a figure whose interactive and printed versions differ (the circuit: a
+    slider over sizes on the site, a drawing with no overlapping label in the PDF): HTML
+    formats show `interactive`, the PDF a PNG of `static_figure` (or the placeholder that says
+    why there is none). Outside `init_notebook`, both are shown."""
+    import plotly.io as pio
+    from IPython.display import display
+
+    renderer = pio.renderers[pio.renderers.default] if pio.renderers.default else None
+    if not hasattr(renderer, "to_mimebundle") or pio.renderers.default != "factcircuits":
+        interactive.show()
+        static_figure.show()
+        return
+    bundle = dict(renderer.to_mimebundle(static_figure.to_dict()))
+    bundle["text/html"] = pio.to_html(interactive.to_dict(), include_plotlyjs=False,
+                                      include_mathjax=False, full_html=False,
+                                      default_width="100%", validate=False)
+    display(bundle, raw=True)

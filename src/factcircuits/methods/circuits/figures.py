@@ -103,7 +103,7 @@ def static_circuit_figure(nodes: pd.DataFrame, edges: pd.DataFrame,
     carries the clean answer, red works against it); the subtitle says what is left out."""
     import plotly.graph_objects as go
 
-    from factcircuits.methods.circuits.layout import FONT_SIZE, layered_layout
+    from factcircuits.methods.circuits.layout import FONT_FAMILY, FONT_SIZE, layered_layout
 
     shown = strongest(edges, score, max_edges)
     used = set(shown["upstream"]) | set(shown["downstream"])
@@ -133,7 +133,7 @@ def static_circuit_figure(nodes: pd.DataFrame, edges: pd.DataFrame,
                                          "line": {"color": "#555555", "width": 1}}))
     fig.update_layout(
         title=f"{title}<br><sup>{rest_summary(edges, shown, score)}</sup>",
-        template="plotly_white", width=STATIC_WIDTH,
+        template="plotly_white", width=STATIC_WIDTH, font={"family": FONT_FAMILY},
         height=height + 4 + _MARGIN["t"] + _MARGIN["b"], margin=_MARGIN,
         xaxis={"range": [0, lay.width], "visible": False, "fixedrange": True},
         yaxis={"range": [-2, height + 2], "fixedrange": True, "showgrid": False,
