@@ -4,7 +4,6 @@ sliding windows of layers."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import pandas as pd
@@ -14,62 +13,68 @@ from factcircuits.methods import ablation as AB
 from factcircuits.methods import attribution as A
 from factcircuits.methods import intervals as I
 from factcircuits.methods import knockout as KO
+from factcircuits.methods.ablation import N_COMPONENTS
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.uncertainty import paired_comparison, peak_difference, swap_test
 from factcircuits.models import LoadedModel
+from factcircuits.results.estimates import RELATION_READ, SUBJECT_READ, Estimate
 from factcircuits.results.headlines import Headline, interval, number
 from factcircuits.results.kinds import Table
-from factcircuits.results.registry import MOVES, Finding, Method
+from factcircuits.results.parameter_declarations import BATCH_SIZE, SEED
+from factcircuits.results.registry import IN_SHORT, MOVES, Finding, Method
 from factcircuits.results.run import Run
-from factcircuits.results.wording import change_text, window_text
+from factcircuits.results.wording import change_text, interval_cell, window_text
 
 CHANGE = "relative change of P(answer)"
 
 
+def _centre(role: str):
+    return number(f"centre of the window where blocking the last token's attention to the {role} "
+                  "hurts most", "layer")
+
+
+P_THERE = "P(answer)'s change there"
+CENTRES = "window centres holding that peak in 95% of resamples"
+
+
 @dataclass
-class _AblationCore(Headline):
+class AblationKnockoutHeadline(Headline):
+    """Notebook 06's headline: the biggest ablation, knockouts."""
+
     ablation_biggest_drop: float | None = number("the largest mean drop of the metric when one "
                                                  "component is ablated", "metric")
     ablation_biggest_drop_ci: list[float] | None = interval("ablation_biggest_drop")
     ablation_biggest_component: str | None = number("the component ablated")
     ablation_biggest_mode: str | None = number("zero or mean ablation")
     knockout_window: int | None = number("layers knocked out together", "layers")
-
-
-def _role(role: str) -> list:
-    key = f"knockout_{role}_peak"
-    return [(f"{key}_centre", int | None, number(f"centre of the window where blocking the "
-                                                 f"last token's attention to the {role} hurts "
-                                                 "most", "layer")),
-            (f"{key}_relative_p_change", float | None, number("P(answer)'s change there",
-                                                              CHANGE)),
-            (f"{key}_relative_p_change_ci", list | None, interval(f"{key}_relative_p_change")),
-            (f"{key}_centre_range", list | None,
-             number("window centres holding that peak in 95% of resamples", "layers")),
-            (f"{key}_first", int | None, number("first layer of that window", "layer")),
-            (f"{key}_last", int | None, number("last layer of that window", "layer")),
-            (f"{key}_metric_change", float | None, number("the metric's mean change there",
-                                                          "metric"))]
-
-
-# Relation against subject knockout, each at its own worst window, paired over prompts.
-COMPARISON = [
-    ("knockout_relation_minus_subject", float | None,
-     number("P(answer)'s change at the relation knockout's worst window minus at the "
-            "subject's (mean over prompts; negative: blocking the relation hurts more)",
-            CHANGE)),
-    ("knockout_relation_minus_subject_ci", list | None,
-     interval("knockout_relation_minus_subject")),
-    ("claim_subject_knockout_over_relation", dict | None,
-     number("test of 'blocking attention to the subject hurts more than to the relation tokens, "
-            "each at its worst window' (exact permutation test, windows re-chosen on every "
-            "swap)"))]
-
-
-AblationKnockoutHeadline = dataclasses.make_dataclass(
-    "AblationKnockoutHeadline", [f for role in KO.ROLES for f in _role(role)] + COMPARISON,
-    bases=(_AblationCore,), namespace={"__module__": __name__})
-AblationKnockoutHeadline.__doc__ = "Notebook 06's headline: the biggest ablation, knockouts."
+    # per role (KO.ROLES), the window where blocking the last token's attention hurts most
+    knockout_subject_peak_centre: int | None = _centre("subject")
+    knockout_subject_peak_relative_p_change: float | None = number(P_THERE, CHANGE)
+    knockout_subject_peak_relative_p_change_ci: list | None = interval(
+        "knockout_subject_peak_relative_p_change")
+    knockout_subject_peak_centre_range: list | None = number(CENTRES, "layers")
+    knockout_subject_peak_first: int | None = number("first layer of that window", "layer")
+    knockout_subject_peak_last: int | None = number("last layer of that window", "layer")
+    knockout_subject_peak_metric_change: float | None = number("the metric's mean change there",
+                                                                "metric")
+    knockout_relation_peak_centre: int | None = _centre("relation")
+    knockout_relation_peak_relative_p_change: float | None = number(P_THERE, CHANGE)
+    knockout_relation_peak_relative_p_change_ci: list | None = interval(
+        "knockout_relation_peak_relative_p_change")
+    knockout_relation_peak_centre_range: list | None = number(CENTRES, "layers")
+    knockout_relation_peak_first: int | None = number("first layer of that window", "layer")
+    knockout_relation_peak_last: int | None = number("last layer of that window", "layer")
+    knockout_relation_peak_metric_change: float | None = number(
+        "the metric's mean change there", "metric")
+    # relation against subject knockout, each at its own worst window, paired over prompts
+    knockout_relation_minus_subject: float | None = number(
+        "P(answer)'s change at the relation knockout's worst window minus at the subject's "
+        "(mean over prompts; negative: blocking the relation hurts more)", CHANGE)
+    knockout_relation_minus_subject_ci: list | None = interval(
+        "knockout_relation_minus_subject")
+    claim_subject_knockout_over_relation: dict | None = number(
+        "test of 'blocking attention to the subject hurts more than to the relation tokens, each "
+        "at its worst window' (exact permutation test, windows re-chosen on every swap)")
 
 
 @dataclass
@@ -87,10 +92,15 @@ class AblationSummary:
         return float(self.table["clean"].mean())
 
 
-def ablation_summary(lm: LoadedModel, prepared: PreparedTask, *,
-                     reference: PreparedTask | None = None, n_components: int = 6,
-                     batch_size: int = 16, seed: int = 0,
-                     progress: bool = False) -> AblationSummary:
+def ablation_summary(
+        lm: LoadedModel,
+        prepared: PreparedTask,
+        *,
+        reference: PreparedTask | None = None,
+        n_components: int = N_COMPONENTS.default,
+        batch_size: int = BATCH_SIZE.default,
+        seed: int = SEED.default,
+        progress: bool = False) -> AblationSummary:
     """Zero- and mean-ablate the `n_components` components with the largest mean |DLA| (means
     over `reference`'s prompts), alone and together."""
     if n_components < 1:  # a slice [:n] with n < 1 would ablate "all but -n", not n
@@ -122,7 +132,7 @@ class KnockoutSummary:
 
 
 def knockout_summary(lm: LoadedModel, prepared: PreparedTask, *, window: int = 0,
-                     batch_size: int = 16, seed: int = 0,
+                     batch_size: int = BATCH_SIZE.default, seed: int = SEED.default,
                      progress: bool = False) -> KnockoutSummary:
     """Attention knockout from the last position over sliding windows (`window` 0: the
     default, n_layers // 6)."""
@@ -200,6 +210,55 @@ def subject_knockout(run: Run) -> dict | None:
 
 
 ROLE_WORDS = {"subject": "the subject", "relation": "the relation tokens"}
+NAME = "attention knockout"  # the estimator, as sentences name it
+
+
+def knockout_notes(run: Run) -> list[Finding]:
+    """Its clause of the run's summary: the windows where blocking the last token's attention
+    to the subject (and to the relation) hurts most."""
+    ko, relation = subject_knockout(run), role_knockout(run, "relation")
+    if ko is None:
+        return []
+    text = (f"blocking the last token's attention to the subject hurts most in layers "
+            f"{int(ko['first'])}–{int(ko['last'])}")
+    if relation is not None:
+        text += (f", to the relation tokens in layers {int(relation['first'])}–"
+                 f"{int(relation['last'])}")
+    return [Finding(IN_SHORT, text + " (total effects)", 30)]
+
+
+def overview(run: Run) -> dict[str, str]:
+    """Its cell of the table of several runs: the subject knockout's worst window."""
+    ko = subject_knockout(run)
+    ci = run.headline(METHOD).knockout_subject_peak_relative_p_change_ci
+    return {"subject knockout": "—" if ko is None else
+            f"L{int(ko['first'])}–{int(ko['last'])}: "
+            + interval_cell(ko["relative_p_change"], ci, "+.0%")}
+
+
+def knockout_estimates(run: Run) -> list[Estimate]:
+    """Where blocking the last token's attention to the subject (the relation) hurts most: the
+    window's centre with the centres holding it in 95% of resamples, and the window itself."""
+    h = run.headline(METHOD)
+    found = []
+    for role, quantity, centre, centres, ci in (
+            ("subject", SUBJECT_READ, h.knockout_subject_peak_centre,
+             h.knockout_subject_peak_centre_range, h.knockout_subject_peak_relative_p_change_ci),
+            ("relation", RELATION_READ, h.knockout_relation_peak_centre,
+             h.knockout_relation_peak_centre_range,
+             h.knockout_relation_peak_relative_p_change_ci)):
+        ko = role_knockout(run, role)
+        if ko is None and centre is None:
+            continue
+        window = None if ko is None else (int(ko["first"]), int(ko["last"]))
+        found.append(Estimate(
+            quantity, NAME, site="attn", layer=int(ko["centre"] if centre is None else centre),
+            layer_range=centres, window=window,
+            value=None if ko is None else float(ko["relative_p_change"]), interval=ci,
+            unit=CHANGE, how=f"{role} knockout",
+            why=("centre of the window where blocking attention to the subject hurts most"
+                 if role == "subject" else "")))
+    return found
 
 
 def knockout_findings(run: Run) -> list[Finding]:
@@ -261,8 +320,11 @@ METHOD = Method(
                                    "last": "int", "relative_p_change": "float",
                                    "metric_change": "float"}, "mean per role and window"),
     },
-    findings=knockout_findings,
+    findings=lambda run: knockout_findings(run) + knockout_notes(run),
     key_numbers=("ablation_biggest_drop", "knockout_subject_peak_centre_depth",
                  "knockout_relation_peak_centre_depth"),
+    quantities=(SUBJECT_READ, RELATION_READ),
+    estimates=knockout_estimates,
+    overview=overview,
     parameters=(AB.N_COMPONENTS, KO.KNOCKOUT_WINDOW),
 )

@@ -4,7 +4,6 @@ and every head, clean into corrupted, for the equal-length prompt pairs; and the
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -15,23 +14,64 @@ from factcircuits.methods import attribution_patching as AP
 from factcircuits.methods import by_relation as R
 from factcircuits.methods import intervals as I
 from factcircuits.methods import patching as P
+from factcircuits.methods.atp_checks import SCAN_TOP_K
 from factcircuits.methods.engine import MAX_PATCHES
 from factcircuits.methods.evaluate import PreparedTask, relations_of
+from factcircuits.methods.patching import HEADS_BY_POSITION
 from factcircuits.methods.positions import TOKEN_CLASSES
 from factcircuits.methods.uncertainty import with_interval
 from factcircuits.models import LoadedModel
-from factcircuits.results.headlines import Headline, interval, number, peak_fields
+from factcircuits.results.estimates import ANSWER_HEAD, MLP_AT_SUBJECT, Estimate
+from factcircuits.results.headlines import Headline, interval, layer_range, number
 from factcircuits.results.kinds import Table
-from factcircuits.results.registry import BY_RELATION, WHERE, Finding, Method, Profile
+from factcircuits.results.parameter_declarations import SEED
+from factcircuits.results.registry import (
+    BY_RELATION,
+    HEADS,
+    WHERE,
+    Finding,
+    Method,
+    Profile,
+    Sample,
+)
 from factcircuits.results.run import Run
-from factcircuits.results.wording import LAYER0_MLP, layer_text, relation_peaks_text
+from factcircuits.results.wording import (
+    LAYER0_MLP,
+    head_label,
+    layer_text,
+    peak_cell,
+    relation_peaks_text,
+)
 
 NORMALIZED = "fraction of the clean−corrupted gap"
 PATCHED_COMPONENTS = ("resid_pre", "attn_out", "mlp_out")
+NAME = "activation patching"  # the estimator, as sentences name it
+
+
+TOP_HEADS = 5  # heads the summary lists by |patching effect| (not a run parameter)
+
+
+def _peak(what: str):
+    return number(f"peak of patching {what} (normalized)", NORMALIZED)
+
+
+def _peak_layer(what: str):
+    return number(f"layer of the peak of patching {what} (normalized)", "layer")
+
+
+def _peak_class(what: str):
+    return number(f"token class where patching {what} (normalized) peaks")
+
+
+RESOLVED = "that range spans at most a third of the model"
+MLP_SUBJECT = "MLP outputs at the last subject token (layers ≥ 1)"
+ATTN_LAST = "attention outputs at the last token"
 
 
 @dataclass
-class _PatchingCore(Headline):
+class PatchingHeadline(Headline):
+    """Notebook 04's headline: sample, peaks with ranges, top head, AtP."""
+
     n_pairs: int | None = number("equal-length prompt pairs patched", "pairs")
     n_dropped_unequal: int | None = number("pairs left out for unequal token length", "pairs")
     metric: str | None = number("the metric patched (the task's main metric)")
@@ -58,23 +98,63 @@ class _PatchingCore(Headline):
     atp_heads_by_pos_same_sign: float | None = number(
         "share of AtP's proposed head × position cells whose exact effect has its sign",
         "fraction")
+    # each patched component's peak over layers and token classes
+    resid_pre_peak: float | None = _peak("residual stream (resid_pre)")
+    resid_pre_peak_ci: list | None = interval("resid_pre_peak")
+    resid_pre_peak_layer: int | None = _peak_layer("residual stream (resid_pre)")
+    resid_pre_peak_layer_range: list | None = layer_range("resid_pre_peak_layer")
+    resid_pre_peak_layer_resolved: bool | None = number(RESOLVED)
+    resid_pre_peak_class: str | None = _peak_class("residual stream (resid_pre)")
+    attn_out_peak: float | None = _peak("attention output")
+    attn_out_peak_ci: list | None = interval("attn_out_peak")
+    attn_out_peak_layer: int | None = _peak_layer("attention output")
+    attn_out_peak_layer_range: list | None = layer_range("attn_out_peak_layer")
+    attn_out_peak_layer_resolved: bool | None = number(RESOLVED)
+    attn_out_peak_class: str | None = _peak_class("attention output")
+    mlp_out_peak: float | None = _peak("MLP output")
+    mlp_out_peak_ci: list | None = interval("mlp_out_peak")
+    mlp_out_peak_layer: int | None = _peak_layer("MLP output")
+    mlp_out_peak_layer_range: list | None = layer_range("mlp_out_peak_layer")
+    mlp_out_peak_layer_resolved: bool | None = number(RESOLVED)
+    mlp_out_peak_class: str | None = _peak_class("MLP output")
+    # the MLP output at the last subject token, and attention's at the last token
+    mlp_out_subject_last_peak: float | None = number(f"peak of patching {MLP_SUBJECT}",
+                                                     NORMALIZED)
+    mlp_out_subject_last_peak_ci: list | None = interval("mlp_out_subject_last_peak")
+    mlp_out_subject_last_peak_layer: int | None = number(
+        f"layer of the peak of patching {MLP_SUBJECT}", "layer")
+    mlp_out_subject_last_peak_layer_range: list | None = layer_range(
+        "mlp_out_subject_last_peak_layer")
+    mlp_out_subject_last_peak_layer_resolved: bool | None = number(RESOLVED)
+    mlp_out_subject_last_layer0: float | None = number(
+        "patching the layer-0 MLP output at the last subject token (part of the embedding, so "
+        "reported on its own)", NORMALIZED)
+    mlp_out_subject_last_layer0_ci: list | None = interval("mlp_out_subject_last_layer0")
+    attn_out_last_peak: float | None = number(f"peak of patching {ATTN_LAST}", NORMALIZED)
+    attn_out_last_peak_ci: list | None = interval("attn_out_last_peak")
+    attn_out_last_peak_layer: int | None = number(f"layer of the peak of patching {ATTN_LAST}",
+                                                  "layer")
+    attn_out_last_peak_layer_range: list | None = layer_range("attn_out_last_peak_layer")
+    attn_out_last_peak_layer_resolved: bool | None = number(RESOLVED)
 
-
-PatchingHeadline = dataclasses.make_dataclass(
-    "PatchingHeadline",
-    [*(f for c in PATCHED_COMPONENTS
-       for f in peak_fields(c, f"patching {P.COMPONENT_TITLES.get(c, c)} (normalized)",
-                            NORMALIZED, with_class=True)),
-     *peak_fields("mlp_out_subject_last", "patching MLP outputs at the last subject token "
-                  "(layers ≥ 1)", NORMALIZED),
-     ("mlp_out_subject_last_layer0", float | None,
-      number("patching the layer-0 MLP output at the last subject token (part of the "
-             "embedding, so reported on its own)", NORMALIZED)),
-     ("mlp_out_subject_last_layer0_ci", list | None,
-      interval("mlp_out_subject_last_layer0")),
-     *peak_fields("attn_out_last", "patching attention outputs at the last token", NORMALIZED)],
-    bases=(_PatchingCore,), namespace={"__module__": __name__})
-PatchingHeadline.__doc__ = "Notebook 04's headline: sample, peaks with ranges, top head, AtP."
+    def estimates(self) -> list[Estimate]:
+        """The head whose patching restores most and the MLP peak at the last subject token."""
+        found = []
+        if self.top_head_layer is not None:
+            found.append(Estimate(
+                ANSWER_HEAD, NAME, site="head", layer=int(self.top_head_layer),
+                head=self.top_head, value=self.top_head_effect, interval=self.top_head_effect_ci,
+                unit=NORMALIZED, n=self.n_pairs, how="head patching",
+                why="head whose patching restores most"))
+        if self.mlp_out_subject_last_peak_layer is not None:
+            found.append(Estimate(
+                MLP_AT_SUBJECT, NAME, site="mlp", token_class="subject_last",
+                layer=int(self.mlp_out_subject_last_peak_layer),
+                layer_range=self.mlp_out_subject_last_peak_layer_range,
+                value=self.mlp_out_subject_last_peak, interval=self.mlp_out_subject_last_peak_ci,
+                unit=NORMALIZED, n=self.n_pairs,
+                why="MLP output peak at the last subject token"))
+        return found
 
 
 @dataclass
@@ -111,9 +191,16 @@ def handover_layer(roles: pd.DataFrame) -> int | None:
     return int(later[0]) if len(later) else None
 
 
-def patching_summary(lm: LoadedModel, pairs: PreparedTask, *, n_dropped: int = 0,
-                     max_patches="auto", heads_by_position: bool = False, top_k: int = 5,
-                     seed: int = 0, progress: bool = True) -> PatchingSummary:
+def patching_summary(
+        lm: LoadedModel,
+        pairs: PreparedTask,
+        *,
+        n_dropped: int = 0,
+        max_patches=MAX_PATCHES.default,
+        heads_by_position: bool = HEADS_BY_POSITION.default,
+        top_k: int = TOP_HEADS,
+        seed: int = SEED.default,
+        progress: bool = True) -> PatchingSummary:
     """Activation patching of the residual stream, attention and MLP outputs by position and of
     every head, for the equal-length pairs `pairs` (`n_dropped` others were left out)."""
     headline = {"n_pairs": len(pairs.prompts), "n_dropped_unequal": n_dropped,
@@ -208,7 +295,7 @@ class AtpCheck:
 
 
 def atp_check(lm: LoadedModel, pairs: PreparedTask, summary: PatchingSummary,
-              top_k: int = 5) -> AtpCheck:
+              top_k: int = SCAN_TOP_K.default) -> AtpCheck:
     scan = AP.scan(lm, pairs)
     results = summary.results
     agreement = pd.DataFrame(
@@ -232,9 +319,15 @@ class PatchingChapter:
     headline: PatchingHeadline
 
 
-def patching_chapter(lm: LoadedModel, pairs: PreparedTask, *, n_dropped: int = 0,
-                     max_patches="auto", heads_by_position: bool = False, seed: int = 0,
-                     scan_top_k: int = 5) -> PatchingChapter:
+def patching_chapter(
+        lm: LoadedModel,
+        pairs: PreparedTask,
+        *,
+        n_dropped: int = 0,
+        max_patches=MAX_PATCHES.default,
+        heads_by_position: bool = HEADS_BY_POSITION.default,
+        seed: int = SEED.default,
+        scan_top_k: int = SCAN_TOP_K.default) -> PatchingChapter:
     """Everything notebook 04 shows: exact patching (timed), then the AtP check."""
     start = time.perf_counter()
     summary = patching_summary(lm, pairs, n_dropped=n_dropped, max_patches=max_patches,
@@ -277,6 +370,32 @@ def patching_findings(run: Run) -> list[Finding]:
     if relations:
         found.append(Finding(BY_RELATION, relations, 30))
     return found
+
+
+def patching_heads(run: Run) -> list[Finding]:
+    """Its clause of the heads bullet: the head whose patching restores most."""
+    h = run.headline(METHOD)
+    if h.top_head_layer is None:
+        return []
+    return [Finding(HEADS, f"patching one head at a time restores most with "
+                    f"**{head_label(h.top_head_layer, h.top_head)}** "
+                    f"({with_interval(h.top_head_effect, h.top_head_effect_ci)} of the gap)", 20)]
+
+
+def overview(run: Run) -> dict[str, str]:
+    """Its cell of the table of several runs: the MLP output's peak at the last subject token
+    (a peak at the layer-0 MLP marked)."""
+    h = run.headline(METHOD)
+    return {"patching: MLP peak": peak_cell(
+        h.mlp_out_subject_last_peak_layer, h.mlp_out_subject_last_peak_layer_range,
+        h.mlp_out_subject_last_peak, h.mlp_out_subject_last_peak_ci, layer0_mlp=True)}
+
+
+def patching_samples(run: Run) -> list[Sample]:
+    h = run.headline(METHOD)
+    return [Sample(None if h.n_pairs is None else
+                   f"{h.n_pairs} patched pairs ({h.n_dropped_unequal or 0} left out for unequal "
+                   "token length)", "pairs patched", h.n_pairs)]
 
 
 TOKEN_CLASS_NAMES = {"subject_last": "last subject token", "last": "last token"}
@@ -329,8 +448,11 @@ METHOD = Method(
                              "the MLP peak at the last subject token per relation"),
         "dropped_pairs": Table(PAIR_ROWS, "pairs left out, with the reason", open_columns=True),
     },
-    findings=patching_findings,
+    findings=lambda run: patching_findings(run) + patching_heads(run),
+    samples=patching_samples,
+    overview=overview,
     key_numbers=("resid_pre_peak", "resid_pre_peak_layer_depth"),
+    quantities=(ANSWER_HEAD, MLP_AT_SUBJECT),
     profiles=(Profile("patching_by_class", resid_profile, "normalized", "position",
                       "Activation patching of the residual stream (resid_pre)<br><sup>share of "
                       "the clean–corrupted metric gap restored, at the last subject token and "

@@ -20,7 +20,9 @@ from factcircuits.methods.positions import PromptPositions, prompt_positions
 from factcircuits.models import LoadedModel
 from factcircuits.results.headlines import Headline, number
 from factcircuits.results.kinds import Table
-from factcircuits.results.registry import Method
+from factcircuits.results.parameter_declarations import BATCH_SIZE
+from factcircuits.results.registry import HEADS, Finding, Method
+from factcircuits.results.run import Run
 
 SHARE = "fraction of the last token's attention"
 
@@ -49,8 +51,8 @@ class AttentionSummary:
     headline: AttentionHeadline
 
 
-def attention_summary(lm: LoadedModel, prepared: PreparedTask, *, n_heads: int = 6,
-                      example: int = 0, batch_size: int = 16,
+def attention_summary(lm: LoadedModel, prepared: PreparedTask, *, n_heads: int = N_HEADS.default,
+                      example: int = EXAMPLE.default, batch_size: int = BATCH_SIZE.default,
                       progress: bool = False) -> AttentionSummary:
     """Attention patterns of the `n_heads` heads with the largest mean |DLA| on prompt
     `example` (clamped to the prompts), and how much of the last token's attention each puts
@@ -75,6 +77,16 @@ def attention_summary(lm: LoadedModel, prepared: PreparedTask, *, n_heads: int =
     return AttentionSummary(top, heads, ex, tokens, patterns, pos, last, subj, headline)
 
 
+def attention_heads(run: Run) -> list[Finding]:
+    """Its clause of the heads bullet: the top-DLA head's attention on the subject."""
+    h = run.headline(METHOD)
+    if h.top_dla_head_subject_attention is None:
+        return []
+    return [Finding(HEADS, f"on the example prompt {h.top_dla_head} puts "
+                    f"{h.top_dla_head_subject_attention:.2f} of the last token's attention on "
+                    "the subject", 30)]
+
+
 METHOD = Method(
     notebook="07_attention_patterns", title="Attention patterns", short="attention",
     headline=AttentionHeadline,
@@ -83,4 +95,5 @@ METHOD = Method(
                                             "class": "str"},
                                            "attention from the last token, per key")},
     parameters=(N_HEADS, EXAMPLE),
+    findings=attention_heads,
 )

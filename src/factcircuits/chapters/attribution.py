@@ -9,6 +9,7 @@ import pandas as pd
 
 from factcircuits.methods import attribution as A
 from factcircuits.methods import intervals as I
+from factcircuits.methods.attribution import DIRECTION, TOP_COMPONENTS
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.uncertainty import (
     mean_estimate,
@@ -16,10 +17,13 @@ from factcircuits.methods.uncertainty import (
     with_interval,
 )
 from factcircuits.models import LoadedModel
+from factcircuits.results.estimates import ANSWER_HEAD, SUBJECT_READ, Estimate
 from factcircuits.results.headlines import Headline, interval, number
 from factcircuits.results.kinds import Table
-from factcircuits.results.registry import MOVES, Finding, Method, Profile
+from factcircuits.results.parameter_declarations import BATCH_SIZE, SEED
+from factcircuits.results.registry import HEADS, IN_SHORT, MOVES, SURE, Finding, Method, Profile
 from factcircuits.results.run import Run
+from factcircuits.results.wording import interval_cell
 
 DLA_UNIT = "metric"
 SOURCE_SHARE = "fraction of the head's DLA"
@@ -83,9 +87,15 @@ class AttributionSummary:
         return float("nan") if offset is None else float(offset.abs().max())
 
 
-def attribution_summary(lm: LoadedModel, prepared: PreparedTask, *, kind: str = "auto",
-                        top_k: int = 10, batch_size: int = 16, seed: int = 0,
-                        progress: bool = False) -> AttributionSummary:
+def attribution_summary(
+        lm: LoadedModel,
+        prepared: PreparedTask,
+        *,
+        kind: str = DIRECTION.default,
+        top_k: int = TOP_COMPONENTS.default,
+        batch_size: int = BATCH_SIZE.default,
+        seed: int = SEED.default,
+        progress: bool = False) -> AttributionSummary:
     """DLA by layer, head and (in the key MLP layer) neuron, with the sum check; intervals
     (bootstrap over prompts, `seed`) for the top head's and component's mean DLA."""
     att = A.attribute_heads(lm, prepared, kind=kind, batch_size=batch_size, progress=progress)
@@ -187,6 +197,69 @@ def dla_share(table: pd.DataFrame) -> pd.DataFrame | None:
                         sublayer=means["component"].map({"attn": "attention", "mlp": "MLP"}))
 
 
+NAME = "direct logit attribution"  # the estimator, as sentences name it
+
+
+def attribution_notes(run: Run) -> list[Finding]:
+    """Its clause of the run's summary (the top head, and whether it moves the attribute from
+    the subject) and the check that the components sum to the metric (How sure)."""
+    h: AttributionHeadline = run.headline(METHOD)
+    found = []
+    if h.top_head:
+        moves = h.top_head_moves_from_subject
+        found.append(Finding(IN_SHORT, f"head {h.top_head} has the largest direct effect on the "
+                             "answer" + (" and moves the attribute from the subject (most of "
+                                         "that direct effect comes through the subject "
+                                         "positions)" if moves else
+                                         ", most of it not through the subject positions"
+                                         if moves is False else ""), 40))
+        found.append(Finding(HEADS, f"the largest direct effect on the answer is **{h.top_head}**"
+                             f" (DLA {with_interval(h.top_head_dla, h.top_head_dla_ci)})", 10))
+    err = h.dla_sum_check_max_abs_error
+    if err is not None:
+        passes = h.dla_sum_check_passes
+        found.append(Finding(SURE, f"**Attribution check**: the components sum to the metric "
+                             f"within {err:.1e} ({'passes' if passes else '**fails**'} the "
+                             "1e-3 check).", 90))
+    return found
+TOP_HEADS_CHECKED = 5  # heads by |DLA| the circuit's cross-check looks for
+
+
+def overview(run: Run) -> dict[str, str]:
+    """Its cell of the table of several runs: the head with the largest direct effect."""
+    h = run.headline(METHOD)
+    return {"top head (DLA)": "—" if not h.top_head else
+            f"{h.top_head}: " + interval_cell(h.top_head_dla, h.top_head_dla_ci, ".2f")}
+
+
+def attribution_estimates(run: Run) -> list[Estimate]:
+    """The heads with the largest |DLA| and the MLP with the largest (singled out for the
+    circuit's cross-check), the top head as the head that moves the answer, and its layer as
+    where attention reads the subject."""
+    h = run.headline(METHOD)
+    found = []
+    heads = run.result(METHOD, "top_heads")
+    if heads is not None:
+        found += [Estimate("a head with a large direct effect", NAME, site="head",
+                           layer=int(r.layer), head=int(r.head), value=float(r.dla), unit="DLA",
+                           why=f"top-{i + 1} head by |DLA|")
+                  for i, r in enumerate(heads.head(TOP_HEADS_CHECKED).itertuples())]
+    if h.key_mlp_layer is not None:
+        found.append(Estimate("the MLP with the largest direct effect", NAME, site="mlp",
+                              layer=int(h.key_mlp_layer), unit="DLA",
+                              why="MLP with the largest |DLA|"))
+    if h.top_head:
+        layer, head = (int(v) for v in h.top_head[1:].split("H"))
+        found.append(Estimate(ANSWER_HEAD, NAME, site="head", layer=layer, head=head,
+                              value=h.top_head_dla, interval=h.top_head_dla_ci, unit="DLA",
+                              why="top-1 head by |DLA|"))
+        # a head's layer is exact: no resampled range
+        found.append(Estimate(SUBJECT_READ, NAME, layer=layer, layer_range=(layer, layer),
+                              value=h.top_head_subject_share, unit=SOURCE_SHARE,
+                              how="top DLA head"))
+    return found
+
+
 METHOD = Method(
     notebook="03_attribution", title="Direct logit attribution", short="attribution",
     headline=AttributionHeadline,
@@ -214,8 +287,11 @@ METHOD = Method(
                                    "other_share": "float"},
                                   "the top heads' mean DLA by source, and each source's share"),
     },
-    findings=attribution_findings,
+    findings=lambda run: attribution_findings(run) + attribution_notes(run),
     key_numbers=("top_head_dla",),
+    quantities=(ANSWER_HEAD, SUBJECT_READ),
+    estimates=attribution_estimates,
+    overview=overview,
     profiles=(Profile("layer_dla", dla_share, "share", "sublayer",
                       "Direct logit attribution by layer<br><sup>mean DLA of each layer's "
                       "attention and MLP output, as a signed share of the run's total |DLA|"

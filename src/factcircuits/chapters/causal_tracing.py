@@ -6,6 +6,7 @@ to the depth (`causal_tracing.default_window`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pandas as pd
@@ -14,6 +15,7 @@ from factcircuits.methods import by_relation as R
 from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods import intervals as I
 from factcircuits.methods import patching as P
+from factcircuits.methods.causal_tracing import NOISE_SAMPLES, NOISE_SCALE
 from factcircuits.methods.engine import MAX_PATCHES
 from factcircuits.methods.evaluate import PreparedTask, relations_of
 from factcircuits.methods.positions import TOKEN_CLASSES, task_positions
@@ -23,13 +25,15 @@ from factcircuits.results.estimates import (
     ATTENTION_AT_LAST,
     ATTENTION_AT_SUBJECT,
     MLP_AT_SUBJECT,
+    ROME_NOISE_SAMPLES,
     Estimate,
 )
 from factcircuits.results.headlines import Headline, interval, layer_range, number
 from factcircuits.results.kinds import Table
-from factcircuits.results.registry import BY_RELATION, WHERE, Finding, Method, Profile
+from factcircuits.results.parameter_declarations import SEED
+from factcircuits.results.registry import BY_RELATION, WHERE, Finding, Method, Profile, Sample
 from factcircuits.results.run import Run, depth_band
-from factcircuits.results.wording import LAYER0_MLP, layer_text, relation_peaks_text
+from factcircuits.results.wording import LAYER0_MLP, layer_text, peak_cell, relation_peaks_text
 
 AIE = "P(answer) or the metric traced"
 # The windowed traces are secondary (ROME's view): traced only where the headline's claims
@@ -97,7 +101,13 @@ class TracingHeadline(Headline):
                      if e.site == kind and e.token_class == token_class), None)
 
     def estimates(self) -> list[Estimate]:
-        return [Estimate.from_json(d) for d in self.peaks or []]
+        found = [Estimate.from_json(d) for d in self.peaks or []]
+        window = int(self.window or 1)
+        if self.window_rule is None and window > 1:  # a run from before window-1 traces
+            found = [dataclasses.replace(e, window=(e.layer - window // 2,
+                                                    e.layer - (-window // 2) - 1))
+                     if e.site in CT.KINDS and e.layer is not None else e for e in found]
+        return found
 
     def survives(self, kind: str, token_class: str) -> bool | None:
         return (self.windowed_peak_survives or {}).get(f"{kind}_{token_class}")
@@ -167,10 +177,18 @@ class TracingSummary:
         return {"layer": int(row["layer"].iloc[0]), "peak_aie": float(row["peak_aie"].iloc[0])}
 
 
-def tracing_summary(lm: LoadedModel, prepared: PreparedTask, *, noise_samples: int = 2,
-                    noise_scale: float = 3.0, seed: int = 0, metric: str = "prob",
-                    window="auto", max_patches="auto", progress: bool = True,
-                    windowed_classes=WINDOWED_CLASSES) -> TracingSummary:
+def tracing_summary(
+        lm: LoadedModel,
+        prepared: PreparedTask,
+        *,
+        noise_samples: int = NOISE_SAMPLES.default,
+        noise_scale: float = NOISE_SCALE.default,
+        seed: int = SEED.default,
+        metric: str = CT.TRACE_METRIC.default,
+        window=CT.TRACE_WINDOW.default,
+        max_patches=MAX_PATCHES.default,
+        progress: bool = True,
+        windowed_classes=WINDOWED_CLASSES) -> TracingSummary:
     """ROME causal tracing of hidden states, MLP and attention outputs one layer at a time,
     and of MLP / attention outputs in `window` layers ("auto": `causal_tracing.default_window`;
     a number is clamped to 1..n_layers) at the tokens of `windowed_classes` (None: every
@@ -389,6 +407,23 @@ def tracing_findings(run: Run) -> list[Finding]:
     return found
 
 
+def overview(run: Run) -> dict[str, str]:
+    """Its cell of the table of several runs: the MLP peak at the last subject token."""
+    e = run.headline(METHOD).peak("mlp", "subject_last")
+    return {"tracing: MLP peak": "—" if e is None else
+            peak_cell(e.layer, e.layer_range, e.value, e.interval, ".3f")}
+
+
+def tracing_samples(run: Run) -> list[Sample]:
+    """Noise samples per prompt (beside ROME's), and the prompts traced."""
+    h = run.headline(METHOD)
+    samples = h.noise_samples
+    text = None if samples is None else (
+        f"{samples} noise samples per prompt in causal tracing"
+        + (f" (ROME used {ROME_NOISE_SAMPLES})" if samples < ROME_NOISE_SAMPLES else ""))
+    return [Sample(text, "prompts analysed", h.n_prompts)]
+
+
 STATES = {"mlp": "MLP, last subject token", "attn": "attention, last token"}
 
 
@@ -420,6 +455,9 @@ METHOD = Method(
                              "relation"),
     },
     findings=tracing_findings,
+    samples=tracing_samples,
+    overview=overview,
+    quantities=(MLP_AT_SUBJECT, ATTENTION_AT_LAST, ATTENTION_AT_SUBJECT),
     key_numbers=("total_effect_mean", "mlp_subject_last_peak_aie",
                  "mlp_subject_last_peak_layer_depth"),
     profiles=(Profile("aie_by_class", aie_profile, "aie", "state",

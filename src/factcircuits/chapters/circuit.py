@@ -11,12 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from factcircuits.chapters import (
-    ablation_knockout,
-    activation_patching,
-    attribution,
-    causal_tracing,
-)
 from factcircuits.methods.circuits.faithfulness import ABLATION
 from factcircuits.methods.circuits.figures import MAX_EDGES_DRAWN
 from factcircuits.methods.circuits.scores import IG_STEPS
@@ -28,9 +22,9 @@ from factcircuits.methods.circuits.summary import (
 )
 from factcircuits.methods.uncertainty import with_interval
 from factcircuits.results.kinds import Graph, Table
+from factcircuits.results.parameter_declarations import SEED
 from factcircuits.results.registry import MOVES, Finding, Method, Profile
 from factcircuits.results.run import Run
-from factcircuits.results.store import Results
 
 TOP_EDGES = 30  # rows of the top-edges table
 
@@ -42,8 +36,14 @@ class CircuitChapter:
     headline: CircuitHeadline
 
 
-def circuit_chapter(lm, pairs, *, ig_steps: int = 5, ablation: str = "counterfactual",
-                    seed: int = 0, progress: bool = True) -> CircuitChapter:
+def circuit_chapter(
+        lm,
+        pairs,
+        *,
+        ig_steps: int = IG_STEPS.default,
+        ablation: str = ABLATION.default,
+        seed: int = SEED.default,
+        progress: bool = True) -> CircuitChapter:
     if len(pairs.prompts) == 0:  # e.g. one relation whose known prompts all change length
         return CircuitChapter(None, pd.DataFrame(), CircuitHeadline(n_pairs=0))
     summary = circuit_summary(lm, pairs, ig_steps=ig_steps, ablation=ablation, seed=seed,
@@ -77,40 +77,24 @@ def base_rate(h: CircuitHeadline, label: str) -> float | None:
     return h.mlps_in_circuit_share if label.startswith("MLP") else h.heads_in_circuit_share
 
 
+def singled_out(run: Run) -> list[tuple[str, str, str]]:
+    """(method, component, why) of every component a method of the run singles out: its
+    Estimates with a component and a reason (`Estimate.why`), each (method, component) once."""
+    rows, seen = [], set()
+    for e in run.estimates():
+        if e.why and e.component and (e.method, e.component) not in seen:
+            seen.add((e.method, e.component))
+            rows.append((e.method, e.component, e.why))
+    return rows
+
+
 def cross_check(run_dir, nodes: pd.DataFrame, headline: CircuitHeadline | None = None
                 ) -> pd.DataFrame:
-    """Which components the other chapters of this run singled out are nodes of the circuit:
-    method, component, why it was singled out, in_circuit, and base_rate: the share of all
-    components of its kind in the circuit (from `headline`; NaN without one)."""
-    rows = []
-    dla = Results(run_dir, attribution.METHOD)
-    heads = dla.load("top_heads")
-    if heads is not None:
-        rows += [("direct logit attribution", f"L{int(r.layer)}H{int(r.head)}",
-                  f"top-{i + 1} head by |DLA|") for i, r in enumerate(heads.head(5).itertuples())]
-    h = dla.load_headline()
-    if h is not None and h.key_mlp_layer is not None:
-        rows.append(("direct logit attribution", f"MLP {h.key_mlp_layer}",
-                     "MLP with the largest |DLA|"))
-    p = Results(run_dir, activation_patching.METHOD).load_headline()
-    if p is not None and p.top_head_layer is not None:
-        rows.append(("activation patching", f"L{p.top_head_layer}H{p.top_head}",
-                     "head whose patching restores most"))
-    if p is not None and p.mlp_out_subject_last_peak_layer is not None:
-        rows.append(("activation patching", f"MLP {p.mlp_out_subject_last_peak_layer}",
-                     "MLP output peak at the last subject token"))
-    t = Results(run_dir, causal_tracing.METHOD).load_headline()
-    if t is not None and t.mlp_subject_last_peak_layer is not None:
-        rows.append(("causal tracing", f"MLP {t.mlp_subject_last_peak_layer}",
-                     "MLP peak at the last subject token (window centre)"))
-    if t is not None and t.attn_last_peak_layer is not None:
-        rows.append(("causal tracing", f"attention L{t.attn_last_peak_layer}",
-                     "attention peak at the last token"))
-    k = Results(run_dir, ablation_knockout.METHOD).load_headline()
-    if k is not None and k.knockout_subject_peak_centre is not None:
-        rows.append(("attention knockout", f"attention L{k.knockout_subject_peak_centre}",
-                     "centre of the window where blocking attention to the subject hurts "
-                     "most"))
+    """Which components the other methods of this run (in progress in `run_dir`) singled out
+    (`singled_out`) are nodes of the circuit: method, component, why it was singled out,
+    in_circuit, and base_rate: the share of all components of its kind in the circuit (from
+    `headline`; NaN without one)."""
+    rows = singled_out(Run.in_progress(run_dir))
     present = set(nodes["name"] if "name" in nodes else nodes["node"])
     rate = lambda c: (base_rate(headline, c) if headline is not None else None)  # noqa: E731
     return pd.DataFrame([{"method": m, "component": c, "why": w,

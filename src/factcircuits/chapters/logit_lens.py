@@ -12,9 +12,19 @@ from factcircuits.methods.attention import EXAMPLE
 from factcircuits.methods.attribution import DIRECTION
 from factcircuits.methods.topk import TOP_K
 from factcircuits.methods.uncertainty import with_interval
+from factcircuits.results.claims import run_claims
+from factcircuits.results.estimates import MLP_SHARE, Estimate
 from factcircuits.results.headlines import Headline, interval, layer_range, number
 from factcircuits.results.kinds import Table
-from factcircuits.results.registry import BY_RELATION, WHERE, Finding, Method, Profile
+from factcircuits.results.registry import (
+    BY_RELATION,
+    IN_SHORT,
+    WHERE,
+    Finding,
+    Method,
+    Profile,
+    Sample,
+)
 from factcircuits.results.run import Run
 from factcircuits.results.wording import (
     SUBLAYER_NAMES,
@@ -162,6 +172,43 @@ def headline_of(lens: LL.LogitLens, seed: int,
     return LogitLensHeadline(**lens.headline(seed), **extra)
 
 
+ENRICHMENT_CLAIMS = ("claim_attribute_rate_above_other_subjects",
+                     "claim_attribute_rate_above_first_relation")
+
+
+def lens_notes(run: Run) -> list[Finding]:
+    """Its clause of the run's summary: whether the last subject token's state is enriched
+    with the subject's attributes ("enriched" only when Geva's tests, judged with the run's
+    other claims, support it)."""
+    h = run.headline(METHOD)
+    if h.attribute_rate_enriched is None:
+        return []
+    judged = run_claims(run)
+    tests = [judged[k]["verdict"] for k in ENRICHMENT_CLAIMS if k in judged]
+    enriched = (all(v == "supported" for v in tests) if tests  # Holm over the run
+                else h.attribute_rate_enriched)
+    return [Finding(IN_SHORT, "the last subject token's state is enriched with the subject's "
+                    f"attributes (attribute rate peaks at layer {h.attribute_rate_peak_layer}, "
+                    "above both controls)" if enriched else
+                    "enrichment of the last subject token with the subject's attributes is not "
+                    "shown (its attribute rate is not above both controls)", 20)]
+
+
+def lens_samples(run: Run) -> list[Sample]:
+    n = run.headline(METHOD).n_prompts
+    return [Sample(None if n is None else f"{n} prompts analysed", "prompts analysed", n)]
+
+
+def lens_estimates(h) -> list[Estimate]:
+    """The MLPs' share of the direct effect and where the largest jump is (the original
+    study's comparison)."""
+    if h.mlp_share is None:
+        return []
+    return [Estimate(MLP_SHARE, "logit lens", site=h.peak_sublayer, layer=h.peak_layer,
+                     layer_range=h.peak_layer_range, value=h.mlp_share, interval=h.mlp_share_ci,
+                     unit="fraction", n=h.n_prompts)]
+
+
 METHOD = Method(
     notebook="02_logit_lens", title="Logit lens", short="logit lens",
     headline=LogitLensHeadline,
@@ -187,8 +234,11 @@ METHOD = Method(
                                       "the mean attribute rate and controls per layer, with "
                                       "their bands"),
     },
-    findings=lens_findings,
+    findings=lambda run: lens_findings(run) + lens_notes(run),
+    samples=lens_samples,
     key_numbers=("mlp_share", "peak_layer_depth"),
+    quantities=(MLP_SHARE,),
+    estimates=lambda run: lens_estimates(run.headline(METHOD)),
     profiles=(Profile("logit_lens_mean", lens_share, "share", None,
                       "Logit lens: share of the final metric reached<br><sup>mean metric read "
                       "from the residual stream after each sublayer</sup>",

@@ -30,6 +30,7 @@ from factcircuits.methods.circuits.summary import node_frame
 from factcircuits.methods.uncertainty import with_interval
 from factcircuits.results.headlines import Headline, interval, number
 from factcircuits.results.kinds import Graph, Table
+from factcircuits.results.parameter_declarations import SEED
 from factcircuits.results.registry import CIRCUITS, Finding, Method
 from factcircuits.results.run import Run
 
@@ -193,7 +194,7 @@ def _headline(study: RelationStudy, ig_steps: int, ablation: str,
 
 def relation_chapter(lm, pairs, *, min_pairs: int = MIN_PAIRS.default,
                      ig_steps: int = IG_STEPS.default, ablation: str = ABLATION.default,
-                     seed: int = 0,
+                     seed: int = SEED.default,
                      stability_resamples: int = RESAMPLES,
                      progress: bool = True) -> RelationChapter:
     study = relation_study(lm, pairs, min_pairs=min_pairs, ig_steps=ig_steps,

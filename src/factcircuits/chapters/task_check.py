@@ -19,9 +19,21 @@ from factcircuits.methods.uncertainty import (
 )
 from factcircuits.results.headlines import Headline, exact_interval, interval, number
 from factcircuits.results.kinds import Table
-from factcircuits.results.registry import BY_RELATION, KNOWLEDGE, Finding, Method
+from factcircuits.results.registry import (
+    BY_RELATION,
+    KNOWLEDGE,
+    PROMPTS_SCORED,
+    Finding,
+    Method,
+    Sample,
+)
 from factcircuits.results.run import Run
-from factcircuits.results.wording import MIN_PROMPTS, metric_name, not_tested_text
+from factcircuits.results.wording import (
+    MIN_PROMPTS,
+    interval_cell,
+    metric_name,
+    not_tested_text,
+)
 
 FRACTION = "fraction of prompts"
 
@@ -116,7 +128,7 @@ class TaskCheckReport:
 
 
 
-def task_check_summary(session, top_k: int = 5) -> TaskCheckReport:
+def task_check_summary(session, top_k: int = TOP_K.default) -> TaskCheckReport:
     prepared = session.task
     logits, table = session.score(progress=True)
     table["short_prompt"] = table["prompt"].str.strip().str.slice(0, 48)
@@ -243,6 +255,16 @@ def analysed_note(run: Run) -> str:
     return known
 
 
+def overview(run: Run) -> dict[str, str]:
+    """Its cells of the table of several runs: the prompts scored (those kept) and accuracy."""
+    h: TaskCheckHeadline = run.headline(METHOD)
+    sample = "—" if h.n_prompts is None else (
+        f"{h.n_prompts}" + (f" ({h.n_kept})" if h.n_kept is not None else ""))
+    return {"prompts (analysed)": sample,
+            "accuracy": interval_cell(h.accuracy, h.accuracy_ci, ".0%")
+            + (" (chance)" if at_chance(run) else "")}
+
+
 METHOD = Method(
     notebook="01_task_check", title="Task check: does the model know the facts?",
     short="task check", headline=TaskCheckHeadline,
@@ -262,6 +284,10 @@ METHOD = Method(
     },
     findings=knowledge,
     key_numbers=("accuracy", "pairwise_accuracy", "n_kept", "auc", "mean_metric"),
+    at_chance=at_chance,
+    analysed_note=analysed_note,
+    overview=overview,
+    samples=lambda run: [Sample(None, PROMPTS_SCORED, run.headline(METHOD).n_prompts)],
     number_labels={"pairwise_accuracy": "answer above counterfactual",
                    "n_kept": "prompts analysed", "accuracy": "accuracy (top-1)"},
     parameters=(TOP_K,),
