@@ -138,6 +138,25 @@ def test_relation_study_on_a_tiny_model(lm):
     assert pooled.split.kind == "cross-fitted" and len(pooled.faithfulness) == 3
     # the full graph is the full model: faithfulness 1 at 100 %
     assert pooled.faithfulness["faithfulness"].iloc[-1] == pytest.approx(1.0, abs=1e-5)
-    assert pooled.edges_for_80 is not None and pooled.stability.k == pooled.edges_for_80
-    assert int(pooled.mask.sum()) == pooled.edges_for_80
+    assert pooled.edges_for_80 is not None and int(pooled.mask.sum()) == pooled.edges_for_80
     assert torch.equal(pooled.mask, F.top_k(study.scores.of().eap_ig, pooled.edges_for_80))
+    assert pooled.stability is None  # 3 pairs: too few to resample
+
+
+def test_two_relations_with_the_same_pairs_share_their_whole_circuit(lm):
+    # relations a and b hold copies of the same three pairs: same scores, same circuits
+    pairs = tiny_pairs(lm).subset([0, 1, 2, 0, 1, 2])
+    pairs.rows["relation"] = ["a"] * 3 + ["b"] * 3
+    study = relation_study(lm, pairs, min_pairs=3, ig_steps=2, seed=0,
+                           stability_resamples=20, sizes=(10, 50, 100), progress=False)
+    a, b = study.circuits
+    assert (a.name, b.name) == ("a", "b")
+    assert torch.allclose(a.eap_ig, b.eap_ig) and a.edges_for_80 == b.edges_for_80
+    assert study.pooled.stability is not None and study.pooled.stability.n_resamples == 20
+    assert a.stability is None  # 3 pairs each
+    assert (study.overlap[["edge_jaccard", "node_jaccard", "weighted_overlap"]]
+            .to_numpy() == pytest.approx(1.0))
+    assert study.core.rule == "every" and torch.equal(study.core.mask, a.mask)
+    row = study.core_table.set_index("relation").loc["a"]
+    assert row["own_edges"] == 0 and row["unique_edges"] == 0
+    assert row["core_faithfulness"] == pytest.approx(row["circuit_faithfulness"])

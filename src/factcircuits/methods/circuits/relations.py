@@ -27,6 +27,7 @@ from factcircuits.methods.circuits.per_pair import PairScores
 from factcircuits.methods.circuits.scores import IG_STEPS
 from factcircuits.methods.circuits.split import PairSplit, split_pairs
 from factcircuits.methods.circuits.stability import (
+    MIN_PAIRS_FOR_STABILITY,
     RESAMPLES,
     Stability,
     jaccard,
@@ -67,7 +68,7 @@ class GroupCircuit:
     edges_for_80: int | None
     eap: Tensor  # mean scores over the group's pairs [n_edges]
     eap_ig: Tensor
-    stability: Stability | None  # None: no circuit reaches 0.8, or a single pair
+    stability: Stability | None  # None: no circuit reaches 0.8, or too few pairs
 
     @property
     def mask(self) -> Bool[Tensor, " n_edges"] | None:
@@ -119,7 +120,7 @@ def group_circuit(lm, pairs: PreparedTask, scores: PairScores, rows, name: str, 
         i = int(best.name)
         at_80 = estimate(faith[i], samples[:, i], n_eval)
         size, k = float(best["size_percent"]), int(best["n_edges"])
-        if len(rows) >= 2:  # one pair resamples to itself: nothing to learn
+        if len(rows) >= MIN_PAIRS_FOR_STABILITY:
             stab = stability(scores, k, rows, stability_resamples, seed)
     return GroupCircuit(name, rows, split, table, estimate(cpr, cpr_s, n_eval),
                         estimate(cmd, cmd_s, n_eval), at_80, size, k, mean.eap, mean.eap_ig,

@@ -28,6 +28,9 @@ STABLE_MEDIAN = 0.8  # median Jaccard a circuit needs to be called stable
 STABILITY_RESAMPLES = whole("stability_resamples", 100, "bootstrap resamples of the pairs "
                             "behind each circuit's stability (Méloux et al.: at least 100)", 1)
 RESAMPLES = STABILITY_RESAMPLES.default
+# fewer pairs and many resamples repeat the full sample itself (all counts 1: n!/nⁿ of them,
+# half at n = 2, 4 % at n = 5), which would make any circuit look stable
+MIN_PAIRS_FOR_STABILITY = 5
 _STREAM = 41  # the stability resamples' random stream, apart from the other bootstraps
 
 
