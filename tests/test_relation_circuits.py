@@ -160,3 +160,57 @@ def test_two_relations_with_the_same_pairs_share_their_whole_circuit(lm):
     row = study.core_table.set_index("relation").loc["a"]
     assert row["own_edges"] == 0 and row["unique_edges"] == 0
     assert row["core_faithfulness"] == pytest.approx(row["circuit_faithfulness"])
+
+
+def chapter_run(folder, found):
+    from factcircuits.chapters import relation_circuits as chapter
+    from factcircuits.results.run import Run
+    from factcircuits.results.store import Results
+
+    out = Results(folder, chapter.METHOD)
+    out.save("relations", found.relations)
+    out.save("pairs_per_relation", found.study.relations)
+    out.save("faithfulness", found.faithfulness)
+    out.save("stability", found.stability)
+    out.save("circuits", chapter.circuits_graph(found.study))
+    if found.study.overlap is not None:
+        out.save("overlap", found.study.overlap)
+        out.save("core", found.study.core_table)
+        out.save("core_edges", chapter.core_edges(found.study))
+    out.headline(found.headline)
+    return Run.in_progress(folder)
+
+
+def test_findings_say_what_the_saved_numbers_support(lm, tmp_path):
+    from factcircuits.chapters import relation_circuits as chapter
+    from factcircuits.results.registry import CIRCUITS
+
+    pairs = tiny_pairs(lm).subset([0, 1, 2, 0, 1, 2])
+    pairs.rows["relation"] = ["a"] * 3 + ["b"] * 3
+    found = chapter.relation_chapter(lm, pairs, min_pairs=3, ig_steps=2, seed=0,
+                                     stability_resamples=20, progress=False)
+    h = found.headline
+    assert h.n_relations == 2 and h.n_relations_searched == 2 and h.core_rule == "every"
+    findings = chapter.relation_findings(chapter_run(tmp_path, found))
+    assert {f.section for f in findings} == {CIRCUITS} and len(findings) == 3
+    stab, by_relation, shared = (f.text for f in findings)
+    assert f"median Jaccard {h.stability_median:.2f}" in stab
+    assert ("not stable at this sample size" in stab) == (h.stability_median < 0.8)
+    assert "a (3 pairs)" in by_relation and "b (3 pairs)" in by_relation
+    assert "edge Jaccard 1.00–1.00" in shared and "in every relation's circuit" in shared
+    carried = int((found.study.core_table["core_low"] >= 0.8).sum())
+    assert f"clears 0.8 for {carried} of 2 relations" in shared
+
+
+def test_findings_of_a_single_relation_say_there_is_no_overlap(tmp_path):
+    from factcircuits.chapters import relation_circuits as chapter
+    from factcircuits.results.run import Run
+    from factcircuits.results.store import Results
+
+    Results(tmp_path, chapter.METHOD).headline(chapter.RelationCircuitsHeadline(
+        n_pairs=12, n_relations=1, n_relations_searched=0, split="cross-fitted",
+        edges_for_80=40, stability_median=0.5, stability_range=[0.3, 0.7],
+        stability_resamples=100))
+    texts = [f.text for f in chapter.relation_findings(Run.in_progress(tmp_path))]
+    assert "not stable at this sample size" in texts[0] and "0.30–0.70" in texts[0]
+    assert "one relation, so there is no per-relation circuit or overlap" in texts[1]
