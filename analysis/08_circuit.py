@@ -71,9 +71,18 @@ display(Markdown(
 
 # %%
 from factcircuits.chapters import circuit as chapter
-from factcircuits.methods.circuits.figures import circuit_figure, faithfulness_figure
+from factcircuits.methods.circuits import roles as R
+from factcircuits.methods.circuits.figures import (
+    faithfulness_figure,
+    interactive_circuit_figure,
+    rest_summary,
+    size_steps,
+    static_circuit_figure,
+    strongest,
+)
 from factcircuits.methods.uncertainty import with_interval
 from factcircuits.results.store import Results
+from factcircuits.run.display import media_note, show_pair
 
 out = Results(run_dir, chapter.METHOD)
 found = chapter.circuit_chapter(session.lm, pairs, ig_steps=ig_steps, ablation=ablation,
@@ -118,25 +127,77 @@ if summary is not None:
         "edges worked against the answer)."))
 
 # %% [markdown]
-# ## The circuit, layer by layer
+# ## What each head of the circuit does
 #
-# Nodes as in the other chapters (L23H4: head 4 of layer 23; MLP 5; L5KV1: the key/value head
-# a group of query heads shares); edge width by |EAP-IG|, blue edges carry the clean answer,
-# red ones work against it. The circuit drawn is the top-k circuit of the 80 % size by the
-# discovery pairs' scores (held-out), or by every pair's scores when cross-fitted (the
-# faithfulness above is then that of the two folds' circuits of this size).
+# For every query head among the circuit's nodes, on the clean prompts of the pairs: where the
+# last token's attention goes (summed over the subject tokens, the relation tokens — the
+# prompt's other words —, the last token itself and the rest: BOS or a format prefix), and the
+# head's direct effect on the answer (its DLA, as in the attribution chapter) split by the
+# source position it reads: the attention weight × that position's value through the head's
+# output matrix, projected on the answer direction. The parts add up to the head's DLA
+# [@chughtai2024summing]. The role is read off the direct effect alone, with intervals from a
+# bootstrap over the prompts; the thresholds are stated below the table.
 
 # %%
 if summary is not None:
-    circuit_figure(summary.nodes, summary.circuit_edges, max_edges=max_edges_drawn,
-                   title="The circuit at the 80% size").show()
+    roles = R.head_roles(session.lm, pairs, R.circuit_heads(summary.nodes), seed=seed,
+                         batch_size=batch_size)
+    by_role = R.role_counts(roles)
+
+    display(Markdown(
+        f"Of the circuit's **{len(roles)}** heads (its {len(summary.nodes)} nodes also hold "
+        f"the input, MLPs, key/value inputs and the logits): {chapter.roles_phrase(roles)}. "
+        f"A **mover** writes the answer (mean DLA above 0, its 95% interval too) and its "
+        f"subject share's interval lies above {R.READS:.0%}; a **relation** head likewise "
+        f"through the relation tokens; a **mixed** head writes the answer with the subject and "
+        f"the relation tokens each carrying at least {R.MIXED_FLOOR:.0%} of it and neither a "
+        "resolved majority; **other** heads have no resolved positive direct effect (they can "
+        "still matter through the heads and MLPs they feed) or write mostly from the last "
+        "token or BOS. Attention is reported beside the role, not used by it."))
+    shown_roles = roles.sort_values("dla", ascending=False).head(20)
+    cols = ["node", "role", "dla", "dla_low", "dla_high", "subject_share", "relation_share",
+            "attn_subject", "attn_relation", "attn_last"]
+    display(Markdown(f"The {len(shown_roles)} heads with the largest direct effect (of "
+                     f"{len(roles)}; `results/08_circuit/head_roles.csv` holds every head "
+                     "and every column):"))
+    display(shown_roles[cols].style.hide(axis="index"))
+
+# %% [markdown]
+# ## The circuit, layer by layer
+#
+# Nodes as in the other chapters (L23H4: head 4 of layer 23; MLP 5; L5KV1: the key/value head
+# a group of query heads shares), heads coloured by their role above; edge width by |EAP-IG|,
+# blue edges carry the clean answer, red ones work against it. The circuit drawn is the top-k
+# circuit of the 80 % size by the discovery pairs' scores (held-out), or by every pair's scores
+# when cross-fitted (the faithfulness above is then that of the two folds' circuits of this
+# size).
+
+# %%
+if summary is not None:
+    k = len(summary.circuit_edges)
+    steps = size_steps(summary.faithfulness, k,
+                       h.faithfulness_for_80 if h.edges_for_80 is not None else None)
+    printed = strongest(summary.circuit_edges, "eap_ig", max_edges_drawn)
+    media_note(
+        "Move the slider to see smaller circuits (the top edges by |EAP-IG|, with their "
+        "faithfulness on the evaluation pairs); hover over an edge's midpoint for its EAP-IG "
+        "and EAP scores, over a head for its role and numbers.",
+        f"The drawing shows {rest_summary(summary.circuit_edges, printed)} (at most "
+        f"{max_edges_drawn}, the parameter `max_edges_drawn`); the site's version has every "
+        "edge, a slider over circuit sizes and each edge's scores on hover.")
+    show_pair(
+        interactive_circuit_figure(summary.edges, summary.nodes, steps, roles,
+                                   title="The circuit"),
+        static_circuit_figure(summary.nodes, summary.circuit_edges, roles,
+                              max_edges=max_edges_drawn, title="The circuit at the 80% size",
+                              n_layers=summary.scores.graph.n_layers))
 
 # %% [markdown]
 # ## The strongest edges
 
 # %%
 if summary is not None:
-    display(found.top_edges.round(4))
+    display(found.top_edges.round(4).style.hide(axis="index"))
 
 # %% [markdown]
 # ## Do the other chapters' components sit in the circuit?
@@ -151,7 +212,7 @@ if summary is not None:
         f"{h.attention_layers_in_circuit_share:.0%} of all layers: a component picked blindly "
         "would be in it that often (`base_rate`)."))
     if len(check):
-        display(check)
+        display(check.style.hide(axis="index"))
     else:
         display(Markdown("No other chapter of this run singled out a component."))
 
@@ -161,4 +222,5 @@ if summary is not None:
     out.save("circuit", (nodes, edges))
     out.save("top_edges", found.top_edges)
     out.save("cross_check", check)
+    out.save("head_roles", roles)
 _ = out.headline(h)

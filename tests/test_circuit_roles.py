@@ -171,3 +171,30 @@ def test_role_table_by_hand():
     assert row["relation_share"] == pytest.approx(1.0 / 5.0)
     assert row["attn_subject"] == pytest.approx(0.6)
     assert row["attn_relation"] == pytest.approx(0.15)
+
+
+def _roles(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
+    """A head_roles table from (node, role, dla) rows; the other columns fixed by hand."""
+    table = pd.DataFrame([{"node": n, "layer": int(n[1:].split("H")[0]), "head":
+                           int(n.split("H")[1]), "role": r, "dla": d, "dla_low": d - 0.5,
+                           "dla_high": d + 0.5, "subject_share": 0.8,
+                           "subject_share_low": 0.6, "subject_share_high": 0.95}
+                          for n, r, d in rows])
+    return table
+
+
+def test_roles_phrase_and_the_findings_sentence():
+    from factcircuits.chapters import circuit as chapter
+
+    roles = _roles([("L9H1", "mover", 0.8), ("L3H0", "mover", 2.0), ("L5H2", "relation", 0.4),
+                    ("L1H1", "other", 0.0), ("L2H2", "other", -0.3)])
+    assert chapter.roles_phrase(roles) == ("2 movers (L3H0, L9H1), 1 relation head (L5H2), "
+                                           "0 mixed heads and 2 other")
+    run = SimpleNamespace(result=lambda method, name: roles if name == "head_roles" else None)
+    [finding] = chapter.role_findings(run)
+    assert "the circuit's 5 heads" in finding.text
+    assert ("The strongest mover, L3H0, writes a DLA of 2.00 (95% CI 1.50 to 2.50), 80% "
+            "(95% CI 60% to 95%) of it through the subject tokens") in finding.text
+    assert f"above {R.READS:.0%}" in finding.text
+    no_roles = SimpleNamespace(result=lambda method, name: None)
+    assert chapter.role_findings(no_roles) == []

@@ -13,7 +13,11 @@ import torch
 from circuit_helpers import pairs
 
 from factcircuits.methods.circuits import faithfulness as F
-from factcircuits.methods.circuits.figures import circuit_figure, faithfulness_figure
+from factcircuits.methods.circuits.figures import (
+    faithfulness_figure,
+    interactive_circuit_figure,
+    static_circuit_figure,
+)
 from factcircuits.methods.circuits.summary import CircuitHeadline, circuit_summary
 from factcircuits.methods.uncertainty import resample_counts
 from factcircuits.models.tiny import tiny_model
@@ -102,10 +106,15 @@ def test_resampled_faithfulness_equals_faithfulness_of_the_drawn_prompts():
 
 
 def test_figures_name_the_nodes_and_say_how_many_edges_are_shown(summary):
-    fig = circuit_figure(summary.nodes, summary.circuit_edges, max_edges=5)
-    assert f"5 strongest of {len(summary.circuit_edges)}" in fig.layout.title.text
-    labels = set(fig.data[-1].text)
-    assert labels <= set(summary.nodes["node"]) and len(fig.data) == 6
+    fig = static_circuit_figure(summary.nodes, summary.circuit_edges, max_edges=5)
+    assert f"the 5 strongest of {len(summary.circuit_edges)}" in fig.layout.title.text
+    labels = {a.text for a in fig.layout.annotations}
+    assert labels <= set(summary.nodes["node"])
+    assert len([t for t in fig.data if t.mode == "lines"]) == 5
+    k = len(summary.circuit_edges)
+    sizes = [(n, f"{n} edges") for n in sorted({min(3, k), k})]
+    live = interactive_circuit_figure(summary.edges, summary.nodes, sizes)
+    assert len(live.layout.sliders[0].steps) == len(sizes)
     curve = faithfulness_figure(summary.faithfulness, random_draws=5)
     assert len(curve.data) == 4  # EAP-IG top-k and greedy, EAP top-k, the random baseline
     baseline = curve.data[-1]

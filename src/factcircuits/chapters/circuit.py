@@ -13,6 +13,8 @@ import pandas as pd
 
 from factcircuits.methods.circuits.faithfulness import ABLATION
 from factcircuits.methods.circuits.figures import MAX_EDGES_DRAWN
+from factcircuits.methods.circuits.roles import COLUMNS as ROLE_COLUMNS
+from factcircuits.methods.circuits.roles import MIXED_FLOOR, READS, role_counts
 from factcircuits.methods.circuits.scores import IG_STEPS
 from factcircuits.methods.circuits.summary import (
     CircuitHeadline,
@@ -23,7 +25,7 @@ from factcircuits.methods.circuits.summary import (
 from factcircuits.methods.uncertainty import with_interval
 from factcircuits.results.kinds import Graph, Table
 from factcircuits.results.parameter_declarations import SEED
-from factcircuits.results.registry import MOVES, Finding, Method, Profile
+from factcircuits.results.registry import CIRCUITS, MOVES, Finding, Method, Profile
 from factcircuits.results.run import Run
 
 TOP_EDGES = 30  # rows of the top-edges table
@@ -176,7 +178,46 @@ def circuit_findings(run: Run) -> list[Finding]:
         if _shares(h):
             text += f", while holding {_shares(h)}"
     text += "."
-    return [Finding(MOVES, text, 30)]
+    return [Finding(MOVES, text, 30)] + role_findings(run)
+
+
+# ------------------------------------------------------------------ head roles (issue 33.4)
+_ROLE_NAMES = {"mover": ("mover", "movers"), "relation": ("relation head", "relation heads"),
+               "mixed": ("mixed head", "mixed heads"), "other": ("other", "other")}
+
+
+def roles_phrase(roles: pd.DataFrame, listed: int = 8) -> str:
+    """'2 movers (L20H1, L23H4), 1 relation head (L15H2), 0 mixed heads and 40 other'."""
+    parts = []
+    for role, names in role_counts(roles).items():
+        one, many = _ROLE_NAMES[role]
+        said = f"{len(names)} {one if len(names) == 1 else many}"
+        if names and role != "other":
+            more = f" and {len(names) - listed} more" if len(names) > listed else ""
+            said += f" ({', '.join(names[:listed])}{more})"
+        parts.append(said)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def role_findings(run: Run) -> list[Finding]:
+    """One sentence: the roles of the circuit's heads, and the strongest mover's (else the
+    strongest head's) direct effect with its subject share, each with its interval."""
+    roles = run.result(METHOD, "head_roles")
+    if roles is None or not len(roles):
+        return []
+    movers = roles[roles["role"] == "mover"]
+    top = (movers if len(movers) else roles).sort_values("dla", ascending=False).iloc[0]
+    which = "the strongest mover" if len(movers) else "the head with the largest direct effect"
+    text = (f"**Head roles** (the circuit's {len(roles)} heads; each head's direct effect on "
+            "the answer split by the source position it reads): "
+            f"{roles_phrase(roles)}. {which.capitalize()}, {top['node']}, writes a DLA of "
+            f"{with_interval(top['dla'], [top['dla_low'], top['dla_high']])}, "
+            f"{with_interval(top['subject_share'], [top['subject_share_low'], top['subject_share_high']], '.0%')} "  # noqa: E501
+            "of it through the subject tokens. A mover writes the answer (DLA interval above 0) "
+            f"with a subject share whose interval lies above {READS:.0%}, a relation head "
+            f"likewise through the relation tokens, a mixed head with each carrying at least "
+            f"{MIXED_FLOOR:.0%}.")
+    return [Finding(CIRCUITS, text, 40)]
 
 
 def size_axis(table: pd.DataFrame, n_layers: int) -> pd.Series:
@@ -204,6 +245,10 @@ METHOD = Method(
         "top_edges": Table({"rank": "int", "upstream": "str", "downstream": "str",
                             "input": "str", "eap_ig": "float", "eap": "float"},
                            "the edges with the largest |EAP-IG|"),
+        "head_roles": Table(ROLE_COLUMNS,
+                            "every circuit head's direct effect (DLA) split by the source "
+                            "position it reads, its last-token attention by token class and "
+                            "its role (methods/circuits/roles.py)"),
         "cross_check": Table({"method": "str", "component": "str", "why": "str",
                               "in_circuit": "bool", "base_rate": "float"},
                              "components other chapters single out, in the circuit or not, "

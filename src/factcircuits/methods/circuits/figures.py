@@ -250,3 +250,17 @@ def interactive_circuit_figure(edges: pd.DataFrame, nodes: pd.DataFrame,
         sliders=[{"active": active, "steps": steps, "currentvalue": {"prefix": "circuit: "},
                   "pad": {"t": 40}}])
     return fig
+
+
+def size_steps(faithfulness: pd.DataFrame, k: int, f_k: float | None = None
+               ) -> list[tuple[int, str]]:
+    """The slider's circuit sizes: EAP-IG's top-k sizes on the faithfulness grid smaller than
+    the drawn circuit's k edges, then k itself, each labelled with its faithfulness on the
+    evaluation pairs (`f_k`: the k-edge circuit's, when known)."""
+    grid = faithfulness[(faithfulness["method"] == "EAP-IG")
+                        & (faithfulness["variant"] == "top-k")
+                        & (faithfulness["n_edges"] < k) & (faithfulness["n_edges"] > 0)]
+    steps = [(int(r.n_edges), f"{int(r.n_edges):,} edges (f = {r.faithfulness:.2f})")
+             for r in grid.sort_values("n_edges").itertuples()]
+    last = f"{k:,} edges" + (f" (f = {f_k:.2f})" if f_k is not None else "")
+    return steps + [(k, last)]

@@ -48,6 +48,14 @@ MIXED_FLOOR = 0.25  # mixed: subject and relation tokens each carry at least thi
 ROLE_COLOURS = {"mover": "#d62728", "relation": "#1f77b4", "mixed": "#9467bd",
                 "other": "#bdbdbd"}
 _HEAD = re.compile(r"^L(\d+)H(\d+)$")
+# the role table's columns and their kinds (the run saves it as `head_roles`)
+COLUMNS = {"node": "str", "layer": "int", "head": "int", "role": "str",
+           "dla": "float", "dla_low": "float", "dla_high": "float",
+           **{f"dla_{s}": "float" for s in A.SOURCES},
+           **{f"{s}_share{x}": "float" for s in ("subject", "relation")
+              for x in ("", "_low", "_high")},
+           **{f"attn_{s}": "float" for s in A.SOURCES},
+           **{f"attn_{s}{x}": "float" for s in ("subject", "relation") for x in ("_low", "_high")}}
 
 
 def circuit_heads(nodes: pd.DataFrame) -> list[tuple[int, int]]:
@@ -95,11 +103,7 @@ def role_table(sources: pd.DataFrame, attention: Float[Tensor, "n L H sources"],
     its parts by source (`dla_<source>`; they add up to `dla`), the subject and relation
     shares with intervals, and the mean attention to each source (`attn_<source>`), with
     intervals for subject and relation."""
-    columns = ["node", "layer", "head", "role", "dla", "dla_low", "dla_high",
-               *[f"dla_{s}" for s in A.SOURCES],
-               *[f"{s}_share{x}" for s in ("subject", "relation") for x in ("", "_low", "_high")],
-               *[f"attn_{s}" for s in A.SOURCES],
-               *[f"attn_{s}{x}" for s in ("subject", "relation") for x in ("_low", "_high")]]
+    columns = list(COLUMNS)
     if not heads:
         return pd.DataFrame(columns=columns)
     table = sources.set_index(["prompt", "layer", "head", "source"])["dla"]
