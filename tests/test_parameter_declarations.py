@@ -137,3 +137,24 @@ def test_a_long_meaning_goes_above_its_line():
     assert parameter_cells.line(p) == f"# {p.meaning}\nx = \"auto\""
     short = Parameter("n", 3.0, "three", "", lambda v: True)
     assert parameter_cells.line(short) == "n = 3.0  # three"
+
+
+def test_the_run_commands_help_lists_every_declaration():
+    """`factcircuits run --help` (and `sweep --help`) end with each parameter's default and
+    meaning, by owner, read from the declarations."""
+    from factcircuits.cli import build_parser
+    from factcircuits.results.registry import methods
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for command in ("run", "sweep"):
+        text = commands[command].format_help()
+        assert "parameters (-p NAME=VALUE)" in text, command
+        for p in CORE:
+            assert f"{p.name}={p.default if p.default != '' else '(empty)'}  {p.meaning}" \
+                in text, (command, p.name)
+        for m in [m for m in methods() if m.parameters]:
+            block = text.split(f"  {m.notebook}:\n", 1)[1]
+            for p in m.parameters:
+                shown = str(p.default).lower() if isinstance(p.default, bool) else p.default
+                assert f"    {p.name}={shown}  {p.meaning}" in block, (command, p.name)

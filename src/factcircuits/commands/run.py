@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import yaml
 
 from factcircuits.errors import UserError
-from factcircuits.run.parameters import CommandLineText
+from factcircuits.run.parameters import CommandLineText, as_command_line
 from factcircuits.run.threads import add_threads_argument
 
 
@@ -88,11 +89,44 @@ def overrides_from_args(args) -> dict[str, Any]:
     return overrides
 
 
+PARAMETERS_HELP = "parameters (-p NAME=VALUE)"  # the epilog `ParametersHelpFormatter` writes
+
+
+def parameters_help() -> str:
+    """Every declared parameter with its default and meaning: the core ones, then each
+    method's own under its notebook (read from the declarations, so it cannot drift)."""
+    from factcircuits.results.parameter_declarations import CORE
+    from factcircuits.results.registry import methods
+
+    groups = [("every notebook", CORE)] + [(m.notebook, m.parameters) for m in methods()
+                                           if m.parameters]
+    lines = [f"{PARAMETERS_HELP}, each with its default:"]
+    for owner, declared in groups:
+        lines.append(f"  {owner}:")
+        lines += [f"    {p.name}={as_command_line(p.default) or '(empty)'}  {p.meaning}"
+                  for p in declared]
+    return "\n".join(lines)
+
+
+class ParametersHelpFormatter(argparse.HelpFormatter):
+    """Writes the parameters epilog when help is asked for (the registry is loaded then, not
+    on every command) and keeps its lines as they are."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text == PARAMETERS_HELP:
+            return "\n".join(indent + line for line in parameters_help().splitlines())
+        return super()._fill_text(text, width, indent)
+
+
 def add_run_arguments(parser) -> None:
+    """The run options shared by `run` and `sweep`; their help ends with every parameter."""
+    parser.formatter_class = ParametersHelpFormatter
+    parser.epilog = PARAMETERS_HELP
     parser.add_argument("--task", help="yesno or cloze (notebook default otherwise)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="set a notebook parameter (repeatable); the value takes the "
-                        "parameter's declared type (whole number, number, true/false, text)")
+                        help="set a notebook parameter (repeatable; listed below); the value "
+                        "takes the parameter's declared type (whole number, number, "
+                        "true/false, text)")
     parser.add_argument("--params", metavar="FILE", help="YAML file of parameters")
     parser.add_argument("--notebooks", metavar="01,02", help="run only these notebooks")
     parser.add_argument("--device", help="cpu, cuda, mps or auto")
