@@ -80,6 +80,8 @@ def measure(model: str, dataset: str, per_relation: int, n_prompts: int, ig_step
                 "faithfulness_for_80": None if c.at_80 is None else
                 [round(c.at_80.value, 4), round(c.at_80.low, 4), round(c.at_80.high, 4)],
                 "cpr": [round(c.cpr.value, 4), round(c.cpr.low, 4), round(c.cpr.high, 4)],
+                # the full graph is the full model: 1 at any size of the run
+                "faithfulness_at_100": round(float(c.faithfulness["faithfulness"].iloc[-1]), 6),
                 "stability_median": None if s is None else round(s.median, 4),
                 "stability_range": None if s is None else [round(v, 4) for v in s.interval],
                 "stable": None if s is None else s.stable}
@@ -92,7 +94,8 @@ def measure(model: str, dataset: str, per_relation: int, n_prompts: int, ig_step
     core = None if study.core is None else {
         "rule": study.core.rule, "needed": study.core.needed, "n_edges": study.core.n_edges,
         "per_relation": study.core_table.round(4).to_dict("records")}
-    return {"model": model, "dataset": dataset, "per_relation": per_relation,
+    return {"benchmark": "relation_circuits", "model": model, "dataset": dataset,
+            "per_relation": per_relation,
             "n_pairs": len(pairs.prompts), "n_edges": cf.graph.n_edges, "ig_steps": ig_steps,
             "resamples": resamples, "min_pairs": min_pairs,
             "relations": study.relations.to_dict("records"),

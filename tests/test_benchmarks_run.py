@@ -35,6 +35,9 @@ SMALLEST = {
     "dataset_scale.py": ["--rows", "1000", "--fill-rows", "250"],
     "model_memory.py": ["--model", "tiny", "--prompts", "4"],
     "patching.py": ["--model", "tiny", "--pairs", "2", "--reps", "1", "--threads", "1"],
+    "relation_circuits.py": ["--model", "tiny", "--dataset", "paris-cloze", "--per-relation",
+                             "0", "--n-prompts", "3", "--ig-steps", "1", "--resamples", "5",
+                             "--min-pairs", "1", "--threads", "1"],
     "pipeline.py": ["--threads", "1", "--", "--model", "tiny", "-p", "n_prompts=3",
                     "--notebooks", "02", "--no-progress"],  # --runs-dir added per test
     "suite.py": ["--", "-n", "0", "-k", "shadows_an_installed", "tests/test_benchmarks_run.py"],
@@ -117,6 +120,15 @@ def check_pipeline(r):
     assert r["run_id"].startswith("tiny__")
 
 
+def check_relation_circuits(r):
+    assert r["benchmark"] == "relation_circuits" and r["model"] == "tiny"
+    assert r["resamples"] == 5 and r["threads"] == 1 and r["n_pairs"] >= 1
+    assert sum(row["n_pairs"] for row in r["relations"]) == r["n_pairs"]
+    for group in [r["pooled"], *r["circuits"]]:
+        assert group["faithfulness_at_100"] == pytest.approx(1.0, abs=1e-3)
+    assert r["total_s"] > 0 and r["peak_gb"] >= r["peak_gb_after"]["load"] > 0
+
+
 def check_suite(r):
     assert r["exit_code"] == 0 and r["outcomes"] == {"passed": 1}
     assert list(r["per_file_s"]) == ["tests/test_benchmarks_run.py"]
@@ -132,6 +144,7 @@ def check_tracing(r):
 CHECKS = {"atp.py": check_atp, "circuit.py": check_circuit,
           "dataset_scale.py": check_dataset_scale, "model_memory.py": check_model_memory,
           "patching.py": check_patching, "pipeline.py": check_pipeline,
+          "relation_circuits.py": check_relation_circuits,
           "suite.py": check_suite, "tracing.py": check_tracing}
 
 
