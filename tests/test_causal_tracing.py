@@ -274,14 +274,17 @@ def test_too_few_prompts_make_a_claim_untestable():
 def test_the_text_reads_window_1_peaks_and_says_whether_the_windowed_peak_survives():
     from factcircuits.chapters import causal_tracing as chapter
 
-    h = chapter.TracingHeadline(
+    # the peaks given one field per peak, as older runs stored them: read as Estimates
+    h = chapter.TracingHeadline.from_json(dict(
         window=6, window_share=0.2, window_rule=CT.window_rule("auto", 30),
         mlp_subject_last_peak_layer=13, mlp_subject_last_peak_layer_range=[7, 13],
         mlp_subject_last_peak_aie=0.012, attn_subject_last_peak_layer=23,
         attn_subject_last_peak_aie=0.002, mlp_subject_last_layer0_aie=0.17,
         windowed_mlp_subject_last_peak_layer=3, mlp_subject_last_windowed_peak_survives=False,
         attn_last_peak_layer=23, attn_last_peak_layer_range=[22, 23], attn_last_peak_aie=0.13,
-        windowed_attn_last_peak_layer=22, attn_last_windowed_peak_survives=True)
+        windowed_attn_last_peak_layer=22, attn_last_windowed_peak_survives=True))
+    assert h.peak("attn", "last").layer_range == (22, 23) and h.survives("mlp", "subject_last") \
+        is False
     text = chapter.peaks_markdown(h)
     assert "MLP restoration (layers ≥ 1) peaks at **layer 13" in text
     assert "layer-0 MLP alone at the last subject token recovers 0.170" in text

@@ -52,8 +52,8 @@ def test_cross_check_reads_the_other_chapters_of_the_run(tmp_path):
     Results(tmp_path, attribution.METHOD).headline(attribution.METHOD.headline(key_mlp_layer=1))
     Results(tmp_path, activation_patching.METHOD).headline(activation_patching.METHOD.headline(
         top_head_layer=0, top_head=3, mlp_out_subject_last_peak_layer=0))
-    Results(tmp_path, causal_tracing.METHOD).headline(causal_tracing.METHOD.headline(
-        mlp_subject_last_peak_layer=1, attn_last_peak_layer=2))
+    Results(tmp_path, causal_tracing.METHOD).headline(causal_tracing.METHOD.headline.from_json(
+        {"mlp_subject_last_peak_layer": 1, "attn_last_peak_layer": 2}))
     Results(tmp_path, ablation_knockout.METHOD).headline(ablation_knockout.METHOD.headline(
         knockout_subject_peak_centre=3))
     nodes = pd.DataFrame({"name": ["input", "L2H1", "L2KV0", "MLP 1", "logits"]})

@@ -36,6 +36,15 @@ def peaked(peak_layer: int, peak: float, **columns) -> pd.DataFrame:
                          for layer in range(N_LAYERS)])
 
 
+def built(method, fields: dict) -> dict:
+    """A headline's JSON through its method's class. Tracing's peaks are given one field per
+    peak (`mlp_subject_last_peak_layer`, …), as older runs stored them: read back as
+    Estimates (`TracingHeadline.from_json`)."""
+    if method is causal_tracing.METHOD:
+        return method.headline.from_json(fields).to_json()
+    return method.headline(**fields).to_json()
+
+
 def make_run(root: Path, run_id: str = "m__d__1", *, task: str = "cloze",
              patch_mlp_layer: int = 4, patch_head: tuple[int, int] = (7, 2),
              at_chance: bool = False, trace_window: int = 1, ranges: bool = True,
@@ -104,8 +113,8 @@ def make_run(root: Path, run_id: str = "m__d__1", *, task: str = "cloze",
     # each headline built through its method's class: a renamed field fails here
     chapters = {"01": task_check_chapter, "02": logit_lens, "03": attribution,
                 "04": activation_patching, "05": causal_tracing, "06": ablation_knockout}
-    record["headline"] = {chapters[key].METHOD.notebook:
-                          chapters[key].METHOD.headline(**headline[key][1]).to_json()
+    record["headline"] = {chapters[key].METHOD.notebook: built(chapters[key].METHOD,
+                                                               headline[key][1])
                           for key in notebooks}
     (folder / "run.json").write_text(json.dumps(record))
     results = folder / "results"
@@ -286,9 +295,11 @@ def test_front_page_zero_one_and_two_runs(tmp_path):
     assert "| run |" not in one and "{#sec-findings-a--x--1}" in one
     make_run(tmp_path, "b__y__2", patch_mlp_layer=6, patch_head=(9, 0))
     two = synthesis.front_page_markdown(load_runs(tmp_path), anchors=False)
-    # one table, a row per run with the key numbers and their intervals
-    assert ("| Run 1: toy-model on toy-facts | 20 (16) | 80% [60%, 95%] | L3 (2–4): 0.080 "
-            "[0.050, 0.110] | L4 (3–5): 0.60 [0.40, 0.80] | L6–8: -60% | L7H2: 1.25 "
+    # one table, a row per run with the key numbers and their intervals, in chapter order
+    assert ("| run | prompts (analysed) | accuracy | top head (DLA) | patching: MLP peak | "
+            "tracing: MLP peak | subject knockout | checks agreeing |") in two
+    assert ("| Run 1: toy-model on toy-facts | 20 (16) | 80% [60%, 95%] | L7H2: 1.25 | "
+            "L4 (3–5): 0.60 [0.40, 0.80] | L3 (2–4): 0.080 [0.050, 0.110] | L6–8: -60% "
             "| 3 of 3 |") in two
     assert "| Run 2: toy-model on toy-facts | 20 (16) |" in two and "| 1 of 3 |" in two
     assert "{#" not in two and "{.unnumbered}" not in two

@@ -253,8 +253,8 @@ def attribution_estimates(run: Run) -> list[Estimate]:
         found.append(Estimate(ANSWER_HEAD, NAME, site="head", layer=layer, head=head,
                               value=h.top_head_dla, interval=h.top_head_dla_ci, unit="DLA",
                               why="top-1 head by |DLA|"))
-        # a head's layer is exact: no resampled range
-        found.append(Estimate(SUBJECT_READ, NAME, layer=layer, layer_range=(layer, layer),
+        # the layer where the top head reads (a head's layer is exact: no resampled range)
+        found.append(Estimate(SUBJECT_READ, NAME, site="head", layer=layer, head=head,
                               value=h.top_head_subject_share, unit=SOURCE_SHARE,
                               how="top DLA head"))
     return found

@@ -63,9 +63,10 @@ DEFAULT_TITLE = "Fact recall in language models: the runs of this write-up"
 
 
 def _prompts_scored(ev: Run) -> int | None:
-    from factcircuits.chapters import task_check
+    from factcircuits.results.registry import PROMPTS_SCORED, methods
 
-    n = ev.headline(task_check.METHOD).n_prompts
+    n = next((x.n for m in methods() for x in m.samples_of(ev) if x.what == PROMPTS_SCORED),
+             None)
     return int(n) if isinstance(n, (int, float)) and n == n else None
 
 
@@ -261,10 +262,12 @@ def comparison_intro(runs: list[Run]) -> str:
 def run_settings(ev: Run) -> str:
     """The prompts a run analysed and the parameters its user chose, in words: 'known=pairwise
     (13 of 13 prompts kept) · n_prompts=16 · noise_samples=2'."""
-    from factcircuits.chapters.task_check import analysed_note
+    from factcircuits.results.registry import methods
 
     params = ev.parameters
-    known = analysed_note(ev)
+    # the task check says which prompts were kept ('known=pairwise (13 of 13 prompts kept)')
+    known = next((m.analysed_note(ev) for m in methods() if m.analysed_note and ev.has(m)),
+                 f"known={params.get('known', 'top1')}")
     chosen = [k for k in ev.record.get("parameters_set") or []
               if k in params and k not in ("model", "dataset", "task", "known")]
     chosen = [f"{k}={params[k]}" for k in chosen]

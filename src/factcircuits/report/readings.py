@@ -1,27 +1,33 @@
-"""What several findings sentences read across methods: the published reference points and
-where restoring MLPs at the subject peaks, by method."""
+"""What several findings sentences read across methods: a run's estimates of one quantity
+(`results.estimates`), and the one of them comparable with a published value."""
 
 from __future__ import annotations
 
-from factcircuits.chapters import activation_patching, causal_tracing
+from factcircuits.results.estimates import MLP_AT_SUBJECT, PUBLISHED, ROME, Estimate, of
 from factcircuits.results.run import Run
 
-# Published reference points (typed once here, with their source; everything else is computed).
-ORIGINAL_STUDY = {"model": "google/gemma-2b-it", "n_layers": 18, "mlp_share": 0.70,
-                  "peak_layer": 13, "peak_sublayer": "mlp"}  # the study this project extends
-ROME = {"model": "GPT-2 XL", "n_layers": 48, "mlp_aie": 0.066, "attn_aie": 0.016,
-        "noise_samples": 10}  # Meng et al. 2022, causal tracing at the last subject token
+
+def by_method(estimates: list[Estimate], quantity: str) -> list[Estimate]:
+    """The first estimate of `quantity` by each method, in chapter order."""
+    seen, found = set(), []
+    for e in of(estimates, quantity):
+        if e.method not in seen:
+            seen.add(e.method)
+            found.append(e)
+    return found
 
 
-def mlp_at_subject(run: Run) -> dict:
-    """Where restoring MLP outputs at the last subject token matters most, by method:
-    {'tracing': (layer, AIE), 'patching': (layer, normalized effect)}."""
-    out = {}
-    tr = run.headline(causal_tracing.METHOD)
-    if tr.mlp_subject_last_peak_layer is not None:
-        out["tracing"] = (tr.mlp_subject_last_peak_layer, tr.mlp_subject_last_peak_aie)
-    pa = run.headline(activation_patching.METHOD)
-    if pa.mlp_out_subject_last_peak_layer is not None:
-        out["patching"] = (int(pa.mlp_out_subject_last_peak_layer),
-                           float(pa.mlp_out_subject_last_peak))
-    return out
+def comparable(estimates: list[Estimate], quantity: str, study: str) -> Estimate | None:
+    """The run's estimate of `quantity` measured as the study measured it (the same unit),
+    or None."""
+    ref = next((p for p in PUBLISHED if p.quantity == quantity and p.method == study), None)
+    return next((e for e in by_method(estimates, quantity)
+                 if ref is not None and e.unit == ref.unit), None)
+
+
+def mlp_at_subject(run: Run) -> Estimate | None:
+    """Where restoring MLP outputs at the last subject token matters most: the estimate
+    comparable with ROME's (causal tracing's AIE) when the run has one, else the first."""
+    estimates = run.estimates()
+    found = by_method(estimates, MLP_AT_SUBJECT)
+    return comparable(estimates, MLP_AT_SUBJECT, ROME) or (found[0] if found else None)

@@ -1,8 +1,10 @@
 """How sure a run's findings are: intervals in words, cross-method agreement decided by the
-ranges of resampled peaks, and claims with their test. Reads typed headlines only (the
-`_ci`, `_range` and `claim_` fields the methods store beside each number).
+ranges of resampled peaks, and claims with their test. Reads what the methods declare: their
+Estimates (`results.estimates`), claims (`claim_*` headline fields) and sample sizes
+(`Method.samples`); it names no method.
 
-Agreement of two layer estimates: each comes with the range of layers holding its peak in 95 %
+Any two methods that estimate the same located quantity are compared. Agreement of two layer
+estimates: each comes with the range of layers holding its peak in 95 %
 of bootstrap resamples over prompts. They *agree* when the ranges overlap, *disagree* when they
 do not, and are *not resolved at this sample size* when a range spans more than a third of the
 model (a peak that could be almost anywhere agrees with everything). Ranges are compared as
@@ -15,17 +17,16 @@ claims, "not tested" below the sample that could reach α)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+from itertools import combinations
 
-from factcircuits.chapters import activation_patching, attribution, causal_tracing, logit_lens
-from factcircuits.chapters.ablation_knockout import METHOD as KNOCKOUT
-from factcircuits.chapters.ablation_knockout import subject_knockout
-from factcircuits.methods.uncertainty import ALPHA, SMALL_SAMPLE, claim_text, judge_claims
-from factcircuits.report.readings import ROME, mlp_at_subject
-from factcircuits.results.registry import methods
+from factcircuits.methods.uncertainty import ALPHA, SMALL_SAMPLE, claim_text
+from factcircuits.report.readings import by_method
+from factcircuits.results.claims import run_claims
+from factcircuits.results.estimates import HEAD_QUANTITIES, LOCATED, PUBLISHED, Estimate
+from factcircuits.results.registry import SURE, methods
 from factcircuits.results.run import Run
-from factcircuits.results.wording import LAYER0_MLP, head_label, range_text
+from factcircuits.results.wording import LAYER0_MLP, range_text
 
 AGREE, DISAGREE, UNRESOLVED = "agrees", "differs", "not resolved at this sample size"
 CONFOUNDED = "not comparable (layer-0 MLP)"
@@ -66,57 +67,50 @@ def small_sample_note(sizes: dict[str, int]) -> str:
             "intervals).")
 
 
+def as_published(e: Estimate) -> bool:
+    """The estimate is measured as a published estimate of its quantity is (the same unit)."""
+    return any(p.quantity == e.quantity and p.unit == e.unit for p in PUBLISHED)
+
+
+def said(e: Estimate) -> str:
+    """One estimate as a check's detail names it: 'causal tracing layer 5 (layers 4–6)',
+    'head patching L7H2', 'top DLA head in layer 7', 'subject knockout peaks in windows of
+    layers 6–8; their centres lie in layers 6–8 in 95% of resamples'."""
+    if e.quantity in HEAD_QUANTITIES:
+        return f"{e.by} {e.component}"
+    if e.window is not None:
+        first, last = e.window
+        if e.layer_range is None:
+            return f"{e.by} peaks in layers {first}–{last} (no resampled range)"
+        low, high = e.layer_range
+        return (f"{e.by} peaks in windows of layers {first}–{last}; their centres lie in "
+                f"layers {low}–{high} in 95% of resamples")
+    if e.layer_range is None and e.peak_range is not None:  # a head's layer: exact
+        return f"{e.by} in layer {e.layer}"
+    return f"{e.by} layer {e.layer} ({range_text(e.layer_range)})"
+
+
+def compare(a: Estimate, b: Estimate, n_layers: int | None) -> Check:
+    """Two methods' estimates of one quantity (see the module docstring): a head by its
+    identity, a layer by the ranges of resampled peaks, never a layer-0 MLP."""
+    detail = f"{said(a)}, {said(b)}"
+    if a.quantity in HEAD_QUANTITIES:
+        return Check(a.quantity, AGREE if a.component == b.component else DISAGREE, detail)
+    if any(e.site == "mlp" and e.layer == 0 for e in (a, b)):
+        return Check(a.quantity, CONFOUNDED, f"{detail}; {LAYER0_MLP}")
+    # compared as they are: a window centre's range is never widened by the window
+    return Check(a.quantity, layer_ranges_agree(a.peak_range, b.peak_range, n_layers), detail)
+
+
 def checks(ev: Run) -> list[Check]:
-    """Cross-method checks, decided by the ranges of resampled peaks (`sureness`)."""
+    """Every two methods that estimate the same located quantity, compared (`compare`): in
+    chapter order, an estimate measured as a published one (ROME's AIE) first."""
+    estimates = ev.estimates()
     found = []
-    mlp = mlp_at_subject(ev)
-    tr, pa = ev.headline(causal_tracing.METHOD), ev.headline(activation_patching.METHOD)
-    if {"tracing", "patching"} <= set(mlp):
-        a, b = int(mlp["tracing"][0]), int(mlp["patching"][0])
-        a_range = tr.mlp_subject_last_peak_layer_range
-        b_range = pa.mlp_out_subject_last_peak_layer_range
-        detail = (f"causal tracing layer {a} ({range_text(a_range)}), activation "
-                  f"patching layer {b} ({range_text(b_range)})")
-        verdict = CONFOUNDED if b == 0 else layer_ranges_agree(a_range, b_range, ev.n_layers)
-        if b == 0:
-            detail += f"; {LAYER0_MLP}"
-        found.append(Check("MLP peak at the last subject token", verdict, detail))
-    dla_head = ev.headline(attribution.METHOD).top_head
-    if dla_head and pa.top_head_layer is not None:
-        patch_head = head_label(pa.top_head_layer, pa.top_head)
-        found.append(Check("the head that moves the answer",
-                            AGREE if patch_head == dla_head else DISAGREE,
-                            f"direct logit attribution {dla_head}, head patching {patch_head}"))
-    ko = subject_knockout(ev)
-    centres = ev.headline(KNOCKOUT).knockout_subject_peak_centre_range
-    if dla_head and ko is not None:
-        layer = int(dla_head[1:].split("H")[0])
-        detail = f"top DLA head in layer {layer}, subject knockout peaks in "
-        if centres:  # compared with the window centres as they are, not widened
-            verdict = layer_ranges_agree([layer, layer], list(centres), ev.n_layers)
-            detail += (f"windows of layers {int(ko['first'])}–{int(ko['last'])}; their centres "
-                       f"lie in layers {centres[0]}–{centres[1]} in 95% of resamples")
-        else:
-            verdict = UNRESOLVED
-            detail += f"layers {int(ko['first'])}–{int(ko['last'])} (no resampled range)"
-        found.append(Check("where attention reads the subject", verdict, detail))
+    for quantity in LOCATED:
+        ranked = sorted(by_method(estimates, quantity), key=lambda e: not as_published(e))
+        found += [compare(a, b, ev.n_layers) for a, b in combinations(ranked, 2)]
     return found
-
-
-def run_claims(ev: Run) -> dict[str, dict]:
-    """Every claim the run's methods stored (`claim_*` headline fields), judged together: by
-    field name, each with its Holm-adjusted p and verdict."""
-    stored = []
-    for method in methods():
-        if not ev.has(method):
-            continue
-        h = ev.headline(method)
-        for f in dataclasses.fields(h):
-            value = getattr(h, f.name)
-            if f.name.startswith("claim_") and isinstance(value, dict):
-                stored.append((f.name, {**value, "method": method.short}))
-    judged = judge_claims([c for _, c in stored])
-    return {name: c for (name, _), c in zip(stored, judged)}
 
 
 def claims(ev: Run) -> list[str]:
@@ -156,29 +150,18 @@ def sureness(ev: Run, checks: list[Check], mechanism: bool = True) -> list[str]:
     found = claims(ev) if mechanism else []
     if found:
         bullets.append("**Claims and their tests**:" + "".join(f"\n  - {c}" for c in found))
-    sizes = []
-    lens, pa = ev.headline(logit_lens.METHOD), ev.headline(activation_patching.METHOD)
-    tr, dla = ev.headline(causal_tracing.METHOD), ev.headline(attribution.METHOD)
-    if lens.n_prompts is not None:
-        sizes.append(f"{lens.n_prompts} prompts analysed")
-    if pa.n_pairs is not None:
-        sizes.append(f"{pa.n_pairs} patched pairs "
-                     f"({pa.n_dropped_unequal or 0} left out for unequal "
-                     f"token length)")
-    samples = tr.noise_samples
-    if samples is not None:
-        sizes.append(f"{samples} noise samples per prompt in causal tracing"
-                     + (f" (ROME used {ROME['noise_samples']})"
-                        if samples < ROME["noise_samples"] else ""))
+    samples = [x for m in methods() for x in m.samples_of(ev)]
+    sizes = [x.text for x in samples if x.text]
     if sizes:
-        used = {"prompts analysed": lens.n_prompts or tr.n_prompts, "pairs patched": pa.n_pairs}
+        used = {}
+        for x in samples:  # the first count of each kind stated, in chapter order
+            if x.text and x.what and used.get(x.what) is None:
+                used[x.what] = x.n
         bullets.append("**Sample sizes**: " + "; ".join(sizes) + ". Intervals of means are 95% "
                        "bootstrap intervals over prompts (1,000 resamples, seeded by the run's "
                        "seed); intervals of proportions are exact (Clopper–Pearson)."
                        + small_sample_note(used))
-    err = dla.dla_sum_check_max_abs_error
-    if err is not None:
-        passes = dla.dla_sum_check_passes
-        bullets.append(f"**Attribution check**: the components sum to the metric within "
-                       f"{err:.1e} ({'passes' if passes else '**fails**'} the 1e-3 check).")
-    return bullets
+    # each method's own notes on how sure it is (e.g. attribution's sum check)
+    notes = sorted((f for m in methods() for f in m.findings_for(ev) if f.section == SURE),
+                   key=lambda f: f.order)
+    return bullets + [f.text for f in notes]

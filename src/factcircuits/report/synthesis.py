@@ -13,90 +13,36 @@ from __future__ import annotations
 
 from collections import Counter
 
-from factcircuits.chapters import (
-    ablation_knockout,
-    activation_patching,
-    attribution,
-    causal_tracing,
-    task_check,
-)
-from factcircuits.chapters.ablation_knockout import subject_knockout
 from factcircuits.report.compare import RunGroup, numbers_text, run_groups
 from factcircuits.report.findings import run_findings, run_markdown
-from factcircuits.report.readings import mlp_at_subject
+from factcircuits.report.readings import by_method, mlp_at_subject
 from factcircuits.report.sureness import DISAGREE
+from factcircuits.results.estimates import ANSWER_HEAD, SUBJECT_READ, of
+from factcircuits.results.registry import methods
 from factcircuits.results.run import Run, depth_band
-from factcircuits.results.wording import LAYER0_MLP
-
-
-def _interval(value, ci, spec: str) -> str:
-    """'0.21 [0.10, 0.32]' (a table cell: the 95% interval in brackets), '—' when not
-    computed."""
-    if not _number(value):
-        return "—"
-    text = format(value, spec)
-    if ci and len(ci) == 2 and all(_number(v) for v in ci):
-        text += f" [{format(ci[0], spec)}, {format(ci[1], spec)}]"
-    return text
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-LAYER0_MARK = "†"  # a patching peak at the layer-0 MLP: named, not matched (wording.LAYER0_MLP)
-
-
-def _peak(layer, layer_range, value, ci, spec: str = ".2f", layer0_mlp: bool = False) -> str:
-    """'L13 (12–15): 0.21 [0.10, 0.32]': a peak layer with the layers holding it in 95% of
-    resamples, and its value with its interval; a patching peak at the layer-0 MLP marked."""
-    if not _number(layer):
-        return "—"
-    text = f"L{int(layer)}" + (LAYER0_MARK if layer0_mlp and int(layer) == 0 else "")
-    if layer_range and len(layer_range) == 2 and all(_number(v) for v in layer_range):
-        low, high = (int(v) for v in layer_range)
-        text += f" ({low}–{high})" if low != high else ""
-    return text + (f": {_interval(value, ci, spec)}" if _number(value) else "")
+from factcircuits.results.wording import LAYER0_MARK, LAYER0_MLP
 
 
 def overview_table(runs: list[Run]) -> str:
-    """One markdown row per run with its key numbers and their 95% intervals (front page,
-    two or more runs): the sample, accuracy, where restoring the MLP at the last subject
-    token peaks (causal tracing and activation patching), the subject knockout window, the
-    head with the largest direct effect and the cross-method checks."""
-    rows = ["| run | prompts (analysed) | accuracy | tracing: MLP peak | patching: MLP peak "
-            "| subject knockout | top head (DLA) | checks agreeing |",
-            "|---|---|---|---|---|---|---|---|"]
+    """One markdown row per run (front page, two or more runs): each method's cells
+    (`Method.overview`: the sample and accuracy, each method's key location with its 95%
+    interval), in chapter order, and the cross-method checks. A model at chance shows '—'
+    for every mechanism."""
+    columns = [(m, column) for m in methods() if m.overview
+               for column in m.overview(runs[0]) if runs]
+    rows = ["| run | " + " | ".join(c for _, c in columns) + " | checks agreeing |",
+            "|---|" + "---|" * len(columns) + "---|"]
     for i, ev in enumerate(runs, 1):
         f = run_findings(ev)
-        tc = ev.headline(task_check.METHOD)
-        tr = ev.headline(causal_tracing.METHOD)
-        pa = ev.headline(activation_patching.METHOD)
-        dla = ev.headline(attribution.METHOD)
-        ko_h = ev.headline(ablation_knockout.METHOD)
-        ko = subject_knockout(ev)
-        sample = "—" if tc.n_prompts is None else (
-            f"{tc.n_prompts}" + (f" ({tc.n_kept})" if tc.n_kept is not None else ""))
-        accuracy = _interval(tc.accuracy, tc.accuracy_ci, ".0%") + (
-            " (chance)" if f.at_chance else "")
-        mechanism = "—" if f.at_chance else None
-        cells = [f"Run {i}: {ev.title}", sample, accuracy,
-                 mechanism or _peak(tr.mlp_subject_last_peak_layer,
-                                    tr.mlp_subject_last_peak_layer_range,
-                                    tr.mlp_subject_last_peak_aie, tr.mlp_subject_last_peak_aie_ci,
-                                    ".3f"),
-                 mechanism or _peak(pa.mlp_out_subject_last_peak_layer,
-                                    pa.mlp_out_subject_last_peak_layer_range,
-                                    pa.mlp_out_subject_last_peak,
-                                    pa.mlp_out_subject_last_peak_ci, layer0_mlp=True),
-                 mechanism or ("—" if ko is None else
-                               f"L{int(ko['first'])}–{int(ko['last'])}: " + _interval(
-                                   ko["relative_p_change"],
-                                   ko_h.knockout_subject_peak_relative_p_change_ci, "+.0%")),
-                 mechanism or ("—" if not dla.top_head else f"{dla.top_head}: "
-                               + _interval(dla.top_head_dla, dla.top_head_dla_ci, ".2f")),
-                 checks_cell(f.checks)]
-        rows.append("| " + " | ".join(cells) + " |")
+        cells = {}
+        for m in {m for m, _ in columns}:
+            given = m.overview(ev)
+            # at chance there is no mechanism: only the task check's cells say something
+            cells |= {c: ("—" if f.at_chance and not m.at_chance else v)
+                      for c, v in given.items()}
+        rows.append("| " + " | ".join([f"Run {i}: {ev.title}",
+                                       *(cells.get(c, "—") for _, c in columns),
+                                       checks_cell(f.checks)]) + " |")
     return "\n".join(rows) + "\n"
 
 
@@ -112,7 +58,7 @@ def checks_cell(checks) -> str:
 
 def _mlp_layer(ev: Run):
     mlp = mlp_at_subject(ev)
-    return (mlp.get("tracing") or mlp.get("patching") or (None,))[0]
+    return None if mlp is None else mlp.layer
 
 
 def _spread(values: list[int], what: str) -> str:
@@ -146,16 +92,20 @@ def group_text(group: RunGroup, show_task: bool = False) -> str:
     if layers:
         facts.append("the MLP at the last subject token peaks at "
                      + _spread(layers, "layer") + f" ({len(layers)} settings)")
-    windows = [(int(k["first"]), int(k["last"])) for _, ev in usable
-               if (k := subject_knockout(ev)) is not None]
+    # the windows of the first method that blocks attention over windows (a knockout)
+    windows = [w for _, ev in usable
+               if (w := next((e.window for e in of(ev.estimates(), SUBJECT_READ) if e.window),
+                             None)) is not None]
     if windows:
         facts.append("blocking attention to the subject hurts most in windows within layers "
                      f"{min(w[0] for w in windows)}–{max(w[1] for w in windows)}")
-    heads = Counter(h for _, ev in usable if (h := ev.headline(attribution.METHOD).top_head))
+    # the head that moves the answer by the first method that names one (chapter order)
+    heads = Counter((e.by, e.component) for _, ev in usable
+                    for e in by_method(ev.estimates(), ANSWER_HEAD)[:1])
     if heads:
-        head, count = heads.most_common(1)[0]
-        facts.append(f"the head with the largest direct effect is {head} in {count} of "
-                     f"{sum(heads.values())} settings")
+        (by, head), count = heads.most_common(1)[0]
+        facts.append(f"{by} singles out {head} as the head that moves the answer in {count} "
+                     f"of {sum(heads.values())} settings")
     counts = [f"{sum(c.agree for c in found)} of {len(found)}"
               for _, ev in usable if (found := run_findings(ev).checks)]
     if counts:
@@ -222,13 +172,14 @@ def front_page_markdown(runs: list[Run], anchors: bool = True) -> str:
         return run_markdown(runs[0], level=2, anchors=anchors)
     shared = across_runs(runs)
     parts = [f"**{len(runs)} runs.** Each row is one run: the prompts scored (in parentheses "
-             "those the model knows, which the mechanistic methods analyse); where restoring "
-             "the MLP at the last subject token peaks, by causal tracing (indirect effect) and "
-             "by activation patching (share of the clean−corrupted gap), as layer (range of "
-             "layers holding the peak in 95% of resamples): effect; the layers whose blocked "
-             "attention to the subject lowers P(answer) most, with the change; the head with "
-             "the largest direct logit attribution. Brackets: 95% intervals over the run's "
-             "prompts (exact for the accuracy, bootstrap for the others).", "",
+             "those the model knows, which the mechanistic methods analyse), the accuracy, and "
+             "each method's key location: the head with the largest direct logit attribution; "
+             "where restoring the MLP at the last subject token peaks, by activation patching "
+             "(share of the clean−corrupted gap) and by causal tracing (indirect effect), as "
+             "layer (range of layers holding the peak in 95% of resamples): effect; the layers "
+             "whose blocked attention to the subject lowers P(answer) most, with the change. "
+             "Brackets: 95% intervals over the run's prompts (exact for the accuracy, "
+             "bootstrap for the others).", "",
              overview_table(runs), ""]
     table = parts[2]
     if LAYER0_MARK in table:

@@ -2,10 +2,12 @@
 its unit and a one-line meaning.
 
     @dataclass
-    class TracingHeadline(Headline):
+    class TracingHeadline(Headline):  # chapters/causal_tracing.py
         n_prompts: int | None = number("prompts traced", "prompts")
-        mlp_subject_last_peak_aie: float | None = number("…", "P(answer)")
-        mlp_subject_last_peak_aie_ci: list[float] | None = interval("mlp_subject_last_peak_aie")
+        mlp_subject_last_peak_aie: float | None = number("…", "P(answer) or the metric traced")
+        mlp_subject_last_peak_aie_ci: list | None = interval("mlp_subject_last_peak_aie")
+
+        def estimates(self) -> list[Estimate]: ...  # what it locates (results/estimates.py)
 
 Every field defaults to None: not applicable to this run (a yes/no run has no
 `pairwise_accuracy`). A computed NaN or inf is stored as the not-computed marker and reads back
@@ -68,25 +70,12 @@ class Headline:
             object.__setattr__(out, "not_computed", missing)
         return out
 
+    def estimates(self) -> list:
+        """What the method locates, as `results.estimates.Estimate`s (none by default)."""
+        return []
+
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:
         """(field, unit, meaning) of every field: the headline's documentation."""
         return [(f.name, f.metadata.get("unit", ""), f.metadata.get("meaning", ""))
                 for f in dataclasses.fields(cls)]
-
-
-def peak_fields(prefix: str, what: str, unit: str, *, with_class: bool = False) -> list:
-    """The fields of one peak (for `dataclasses.make_dataclass`): `<prefix>_peak` (its value),
-    `_peak_ci`, `_peak_layer`, `_peak_layer_range`, `_peak_layer_resolved` (and
-    `_peak_class`, the token class where it peaks)."""
-    value = f"{prefix}_peak"
-    fields = [(value, float | None, number(f"peak of {what}", unit)),
-              (f"{value}_ci", list | None, interval(value)),
-              (f"{value}_layer", int | None, number(f"layer of the peak of {what}", "layer")),
-              (f"{value}_layer_range", list | None, layer_range(f"{value}_layer")),
-              (f"{value}_layer_resolved", bool | None,
-               number("that range spans at most a third of the model"))]
-    if with_class:
-        fields.append((f"{value}_class", str | None,
-                       number(f"token class where {what} peaks")))
-    return fields

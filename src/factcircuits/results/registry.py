@@ -45,6 +45,8 @@ BY_RELATION = "By relation"
 LITERATURE = "Compared with earlier studies"
 SECTIONS = (KNOWLEDGE, WHERE, MOVES, CIRCUITS, SURE, BY_RELATION, LITERATURE)
 DEPTH_LABEL = "relative depth (layer / (layers − 1))"
+IN_SHORT = "In short"  # a clause of a run's one-paragraph summary (not a section of its own)
+HEADS = "Heads"  # a clause of the bullet that sets the heads the methods single out side by side
 NOTEBOOK_NAME = re.compile(r"^\d\d_[a-z0-9_]+$")
 PLUGINS_ENV = "FACTCIRCUITS_METHODS"
 
@@ -56,6 +58,20 @@ class Finding:
     section: str
     text: str
     order: int = 50
+
+
+PROMPTS_SCORED = "prompts scored"  # a Sample's `what`: the prompts a run's task check scored
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample size the 'How sure' list states: its words ('12 patched pairs (4 left out
+    for unequal token length)'; None: nothing to say) and, for the small-sample note, what it
+    counts and how many ('pairs patched', 12)."""
+
+    text: str | None
+    what: str | None = None
+    n: int | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +111,10 @@ class Method:
     # interpreted), and which prompts the run analysed ('known=top1 (13 of 16 prompts kept)')
     at_chance: Callable[[Run], bool] | None = None
     analysed_note: Callable[[Run], str] | None = None
+    samples: Callable[[Run], list[Sample]] | None = None  # its sample sizes, for 'How sure'
+    # its cells of the front page's table of several runs: {column: text} ('—' when the run
+    # lacks the method; a model at chance shows '—' in every method's but the task check's)
+    overview: Callable[[Run], dict[str, str]] | None = None
 
     def __post_init__(self) -> None:
         if not NOTEBOOK_NAME.match(self.notebook):
@@ -115,6 +135,9 @@ class Method:
         if not run.has(self):
             return []
         return list(self.estimates(run) if self.estimates else run.headline(self).estimates())
+
+    def samples_of(self, run: Run) -> list[Sample]:
+        return list(self.samples(run)) if self.samples and run.has(self) else []
 
     def findings_for(self, run: Run) -> list[Finding]:
         return list(self.findings(run)) if self.findings and run.has(self) else []

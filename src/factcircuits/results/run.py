@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from factcircuits.results.estimates import Estimate
 from factcircuits.results.headlines import Headline
 from factcircuits.results.registry import Method, methods
-from factcircuits.results.store import result_folder
+from factcircuits.results.store import HEADLINE_DIR, result_folder
 
 # Position of a layer in the stack: 0 = first layer, 1 = last. Bands name thirds of the depth.
 DEPTH_BANDS = ((1 / 3, "early"), (2 / 3, "middle"), (float("inf"), "late"))
@@ -51,6 +52,18 @@ class Run:
                      if isinstance(stored.get(m.notebook), dict)}
         return cls(record.get("run_id") or folder.name, folder, record, headlines)
 
+    @classmethod
+    def in_progress(cls, folder: Path | str) -> Run:
+        """A run still being written (a notebook reading the methods before it): the
+        headlines saved so far (`store.Results.headline`), no run.json yet."""
+        folder = Path(folder)
+        headlines = {}
+        for m in methods():
+            path = folder / HEADLINE_DIR / f"{m.notebook}.json"
+            if path.is_file():
+                headlines[m.notebook] = m.headline.from_json(json.loads(path.read_text()))
+        return cls(folder.name, folder, {}, headlines)
+
     # ------------------------------------------------------------- per-method results
     def has(self, method: Method) -> bool:
         return method.notebook in self.headlines
@@ -69,6 +82,10 @@ class Run:
             self._results[key] = method.results[name].load(result_folder(self.folder, method),
                                                           name)
         return self._results[key]
+
+    def estimates(self) -> list[Estimate]:
+        """Every method's Estimates of this run, in chapter order."""
+        return [e for m in methods() for e in m.estimates_of(self)]
 
     def not_computed(self) -> list[str]:
         return [f"{nb}.{k}" for nb, h in self.headlines.items() for k in sorted(h.not_computed)]

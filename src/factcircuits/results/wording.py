@@ -172,3 +172,35 @@ def not_tested_text(n_untested: int, n_relations: int) -> str:
         return (f"{who} fewer than {MIN_PROMPTS} prompts, too few to compare with the pooled study")
     return (f"{n_untested} of {n_relations} relations have fewer than {MIN_PROMPTS} prompts "
             "(not compared)")
+
+
+# ------------------------------------------------------------------ table cells
+LAYER0_MARK = "†"  # an MLP peak at layer 0: named, not matched (LAYER0_MLP)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def interval_cell(value, ci, spec: str) -> str:
+    """'0.21 [0.10, 0.32]' (a table cell: the 95% interval in brackets), '—' when not
+    computed."""
+    if not _number(value):
+        return "—"
+    text = format(value, spec)
+    if ci and len(ci) == 2 and all(_number(v) for v in ci):
+        text += f" [{format(ci[0], spec)}, {format(ci[1], spec)}]"
+    return text
+
+
+def peak_cell(layer, layer_range, value, ci, spec: str = ".2f",
+              layer0_mlp: bool = False) -> str:
+    """'L13 (12–15): 0.21 [0.10, 0.32]': a peak layer with the layers holding it in 95% of
+    resamples, and its value with its interval; an MLP peak at layer 0 marked (`layer0_mlp`)."""
+    if not _number(layer):
+        return "—"
+    text = f"L{int(layer)}" + (LAYER0_MARK if layer0_mlp and int(layer) == 0 else "")
+    if layer_range and len(layer_range) == 2 and all(_number(v) for v in layer_range):
+        low, high = (int(v) for v in layer_range)
+        text += f" ({low}–{high})" if low != high else ""
+    return text + (f": {interval_cell(value, ci, spec)}" if _number(value) else "")
