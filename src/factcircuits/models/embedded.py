@@ -25,10 +25,6 @@ GGUF_FILE = SMOLLM2.gguf_file
 GGUF_SHA256 = SMOLLM2.sha256
 
 
-def gguf_path() -> Path:
-    return packaged.chunk_paths(SMOLLM2)[0]
-
-
 def checkpoint_folder() -> Path:
     """Where the dequantized checkpoint lives (it may not exist yet)."""
     return packaged.checkpoint_folder(SMOLLM2)

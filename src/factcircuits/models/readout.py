@@ -131,5 +131,3 @@ def post_norm(model, layer: int, sublayer: str):
     return gain, f"blocks.{layer}.{POST_NORMS[sublayer]}.hook_scale"
 
 
-def has_post_norms(model) -> bool:
-    return post_norm(model, 0, "attn") is not None

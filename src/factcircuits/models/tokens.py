@@ -65,6 +65,3 @@ def encode(tokenizer, prompts: list[str], fmt: str = "raw") -> Batch:
     return Batch(encoded["input_ids"], mask, mask.sum(dim=1) - 1)
 
 
-def str_tokens(tokenizer, prompt: str, fmt: str = "raw") -> list[str]:
-    batch = encode(tokenizer, [prompt], fmt)
-    return [tokenizer.decode([t]) for t in batch.tokens[0].tolist()]

@@ -286,13 +286,6 @@ def number_label(key: str) -> str:
     return found.label(name) if found else f"{notebook} · {name.replace('_', ' ')}"
 
 
-def full_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Every headline number: one row per number, one column per run."""
-    if table.empty:
-        return table
-    return table.set_index("run_id").drop(columns=["model", "dataset", "task"]).T
-
-
 def bar_series(table: pd.DataFrame, runs: list[Run] | None = None) -> pd.Series:
     """Each run's bar series (legend entry): its model, or 'model (Run N)' where two runs of one
     model share a dataset, so their bars stand side by side instead of on one spot."""

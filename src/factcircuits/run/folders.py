@@ -70,11 +70,6 @@ def project_relative(path: Path) -> str:
     return tidy_path(Path(path), project_root())
 
 
-def is_run_folder(folder: Path) -> bool:
-    """Folders starting with '_' or '.' (staging, failed, sweeps) are not runs."""
-    return not folder.name.startswith(("_", ".")) and (folder / RUN_JSON).is_file()
-
-
 # What every reader of run.json relies on: a field of another type is damage, said once here,
 # not a traceback in `runs`, render or publish.
 RECORD_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -132,12 +127,6 @@ def scan_runs(runs_root: Path | None = None) -> tuple[list[dict[str, Any]], list
         info["run_dir"] = folder
         runs.append(info)
     return runs, damaged
-
-
-def list_runs(runs_root: Path | None = None) -> list[dict[str, Any]]:
-    """run.json of every readable accepted run, each with `run_dir` added (damaged runs are
-    left out: see `scan_runs`)."""
-    return scan_runs(runs_root)[0]
 
 
 # ------------------------------------------------------------------ provenance files
