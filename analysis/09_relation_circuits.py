@@ -139,15 +139,19 @@ if pooled is not None and pooled.stability is not None:
     display(Markdown(
         f"Over {s.n_resamples} bootstrap resamples of the {s.n_pairs} pairs, the top-{s.k:,} "
         f"circuit of a resample shares a median Jaccard of **{s.median:.2f}** with the full "
-        f"sample's (95% of resamples {low:.2f}–{high:.2f}): {verdict}. "
+        f"sample's (95% of resamples {low:.2f}–{high:.2f}; two circuits of {s.k:,} edges "
+        f"drawn at random would share about {s.chance:.2f}): {verdict}. "
         f"{int((s.inclusion >= 0.95).sum()):,} edges are in at least 95% of the resamples' "
         f"circuits, {int(((s.inclusion > 0) & (s.inclusion < 0.5)).sum()):,} in fewer than "
         "half (but some)."))
 elif pooled is not None:
     display(Markdown(
-        "Stability is not computed: " + ("no circuit reaches 80%." if pooled.at_80 is None else
-                                         f"fewer than {MIN_PAIRS_FOR_STABILITY} pairs, where "
-                                         "many resamples repeat the full sample itself.")))
+        "Stability is not computed: " + (
+            "no circuit reaches 80%." if pooled.at_80 is None else
+            "the 80% circuit is the whole graph, the only circuit of its size."
+            if pooled.edges_for_80 == h.n_edges_total else
+            f"fewer than {MIN_PAIRS_FOR_STABILITY} pairs, where many resamples repeat the "
+            "full sample itself.")))
 
 # %% [markdown]
 # ## Circuits by relation
@@ -179,7 +183,8 @@ if len(found.stability):
         f"{n_stable} of {len(rows)} circuits are stable (median Jaccard ≥ 0.8 over "
         f"{stability_resamples} resamples){verdict}. Median (95% of resamples) per circuit: "
         + "; ".join(f"{r.relation}: {r.stability_median:.2f} ({r.stability_low:.2f}–"
-                    f"{r.stability_high:.2f}, {r.n_pairs} pairs)" for r in rows.itertuples())
+                    f"{r.stability_high:.2f}, {r.n_pairs} pairs; random circuits of its size "
+                    f"{r.stability_chance:.2f})" for r in rows.itertuples())
         + "."))
 
 # %%

@@ -8,7 +8,8 @@ length), as `relation_circuits.relation_study` computes them: per-pair EAP and E
 `--resamples` bootstrap resamples of each circuit's pairs (stability), and with two or more
 relations the overlap and the shared core's faithfulness on each relation's pairs. Times are
 wall seconds per phase on this machine; read them beside the load average printed with them.
-Peak memory is the process's resident peak (ru_maxrss).
+Peak memory is the process's resident peak (ru_maxrss); `total_cpu` is the process's CPU time
+for the whole study (with one thread, close to its wall time on an idle core).
 
     python benchmarks/relation_circuits.py [--model default] [--dataset relations-cloze]
                                            [--per-relation 8] [--resamples 100] [--json]
@@ -58,10 +59,11 @@ def measure(model: str, dataset: str, per_relation: int, n_prompts: int, ig_step
     lm, pairs = run_pairs(model, dataset, per_relation, n_prompts, seed)
     phases = {"load": peak_gb()}
     seconds = {}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     study = R.relation_study(lm, pairs, min_pairs=min_pairs, ig_steps=ig_steps, seed=seed,
                              stability_resamples=resamples, progress=progress)
     seconds["total"] = time.perf_counter() - start
+    seconds["total_cpu"] = time.process_time() - cpu  # this process's CPU: less load-bound
     phases["study"] = peak_gb()
     # the parts, measured again one at a time (scores, then one stability pass)
     cf = CircuitForward(lm)

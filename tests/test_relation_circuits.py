@@ -119,6 +119,7 @@ def test_stability_of_hand_made_per_pair_scores():
     same = PairScores(g, rows, rows, torch.zeros(6), torch.zeros(6), 1)
     got = stability(same, 2, n_resamples=100, seed=1)
     assert got.median == 1.0 and got.stable and got.n_resamples == 100
+    assert got.chance == pytest.approx(0.25 / 1.75)  # 2 of 8 edges: q / (2 − q)
     assert got.inclusion[:2].tolist() == [1.0, 1.0] and got.inclusion[2:].sum() == 0
     # each pair puts a different edge on top: the top-1 follows whichever pair is drawn most
     rows = 5 * torch.eye(8)[:4]
@@ -152,7 +153,11 @@ def test_two_relations_with_the_same_pairs_share_their_whole_circuit(lm):
     a, b = study.circuits
     assert (a.name, b.name) == ("a", "b")
     assert torch.allclose(a.eap_ig, b.eap_ig) and a.edges_for_80 == b.edges_for_80
-    assert study.pooled.stability is not None and study.pooled.stability.n_resamples == 20
+    pooled = study.pooled  # 6 pairs: resampled, unless its circuit is the whole graph
+    if pooled.edges_for_80 < study.graph.n_edges:
+        assert pooled.stability.n_resamples == 20 and pooled.stability.k == pooled.edges_for_80
+    else:
+        assert pooled.stability is None
     assert a.stability is None  # 3 pairs each
     assert (study.overlap[["edge_jaccard", "node_jaccard", "weighted_overlap"]]
             .to_numpy() == pytest.approx(1.0))

@@ -77,6 +77,9 @@ class RelationCircuitsHeadline(Headline):
                                             "bootstrap resample of its pairs", JACCARD)
     stability_range: list[float] | None = number("the central 95 % of those Jaccard indices",
                                                  JACCARD)
+    stability_chance: float | None = number("the Jaccard two random circuits of that size "
+                                            "would share (about q / (2 − q), q the share of "
+                                            "edges kept)", JACCARD)
     stable: bool | None = number(f"stability_median ≥ {STABLE_MEDIAN} (Méloux et al. 2025's "
                                  "bar)")
     n_relations_stable: int | None = number("relations whose 80 % circuit is stable",
@@ -119,6 +122,7 @@ def _group_row(c: GroupCircuit) -> dict:
             "cmd": c.cmd.value, "cmd_low": c.cmd.low, "cmd_high": c.cmd.high,
             "stability_median": np.nan if s is None else s.median,
             "stability_low": low, "stability_high": high,
+            "stability_chance": np.nan if s is None else s.chance,
             "stable": None if s is None else s.stable}
 
 
@@ -178,6 +182,7 @@ def _headline(study: RelationStudy, ig_steps: int, ablation: str,
     if p.stability is not None:
         h.stability_median, h.stable = p.stability.median, p.stability.stable
         h.stability_range = list(p.stability.interval)
+        h.stability_chance = p.stability.chance
     stab = [c.stability for c in study.circuits if c.stability is not None]
     h.n_relations_stable = sum(s.stable for s in stab) if study.circuits else None
     if study.core is not None:
@@ -214,12 +219,14 @@ def relation_chapter(lm, pairs, *, min_pairs: int = MIN_PAIRS.default,
 
 
 # ------------------------------------------------------------------ findings
-def stability_phrase(median, low, high, n_pairs, resamples) -> str:
+def stability_phrase(median, low, high, n_pairs, resamples, chance=None) -> str:
     verdict = ("stable by Méloux et al.'s bar (median ≥ 0.8)" if median >= STABLE_MEDIAN
                else "not stable at this sample size (median below 0.8)")
+    by_chance = (f"; two random circuits of that size share about {chance:.2f}"
+                 if chance is not None else "")
     return (f"median Jaccard {median:.2f} with the full sample's circuit over {resamples} "
             f"bootstrap resamples of its {n_pairs} pairs (95% of resamples "
-            f"{low:.2f}–{high:.2f}): {verdict}")
+            f"{low:.2f}–{high:.2f}{by_chance}): {verdict}")
 
 
 def relation_findings(run: Run) -> list[Finding]:
@@ -229,11 +236,11 @@ def relation_findings(run: Run) -> list[Finding]:
     out = []
     if h.edges_for_80 is not None and h.stability_median is not None:
         lo, hi = h.stability_range
+        said = stability_phrase(h.stability_median, lo, hi, h.n_pairs, h.stability_resamples,
+                                h.stability_chance)
         out.append(Finding(CIRCUITS, (
             f"**Stability of the run's circuit** (top-k by every pair's EAP-IG, "
-            f"{h.edges_for_80:,} edges, the 80% size): "
-            f"{stability_phrase(h.stability_median, lo, hi, h.n_pairs, h.stability_resamples)}."
-        ), 10))
+            f"{h.edges_for_80:,} edges, the 80% size): {said}."), 10))
     table = run.result(METHOD, "relations")
     if table is None or not h.n_relations_searched:
         if h.n_relations is not None and h.n_relations <= 1:
@@ -294,7 +301,8 @@ RELATIONS_COLUMNS = {
     "size_for_80": "float", "faithfulness_for_80": "float", "faithfulness_low": "float",
     "faithfulness_high": "float", "cpr": "float", "cpr_low": "float", "cpr_high": "float",
     "cmd": "float", "cmd_low": "float", "cmd_high": "float", "stability_median": "float",
-    "stability_low": "float", "stability_high": "float", "stable": "bool"}
+    "stability_low": "float", "stability_high": "float", "stability_chance": "float",
+    "stable": "bool"}
 FAITHFULNESS_COLUMNS = {"relation": "str", "size_percent": "float", "n_edges": "int",
                         "faithfulness": "float", "low": "float", "high": "float"}
 

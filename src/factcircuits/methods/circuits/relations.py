@@ -68,7 +68,8 @@ class GroupCircuit:
     edges_for_80: int | None
     eap: Tensor  # mean scores over the group's pairs [n_edges]
     eap_ig: Tensor
-    stability: Stability | None  # None: no circuit reaches 0.8, or too few pairs
+    stability: Stability | None  # None: no circuit below the whole graph reaches 0.8, or
+    # too few pairs
 
     @property
     def mask(self) -> Bool[Tensor, " n_edges"] | None:
@@ -120,7 +121,8 @@ def group_circuit(lm, pairs: PreparedTask, scores: PairScores, rows, name: str, 
         i = int(best.name)
         at_80 = estimate(faith[i], samples[:, i], n_eval)
         size, k = float(best["size_percent"]), int(best["n_edges"])
-        if len(rows) >= MIN_PAIRS_FOR_STABILITY:
+        # the whole graph is the only circuit of its size: nothing to resample
+        if len(rows) >= MIN_PAIRS_FOR_STABILITY and k < E:
             stab = stability(scores, k, rows, stability_resamples, seed)
     return GroupCircuit(name, rows, split, table, estimate(cpr, cpr_s, n_eval),
                         estimate(cmd, cmd_s, n_eval), at_80, size, k, mean.eap, mean.eap_ig,

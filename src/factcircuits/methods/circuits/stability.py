@@ -76,6 +76,13 @@ class Stability:
     def stable(self) -> bool:
         return self.median >= STABLE_MEDIAN
 
+    @property
+    def chance(self) -> float:
+        """The Jaccard two circuits of k edges drawn at random would share (about): with q =
+        k / n_edges, E|A ∩ B| = q·k, so J ≈ q / (2 − q). A large circuit overlaps by chance."""
+        q = self.k / len(self.inclusion)
+        return q / (2 - q)
+
 
 def resample_seed(seed: int) -> tuple[int, int]:
     return (int(seed), _STREAM)
