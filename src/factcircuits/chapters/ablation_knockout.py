@@ -213,6 +213,15 @@ ROLE_WORDS = {"subject": "the subject", "relation": "the relation tokens"}
 NAME = "attention knockout"  # the estimator, as sentences name it
 
 
+def worst_window(h: AblationKnockoutHeadline, role: str) -> tuple[list | None, list | None]:
+    """(the window centres holding the worst window in 95% of resamples, the interval of
+    P(answer)'s change there) of blocking attention to `role`."""
+    if role == "subject":
+        return (h.knockout_subject_peak_centre_range,
+                h.knockout_subject_peak_relative_p_change_ci)
+    return h.knockout_relation_peak_centre_range, h.knockout_relation_peak_relative_p_change_ci
+
+
 def knockout_notes(run: Run) -> list[Finding]:
     """Its clause of the run's summary: the windows where blocking the last token's attention
     to the subject (and to the relation) hurts most."""
@@ -241,12 +250,9 @@ def knockout_estimates(run: Run) -> list[Estimate]:
     window's centre with the centres holding it in 95% of resamples, and the window itself."""
     h = run.headline(METHOD)
     found = []
-    for role, quantity, centre, centres, ci in (
-            ("subject", SUBJECT_READ, h.knockout_subject_peak_centre,
-             h.knockout_subject_peak_centre_range, h.knockout_subject_peak_relative_p_change_ci),
-            ("relation", RELATION_READ, h.knockout_relation_peak_centre,
-             h.knockout_relation_peak_centre_range,
-             h.knockout_relation_peak_relative_p_change_ci)):
+    for role, quantity, centre in (("subject", SUBJECT_READ, h.knockout_subject_peak_centre),
+                                   ("relation", RELATION_READ, h.knockout_relation_peak_centre)):
+        centres, ci = worst_window(h, role)
         ko = role_knockout(run, role)
         if ko is None and centre is None:
             continue
@@ -270,8 +276,7 @@ def knockout_findings(run: Run) -> list[Finding]:
         ko = role_knockout(run, role)
         if ko is None:
             continue
-        centres = getattr(h, f"knockout_{role}_peak_centre_range")
-        ci = getattr(h, f"knockout_{role}_peak_relative_p_change_ci")
+        centres, ci = worst_window(h, role)
         lead = "blocking it to" if parts else "blocking the last token's attention to"
         parts.append(f"{lead} {ROLE_WORDS[role]} hurts most in "
                      f"{window_text(run, ko['first'], ko['last'])}"

@@ -163,11 +163,12 @@ def attribution_findings(run: Run) -> list[Finding]:
     if h.top_head is None or h.top_head_subject_share is None:
         return []
 
-    def share(key):
-        return with_interval(getattr(h, f"top_head_{key}_share"),
-                             getattr(h, f"top_head_{key}_share_ci"), ".0%")
-
-    shares = ", ".join(f"{share(key)} through {name}" for key, name in SOURCE_NAMES.items())
+    by_source = {"subject": (h.top_head_subject_share, h.top_head_subject_share_ci),
+                 "relation": (h.top_head_relation_share, h.top_head_relation_share_ci),
+                 "last": (h.top_head_last_share, h.top_head_last_share_ci),
+                 "other": (h.top_head_other_share, h.top_head_other_share_ci)}
+    shares = ", ".join(f"{with_interval(*by_source[key], '.0%')} through {name}"
+                       for key, name in SOURCE_NAMES.items())
     text = (f"**Direct effect by source** (the top head's DLA split by the positions it "
             f"attends to, Chughtai et al. 2024): of {h.top_head}'s direct effect on the answer "
             f"(DLA {with_interval(h.top_head_dla, h.top_head_dla_ci)}), {shares}")
