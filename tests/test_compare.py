@@ -38,8 +38,10 @@ def test_key_numbers_and_profiles_by_relative_depth(tmp_path):
     assert table["02_logit_lens.peak_layer_depth"].tolist() == [0.8, 0.8]
     keys = key_numbers_table(table, runs)
     assert list(keys.columns) == ["Run 1", "Run 2"]
-    assert keys.loc["logit lens · mlp share"].tolist() == ["0.25", "0.25"]
-    assert keys.loc["logit lens · peak layer depth"].tolist() == ["0.8", "0.8"]
+    # these hand-made runs store no interval for them, and the table says so
+    assert keys.loc["logit lens · mlp share"].tolist() == ["0.25 (no interval stored)"] * 2
+    assert keys.loc["logit lens · peak layer depth"].tolist() == \
+        ["0.8 (no interval stored)"] * 2
     figures = profile_figures(runs)
     assert len(figures) == 1  # only patching has per-layer tables in both runs
     # one model on one dataset twice: each line names its run
@@ -256,6 +258,28 @@ def test_bars_carry_error_bars_and_a_missing_bar_says_why(tmp_path):
     axis = "x" if panel == 0 else f"x{panel + 1}"
     bars = [t for t in fig.data if t.xaxis == axis]
     assert list(bars[0].y) == [2.5] and list(bars[0].error_y.arrayminus) == [1.0]
+    share = [t for t in fig.data if t.xaxis == "x3"]  # logit lens · mlp share: none stored
+    assert [list(t.error_y.array) for t in share] == [[None], [None]]
     missing = bars[1]
     assert list(missing.y) == [0] and list(missing.text) == ["not computed"]
     assert "no prompt qualified for it" in missing.hovertext[0]
+
+
+def test_a_cell_reads_the_interval_its_headline_names(tmp_path):
+    """Hand-made headlines: a median's spread is its stem's `_range`, a count of prompts is
+    exact, a whole number without a stored interval says so."""
+    from factcircuits.report.compare import cell_text
+    from factcircuits.results.run import Run
+
+    record = {"parameters": {"task": "cloze"}, "model": {"n_layers": 11},
+              "headline": {"09_relation_circuits": {"stability_median": 0.85,
+                                                    "stability_range": [0.7, 0.95],
+                                                    "edges_for_80": 1410},
+                           "01_task_check": {"n_kept": 16}}}
+    run = Run("r", tmp_path, record)
+    assert cell_text(run, "09_relation_circuits.stability_median", 0.85) == "0.85 [0.7, 0.95]"
+    assert cell_text(run, "09_relation_circuits.edges_for_80", 1410.0) == \
+        "1410 (no interval stored)"
+    assert cell_text(run, "01_task_check.n_kept", 16.0) == "16"
+    assert cell_text(run, "01_task_check.accuracy", float("nan")) == \
+        "– (not applicable to this cloze run)"

@@ -206,7 +206,10 @@ def interval_of(run: Run, column: str) -> tuple[float, float] | None:
     a depth column; None when the run stores none."""
     notebook, key, as_depth = _field(column)
     numbers = stored_numbers(run, notebook) or {}
-    found = next((pair for name in (f"{key}_ci", f"{key}_range")
+    # a summary of resamples names its spread by what it summarises: stability_median's is
+    # stability_range
+    stems = [key] + [key.removesuffix(s) for s in ("_median", "_mean") if key.endswith(s)]
+    found = next((pair for stem in stems for name in (f"{stem}_ci", f"{stem}_range")
                   if (pair := _pair(numbers.get(name))) is not None), None)
     if found is None or not as_depth:
         return found
@@ -258,8 +261,9 @@ def cell_text(run: Run, column: str, value: Any) -> str:
     whole = is_whole(run, column, value)
     found = interval_of(run, column)
     text = number_text(float(value), whole)
-    if found is None:
-        return text
+    if found is None:  # a count of prompts is exact; any other number should carry one
+        exact = whole and _field(column)[1].startswith("n_")
+        return text if exact else f"{text} (no interval stored)"
     return f"{text} [{number_text(found[0], whole)}, {number_text(found[1], whole)}]"
 
 
@@ -324,14 +328,17 @@ def comparison_figure(table: pd.DataFrame, runs: list[Run] | None = None):
             part = table[table["series"] == name]
             drawn = part.dropna(subset=[key])
             if not drawn.empty:
-                low, high = zip(*[interval_of(by_id[r], key) or (v, v) if r in by_id
-                                  else (v, v) for r, v in zip(drawn["run_id"], drawn[key])])
+                # no error bar (not one of zero length) where the run stores no interval
+                found = [interval_of(by_id[r], key) if r in by_id else None
+                         for r in drawn["run_id"]]
                 fig.add_trace(go.Bar(
                     x=drawn["dataset"], y=drawn[key], name=name, marker_color=colours[name],
                     legendgroup=name, showlegend=i == 0, hovertext=drawn["run_id"],
                     error_y={"type": "data", "symmetric": False,
-                             "array": [h - v for h, v in zip(high, drawn[key])],
-                             "arrayminus": [v - lo for lo, v in zip(low, drawn[key])]}),
+                             "array": [f[1] - v if f else None
+                                       for f, v in zip(found, drawn[key])],
+                             "arrayminus": [v - f[0] if f else None
+                                            for f, v in zip(found, drawn[key])]}),
                     **cell)
             lacking = part[part[key].isna()]
             if not lacking.empty and by_id:  # say why, where the bar would stand
