@@ -158,3 +158,11 @@ def test_the_run_commands_help_lists_every_declaration():
             for p in m.parameters:
                 shown = str(p.default).lower() if isinstance(p.default, bool) else p.default
                 assert f"    {p.name}={shown}  {p.meaning}" in block, (command, p.name)
+
+
+def test_an_entry_declares_parameters_not_names():
+    from factcircuits.chapters.task_check import TaskCheckHeadline
+    from factcircuits.results.registry import Method
+
+    with pytest.raises(ValueError, match="09_x: parameters are declarations"):
+        Method("09_x", "X", "x", TaskCheckHeadline, parameters=({"rounds": 3},))

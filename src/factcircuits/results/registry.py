@@ -126,6 +126,10 @@ class Method:
         if unknown:
             raise ValueError(f"method {self.notebook}: {', '.join(unknown)} not fields of "
                              f"{self.headline.__name__}")
+        loose = [p for p in self.parameters if not isinstance(p, Parameter)]
+        if loose:
+            raise ValueError(f"method {self.notebook}: parameters are declarations "
+                             f"(results.parameter_declarations.Parameter), not {loose[0]!r}")
         tables = [p.table for p in self.profiles if p.table not in self.results]
         if tables:
             raise ValueError(f"method {self.notebook}: profile of undeclared result {tables}")
