@@ -53,7 +53,6 @@ from factcircuits.models.forward import final_logits
 from factcircuits.models.readout import final_readout
 from factcircuits.results.parameter_declarations import BATCH_SIZE, SEED, whole
 
-DEFAULT_K = 50
 READS = ("subject", "other_subjects", "first_relation")  # the rate and its two controls
 READ_TITLES = {"subject": "own attributes at the last subject token",
                "other_subjects": "other subjects' attributes at the last subject token",
@@ -223,7 +222,8 @@ class AttributeRate:
 
 
 def attribute_rate(lm: LoadedModel, prepared: PreparedTask, dataset_rows: pd.DataFrame, *,
-                   k: int = DEFAULT_K, batch_size: int = BATCH_SIZE.default) -> AttributeRate:
+                   k: int = ATTRIBUTE_K.default,
+                   batch_size: int = BATCH_SIZE.default) -> AttributeRate:
     """The attribute rate and its controls after every layer, for every prompt of `prepared`
     (attribute tokens from `dataset_rows`, normally the whole dataset)."""
     model, tokenizer = lm.model, lm.tokenizer
