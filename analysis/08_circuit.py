@@ -179,15 +179,16 @@ if summary is not None:
                        h.faithfulness_for_80 if h.edges_for_80 is not None else None)
     printed = strongest(summary.circuit_edges, "eap_ig", max_edges_drawn)
     media_note(
-        "Move the slider to see smaller circuits (the top edges by |EAP-IG|, with their "
-        "faithfulness on the evaluation pairs); hover over an edge's midpoint for its EAP-IG "
+        "The figure opens on the smallest circuit of the grid; move the slider up to the "
+        "80% circuit (the top edges by |EAP-IG|, each size with its faithfulness on the "
+        "evaluation pairs); hover over an edge's midpoint for its EAP-IG "
         "and EAP scores, over a head for its role and numbers.",
-        f"The drawing shows {rest_summary(summary.circuit_edges, printed)} (at most "
-        f"{max_edges_drawn}, the parameter `max_edges_drawn`); the site's version has every "
-        "edge, a slider over circuit sizes and each edge's scores on hover.")
+        f"The drawing: {rest_summary(summary.circuit_edges, printed)} (at most "
+        f"{max_edges_drawn} are drawn: the parameter `max_edges_drawn`). The site's version "
+        "has every edge, a slider over circuit sizes and each edge's scores on hover.")
     show_pair(
         interactive_circuit_figure(summary.edges, summary.nodes, steps, roles,
-                                   title="The circuit"),
+                                   title="The circuit", active=0),
         static_circuit_figure(summary.nodes, summary.circuit_edges, roles,
                               max_edges=max_edges_drawn, title="The circuit at the 80% size",
                               n_layers=summary.scores.graph.n_layers))

@@ -129,5 +129,8 @@ def test_interactive_figure_switches_size_and_carries_the_scores():
         top = edges.sort_values("rank").iloc[0]
         first = [c for c in hover.customdata if int(c[5]) == 1][0]
         assert first[3] == pytest.approx(top["eap_ig"]) and first[4] == pytest.approx(top["eap"])
-    # what is visible at first is the last size
+    # what is visible at first is the last size, or the one asked for
     assert [t.visible for t in fig.data] == list(slider.steps[2].args[0]["visible"])
+    first = FG.interactive_circuit_figure(edges, nodes, sizes, active=0)
+    assert first.layout.sliders[0].active == 0
+    assert [t.visible for t in first.data] == list(slider.steps[0].args[0]["visible"])

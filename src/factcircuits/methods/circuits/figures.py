@@ -9,9 +9,6 @@ import pandas as pd
 from factcircuits.methods.circuits.faithfulness import THRESHOLD
 from factcircuits.results.parameter_declarations import whole
 
-MAX_EDGES = 60  # strongest edges drawn in the circuit diagram
-
-
 MAX_EDGES_DRAWN = whole("max_edges_drawn", 60, "strongest circuit edges drawn in the diagram",
                         1, allowed="use a whole number of at least 1 (edges drawn in the "
                         "circuit diagram)")
@@ -88,14 +85,30 @@ def rest_summary(edges: pd.DataFrame, shown: pd.DataFrame, score: str = "eap_ig"
     share = float(rest[score].abs().sum()) / total if total else float("nan")
     drawn = set(shown["upstream"]) | set(shown["downstream"])
     hidden = (set(rest["upstream"]) | set(rest["downstream"])) - drawn
+    label = {"eap_ig": "EAP-IG", "eap": "EAP"}.get(score, score)
     return (f"the {len(shown):,} strongest of {len(edges):,} circuit edges drawn; the other "
-            f"{len(rest):,} hold {share:.0%} of the circuit's total |{score}| and touch "
+            f"{len(rest):,} hold {share:.0%} of the circuit's total |{label}| and touch "
             f"{len(hidden):,} node{'s' if len(hidden) != 1 else ''} not drawn")
+
+
+_BEND = 14.0  # px sideways per row an edge passes over, so long edges leave the column
+
+
+def _curve(start: tuple[float, float], end: tuple[float, float], bend: float,
+           points: int = 16) -> tuple[list[float], list[float]]:
+    """A quadratic Bézier from `start` to `end` whose control point sits `bend` pixels to the
+    side of the midpoint (a straight line when bend is 0)."""
+    (x0, y0), (x1, y1) = start, end
+    cx, cy = (x0 + x1) / 2 + bend, (y0 + y1) / 2
+    ts = [k / (points - 1) for k in range(points)] if bend else [0.0, 1.0]
+    xs = [(1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t ** 2 * x1 for t in ts]
+    ys = [(1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t ** 2 * y1 for t in ts]
+    return xs, ys
 
 
 def static_circuit_figure(nodes: pd.DataFrame, edges: pd.DataFrame,
                           roles: pd.DataFrame | None = None, score: str = "eap_ig",
-                          max_edges: int = MAX_EDGES, title: str = "Circuit",
+                          max_edges: int = MAX_EDGES_DRAWN.default, title: str = "Circuit",
                           n_layers: int | None = None):
     """The circuit for print: the `max_edges` strongest edges, every node a box holding its
     name (`layout.layered_layout`: no label overlaps another label or box), rows from the
@@ -114,11 +127,15 @@ def static_circuit_figure(nodes: pd.DataFrame, edges: pd.DataFrame,
     top = float(shown[score].abs().max()) if len(shown) else 1.0
     height = math.ceil(lay.height)
     fig = go.Figure()
-    for row in shown.itertuples():
+    rows_y = sorted({b.y0 for b in lay.boxes.values()})
+    for i, row in enumerate(shown.itertuples()):
         up, down = lay.boxes[row.upstream], lay.boxes[row.downstream]
         value = getattr(row, score)
+        skipped = sum(1 for y in rows_y if up.y1 < y < down.y0)
+        xs, ys = _curve((up.centre[0], up.y1), (down.centre[0], down.y0),
+                        _BEND * skipped * (1 if i % 2 else -1))
         fig.add_trace(go.Scatter(
-            x=[up.centre[0], down.centre[0]], y=[up.y1, down.y0], mode="lines",
+            x=xs, y=ys, mode="lines",
             showlegend=False, hoverinfo="skip",
             line={"width": _WIDTHS[min(int(4 * abs(value) / (top or 1.0)), 3)],
                   "color": "rgba(31,119,180,0.55)" if value >= 0 else "rgba(214,39,40,0.55)"}))
@@ -209,12 +226,13 @@ def _node_traces(names: list[str], pos: dict, group: dict, roles: pd.DataFrame |
 def interactive_circuit_figure(edges: pd.DataFrame, nodes: pd.DataFrame,
                                sizes: list[tuple[int, str]], roles: pd.DataFrame | None = None,
                                inclusion: pd.Series | None = None, score: str = "eap_ig",
-                               title: str = "Circuit"):
+                               title: str = "Circuit", active: int = -1):
     """The circuit for the site: x = layer, nodes coloured by role with their numbers on
     hover, edges with their EAP-IG and EAP scores (and, given `inclusion`, indexed like
     `edges`, the share of bootstrap circuits holding each) on hover at their midpoints, and a
     slider over `sizes` ((n_edges, label), ascending; the top n edges by `rank`); `nodes` are
-    those of the largest size, placed once so that nodes keep their places."""
+    those of the largest size, placed once so that nodes keep their places; `active`: the
+    size shown first (index into `sizes`)."""
     import plotly.graph_objects as go
 
     pos = _positions(nodes)
@@ -229,7 +247,7 @@ def interactive_circuit_figure(edges: pd.DataFrame, nodes: pd.DataFrame,
                   + _node_traces(names, pos, group, roles))
         groups.append(range(len(fig.data), len(fig.data) + len(traces)))
         fig.add_traces(traces)
-    active = len(sizes) - 1
+    active = range(len(sizes))[active]
     steps = []
     for i, (n, label) in enumerate(sizes):
         visible = [False] * len(fig.data)
