@@ -4,11 +4,13 @@ fixtures/plugin_notebooks/) reaches the write-up through its registry entry alon
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -16,6 +18,7 @@ from factcircuits.chapters import causal_tracing, task_check
 from factcircuits.report import render
 from factcircuits.results.kinds import Arrays, Graph, ResultError, Table
 from factcircuits.results.registry import Method, builtin_methods, methods
+from factcircuits.results.run import Run
 from factcircuits.results.store import Results
 from factcircuits.run import pipeline
 from factcircuits.run.folders import default_notebooks_dir
@@ -100,3 +103,59 @@ def test_a_method_registered_only_in_the_tests_reaches_the_write_up(tmp_path, mo
     assert f"<strong>Prompt length</strong>: the {len(table)} prompts have {mean:.2f} words" \
         in text  # its findings sentence
     assert prompt_length.METHOD in methods()
+
+
+def test_a_plugin_estimate_of_a_shared_quantity_joins_the_checks_and_the_cross_check(
+        tmp_path, monkeypatch):
+    """The test-only method declares an Estimate of the MLP peak at the last subject token
+    (fixtures/prompt_length.py): with no other file changed, the rendered How sure list
+    compares it with causal tracing's and activation patching's, and the circuit's
+    cross-check asks whether its MLP is in the circuit."""
+    import prompt_length
+    from test_findings import make_run
+
+    from factcircuits.chapters import circuit
+    from factcircuits.report.findings import run_findings
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # the Quarto-free preview
+    runs = tmp_path / "runs"
+    folder = make_run(runs)  # tracing peaks at layer 3 (2–4), patching at 4 (3–5)
+    headline = prompt_length.PromptLengthHeadline(n_prompts=16, mean_words=6.5,
+                                                  shortest_words=9)  # layers 8–10
+    record = json.loads((folder / "run.json").read_text())
+    record["headline"][prompt_length.METHOD.notebook] = headline.to_json()
+    (folder / "run.json").write_text(json.dumps(record))
+    ev = Run.load(folder)
+    mlp = [c for c in run_findings(ev).checks if c.question == "MLP peak at the last subject "
+           "token"]
+    # three methods, three pairs (tracing, as ROME measured it, first): the toy's range 8–10
+    # overlaps neither tracing's 2–4 nor patching's 3–5, which overlap each other
+    assert [c.verdict for c in mlp] == ["differs", "agrees", "differs"]
+    assert mlp[0].detail == ("causal tracing layer 3 (95% of resamples in layers 2–4), "
+                             "prompt length layer 9 (95% of resamples in layers 8–10)")
+    page, *_ = render.render(to="html", root=tmp_path, runs_root=runs)
+    text = page.read_text()
+    assert "prompt length layer 9 (95% of resamples in layers 8–10)" in text
+    assert "3 of 5 checks agree" in text  # and the head and the subject's, as before
+    # the circuit's cross-check of a run in progress (headline files, no run.json yet)
+    Results(tmp_path / "staging", prompt_length.METHOD).headline(headline)
+    nodes = pd.DataFrame({"name": ["input", "MLP 9", "logits"]})
+    check = circuit.cross_check(tmp_path / "staging", nodes)
+    assert check[["method", "component", "why", "in_circuit"]].to_dict("records") == [
+        {"method": "prompt length", "component": "MLP 9",
+         "why": "the toy's MLP (shortest prompt)", "in_circuit": True}]
+    assert np.isnan(check["base_rate"][0])  # no circuit headline: no base rate
+
+
+def test_report_reads_no_chapter_and_no_headline_is_generated():
+    """report/ knows methods only through the registry and their Estimates; every headline
+    field is written out by hand (findable by search)."""
+    src = Path(__file__).parents[1] / "src" / "factcircuits"
+    for path in sorted((src / "report").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import)
+                     for a in n.names]
+        assert not [m for m in imported if m.startswith("factcircuits.chapters")], path.name
+    generated = [p.name for p in src.rglob("*.py") if "make_dataclass" in p.read_text()]
+    assert generated == []

@@ -205,6 +205,7 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
         profile_figures,
     )
     from factcircuits.report.evidence import damaged_markdown, scan_evidence
+    from factcircuits.report.glance import glance_figure
     from factcircuits.report.pages import (
         comparison_intro,
         part_title,
@@ -241,6 +242,8 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
         "<nav class='contents'><strong>Contents</strong><ol>"
         + "".join(f"<li><a href='#{a}'>{esc(t)}</a></li>" for a, t in contents) + "</ol></nav>",
         "<section id='findings'><h1>Findings</h1>",
+        *([glance.to_html(full_html=False, include_plotlyjs=False, include_mathjax=False)]
+          if (glance := glance_figure(runs)) is not None else []),
         markdown_html(cite_text(damaged_markdown(damaged)
                                 + front_page_markdown(runs, anchors=False), works, cited)),
         "</section>",
