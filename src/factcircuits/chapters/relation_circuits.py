@@ -292,7 +292,8 @@ def relation_findings(run: Run) -> list[Finding]:
         out.append(Finding(CIRCUITS, (
             f"**What relations share**: their 80% circuits overlap by edge Jaccard "
             f"{lo:.2f}–{hi:.2f} (mean {h.mean_edge_jaccard:.2f}; |score|-weighted "
-            f"{h.mean_weighted_overlap:.2f}); {h.core_edges:,} edges are {where}{said}."), 30))
+            f"{h.mean_weighted_overlap:.2f}; point values of circuits that are themselves "
+            f"resampled above); {h.core_edges:,} edges are {where}{said}."), 30))
     return out
 
 
