@@ -95,3 +95,39 @@ def test_bad_checksum_refuses_and_writes_no_cache(tmp_path, monkeypatch):
     with pytest.raises(ModelUnavailableError, match="expected 0000"):
         embedded.cached_checkpoint()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow  # ~40 s: the hub client's own five retries with backoff, each 1 s here
+def test_a_hub_that_never_answers_is_a_one_line_error_within_its_deadline(monkeypatch):
+    """A server that accepts the connection and then says nothing (a stalled proxy). Before,
+    transformers' revision lookup waited on it forever (huggingface_hub sends that request
+    with no timeout); now every request stalls out after HF_HUB_DOWNLOAD_TIMEOUT and the load
+    ends in one line naming the setting."""
+    import socket
+    import threading
+    import time
+
+    from huggingface_hub import constants
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held = []
+    threading.Thread(target=lambda: [held.append(server.accept()) for _ in range(100)],
+                     daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_ETAG_TIMEOUT", 1)
+    monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 1)
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ModelUnavailableError, match="stopped answering") as info:
+            load_model("no-such-org/stalled-model", device="cpu")
+    finally:
+        server.close()
+    assert "\n" not in str(info.value) and "HF_HUB_DOWNLOAD_TIMEOUT" in str(info.value)
+    assert time.perf_counter() - started < 60

@@ -211,9 +211,22 @@ def _from_hub(name: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     token = os.environ.get("HF_TOKEN")  # from the environment only, never a parameter
+    _hub_requests_time_out()
     try:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, token=token)
         tokenizer = AutoTokenizer.from_pretrained(name, token=token)
+    except Exception as exc:
+        if not _is_timeout(exc):
+            raise
+        # huggingface_hub gives up on a connection that sends nothing for
+        # HF_HUB_DOWNLOAD_TIMEOUT seconds (10 by default); a download that keeps moving has no
+        # deadline (a large model can take an hour).
+        from huggingface_hub import constants
+
+        raise ModelUnavailableError(
+            f"model {name!r}: the hub stopped answering (no data for "
+            f"{constants.HF_HUB_DOWNLOAD_TIMEOUT:g} s); try again, or set "
+            "HF_HUB_DOWNLOAD_TIMEOUT=<seconds> to wait longer on a slow connection") from None
     except OSError as exc:
         raise ModelUnavailableError(
             f"model {name!r} is not available offline (not in the Hugging Face cache and the hub "
@@ -221,6 +234,41 @@ def _from_hub(name: str, dtype: torch.dtype):
             "--model /path/to/folder, or use --model default"
         ) from exc
     return model, tokenizer
+
+
+def _hub_requests_time_out() -> None:
+    """Give every hub request a stall deadline. huggingface_hub's shared client has none, and
+    `model_info` (transformers resolves the revision through it) passes `timeout=None`, so a
+    server that accepts the connection and never answers held the load forever (and its
+    retries of a metadata request wait 60 s each). A request hook caps each connect/read/
+    write/pool limit at HF_HUB_DOWNLOAD_TIMEOUT seconds: no request waits longer than that
+    for a byte (the hub's own retries then end within about a minute); one that keeps sending
+    has no deadline. A client factory the user set is left alone."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _http
+
+    def fill_missing_limits(request) -> None:
+        limits = request.extensions.get("timeout") or {}
+        stall = float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
+        request.extensions["timeout"] = {kind: min(stall, limits.get(kind) or stall)
+                                         for kind in ("connect", "read", "write", "pool")}
+
+    def client_with_deadline():
+        client = _http.default_client_factory()
+        client.event_hooks["request"].append(fill_missing_limits)
+        return client
+
+    if _http._GLOBAL_CLIENT_FACTORY is _http.default_client_factory:
+        _http.set_client_factory(client_with_deadline)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """A network timeout from the hub client (httpx or requests), however wrapped."""
+    while exc is not None:
+        if "Timeout" in type(exc).__name__:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _folder_digest(folder: Path) -> str:
