@@ -29,7 +29,9 @@ CONSTRUCTORS = {"Parameter", "whole", "choice", "positive_float", "text", "flag"
 
 def literal_defaults(source: str, names) -> list[tuple[int, str, str]]:
     """(line, name, default) for each function argument or class field named in `names` whose
-    default is a literal (None, "not given", aside): a second declaration of its default."""
+    default is a literal that the parameter of that name could take: a second declaration of
+    its default. None ("not given") and a value outside the parameter's domain (another
+    quantity that shares the name, e.g. patching's direction="denoising") are not."""
     found = []
     for node in ast.walk(ast.parse(source)):
         pairs = []
@@ -49,7 +51,8 @@ def literal_defaults(source: str, names) -> list[tuple[int, str, str]]:
                 value = ast.literal_eval(default)
             except ValueError:
                 continue  # a reference: the declaration's object
-            if value is not None:
+            declaration = names[name]
+            if value is not None and (declaration is None or declaration.ok(value)):
                 found.append((default.lineno, name, ast.unparse(default)))
     return found
 
@@ -64,13 +67,15 @@ def declarations_in(source: str) -> list[str]:
 
 def test_the_check_finds_a_second_literal_default():
     """The scanner itself, on code written to break the rule and code that keeps it."""
+    names = {n: DECLARED[n] for n in ("noise_samples", "seed", "max_patches", "n_prompts",
+                                      "direction")}
     bad = ("def trace(lm, *, noise_samples: int = 5, seed=0, other=3):\n    pass\n"
            "class Options:\n    max_patches: str = 'auto'\n")
-    assert literal_defaults(bad, {"noise_samples", "seed", "max_patches"}) == [
+    assert literal_defaults(bad, names) == [
         (1, "noise_samples", "5"), (1, "seed", "0"), (4, "max_patches", "'auto'")]
     good = ("def trace(lm, *, noise_samples: int = NOISE_SAMPLES.default, n_prompts=None,\n"
-            "          seed=SEED.default):\n    pass\n")
-    assert literal_defaults(good, {"noise_samples", "n_prompts", "seed"}) == []
+            "          seed=SEED.default, direction='denoising'):\n    pass\n")
+    assert literal_defaults(good, names) == []
     assert declarations_in('X = whole("x", 3, "m", 1)\nY = flag("y", True, "m")\n') == \
         ["x", "y"]
 
