@@ -147,3 +147,15 @@ class RunKernel:
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
+                _drop_if_empty(self.log)
+
+
+def _drop_if_empty(log: Path) -> None:
+    """An empty log (the kernel said nothing of its own) leaves no file, nor a `_logs` folder
+    with nothing in it, beside the runs."""
+    try:
+        if log.stat().st_size == 0:
+            log.unlink()
+            log.parent.rmdir()  # only when no other run's log is there
+    except OSError:
+        pass
