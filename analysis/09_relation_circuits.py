@@ -177,11 +177,14 @@ if len(found.stability):
     figures.stability_figure(found.stability).show()
     rows = found.relations.dropna(subset=["stability_median"])
     n_stable = int(rows["stable"].astype(bool).sum())
-    verdict = ("" if n_stable == len(rows) else
-               "; the others are not stable at this sample size")
+    verdict = (f"all {len(rows)} circuits are stable" if n_stable == len(rows) else
+               f"none of the {len(rows)} circuits is stable: not stable at this sample size"
+               if n_stable == 0 else
+               f"{n_stable} of {len(rows)} circuits are stable; the others are not stable at "
+               "this sample size")
     display(Markdown(
-        f"{n_stable} of {len(rows)} circuits are stable (median Jaccard ≥ 0.8 over "
-        f"{stability_resamples} resamples){verdict}. Median (95% of resamples) per circuit: "
+        f"By median Jaccard ≥ 0.8 over {stability_resamples} resamples, {verdict}. Median "
+        "(95% of resamples) per circuit: "
         + "; ".join(f"{r.relation}: {r.stability_median:.2f} ({r.stability_low:.2f}–"
                     f"{r.stability_high:.2f}, {r.n_pairs} pairs; random circuits of its size "
                     f"{r.stability_chance:.2f})" for r in rows.itertuples())

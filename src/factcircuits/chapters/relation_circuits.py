@@ -267,12 +267,16 @@ def relation_findings(run: Run) -> list[Finding]:
             f"have ≥ {h.min_pairs} pairs; faithfulness of the smallest circuit reaching 0.8, on "
             f"pairs that did not choose it): {'; '.join(parts)}.")
     if len(medians):
-        text += (f" {len(stable)} of {len(medians)} of these circuits are stable (median "
-                 f"Jaccard ≥ 0.8 over {h.stability_resamples} resamples); median Jaccard "
-                 f"{medians.min():.2f}–{medians.max():.2f} across relations, so the others are "
-                 "not stable at this sample size.") if len(stable) < len(medians) else (
-            f" All {len(medians)} are stable (median Jaccard ≥ 0.8, lowest "
-            f"{medians.min():.2f}).")
+        spread = (f"median Jaccard {medians.min():.2f}–{medians.max():.2f} across relations "
+                  f"over {h.stability_resamples} resamples")
+        if len(stable) == len(medians):
+            text += f" All {len(medians)} are stable ({spread}, every one ≥ 0.8)."
+        elif not len(stable):
+            text += (f" None of the {len(medians)} is stable ({spread}): not stable at this "
+                     "sample size.")
+        else:
+            text += (f" {len(stable)} of {len(medians)} are stable ({spread}); the others are "
+                     "not stable at this sample size.")
     out.append(Finding(CIRCUITS, text, 20))
     if h.core_rule is not None:
         lo, hi = h.edge_jaccard_range
