@@ -199,3 +199,83 @@ def _fill_one(cols: dict[str, list], i: int, rng: random.Random, relations: dict
     cols["corrupted_prompt"][i] = cols["prompt"][i].replace(subject, partner, 1)
     return f"subject swapped: {subject}→{partner} (same relation, {which}); " + length_note(
         subject, partner)
+
+
+# --------------------------------------------------------------------------- several per prompt
+DRAW_COLUMNS = ["prompt_id", "draw", "corrupted_prompt", "corrupted_subject", "corrupted_answer",
+                "equal_length", "note"]
+
+
+def subject_pool(rows: pd.DataFrame) -> pd.DataFrame:
+    """(relation, subject, answer) of every cloze row, and of every filled corrupted subject
+    whose answer is known: the row's counterfactual, when the corruption note says so
+    (`make_counterfactual`, `derive`) or the pair was hand-written (no note: a hand-written
+    pair swaps in a subject whose answer is the counterfactual).
+    Answers keep their leading space; duplicates removed."""
+    cloze = rows[rows["task"] == "cloze"]
+    own = pd.DataFrame({"relation": cloze["relation"].str.strip(),
+                        "subject": cloze["subject"].str.strip(), "answer": cloze["answer"]})
+    note = cloze.get("corruption_note", pd.Series("", index=cloze.index)).fillna("")
+    known = (cloze["corrupted_subject"].fillna("").str.strip() != "") & (
+        ~note.str.startswith("subject swapped")
+        | note.str.contains(r"answer is the counterfactual|= counterfactual\)"))
+    partners = pd.DataFrame({"relation": cloze.loc[known, "relation"].str.strip(),
+                             "subject": cloze.loc[known, "corrupted_subject"].str.strip(),
+                             "answer": cloze.loc[known, "counterfactual"]})
+    pool = pd.concat([own, partners], ignore_index=True)
+    return pool.drop_duplicates(["relation", "subject"]).reset_index(drop=True)
+
+
+def draw_counterfactuals(rows: pd.DataFrame, n: int, seed: int = 0, pool: pd.DataFrame | None
+                         = None, token_length=None) -> pd.DataFrame:
+    """Up to `n` counterfactual prompts per row: draw 0 is the row's own corrupted prompt (its
+    answer the row's counterfactual), draws 1.. swap the subject for another subject of the
+    same relation (from `pool`, default `subject_pool(rows)`) whose answer differs from the
+    row's (a row without its own corrupted prompt starts at draw 0 with a drawn one).
+
+    `token_length(text) -> int`, when given, is the model's token count of a prompt: partners
+    whose prompt has the clean prompt's token length come first (random order among them),
+    then the others by closeness (`equal_length` says which). Seeded per row
+    (`random.Random(f"{seed}:{row}")`), so a row's draws do not depend on the other rows.
+    Rows without a subject in the prompt, or of a relation with no other answer, get only
+    what they have. One row per (prompt_id, draw), columns `DRAW_COLUMNS`."""
+    pool = subject_pool(rows) if pool is None else pool
+    by_relation = {name: part for name, part in pool.groupby("relation", sort=False)}
+    out = []
+    for i, row in enumerate(rows.itertuples(index=False)):
+        prompt, subject = row.prompt, str(row.subject).strip()
+        length = token_length(prompt) if token_length else None
+        used, drawn = {subject}, []
+        own = str(getattr(row, "corrupted_prompt", "") or "")
+        if own.strip():
+            partner = str(row.corrupted_subject).strip()
+            used.add(partner)
+            drawn.append((own, partner, row.counterfactual, "the dataset's corrupted prompt"))
+        if row.task == "cloze" and subject and subject in prompt:
+            drawn += _draw_partners(row, by_relation, used, n - len(drawn),
+                                    random.Random(f"{seed}:{i}"), token_length, length)
+        out += [(i, d, text, s, a, None if length is None else token_length(text) == length,
+                 note) for d, (text, s, a, note) in enumerate(drawn[:n])]
+    return pd.DataFrame(out, columns=DRAW_COLUMNS)
+
+
+def _draw_partners(row, by_relation: dict, used: set, n: int, rng: random.Random,
+                   token_length, length) -> list[tuple]:
+    """Up to `n` (prompt, subject, answer, note) of other subjects of the row's relation whose
+    answer differs from the row's, equal token length first."""
+    prompt, subject = row.prompt, str(row.subject).strip()
+    if n <= 0:
+        return []
+    candidates = by_relation.get(str(row.relation).strip())
+    if candidates is None:
+        return []
+    answer = str(row.answer).strip().casefold()
+    candidates = candidates[(candidates["answer"].str.strip().str.casefold() != answer)
+                            & ~candidates["subject"].isin(used)]
+    options = sorted((s, a, prompt.replace(subject, s, 1)) for s, a in
+                     zip(candidates["subject"], candidates["answer"]))
+    rng.shuffle(options)
+    if length is not None:  # equal token length first, then the closest (a stable sort)
+        options.sort(key=lambda o: abs(token_length(o[2]) - length))
+    return [(text, s, a, f"subject swapped: {subject}→{s} (same relation, answer "
+             f"{a.strip()!r})") for s, a, text in options[:n]]

@@ -33,6 +33,9 @@ class PreparedTask:
     answer_ids: torch.Tensor | None = None  # cloze [n]
     cf_ids: torch.Tensor | None = None  # cloze [n]
     dropped: pd.DataFrame = field(default_factory=pd.DataFrame)  # rows left out, with reason
+    # several counterfactuals per prompt (`methods.counterfactual_sets.with_counterfactuals`):
+    # one row per (prompt_id, draw), formatted prompts, `data.counterfactuals.DRAW_COLUMNS`
+    counterfactual_draws: pd.DataFrame | None = None
 
     @property
     def main_metric(self) -> str:
@@ -106,11 +109,17 @@ class PreparedTask:
             keep = keep.nonzero().flatten()
         idx = keep.tolist()
         pick = lambda t: None if t is None else t[keep]  # noqa: E731
+        draws = self.counterfactual_draws
+        if draws is not None:  # the kept prompts' draws, renumbered like the prompts
+            kept = pd.DataFrame({"prompt_id": idx, "new_id": range(len(idx))})
+            draws = (kept.merge(draws, on="prompt_id").drop(columns="prompt_id")
+                     .rename(columns={"new_id": "prompt_id"})[draws.columns]
+                     .sort_values(["prompt_id", "draw"]).reset_index(drop=True))
         return PreparedTask(
             self.task, self.prompt_format, self.rows.iloc[idx].reset_index(drop=True),
             [self.prompts[i] for i in idx], [self.corrupted_prompts[i] for i in idx],
             self.signs[keep], self.answer_sets, pick(self.answer_ids), pick(self.cf_ids),
-            self.dropped,
+            self.dropped, draws,
         )
 
 
