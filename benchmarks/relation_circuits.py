@@ -52,8 +52,6 @@ def measure(model: str, dataset: str, per_relation: int, n_prompts: int, ig_step
     import numpy as np
 
     from factcircuits.methods.circuits import relations as R
-    from factcircuits.methods.circuits.forward import CircuitForward
-    from factcircuits.methods.circuits.per_pair import pair_edge_scores
     from factcircuits.methods.circuits.stability import stability
 
     lm, pairs = run_pairs(model, dataset, per_relation, n_prompts, seed)
@@ -65,14 +63,12 @@ def measure(model: str, dataset: str, per_relation: int, n_prompts: int, ig_step
     seconds["total"] = time.perf_counter() - start
     seconds["total_cpu"] = time.process_time() - cpu  # this process's CPU: less load-bound
     phases["study"] = peak_gb()
-    # the parts, measured again one at a time (scores, then one stability pass)
-    cf = CircuitForward(lm)
-    start = time.perf_counter()
-    scores = pair_edge_scores(lm, pairs, ig_steps=ig_steps, progress=False, forward=cf)
-    seconds["per_pair_scores"] = time.perf_counter() - start
+    # the parts: the per-pair scores (timed inside the study), one stability pass again
+    seconds["per_pair_scores"] = study.scores.seconds if study.scores is not None else 0.0
     k = study.pooled.edges_for_80 if study.pooled and study.pooled.edges_for_80 else 1
     start = time.perf_counter()
-    stability(scores, k, n_resamples=resamples, seed=seed)
+    if study.scores is not None:
+        stability(study.scores, k, n_resamples=resamples, seed=seed)
     seconds["one_stability"] = time.perf_counter() - start
 
     def group(c):
@@ -98,7 +94,7 @@ def measure(model: str, dataset: str, per_relation: int, n_prompts: int, ig_step
         "per_relation": study.core_table.round(4).to_dict("records")}
     return {"benchmark": "relation_circuits", "model": model, "dataset": dataset,
             "per_relation": per_relation,
-            "n_pairs": len(pairs.prompts), "n_edges": cf.graph.n_edges, "ig_steps": ig_steps,
+            "n_pairs": len(pairs.prompts), "n_edges": study.graph.n_edges, "ig_steps": ig_steps,
             "resamples": resamples, "min_pairs": min_pairs,
             "relations": study.relations.to_dict("records"),
             "total_s": round(seconds["total"], 2),
