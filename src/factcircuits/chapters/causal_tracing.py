@@ -77,8 +77,6 @@ class TracingHeadline(Headline):
     mlp_subject_before_attn_last_share: float | None = number(
         "share of resamples where the MLP peak at the last subject token comes before "
         "attention's at the last token (window 1, layers ≥ 1; descriptive)", "fraction")
-
-
     # the MLP peak at the last subject token again as numbers: the comparison's key numbers
     mlp_subject_last_peak_aie: float | None = number(
         "largest AIE of restoring the MLP at the last subject token one layer at a time "
@@ -101,6 +99,8 @@ class TracingHeadline(Headline):
                      if e.site == kind and e.token_class == token_class), None)
 
     def estimates(self) -> list[Estimate]:
+        """Every traced peak (`peaks`); in runs from before window-1 traces the plain kinds'
+        peaks were windowed, so they carry their window."""
         found = [Estimate.from_json(d) for d in self.peaks or []]
         window = int(self.window or 1)
         if self.window_rule is None and window > 1:  # a run from before window-1 traces
