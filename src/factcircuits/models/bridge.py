@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from factcircuits.models.tokens import adds_bos
+
 
 @dataclass
 class LoadedModel:
@@ -57,17 +59,12 @@ def boot_bridge(name, hf_model, tokenizer, device, dtype, processing):
         bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     # TransformerLens prepends BOS by default; match what the tokenizer itself does, otherwise
     # SmolLM2 gets <|im_start|> before every prompt (cf. TL issue 1418, double BOS).
-    bridge.cfg.default_prepend_bos = tokenizer_adds_bos(tokenizer)
+    bridge.cfg.default_prepend_bos = adds_bos(tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"  # right padding keeps positions of real tokens unchanged
     bridge.eval()
     return bridge
-
-
-def tokenizer_adds_bos(tokenizer) -> bool:
-    ids = tokenizer("a")["input_ids"]
-    return tokenizer.bos_token_id is not None and bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
 def describe(bridge, device: str, dtype: torch.dtype, processing: str) -> dict[str, Any]:

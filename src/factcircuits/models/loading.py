@@ -53,8 +53,11 @@ def load_model(
     device: str | None = "auto",
     dtype: str | None = None,
     processing: str = "none",
+    prepend_bos: str = "auto",
 ) -> LoadedModel:
-    """Load `spec` as a TransformerBridge.
+    """Load `spec` as a TransformerBridge; its tokenizer prepends BOS as `prepend_bos` says
+    ("auto": as the model's own tokenizer does; "on"/"off": `models.tokens.with_bos_choice`),
+    recorded in the provenance (`prepend_bos`: whether it does, `bos_choice`: the choice).
 
     processing="none" (default) keeps the raw weights: no folded copy (compatibility mode
     costs 2.5–9 GB extra on 0.1–0.5B models and ran a 1.5B model out of memory on 24 GB), and
@@ -75,7 +78,8 @@ def load_model(
         from factcircuits.models.tiny import tiny_model
 
         family = "llama" if spec == "tiny" else spec.removeprefix("tiny-")
-        return tiny_model(device=device, dtype=torch_dtype, processing=processing, family=family)
+        return _with_bos(tiny_model(device=device, dtype=torch_dtype, processing=processing,
+                                    family=family), prepend_bos)
     entry = specs.find(spec)
     if entry is not None:
         folder = packaged.cached_checkpoint(entry, progress=_stderr)
@@ -100,7 +104,19 @@ def load_model(
 
     bridge = boot_bridge(bridge_name, hf_model, tokenizer, device, torch_dtype, processing)
     provenance = {"spec": spec, **source, **describe(bridge, device, torch_dtype, processing)}
-    return LoadedModel(model=bridge, tokenizer=tokenizer, provenance=provenance)
+    return _with_bos(LoadedModel(model=bridge, tokenizer=tokenizer, provenance=provenance),
+                     prepend_bos)
+
+
+def _with_bos(lm: LoadedModel, choice: str) -> LoadedModel:
+    """`lm` with its tokenizer made to follow the BOS choice, and the choice in provenance."""
+    from factcircuits.models.tokens import adds_bos, with_bos_choice
+
+    lm.tokenizer = with_bos_choice(lm.tokenizer, choice)
+    lm.model.cfg.default_prepend_bos = adds_bos(lm.tokenizer)
+    lm.provenance["prepend_bos"] = adds_bos(lm.tokenizer)
+    lm.provenance["bos_choice"] = choice
+    return lm
 
 
 def is_tiny(spec: str) -> bool:
