@@ -1,7 +1,16 @@
-"""Activation patching, clean into corrupted (TransformerLens conventions), fast.
+"""Activation patching, fast: denoising (clean into corrupted, TransformerLens conventions) and
+noising (corrupted into clean).
 
-For every cell (layer l, position p) the clean run's activation replaces the corrupted run's,
-and the task metric is read at the last token: `result[l, p]` is the same number as
+Denoising asks whether a state is sufficient: does restoring it alone bring the clean answer
+back into the corrupted run? Noising asks whether it is necessary: does corrupting it alone
+destroy the clean answer (Heimersheim & Nanda 2024)? Both run through the same engine: a
+noising cell is a denoising cell with the roles of the runs swapped (the corrupted run's
+activation copied into the clean run). Both are reported on one scale, 0 = corrupted metric,
+1 = clean metric (`PatchResult.normalized`); `PatchResult.effect` turns that into the share
+the cell explains: restored (denoising) or lost (noising, 1 − normalized).
+
+For every denoising cell (layer l, position p) the clean run's activation replaces the
+corrupted run's, and the task metric is read at the last token: `result[l, p]` is the same number as
 `transformer_lens.patching.get_act_patch_resid_pre(model, corrupted_tokens, clean_cache,
 metric)[l, p]` (likewise `attn_out`, `mlp_out`, and per head `z` over all positions).
 `patch` is the method (TransformerLens's `generic_activation_patch`); `patch_resid_pre`,
@@ -22,13 +31,13 @@ Why it is faster than TransformerLens's one-full-forward-per-cell loop, with the
   copy joins the stacked batch at its own layer, so stacking patches of different layers
   wastes no block;
 - positions before the first token where a pair differs hold identical activations in both
-  runs, so patching there is provably a no-op: those cells get the corrupted metric without a
-  forward (pairs are grouped by length and first differing token).
+  runs, so patching there is provably a no-op: those cells get the unpatched run's metric
+  without a forward (pairs are grouped by length and first differing token).
 
 Prompts are grouped by token length (clean and corrupted prompts of a pair must have equal
 length: `Session.patchable` keeps those); inside a group there is no padding, so no attention
 mask is needed and the last position is shared. Results are per prompt ([layer, pos, prompt]);
-cells past a shorter prompt's end hold its corrupted metric (patching there changes nothing,
+cells past a shorter prompt's end hold its unpatched run's metric (patching there changes nothing,
 exactly what TransformerLens returns on right-padded tokens).
 """
 
@@ -61,6 +70,8 @@ COMPONENTS = ("resid_pre", "attn_out", "mlp_out", "z")
 COMPONENT_TITLES = {"resid_pre": "residual stream (resid_pre)", "attn_out": "attention output",
                     "mlp_out": "MLP output", "z": "attention head output (z)"}
 
+DIRECTIONS = ("denoising", "noising")
+
 HEADS_BY_POSITION = flag("heads_by_position", False, "also patch every head at every position "
                          "(n_heads × slower)")
 
@@ -79,6 +90,9 @@ class PatchResult:
     index_name: str = "pos"  # "pos" | "head" | "pos_head"
     lengths: Int[Tensor, " n_prompts"] = field(
         default_factory=lambda: torch.empty(0, dtype=torch.long))
+    # "denoising": the corrupted run with a clean activation patched in (sufficiency);
+    # "noising": the clean run with a corrupted activation patched in (necessity)
+    direction: str = "denoising"
 
     def mean(self) -> torch.Tensor:
         """Mean over prompts: TransformerLens's result format ([n_layers, n_pos] or
@@ -92,6 +106,13 @@ class PatchResult:
     def normalized_mean(self) -> torch.Tensor:
         """Normalized effect of the mean metric (TL's grid normalized by mean baselines)."""
         return normalized_effect(self.mean(), self.clean.mean(), self.corrupted.mean())
+
+    def effect(self) -> torch.Tensor:
+        """Per prompt, the share of the clean−corrupted gap the cell accounts for: restored by
+        denoising (= `normalized`), lost by noising (1 − `normalized`). Large = sufficient
+        (denoising) or necessary (noising)."""
+        norm = self.normalized()
+        return norm if self.direction == "denoising" else 1 - norm
 
 
 def normalized_effect(patched, clean, corrupted) -> torch.Tensor:
@@ -125,10 +146,13 @@ def first_difference(clean, corrupt) -> torch.Tensor:
 
 @torch.inference_mode()
 def patch(lm: LoadedModel, prepared: PreparedTask, component: str = "resid_pre",
-          by: str = "pos", *, layers=None, metric=None, max_patches=MAX_PATCHES.default,
-          budget_bytes="auto", progress: bool = True) -> PatchResult:
-    """Activation patching of `component` (resid_pre | attn_out | mlp_out | z) clean into
-    corrupted for every prompt pair of `prepared`.
+          by: str = "pos", *, direction: str = "denoising", layers=None, metric=None,
+          max_patches=MAX_PATCHES.default, budget_bytes="auto",
+          progress: bool = True) -> PatchResult:
+    """Activation patching of `component` (resid_pre | attn_out | mlp_out | z) for every prompt
+    pair of `prepared`: clean into corrupted (`direction="denoising"`) or corrupted into clean
+    (`"noising"`). Either way `values` is the patched run's metric and `clean`/`corrupted` the
+    two runs' metrics.
 
     by="pos": every (layer, position) cell, the whole activation vector at that position
               (for z: every head at once) → values [n_layers, n_pos, n_prompts];
@@ -141,6 +165,9 @@ def patch(lm: LoadedModel, prepared: PreparedTask, component: str = "resid_pre",
         raise UserError(f"component={component!r}: use one of {', '.join(COMPONENTS)}")
     if by != "pos" and component != "z":
         raise UserError(f"by={by!r} needs component='z' (attention heads)")
+    if direction not in DIRECTIONS:
+        raise UserError(f"direction={direction!r}: use one of {', '.join(DIRECTIONS)}")
+    noising = direction == "noising"
     model, cfg = lm.model, lm.model.cfg
     metric = metric or prepared.metric
     clean, corrupt = prepared.pairs(lm.tokenizer)
@@ -164,10 +191,14 @@ def patch(lm: LoadedModel, prepared: PreparedTask, component: str = "resid_pre",
     heads = range(n_heads) if by != "pos" else [None]
     for g_no, idx in enumerate(groups_by(key)):
         n, skip = int(clean.lengths[idx[0]]), int(first_diff[idx[0]])
-        group = prepare_group(runner, model, metric, idx, clean.tokens[idx, :n],
-                              corrupt.tokens[idx, :n], set(names.values()))
+        # denoising copies from the clean run into the corrupted one; noising the reverse
+        source, reference = (corrupt, clean) if noising else (clean, corrupt)
+        group = prepare_group(runner, model, metric, idx, source.tokens[idx, :n],
+                              reference.tokens[idx, :n], set(names.values()))
         groups.append(group)
-        clean_metric[idx], corrupt_metric[idx] = group.source_metric, group.reference_metric
+        clean_metric[idx], corrupt_metric[idx] = (
+            (group.reference_metric, group.source_metric) if noising
+            else (group.source_metric, group.reference_metric))
         if by in ("pos", "pos_head"):
             values[:, n:, ..., idx] = group.reference_metric  # past the end: nothing to patch
             values[:, :skip, ..., idx] = group.reference_metric  # identical prefix: no-op
@@ -178,13 +209,14 @@ def patch(lm: LoadedModel, prepared: PreparedTask, component: str = "resid_pre",
 
     for steps, out in execute(runner, model, groups, plan, metric, max_patches=max_patches,
                               budget_bytes=budget_bytes, progress=progress,
-                              desc=f"patch {component}"):
+                              desc=f"{direction} {component}"):
         index = groups[steps[0].group].index
         for step, row in zip(steps, out):
             layer, pos, h = step.cell
             cell = {"head": (layer, h), "pos_head": (layer, pos, h), "pos": (layer, pos)}[by]
             values[(*cell, index)] = row
-    return PatchResult(component, values, clean_metric, corrupt_metric, by, clean.lengths)
+    return PatchResult(component, values, clean_metric, corrupt_metric, by, clean.lengths,
+                       direction)
 
 
 def patch_resid_pre(lm: LoadedModel, prepared: PreparedTask, **kw) -> PatchResult:
