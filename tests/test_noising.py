@@ -95,6 +95,11 @@ def test_noising_is_not_one_minus_denoising_on_a_nonlinear_model(tiny_lm):
     prepared = _equal_length_pairs(tiny_lm)
     denoise, noise = _both(tiny_lm, prepared, "resid_pre", "pos")
     assert (noise.normalized_mean() - (1 - denoise.normalized_mean())).abs().max() > 1e-2
+    # the mirrored view measures the share lost with the denoising code (tables, peaks)
+    lost = noise.as_effect()
+    assert torch.allclose(lost.normalized(), noise.effect(), atol=1e-5, equal_nan=True)
+    assert torch.allclose(lost.effect(), noise.effect(), atol=1e-5, equal_nan=True)
+    assert denoise.as_effect() is denoise
 
 
 @pytest.mark.parametrize("component,tl_fn", [

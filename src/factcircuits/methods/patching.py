@@ -71,6 +71,7 @@ COMPONENT_TITLES = {"resid_pre": "residual stream (resid_pre)", "attn_out": "att
                     "mlp_out": "MLP output", "z": "attention head output (z)"}
 
 DIRECTIONS = ("denoising", "noising")
+MIRRORED = "noising, mirrored"  # `PatchResult.as_effect` of a noising result
 
 HEADS_BY_POSITION = flag("heads_by_position", False, "also patch every head at every position "
                          "(n_heads × slower)")
@@ -112,7 +113,18 @@ class PatchResult:
         denoising (= `normalized`), lost by noising (1 − `normalized`). Large = sufficient
         (denoising) or necessary (noising)."""
         norm = self.normalized()
-        return norm if self.direction == "denoising" else 1 - norm
+        return 1 - norm if self.direction == "noising" else norm
+
+    def as_effect(self) -> PatchResult:
+        """This result with `normalized` meaning `effect`: itself for denoising; for noising a
+        copy whose patched metric is mirrored about the two baselines (clean + corrupted −
+        patched), so that every table, class average, peak and interval computed from
+        `normalized` measures the share lost, largest where the state is most necessary."""
+        if self.direction == "denoising":
+            return self
+        mirrored = self.clean + self.corrupted - self.values
+        return PatchResult(self.component, mirrored, self.clean, self.corrupted,
+                           self.index_name, self.lengths, MIRRORED)
 
 
 def normalized_effect(patched, clean, corrupted) -> torch.Tensor:
