@@ -125,3 +125,36 @@ def test_each_draw_is_a_task_of_patchable_pairs(tiny_lm):
     ok = [i for i, p in enumerate(prepared.pair_problems(tiny_lm.tokenizer)) if not p]
     assert zero.prompt_ids == ok
     assert zero.task.cf_ids.tolist() == prepared.cf_ids[ok].tolist()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_maps_over_draws_agree_with_patching_each_draw(tiny_lm):
+    from factcircuits.methods import patching as P
+    from factcircuits.methods.counterfactual_spread import (
+        patch_over_counterfactuals,
+        sensitivity_sentence,
+    )
+
+    many = with_counterfactuals(tiny_lm, prepare(tiny_lm, load_dataset("paris-cloze")), 3,
+                                seed=0)
+    spread = patch_over_counterfactuals(tiny_lm, many, ("resid_pre", "mlp_out"))
+    tasks = counterfactual_tasks(many, tiny_lm.tokenizer)
+    assert sorted(spread.n_pairs) == [t.draw for t in tasks]
+    # draw 0's map is today's map of the dataset's own pairs, cell for cell
+    zero = tasks[0].task
+    long = P.tidy(P.patch(tiny_lm, zero, "mlp_out", progress=False), P.position_table(tiny_lm,
+                                                                                      zero))
+    want = P.by_class(long, "token_class").set_index(["layer", "token_class"])["normalized"]
+    got = spread.classes[(spread.classes["draw"] == 0) & (spread.classes["component"] ==
+                                                          "mlp_out")]
+    got = got.set_index(["layer", "token_class"])["normalized"]
+    pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), atol=1e-5)
+    # the averaged map lies between its draws; a peak's shift is the spread of its layers
+    avg = spread.averaged
+    assert ((avg["low"] <= avg["mean"] + 1e-9) & (avg["mean"] <= avg["high"] + 1e-9)).all()
+    layers = spread.layers("mlp_out_subject_last")
+    assert len(layers) == len(tasks) >= 2
+    assert min(layers) >= 1  # the layer-0 MLP is left out, as in the headline
+    assert spread.shift("mlp_out_subject_last") == max(layers) - min(layers)
+    sentence = sensitivity_sentence(spread, "mlp_out_subject_last", "the MLP output")
+    assert f"moves by at most {max(layers) - min(layers)} layer" in sentence
