@@ -24,8 +24,8 @@ from factcircuits.models import LoadedModel
 from factcircuits.models.tokens import format_prompt
 from factcircuits.results.parameter_declarations import SEED, whole
 
-N_COUNTERFACTUALS = whole("n_counterfactuals", 3, "counterfactual prompts per clean prompt (same "
-                          "relation, different answer, equal token length where possible)", 1)
+N_COUNTERFACTUALS = whole("n_counterfactuals", 3, "counterfactuals per prompt: same relation, "
+                          "other answer, equal length first", 1)
 
 #: the shipped relation set whose subjects widen each relation's pool
 POOL_DATASET = "relations-cloze"
