@@ -96,7 +96,7 @@ def stability(scores: PairScores, k: int, rows=None, n_resamples: int = RESAMPLE
     rows = np.arange(scores.n_pairs) if rows is None else np.asarray(rows)
     if n_resamples < 1:
         raise ValueError(f"n_resamples={n_resamples}: use 1 or more")
-    full = top_k(scores.eap_ig[torch.as_tensor(rows).long()].mean(0), k)
+    full = top_k(scores.of(rows).eap_ig, k)  # the group's circuit, as `relations` keeps it
     rng_seed = int(np.random.SeedSequence(resample_seed(seed)).generate_state(1)[0])
     counts = resample_counts(len(rows), n_resamples, rng_seed)
     resampled = scores.reweighted(counts, rows)
