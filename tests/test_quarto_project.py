@@ -31,8 +31,9 @@ def project_pages(root: Path = ROOT) -> list[Path]:
 def copy_project(target: Path) -> Path:
     """The files Quarto reads, as in a fresh clone (no report/_generated, no runs)."""
     project = config()["project"]
+    filters = [f["path"] if isinstance(f, dict) else f for f in config().get("filters", [])]
     for page in ["_quarto.yml", project["pre-render"], project["post-render"], *project["render"],
-                 config()["bibliography"]]:
+                 config()["bibliography"], *filters]:
         (target / page).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / page, target / page)
     return target

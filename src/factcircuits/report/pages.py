@@ -9,8 +9,10 @@ and provenance). The run-dependent parts come from here:
   and the render list. `_quarto.yml` names that file in `metadata-files`; Quarto skips it when
   it is missing (fresh clone) and reads it again after the pre-render, so no page ever
   includes a file that might not exist yet.
-- `front_page()`, `comparison_intro()`, `provenance()` return markdown that the pages print
-  from a hidden code cell (`output: asis`), computed from the runs present at render time.
+- The same pre-render writes the front page, comparison, provenance and the methods
+  appendix's run-dependent parts as markdown files (`report/page_files.py`, from
+  `front_page()`, `comparison_intro()`, `provenance()` here), which the pages read in through
+  a Lua filter: Quarto executes no code for them.
 
 Everything reads and writes the project Quarto renders (`QUARTO_PROJECT_DIR`), not the
 checkout where the package is installed.
@@ -203,10 +205,14 @@ def book_config(runs: list[Run], info: dict[str, Any], project_dir: Path) -> dic
     return config
 
 
-def write_generated(project_dir: Path | None = None) -> Path:
-    """Write report/_generated/ of the project being rendered; returns that folder."""
+def write_generated(project_dir: Path | None = None, pages: bool = True) -> Path:
+    """Write report/_generated/ of the project being rendered; returns that folder. With
+    `pages`, also the pages' markdown and figures (`page_files.write_pages`); without, only
+    what Quarto reads before its pre-render (book.yml, version.json)."""
+    from factcircuits.report.page_files import write_pages
+
     root = Path(project_dir or quarto_project_dir()).resolve()
-    runs = project_runs(root)
+    runs, damaged = scan_evidence(root / RUNS)
     for ev in runs:
         give_front_matter(ev)
     info = version_info(root, [ev.run_id for ev in runs])
@@ -224,15 +230,20 @@ def write_generated(project_dir: Path | None = None) -> Path:
     atomic_write(out / "book.yml", header + yaml.safe_dump(book_config(runs, info, root),
                                                            sort_keys=False, allow_unicode=True))
     atomic_write(out / "version.json", json.dumps(info, indent=2) + "\n")
+    if pages:
+        write_pages(root, runs, damaged)
     return out
 
 
 # ------------------------------------------------------------------ page bodies (markdown)
-def front_page(project_dir: Path | None = None, anchors: bool = True) -> str:
+def front_page(project_dir: Path | None = None, anchors: bool = True,
+               evidence: tuple[list[Run], list[tuple[str, str]]] | None = None) -> str:
+    """The front page's text: version, runs left out, findings. `evidence`: the runs and
+    damaged runs already scanned (`scan_evidence`), else read from the project."""
     from factcircuits.report.synthesis import front_page_markdown
 
     root = Path(project_dir or quarto_project_dir())
-    runs, damaged = scan_evidence(root / RUNS)
+    runs, damaged = evidence if evidence is not None else scan_evidence(root / RUNS)
     info = version_info(root, [ev.run_id for ev in runs])
     return (version_markdown(info) + "\n" + damaged_markdown(damaged) + "\n"
             + front_page_markdown(runs, anchors=anchors))

@@ -97,10 +97,11 @@ def render_quarto(to: str, root: Path) -> list[Path]:
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     runs = _runs(root, None)
     # Quarto reads report/_generated/book.yml before its pre-render rewrites it: a chapter of
-    # a run deleted since the last render would fail the render, so write it first.
+    # a run deleted since the last render would fail the render, so write it first (the
+    # pages' markdown and figures are the pre-render's: written once, not twice).
     from factcircuits.report.pages import write_generated
 
-    write_generated(root)
+    write_generated(root, pages=False)
     proc = subprocess.run(["quarto", "render", *formats], check=False, cwd=root, env=env)
     if proc.returncode != 0:
         raise UserError(f"quarto render {' '.join(formats)} failed (exit {proc.returncode}); "
