@@ -25,7 +25,14 @@ from factcircuits.methods.circuits.summary import (
 from factcircuits.methods.uncertainty import with_interval
 from factcircuits.results.kinds import Graph, Table
 from factcircuits.results.parameter_declarations import SEED
-from factcircuits.results.registry import CIRCUITS, MOVES, Finding, Method, Profile
+from factcircuits.results.registry import (
+    CIRCUITS,
+    MOVES,
+    CircuitResults,
+    Finding,
+    Method,
+    Profile,
+)
 from factcircuits.results.run import Run
 
 TOP_EDGES = 30  # rows of the top-edges table
@@ -262,4 +269,5 @@ METHOD = Method(
                       "the circuit with every other edge ablated, 0 = empty, 1 = full model"
                       "</sup>", "faithfulness", "circuit size, log10(% of edges)", size_axis),),
     parameters=(IG_STEPS, ABLATION, MAX_EDGES_DRAWN),
+    circuit=CircuitResults(graph="circuit", roles="head_roles"),
 )

@@ -171,6 +171,7 @@ def front_markdown(root: Path, runs: list[Run], damaged: list[tuple[str, str]],
 def comparison_markdown(runs: list[Run], figures: FigureWriter) -> str:
     """The comparison: who is compared and how; with several runs the key numbers with their
     intervals, the figures and the per-layer profiles."""
+    from factcircuits.report.circuit_depth import depth_markdown
     from factcircuits.report.compare import (
         comparison_figures,
         comparison_table,
@@ -185,6 +186,9 @@ def comparison_markdown(runs: list[Run], figures: FigureWriter) -> str:
         parts.append(markdown_table(key_numbers_table(table, runs)))
         parts += [figures.markdown(fig)
                   for fig in comparison_figures(table, runs) + profile_figures(runs)]
+        # circuits across models by relative depth (issue 33.6)
+        text, depth_fig = depth_markdown(runs)
+        parts += [text] + ([figures.markdown(depth_fig)] if depth_fig is not None else [])
     return "\n".join(parts)
 
 

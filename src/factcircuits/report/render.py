@@ -270,6 +270,14 @@ def write_preview(root: Path, runs_root: Path | None = None) -> tuple[Path, Path
         for fig in comparison_figures(table, runs) + profile_figures(runs):
             parts.append(fig.to_html(full_html=False, include_plotlyjs=False,
                                      include_mathjax=False))
+        # circuits across models by relative depth (issue 33.6)
+        from factcircuits.report.circuit_depth import depth_markdown
+
+        text, depth_fig = depth_markdown(runs)
+        parts.append(markdown_html(text))
+        if depth_fig is not None:
+            parts.append(depth_fig.to_html(full_html=False, include_plotlyjs=False,
+                                           include_mathjax=False))
     parts += ["</section>", "<section id='provenance'><h1>Appendix: parameters and "
               "provenance</h1>", markdown_html(provenance(runs=runs, level=2)), "</section>"]
     if works:

@@ -90,6 +90,17 @@ class Profile:
     depth: Callable[[pd.DataFrame, int], pd.Series] | None = None
 
 
+@dataclass(frozen=True)
+class CircuitResults:
+    """Where a method saves a circuit that the comparison places by relative depth: `graph`
+    (a Graph: nodes with `layer`, input −1 and logits n_layers; edges `source` → `target`)
+    and `roles` (a Table of its heads: `node`, `layer`, `role`, `dla`, `dla_low`,
+    `dla_high`)."""
+
+    graph: str
+    roles: str
+
+
 @dataclass(frozen=True, eq=False)
 class Method:
     notebook: str  # the notebook's file stem in analysis/, e.g. "05_causal_tracing"
@@ -115,6 +126,8 @@ class Method:
     # its cells of the front page's table of several runs: {column: text} ('—' when the run
     # lacks the method; a model at chance shows '—' in every method's but the task check's)
     overview: Callable[[Run], dict[str, str]] | None = None
+    # the circuit the comparison sets side by side across models by relative depth
+    circuit: CircuitResults | None = None
 
     def __post_init__(self) -> None:
         if not NOTEBOOK_NAME.match(self.notebook):
@@ -133,6 +146,10 @@ class Method:
         tables = [p.table for p in self.profiles if p.table not in self.results]
         if tables:
             raise ValueError(f"method {self.notebook}: profile of undeclared result {tables}")
+        circuit = [] if self.circuit is None else [
+            n for n in (self.circuit.graph, self.circuit.roles) if n not in self.results]
+        if circuit:
+            raise ValueError(f"method {self.notebook}: circuit of undeclared result {circuit}")
 
     def estimates_of(self, run: Run) -> list[Estimate]:
         """Its Estimates in the run (none when the run lacks its headline)."""
