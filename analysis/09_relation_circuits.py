@@ -61,6 +61,7 @@ ablation = "counterfactual"  # what an ablated edge's reader gets: "counterfactu
 min_pairs = 5  # patchable pairs a relation needs for a circuit of its own
 # bootstrap resamples of the pairs behind each circuit's stability (Méloux et al.: at least 100)
 stability_resamples = 100
+max_edges_drawn = 60  # strongest circuit edges drawn in the diagram
 
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
@@ -76,9 +77,17 @@ display(Markdown(
 # %%
 from factcircuits.chapters import relation_circuits as chapter
 from factcircuits.methods.circuits import relation_figures as figures
+from factcircuits.methods.circuits import roles as R
+from factcircuits.methods.circuits.figures import (
+    interactive_circuit_figure,
+    rest_summary,
+    static_circuit_figure,
+    strongest,
+)
 from factcircuits.methods.circuits.stability import MIN_PAIRS_FOR_STABILITY
 from factcircuits.methods.uncertainty import with_interval
 from factcircuits.results.store import Results
+from factcircuits.run.display import media_note, show_pair
 
 out = Results(run_dir, chapter.METHOD)
 found = chapter.relation_chapter(session.lm, pairs, min_pairs=min_pairs, ig_steps=ig_steps,
@@ -154,6 +163,48 @@ elif pooled is not None:
             "full sample itself.")))
 
 # %% [markdown]
+# ### The run's circuit, with how often each edge survives resampling
+#
+# Drawn as in the circuit chapter (heads coloured by their role, computed here for this
+# circuit's heads with the same rules; edge width by |EAP-IG|, blue carries the clean answer,
+# red works against it). This is the circuit chosen by every pair's scores, the one resampled
+# above; on the site, hovering an edge's midpoint shows its scores and its **inclusion
+# frequency**: the share of the bootstrap resamples whose circuit of the same size holds it.
+
+# %%
+drawing = chapter.circuit_drawing(study, pooled) if pooled is not None else None
+if drawing is not None:
+    roles = R.head_roles(session.lm, pairs, R.circuit_heads(drawing.nodes), seed=seed,
+                         batch_size=batch_size)
+    printed = strongest(drawing.circuit_edges, "eap_ig", max_edges_drawn)
+    if drawing.inclusion is not None:
+        shown = drawing.inclusion.loc[printed.index]
+        kept = (f" Of the {len(printed):,} edges drawn, {int((shown >= 0.95).sum()):,} are in "
+                f"at least 95% of the resamples' circuits and {int((shown < 0.5).sum()):,} in "
+                "fewer than half.")
+        hover = ("hover over an edge's midpoint for its EAP-IG and EAP scores and the share "
+                 "of bootstrap circuits holding it")
+    else:
+        kept = " Stability was not computed for this circuit (see above), so no edge has an "\
+               "inclusion frequency."
+        hover = "hover over an edge's midpoint for its EAP-IG and EAP scores"
+    media_note(
+        f"The figure opens on the smallest circuit of the grid; move the slider up to the "
+        f"80% circuit ({len(drawing.circuit_edges):,} edges); {hover}, over a head for its "
+        f"role and numbers.{kept}",
+        f"The drawing: {rest_summary(drawing.circuit_edges, printed)} (at most "
+        f"{max_edges_drawn}: the parameter `max_edges_drawn`).{kept} The site's version has "
+        "every edge, a slider over circuit sizes and each edge's inclusion frequency on hover.")
+    show_pair(
+        interactive_circuit_figure(drawing.edges, drawing.nodes, drawing.steps, roles,
+                                   inclusion=drawing.inclusion,
+                                   title="The run's circuit (every pair's scores)", active=0),
+        static_circuit_figure(drawing.nodes, drawing.circuit_edges, roles,
+                              max_edges=max_edges_drawn,
+                              title="The run's circuit at the 80% size (every pair's scores)",
+                              n_layers=study.graph.n_layers))
+
+# %% [markdown]
 # ## Circuits by relation
 
 # %%
@@ -192,8 +243,17 @@ if len(found.stability):
 
 # %%
 nodes, circuit_edges = chapter.circuits_graph(study)
-if pooled is not None and pooled.stability is not None:
-    figures.inclusion_figure(circuit_edges, pooled.name).show()
+resampled = circuit_edges.dropna(subset=["inclusion"])
+if len(resampled):
+    figures.inclusion_figure(circuit_edges).show()
+    by_group = resampled.groupby("relation", sort=False)["inclusion"]
+    display(Markdown(
+        "Inclusion frequency of each resampled circuit's edges (the share of resamples whose "
+        "circuit of the same size holds the edge): "
+        + "; ".join(f"{name}: {int((v >= 0.95).sum()):,} of {len(v):,} edges in at least 95% "
+                    f"of resamples, {int((v < 0.5).sum()):,} in fewer than half, median "
+                    f"{v.median():.2f}" for name, v in by_group)
+        + "."))
 
 # %% [markdown]
 # ## What the relations share

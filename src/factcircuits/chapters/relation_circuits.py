@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from factcircuits.methods.circuits.faithfulness import ABLATION
+from factcircuits.methods.circuits.figures import MAX_EDGES_DRAWN, size_steps
 from factcircuits.methods.circuits.relations import (
     MIN_PAIRS,
     POOLED,
@@ -26,7 +27,7 @@ from factcircuits.methods.circuits.stability import (
     STABILITY_RESAMPLES,
     STABLE_MEDIAN,
 )
-from factcircuits.methods.circuits.summary import node_frame
+from factcircuits.methods.circuits.summary import edge_frame, node_frame
 from factcircuits.methods.uncertainty import with_interval
 from factcircuits.results.headlines import Headline, interval, number
 from factcircuits.results.kinds import Graph, Table
@@ -151,6 +152,34 @@ def circuits_graph(study: RelationStudy) -> tuple[pd.DataFrame, pd.DataFrame]:
                                                                 "downstream": "target"})
     return (nodes[["name", "relation", "kind", "layer"]],
             edges[["source", "target", "relation", "input", "eap", "eap_ig", "inclusion"]])
+
+
+@dataclass
+class CircuitDrawing:
+    """One group's circuit as chapter 08's figures draw it (`methods.circuits.figures`)."""
+
+    edges: pd.DataFrame  # every edge (index: edge), ranked by the group's mean |EAP-IG|
+    circuit_edges: pd.DataFrame  # its 80 % circuit: rows of `edges`
+    nodes: pd.DataFrame  # the circuit's nodes: node, kind, layer
+    inclusion: pd.Series | None  # per edge (indexed like `edges`): share of the stability
+    # resamples' circuits holding it; None when stability was not computed
+    steps: list[tuple[int, str]]  # the slider's sizes: the grid's below the 80 % size, then it
+
+
+def circuit_drawing(study: RelationStudy, group: GroupCircuit) -> CircuitDrawing | None:
+    """The group's 80 % circuit (top-k by the mean EAP-IG of all its pairs, the circuit that
+    is resampled and saved) with each edge's inclusion frequency; None without a circuit."""
+    if group.mask is None:
+        return None
+    edges = edge_frame(study.graph, group)  # the group's mean scores: its .eap and .eap_ig
+    circuit = edges[group.mask.numpy()].sort_values("rank")
+    inclusion = (pd.Series(group.stability.inclusion.numpy(), index=edges.index)
+                 if group.stability is not None else None)
+    # the group's curve is EAP-IG's top-k, as the steps read chapter 08's
+    curve = group.faithfulness.assign(method="EAP-IG", variant="top-k")
+    at_80 = group.at_80.value if group.at_80 is not None else None
+    return CircuitDrawing(edges, circuit, node_frame(study.graph, circuit), inclusion,
+                          size_steps(curve, len(circuit), at_80))
 
 
 def core_edges(study: RelationStudy) -> pd.DataFrame:
@@ -349,5 +378,5 @@ METHOD = Method(
     key_numbers=("stability_median", "edges_for_80"),
     number_labels={"stability_median": "median Jaccard under resampling",
                    "edges_for_80": "edges for 80% (all pairs)"},
-    parameters=(IG_STEPS, ABLATION, MIN_PAIRS, STABILITY_RESAMPLES),
+    parameters=(IG_STEPS, ABLATION, MIN_PAIRS, STABILITY_RESAMPLES, MAX_EDGES_DRAWN),
 )

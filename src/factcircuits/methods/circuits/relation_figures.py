@@ -67,16 +67,32 @@ def stability_figure(table: pd.DataFrame):
     return fig
 
 
-def inclusion_figure(edges: pd.DataFrame, group: str):
-    """How often each edge of one group's circuit is in a resample's circuit."""
+def inclusion_figure(edges: pd.DataFrame, groups: list[str] | None = None):
+    """How often each edge of a circuit is in a resample's circuit (`circuits_graph`'s
+    `inclusion`), for `groups` (default: every group whose circuit was resampled): one group
+    as a histogram of its edges, several as one violin each (their circuits differ in size)."""
     import plotly.graph_objects as go
 
-    part = edges[edges["relation"] == group]
-    fig = go.Figure(go.Histogram(x=part["inclusion"], xbins={"start": 0, "end": 1.0001,
-                                                             "size": 0.05}))
-    fig.update_layout(title=f"Inclusion frequency of the edges of {group}'s circuit",
-                      xaxis_title="share of resamples whose circuit holds the edge",
-                      yaxis_title="edges")
+    resampled = edges.dropna(subset=["inclusion"])
+    names = [g for g in (groups or list(dict.fromkeys(resampled["relation"])))
+             if (resampled["relation"] == g).any()]
+    axis = "share of resamples whose circuit holds the edge"
+    fig = go.Figure()
+    if len(names) == 1:
+        part = resampled[resampled["relation"] == names[0]]
+        fig.add_trace(go.Histogram(x=part["inclusion"], name=names[0],
+                                   xbins={"start": 0, "end": 1.0001, "size": 0.05}))
+        fig.update_layout(title=f"Inclusion frequency of the edges of {names[0]}'s circuit "
+                          f"({len(part):,} edges)", xaxis_title=axis, yaxis_title="edges")
+        return fig
+    for name in names:
+        part = resampled[resampled["relation"] == name]
+        fig.add_trace(go.Violin(y=part["inclusion"], x=[name] * len(part), name=name,
+                                box_visible=True, meanline_visible=True, points=False,
+                                spanmode="hard", showlegend=False))
+    fig.update_layout(title="Inclusion frequency of each circuit's edges<br><sup>the share of "
+                      "bootstrap resamples whose circuit (of the same size) holds the edge"
+                      "</sup>", yaxis_title=axis, yaxis_range=[0, 1.02], xaxis_title="circuit")
     return fig
 
 
