@@ -88,3 +88,42 @@ def test_inclusion_figure_of_several_circuits_is_a_violin_each():
     fig = inclusion_figure(edges)  # b was not resampled: left out
     assert [(t.type, t.name) for t in fig.data] == [("violin", "all pairs"), ("violin", "a")]
     assert list(fig.data[1].y) == [0.5, 1.0]
+
+
+def relations_row(name, n_pairs, f, low, high, median=None, s_low=None, s_high=None):
+    return {"relation": name, "n_pairs": n_pairs, "split": "held-out", "edges_for_80": 19,
+            "size_for_80": 10.0, "faithfulness_for_80": f, "faithfulness_low": low,
+            "faithfulness_high": high, "cpr": 0.9, "cpr_low": 0.8, "cpr_high": 1.0,
+            "cmd": 0.1, "cmd_low": 0.0, "cmd_high": 0.2,
+            "stability_median": median if median is not None else np.nan,
+            "stability_low": s_low if s_low is not None else np.nan,
+            "stability_high": s_high if s_high is not None else np.nan,
+            "stability_chance": 0.05, "stable": median is not None and median >= 0.8}
+
+
+def test_relation_findings_give_each_circuit_its_interval_and_its_stability(tmp_path):
+    """Issue 33.7: each relation's faithfulness with its interval and whether that interval
+    clears 0.8 (reaching 0.8 is the point estimate's), each stability median with its 95 %
+    range of resamples, and the verdict only as strong as the median's bar."""
+    import pandas as pd
+
+    from factcircuits.results.registry import CIRCUITS
+    from factcircuits.results.run import Run
+    from factcircuits.results.store import Results
+
+    rows = [relations_row(chapter.POOLED, 30, 0.9, 0.85, 0.95, 0.9, 0.8, 0.97),
+            relations_row("capital", 15, 0.95, 0.82, 1.05, 0.85, 0.7, 0.95),
+            relations_row("language", 15, 1.75, -5.0, 9.0, 0.46, 0.36, 1.0),
+            relations_row("colour", 6, 0.9, 0.1, 1.2)]  # too few pairs to resample
+    out = Results(tmp_path, chapter.METHOD)
+    out.save("relations", pd.DataFrame(rows, columns=list(chapter.RELATIONS_COLUMNS)))
+    out.headline(chapter.METHOD.headline(split="held-out", n_pairs=30, n_relations=3,
+                                         n_relations_searched=3, min_pairs=5,
+                                         stability_resamples=100))
+    findings = chapter.relation_findings(Run.in_progress(tmp_path))
+    (by_relation,) = [f.text for f in findings if f.section == CIRCUITS]
+    assert "capital (15 pairs) 19 edges, 0.95 (95% CI 0.82 to 1.05)" in by_relation
+    assert "The interval's lower end clears 0.8 for 1 of these 3." in by_relation
+    assert ("capital 0.85 (0.70–0.95), language 0.46 (0.36–1.00); 1 of 2 are stable "
+            "(median ≥ 0.8), the others not stable at this sample size.") in by_relation
+    assert "colour 0." not in by_relation.split("Stability")[1]  # not resampled: not listed

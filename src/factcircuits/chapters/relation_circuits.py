@@ -258,6 +258,27 @@ def stability_phrase(median, low, high, n_pairs, resamples, chance=None) -> str:
             f"{low:.2f}–{high:.2f}{by_chance}): {verdict}")
 
 
+def stability_sentence(rel: pd.DataFrame, resamples: int | None) -> str:
+    """' Stability over 100 resamples of each relation's pairs (median Jaccard with its
+    circuit, 95% of resamples): a 0.46 (0.36–1.00), b 0.85 (0.70–0.95); 1 of 2 are stable
+    (median ≥ 0.8), the others not stable at this sample size.' ('' when none was
+    resampled)."""
+    rows = rel.dropna(subset=["stability_median"])
+    if not len(rows):
+        return ""
+    each = ", ".join(f"{r.relation} {r.stability_median:.2f} ({r.stability_low:.2f}–"
+                     f"{r.stability_high:.2f})" for r in rows.itertuples())
+    n, stable = len(rows), int((rows["stable"].astype(str) == "True").sum())
+    verdict = ("it is stable (median ≥ 0.8)" if n == stable == 1 else
+               "it is not stable at this sample size" if n == 1 else
+               f"all {n} are stable (median ≥ 0.8)" if stable == n else
+               f"none of the {n} is stable: not stable at this sample size" if not stable else
+               f"{stable} of {n} are stable (median ≥ 0.8), the others not stable at this "
+               "sample size")
+    return (f" Stability over {resamples} resamples of each relation's pairs (median Jaccard "
+            f"with its circuit, 95% of resamples): {each}; {verdict}.")
+
+
 def relation_findings(run: Run) -> list[Finding]:
     h: RelationCircuitsHeadline = run.headline(METHOD)
     if h.split is None:
@@ -290,22 +311,16 @@ def relation_findings(run: Run) -> list[Finding]:
             parts.append(f"{r.relation} ({r.n_pairs} pairs) {int(r.edges_for_80):,} edges, "
                          + with_interval(r.faithfulness_for_80,
                                          [r.faithfulness_low, r.faithfulness_high]))
-    stable = rel[rel["stable"].astype(str) == "True"]
-    medians = rel["stability_median"].dropna()
     text = (f"**Circuits by relation** ({h.n_relations_searched} of {h.n_relations} relations "
             f"have ≥ {h.min_pairs} pairs; faithfulness of the smallest circuit reaching 0.8, on "
             f"pairs that did not choose it): {'; '.join(parts)}.")
-    if len(medians):
-        spread = (f"median Jaccard {medians.min():.2f}–{medians.max():.2f} across relations "
-                  f"over {h.stability_resamples} resamples")
-        if len(stable) == len(medians):
-            text += f" All {len(medians)} are stable ({spread}, every one ≥ 0.8)."
-        elif not len(stable):
-            text += (f" None of the {len(medians)} is stable ({spread}): not stable at this "
-                     "sample size.")
-        else:
-            text += (f" {len(stable)} of {len(medians)} are stable ({spread}); the others are "
-                     "not stable at this sample size.")
+    found = rel.dropna(subset=["edges_for_80", "faithfulness_low"])
+    if len(found):  # reaching 0.8 is the point estimate's; say where the interval clears it
+        clears = int((found["faithfulness_low"] >= 0.8).sum())
+        text += (f" The interval's lower end clears 0.8 for {clears} of these {len(found)}."
+                 if len(found) > 1 else " Its interval's lower end "
+                 + ("clears 0.8." if clears else "does not clear 0.8."))
+    text += stability_sentence(rel, h.stability_resamples)
     out.append(Finding(CIRCUITS, text, 20))
     if h.core_rule is not None:
         lo, hi = h.edge_jaccard_range
