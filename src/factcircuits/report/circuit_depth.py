@@ -220,6 +220,8 @@ def depth_markdown(runs: list[Run]) -> tuple[str, object | None]:
     when no run has a circuit to place)."""
     from factcircuits.report.page_files import markdown_table
 
+    if circuit_method() is None:  # no registered method saves a circuit: nothing to say
+        return "", None
     shown, missing = runs_by_depth(runs)
     parts = ["## Circuits across models by relative depth\n"]
     if shown:
