@@ -132,3 +132,14 @@ def test_no_circuit_anywhere_gives_no_figure(tmp_path):
     retitle(make_run(tmp_path, "a__d__1", notebooks=("01",)), "org/small", "d", 6)
     text, fig = depth_markdown(load_runs(tmp_path))
     assert fig is None and "No run has a circuit to place" in text
+
+
+def test_the_comparison_page_carries_the_section_and_its_figure(tmp_path):
+    from factcircuits.report.page_files import FigureWriter, comparison_markdown
+
+    runs = two_models(tmp_path / "runs")
+    writer = FigureWriter(tmp_path, "comparison", static=False)
+    page = comparison_markdown(runs, writer)
+    section = page[page.index("## Circuits across models by relative depth"):]
+    assert "| Run 1 · small | 4 | L3H1 (0.60) | L4H2 (0.80) |" in section
+    assert "Circuits across models by relative depth" in section.split("```{=html}")[1]
