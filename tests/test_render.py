@@ -67,7 +67,8 @@ def test_preview_has_the_write_ups_structure_and_every_figure(two_runs, tmp_path
         assert f'"text":"{panel}"' in text, panel
     table = text[text.index("id='comparison-table'"):]
     table = table[:table.index("</table>")]
-    assert ">Run 1<" in table and ">Run 2<" in table and ">1.5<" in table  # seed=1's score
+    assert ">Run 1<" in table and ">Run 2<" in table  # seed=1: 1.5, no interval
+    assert ">1.5 (no interval stored)<" in table
     assert '<h2 id="Fixture-notebook-one">' in text  # front matter title, one level down
     # code is left out: inputs, the parameters cell, the session setup
     assert "init_notebook()" not in text and "leak = " not in text
