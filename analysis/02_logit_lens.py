@@ -33,6 +33,7 @@ seed = 0  # noise draws, bootstrap resamples, samples and splits
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
 per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 relation = ""  # one relation of the dataset (empty: every relation)
+prepend_bos = "auto"  # BOS token: auto (as the model's tokenizer does), on or off
 run_dir = "."
 direction = "auto"  # cloze: logit_diff; yes/no: log_odds (linearised) or logit_diff_sum
 example = 0  # the prompt shown (index among those analysed)

@@ -21,6 +21,13 @@
 # much of the clean answer that one state restores: 0 = still the corrupted answer, 1 = fully
 # the clean one [@zhang2023patching; @heimersheim2024patching]. Class averages normalize the
 # mean metric, so a pair with a small clean−corrupted gap cannot dominate.
+#
+# That is **denoising**: it asks whether one state is *sufficient* to bring the answer back.
+# **Noising** asks the converse, whether it is *necessary*: run the clean prompt and paste in
+# one activation from the counterfactual run; the share of the gap lost, (clean − patched)/
+# (clean − corrupted), is 1 when corrupting that state alone destroys the answer. And one
+# counterfactual per prompt leaves open how much the maps depend on the partner, so the
+# denoising maps are also computed with several counterfactual prompts per prompt.
 
 # %% tags=["parameters"]
 model = "default"  # 'default' (the embedded SmolLM2), 'tiny', a hub name or a local folder
@@ -36,10 +43,12 @@ seed = 0  # noise draws, bootstrap resamples, samples and splits
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
 per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 relation = ""  # one relation of the dataset (empty: every relation)
+prepend_bos = "auto"  # BOS token: auto (as the model's tokenizer does), on or off
 run_dir = "."
 max_patches = "auto"  # patched copies stacked per forward ("auto": memory cap)
 heads_by_position = False  # also patch every head at every position (n_heads × slower)
 scan_top_k = 10  # attribution patching: cells per prompt it proposes for exact patching
+n_counterfactuals = 3  # counterfactuals per prompt: same relation, other answer, equal length first
 
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
@@ -48,6 +57,9 @@ from factcircuits.run.session import start_analysis
 
 session, prepared, note = start_analysis(globals())
 pairs, dropped = session.patchable(prepared)
+from factcircuits.methods.counterfactual_sets import with_counterfactuals
+
+counterfactuals = with_counterfactuals(session.lm, prepared, n_counterfactuals, seed)
 display(Markdown(
     f"Analysed: {note}. Of these, **{len(pairs.prompts)}** have a counterfactual prompt of "
     f"the same token length and are patched; **{len(dropped)}** are left out, because "
@@ -63,6 +75,8 @@ import plotly.express as px
 from factcircuits.chapters import activation_patching as chapter
 from factcircuits.methods import atp_checks as AC
 from factcircuits.methods import by_relation as R
+from factcircuits.methods import counterfactual_spread as CS
+from factcircuits.methods import necessity as NS
 from factcircuits.methods import patching as P
 from factcircuits.methods.positions import CLASS_TITLES
 from factcircuits.methods.uncertainty import layer_with_range, with_interval
@@ -73,7 +87,8 @@ from factcircuits.run.display import diverging_limit
 out = Results(run_dir, chapter.METHOD)
 found = chapter.patching_chapter(session.lm, pairs, n_dropped=len(dropped),
                                  max_patches=max_patches, heads_by_position=heads_by_position,
-                                 seed=seed, scan_top_k=scan_top_k)
+                                 seed=seed, scan_top_k=scan_top_k,
+                                 counterfactuals=counterfactuals)
 summary, atp, headline = found.summary, found.atp, found.headline
 results = summary.results
 if results:
@@ -105,6 +120,85 @@ for component in results:
     fig.update_yaxes(ticktext=[named.get(c, c) for c in grid.columns],
                      tickvals=list(grid.columns))
     fig.show()
+
+# %% [markdown]
+# ## Necessary or sufficient: noising beside denoising
+#
+# Left, the share of the gap that restoring one state restores (denoising, as above); right,
+# the share that corrupting it in the clean run loses (noising). A state that scores high on
+# both carries the answer on its own and nothing else does; high on the left only, it can
+# carry the answer but another path can too; high on the right only, the answer needs it but
+# it does not suffice.
+
+# %%
+import numpy as np
+
+if results:
+    for component in results:
+        both = [summary.class_grid(component), summary.noising_grid(component)]
+        classes = [c for c in both[0].columns if c in both[1].columns]
+        stack = np.stack([g[classes].T.to_numpy() for g in both])
+        lim = diverging_limit(stack)
+        fig = px.imshow(stack, facet_col=0, aspect="auto", color_continuous_scale="RdBu",
+                        zmin=-lim, zmax=lim, labels={"x": "layer", "y": "token class",
+                                                     "color": "share"},
+                        title=f"{P.COMPONENT_TITLES[component]}: restored by denoising (left), "
+                              "lost by noising (right)")
+        for i, name in enumerate(["denoising: share restored", "noising: share lost"]):
+            fig.layout.annotations[i].text = name
+        fig.update_yaxes(ticktext=[CLASS_TITLES.get(c, c) for c in classes],
+                         tickvals=list(range(len(classes))))
+        fig.show()
+    states = summary.states
+    display(states.round(3))
+    noising_layer = layer_with_range(headline.noising_resid_pre_peak_layer,
+                                     headline.noising_resid_pre_peak_layer_range)
+    noising_peak = with_interval(headline.noising_resid_pre_peak,
+                                 headline.noising_resid_pre_peak_ci)
+    noising_head = with_interval(headline.noising_top_head_effect,
+                                 headline.noising_top_head_effect_ci)
+    display(Markdown(
+        "At each located peak of denoising, the same cell noised: "
+        + "; ".join(f"{P.COMPONENT_TITLES[r.component]} at the "
+                    f"{CLASS_TITLES.get(r.token_class, r.token_class)}, layer {r.layer}: "
+                    f"restores {r.restored:.2f} (95% CI {r.restored_low:.2f} to "
+                    f"{r.restored_high:.2f}), its corruption loses {r.lost:.2f} (95% CI "
+                    f"{r.lost_low:.2f} to {r.lost_high:.2f}): **{r.verdict}**"
+                    for r in states.itertuples())
+        + f". A state is called sufficient (necessary) when the 95% interval of the share "
+        f"restored (lost) lies above {NS.BAR}. Noising's own peaks: the residual stream "
+        f"loses most at the {CLASS_TITLES.get(headline.noising_resid_pre_peak_class, '')} "
+        f"({noising_layer}, {noising_peak}); the strongest single head is "
+        f"L{headline.noising_top_head_layer}H{headline.noising_top_head} ({noising_head} of the "
+        "gap lost)."))
+
+# %% [markdown]
+# ## Several counterfactuals per prompt
+#
+# Each prompt is paired with up to `n_counterfactuals` counterfactual prompts: the dataset's
+# own (draw 0) and other subjects of its relation with a different answer, equal token length
+# first (seeded). Each draw is patched (denoising) on its own equal-length pairs, with the
+# logit difference taken between the two prompts' answers; the lines are the draws, so their
+# spread is how much the map depends on the counterfactual (and on which prompts have an
+# equal-length partner in that draw).
+
+# %%
+spread = summary.spread
+if results and spread is not None:
+    part = spread.classes[(spread.classes["component"] == "mlp_out")
+                          & (spread.classes["token_class"] == "subject_last")]
+    fig = px.line(part.assign(draw=part["draw"].astype(str)), x="layer", y="normalized",
+                  color="draw", markers=True,
+                  title="MLP output at the last subject token, one line per counterfactual draw"
+                        f"<br><sup>pairs per draw: {headline.counterfactual_draw_pairs}</sup>",
+                  labels={"normalized": "share restored"})
+    fig.show()
+    display(spread.peaks.pivot(index="peak", columns="draw", values="layer"))
+    display(Markdown(" ".join(filter(None, [
+        CS.sensitivity_sentence(spread, "mlp_out_subject_last",
+                                "the MLP output at the last subject token (layers ≥ 1)"),
+        CS.sensitivity_sentence(spread, "resid_pre", "the residual stream")]))
+        or "Only one counterfactual draw has equal-length pairs, so nothing is compared."))
 
 # %% [markdown]
 # ## One example, position by position
@@ -271,6 +365,11 @@ if results:
     out.save("patching_by_role", summary.roles)
     out.save("heads", P.tidy(summary.heads))
     out.save("peaks", peaks)
+    out.save("noising_by_class", summary.noising_classes)
+    out.save("necessity", summary.states)
+    if summary.spread is not None:
+        out.save("counterfactual_by_class", summary.spread.classes)
+        out.save("counterfactual_peaks", summary.spread.peaks)
     out.save("atp_agreement", atp.agreement)
     out.save("atp_heads_by_position_proposals", atp.proposals)
     if summary.heads_by_position is not None:

@@ -33,9 +33,11 @@ seed = 0  # noise draws, bootstrap resamples, samples and splits
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
 per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 relation = ""  # one relation of the dataset (empty: every relation)
+prepend_bos = "auto"  # BOS token: auto (as the model's tokenizer does), on or off
 run_dir = "."
 n_components = 6  # top components by |DLA| to ablate
 knockout_window = 0  # layers knocked out together; 0: n_layers // 6
+n_counterfactuals = 3  # counterfactuals per prompt: same relation, other answer, equal length first
 
 # %% tags=["remove-input"]
 from IPython.display import Markdown, display
@@ -53,25 +55,50 @@ from factcircuits.methods import knockout as KO
 from factcircuits.results.store import Results
 
 out = Results(run_dir, chapter.METHOD)
-abl = ablation_summary(session.lm, prepared, reference=session.task, n_components=n_components,
-                       batch_size=session.batch_size, seed=seed, progress=True)
+from factcircuits.methods.counterfactual_sets import with_counterfactuals
+
+counterfactuals = with_counterfactuals(session.lm, prepared, n_counterfactuals, seed)
+abl = ablation_summary(session.lm, counterfactuals, reference=session.task,
+                       n_components=n_components, batch_size=session.batch_size, seed=seed,
+                       progress=True)
 out.save("ablation", abl.table)
 out.save("ablation_summary", abl.summary)
 
 # %% [markdown]
 # ## Ablating the top components
+#
+# **Resample ablation** (the headline) replaces a component's output at every position with
+# its output on one of the prompt's counterfactual prompts (same relation, another answer,
+# the same token length) and averages the metric over those donors: the component still
+# carries an activation the model really produces, only not the one for this answer.
+# **Zero** and **mean** ablation, shown for comparison, put activations no prompt produces
+# into the model (a zero; an average over prompts that mostly share the answer), so part of
+# what they measure is the model leaving its distribution
+# [@heimersheim2024patching; @zhang2023patching].
 
 # %%
 AB.ablation_figure(abl.table).show()
 big, components = abl.biggest, abl.components
-joint_txt = "".join(f" Ablating all {len(components)} together ({r.mode}) drops it by "
+joint_txt = "".join(f" Ablating all {len(components)} together ({r.mode}"
+                    f"{', off-distribution' if r.mode != 'resample' else ''}) drops it by "
                     f"{r.drop:.3f}." for r in abl.joint.itertuples())
+h_abl = abl.headline
+donors = (f"{h_abl['ablation_resample_prompts']} of {len(prepared.prompts)} prompts have a "
+          f"counterfactual prompt of equal token length to resample from "
+          f"({h_abl['ablation_resample_donors']:.1f} on average); the others are left out of "
+          "resample ablation" if h_abl["ablation_resample_donors"] else
+          "No prompt has a counterfactual prompt of equal token length, so the headline falls "
+          "back to zero ablation")
 display(Markdown(
     f"Components ablated: the {len(components)} with the largest mean |DLA| "
     f"({', '.join(AB.component_label(c) for c in components)}). Mean clean metric "
-    f"{abl.clean_mean:.3f}. The biggest single drop is **{big['drop']:.3f}**, from "
-    f"{big['mode']}-ablating **{big['component']}**.{joint_txt} Mean ablation uses the mean "
-    f"over all {len(session.task.prompts)} dataset prompts at each position."))
+    f"{abl.clean_mean:.3f}. {donors}. The biggest single drop is **{big['drop']:.3f}**, from "
+    f"{big['mode']}-ablating **{big['component']}**.{joint_txt} Off the distribution, zero "
+    f"ablation's biggest single drop is {h_abl['ablation_zero_biggest_drop']:.3f} "
+    f"({h_abl['ablation_zero_biggest_component']}) and mean ablation's "
+    f"{h_abl['ablation_mean_biggest_drop']:.3f} ({h_abl['ablation_mean_biggest_component']}); "
+    f"mean ablation uses the mean over all {len(session.task.prompts)} dataset prompts at "
+    "each position."))
 display(abl.summary)
 
 # %% [markdown]

@@ -30,6 +30,7 @@ seed = 0  # noise draws, bootstrap resamples, samples and splits
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
 per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 relation = ""  # one relation of the dataset (empty: every relation)
+prepend_bos = "auto"  # BOS token: auto (as the model's tokenizer does), on or off
 run_dir = "."
 n_heads = 6  # heads shown (the largest by |DLA|)
 example = 0  # the prompt shown (index among those analysed)

@@ -55,6 +55,7 @@ seed = 0  # noise draws, bootstrap resamples, samples and splits
 known = "top1"  # top1: the answer is the top token; pairwise: answer's logit > counterfactual's
 per_relation = 0  # > 0: at most this many known prompts per relation (seeded sample)
 relation = ""  # one relation of the dataset (empty: every relation)
+prepend_bos = "auto"  # BOS token: auto (as the model's tokenizer does), on or off
 run_dir = "."
 ig_steps = 5  # EAP-IG interpolation steps (1: plain EAP)
 ablation = "counterfactual"  # what an ablated edge's reader gets: "counterfactual" or "mean"

@@ -30,6 +30,7 @@ HELPERS = {"_common.py"}  # imported by the benchmarks, not run
 # file's guard), which exercises its own code (JUnit report, per-file seconds) and not the suite.
 SMALLEST = {
     "atp.py": ["--pairs", "1", "--threads", "1"],
+    "bos_maps.py": ["--model", "tiny", "--choices", "auto", "off"],
     "circuit.py": ["--models", "default", "--pairs", "1", "--ig-steps", "1", "--edges", "10",
                    "--threads", "1"],
     "dataset_scale.py": ["--rows", "1000", "--fill-rows", "250"],

@@ -97,11 +97,12 @@ def test_domains_mirror_the_library_constants():
     from factcircuits.data.datasets import TASKS
     from factcircuits.methods.evaluate import KNOWN_CRITERIA
     from factcircuits.models.loading import DTYPES
-    from factcircuits.models.tokens import PROMPT_FORMATS
+    from factcircuits.models.tokens import BOS_CHOICES, PROMPT_FORMATS
     from factcircuits.results import parameter_declarations as declared
 
     assert declared.DTYPE_NAMES == tuple(DTYPES)
     assert declared.PROMPT_FORMATS == PROMPT_FORMATS
+    assert declared.BOS_CHOICES == BOS_CHOICES
     assert declared.KNOWN == KNOWN_CRITERIA
     assert set(declared.TASKS) == set(TASKS)
 

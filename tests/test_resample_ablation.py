@@ -94,3 +94,36 @@ def test_resampling_a_prompt_from_itself_changes_nothing(tiny_lm):
     ablated = AB.resample_ablated(tiny_lm, twin, [COMPONENTS])[0]
     table = AB.ablation_table(tiny_lm, twin, COMPONENTS[:1], modes=("zero",), joint=False)
     assert torch.allclose(ablated, torch.tensor(table["clean"].to_numpy()).float(), atol=1e-4)
+
+
+def test_the_chapters_headline_ablation_is_resample(tiny_lm, tmp_path):
+    import json
+
+    from factcircuits.chapters import ablation_knockout as AK
+    from factcircuits.results.run import Run
+
+    prepared = with_counterfactuals(tiny_lm, prepare(tiny_lm, load_dataset("paris-cloze")), 3,
+                                    seed=0)
+    abl = AK.ablation_summary(tiny_lm, prepared, n_components=3)
+    h = abl.headline
+    singles = abl.summary[~abl.summary["component"].str.startswith("all")]
+    resampled = singles[singles["mode"] == "resample"]
+    assert h["ablation_biggest_mode"] == "resample"
+    assert h["ablation_biggest_drop"] == pytest.approx(resampled["drop"].max())
+    assert h["ablation_biggest_component"] == resampled.loc[resampled["drop"].idxmax(),
+                                                            "component"]
+    zero = singles[singles["mode"] == "zero"]
+    assert h["ablation_zero_biggest_drop"] == pytest.approx(zero["drop"].max())
+    per_prompt = abl.table[(abl.table["mode"] == "resample")].groupby("prompt")["ablated"]
+    assert h["ablation_resample_prompts"] == int(per_prompt.apply(
+        lambda s: s.notna().all()).sum()) >= 1
+    folder = tmp_path / "m__d__1"
+    folder.mkdir()
+    headline = AK.AblationKnockoutHeadline(**h)
+    (folder / "run.json").write_text(json.dumps({
+        "run_id": "m__d__1", "status": "ok", "parameters": {"model": "tiny", "seed": 0},
+        "notebooks": [], "model": {"n_layers": 3},
+        "headline": {AK.METHOD.notebook: headline.to_json()}}))
+    [finding] = AK.ablation_findings(Run.load(folder))
+    assert f"ablating **{h['ablation_biggest_component']}** alone" in finding.text
+    assert "by resampling" in finding.text and "Off the model's distribution" in finding.text

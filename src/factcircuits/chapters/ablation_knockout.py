@@ -1,6 +1,7 @@
-"""Notebook 06, ablation and attention knockout: zero- and mean-ablate the components with the
-largest direct effect; block the last token's attention to the subject or the relation over
-sliding windows of layers."""
+"""Notebook 06, ablation and attention knockout: ablate the components with the largest direct
+effect by resampling (their outputs on counterfactual prompts with another answer: the
+headline) and, off the model's distribution, by zero and by mean; block the last token's
+attention to the subject or the relation over sliding windows of layers."""
 
 from __future__ import annotations
 
@@ -14,8 +15,14 @@ from factcircuits.methods import attribution as A
 from factcircuits.methods import intervals as I
 from factcircuits.methods import knockout as KO
 from factcircuits.methods.ablation import N_COMPONENTS
+from factcircuits.methods.counterfactual_sets import N_COUNTERFACTUALS
 from factcircuits.methods.evaluate import PreparedTask
-from factcircuits.methods.uncertainty import paired_comparison, peak_difference, swap_test
+from factcircuits.methods.uncertainty import (
+    paired_comparison,
+    peak_difference,
+    swap_test,
+    with_interval,
+)
 from factcircuits.models import LoadedModel
 from factcircuits.results.estimates import RELATION_READ, SUBJECT_READ, Estimate
 from factcircuits.results.headlines import Headline, interval, number
@@ -26,6 +33,8 @@ from factcircuits.results.run import Run
 from factcircuits.results.wording import change_text, interval_cell, window_text
 
 CHANGE = "relative change of P(answer)"
+HEADLINE_MODE = "resample"  # the ablation the headline reports; zero and mean are secondary
+OFF_DISTRIBUTION = ("zero", "mean")
 
 
 def _centre(role: str):
@@ -45,7 +54,23 @@ class AblationKnockoutHeadline(Headline):
                                                  "component is ablated", "metric")
     ablation_biggest_drop_ci: list[float] | None = interval("ablation_biggest_drop")
     ablation_biggest_component: str | None = number("the component ablated")
-    ablation_biggest_mode: str | None = number("zero or mean ablation")
+    ablation_biggest_mode: str | None = number("the ablation: resample (the default), or zero "
+                                               "or mean where no prompt has a donor")
+    ablation_joint_drop: float | None = number("the mean drop with every ablated component "
+                                               "ablated together (the headline's ablation)",
+                                               "metric")
+    ablation_joint_drop_ci: list[float] | None = interval("ablation_joint_drop")
+    ablation_resample_prompts: int | None = number(
+        "prompts with at least one donor (a counterfactual prompt of equal token length)",
+        "prompts")
+    ablation_resample_donors: float | None = number("donors per such prompt, on average",
+                                                    "donors")
+    ablation_zero_biggest_drop: float | None = number(
+        "zero ablation (off-distribution): the largest mean drop of one component", "metric")
+    ablation_zero_biggest_component: str | None = number("that component")
+    ablation_mean_biggest_drop: float | None = number(
+        "mean ablation (off-distribution): the largest mean drop of one component", "metric")
+    ablation_mean_biggest_component: str | None = number("that component")
     knockout_window: int | None = number("layers knocked out together", "layers")
     # per role (KO.ROLES), the window where blocking the last token's attention hurts most
     knockout_subject_peak_centre: int | None = _centre("subject")
@@ -101,24 +126,43 @@ def ablation_summary(
         batch_size: int = BATCH_SIZE.default,
         seed: int = SEED.default,
         progress: bool = False) -> AblationSummary:
-    """Zero- and mean-ablate the `n_components` components with the largest mean |DLA| (means
-    over `reference`'s prompts), alone and together."""
+    """Ablate the `n_components` components with the largest mean |DLA|, alone and together:
+    by resampling from each prompt's counterfactual prompts (`prepared.counterfactual_draws`,
+    else its corrupted prompt; the headline), by zero and by mean (means over `reference`'s
+    prompts), the last two off the model's distribution."""
     if n_components < 1:  # a slice [:n] with n < 1 would ablate "all but -n", not n
         raise UserError(f"n_components={n_components}: use a whole number of at least 1")
     att = A.attribute_heads(lm, prepared, batch_size=batch_size, progress=progress)
     components = A.top_components(att.layers, att.heads, n_components)
-    table = AB.ablation_table(lm, prepared, components, batch_size=batch_size,
-                              reference=reference, progress=progress)
-    summary = AB.summarise(table)
+    table = AB.ablation_table(lm, prepared, components, modes=(HEADLINE_MODE, *OFF_DISTRIBUTION),
+                              batch_size=batch_size, reference=reference, progress=progress)
+    summary = AB.summarise(table).dropna(subset=["drop"]).reset_index(drop=True)
     together = summary["component"].str.startswith("all")
-    big = summary[~together].iloc[0]
+    resampled = table[(table["mode"] == HEADLINE_MODE) & table["drop"].notna()]
+    mode = HEADLINE_MODE if len(resampled) else "zero"  # no prompt has a donor
+    singles = summary[~together]
+    big = singles[singles["mode"] == mode].iloc[0]
     biggest = {"component": big["component"], "mode": big["mode"], "drop": big["drop"]}
+    scored = table.dropna(subset=["drop"])
     headline = {"ablation_biggest_drop": big["drop"],
-                "ablation_biggest_drop_ci": I.cell_interval(table, "drop", seed,
+                "ablation_biggest_drop_ci": I.cell_interval(scored, "drop", seed,
                                                             component=big["component"],
                                                             mode=big["mode"]),
                 "ablation_biggest_component": big["component"],
                 "ablation_biggest_mode": big["mode"]}
+    joint = summary[together & (summary["mode"] == mode)]
+    if len(joint):
+        label = joint["component"].iloc[0]
+        headline.update(ablation_joint_drop=float(joint["drop"].iloc[0]),
+                        ablation_joint_drop_ci=I.cell_interval(scored, "drop", seed,
+                                                               component=label, mode=mode))
+    donors = AB.resample_pairs(prepared, lm.tokenizer).rows["prompt_id"].value_counts()
+    headline.update(ablation_resample_prompts=int(len(donors)),
+                    ablation_resample_donors=float(donors.mean()) if len(donors) else None)
+    for off in OFF_DISTRIBUTION:
+        row = singles[singles["mode"] == off].iloc[0]
+        headline[f"ablation_{off}_biggest_drop"] = float(row["drop"])
+        headline[f"ablation_{off}_biggest_component"] = row["component"]
     return AblationSummary(components, table, summary, biggest, summary[together], headline)
 
 
@@ -267,6 +311,37 @@ def knockout_estimates(run: Run) -> list[Estimate]:
     return found
 
 
+def ablation_findings(run: Run) -> list[Finding]:
+    """The headline ablation (resample) and, labelled off-distribution, zero and mean."""
+    h = run.headline(METHOD)
+    if h.ablation_biggest_drop is None or h.ablation_biggest_mode is None:
+        return []
+    if h.ablation_biggest_mode == HEADLINE_MODE and h.ablation_resample_donors:
+        how = ("resampling (each component's outputs replaced by its outputs on the prompt's "
+               f"counterfactual prompts, another answer, {h.ablation_resample_donors:.1f} "
+               f"donors on average for {h.ablation_resample_prompts} prompts)")
+    elif h.ablation_resample_prompts == 0:
+        how = (f"{h.ablation_biggest_mode} ablation (no prompt has a counterfactual of equal "
+               "token length to resample from)")
+    else:  # a run from before resample ablation: its one ablation, named
+        how = f"{h.ablation_biggest_mode} ablation"
+    text = (f"**Ablation** of the components with the largest direct effect, by {how}: "
+            f"ablating **{h.ablation_biggest_component}** alone lowers the metric most, by "
+            f"{with_interval(h.ablation_biggest_drop, h.ablation_biggest_drop_ci)}")
+    if h.ablation_joint_drop is not None:
+        text += (f"; all of them together by "
+                 f"{with_interval(h.ablation_joint_drop, h.ablation_joint_drop_ci)}")
+    off = [f"{mode} ablation's largest single drop is {drop:.2f} ({component})"
+           for mode, drop, component in (
+               ("zero", h.ablation_zero_biggest_drop, h.ablation_zero_biggest_component),
+               ("mean", h.ablation_mean_biggest_drop, h.ablation_mean_biggest_component))
+           if drop is not None and mode != h.ablation_biggest_mode]
+    if off:
+        text += (". Off the model's distribution (activations no prompt produces), "
+                 + " and ".join(off))
+    return [Finding(MOVES, text + ".", 20)]
+
+
 def knockout_findings(run: Run) -> list[Finding]:
     """Both knockouts' worst windows, as total effects, and which hurts more when a paired
     interval says so."""
@@ -325,11 +400,11 @@ METHOD = Method(
                                    "last": "int", "relative_p_change": "float",
                                    "metric_change": "float"}, "mean per role and window"),
     },
-    findings=lambda run: knockout_findings(run) + knockout_notes(run),
+    findings=lambda run: knockout_findings(run) + ablation_findings(run) + knockout_notes(run),
     key_numbers=("ablation_biggest_drop", "knockout_subject_peak_centre_depth",
                  "knockout_relation_peak_centre_depth"),
     quantities=(SUBJECT_READ, RELATION_READ),
     estimates=knockout_estimates,
     overview=overview,
-    parameters=(AB.N_COMPONENTS, KO.KNOCKOUT_WINDOW),
+    parameters=(AB.N_COMPONENTS, KO.KNOCKOUT_WINDOW, N_COUNTERFACTUALS),
 )

@@ -1,6 +1,7 @@
 """Notebook 04, activation patching: the residual stream, attention and MLP outputs by position
-and every head, clean into corrupted, for the equal-length prompt pairs; and the fast scan
-(AtP, AtP*) checked against it."""
+and every head, clean into corrupted (denoising: sufficiency) and corrupted into clean
+(noising: necessity), for the equal-length prompt pairs; the maps on several counterfactuals
+per prompt and how far their peaks move; and the fast scan (AtP, AtP*) checked against it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import pandas as pd
 from factcircuits.methods import atp_checks as AC
 from factcircuits.methods import attribution_patching as AP
 from factcircuits.methods import by_relation as R
+from factcircuits.methods import counterfactual_spread as CS
 from factcircuits.methods import intervals as I
+from factcircuits.methods import necessity as NS
 from factcircuits.methods import patching as P
 from factcircuits.methods.atp_checks import SCAN_TOP_K
+from factcircuits.methods.counterfactual_sets import N_COUNTERFACTUALS
 from factcircuits.methods.engine import MAX_PATCHES
 from factcircuits.methods.evaluate import PreparedTask, relations_of
 from factcircuits.methods.patching import HEADS_BY_POSITION
@@ -44,6 +48,7 @@ from factcircuits.results.wording import (
 )
 
 NORMALIZED = "fraction of the clean−corrupted gap"
+LOST = "fraction of the clean−corrupted gap lost"
 PATCHED_COMPONENTS = ("resid_pre", "attn_out", "mlp_out")
 NAME = "activation patching"  # the estimator, as sentences name it
 
@@ -64,6 +69,25 @@ def _peak_class(what: str):
 
 
 RESOLVED = "that range spans at most a third of the model"
+NOISING = "noising"  # the variant's name in sentences and Estimates
+# patched on every counterfactual draw: the two whose peaks the findings follow (the attention
+# output would add a third of the draws' cost for a peak no sentence reads)
+SPREAD_COMPONENTS = ("resid_pre", "mlp_out")
+
+
+def _lost_at(what: str):
+    return number(f"share of the gap lost when {what} is corrupted in the clean run at the "
+                  "denoising peak (noising)", LOST)
+
+
+def _verdict(what: str):
+    return number(f"{what} at the denoising peak: necessary, sufficient, both or neither "
+                  f"resolved (95% interval of the share lost / restored above {NS.BAR})")
+
+
+def _shift(what: str):
+    return number(f"layers the peak of {what} moves across the counterfactual draws "
+                  "(max − min)", "layers")
 MLP_SUBJECT = "MLP outputs at the last subject token (layers ≥ 1)"
 ATTN_LAST = "attention outputs at the last token"
 
@@ -136,6 +160,52 @@ class PatchingHeadline(Headline):
                                                   "layer")
     attn_out_last_peak_layer_range: list | None = layer_range("attn_out_last_peak_layer")
     attn_out_last_peak_layer_resolved: bool | None = number(RESOLVED)
+    # noising: the clean run with one corrupted state (necessity), on the share-lost scale
+    noising_resid_pre_peak: float | None = number(
+        "largest share lost by corrupting the residual stream at one layer and token class",
+        LOST)
+    noising_resid_pre_peak_ci: list | None = interval("noising_resid_pre_peak")
+    noising_resid_pre_peak_layer: int | None = number("layer of that peak", "layer")
+    noising_resid_pre_peak_layer_range: list | None = layer_range("noising_resid_pre_peak_layer")
+    noising_resid_pre_peak_class: str | None = number("token class of that peak")
+    noising_mlp_out_subject_last_peak: float | None = number(
+        f"peak share lost by corrupting {MLP_SUBJECT}", LOST)
+    noising_mlp_out_subject_last_peak_ci: list | None = interval(
+        "noising_mlp_out_subject_last_peak")
+    noising_mlp_out_subject_last_peak_layer: int | None = number(
+        f"layer of the noising peak of {MLP_SUBJECT}", "layer")
+    noising_mlp_out_subject_last_peak_layer_range: list | None = layer_range(
+        "noising_mlp_out_subject_last_peak_layer")
+    noising_attn_out_last_peak: float | None = number(
+        f"peak share lost by corrupting {ATTN_LAST}", LOST)
+    noising_attn_out_last_peak_ci: list | None = interval("noising_attn_out_last_peak")
+    noising_attn_out_last_peak_layer: int | None = number(
+        f"layer of the noising peak of {ATTN_LAST}", "layer")
+    noising_top_head_layer: int | None = number("layer of the head whose corruption loses most",
+                                                "layer")
+    noising_top_head: int | None = number("that head's index in its layer", "head")
+    noising_top_head_effect: float | None = number("the share it loses", LOST)
+    noising_top_head_effect_ci: list | None = interval("noising_top_head_effect")
+    # each denoising peak read both ways
+    resid_pre_lost_at_peak: float | None = _lost_at("the residual stream")
+    resid_pre_lost_at_peak_ci: list | None = interval("resid_pre_lost_at_peak")
+    resid_pre_verdict: str | None = _verdict("the residual stream")
+    mlp_out_subject_last_lost_at_peak: float | None = _lost_at(MLP_SUBJECT)
+    mlp_out_subject_last_lost_at_peak_ci: list | None = interval(
+        "mlp_out_subject_last_lost_at_peak")
+    mlp_out_subject_last_verdict: str | None = _verdict(MLP_SUBJECT)
+    attn_out_last_lost_at_peak: float | None = _lost_at(ATTN_LAST)
+    attn_out_last_lost_at_peak_ci: list | None = interval("attn_out_last_lost_at_peak")
+    attn_out_last_verdict: str | None = _verdict(ATTN_LAST)
+    # several counterfactuals per prompt (denoising)
+    n_counterfactual_draws: int | None = number("counterfactual draws patched", "draws")
+    counterfactual_draw_pairs: list | None = number("pairs patched in each draw", "pairs")
+    mlp_out_subject_last_peak_layers_by_draw: list | None = number(
+        f"layer of the peak of {MLP_SUBJECT} in each draw", "layers")
+    mlp_out_subject_last_peak_shift: int | None = _shift(MLP_SUBJECT)
+    resid_pre_peak_layers_by_draw: list | None = number(
+        "layer of the residual stream's peak in each draw", "layers")
+    resid_pre_peak_shift: int | None = _shift("the residual stream")
 
     def estimates(self) -> list[Estimate]:
         """The head whose patching restores most and the MLP peak at the last subject token."""
@@ -154,6 +224,14 @@ class PatchingHeadline(Headline):
                 value=self.mlp_out_subject_last_peak, interval=self.mlp_out_subject_last_peak_ci,
                 unit=NORMALIZED, n=self.n_pairs,
                 why="MLP output peak at the last subject token"))
+        if self.noising_mlp_out_subject_last_peak_layer is not None:
+            found.append(Estimate(
+                MLP_AT_SUBJECT, NAME, site="mlp", token_class="subject_last",
+                layer=int(self.noising_mlp_out_subject_last_peak_layer),
+                layer_range=self.noising_mlp_out_subject_last_peak_layer_range,
+                value=self.noising_mlp_out_subject_last_peak,
+                interval=self.noising_mlp_out_subject_last_peak_ci, unit=LOST, n=self.n_pairs,
+                how=f"{NAME} ({NOISING})"))
         return found
 
 
@@ -172,6 +250,18 @@ class PatchingSummary:
     caveat: str = ""  # normalization_caveat
     handover: int | None = None  # first layer where the last token's effect ≥ the subject's
     by_relation: pd.DataFrame | None = None  # MLP output at the last subject token
+    noising: dict[str, P.PatchResult] = field(default_factory=dict)  # corrupted into clean
+    noising_heads: P.PatchResult | None = None
+    noising_long: pd.DataFrame | None = None  # tidy, on the share-lost scale
+    noising_classes: pd.DataFrame | None = None  # share lost by token class
+    states: pd.DataFrame | None = None  # each denoising peak read both ways (necessity.both_ways)
+    spread: CS.CounterfactualSpread | None = None  # denoising on every counterfactual draw
+
+    def noising_grid(self, component: str) -> pd.DataFrame:
+        """Share lost [layer × token class] of `component`, classes in reading order."""
+        grid = self.noising_classes[self.noising_classes["component"] == component].pivot(
+            index="layer", columns="token_class", values="normalized")
+        return grid[[c for c in TOKEN_CLASSES if c in grid.columns]]
 
     def class_grid(self, component: str) -> pd.DataFrame:
         """Normalized effect [layer × token class] of `component`, classes in reading order."""
@@ -201,8 +291,9 @@ def patching_summary(
         top_k: int = TOP_HEADS,
         seed: int = SEED.default,
         progress: bool = True) -> PatchingSummary:
-    """Activation patching of the residual stream, attention and MLP outputs by position and of
-    every head, for the equal-length pairs `pairs` (`n_dropped` others were left out)."""
+    """Activation patching (denoising) of the residual stream, attention and MLP outputs by
+    position and of every head, for the equal-length pairs `pairs` (`n_dropped` others were
+    left out); `noising_summary` and `spread_summary` add the controls."""
     headline = {"n_pairs": len(pairs.prompts), "n_dropped_unequal": n_dropped,
                 "metric": pairs.main_metric}
     if not len(pairs.prompts):
@@ -248,10 +339,82 @@ def patching_summary(
     by_relation = (None if relations is None or pooled is None else
                    R.relation_normalized_peaks(long, "mlp_out", "subject_last", relations,
                                                pooled, n_layers, seed, from_layer=1))
-    return PatchingSummary(headline, results, heads, by_pos, positions, long, classes, roles,
-                           top_heads, pd.DataFrame(rows),
-                           P.normalization_caveat(clean_mean, corrupt_mean, pairs.main_metric),
-                           handover, by_relation)
+    summary = PatchingSummary(headline, results, heads, by_pos, positions, long, classes,
+                              roles, top_heads, pd.DataFrame(rows),
+                              P.normalization_caveat(clean_mean, corrupt_mean,
+                                                     pairs.main_metric), handover, by_relation)
+    return summary
+
+
+def noising_summary(lm: LoadedModel, pairs: PreparedTask, summary: PatchingSummary, *,
+                    max_patches=MAX_PATCHES.default, seed: int = SEED.default,
+                    progress: bool = True) -> None:
+    """Noising of the same components and heads, into `summary`: its peaks (share lost) and
+    each denoising peak read both ways (`necessity.both_ways`)."""
+    n_layers, h = lm.model.cfg.n_layers, summary.headline
+    noise = {c: P.patch(lm, pairs, c, direction="noising", max_patches=max_patches,
+                        progress=progress) for c in PATCHED_COMPONENTS}
+    heads = P.patch_heads(lm, pairs, direction="noising", max_patches=max_patches,
+                          progress=progress)
+    long = pd.concat([P.tidy(r.as_effect(), summary.positions) for r in noise.values()],
+                     ignore_index=True)
+    resid = P.peak(long[long["component"] == "resid_pre"], "token_class")
+    found = I.patching_intervals(long, pd.DataFrame([{"component": "resid_pre", **resid}]),
+                                 n_layers, seed)
+    h.update(noising_resid_pre_peak=resid["effect"], noising_resid_pre_peak_layer=resid["layer"],
+             noising_resid_pre_peak_class=resid["token_class"],
+             noising_resid_pre_peak_ci=found.get("resid_pre_peak_ci"),
+             noising_resid_pre_peak_layer_range=found.get("resid_pre_peak_layer_range"))
+    for key in ("mlp_out_subject_last", "attn_out_last"):
+        for end in ("peak", "peak_ci", "peak_layer", "peak_layer_range"):
+            if f"{key}_{end}" in found and (key, end) != ("attn_out_last", "peak_layer_range"):
+                h[f"noising_{key}_{end}"] = found[f"{key}_{end}"]
+    grid = heads.as_effect().normalized_mean()
+    best = int(grid.flatten().nan_to_num(float("-inf")).argmax())
+    layer, head = divmod(best, grid.shape[1])
+    lost_heads = heads.as_effect()
+    h.update(noising_top_head_layer=layer, noising_top_head=head,
+             noising_top_head_effect=float(grid[layer, head]),
+             noising_top_head_effect_ci=I.head_effect_interval(
+                 lost_heads.values[layer, head].numpy(), lost_heads.clean.numpy(),
+                 lost_heads.corrupted.numpy(), seed))
+    states = []
+    peaks = summary.peaks.set_index("component")
+    cells = [("resid_pre", "resid_pre", peaks.loc["resid_pre", "token_class"],
+              h.get("resid_pre_peak_layer")),
+             ("mlp_out_subject_last", "mlp_out", "subject_last",
+              h.get("mlp_out_subject_last_peak_layer")),
+             ("attn_out_last", "attn_out", "last", h.get("attn_out_last_peak_layer"))]
+    for key, component, token_class, layer in cells:
+        if layer is None:
+            continue
+        state = NS.both_ways(summary.long, long, component, token_class, int(layer), n_layers,
+                             seed)
+        states.append({"state": key, **state})
+        h[f"{key}_lost_at_peak"] = state["lost"]
+        h[f"{key}_lost_at_peak_ci"] = [state["lost_low"], state["lost_high"]]
+        h[f"{key}_verdict"] = state["verdict"]
+    summary.noising, summary.noising_heads, summary.noising_long = noise, heads, long
+    summary.noising_classes = P.by_class(long, "token_class")
+    summary.states = pd.DataFrame(states)
+
+
+def spread_summary(lm: LoadedModel, pairs: PreparedTask, counterfactuals: PreparedTask,
+                   summary: PatchingSummary, *, max_patches=MAX_PATCHES.default,
+                   progress: bool = True) -> None:
+    """Denoising on every counterfactual draw, into `summary`: the maps' spread and how far
+    each located peak moves (draw 0, the dataset's own pairs, is the patching above)."""
+    spread = CS.patch_over_counterfactuals(lm, counterfactuals, SPREAD_COMPONENTS,
+                                           max_patches=max_patches, progress=progress,
+                                           reuse=(pairs, summary.long))
+    summary.spread = spread
+    summary.headline.update(
+        n_counterfactual_draws=len(spread.n_pairs),
+        counterfactual_draw_pairs=[spread.n_pairs[d] for d in sorted(spread.n_pairs)],
+        mlp_out_subject_last_peak_layers_by_draw=spread.layers("mlp_out_subject_last"),
+        mlp_out_subject_last_peak_shift=spread.shift("mlp_out_subject_last"),
+        resid_pre_peak_layers_by_draw=spread.layers("resid_pre"),
+        resid_pre_peak_shift=spread.shift("resid_pre"))
 
 
 @dataclass
@@ -327,12 +490,18 @@ def patching_chapter(
         max_patches=MAX_PATCHES.default,
         heads_by_position: bool = HEADS_BY_POSITION.default,
         seed: int = SEED.default,
-        scan_top_k: int = SCAN_TOP_K.default) -> PatchingChapter:
-    """Everything notebook 04 shows: exact patching (timed), then the AtP check."""
+        scan_top_k: int = SCAN_TOP_K.default,
+        counterfactuals: PreparedTask | None = None) -> PatchingChapter:
+    """Everything notebook 04 shows: exact patching both ways and on every counterfactual draw
+    (timed), then the AtP check."""
     start = time.perf_counter()
     summary = patching_summary(lm, pairs, n_dropped=n_dropped, max_patches=max_patches,
                                heads_by_position=heads_by_position, seed=seed)
-    exact_seconds = time.perf_counter() - start
+    exact_seconds = time.perf_counter() - start  # denoising alone, as AtP estimates it
+    if summary.results:
+        noising_summary(lm, pairs, summary, max_patches=max_patches, seed=seed)
+        if counterfactuals is not None:
+            spread_summary(lm, pairs, counterfactuals, summary, max_patches=max_patches)
     atp = atp_check(lm, pairs, summary, scan_top_k) if summary.results else None
     numbers = atp.numbers(exact_seconds) if atp else {}
     return PatchingChapter(summary, atp, PatchingHeadline(**summary.headline, **numbers))
@@ -370,6 +539,56 @@ def patching_findings(run: Run) -> list[Finding]:
     if relations:
         found.append(Finding(BY_RELATION, relations, 30))
     return found
+
+
+def state_clauses(run: Run, h: PatchingHeadline) -> list[str]:
+    """Per denoising peak: restored and lost there, and what that makes the state."""
+    states = (
+        ("the residual stream at its peak", h.resid_pre_peak_layer, h.resid_pre_peak,
+         h.resid_pre_peak_ci, h.resid_pre_lost_at_peak, h.resid_pre_lost_at_peak_ci,
+         h.resid_pre_verdict),
+        ("the MLP output at the last subject token", h.mlp_out_subject_last_peak_layer,
+         h.mlp_out_subject_last_peak, h.mlp_out_subject_last_peak_ci,
+         h.mlp_out_subject_last_lost_at_peak, h.mlp_out_subject_last_lost_at_peak_ci,
+         h.mlp_out_subject_last_verdict),
+        ("the attention output at the last token", h.attn_out_last_peak_layer,
+         h.attn_out_last_peak, h.attn_out_last_peak_ci, h.attn_out_last_lost_at_peak,
+         h.attn_out_last_lost_at_peak_ci, h.attn_out_last_verdict))
+    return [f"{what} ({layer_text(run, layer)}) restores {with_interval(restored, r_ci)} of "
+            f"the gap and its corruption loses {with_interval(lost, l_ci)}: **{verdict}**"
+            for what, layer, restored, r_ci, lost, l_ci, verdict in states
+            if verdict is not None and layer is not None]
+
+
+def necessity_findings(run: Run) -> list[Finding]:
+    """Denoising beside noising at each located peak: which states are necessary, which
+    sufficient, which both."""
+    h = run.headline(METHOD)
+    clauses = state_clauses(run, h)
+    if not clauses:
+        return []
+    return [Finding(WHERE, "**Necessary or sufficient** (activation patching both ways: "
+                    "restoring one clean state into the corrupted run, and corrupting it in "
+                    "the clean run; a state is called sufficient or necessary when the 95% "
+                    f"interval of the share restored or lost lies above {NS.BAR}): "
+                    + "; ".join(clauses) + ".", 21)]
+
+
+def sensitivity_findings(run: Run) -> list[Finding]:
+    """How far patching's peaks move across counterfactual draws."""
+    h = run.headline(METHOD)
+    layers, shift = h.mlp_out_subject_last_peak_layers_by_draw, h.mlp_out_subject_last_peak_shift
+    if shift is None or not layers or not h.counterfactual_draw_pairs:
+        return []
+    pairs = ", ".join(map(str, h.counterfactual_draw_pairs))
+    text = (f"**Sensitivity to the counterfactual**: patched with {h.n_counterfactual_draws} "
+            f"counterfactual draws per prompt ({pairs} pairs), the peak of the MLP output at "
+            f"the last subject token lies at layers {', '.join(map(str, layers))}: it moves "
+            f"by at most **{shift} layer{'s' if shift != 1 else ''}** across counterfactuals")
+    if h.resid_pre_peak_shift is not None:
+        text += (f"; the residual stream's peak by at most {h.resid_pre_peak_shift} "
+                 f"layer{'s' if h.resid_pre_peak_shift != 1 else ''}")
+    return [Finding(WHERE, text + ".", 22)]
 
 
 def patching_heads(run: Run) -> list[Finding]:
@@ -447,8 +666,22 @@ METHOD = Method(
                               "differs_from_pooled": "bool"},
                              "the MLP peak at the last subject token per relation"),
         "dropped_pairs": Table(PAIR_ROWS, "pairs left out, with the reason", open_columns=True),
+        "noising_by_class": Table({**PATCH_ROWS, "token_class": "str"},
+                                  "noising: share of the gap lost by layer and token class"),
+        "necessity": Table({"state": "str", "component": "str", "token_class": "str",
+                            "layer": "int", "restored": "float", "restored_low": "float",
+                            "restored_high": "float", "lost": "float", "lost_low": "float",
+                            "lost_high": "float", "verdict": "str"},
+                           "each denoising peak read both ways"),
+        "counterfactual_by_class": Table({**PATCH_ROWS, "token_class": "str", "draw": "int"},
+                                         "denoising by layer and token class, per "
+                                         "counterfactual draw"),
+        "counterfactual_peaks": Table({"draw": "int", "peak": "str", "layer": "int",
+                                       "effect": "float", "n_pairs": "int"},
+                                      "each located peak in each counterfactual draw"),
     },
-    findings=lambda run: patching_findings(run) + patching_heads(run),
+    findings=lambda run: (patching_findings(run) + necessity_findings(run)
+                          + sensitivity_findings(run) + patching_heads(run)),
     samples=patching_samples,
     overview=overview,
     key_numbers=("resid_pre_peak", "resid_pre_peak_layer_depth"),
@@ -457,5 +690,5 @@ METHOD = Method(
                       "Activation patching of the residual stream (resid_pre)<br><sup>share of "
                       "the clean–corrupted metric gap restored, at the last subject token and "
                       "the last token</sup>", "normalized effect"),),
-    parameters=(MAX_PATCHES, P.HEADS_BY_POSITION, AC.SCAN_TOP_K),
+    parameters=(MAX_PATCHES, P.HEADS_BY_POSITION, AC.SCAN_TOP_K, N_COUNTERFACTUALS),
 )

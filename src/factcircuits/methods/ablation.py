@@ -29,6 +29,8 @@ from factcircuits.models.forward import final_logits, position_mean
 from factcircuits.results.parameter_declarations import BATCH_SIZE, whole
 
 MODES = ("zero", "mean", "resample")
+MODE_LABELS = {"resample": "resample", "zero": "zero (off-distribution)",
+               "mean": "mean (off-distribution)"}
 
 
 N_COMPONENTS = whole("n_components", 6, "top components by |DLA| to ablate", 1,
@@ -194,8 +196,9 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
 def ablation_figure(table: pd.DataFrame, title: str = "Metric drop when a component is ablated"):
     import plotly.express as px
 
-    means = summarise(table)
+    means = summarise(table).dropna(subset=["drop"])
+    means["mode"] = means["mode"].map(MODE_LABELS).fillna(means["mode"])
     order = means.groupby("component")["drop"].max().sort_values(ascending=False).index.tolist()
     return px.bar(means, x="component", y="drop", color="mode", barmode="group", title=title,
-                  category_orders={"component": order},
+                  category_orders={"component": order, "mode": list(MODE_LABELS.values())},
                   labels={"drop": "mean metric drop (clean − ablated)"})

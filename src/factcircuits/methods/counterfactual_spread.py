@@ -45,6 +45,14 @@ class CounterfactualSpread:
         return [int(x) for x in part["layer"].dropna()]
 
 
+def same_pairs(a: PreparedTask, b: PreparedTask) -> bool:
+    """Whether two tasks hold the same prompt pairs and the same metric's tokens."""
+    def ids(t):
+        return None if t.cf_ids is None else (t.answer_ids.tolist(), t.cf_ids.tolist())
+    return (a.prompts == b.prompts and a.corrupted_prompts == b.corrupted_prompts
+            and ids(a) == ids(b) and a.signs.tolist() == b.signs.tolist())
+
+
 def class_peak(classes: pd.DataFrame, component: str, token_class: str | None,
                from_layer: int = 0) -> tuple[int | None, float | None]:
     """(layer, normalized effect) where `component`'s class-averaged effect peaks, at
@@ -62,22 +70,30 @@ def class_peak(classes: pd.DataFrame, component: str, token_class: str | None,
 def patch_over_counterfactuals(lm: LoadedModel, prepared: PreparedTask,
                                components=("resid_pre", "attn_out", "mlp_out"), *,
                                direction: str = "denoising", max_patches=MAX_PATCHES.default,
+                               reuse: tuple[PreparedTask, pd.DataFrame] | None = None,
                                progress: bool = False) -> CounterfactualSpread:
     """Patch `components` by position on every counterfactual draw of `prepared` (its
-    `counterfactual_draws`, else its own pairs as draw 0) and compare the draws' maps."""
+    `counterfactual_draws`, else its own pairs as draw 0) and compare the draws' maps.
+    `reuse`: (pairs, their `tidy` long table of `components` in `direction`, on the share
+    scale) already patched; a draw with exactly those pairs is read from it, not patched."""
     frames, peaks, n_pairs = [], [], {}
     for draw in counterfactual_tasks(prepared, lm.tokenizer):
-        positions = P.position_table(lm, draw.task)
-        long = pd.concat([P.tidy(P.patch(lm, draw.task, c, direction=direction,
-                                         max_patches=max_patches, progress=progress)
-                                 .as_effect(), positions) for c in components],
-                         ignore_index=True)
+        if reuse is not None and same_pairs(draw.task, reuse[0]):
+            long = reuse[1][reuse[1]["component"].isin(components)]
+        else:
+            positions = P.position_table(lm, draw.task)
+            long = pd.concat([P.tidy(P.patch(lm, draw.task, c, direction=direction,
+                                             max_patches=max_patches, progress=progress)
+                                     .as_effect(), positions) for c in components],
+                             ignore_index=True)
         classes = P.by_class(long, "token_class").assign(draw=draw.draw)
         frames.append(classes)
         n_pairs[draw.draw] = len(draw.prompt_ids)
         for name, component, token_class, first in PEAKS:
             if component in components:
                 layer, effect = class_peak(classes, component, token_class, first)
+                if layer is None:  # no pair of this draw has that token class
+                    continue
                 peaks.append({"draw": draw.draw, "peak": name, "layer": layer,
                               "effect": effect, "n_pairs": len(draw.prompt_ids)})
     classes = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(

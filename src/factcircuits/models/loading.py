@@ -22,6 +22,7 @@ import torch
 from factcircuits.errors import ModelUnavailableError, UserError
 from factcircuits.models import packaged, specs
 from factcircuits.models.bridge import LoadedModel, boot_bridge, describe
+from factcircuits.results.parameter_declarations import PREPEND_BOS
 
 DEFAULT_MODEL = "default"
 PROCESSING_MODES = ("compat", "none")
@@ -53,7 +54,7 @@ def load_model(
     device: str | None = "auto",
     dtype: str | None = None,
     processing: str = "none",
-    prepend_bos: str = "auto",
+    prepend_bos: str = PREPEND_BOS.default,
 ) -> LoadedModel:
     """Load `spec` as a TransformerBridge; its tokenizer prepends BOS as `prepend_bos` says
     ("auto": as the model's own tokenizer does; "on"/"off": `models.tokens.with_bos_choice`),

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from factcircuits.errors import UserError
+from factcircuits.results.parameter_declarations import PREPEND_BOS
 
 PROMPT_FORMATS = ("raw", "chat", "fewshot")
 BOS_CHOICES = ("auto", "on", "off")
@@ -90,7 +91,7 @@ def bos_choice(tokenizer) -> str:
     return getattr(tokenizer, "factcircuits_bos", "auto")
 
 
-def with_bos_choice(tokenizer, choice: str = "auto"):
+def with_bos_choice(tokenizer, choice: str = PREPEND_BOS.default):
     """`tokenizer` itself for "auto"; otherwise a copy whose encodings start with its BOS
     ("on") or without it ("off"), by replacing its post-processor. Refused in one line when
     the tokenizer has no BOS token ("on") or adds special tokens other than a leading BOS

@@ -72,6 +72,7 @@ SEED_MAX = 2**32 - 1  # numpy's seed range; torch accepts it too
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # = models.loading.DTYPES
 PROMPT_FORMATS = ("raw", "chat", "fewshot")  # = models.tokens.PROMPT_FORMATS
 KNOWN = ("top1", "pairwise")  # = methods.evaluate.KNOWN_CRITERIA
+BOS_CHOICES = ("auto", "on", "off")  # = models.tokens.BOS_CHOICES
 TASKS = ("cloze", "yesno")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -107,7 +108,10 @@ PER_RELATION = whole("per_relation", 0, "> 0: at most this many known prompts pe
 RELATION = text("relation", "", "one relation of the dataset (empty: every relation)",
                 "name one relation of the dataset (empty: every relation)", empty_ok=True)
 
+PREPEND_BOS = choice("prepend_bos", "auto", "BOS token: auto (as the model's tokenizer does), on "
+                     "or off", BOS_CHOICES)
+
 # every notebook declares these, in this order, with these defaults (`run.session.open_session`)
 CORE: tuple[Parameter, ...] = (MODEL, DATASET, TASK, PROMPT_FORMAT, ANSWER_MAP, DEVICE, DTYPE,
                                BATCH_SIZE, N_PROMPTS, SEED, KNOWN_CRITERION, PER_RELATION,
-                               RELATION)
+                               RELATION, PREPEND_BOS)

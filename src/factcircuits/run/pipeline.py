@@ -130,8 +130,11 @@ def plan_run(model: str | None = None, dataset: str | None = None,
     preflight.check_task(params, given, data)
     answer_map = preflight.check_answer_map(params, given)
     from factcircuits.models.context import model_context
+    from factcircuits.models.tokens import with_bos_choice
+    from factcircuits.results.parameter_declarations import PREPEND_BOS
 
-    tokenizer = load_tokenizer(model_spec)
+    tokenizer = with_bos_choice(load_tokenizer(model_spec),
+                                str(params.get("prepend_bos", PREPEND_BOS.default)))
     checked = preflight.check_with_tokenizer(tokenizer, data, params, answer_map, limit=limit,
                                              single_token_answers=single_token_answers,
                                              context=model_context(model_spec, tokenizer))

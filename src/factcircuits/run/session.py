@@ -92,19 +92,22 @@ def open_session(
         known: str = declared.KNOWN_CRITERION.default,
         per_relation: int = declared.PER_RELATION.default,
         relation: str = declared.RELATION.default,
+        prepend_bos: str = declared.PREPEND_BOS.default,
         **_ignored: Any) -> Session:
     """The core parameters (declared in `results.parameter_declarations`, defaults there):
     `dataset=""` means the default dataset of `task`; `relation` keeps one relation's rows;
-    `known` picks the prompts the mechanistic analyses keep (`Session.known`). Extra
+    `known` picks the prompts the mechanistic analyses keep (`Session.known`); `prepend_bos`
+    the model's beginning-of-sequence token (`models.tokens.with_bos_choice`). Extra
     notebook-specific parameters are ignored here; `drop_multi_token_answers` is a library
     option, not a run parameter (the run's preflight refuses such answers on request)."""
     if task not in DEFAULT_DATASET_FOR_TASK:
         raise UserError(f"task={task!r}: use 'cloze' or 'yesno'")
     check_known(known)
     seed_everything(seed)
-    key = (model, device, dtype or "")
+    key = (model, device, dtype or "", prepend_bos)
     if key not in _MODELS:
-        _MODELS[key] = load_model(model, device=device, dtype=dtype or None)
+        _MODELS[key] = load_model(model, device=device, dtype=dtype or None,
+                                  prepend_bos=prepend_bos)
     lm = _MODELS[key]
     data = of_relation(load_dataset(dataset or DEFAULT_DATASET_FOR_TASK[task]), relation)
     if data.task != task:
