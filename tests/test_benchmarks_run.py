@@ -142,7 +142,17 @@ def check_tracing(r):
     assert r["after"]["cpu_s"] > 0 and r["before"]["cpu_s"] > 0
 
 
-CHECKS = {"atp.py": check_atp, "circuit.py": check_circuit,
+def check_bos_maps(r):
+    auto, off = r["rows"]
+    # the tiny tokenizer adds BOS: "off" drops it, so every prompt is one token shorter and
+    # the same pairs are patched
+    assert (auto["prepend_bos"], auto["bos_prepended"]) == ("auto", True)
+    assert (off["prepend_bos"], off["bos_prepended"]) == ("off", False)
+    assert auto["n_pairs"] == off["n_pairs"] >= 1
+    assert auto["mlp_out_subject_last_peak_layer"] >= 1
+
+
+CHECKS = {"atp.py": check_atp, "bos_maps.py": check_bos_maps, "circuit.py": check_circuit,
           "dataset_scale.py": check_dataset_scale, "model_memory.py": check_model_memory,
           "patching.py": check_patching, "pipeline.py": check_pipeline,
           "relation_circuits.py": check_relation_circuits,
