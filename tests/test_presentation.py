@@ -66,6 +66,14 @@ def test_model_line_says_what_the_analyses_computed_with(tmp_path):
                       seed=0, dtype="float32")
     assert model_line(tiny) == ("tiny-llama, as loaded: random weights (seed 0), in float32; "
                                 "no trained model")
+    # the BOS choice, where the run records it
+    bos = with_model(make_run(tmp_path, "e__x__1"), source="embedded",
+                     resolved_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+                     weights_file="SmolLM2-135M-Instruct.Q4_1.gguf", dtype="float32",
+                     bos_choice="auto", prepend_bos=False)
+    assert model_line(bos) == ("HuggingFaceTB/SmolLM2-135M-Instruct, as loaded: Q4_1 GGUF "
+                               "dequantized to float32; prompts without its BOS token "
+                               "(prepend_bos=auto)")
 
 
 def test_models_as_loaded_once_per_model_with_its_runs(tmp_path):

@@ -59,6 +59,9 @@ def model_line(run: Run) -> str:
         how = f"random weights (seed {info.get('seed', '?')}), in {dtype}; no trained model"
     else:
         how = f"in {dtype}"
+    if info.get("bos_choice"):  # runs from before the choice existed do not say
+        how += (f"; prompts {'start with' if info.get('prepend_bos') else 'without'} its BOS "
+                f"token (prepend_bos={info['bos_choice']})")
     return f"{run.model}, as loaded: {how}"
 
 
