@@ -152,3 +152,19 @@ def test_version_line_is_on_the_front_page(tmp_path):
     text = page_files.front_markdown(tmp_path, runs, damaged,
                                      page_files.FigureWriter(tmp_path, "front", static=False))
     assert f"**Version** {version_info(tmp_path, ['a__x__1'])['version']}" in text
+
+
+def test_has_front_matter_reads_the_first_cell(tmp_path):
+    import nbformat
+
+    from factcircuits.report.pages import add_front_matter, has_front_matter
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title\n\nText")])
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    assert not has_front_matter(path)
+    assert add_front_matter(nb, "run x")
+    nbformat.write(nb, path)
+    assert has_front_matter(path)
+    path.write_text("{}")  # not a notebook: left to Quarto to name
+    assert not has_front_matter(path)

@@ -157,12 +157,27 @@ def give_front_matter(ev: Run) -> None:
     from jsonschema import ValidationError
 
     for path in run_notebooks(ev):
+        if has_front_matter(path):  # rendered before: no need to parse and validate it
+            continue
         try:
             nb = nbformat.read(path, as_version=4)
         except (ValueError, ValidationError):  # not a notebook: Quarto names it, not us
             continue
         if add_front_matter(nb, f"run {ev.run_id}"):
             atomic_write(path, nbformat.writes(nb) + "\n")
+
+
+def has_front_matter(path: Path) -> bool:
+    """Whether a notebook's first cell is front matter already, read as plain JSON (nbformat
+    validates every output: seconds for a run's notebooks, at every render)."""
+    try:
+        cells = json.loads(path.read_bytes()).get("cells") or []
+    except (OSError, ValueError, AttributeError):
+        return False
+    first = cells[0] if cells and isinstance(cells[0], dict) else {}
+    source = first.get("source") or ""
+    source = "".join(source) if isinstance(source, list) else str(source)
+    return first.get("cell_type") == "raw" and source.startswith("---")
 
 
 def run_part_markdown(ev: Run, anchors: bool = True) -> str:
