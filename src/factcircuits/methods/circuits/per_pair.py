@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from factcircuits.methods.circuits.forward import CircuitForward
 from factcircuits.methods.circuits.graph import Graph
-from factcircuits.methods.circuits.scores import IG_STEPS, EdgeScores, pair_batches
+from factcircuits.methods.circuits.scores import IG_STEPS, EdgeScores, n_groups, scored_groups
 from factcircuits.methods.evaluate import PreparedTask
 
 
@@ -76,41 +76,18 @@ def pair_edge_scores(lm, prepared: PreparedTask, *, ig_steps: int = IG_STEPS.def
     """EAP and EAP-IG scores of every edge for each prompt pair of `prepared` (equal-length
     clean/corrupted pairs): the forwards and backwards of `scores.edge_scores`, keeping one
     row per pair instead of their mean."""
-    if ig_steps < 1:
-        raise ValueError(f"ig_steps={ig_steps}: use 1 or more")
     start = time.perf_counter()
     cf = forward or CircuitForward(lm)
     graph, metric = cf.graph, metric or prepared.metric
-    clean, corrupt, groups = pair_batches(lm, prepared)
     n = len(prepared.prompts)
     eap = torch.zeros(n, graph.n_edges, dtype=torch.float64)
     ig = torch.zeros(n, graph.n_edges, dtype=torch.float64)
     clean_m, corrupt_m = torch.zeros(n), torch.zeros(n)
-    bar = tqdm(total=len(groups) * ig_steps, desc="edge scores per pair (EAP-IG)",
+    bar = tqdm(total=n_groups(lm, prepared) * ig_steps, desc="edge scores per pair (EAP-IG)",
                disable=not progress, leave=False, mininterval=1.0)
-    for idx, length in groups:
-        index = torch.as_tensor(idx)
-        e_clean = cf.embed(clean.tokens[idx, :length])
-        e_corr = cf.embed(corrupt.tokens[idx, :length])
-        with torch.no_grad():
-            run_clean = cf.run(e_clean, keep_writes=True)
-            run_corr = cf.run(e_corr, keep_writes=True)
-            delta = run_clean.writes - run_corr.writes
-        clean_m[index] = metric(run_clean.logits, index).float().cpu()
-        corrupt_m[index] = metric(run_corr.logits, index).float().cpu()
-        total = None
-        for k in range(ig_steps):
-            x = (e_corr + (k / ig_steps) * (e_clean - e_corr)).requires_grad_(True)
-            with torch.enable_grad():
-                run = cf.run(x, keep_inputs=True)
-                m = metric(run.logits, index).sum()
-                grads = list(torch.autograd.grad(m, run.inputs))
-            grads[-1] = grads[-1][:, -1:]  # the logits read the last position only
-            if k == 0:
-                eap[index] = _per_pair_block_scores(graph, delta, grads).cpu()
-            total = grads if total is None else [t + g for t, g in zip(total, grads)]
-            bar.update()
-        ig[index] = _per_pair_block_scores(graph, delta, [t / ig_steps for t in total]).cpu()
+    for group in scored_groups(cf, lm, prepared, metric, ig_steps, clean_m, corrupt_m, bar):
+        eap[group.index] = _per_pair_block_scores(graph, group.delta, group.eap_grads).cpu()
+        ig[group.index] = _per_pair_block_scores(graph, group.delta, group.ig_grads).cpu()
     bar.close()
     return PairScores(graph, eap, ig, clean_m, corrupt_m, ig_steps,
                       time.perf_counter() - start)

@@ -69,47 +69,71 @@ def _block_scores(graph: Graph, delta: Tensor, grads: list[Tensor]) -> Tensor:
     return torch.cat(out)
 
 
-def edge_scores(lm, prepared: PreparedTask, *, ig_steps: int = IG_STEPS.default,
-                progress: bool = True, forward: CircuitForward | None = None,
-                metric=None) -> EdgeScores:
-    """EAP and EAP-IG scores of every edge of the graph of `lm` for the prompt pairs of
-    `prepared` (equal-length clean/corrupted pairs), averaged over pairs."""
+@dataclass
+class ScoredGroup:
+    """One group of equal-length pairs, through the forwards and backwards every edge score
+    needs: its prompt indices, the writers' clean − corrupted difference, and the reader
+    inputs' gradients for EAP (the corrupted run) and EAP-IG (their mean over the steps)."""
+
+    index: Tensor
+    delta: Tensor
+    eap_grads: list[Tensor]
+    ig_grads: list[Tensor]
+
+
+def scored_groups(cf: CircuitForward, lm, prepared: PreparedTask, metric, ig_steps: int,
+                  clean_m: Tensor, corrupt_m: Tensor, bar):
+    """Yield each `ScoredGroup` of `prepared`'s pairs, writing the clean and corrupted metric
+    per prompt into `clean_m` and `corrupt_m`: the one loop behind the mean scores
+    (`edge_scores`) and the per-pair ones (`per_pair.pair_edge_scores`)."""
     if ig_steps < 1:
         raise ValueError(f"ig_steps={ig_steps}: use 1 or more")
-    start = time.perf_counter()
-    cf = forward or CircuitForward(lm)
-    graph, metric = cf.graph, metric or prepared.metric
     clean, corrupt, groups = pair_batches(lm, prepared)
-    n_prompts = len(prepared.prompts)
-    eap = torch.zeros(graph.n_edges)
-    ig = torch.zeros(graph.n_edges)
-    clean_m, corrupt_m = torch.zeros(n_prompts), torch.zeros(n_prompts)
-    bar = tqdm(total=len(groups) * ig_steps, desc="edge scores (EAP-IG)", disable=not progress,
-               leave=False, mininterval=1.0)
-    for idx, n in groups:
+    for idx, length in groups:
         index = torch.as_tensor(idx)
-        e_clean = cf.embed(clean.tokens[idx, :n])
-        e_corr = cf.embed(corrupt.tokens[idx, :n])
+        e_clean = cf.embed(clean.tokens[idx, :length])
+        e_corr = cf.embed(corrupt.tokens[idx, :length])
         with torch.no_grad():
             run_clean = cf.run(e_clean, keep_writes=True)
             run_corr = cf.run(e_corr, keep_writes=True)
             delta = run_clean.writes - run_corr.writes
         clean_m[index] = metric(run_clean.logits, index).float().cpu()
         corrupt_m[index] = metric(run_corr.logits, index).float().cpu()
-        total = None
+        total, first = None, None
         for k in range(ig_steps):
             x = (e_corr + (k / ig_steps) * (e_clean - e_corr)).requires_grad_(True)
             with torch.enable_grad():
                 run = cf.run(x, keep_inputs=True)
                 m = metric(run.logits, index).sum()
-                # the logits read the last position only: keep that slice of its gradient
                 grads = list(torch.autograd.grad(m, run.inputs))
-            grads[-1] = grads[-1][:, -1:]
-            if k == 0:
-                eap += _block_scores(graph, delta, grads).cpu()
+            grads[-1] = grads[-1][:, -1:]  # the logits read the last position only
+            first = grads if k == 0 else first
             total = grads if total is None else [t + g for t, g in zip(total, grads)]
             bar.update()
-        ig += _block_scores(graph, delta, [t / ig_steps for t in total]).cpu()
+        yield ScoredGroup(index, delta, first, [t / ig_steps for t in total])
+
+
+def n_groups(lm, prepared: PreparedTask) -> int:
+    return len(pair_batches(lm, prepared)[2])
+
+
+def edge_scores(lm, prepared: PreparedTask, *, ig_steps: int = IG_STEPS.default,
+                progress: bool = True, forward: CircuitForward | None = None,
+                metric=None) -> EdgeScores:
+    """EAP and EAP-IG scores of every edge of the graph of `lm` for the prompt pairs of
+    `prepared` (equal-length clean/corrupted pairs), averaged over pairs."""
+    start = time.perf_counter()
+    cf = forward or CircuitForward(lm)
+    graph, metric = cf.graph, metric or prepared.metric
+    n_prompts = len(prepared.prompts)
+    eap = torch.zeros(graph.n_edges)
+    ig = torch.zeros(graph.n_edges)
+    clean_m, corrupt_m = torch.zeros(n_prompts), torch.zeros(n_prompts)
+    bar = tqdm(total=n_groups(lm, prepared) * ig_steps, desc="edge scores (EAP-IG)",
+               disable=not progress, leave=False, mininterval=1.0)
+    for group in scored_groups(cf, lm, prepared, metric, ig_steps, clean_m, corrupt_m, bar):
+        eap += _block_scores(graph, group.delta, group.eap_grads).cpu()
+        ig += _block_scores(graph, group.delta, group.ig_grads).cpu()
     bar.close()
     return EdgeScores(graph, eap / n_prompts, ig / n_prompts, clean_m, corrupt_m, ig_steps,
                       time.perf_counter() - start)
