@@ -212,7 +212,7 @@ if drawing is not None:
 if study.circuits:
     figures.curves_figure(found.faithfulness[found.faithfulness["relation"]
                                              != chapter.POOLED]).show()
-    display(found.relations.round(3))
+    display(chapter.relations_view(found.relations).style.hide(axis="index"))
     display(Markdown(
         "Faithfulness and CPR on each relation's evaluation pairs (cross-fitted below 20 "
         "pairs); intervals resample those pairs with the circuits fixed. Relations where no "
@@ -286,7 +286,7 @@ else:
             f"{len(study.core_table)}** relations' pairs (in sample). Each relation's own part "
             "(`own_edges`: its circuit's edges outside the core; `unique_edges`: in no other "
             "relation's circuit):"))
-    display(study.core_table.round(3))
+    display(chapter.core_view(study.core_table).style.hide(axis="index"))
 
 # %% tags=["remove-cell"]
 out.save("relations", found.relations)

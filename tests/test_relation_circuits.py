@@ -219,3 +219,25 @@ def test_findings_of_a_single_relation_say_there_is_no_overlap(tmp_path):
     texts = [f.text for f in chapter.relation_findings(Run.in_progress(tmp_path))]
     assert "not stable at this sample size" in texts[0] and "0.30–0.70" in texts[0]
     assert "one relation, so there is no per-relation circuit or overlap" in texts[1]
+
+
+def test_the_pages_tables_put_each_number_beside_its_interval():
+    import pandas as pd
+
+    from factcircuits.chapters.relation_circuits import core_view, relations_view
+
+    rel = pd.DataFrame([{"relation": "country_language", "n_pairs": 8, "split": "cross-fitted",
+                         "edges_for_80": 1413, "faithfulness_for_80": 0.8812,
+                         "faithfulness_low": 0.81, "faithfulness_high": 1.0, "cpr": 0.97,
+                         "cpr_low": 0.94, "cpr_high": 0.995, "stability_median": 0.544,
+                         "stability_low": float("nan"), "stability_high": 0.72,
+                         "stable": False}])
+    row = relations_view(rel).iloc[0]
+    assert row["faithfulness"] == "0.88 [0.81, 1.00]" and row["CPR"] == "0.97 [0.94, 0.99]"
+    assert row["stability (median Jaccard)"] == "0.54"  # no interval when an end is missing
+    assert row["stable"] == "no" and row["edges (80 %)"] == 1413
+    core = pd.DataFrame([{"relation": "r", "n_pairs": 5, "circuit_edges": 10, "own_edges": 4,
+                          "unique_edges": 2, "core_faithfulness": 0.5, "core_low": 0.25,
+                          "core_high": 0.75, "circuit_faithfulness": 0.9,
+                          "circuit_low": 0.8, "circuit_high": 1.0}])
+    assert core_view(core).iloc[0]["core alone"] == "0.50 [0.25, 0.75]"

@@ -86,10 +86,14 @@ class FigureWriter:
         # A figure's PNG is named by its content: a render of the same runs reuses it and
         # starts no browser.
         path = self.root / FIGURES / f"{self.page}-{figure_key(fig)}.png"
+        # On the site a page's figure takes the text column's width (a fixed 900 px cut the
+        # front page's depth axis at a third, behind a scroll bar); the PNG keeps its size.
+        fitted = {**fig_dict, "layout": {k: v for k, v in (fig_dict.get("layout") or {}).items()
+                                         if k != "width"} | {"autosize": True}}
+        html = pio.to_html(fitted, include_plotlyjs=False, include_mathjax=False,
+                           full_html=False, default_width="100%", validate=False)
         if self.static and path.is_file():
-            bundle = {"text/html": pio.to_html(fig_dict, include_plotlyjs=False,
-                                               include_mathjax=False, full_html=False,
-                                               default_width="100%", validate=False)}
+            bundle = {"text/html": html}
         else:
             if self.static:
                 start_image_export()
@@ -97,8 +101,8 @@ class FigureWriter:
                                    self.problem or "static export switched off")
             if "image/png" in bundle:
                 atomic_write(path, base64.b64decode(bundle["image/png"]))
-        # the interactive figure (without plotly.js), scrolled within the text column when
-        # wider than it, as a notebook's output is
+            bundle["text/html"] = html
+        # the interactive figure (without plotly.js), in the text column
         html = f'<div class="cell-output-display" style="overflow-x:auto">\n' \
                f'{bundle["text/html"]}\n</div>'
         if self._count == 0:  # plotly.js once per page, before its first figure
