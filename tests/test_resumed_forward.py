@@ -195,7 +195,8 @@ def test_patching_resumed_at_every_layer_equals_transformer_lens(spec):
     """Positions (resid_pre, attention and MLP outputs) and heads (all positions; by position
     for the first pair) for pairs of several lengths patched in one call: one start per
     forward (`max_patches=1`) and the default stacking both equal, pair by pair,
-    TransformerLens's one-full-forward-per-cell patching."""
+    TransformerLens's one-full-forward-per-cell patching; so does noising, against TL's
+    patching of the corrupted cache into the clean run."""
     lm = model(spec)
     prepared = equal_length_pairs(lm)
     clean = encode(lm.tokenizer, prepared.prompts)
@@ -207,14 +208,19 @@ def test_patching_resumed_at_every_layer_equals_transformer_lens(spec):
                  "heads": tlp.get_act_patch_attn_head_out_all_pos,
                  "heads_by_pos": tlp.get_act_patch_attn_head_out_by_pos}
     ours = {"heads": P.patch_heads, "heads_by_pos": P.patch_heads_by_pos}
-    for max_patches in (1, "auto"):
-        kw = dict(max_patches=max_patches, progress=False)
+    # noising (corrupted into clean) is TL's patching with the runs swapped; checked with the
+    # default stacking, beside denoising with both
+    runs = [(1, "denoising"), ("auto", "denoising"), ("auto", "noising")]
+    for max_patches, direction in runs:
+        kw = dict(max_patches=max_patches, progress=False, direction=direction)
         results = {c: (ours[c](lm, prepared, **kw) if c in ours else
                        P.patch(lm, prepared, c, **kw)) for c in reference}
         for i in range(len(prepared.prompts)):  # TL patches one length at a time: per pair
             n = int(clean.lengths[i])
             clean_tokens, corrupt_tokens = clean.tokens[[i], :n], corrupt.tokens[[i], :n]
-            _, cache = lm.model.run_with_cache(clean_tokens)
+            source, target = ((clean_tokens, corrupt_tokens) if direction == "denoising"
+                              else (corrupt_tokens, clean_tokens))
+            _, cache = lm.model.run_with_cache(source)
 
             def metric(logits, i=i):
                 return prepared.metric(logits[:, -1], torch.tensor([i])).mean()
@@ -222,9 +228,9 @@ def test_patching_resumed_at_every_layer_equals_transformer_lens(spec):
             for component, tl_fn in reference.items():
                 if component == "heads_by_pos" and i:  # one pair: TL runs layers × pos × heads
                     continue
-                ref = tl_fn(lm.model, corrupt_tokens, cache, metric).cpu()
+                ref = tl_fn(lm.model, target, cache, metric).cpu()
                 mine = results[component].values[..., i]
                 if component != "heads":  # [layer, pos(, head)]: this pair's positions
                     mine = mine[:, :n]
                 diff = (mine - ref).abs().max()
-                assert diff <= TOL, (component, i, max_patches, float(diff))
+                assert diff <= TOL, (component, i, max_patches, direction, float(diff))
