@@ -57,7 +57,17 @@ def _donors(lm, prepared, i: int) -> list[str]:
             and tok.encode(a, add_special_tokens=False)[0] != int(prepared.answer_ids[i])]
 
 
-def test_resample_ablation_equals_hand_patching(tiny_lm):
+@pytest.fixture(scope="module", params=["tiny", "tiny-gemma", "tiny-gemma2", "tiny-gemma3",
+                                        "tiny-qwen2"])
+def family_lm(request):
+    from factcircuits.models import load_model
+
+    return load_model(request.param)
+
+
+def test_resample_ablation_equals_hand_patching(family_lm):
+    """On every tiny family (Gemma's post-norms, Qwen's grouped-query heads)."""
+    tiny_lm = family_lm
     prepared = with_counterfactuals(tiny_lm, prepare(tiny_lm, load_dataset("paris-cloze")), 3,
                                     seed=0)
     table = AB.ablation_table(tiny_lm, prepared, COMPONENTS, modes=("resample",),
