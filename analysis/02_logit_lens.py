@@ -56,17 +56,10 @@ from factcircuits.methods import logit_lens as LL
 from factcircuits.methods.attribution import soft_cap_note
 from factcircuits.methods.uncertainty import layer_with_range, with_interval
 from factcircuits.results.store import Results
+from factcircuits.results.summary import Options
 
-out = Results(run_dir, chapter.METHOD)
-lens = LL.logit_lens(session.lm, prepared, kind=direction, batch_size=session.batch_size,
-                     progress=True)
-shares = lens.shares()
-attributes = AR.attribute_rate(session.lm, prepared, session.dataset.rows, k=attribute_k,
-                               batch_size=session.batch_size)
-h = chapter.headline_of(lens, seed, attributes)
-curve = lens.mean_curve(seed)
-out.save("logit_lens", lens.table)
-out.save("logit_lens_mean", curve)
+found = chapter.summarise(session.lm, prepared, options=Options.of(chapter.METHOD, globals()))
+h, lens, shares = found.headline, found.lens, found.shares
 
 # %% [markdown]
 # ## The accumulated residual stream, sublayer by sublayer
@@ -100,7 +93,7 @@ if cap:
 # ## Contribution of each sublayer
 
 # %%
-LL.increase_figure(curve).show()
+LL.increase_figure(found.curve).show()
 
 # %% [markdown]
 # ## Logit-lens top tokens per layer, one example
@@ -109,14 +102,10 @@ LL.increase_figure(curve).show()
 # logit lens), showing which tokens the model would predict if it stopped there.
 
 # %%
-ex = min(example, len(prepared.prompts) - 1)
-answers = [int(prepared.answer_ids[ex])] if prepared.task == "cloze" else []
-tops = LL.top_tokens(session.lm, lens.decomposition, ex, top_k, answers)
-display(Markdown(f"Prompt: `{prepared.prompts[ex]!r}`" + (
+display(Markdown(f"Prompt: `{prepared.prompts[found.example]!r}`" + (
     f" (`example={example}` is past the {len(prepared.prompts)} prompts analysed: the last is "
-    "shown)" if ex != example else "")))
-display(tops)
-out.save("top_tokens_example", tops)
+    "shown)" if found.example != example else "")))
+display(found.top_tokens)
 
 # %% [markdown]
 # ## Is the last subject token enriched with the subject's attributes?
@@ -132,15 +121,12 @@ out.save("top_tokens_example", tops)
 # read-out of the residual stream, not a causal effect.
 
 # %%
-rate_curve = attributes.curves(seed)
-out.save("attribute_rate", attributes.table)
-out.save("attribute_rate_curve", rate_curve)
 if h.attribute_rate_peak is None:
     display(Markdown("No analysed prompt's subject has an object in this dataset (yes/no rows "
                      "name their object only in a derived set's `clue`), so the attribute "
                      "rate is not computed."))
 else:
-    AR.rate_figure(rate_curve, attribute_k).show()
+    AR.rate_figure(found.rate_curve, attribute_k).show()
     verdict = ("above both controls, each paired interval of the difference above 0: "
                "**enriched**" if h.attribute_rate_enriched else
                "**not** resolved above both controls: not shown to be enriched")
@@ -164,14 +150,11 @@ else:
 # holds it in 95% of bootstrap resamples of the relation's prompts.
 
 # %%
-relations = prepared.rows.get("relation")
-if relations is not None and relations.nunique() > 1:
-    by_relation = lens.by_relation(relations.astype(str).to_numpy(), seed)
-    display(Markdown(R.relation_peaks_markdown(by_relation, h.peak_layer, "Logit lens")))
-    display(by_relation.round(3))
-    out.save("by_relation", by_relation)
+if found.by_relation is not None:
+    display(Markdown(R.relation_peaks_markdown(found.by_relation, h.peak_layer, "Logit lens")))
+    display(found.by_relation.round(3))
 else:
     display(Markdown("The analysed prompts come from one relation."))
 
-# %%
-_ = out.headline(h)
+# %% tags=["remove-cell"]
+found.save(Results(run_dir, chapter.METHOD))

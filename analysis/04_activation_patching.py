@@ -56,20 +56,8 @@ from IPython.display import Markdown, display
 from factcircuits.run.session import start_analysis
 
 session, prepared, note = start_analysis(globals())
-pairs, dropped = session.patchable(prepared)
-from factcircuits.methods.counterfactual_sets import with_counterfactuals
-
-counterfactuals = with_counterfactuals(session.lm, prepared, n_counterfactuals, seed)
-display(Markdown(
-    f"Analysed: {note}. Of these, **{len(pairs.prompts)}** have a counterfactual prompt of "
-    f"the same token length and are patched; **{len(dropped)}** are left out, because "
-    "patching compares the same positions in both runs and a different token count would "
-    "shift every position after the subject."))
-if len(dropped):
-    display(dropped[["prompt", "corrupted_prompt", "reason"]])
 
 # %%
-import pandas as pd
 import plotly.express as px
 
 from factcircuits.chapters import activation_patching as chapter
@@ -81,16 +69,21 @@ from factcircuits.methods import patching as P
 from factcircuits.methods.positions import CLASS_TITLES
 from factcircuits.methods.uncertainty import layer_with_range, with_interval
 from factcircuits.results.store import Results
+from factcircuits.results.summary import Options
 from factcircuits.results.wording import class_labels
 from factcircuits.run.display import diverging_limit
 
-out = Results(run_dir, chapter.METHOD)
-found = chapter.patching_chapter(session.lm, pairs, n_dropped=len(dropped),
-                                 max_patches=max_patches, heads_by_position=heads_by_position,
-                                 seed=seed, scan_top_k=scan_top_k,
-                                 counterfactuals=counterfactuals)
-summary, atp, headline = found.summary, found.atp, found.headline
+found = chapter.summarise(session.lm, prepared, options=Options.of(chapter.METHOD, globals()))
+pairs, dropped, summary, atp, headline = (found.pairs, found.dropped, found.patching, found.atp,
+                                          found.headline)
 results = summary.results
+display(Markdown(
+    f"Analysed: {note}. Of these, **{len(pairs.prompts)}** have a counterfactual prompt of "
+    f"the same token length and are patched; **{len(dropped)}** are left out, because "
+    "patching compares the same positions in both runs and a different token count would "
+    "shift every position after the subject."))
+if len(dropped):
+    display(dropped[["prompt", "corrupted_prompt", "reason"]])
 if results:
     display(Markdown(
         f"Mean {prepared.main_metric}: clean **{headline.clean_metric:.2f}**, corrupted "
@@ -131,13 +124,9 @@ for component in results:
 # it does not suffice.
 
 # %%
-import numpy as np
-
 if results:
     for component in results:
-        both = [summary.class_grid(component), summary.noising_grid(component)]
-        classes = [c for c in both[0].columns if c in both[1].columns]
-        stack = np.stack([g[classes].T.to_numpy() for g in both])
+        stack, classes = found.both_ways(component)
         lim = diverging_limit(stack)
         fig = px.imshow(stack, facet_col=0, aspect="auto", color_continuous_scale="RdBu",
                         zmin=-lim, zmax=lim, labels={"x": "layer", "y": "token class",
@@ -184,10 +173,8 @@ if results:
 
 # %%
 spread = summary.spread
-if results and spread is not None:
-    part = spread.classes[(spread.classes["component"] == "mlp_out")
-                          & (spread.classes["token_class"] == "subject_last")]
-    fig = px.line(part.assign(draw=part["draw"].astype(str)), x="layer", y="normalized",
+if results:
+    fig = px.line(found.draws_line("mlp_out", "subject_last"), x="layer", y="normalized",
                   color="draw", markers=True,
                   title="MLP output at the last subject token, one line per counterfactual draw"
                         f"<br><sup>pairs per draw: {headline.counterfactual_draw_pairs}</sup>",
@@ -208,19 +195,15 @@ if results and spread is not None:
 # %%
 if results:
     ex = 0
-    n_tok = int(results["resid_pre"].lengths[ex])
-    positions = summary.positions
-    ex_tokens = positions[positions["prompt_id"] == ex]["token"].tolist()
-    ex_labels = [f"{i}: {t!r}" for i, t in enumerate(ex_tokens)]
     display(Markdown(f"Clean: `{pairs.prompts[ex]!r}` → corrupted: "
                      f"`{pairs.corrupted_prompts[ex]!r}`"))
-    for component, result in results.items():
-        z = result.normalized()[:, :n_tok, ex].T.numpy()
+    for component in results:
+        z, ex_labels = found.example_grid(component, ex)
         lim = diverging_limit(z)
         fig = px.imshow(z, aspect="auto", color_continuous_scale="RdBu", zmin=-lim, zmax=lim,
                         labels={"x": "layer", "y": "position", "color": "normalized"},
                         title=f"{P.COMPONENT_TITLES[component]}, example {ex}")
-        fig.update_yaxes(ticktext=ex_labels, tickvals=list(range(n_tok)))
+        fig.update_yaxes(ticktext=ex_labels, tickvals=list(range(len(z))))
         fig.show()
 
 # %% [markdown]
@@ -243,25 +226,19 @@ if results:
 
 # %%
 if results:
-    peaks = summary.peaks
-    display(peaks)
-    r, a, m = (peaks.set_index("component").loc[c] for c in ("resid_pre", "attn_out", "mlp_out"))
+    display(summary.peaks)
+    r, a, m = (found.peak(c) for c in ("resid_pre", "attn_out", "mlp_out"))
     handover = summary.handover
     display(Markdown(
         "In the residual stream the clean answer is carried by the subject tokens first and by "
         "the last token later; the last token's effect first reaches the subject tokens' at "
         + (f"layer **{handover}**." if handover is not None else "no layer.")))
-    def peak_text(component: str, row) -> str:
-        layer = layer_with_range(row["layer"], getattr(headline, f"{component}_peak_layer_range"))
-        effect = with_interval(row["effect"], getattr(headline, f"{component}_peak_ci"))
-        return f"{layer}, normalized effect {effect}"
-
     head_effect = with_interval(headline.top_head_effect, headline.top_head_effect_ci)
     display(Markdown(
         f"The residual stream carries the most at the **{CLASS_TITLES[r['token_class']]}** "
-        f"({peak_text('resid_pre', r)}). MLP outputs peak at the "
-        f"{CLASS_TITLES[m['token_class']]} ({peak_text('mlp_out', m)}); attention outputs at "
-        f"the {CLASS_TITLES[a['token_class']]} ({peak_text('attn_out', a)}). The strongest "
+        f"({found.peak_text('resid_pre')}). MLP outputs peak at the "
+        f"{CLASS_TITLES[m['token_class']]} ({found.peak_text('mlp_out')}); attention outputs "
+        f"at the {CLASS_TITLES[a['token_class']]} ({found.peak_text('attn_out')}). The strongest "
         f"single head is L{headline.top_head_layer}H{headline.top_head} ({head_effect}). "
         f"Intervals: 95% bootstrap over the {len(pairs.prompts)} pairs; layer ranges hold the "
         "peak in 95% of resamples."))
@@ -277,7 +254,6 @@ if summary.by_relation is not None:
     display(Markdown(R.relation_peaks_markdown(
         summary.by_relation, headline.mlp_out_subject_last_peak_layer, "Activation patching")))
     display(summary.by_relation.round(3))
-    out.save("by_relation", summary.by_relation)
 else:
     display(Markdown("The patched pairs come from one relation."))
 
@@ -346,10 +322,9 @@ if atp:
 # %%
 if atp:
     proposals, checked = atp.proposals, atp.checked
-    gap = AC.mean_gap(summary.results["resid_pre"])  # the unit of exact patching's figures
-    AC.proposals_figure(proposals, gap, f"Top {scan_top_k} head × position cells per "
+    AC.proposals_figure(proposals, found.gap, f"Top {scan_top_k} head × position cells per "
                         "prompt").show()
-    best = AC.normalized_proposals(pd.DataFrame([checked["best"]]), gap).iloc[0]
+    best = found.best_proposal()
     display(Markdown(
         f"Of the {checked['n_cells']} proposed head × position cells, "
         f"**{checked['same_sign']:.0%}** have an exact effect of the estimate's sign, and "
@@ -359,21 +334,4 @@ if atp:
         f"clean−corrupted gap; estimated {best['estimate']:.2f})."))
 
 # %% tags=["remove-cell"]
-if results:
-    out.save("patching_long", summary.long)
-    out.save("patching_by_class", summary.classes)
-    out.save("patching_by_role", summary.roles)
-    out.save("heads", P.tidy(summary.heads))
-    out.save("peaks", peaks)
-    out.save("noising_by_class", summary.noising_classes)
-    out.save("necessity", summary.states)
-    if summary.spread is not None:
-        out.save("counterfactual_by_class", summary.spread.classes)
-        out.save("counterfactual_peaks", summary.spread.peaks)
-    out.save("atp_agreement", atp.agreement)
-    out.save("atp_heads_by_position_proposals", atp.proposals)
-    if summary.heads_by_position is not None:
-        out.save("heads_by_position", P.tidy(summary.heads_by_position))
-if len(dropped):
-    out.save("dropped_pairs", dropped)
-_ = out.headline(headline)
+found.save(Results(run_dir, chapter.METHOD))

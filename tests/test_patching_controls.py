@@ -12,8 +12,8 @@ from factcircuits.chapters import activation_patching as AP
 from factcircuits.data.datasets import load_dataset
 from factcircuits.methods import necessity as NS
 from factcircuits.methods import patching as P
-from factcircuits.methods.counterfactual_sets import with_counterfactuals
 from factcircuits.methods.evaluate import prepare
+from factcircuits.results.summary import Options
 from factcircuits.run.session import Session
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -32,10 +32,10 @@ def test_verdict_reads_both_intervals_against_the_bar(restored, lost, expected):
 
 def test_chapter_reads_every_peak_both_ways_and_across_draws(tiny_lm, tmp_path):
     every = prepare(tiny_lm, load_dataset("paris-cloze"))
-    pairs, dropped = Session(tiny_lm, None, every, tmp_path, 3).patchable(every)
-    many = with_counterfactuals(tiny_lm, every, 3, seed=0)
-    found = AP.patching_chapter(tiny_lm, pairs, n_dropped=len(dropped), counterfactuals=many)
-    s, h = found.summary, found.headline
+    pairs, _ = Session(tiny_lm, None, every, tmp_path, 3).patchable(every)
+    found = AP.summarise(tiny_lm, every, options=Options(AP.METHOD, n_counterfactuals=3, seed=0))
+    s, h = found.patching, found.headline
+    assert found.pairs.prompts == pairs.prompts
     # noising's own peak is the largest share lost over the class-averaged map
     lost = P.by_class(P.tidy(P.patch(tiny_lm, pairs, "resid_pre", direction="noising",
                                      progress=False).as_effect(), s.positions), "token_class")

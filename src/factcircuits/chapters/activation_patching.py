@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from factcircuits.methods import atp_checks as AC
@@ -18,12 +19,12 @@ from factcircuits.methods import intervals as I
 from factcircuits.methods import necessity as NS
 from factcircuits.methods import patching as P
 from factcircuits.methods.atp_checks import SCAN_TOP_K
-from factcircuits.methods.counterfactual_sets import N_COUNTERFACTUALS
+from factcircuits.methods.counterfactual_sets import N_COUNTERFACTUALS, with_counterfactuals
 from factcircuits.methods.engine import MAX_PATCHES
 from factcircuits.methods.evaluate import PreparedTask, relations_of
 from factcircuits.methods.patching import HEADS_BY_POSITION
 from factcircuits.methods.positions import TOKEN_CLASSES
-from factcircuits.methods.uncertainty import with_interval
+from factcircuits.methods.uncertainty import layer_with_range, with_interval
 from factcircuits.models import LoadedModel
 from factcircuits.results.estimates import ANSWER_HEAD, MLP_AT_SUBJECT, Estimate
 from factcircuits.results.headlines import Headline, interval, layer_range, number
@@ -39,6 +40,7 @@ from factcircuits.results.registry import (
     Sample,
 )
 from factcircuits.results.run import Run
+from factcircuits.results.summary import Options, Summary, estimates_of
 from factcircuits.results.wording import (
     LAYER0_MLP,
     head_label,
@@ -475,36 +477,103 @@ def atp_check(lm: LoadedModel, pairs: PreparedTask, summary: PatchingSummary,
                     resid.loc["AtP"], resid.loc["AtP*"])
 
 
-@dataclass
-class PatchingChapter:
-    summary: PatchingSummary
+@dataclass(kw_only=True)
+class ActivationPatchingSummary(Summary):
+    """Everything notebook 04 shows: the pairs patched, exact patching both ways and on every
+    counterfactual draw, and the AtP check (None when no pair can be patched)."""
+
+    pairs: PreparedTask  # the equal-length pairs patched
+    dropped: pd.DataFrame  # the pairs left out, with the reason
+    patching: PatchingSummary
     atp: AtpCheck | None
-    headline: PatchingHeadline
+
+    def peak(self, component: str) -> pd.Series:
+        """The component's row of `peaks`: its peak class, layer and effect."""
+        return self.patching.peaks.set_index("component").loc[component]
+
+    def peak_text(self, component: str) -> str:
+        """'layer 5 (95% of resamples in layers 4–6), normalized effect 0.42 (95% CI …)'."""
+        row, h = self.peak(component), self.headline
+        layer = layer_with_range(row["layer"], getattr(h, f"{component}_peak_layer_range"))
+        effect = with_interval(row["effect"], getattr(h, f"{component}_peak_ci"))
+        return f"{layer}, normalized effect {effect}"
+
+    def both_ways(self, component: str) -> tuple[np.ndarray, list[str]]:
+        """Denoising's share restored and noising's share lost [2 × token class × layer] of
+        `component`, over the token classes both maps have, and those classes."""
+        both = [self.patching.class_grid(component), self.patching.noising_grid(component)]
+        classes = [c for c in both[0].columns if c in both[1].columns]
+        return np.stack([g[classes].T.to_numpy() for g in both]), classes
+
+    def draws_line(self, component: str, token_class: str) -> pd.DataFrame:
+        """Denoising of one component at one token class by layer, one row per draw (the draw
+        as text, so the figure colours draws as categories)."""
+        classes = self.patching.spread.classes
+        part = classes[(classes["component"] == component)
+                       & (classes["token_class"] == token_class)]
+        return part.assign(draw=part["draw"].astype(str))
+
+    def example_grid(self, component: str, index: int = 0) -> tuple[np.ndarray, list[str]]:
+        """One pair's normalized effect [position × layer] of `component`, and its positions'
+        labels ('3: " Paris"')."""
+        result = self.patching.results[component]
+        n_tok = int(self.patching.results["resid_pre"].lengths[index])
+        positions = self.patching.positions
+        tokens = positions[positions["prompt_id"] == index]["token"].tolist()
+        return (result.normalized()[:, :n_tok, index].T.numpy(),
+                [f"{i}: {t!r}" for i, t in enumerate(tokens)])
+
+    def best_proposal(self) -> pd.Series:
+        """The scan's proposed head × position cell with the largest exact effect, estimate
+        and effect as fractions of the clean−corrupted gap."""
+        return AC.normalized_proposals(pd.DataFrame([self.atp.checked["best"]]),
+                                       self.gap).iloc[0]
+
+    @property
+    def gap(self) -> float:
+        """The mean clean−corrupted gap: the unit of exact patching's figures."""
+        return AC.mean_gap(self.patching.results["resid_pre"])
 
 
-def patching_chapter(
-        lm: LoadedModel,
-        pairs: PreparedTask,
-        *,
-        n_dropped: int = 0,
-        max_patches=MAX_PATCHES.default,
-        heads_by_position: bool = HEADS_BY_POSITION.default,
-        seed: int = SEED.default,
-        scan_top_k: int = SCAN_TOP_K.default,
-        counterfactuals: PreparedTask | None = None) -> PatchingChapter:
-    """Everything notebook 04 shows: exact patching both ways and on every counterfactual draw
-    (timed), then the AtP check."""
+def summarise(lm: LoadedModel, prepared: PreparedTask, *, options: Options
+              ) -> ActivationPatchingSummary:
+    """Exact patching both ways and on every counterfactual draw (timed), then the AtP check,
+    for the prompts whose counterfactual has their token length."""
+    from factcircuits.run.session import patchable
+
+    pairs, dropped = patchable(lm.tokenizer, prepared)
+    counterfactuals = with_counterfactuals(lm, prepared, options.n_counterfactuals,
+                                           options.seed)
     start = time.perf_counter()
-    summary = patching_summary(lm, pairs, n_dropped=n_dropped, max_patches=max_patches,
-                               heads_by_position=heads_by_position, seed=seed)
+    summary = patching_summary(lm, pairs, n_dropped=len(dropped),
+                               max_patches=options.max_patches,
+                               heads_by_position=options.heads_by_position, seed=options.seed)
     exact_seconds = time.perf_counter() - start  # denoising alone, as AtP estimates it
     if summary.results:
-        noising_summary(lm, pairs, summary, max_patches=max_patches, seed=seed)
-        if counterfactuals is not None:
-            spread_summary(lm, pairs, counterfactuals, summary, max_patches=max_patches)
-    atp = atp_check(lm, pairs, summary, scan_top_k) if summary.results else None
+        noising_summary(lm, pairs, summary, max_patches=options.max_patches, seed=options.seed)
+        spread_summary(lm, pairs, counterfactuals, summary, max_patches=options.max_patches)
+    atp = atp_check(lm, pairs, summary, options.scan_top_k) if summary.results else None
     numbers = atp.numbers(exact_seconds) if atp else {}
-    return PatchingChapter(summary, atp, PatchingHeadline(**summary.headline, **numbers))
+    headline = PatchingHeadline(**summary.headline, **numbers)
+    tables = {}
+    if summary.results:
+        tables.update(patching_long=summary.long, patching_by_class=summary.classes,
+                      patching_by_role=summary.roles, heads=P.tidy(summary.heads),
+                      peaks=summary.peaks, noising_by_class=summary.noising_classes,
+                      necessity=summary.states,
+                      counterfactual_by_class=summary.spread.classes,
+                      counterfactual_peaks=summary.spread.peaks,
+                      atp_agreement=atp.agreement,
+                      atp_heads_by_position_proposals=atp.proposals)
+        if summary.heads_by_position is not None:
+            tables["heads_by_position"] = P.tidy(summary.heads_by_position)
+    if summary.by_relation is not None:
+        tables["by_relation"] = summary.by_relation
+    if len(dropped):
+        tables["dropped_pairs"] = dropped
+    return ActivationPatchingSummary(headline=headline, tables=tables,
+                                     estimates=estimates_of(METHOD, headline, tables), pairs=pairs,
+                                     dropped=dropped, patching=summary, atp=atp)
 
 
 # ------------------------------------------------------------------ findings

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
+
 from factcircuits.chapters import attribution
 from factcircuits.methods import attribute_rate as AR
 from factcircuits.methods import logit_lens as LL
 from factcircuits.methods.attention import EXAMPLE
 from factcircuits.methods.attribution import DIRECTION
+from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.topk import TOP_K
 from factcircuits.methods.uncertainty import with_interval
+from factcircuits.models import LoadedModel
 from factcircuits.results.claims import run_claims
 from factcircuits.results.estimates import MLP_SHARE, Estimate
 from factcircuits.results.headlines import Headline, interval, layer_range, number
@@ -26,6 +30,7 @@ from factcircuits.results.registry import (
     Sample,
 )
 from factcircuits.results.run import Run
+from factcircuits.results.summary import Options, Summary, estimates_of
 from factcircuits.results.wording import (
     SUBLAYER_NAMES,
     component_name,
@@ -166,10 +171,47 @@ def lens_depth(table, n_layers: int):
     return (table["layer"].astype(float) + 1 - half) / n_layers
 
 
-def headline_of(lens: LL.LogitLens, seed: int,
-                attributes: AR.AttributeRate | None = None) -> LogitLensHeadline:
-    extra = attributes.headline(seed) if attributes is not None else {}
-    return LogitLensHeadline(**lens.headline(seed), **extra)
+@dataclass(kw_only=True)
+class LensSummary(Summary):
+    """The logit lens and the attribute rate of the prepared prompts, with what the
+    notebook's figures draw."""
+
+    lens: LL.LogitLens
+    shares: dict  # LogitLens.shares(): the sublayers' increases and the largest jump
+    curve: pd.DataFrame  # the mean curve with its band
+    attributes: AR.AttributeRate
+    rate_curve: pd.DataFrame  # the attribute rate and its controls per layer
+    example: int  # the prompt whose top tokens are listed
+    top_tokens: pd.DataFrame
+    by_relation: pd.DataFrame | None  # None: the prompts come from one relation
+
+
+def summarise(lm: LoadedModel, prepared: PreparedTask, *, options: Options) -> LensSummary:
+    from factcircuits.run.session import analysed_dataset
+
+    seed = options.seed
+    lens = LL.logit_lens(lm, prepared, kind=options.direction, batch_size=options.batch_size,
+                         progress=True)
+    dataset = analysed_dataset(options.dataset, options.task, options.relation)
+    attributes = AR.attribute_rate(lm, prepared, dataset.rows, k=options.attribute_k,
+                                   batch_size=options.batch_size)
+    headline = LogitLensHeadline(**lens.headline(seed), **attributes.headline(seed))
+    curve, rate_curve = lens.mean_curve(seed), attributes.curves(seed)
+    example = min(options.example, len(prepared.prompts) - 1)
+    answers = [int(prepared.answer_ids[example])] if prepared.task == "cloze" else []
+    top = LL.top_tokens(lm, lens.decomposition, example, options.top_k, answers)
+    relations = prepared.rows.get("relation")
+    by_relation = (lens.by_relation(relations.astype(str).to_numpy(), seed)
+                   if relations is not None and relations.nunique() > 1 else None)
+    tables = {"logit_lens": lens.table, "logit_lens_mean": curve, "top_tokens_example": top,
+              "attribute_rate": attributes.table, "attribute_rate_curve": rate_curve}
+    if by_relation is not None:
+        tables["by_relation"] = by_relation
+    return LensSummary(headline=headline, tables=tables,
+                       estimates=estimates_of(METHOD, headline, tables),
+                       lens=lens, shares=lens.shares(), curve=curve, attributes=attributes,
+                       rate_curve=rate_curve, example=example, top_tokens=top,
+                       by_relation=by_relation)
 
 
 ENRICHMENT_CLAIMS = ("claim_attribute_rate_above_other_subjects",

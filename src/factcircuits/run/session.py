@@ -69,12 +69,16 @@ class Session:
         return known.task.subset(torch.as_tensor(keep)), note
 
     def patchable(self, prepared: PreparedTask) -> tuple[PreparedTask, pd.DataFrame]:
-        """Rows whose corrupted prompt has the same token length as the clean one (activation
-        patching compares the same positions); the others are returned with the reason."""
-        reasons = prepared.pair_problems(self.tokenizer)
-        ok = torch.tensor([not r for r in reasons], dtype=torch.bool)
-        dropped = prepared.rows.assign(reason=reasons).loc[(~ok).numpy()]
-        return prepared.subset(ok), dropped
+        return patchable(self.tokenizer, prepared)
+
+
+def patchable(tokenizer, prepared: PreparedTask) -> tuple[PreparedTask, pd.DataFrame]:
+    """Rows whose corrupted prompt has the same token length as the clean one (activation
+    patching compares the same positions); the others are returned with the reason."""
+    reasons = prepared.pair_problems(tokenizer) if prepared.prompts else []  # none to encode
+    ok = torch.tensor([not r for r in reasons], dtype=torch.bool)
+    dropped = prepared.rows.assign(reason=reasons).loc[(~ok).numpy()]
+    return prepared.subset(ok), dropped
 
 
 def open_session(
@@ -109,7 +113,7 @@ def open_session(
         _MODELS[key] = load_model(model, device=device, dtype=dtype or None,
                                   prepend_bos=prepend_bos)
     lm = _MODELS[key]
-    data = of_relation(load_dataset(dataset or DEFAULT_DATASET_FOR_TASK[task]), relation)
+    data = analysed_dataset(dataset, task, relation)
     if data.task != task:
         raise UserError(f"dataset {data.name!r} is a {data.task} dataset but task={task!r}: "
                         f"pass task={data.task!r} or a {task} dataset")
@@ -119,6 +123,20 @@ def open_session(
     out.mkdir(parents=True, exist_ok=True)
     save_model_provenance(out, lm.provenance)
     return Session(lm, data, prepared, out, batch_size, known, int(seed), int(per_relation))
+
+
+def analysed_dataset(dataset: str, task: str, relation: str = declared.RELATION.default):
+    """The dataset a run analyses: `dataset` ("" is the task's default), one `relation`'s
+    rows when set."""
+    return of_relation(load_dataset(dataset or DEFAULT_DATASET_FOR_TASK[task]), relation)
+
+
+def every_prompt(lm: LoadedModel, options) -> PreparedTask:
+    """A run's every usable prompt (its session's `task`, before the `known` filter), from
+    its core parameters (`results.summary.Options`)."""
+    data = analysed_dataset(options["dataset"], options["task"], options["relation"])
+    return prepare(lm, data, options["prompt_format"], options["answer_map"],
+                   options["n_prompts"] or None, drop_multi_token=True)
 
 
 def open_session_from(namespace: dict[str, Any]) -> Session:
