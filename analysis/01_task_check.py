@@ -50,10 +50,10 @@ import plotly.express as px
 from factcircuits.chapters import task_check as chapter
 from factcircuits.methods import task_check
 from factcircuits.results.store import Results
+from factcircuits.results.summary import Options
 
-out = Results(run_dir, chapter.METHOD)
-report = chapter.task_check_summary(session, top_k=top_k)
 prepared = session.task
+report = chapter.summarise(session.lm, prepared, options=Options.of(chapter.METHOD, globals()))
 
 
 def shown(table, name):
@@ -135,10 +135,5 @@ if len(report.dropped):
     display(report.dropped)
 
 # %% tags=["remove-cell"]
-_ = out.save("per_prompt", report.per_prompt)
-if report.by_relation is not None:
-    out.save("by_relation", report.by_relation)
-out.save("top_tokens", report.top_tokens)
-out.save("dropped", report.dropped)
 report.filtered_rows.to_csv(f"{run_dir}/{task_check.FILTERED_FILE}", index=False)
-_ = out.headline(report.headline)
+report.save(Results(run_dir, chapter.METHOD))

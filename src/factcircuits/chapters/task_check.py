@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from factcircuits.methods.evaluate import known_phrase, known_prompts
+from factcircuits.methods.evaluate import PreparedTask, known_phrase, known_prompts, score
 from factcircuits.methods.task_check import auc, relation_table
 from factcircuits.methods.topk import TOP_K, top_k_table
 from factcircuits.methods.uncertainty import (
@@ -17,6 +17,7 @@ from factcircuits.methods.uncertainty import (
     proportion_estimate,
     with_interval,
 )
+from factcircuits.models import LoadedModel
 from factcircuits.results.headlines import Headline, exact_interval, interval, number
 from factcircuits.results.kinds import Table
 from factcircuits.results.registry import (
@@ -28,6 +29,7 @@ from factcircuits.results.registry import (
     Sample,
 )
 from factcircuits.results.run import Run
+from factcircuits.results.summary import Options, Summary, estimates_of
 from factcircuits.results.wording import (
     MIN_PROMPTS,
     interval_cell,
@@ -72,16 +74,15 @@ class TaskCheckHeadline(Headline):
                                              "counterfactual's", FRACTION)
     pairwise_accuracy_ci: list[float] | None = exact_interval("pairwise_accuracy")
 
-@dataclass
-class TaskCheckReport:
+@dataclass(kw_only=True)
+class TaskCheckSummary(Summary):
     task: str
     main_metric: str
     model_table: pd.DataFrame
     per_prompt: pd.DataFrame
     top_tokens: pd.DataFrame
     dropped: pd.DataFrame
-    filtered_rows: pd.DataFrame
-    headline: TaskCheckHeadline
+    filtered_rows: pd.DataFrame  # the prompts kept, written beside the results (FILTERED_FILE)
     by_relation: pd.DataFrame | None = None  # datasets with several relations
 
     @property
@@ -128,15 +129,20 @@ class TaskCheckReport:
 
 
 
-def task_check_summary(session, top_k: int = TOP_K.default) -> TaskCheckReport:
-    prepared = session.task
-    logits, table = session.score(progress=True)
+def summarise(lm: LoadedModel, prepared: PreparedTask, *, options: Options
+              ) -> TaskCheckSummary:
+    """Every prompt of `prepared` (the run's usable rows) scored, and the ones kept."""
+    from factcircuits.run.session import analysed_dataset
+
+    seed = options.seed
+    logits, table = score(lm, prepared, batch_size=options.batch_size, progress=True)
     table["short_prompt"] = table["prompt"].str.strip().str.slice(0, 48)
     table["label_text"] = table["label"].map({True: "true", False: "false"})
     if prepared.task == "cloze":
         table["label_text"] = "fact"
-    top = top_k_table(logits, session.tokenizer, top_k, prompts=table["short_prompt"].tolist())
-    criterion = session.known_criterion
+    top = top_k_table(logits, lm.tokenizer, options.top_k,
+                      prompts=table["short_prompt"].tolist())
+    criterion = options.known
     known = known_prompts(prepared, table, criterion)
     unscorable = prepared.dropped
     dropped = (pd.concat([known.wrong, unscorable], ignore_index=True) if len(unscorable)
@@ -157,30 +163,37 @@ def task_check_summary(session, top_k: int = TOP_K.default) -> TaskCheckReport:
     headline["accuracy_ci"] = proportion_estimate(table["correct"]).interval()
     for key, column in (("mean_metric", "metric"), ("mean_p_answer", "p_answer")):
         if column in table:
-            headline[f"{key}_ci"] = mean_estimate(table[column], seed=session.seed).interval()
+            headline[f"{key}_ci"] = mean_estimate(table[column], seed=seed).interval()
     if prepared.task == "yesno":
         raw = table["metric"] * prepared.signs.numpy()  # unsigned log-odds
         headline["auc"] = auc(raw.tolist(), table["label"].tolist())
         headline["p_vs_chance"] = binomial_two_sided_p(correct, n)
         headline["at_chance"] = bool(headline["p_vs_chance"] > 0.05)
-        if session.task.answer_sets.dropped:
-            headline["dropped_answer_words"] = sorted(session.task.answer_sets.dropped)
+        if prepared.answer_sets.dropped:
+            headline["dropped_answer_words"] = sorted(prepared.answer_sets.dropped)
     else:
         headline["at_chance"] = len(kept) == 0  # the analyses fall back to every prompt
         # answer above the counterfactual, whichever criterion picked the prompts
         pairwise = (table["logit_diff"] > 0).astype(float)
         headline["pairwise_accuracy"] = float(pairwise.mean())
         headline["pairwise_accuracy_ci"] = proportion_estimate(pairwise).interval()
-    by_relation = relation_table(table, known.kept.index, session.per_relation, session.seed)
+    by_relation = relation_table(table, known.kept.index, options.per_relation, seed)
+    dataset = analysed_dataset(options.dataset, options.task, options.relation)
     model_table = pd.DataFrame(
-        [{"field": k, "value": str(v)} for k, v in session.lm.provenance.items()
-         if k != "versions"]
-        + [{"field": "dataset", "value": f"{session.dataset.name} ({len(session.dataset)} rows, "
-            f"sha256 {session.dataset.sha256[:12]})"},
+        [{"field": k, "value": str(v)} for k, v in lm.provenance.items() if k != "versions"]
+        + [{"field": "dataset", "value": f"{dataset.name} ({len(dataset)} rows, "
+            f"sha256 {dataset.sha256[:12]})"},
            {"field": "prompt format", "value": prepared.prompt_format}]
     )
-    return TaskCheckReport(prepared.task, prepared.main_metric, model_table, table, top,
-                           dropped, kept, TaskCheckHeadline(**headline), by_relation)
+    tables = {"per_prompt": table, "top_tokens": top, "dropped": dropped}
+    if by_relation is not None:
+        tables["by_relation"] = by_relation
+    found = TaskCheckHeadline(**headline)
+    return TaskCheckSummary(headline=found, tables=tables,
+                            estimates=estimates_of(METHOD, found, tables),
+                            task=prepared.task, main_metric=prepared.main_metric,
+                            model_table=model_table, per_prompt=table, top_tokens=top,
+                            dropped=dropped, filtered_rows=kept, by_relation=by_relation)
 
 
 def knowledge(run: Run) -> list[Finding]:
