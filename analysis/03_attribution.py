@@ -48,19 +48,14 @@ display(Markdown(f"Analysed: {note}."))
 
 # %%
 from factcircuits.chapters import attribution as chapter
-from factcircuits.chapters.attribution import attribution_summary
 from factcircuits.methods import attribution as A
 from factcircuits.methods.uncertainty import with_interval
 from factcircuits.results.store import Results
+from factcircuits.results.summary import Options
 
-out = Results(run_dir, chapter.METHOD)
-summary = attribution_summary(session.lm, prepared, kind=direction, top_k=top_components,
-                              batch_size=session.batch_size, seed=seed, progress=True)
+summary = chapter.summarise(session.lm, prepared, options=Options.of(chapter.METHOD, globals()))
 d, check, h = summary.attribution.direction, summary.sum_check, summary.headline
 layers, heads = summary.attribution.layers, summary.attribution.heads
-out.save("sum_check", check)
-out.save("layer_dla", layers)
-out.save("head_dla", heads)
 
 # %% [markdown]
 # ## Do the components sum to the metric?
@@ -96,7 +91,6 @@ top_h = summary.top_heads
 display(top_h)
 display(Markdown(f"Top head: layer {int(top_h['layer'][0])}, head {int(top_h['head'][0])}, mean "
                  f"DLA {top_h['dla'][0]:.3f}."))
-out.save("top_heads", top_h)
 
 # %% [markdown]
 # ## The top heads' direct effect by the position they read
@@ -111,8 +105,6 @@ out.save("top_heads", top_h)
 
 # %%
 split = summary.top_head_sources
-out.save("head_source_dla", summary.sources)
-out.save("top_head_sources", split)
 A.source_figure(split).show()
 display(split.round(3))
 moves = ("most of it comes through the subject: it **moves the attribute from the subject**"
@@ -136,7 +128,6 @@ top_n = summary.top_neurons
 display(Markdown(f"Key MLP layer: **{summary.key_mlp_layer}**. Its top {len(top_n)} neurons "
                  f"together carry {100 * summary.neuron_share:.0f}% of the layer's mean DLA."))
 display(top_n)
-out.save("top_neurons", top_n)
 
-# %%
-_ = out.headline(h)
+# %% tags=["remove-cell"]
+summary.save(Results(run_dir, chapter.METHOD))

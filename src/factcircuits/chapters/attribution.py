@@ -9,7 +9,6 @@ import pandas as pd
 
 from factcircuits.methods import attribution as A
 from factcircuits.methods import intervals as I
-from factcircuits.methods.attribution import DIRECTION, TOP_COMPONENTS
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.uncertainty import (
     mean_estimate,
@@ -20,9 +19,9 @@ from factcircuits.models import LoadedModel
 from factcircuits.results.estimates import ANSWER_HEAD, SUBJECT_READ, Estimate
 from factcircuits.results.headlines import Headline, interval, number
 from factcircuits.results.kinds import Table
-from factcircuits.results.parameter_declarations import BATCH_SIZE, SEED
 from factcircuits.results.registry import HEADS, IN_SHORT, MOVES, SURE, Finding, Method, Profile
 from factcircuits.results.run import Run
+from factcircuits.results.summary import Options, Summary, estimates_of
 from factcircuits.results.wording import interval_cell
 
 DLA_UNIT = "metric"
@@ -66,8 +65,8 @@ class AttributionHeadline(Headline):
         "subject (interval of the subject share above 0.5)")
 
 
-@dataclass
-class AttributionSummary:
+@dataclass(kw_only=True)
+class AttributionSummary(Summary):
     attribution: A.HeadAttribution
     sum_check: pd.DataFrame
     top_layer: dict  # the layer × component with the largest mean |DLA|: component, layer, dla
@@ -76,9 +75,8 @@ class AttributionSummary:
     top_neurons: pd.DataFrame  # of the key MLP layer
     neuron_share: float  # share of the key MLP layer's mean DLA its top neurons carry
     soft_cap_note: str
-    headline: AttributionHeadline
-    sources: pd.DataFrame | None = None  # head_source_dla: every head's DLA by source
-    top_head_sources: pd.DataFrame | None = None  # source_split of the top heads
+    sources: pd.DataFrame  # head_source_dla: every head's DLA by source
+    top_head_sources: pd.DataFrame  # source_split of the top heads
 
     @property
     def max_linearisation_offset(self) -> float:
@@ -87,18 +85,14 @@ class AttributionSummary:
         return float("nan") if offset is None else float(offset.abs().max())
 
 
-def attribution_summary(
-        lm: LoadedModel,
-        prepared: PreparedTask,
-        *,
-        kind: str = DIRECTION.default,
-        top_k: int = TOP_COMPONENTS.default,
-        batch_size: int = BATCH_SIZE.default,
-        seed: int = SEED.default,
-        progress: bool = False) -> AttributionSummary:
+def summarise(lm: LoadedModel, prepared: PreparedTask, *, options: Options
+              ) -> AttributionSummary:
     """DLA by layer, head and (in the key MLP layer) neuron, with the sum check; intervals
     (bootstrap over prompts, `seed`) for the top head's and component's mean DLA."""
-    att = A.attribute_heads(lm, prepared, kind=kind, batch_size=batch_size, progress=progress)
+    seed, batch_size, top_k = options.seed, options.batch_size, options.top_components
+    progress = True
+    att = A.attribute_heads(lm, prepared, kind=options.direction, batch_size=batch_size,
+                            progress=progress)
     check = A.sum_check(att.decomposition, att.direction)
     means = A.summarise_layers(att.layers[att.layers.component != "embed"])
     top_row = means.loc[means["dla"].abs().idxmax()]
@@ -133,8 +127,15 @@ def attribution_summary(
                                  seed))
     top_layer = {"component": top_row["component"], "layer": int(top_row["layer"]),
                  "dla": float(top_row["dla"])}
-    return AttributionSummary(att, check, top_layer, top_h, key_layer, top_n, share, cap,
-                              headline, sources, split)
+    tables = {"sum_check": check, "layer_dla": att.layers, "head_dla": att.heads,
+              "top_heads": top_h, "head_source_dla": sources, "top_head_sources": split,
+              "top_neurons": top_n}
+    return AttributionSummary(headline=headline, tables=tables,
+                              estimates=estimates_of(METHOD, headline, tables),
+                              attribution=att, sum_check=check, top_layer=top_layer,
+                              top_heads=top_h, key_mlp_layer=key_layer, top_neurons=top_n,
+                              neuron_share=share, soft_cap_note=cap, sources=sources,
+                              top_head_sources=split)
 
 
 def top_head_source_fields(sources: pd.DataFrame, layer: int, head: int, seed: int) -> dict:
