@@ -69,17 +69,13 @@ display(Markdown(f"Analysed: {note}. Causal tracing needs no counterfactual prom
 import plotly.express as px
 
 from factcircuits.chapters import causal_tracing as chapter
-from factcircuits.chapters.causal_tracing import tracing_summary
 from factcircuits.methods import by_relation as R
 from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods.positions import CLASS_TITLES
 from factcircuits.results.store import Results
-from factcircuits.results.wording import class_labels
+from factcircuits.results.summary import Options
 
-out = Results(run_dir, chapter.METHOD)
-summary = tracing_summary(session.lm, prepared, noise_samples=noise_samples,
-                          noise_scale=noise_scale, seed=seed, metric=trace_metric,
-                          window=trace_window, max_patches=max_patches)
+summary = chapter.summarise(session.lm, prepared, options=Options.of(chapter.METHOD, globals()))
 traces, aie, h = summary.traces, summary.aie, summary.headline
 metric_name = summary.metric_name
 display(Markdown(
@@ -99,14 +95,11 @@ display(Markdown(
 # the last subject token and the last token only: the places the claims are about).
 
 # %%
-order = [c for c in CT.TRACED_CLASSES if c in set(aie["token_class"])]
 for kind in traces:
-    part = aie[(aie["kind"] == kind) & aie["token_class"].isin(order)].copy()
-    named = class_labels(summary.positions, CLASS_TITLES, order)  # 'last token (n=4)'
-    part["class"] = part["token_class"].map(named)
+    part, named = summary.class_curves(kind)  # class: 'last token (n=4)'
     title = CT.trace_title(kind, traces[kind].window)
     fig = px.line(part, x="layer", y="aie", color="class", markers=True,
-                  category_orders={"class": [named[c] for c in order if c in named]},
+                  category_orders={"class": named},
                   labels={"aie": f"AIE on {metric_name}"},
                   title=f"Restoring the {title}<br><sup>n: prompts with a token of that "
                         f"class, of {len(prepared.prompts)}</sup>")
@@ -135,18 +128,13 @@ display(Markdown(chapter.peaks_markdown(h)))
 
 # %%
 ex = 0
-n_tok = int(traces["hidden"].lengths[ex])
-positions = summary.positions
-ex_tokens = positions[positions["prompt_id"] == ex]["token"].tolist()
-ex_classes = positions[positions["prompt_id"] == ex]["token_class"].tolist()
-labels = [f"{t!r}{'*' if c.startswith('subject') else ''}" for t, c in zip(ex_tokens, ex_classes)]
 display(Markdown(f"Prompt: `{prepared.prompts[ex]!r}` (subject tokens marked *)."))
-for kind, result in ((k, traces[k]) for k in CT.KINDS):  # every token: window 1
-    z = result.indirect_effect()[:, :n_tok, ex].T.numpy()
+for kind in CT.KINDS:  # every token: window 1
+    z, labels = summary.example_grid(kind, ex)
     fig = px.imshow(z, aspect="auto", color_continuous_scale="Purples",
                     labels={"x": "layer", "y": "token", "color": "indirect effect"},
-                    title=f"{CT.trace_title(kind, result.window)}, example {ex}")
-    fig.update_yaxes(ticktext=labels, tickvals=list(range(n_tok)))
+                    title=f"{CT.trace_title(kind, traces[kind].window)}, example {ex}")
+    fig.update_yaxes(ticktext=labels, tickvals=list(range(len(z))))
     fig.show()
 
 # %% [markdown]
@@ -179,9 +167,4 @@ else:
     display(Markdown("The analysed prompts come from one relation."))
 
 # %% tags=["remove-cell"]
-if summary.by_relation is not None:
-    out.save("by_relation", summary.by_relation)
-out.save("trace_long", summary.long)
-out.save("aie_by_class", aie)
-out.save("peaks", peaks)
-_ = out.headline(h)
+summary.save(Results(run_dir, chapter.METHOD))

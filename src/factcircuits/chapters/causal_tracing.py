@@ -9,16 +9,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from factcircuits.methods import by_relation as R
 from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods import intervals as I
 from factcircuits.methods import patching as P
-from factcircuits.methods.causal_tracing import NOISE_SAMPLES, NOISE_SCALE
 from factcircuits.methods.engine import MAX_PATCHES
 from factcircuits.methods.evaluate import PreparedTask, relations_of
-from factcircuits.methods.positions import TOKEN_CLASSES, task_positions
+from factcircuits.methods.positions import CLASS_TITLES, TOKEN_CLASSES, task_positions
 from factcircuits.methods.uncertainty import ALPHA, layer_with_range, p_text, with_interval
 from factcircuits.models import LoadedModel
 from factcircuits.results.estimates import (
@@ -30,10 +30,16 @@ from factcircuits.results.estimates import (
 )
 from factcircuits.results.headlines import Headline, interval, layer_range, number
 from factcircuits.results.kinds import Table
-from factcircuits.results.parameter_declarations import SEED
 from factcircuits.results.registry import BY_RELATION, WHERE, Finding, Method, Profile, Sample
 from factcircuits.results.run import Run, depth_band
-from factcircuits.results.wording import LAYER0_MLP, layer_text, peak_cell, relation_peaks_text
+from factcircuits.results.summary import Options, Summary, estimates_of
+from factcircuits.results.wording import (
+    LAYER0_MLP,
+    class_labels,
+    layer_text,
+    peak_cell,
+    relation_peaks_text,
+)
 
 AIE = "P(answer) or the metric traced"
 # The windowed traces are secondary (ROME's view): traced only where the headline's claims
@@ -156,8 +162,8 @@ def flat_peaks(flat: dict) -> dict:
     return {"peaks": peaks, **({"windowed_peak_survives": survives} if survives else {})}
 
 
-@dataclass
-class TracingSummary:
+@dataclass(kw_only=True)
+class TracingSummary(Summary):
     traces: dict[str, CT.TraceResult]
     positions: pd.DataFrame  # patching.position_table
     long: pd.DataFrame  # every trace, tidy
@@ -165,7 +171,6 @@ class TracingSummary:
     peaks: pd.DataFrame  # peak AIE per kind × token class
     window: int  # the windowed MLP / attention traces' window
     metric_name: str
-    headline: TracingHeadline
     by_relation: pd.DataFrame | None = None  # MLP at the last subject token, per relation
     relation_curves: pd.DataFrame | None = None
 
@@ -176,35 +181,43 @@ class TracingSummary:
             return None
         return {"layer": int(row["layer"].iloc[0]), "peak_aie": float(row["peak_aie"].iloc[0])}
 
+    def class_curves(self, kind: str) -> tuple[pd.DataFrame, list[str]]:
+        """The AIE of trace `kind` by layer for each traced token class present, with the
+        class's label ('last token (n=4)') in column `class`, and the labels in reading
+        order."""
+        order = [c for c in CT.TRACED_CLASSES if c in set(self.aie["token_class"])]
+        part = self.aie[(self.aie["kind"] == kind) & self.aie["token_class"].isin(order)].copy()
+        named = class_labels(self.positions, CLASS_TITLES, order)
+        part["class"] = part["token_class"].map(named)
+        return part, [named[c] for c in order if c in named]
 
-def tracing_summary(
-        lm: LoadedModel,
-        prepared: PreparedTask,
-        *,
-        noise_samples: int = NOISE_SAMPLES.default,
-        noise_scale: float = NOISE_SCALE.default,
-        seed: int = SEED.default,
-        metric: str = CT.TRACE_METRIC.default,
-        window=CT.TRACE_WINDOW.default,
-        max_patches=MAX_PATCHES.default,
-        progress: bool = True,
-        windowed_classes=WINDOWED_CLASSES) -> TracingSummary:
+    def example_grid(self, kind: str, index: int = 0) -> tuple[np.ndarray, list[str]]:
+        """One prompt's indirect effect [token × layer] of trace `kind`, and its tokens'
+        labels (subject tokens marked *)."""
+        n_tok = int(self.traces["hidden"].lengths[index])
+        rows = self.positions[self.positions["prompt_id"] == index]
+        labels = [f"{t!r}{'*' if c.startswith('subject') else ''}"
+                  for t, c in zip(rows["token"], rows["token_class"])]
+        return self.traces[kind].indirect_effect()[:, :n_tok, index].T.numpy(), labels
+
+
+def summarise(lm: LoadedModel, prepared: PreparedTask, *, options: Options) -> TracingSummary:
     """ROME causal tracing of hidden states, MLP and attention outputs one layer at a time,
-    and of MLP / attention outputs in `window` layers ("auto": `causal_tracing.default_window`;
-    a number is clamped to 1..n_layers) at the tokens of `windowed_classes` (None: every
-    token), averaged by token class, in one set of forwards."""
+    and of MLP / attention outputs in a window of layers (`trace_window`; "auto":
+    `causal_tracing.default_window`; a number is clamped to 1..n_layers) at the last subject
+    token and the last token, averaged by token class, in one set of forwards."""
+    noise_samples, noise_scale, seed = options.noise_samples, options.noise_scale, options.seed
+    metric, window, max_patches = options.trace_metric, options.trace_window, options.max_patches
     n_layers = lm.model.cfg.n_layers
     rule = CT.window_rule(window, n_layers)
     window = CT.resolve_window(window, n_layers)
-    where = None
-    if windowed_classes is not None:
-        where = [[i for c in windowed_classes for i in p.of_class(c)]
-                 for p in task_positions(prepared, lm.tokenizer)]
+    where = [[i for c in WINDOWED_CLASSES for i in p.of_class(c)]
+             for p in task_positions(prepared, lm.tokenizer)]
     traces = CT.trace(lm, prepared, CT.TRACE_KINDS, noise_samples=noise_samples,
                       noise_scale=noise_scale, seed=seed, metric=metric,
                       windows={k: window for k in CT.WINDOWED},
-                      positions=None if where is None else {k: where for k in CT.WINDOWED},
-                      max_patches=max_patches, progress=progress)
+                      positions={k: where for k in CT.WINDOWED}, max_patches=max_patches,
+                      progress=True)
     positions = P.position_table(lm, prepared)
     long = pd.concat([t.tidy(positions) for t in traces.values()], ignore_index=True)
     aie = CT.average_indirect_effect(long).merge(I.aie_bands(long, seed),
@@ -233,8 +246,15 @@ def tracing_summary(
     # the peaks become Estimates; the layer-0 MLP and the claims stay fields of their own
     names = set(TracingHeadline.__dataclass_fields__)
     headline.update({k: v for k, v in flat.items() if k in names}, **flat_peaks(flat))
-    return TracingSummary(traces, positions, long, aie, peaks, window, metric_name,
-                          TracingHeadline(**headline), by_relation, curves)
+    found = TracingHeadline(**headline)
+    tables = {"trace_long": long, "aie_by_class": aie, "peaks": peaks}
+    if by_relation is not None:
+        tables["by_relation"] = by_relation
+    return TracingSummary(headline=found, tables=tables,
+                          estimates=estimates_of(METHOD, found, tables), traces=traces,
+                          positions=positions, long=long, aie=aie, peaks=peaks, window=window,
+                          metric_name=metric_name, by_relation=by_relation,
+                          relation_curves=curves)
 
 
 def tracing_by_relation(long, prepared, headline, n_layers, seed):
