@@ -49,20 +49,13 @@ display(Markdown(f"Analysed: {note}."))
 
 # %%
 from factcircuits.chapters import ablation_knockout as chapter
-from factcircuits.chapters.ablation_knockout import ablation_summary, knockout_summary
 from factcircuits.methods import ablation as AB
 from factcircuits.methods import knockout as KO
 from factcircuits.results.store import Results
+from factcircuits.results.summary import Options
 
-out = Results(run_dir, chapter.METHOD)
-from factcircuits.methods.counterfactual_sets import with_counterfactuals
-
-counterfactuals = with_counterfactuals(session.lm, prepared, n_counterfactuals, seed)
-abl = ablation_summary(session.lm, counterfactuals, reference=session.task,
-                       n_components=n_components, batch_size=session.batch_size, seed=seed,
-                       progress=True)
-out.save("ablation", abl.table)
-out.save("ablation_summary", abl.summary)
+found = chapter.summarise(session.lm, prepared, options=Options.of(chapter.METHOD, globals()))
+abl, ko, h = found.ablation, found.knockout, found.headline
 
 # %% [markdown]
 # ## Ablating the top components
@@ -105,10 +98,6 @@ display(abl.summary)
 # ## Attention knockout from the last position
 
 # %%
-ko = knockout_summary(session.lm, prepared, window=knockout_window,
-                      batch_size=session.batch_size, seed=seed, progress=True)
-out.save("knockout", ko.table)
-out.save("knockout_summary", ko.summary)
 KO.knockout_figure(ko.table).show()
 KO.knockout_figure(ko.table, "metric_change").show()
 display(Markdown(" ".join(
@@ -116,7 +105,6 @@ display(Markdown(" ".join(
     f"{p['first']}–{p['last']} (centre {p['centre']}): P(answer) changes by "
     f"{100 * p['relative_p_change']:.1f}% and the metric by {p['metric_change']:.3f}."
     for role, p in ko.peaks.items()) + f" (Windows of {ko.window} layers.)"))
-h = chapter.headline_of(abl, ko)
 if h.knockout_relation_minus_subject is not None:
     low, high = h.knockout_relation_minus_subject_ci
     which = ("blocking the **relation** tokens hurts more" if high < 0 else
@@ -128,5 +116,5 @@ if h.knockout_relation_minus_subject is not None:
         f"(95% paired bootstrap CI {low:+.1%} to {high:+.1%}): {which}. Both are total effects: "
         f"the attention is blocked and every later computation reacts."))
 
-# %%
-_ = out.headline(h)
+# %% tags=["remove-cell"]
+found.save(Results(run_dir, chapter.METHOD))

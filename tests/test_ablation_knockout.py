@@ -152,7 +152,7 @@ def test_relation_knockout_peak_and_comparison_in_the_headline(setup):
     from factcircuits.chapters import ablation_knockout as AK
 
     lm, pr, _, _ = setup
-    ko = AK.knockout_summary(lm, pr, window=1, batch_size=4)
+    ko = AK.knock_out(lm, pr, window=1, batch_size=4)
     h = ko.headline
     table = ko.table
     for role in KO.ROLES:

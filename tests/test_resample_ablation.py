@@ -114,7 +114,7 @@ def test_the_chapters_headline_ablation_is_resample(tiny_lm, tmp_path):
 
     prepared = with_counterfactuals(tiny_lm, prepare(tiny_lm, load_dataset("paris-cloze")), 3,
                                     seed=0)
-    abl = AK.ablation_summary(tiny_lm, prepared, n_components=3)
+    abl = AK.ablate_top_components(tiny_lm, prepared, n_components=3)
     h = abl.headline
     singles = abl.summary[~abl.summary["component"].str.startswith("all")]
     resampled = singles[singles["mode"] == "resample"]

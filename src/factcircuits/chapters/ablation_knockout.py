@@ -15,7 +15,7 @@ from factcircuits.methods import attribution as A
 from factcircuits.methods import intervals as I
 from factcircuits.methods import knockout as KO
 from factcircuits.methods.ablation import N_COMPONENTS
-from factcircuits.methods.counterfactual_sets import N_COUNTERFACTUALS
+from factcircuits.methods.counterfactual_sets import N_COUNTERFACTUALS, with_counterfactuals
 from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.uncertainty import (
     paired_comparison,
@@ -30,6 +30,7 @@ from factcircuits.results.kinds import Table
 from factcircuits.results.parameter_declarations import BATCH_SIZE, SEED
 from factcircuits.results.registry import IN_SHORT, MOVES, Finding, Method
 from factcircuits.results.run import Run
+from factcircuits.results.summary import Options, Summary, estimates_of
 from factcircuits.results.wording import change_text, interval_cell, window_text
 
 CHANGE = "relative change of P(answer)"
@@ -103,7 +104,7 @@ class AblationKnockoutHeadline(Headline):
 
 
 @dataclass
-class AblationSummary:
+class Ablation:
     components: list[tuple]  # the ablated components, largest mean |DLA| first
     table: pd.DataFrame  # ablation_table
     summary: pd.DataFrame  # mean per component × mode, largest drop first
@@ -117,7 +118,7 @@ class AblationSummary:
         return float(self.table["clean"].mean())
 
 
-def ablation_summary(
+def ablate_top_components(
         lm: LoadedModel,
         prepared: PreparedTask,
         *,
@@ -125,7 +126,7 @@ def ablation_summary(
         n_components: int = N_COMPONENTS.default,
         batch_size: int = BATCH_SIZE.default,
         seed: int = SEED.default,
-        progress: bool = False) -> AblationSummary:
+        progress: bool = False) -> Ablation:
     """Ablate the `n_components` components with the largest mean |DLA|, alone and together:
     by resampling from each prompt's counterfactual prompts (`prepared.counterfactual_draws`,
     else its corrupted prompt; the headline), by zero and by mean (means over `reference`'s
@@ -163,11 +164,11 @@ def ablation_summary(
         row = singles[singles["mode"] == off].iloc[0]
         headline[f"ablation_{off}_biggest_drop"] = float(row["drop"])
         headline[f"ablation_{off}_biggest_component"] = row["component"]
-    return AblationSummary(components, table, summary, biggest, summary[together], headline)
+    return Ablation(components, table, summary, biggest, summary[together], headline)
 
 
 @dataclass
-class KnockoutSummary:
+class Knockout:
     table: pd.DataFrame  # knockout_sweep
     summary: pd.DataFrame  # mean per role × window
     peaks: dict[str, dict]  # per role: the window that lowers P(answer) most
@@ -175,9 +176,9 @@ class KnockoutSummary:
     headline: dict
 
 
-def knockout_summary(lm: LoadedModel, prepared: PreparedTask, *, window: int = 0,
-                     batch_size: int = BATCH_SIZE.default, seed: int = SEED.default,
-                     progress: bool = False) -> KnockoutSummary:
+def knock_out(lm: LoadedModel, prepared: PreparedTask, *, window: int = 0,
+              batch_size: int = BATCH_SIZE.default, seed: int = SEED.default,
+              progress: bool = False) -> Knockout:
     """Attention knockout from the last position over sliding windows (`window` 0: the
     default, n_layers // 6)."""
     table = KO.knockout_sweep(lm, prepared, window or None, batch_size=batch_size,
@@ -198,7 +199,7 @@ def knockout_summary(lm: LoadedModel, prepared: PreparedTask, *, window: int = 0
                 **{f"knockout_{role}_peak_metric_change": p["metric_change"]
                    for role, p in peaks.items()},
                 **relation_against_subject(table, peaks, seed)}
-    return KnockoutSummary(table, KO.summarise(table), peaks, k, headline)
+    return Knockout(table, KO.summarise(table), peaks, k, headline)
 
 
 def relation_against_subject(table: pd.DataFrame, peaks: dict[str, dict], seed: int) -> dict:
@@ -232,8 +233,31 @@ def relation_against_subject(table: pd.DataFrame, peaks: dict[str, dict], seed: 
                 "swapped per prompt, each worst window re-chosen on every swap)")}
 
 
-def headline_of(ablation: AblationSummary, knockout: KnockoutSummary):
-    return AblationKnockoutHeadline(**ablation.headline, **knockout.headline)
+@dataclass(kw_only=True)
+class AblationKnockoutSummary(Summary):
+    ablation: Ablation
+    knockout: Knockout
+
+
+def summarise(lm: LoadedModel, prepared: PreparedTask, *, options: Options
+              ) -> AblationKnockoutSummary:
+    """The top components ablated on each prompt's counterfactual draws (mean ablation over
+    the run's every prompt), then the last token's attention knocked out."""
+    from factcircuits.run.session import every_prompt
+
+    seed, batch_size = options.seed, options.batch_size
+    counterfactuals = with_counterfactuals(lm, prepared, options.n_counterfactuals, seed)
+    ablation = ablate_top_components(lm, counterfactuals, reference=every_prompt(lm, options),
+                                     n_components=options.n_components,
+                                     batch_size=batch_size, seed=seed, progress=True)
+    knockout = knock_out(lm, prepared, window=options.knockout_window, batch_size=batch_size,
+                         seed=seed, progress=True)
+    headline = AblationKnockoutHeadline(**ablation.headline, **knockout.headline)
+    tables = {"ablation": ablation.table, "ablation_summary": ablation.summary,
+              "knockout": knockout.table, "knockout_summary": knockout.summary}
+    return AblationKnockoutSummary(headline=headline, tables=tables,
+                                   estimates=estimates_of(METHOD, headline, tables),
+                                   ablation=ablation, knockout=knockout)
 
 
 def role_knockout(run: Run, role: str) -> dict | None:
