@@ -45,16 +45,13 @@ display(Markdown(f"Analysed: {note}."))
 
 # %%
 from factcircuits.chapters import attention_patterns as chapter
-from factcircuits.chapters.attention_patterns import attention_summary
 from factcircuits.methods import attention as AT
 from factcircuits.results.store import Results
+from factcircuits.results.summary import Options
 from factcircuits.run.display import media_note
 
-out = Results(run_dir, chapter.METHOD)
-summary = attention_summary(session.lm, prepared, n_heads=n_heads, example=example,
-                            batch_size=session.batch_size, progress=True)
+summary = chapter.summarise(session.lm, prepared, options=Options.of(chapter.METHOD, globals()))
 tokens, h = summary.tokens, summary.headline
-out.save("last_token_attention", summary.last)
 display(Markdown(f"Prompt: `{prepared.prompts[summary.example]!r}`; subject tokens: "
                  f"{', '.join(repr(tokens[i]) for i in summary.positions.subject)}."))
 display(summary.top_heads)
@@ -73,4 +70,4 @@ display(Markdown(f"The head with the largest direct effect, {h.top_dla_head}, pu
                  "the subject."))
 
 # %% tags=["remove-cell"]
-_ = out.headline(h)
+summary.save(Results(run_dir, chapter.METHOD))

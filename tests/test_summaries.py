@@ -14,6 +14,7 @@ from factcircuits.chapters import attribution as AD
 from factcircuits.chapters import causal_tracing as CT
 from factcircuits.data.datasets import load_dataset
 from factcircuits.methods.evaluate import prepare
+from factcircuits.results.summary import Options
 from factcircuits.run.session import Session
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,7 +34,7 @@ def _means(rows, keys, value="dla"):
 
 
 def test_attribution_summary(tiny_lm, cloze):
-    s = AD.attribution_summary(tiny_lm, cloze, top_k=3, batch_size=3)
+    s = AD.summarise(tiny_lm, cloze, options=Options(AD.METHOD, top_components=3, batch_size=3))
     layers = _means(s.attribution.layers[s.attribution.layers.component != "embed"],
                     ["component", "layer"])
     (comp, layer), dla = max(layers.items(), key=lambda kv: abs(kv[1]))
@@ -84,7 +85,7 @@ def test_patching_summary_peaks_and_top_head(tiny_lm, tmp_path):
 
 
 def test_tracing_summary_clamps_the_window_and_reports_every_peak(tiny_lm, cloze):
-    s = CT.tracing_summary(tiny_lm, cloze, noise_samples=1, window=99, progress=False)
+    s = CT.summarise(tiny_lm, cloze, options=Options(CT.METHOD, noise_samples=1, trace_window=99))
     n_layers = tiny_lm.model.cfg.n_layers
     assert s.window == n_layers and s.traces["windowed_mlp"].window == n_layers
     assert s.traces["hidden"].window == 1 and s.traces["mlp"].window == 1
@@ -99,7 +100,7 @@ def test_tracing_summary_clamps_the_window_and_reports_every_peak(tiny_lm, cloze
 
 
 def test_ablation_and_knockout_summaries(tiny_lm, cloze):
-    abl = AK.ablation_summary(tiny_lm, cloze, n_components=2, batch_size=3)
+    abl = AK.ablate_top_components(tiny_lm, cloze, n_components=2, batch_size=3)
     single = abl.table[~abl.table["component"].str.startswith("all")]
     # the headline ablation is resample: the largest mean drop over the prompts with a donor
     resampled = single[(single["mode"] == "resample")].dropna(subset=["drop"])
@@ -108,14 +109,15 @@ def test_ablation_and_knockout_summaries(tiny_lm, cloze):
     (comp, mode), drop = max(drops.items(), key=lambda kv: kv[1])
     assert abl.biggest == {"component": comp, "mode": "resample", "drop": pytest.approx(drop)}
     assert set(abl.joint["component"]) == {"all 2 together"}
-    ko = AK.knockout_summary(tiny_lm, cloze, batch_size=3)
+    ko = AK.knock_out(tiny_lm, cloze, batch_size=3)
     assert ko.window == max(1, tiny_lm.model.cfg.n_layers // 6)
     changes = _means(ko.table[ko.table["role"] == "subject"], ["centre"], "relative_p_change")
     assert ko.headline["knockout_subject_peak_centre"] == min(changes, key=changes.get)[0]
 
 
 def test_attention_summary_subject_attention(tiny_lm, cloze):
-    s = AT.attention_summary(tiny_lm, cloze, n_heads=3, example=99, batch_size=3)
+    s = AT.summarise(tiny_lm, cloze, options=Options(AT.METHOD, n_heads=3, example=99,
+                                                      batch_size=3))
     assert s.example == len(cloze.prompts) - 1  # clamped to the prompts
     on_subject = {head: float(p[-1, s.positions.subject].sum())
                   for head, p in s.patterns.items()}

@@ -20,9 +20,9 @@ from factcircuits.methods.positions import PromptPositions, prompt_positions
 from factcircuits.models import LoadedModel
 from factcircuits.results.headlines import Headline, number
 from factcircuits.results.kinds import Table
-from factcircuits.results.parameter_declarations import BATCH_SIZE
 from factcircuits.results.registry import HEADS, Finding, Method
 from factcircuits.results.run import Run
+from factcircuits.results.summary import Options, Summary, estimates_of
 
 SHARE = "fraction of the last token's attention"
 
@@ -38,8 +38,8 @@ class AttentionHeadline(Headline):
     example: int | None = number("the prompt shown (index among those analysed)")
 
 
-@dataclass
-class AttentionSummary:
+@dataclass(kw_only=True)
+class AttentionSummary(Summary):
     top_heads: pd.DataFrame  # the heads with the largest mean |DLA|
     heads: list[tuple[int, int]]
     example: int  # the prompt shown
@@ -48,19 +48,17 @@ class AttentionSummary:
     positions: PromptPositions
     last: pd.DataFrame  # attention from the last token, with each key's token class
     subject_attention: pd.Series  # per (layer, head): attention from the last token on subject
-    headline: AttentionHeadline
 
 
-def attention_summary(lm: LoadedModel, prepared: PreparedTask, *, n_heads: int = N_HEADS.default,
-                      example: int = EXAMPLE.default, batch_size: int = BATCH_SIZE.default,
-                      progress: bool = False) -> AttentionSummary:
+def summarise(lm: LoadedModel, prepared: PreparedTask, *, options: Options
+              ) -> AttentionSummary:
     """Attention patterns of the `n_heads` heads with the largest mean |DLA| on prompt
     `example` (clamped to the prompts), and how much of the last token's attention each puts
     on the subject."""
-    att = A.attribute_heads(lm, prepared, batch_size=batch_size, progress=progress)
-    top = A.top_heads(att.heads, n_heads)
+    att = A.attribute_heads(lm, prepared, batch_size=options.batch_size, progress=True)
+    top = A.top_heads(att.heads, options.n_heads)
     heads = list(zip(top["layer"].astype(int), top["head"].astype(int)))
-    ex = min(example, len(prepared.prompts) - 1)
+    ex = min(options.example, len(prepared.prompts) - 1)
     tokens, patterns = head_patterns(lm, prepared, heads, example=ex)
     pos = prompt_positions(lm.tokenizer, prepared.prompts[ex], prepared.rows["subject"][ex],
                            prepared.prompt_format, prepared.rows["prompt"][ex])
@@ -74,7 +72,11 @@ def attention_summary(lm: LoadedModel, prepared: PreparedTask, *, n_heads: int =
         top_subject_head=f"L{best[0]}H{best[1]}", top_subject_head_attention=float(subj.max()),
         top_dla_head=f"L{heads[0][0]}H{heads[0][1]}",
         top_dla_head_subject_attention=float(top_dla), example=ex)
-    return AttentionSummary(top, heads, ex, tokens, patterns, pos, last, subj, headline)
+    tables = {"last_token_attention": last}
+    return AttentionSummary(headline=headline, tables=tables,
+                            estimates=estimates_of(METHOD, headline, tables), top_heads=top,
+                            heads=heads, example=ex, tokens=tokens, patterns=patterns,
+                            positions=pos, last=last, subject_attention=subj)
 
 
 def attention_heads(run: Run) -> list[Finding]:
