@@ -65,10 +65,6 @@ from IPython.display import Markdown, display
 from factcircuits.run.session import start_analysis
 
 session, prepared, note = start_analysis(globals())
-pairs, dropped = session.patchable(prepared)
-display(Markdown(
-    f"Analysed: {note}. The **{len(pairs.prompts)}** prompt pairs of equal token length are "
-    f"used ({len(dropped)} left out, as in activation patching)."))
 
 # %%
 from factcircuits.chapters import circuit as chapter
@@ -83,12 +79,14 @@ from factcircuits.methods.circuits.figures import (
 )
 from factcircuits.methods.uncertainty import with_interval
 from factcircuits.results.store import Results
+from factcircuits.results.summary import Options
 from factcircuits.run.display import media_note, show_pair
 
-out = Results(run_dir, chapter.METHOD)
-found = chapter.circuit_chapter(session.lm, pairs, ig_steps=ig_steps, ablation=ablation,
-                                seed=seed)
-summary, h = found.summary, found.headline
+found = chapter.summarise(session.lm, prepared, options=Options.of(chapter.METHOD, globals()))
+pairs, dropped, summary, h = found.pairs, found.dropped, found.circuit, found.headline
+display(Markdown(
+    f"Analysed: {note}. The **{len(pairs.prompts)}** prompt pairs of equal token length are "
+    f"used ({len(dropped)} left out, as in activation patching)."))
 if summary is None:
     display(Markdown("No prompt pair can be patched, so this notebook shows nothing further."))
 
@@ -141,10 +139,7 @@ if summary is not None:
 
 # %%
 if summary is not None:
-    roles = R.head_roles(session.lm, pairs, R.circuit_heads(summary.nodes), seed=seed,
-                         batch_size=batch_size)
-    by_role = R.role_counts(roles)
-
+    roles = found.roles
     display(Markdown(
         f"Of the circuit's **{len(roles)}** heads (its {len(summary.nodes)} nodes also hold "
         f"the input, MLPs, key/value inputs and the logits): {chapter.roles_phrase(roles)}. "
@@ -206,8 +201,7 @@ if summary is not None:
 
 # %%
 if summary is not None:
-    nodes, edges = chapter.graph_of(summary)
-    check = chapter.cross_check(run_dir, nodes, h)
+    check = found.cross_check
     display(Markdown(
         f"For scale, the circuit holds {h.heads_in_circuit_share:.0%} of all heads, "
         f"{h.mlps_in_circuit_share:.0%} of all MLPs and some head of "
@@ -219,10 +213,4 @@ if summary is not None:
         display(Markdown("No other chapter of this run singled out a component."))
 
 # %% tags=["remove-cell"]
-if summary is not None:
-    out.save("faithfulness", summary.faithfulness)
-    out.save("circuit", (nodes, edges))
-    out.save("top_edges", found.top_edges)
-    out.save("cross_check", check)
-    out.save("head_roles", roles)
-_ = out.headline(h)
+found.save(Results(run_dir, chapter.METHOD))

@@ -3,6 +3,7 @@ the other chapters of the same run, and the findings sentence says what the head
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -17,31 +18,42 @@ from factcircuits.chapters import (
     causal_tracing,
 )
 from factcircuits.chapters import circuit as C
+from factcircuits.methods.circuits import roles as R
 from factcircuits.models.tiny import tiny_model
 from factcircuits.report.findings import run_findings
 from factcircuits.results.run import Run
 from factcircuits.results.store import Results
+from factcircuits.results.summary import Options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def found():
+def found(tmp_path_factory):
     lm = tiny_model(family="gemma2", seed=3)
-    return C.circuit_chapter(lm, pairs(lm), progress=False)
+    run_dir = str(tmp_path_factory.mktemp("run"))  # no earlier chapter: an empty cross-check
+    return C.summarise(lm, with_subjects(pairs(lm)), options=Options(C.METHOD, run_dir=run_dir))
+
+
+def with_subjects(task):
+    """The helper's pairs with the rows the heads' roles read (subject, prompt)."""
+    rows = pd.DataFrame({"prompt": task.prompts,
+                         "subject": [p.split()[-2] for p in task.prompts]})
+    return dataclasses.replace(task, rows=rows)
 
 
 def test_the_chapter_saves_a_valid_graph_and_its_tables(found, tmp_path):
     out = Results(tmp_path, C.METHOD)
-    nodes, edges = C.graph_of(found.summary)
-    out.save("circuit", (nodes, edges))
-    out.save("faithfulness", found.summary.faithfulness)
-    out.save("top_edges", found.top_edges)
-    out.headline(found.headline)
+    found.save(out)
+    assert set(found.tables) == {"circuit", "faithfulness", "top_edges", "cross_check",
+                                 "head_roles"}
+    assert found.cross_check.empty
+    assert set(zip(found.roles["layer"], found.roles["head"])) == set(
+        R.circuit_heads(found.circuit.nodes))
     back_nodes, back_edges = out.load("circuit")
     assert len(back_edges) == found.headline.edges_for_80
     assert set(back_edges["source"]) | set(back_edges["target"]) <= set(back_nodes["name"])
-    ranked = found.summary.edges.sort_values("rank")
+    ranked = found.circuit.edges.sort_values("rank")
     assert list(found.top_edges["eap_ig"]) == list(ranked["eap_ig"].head(C.TOP_EDGES))
     assert out.load_headline().cpr == pytest.approx(found.headline.cpr)
 
@@ -167,8 +179,8 @@ def test_no_prompt_pair_gives_an_empty_chapter_and_no_finding(tmp_path):
     so and saves only the headline (n_pairs 0), and the findings say nothing of a circuit."""
     lm = tiny_model(family="gemma2", seed=3)
     none = pairs(lm).subset(torch.zeros(0, dtype=torch.long))
-    found = C.circuit_chapter(lm, none, progress=False)
-    assert found.summary is None and found.headline.n_pairs == 0
+    found = C.summarise(lm, none, options=Options(C.METHOD, run_dir=str(tmp_path)))
+    assert found.circuit is None and found.headline.n_pairs == 0 and found.tables == {}
     assert found.headline.cpr is None and found.headline.n_edges_total is None
     folder = tmp_path / "run"
     Results(folder, C.METHOD).headline(found.headline)

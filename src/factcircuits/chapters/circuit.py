@@ -14,7 +14,13 @@ import pandas as pd
 from factcircuits.methods.circuits.faithfulness import ABLATION
 from factcircuits.methods.circuits.figures import MAX_EDGES_DRAWN
 from factcircuits.methods.circuits.roles import COLUMNS as ROLE_COLUMNS
-from factcircuits.methods.circuits.roles import MIXED_FLOOR, READS, role_counts
+from factcircuits.methods.circuits.roles import (
+    MIXED_FLOOR,
+    READS,
+    circuit_heads,
+    head_roles,
+    role_counts,
+)
 from factcircuits.methods.circuits.scores import IG_STEPS
 from factcircuits.methods.circuits.summary import (
     CircuitHeadline,
@@ -22,9 +28,10 @@ from factcircuits.methods.circuits.summary import (
     circuit_summary,
     contains,
 )
+from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.uncertainty import with_interval
+from factcircuits.models import LoadedModel
 from factcircuits.results.kinds import Graph, Table
-from factcircuits.results.parameter_declarations import SEED
 from factcircuits.results.registry import (
     CIRCUITS,
     MOVES,
@@ -34,32 +41,48 @@ from factcircuits.results.registry import (
     Profile,
 )
 from factcircuits.results.run import Run
+from factcircuits.results.summary import Options, Summary, estimates_of
 
 TOP_EDGES = 30  # rows of the top-edges table
 
 
-@dataclass
-class CircuitChapter:
-    summary: CircuitSummary | None  # None: no prompt pair to score (nothing else to show)
+@dataclass(kw_only=True)
+class CircuitChapterSummary(Summary):
+    pairs: PreparedTask  # the equal-length pairs scored
+    dropped: pd.DataFrame  # the pairs left out, with the reason
+    circuit: CircuitSummary | None  # None: no prompt pair to score (nothing else to show)
     top_edges: pd.DataFrame
-    headline: CircuitHeadline
+    roles: pd.DataFrame | None = None  # every circuit head's role (methods/circuits/roles.py)
+    cross_check: pd.DataFrame | None = None
 
 
-def circuit_chapter(
-        lm,
-        pairs,
-        *,
-        ig_steps: int = IG_STEPS.default,
-        ablation: str = ABLATION.default,
-        seed: int = SEED.default,
-        progress: bool = True) -> CircuitChapter:
+def summarise(lm: LoadedModel, prepared: PreparedTask, *, options: Options
+              ) -> CircuitChapterSummary:
+    """The circuit of the prompts whose counterfactual has their token length, its heads'
+    roles, and which components the run's earlier chapters (in `run_dir`) singled out are in
+    it."""
+    from factcircuits.run.session import patchable
+
+    pairs, dropped = patchable(lm.tokenizer, prepared)
     if len(pairs.prompts) == 0:  # e.g. one relation whose known prompts all change length
-        return CircuitChapter(None, pd.DataFrame(), CircuitHeadline(n_pairs=0))
-    summary = circuit_summary(lm, pairs, ig_steps=ig_steps, ablation=ablation, seed=seed,
-                              progress=progress)
+        headline = CircuitHeadline(n_pairs=0)
+        return CircuitChapterSummary(headline=headline,
+                                     estimates=estimates_of(METHOD, headline, {}), pairs=pairs,
+                                     dropped=dropped, circuit=None, top_edges=pd.DataFrame())
+    circuit = circuit_summary(lm, pairs, ig_steps=options.ig_steps, ablation=options.ablation,
+                              seed=options.seed, progress=True)
     cols = ["rank", "upstream", "downstream", "input", "eap_ig", "eap"]
-    top = summary.edges.sort_values("rank").head(TOP_EDGES)[cols].reset_index(drop=True)
-    return CircuitChapter(summary, top, summary.headline)
+    top = circuit.edges.sort_values("rank").head(TOP_EDGES)[cols].reset_index(drop=True)
+    roles = head_roles(lm, pairs, circuit_heads(circuit.nodes), seed=options.seed,
+                       batch_size=options.batch_size)
+    graph = graph_of(circuit)
+    check = cross_check(options.run_dir, graph[0], circuit.headline)
+    tables = {"faithfulness": circuit.faithfulness, "circuit": graph, "top_edges": top,
+              "cross_check": check, "head_roles": roles}
+    return CircuitChapterSummary(headline=circuit.headline, tables=tables,
+                                 estimates=estimates_of(METHOD, circuit.headline, tables),
+                                 pairs=pairs, dropped=dropped, circuit=circuit, top_edges=top,
+                                 roles=roles, cross_check=check)
 
 
 def graph_of(summary: CircuitSummary) -> tuple[pd.DataFrame, pd.DataFrame]:
