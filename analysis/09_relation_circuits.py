@@ -70,15 +70,10 @@ from IPython.display import Markdown, display
 from factcircuits.run.session import start_analysis
 
 session, prepared, note = start_analysis(globals())
-pairs, dropped = session.patchable(prepared)
-display(Markdown(
-    f"Analysed: {note}. The **{len(pairs.prompts)}** prompt pairs of equal token length are "
-    f"used ({len(dropped)} left out, as in activation patching)."))
 
 # %%
 from factcircuits.chapters import relation_circuits as chapter
 from factcircuits.methods.circuits import relation_figures as figures
-from factcircuits.methods.circuits import roles as R
 from factcircuits.methods.circuits.figures import (
     interactive_circuit_figure,
     rest_summary,
@@ -88,14 +83,15 @@ from factcircuits.methods.circuits.figures import (
 from factcircuits.methods.circuits.stability import MIN_PAIRS_FOR_STABILITY
 from factcircuits.methods.uncertainty import with_interval
 from factcircuits.results.store import Results
+from factcircuits.results.summary import Options
 from factcircuits.run.display import media_note, show_pair
 
-out = Results(run_dir, chapter.METHOD)
-found = chapter.relation_chapter(session.lm, pairs, min_pairs=min_pairs, ig_steps=ig_steps,
-                                 ablation=ablation, seed=seed,
-                                 stability_resamples=stability_resamples)
-study, h = found.study, found.headline
+found = chapter.summarise(session.lm, prepared, options=Options.of(chapter.METHOD, globals()))
+pairs, dropped, study, h = found.pairs, found.dropped, found.study, found.headline
 pooled = study.pooled
+display(Markdown(
+    f"Analysed: {note}. The **{len(pairs.prompts)}** prompt pairs of equal token length are "
+    f"used ({len(dropped)} left out, as in activation patching)."))
 
 # %% [markdown]
 # ## Pairs per relation
@@ -173,10 +169,8 @@ elif pooled is not None:
 # frequency**: the share of the bootstrap resamples whose circuit of the same size holds it.
 
 # %%
-drawing = chapter.circuit_drawing(study, pooled) if pooled is not None else None
+drawing, roles = found.drawing, found.roles
 if drawing is not None:
-    roles = R.head_roles(session.lm, pairs, R.circuit_heads(drawing.nodes), seed=seed,
-                         batch_size=batch_size)
     printed = strongest(drawing.circuit_edges, "eap_ig", max_edges_drawn)
     if drawing.inclusion is not None:
         shown = drawing.inclusion.loc[printed.index]
@@ -243,7 +237,7 @@ if len(found.stability):
         + "."))
 
 # %%
-nodes, circuit_edges = chapter.circuits_graph(study)
+nodes, circuit_edges = found.circuits
 resampled = circuit_edges.dropna(subset=["inclusion"])
 if len(resampled):
     figures.inclusion_figure(circuit_edges).show()
@@ -289,13 +283,4 @@ else:
     display(chapter.core_view(study.core_table).style.hide(axis="index"))
 
 # %% tags=["remove-cell"]
-out.save("relations", found.relations)
-out.save("pairs_per_relation", counts)
-out.save("faithfulness", found.faithfulness)
-out.save("stability", found.stability)
-out.save("circuits", (nodes, circuit_edges))
-if study.overlap is not None:
-    out.save("overlap", study.overlap)
-    out.save("core", study.core_table)
-    out.save("core_edges", chapter.core_edges(study))
-_ = out.headline(h)
+found.save(Results(run_dir, chapter.METHOD))

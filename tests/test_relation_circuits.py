@@ -20,6 +20,7 @@ from factcircuits.methods.circuits.relations import (
     relation_study,
     shared_core,
 )
+from factcircuits.methods.circuits.roles import circuit_heads
 from factcircuits.methods.circuits.scores import edge_scores
 from factcircuits.methods.circuits.split import split_pairs
 from factcircuits.methods.circuits.stability import (
@@ -30,6 +31,7 @@ from factcircuits.methods.circuits.stability import (
 )
 from factcircuits.methods.uncertainty import Estimate
 from factcircuits.models.tiny import tiny_model
+from factcircuits.results.summary import Options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -172,17 +174,7 @@ def chapter_run(folder, found):
     from factcircuits.results.run import Run
     from factcircuits.results.store import Results
 
-    out = Results(folder, chapter.METHOD)
-    out.save("relations", found.relations)
-    out.save("pairs_per_relation", found.study.relations)
-    out.save("faithfulness", found.faithfulness)
-    out.save("stability", found.stability)
-    out.save("circuits", chapter.circuits_graph(found.study))
-    if found.study.overlap is not None:
-        out.save("overlap", found.study.overlap)
-        out.save("core", found.study.core_table)
-        out.save("core_edges", chapter.core_edges(found.study))
-    out.headline(found.headline)
+    found.save(Results(folder, chapter.METHOD))
     return Run.in_progress(folder)
 
 
@@ -192,8 +184,12 @@ def test_findings_say_what_the_saved_numbers_support(lm, tmp_path):
 
     pairs = tiny_pairs(lm).subset([0, 1, 2, 0, 1, 2])
     pairs.rows["relation"] = ["a"] * 3 + ["b"] * 3
-    found = chapter.relation_chapter(lm, pairs, min_pairs=3, ig_steps=2, seed=0,
-                                     stability_resamples=20, progress=False)
+    pairs.rows["prompt"] = pairs.prompts  # what the drawn circuit's head roles read
+    pairs.rows["subject"] = [p.split()[-2] for p in pairs.prompts]
+    found = chapter.summarise(lm, pairs, options=Options(
+        chapter.METHOD, min_pairs=3, ig_steps=2, seed=0, stability_resamples=20))
+    assert set(zip(found.roles["layer"], found.roles["head"])) == set(
+        circuit_heads(found.drawing.nodes))
     h = found.headline
     assert h.n_relations == 2 and h.n_relations_searched == 2 and h.core_rule == "every"
     findings = chapter.relation_findings(chapter_run(tmp_path, found))

@@ -21,19 +21,18 @@ from factcircuits.methods.circuits.relations import (
     RelationStudy,
     relation_study,
 )
+from factcircuits.methods.circuits.roles import circuit_heads, head_roles
 from factcircuits.methods.circuits.scores import IG_STEPS
-from factcircuits.methods.circuits.stability import (
-    RESAMPLES,
-    STABILITY_RESAMPLES,
-    STABLE_MEDIAN,
-)
+from factcircuits.methods.circuits.stability import STABILITY_RESAMPLES, STABLE_MEDIAN
 from factcircuits.methods.circuits.summary import edge_frame, node_frame
+from factcircuits.methods.evaluate import PreparedTask
 from factcircuits.methods.uncertainty import with_interval
+from factcircuits.models import LoadedModel
 from factcircuits.results.headlines import Headline, interval, number
 from factcircuits.results.kinds import Graph, Table
-from factcircuits.results.parameter_declarations import SEED
 from factcircuits.results.registry import CIRCUITS, Finding, Method
 from factcircuits.results.run import Run
+from factcircuits.results.summary import Options, Summary, estimates_of
 from factcircuits.results.wording import interval_cell
 
 FAITH = "fraction (0 = empty circuit, 1 = full model)"
@@ -102,13 +101,17 @@ class RelationCircuitsHeadline(Headline):
                                                  "over those pairs", JACCARD)
 
 
-@dataclass
-class RelationChapter:
+@dataclass(kw_only=True)
+class RelationCircuitsSummary(Summary):
+    pairs: PreparedTask  # the equal-length pairs scored
+    dropped: pd.DataFrame  # the pairs left out, with the reason
     study: RelationStudy
     relations: pd.DataFrame  # one row per group (the run's circuit first)
     faithfulness: pd.DataFrame  # the curves of every group
     stability: pd.DataFrame  # relation, resample, jaccard
-    headline: RelationCircuitsHeadline
+    circuits: tuple[pd.DataFrame, pd.DataFrame]  # circuits_graph: every circuit at 80 %
+    drawing: CircuitDrawing | None  # the run's circuit as drawn (None: no circuit)
+    roles: pd.DataFrame | None  # the drawn circuit's heads' roles
 
 
 def _group_row(c: GroupCircuit) -> dict:
@@ -258,14 +261,18 @@ def _headline(study: RelationStudy, ig_steps: int, ablation: str,
     return h
 
 
-def relation_chapter(lm, pairs, *, min_pairs: int = MIN_PAIRS.default,
-                     ig_steps: int = IG_STEPS.default, ablation: str = ABLATION.default,
-                     seed: int = SEED.default,
-                     stability_resamples: int = RESAMPLES,
-                     progress: bool = True) -> RelationChapter:
-    study = relation_study(lm, pairs, min_pairs=min_pairs, ig_steps=ig_steps,
-                           ablation=ablation, seed=seed,
-                           stability_resamples=stability_resamples, progress=progress)
+def summarise(lm: LoadedModel, prepared: PreparedTask, *, options: Options
+              ) -> RelationCircuitsSummary:
+    """The run's circuit and each relation's (with at least `min_pairs` equal-length pairs),
+    their stability over resampled pairs, and what the relations' circuits share."""
+    from factcircuits.run.session import patchable
+
+    pairs, dropped = patchable(lm.tokenizer, prepared)
+    ig_steps, ablation, seed = options.ig_steps, options.ablation, options.seed
+    resamples = options.stability_resamples
+    study = relation_study(lm, pairs, min_pairs=options.min_pairs, ig_steps=ig_steps,
+                           ablation=ablation, seed=seed, stability_resamples=resamples,
+                           progress=True)
     groups = [c for c in [study.pooled, *study.circuits] if c is not None]
     relations = pd.DataFrame([_group_row(c) for c in groups], columns=list(RELATIONS_COLUMNS))
     curves = pd.concat([c.faithfulness.assign(relation=c.name) for c in groups],
@@ -275,8 +282,23 @@ def relation_chapter(lm, pairs, *, min_pairs: int = MIN_PAIRS.default,
                               for c in groups if c.stability is not None
                               for i, j in enumerate(c.stability.jaccards)],
                              columns=["relation", "resample", "jaccard"])
-    return RelationChapter(study, relations, curves[list(FAITHFULNESS_COLUMNS)], stability,
-                           _headline(study, ig_steps, ablation, stability_resamples))
+    drawing = circuit_drawing(study, study.pooled) if study.pooled is not None else None
+    roles = (None if drawing is None else
+             head_roles(lm, pairs, circuit_heads(drawing.nodes), seed=seed,
+                        batch_size=options.batch_size))
+    headline = _headline(study, ig_steps, ablation, resamples)
+    faithfulness = curves[list(FAITHFULNESS_COLUMNS)]
+    graph = circuits_graph(study)
+    tables = {"relations": relations, "pairs_per_relation": study.relations,
+              "faithfulness": faithfulness, "stability": stability, "circuits": graph}
+    if study.overlap is not None:
+        tables.update(overlap=study.overlap, core=study.core_table,
+                      core_edges=core_edges(study))
+    return RelationCircuitsSummary(
+        headline=headline, tables=tables, estimates=estimates_of(METHOD, headline, tables),
+        pairs=pairs, dropped=dropped, study=study, relations=relations,
+        faithfulness=faithfulness, stability=stability, circuits=graph, drawing=drawing,
+        roles=roles)
 
 
 # ------------------------------------------------------------------ findings
