@@ -61,11 +61,11 @@ def test_handover_layer_from_a_hand_made_table():
     assert AP.handover_layer(roles[roles["role"] == "subject"]) is None
 
 
-def test_patching_summary_peaks_and_top_head(tiny_lm, tmp_path):
+def test_patch_maps_peaks_and_top_head(tiny_lm, tmp_path):
     every = prepare(tiny_lm, load_dataset("paris-cloze"))
     pairs, dropped = Session(tiny_lm, None, every, tmp_path, 3).patchable(every)
     pairs = pairs.subset([0, 1, 2])
-    s = AP.patching_summary(tiny_lm, pairs, n_dropped=len(dropped), progress=False)
+    s = AP.patch_maps(tiny_lm, pairs, n_dropped=len(dropped), progress=False)
     assert s.headline["n_pairs"] == 3 and s.headline["n_dropped_unequal"] == len(dropped)
     grid = s.heads.normalized_mean()
     flat = {(ly, h): float(grid[ly, h]) for ly in range(grid.shape[0])
@@ -79,7 +79,7 @@ def test_patching_summary_peaks_and_top_head(tiny_lm, tmp_path):
     assert list(s.class_grid("mlp_out").columns) == [
         c for c in ("prefix", "subject_first", "subject_middle", "subject_last",
                     "first_subsequent", "further", "last") if c in set(classes["token_class"])]
-    empty = AP.patching_summary(tiny_lm, pairs.subset(torch.zeros(3, dtype=torch.bool)),
+    empty = AP.patch_maps(tiny_lm, pairs.subset(torch.zeros(3, dtype=torch.bool)),
                                n_dropped=4)
     assert empty.results == {} and empty.headline["n_pairs"] == 0
 

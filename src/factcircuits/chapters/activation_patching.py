@@ -238,7 +238,10 @@ class PatchingHeadline(Headline):
 
 
 @dataclass
-class PatchingSummary:
+class PatchingMaps:
+    """Exact patching's maps and peaks (denoising; noising and the counterfactual draws once
+    `add_noising` and `add_spread` ran), and the headline's numbers so far."""
+
     headline: dict
     results: dict[str, P.PatchResult] = field(default_factory=dict)  # empty: nothing patchable
     heads: P.PatchResult | None = None  # per head, all positions
@@ -283,7 +286,7 @@ def handover_layer(roles: pd.DataFrame) -> int | None:
     return int(later[0]) if len(later) else None
 
 
-def patching_summary(
+def patch_maps(
         lm: LoadedModel,
         pairs: PreparedTask,
         *,
@@ -292,14 +295,14 @@ def patching_summary(
         heads_by_position: bool = HEADS_BY_POSITION.default,
         top_k: int = TOP_HEADS,
         seed: int = SEED.default,
-        progress: bool = True) -> PatchingSummary:
+        progress: bool = True) -> PatchingMaps:
     """Activation patching (denoising) of the residual stream, attention and MLP outputs by
     position and of every head, for the equal-length pairs `pairs` (`n_dropped` others were
-    left out); `noising_summary` and `spread_summary` add the controls."""
+    left out); `add_noising` and `add_spread` add the controls."""
     headline = {"n_pairs": len(pairs.prompts), "n_dropped_unequal": n_dropped,
                 "metric": pairs.main_metric}
     if not len(pairs.prompts):
-        return PatchingSummary(headline)
+        return PatchingMaps(headline)
     positions = P.position_table(lm, pairs)
     results = {c: P.patch(lm, pairs, c, max_patches=max_patches, progress=progress)
                for c in PATCHED_COMPONENTS}
@@ -341,16 +344,16 @@ def patching_summary(
     by_relation = (None if relations is None or pooled is None else
                    R.relation_normalized_peaks(long, "mlp_out", "subject_last", relations,
                                                pooled, n_layers, seed, from_layer=1))
-    summary = PatchingSummary(headline, results, heads, by_pos, positions, long, classes,
+    summary = PatchingMaps(headline, results, heads, by_pos, positions, long, classes,
                               roles, top_heads, pd.DataFrame(rows),
                               P.normalization_caveat(clean_mean, corrupt_mean,
                                                      pairs.main_metric), handover, by_relation)
     return summary
 
 
-def noising_summary(lm: LoadedModel, pairs: PreparedTask, summary: PatchingSummary, *,
-                    max_patches=MAX_PATCHES.default, seed: int = SEED.default,
-                    progress: bool = True) -> None:
+def add_noising(lm: LoadedModel, pairs: PreparedTask, summary: PatchingMaps, *,
+                max_patches=MAX_PATCHES.default, seed: int = SEED.default,
+                progress: bool = True) -> None:
     """Noising of the same components and heads, into `summary`: its peaks (share lost) and
     each denoising peak read both ways (`necessity.both_ways`)."""
     n_layers, h = lm.model.cfg.n_layers, summary.headline
@@ -401,9 +404,9 @@ def noising_summary(lm: LoadedModel, pairs: PreparedTask, summary: PatchingSumma
     summary.states = pd.DataFrame(states)
 
 
-def spread_summary(lm: LoadedModel, pairs: PreparedTask, counterfactuals: PreparedTask,
-                   summary: PatchingSummary, *, max_patches=MAX_PATCHES.default,
-                   progress: bool = True) -> None:
+def add_spread(lm: LoadedModel, pairs: PreparedTask, counterfactuals: PreparedTask,
+               summary: PatchingMaps, *, max_patches=MAX_PATCHES.default,
+               progress: bool = True) -> None:
     """Denoising on every counterfactual draw, into `summary`: the maps' spread and how far
     each located peak moves (draw 0, the dataset's own pairs, is the patching above)."""
     spread = CS.patch_over_counterfactuals(lm, counterfactuals, SPREAD_COMPONENTS,
@@ -459,7 +462,7 @@ class AtpCheck:
             atp_heads_by_pos_same_sign=self.checked["same_sign"])
 
 
-def atp_check(lm: LoadedModel, pairs: PreparedTask, summary: PatchingSummary,
+def atp_check(lm: LoadedModel, pairs: PreparedTask, summary: PatchingMaps,
               top_k: int = SCAN_TOP_K.default) -> AtpCheck:
     scan = AP.scan(lm, pairs)
     results = summary.results
@@ -484,7 +487,7 @@ class ActivationPatchingSummary(Summary):
 
     pairs: PreparedTask  # the equal-length pairs patched
     dropped: pd.DataFrame  # the pairs left out, with the reason
-    patching: PatchingSummary
+    patching: PatchingMaps
     atp: AtpCheck | None
 
     def peak(self, component: str) -> pd.Series:
@@ -545,13 +548,12 @@ def summarise(lm: LoadedModel, prepared: PreparedTask, *, options: Options
     counterfactuals = with_counterfactuals(lm, prepared, options.n_counterfactuals,
                                            options.seed)
     start = time.perf_counter()
-    summary = patching_summary(lm, pairs, n_dropped=len(dropped),
-                               max_patches=options.max_patches,
-                               heads_by_position=options.heads_by_position, seed=options.seed)
+    summary = patch_maps(lm, pairs, n_dropped=len(dropped), max_patches=options.max_patches,
+                         heads_by_position=options.heads_by_position, seed=options.seed)
     exact_seconds = time.perf_counter() - start  # denoising alone, as AtP estimates it
     if summary.results:
-        noising_summary(lm, pairs, summary, max_patches=options.max_patches, seed=options.seed)
-        spread_summary(lm, pairs, counterfactuals, summary, max_patches=options.max_patches)
+        add_noising(lm, pairs, summary, max_patches=options.max_patches, seed=options.seed)
+        add_spread(lm, pairs, counterfactuals, summary, max_patches=options.max_patches)
     atp = atp_check(lm, pairs, summary, options.scan_top_k) if summary.results else None
     numbers = atp.numbers(exact_seconds) if atp else {}
     headline = PatchingHeadline(**summary.headline, **numbers)
