@@ -180,7 +180,7 @@ if results:
                         f"<br><sup>pairs per draw: {headline.counterfactual_draw_pairs}</sup>",
                   labels={"normalized": "share restored"})
     fig.show()
-    display(spread.peaks.pivot(index="peak", columns="draw", values="layer"))
+    display(found.peak_layers_by_draw)
     display(Markdown(" ".join(filter(None, [
         CS.sensitivity_sentence(spread, "mlp_out_subject_last",
                                 "the MLP output at the last subject token (layers ≥ 1)"),
@@ -213,7 +213,7 @@ if results:
 
 # %%
 if results:
-    head_grid = summary.heads.normalized_mean().numpy()
+    head_grid = found.head_grid
     lim = diverging_limit(head_grid)
     fig = px.imshow(head_grid, aspect="auto", color_continuous_scale="RdBu", zmin=-lim, zmax=lim,
                     labels={"x": "head", "y": "layer", "color": "normalized"},
@@ -227,7 +227,6 @@ if results:
 # %%
 if results:
     display(summary.peaks)
-    r, a, m = (found.peak(c) for c in ("resid_pre", "attn_out", "mlp_out"))
     handover = summary.handover
     display(Markdown(
         "In the residual stream the clean answer is carried by the subject tokens first and by "
@@ -235,10 +234,12 @@ if results:
         + (f"layer **{handover}**." if handover is not None else "no layer.")))
     head_effect = with_interval(headline.top_head_effect, headline.top_head_effect_ci)
     display(Markdown(
-        f"The residual stream carries the most at the **{CLASS_TITLES[r['token_class']]}** "
+        f"The residual stream carries the most at the "
+        f"**{CLASS_TITLES[found.peak_class('resid_pre')]}** "
         f"({found.peak_text('resid_pre')}). MLP outputs peak at the "
-        f"{CLASS_TITLES[m['token_class']]} ({found.peak_text('mlp_out')}); attention outputs "
-        f"at the {CLASS_TITLES[a['token_class']]} ({found.peak_text('attn_out')}). The strongest "
+        f"{CLASS_TITLES[found.peak_class('mlp_out')]} ({found.peak_text('mlp_out')}); attention "
+        f"outputs at the {CLASS_TITLES[found.peak_class('attn_out')]} "
+        f"({found.peak_text('attn_out')}). The strongest "
         f"single head is L{headline.top_head_layer}H{headline.top_head} ({head_effect}). "
         f"Intervals: 95% bootstrap over the {len(pairs.prompts)} pairs; layer ranges hold the "
         "peak in 95% of resamples."))
@@ -277,18 +278,18 @@ else:
 # %%
 if atp:
     display(atp.agreement.round(3))
-    resid_atp, resid_star = atp.resid_atp, atp.resid_star
-    recall_key = "recall_top5_in_top10"
+    resid_atp, resid_star = atp.residual_atp, atp.residual_atp_star
     display(Markdown(
         f"The scan took **{headline.atp_seconds:.1f} s** for all four grids; the exact "
         f"patching above took **{headline.exact_patching_seconds:.1f} s**. Over the "
-        f"{int(resid_atp['n_cells'])} residual-stream cells that patching can change, AtP's "
-        f"rank correlation with exact patching is **{resid_atp['spearman']:.2f}** "
-        f"(per-prompt median {resid_atp['spearman_median']:.2f}; "
-        f"AtP\\* {resid_star['spearman']:.2f}), and on average "
-        f"**{resid_atp[recall_key]:.0%}** of each prompt's five largest exact effects are among "
-        f"AtP's ten largest estimates (AtP\\* {resid_star[recall_key]:.0%}); read that share "
-        f"next to the ties: on average {resid_atp['exact_near_top5']:.0f} residual cells per "
+        f"{resid_atp.n_cells} residual-stream cells that patching can change, AtP's "
+        f"rank correlation with exact patching is **{resid_atp.spearman:.2f}** "
+        f"(per-prompt median {resid_atp.spearman_median:.2f}; "
+        f"AtP\\* {resid_star.spearman:.2f}), and on average "
+        f"**{resid_atp.recall_top5_in_top10:.0%}** of each prompt's five largest exact effects "
+        f"are among AtP's ten largest estimates (AtP\\* "
+        f"{resid_star.recall_top5_in_top10:.0%}); read that share "
+        f"next to the ties: on average {resid_atp.exact_near_top5:.0f} residual cells per "
         "prompt have an exact effect within 10% of its fifth largest, so which five are the top "
         "is largely arbitrary there."))
 
@@ -302,13 +303,13 @@ if atp:
     atp_error, star_error = atp.mean_abs_error
     display(Markdown(
         "Effects here are fractions of the clean−corrupted gap, as in the heatmaps above. "
-        f"AtP errs most on the residual stream at layer **{int(worst['layer'])}** (mean "
-        f"|error| {worst['atp_abs_error']:.2f} against a mean |exact effect| of "
-        f"{worst['exact_abs']:.2f}; AtP\\* {worst['atp_star_abs_error']:.2f}). Across all "
+        f"AtP errs most on the residual stream at layer **{worst.layer}** (mean "
+        f"|error| {worst.atp_abs_error:.2f} against a mean |exact effect| of "
+        f"{worst.exact_abs:.2f}; AtP\\* {worst.atp_star_abs_error:.2f}). Across all "
         f"layers the mean |error| is {atp_error:.2f} for AtP and {star_error:.2f} for AtP\\*: "
         + (f"recomputing the first attention pattern that reads the patched state removes "
-           f"{-atp.star_error_change:.0%} of the error, so part of it is that pattern "
-           "saturating." if atp.star_error_change < -0.1 else
+           f"{atp.star_error_removed:.0%} of the error, so part of it is that pattern "
+           "saturating." if atp.saturation_explains_part else
            "recomputing the first attention pattern that reads the patched state changes it "
            f"by {atp.star_error_change:+.0%}, so the error lies further on (later "
            "attention layers, the MLPs, the final softmax), not in that pattern.")))
@@ -321,17 +322,16 @@ if atp:
 
 # %%
 if atp:
-    proposals, checked = atp.proposals, atp.checked
-    AC.proposals_figure(proposals, found.gap, f"Top {scan_top_k} head × position cells per "
+    AC.proposals_figure(atp.proposals, found.gap, f"Top {scan_top_k} head × position cells per "
                         "prompt").show()
     best = found.best_proposal()
     display(Markdown(
-        f"Of the {checked['n_cells']} proposed head × position cells, "
-        f"**{checked['same_sign']:.0%}** have an exact effect of the estimate's sign, and "
-        f"estimate and exact effect rank-correlate at {checked['spearman']:.2f}. The largest "
-        f"exact effect among them is L{int(best['layer'])}H{int(best['head'])} at position "
-        f"{int(best['pos'])} of prompt {int(best['prompt_id'])} ({best['exact']:.2f} of the "
-        f"clean−corrupted gap; estimated {best['estimate']:.2f})."))
+        f"Of the {atp.n_proposals_checked} proposed head × position cells, "
+        f"**{atp.proposals_same_sign:.0%}** have an exact effect of the estimate's sign, and "
+        f"estimate and exact effect rank-correlate at {atp.proposals_spearman:.2f}. The "
+        f"largest exact effect among them is L{best.layer}H{best.head} at position {best.pos} "
+        f"of prompt {best.prompt_id} ({best.exact:.2f} of the clean−corrupted gap; estimated "
+        f"{best.estimate:.2f})."))
 
 # %% tags=["remove-cell"]
 found.save(Results(run_dir, chapter.METHOD))

@@ -422,6 +422,52 @@ def add_spread(lm: LoadedModel, pairs: PreparedTask, counterfactuals: PreparedTa
         resid_pre_peak_shift=spread.shift("resid_pre"))
 
 
+@dataclass(frozen=True)
+class ScanAgreement:
+    """One row of the `atp_agreement` table: how the scan's estimates of one component rank
+    against exact patching (`atp_checks.agreement`)."""
+
+    n_cells: int  # cells patching can change
+    spearman: float  # rank correlation over those cells, pooled across prompts
+    spearman_median: float  # median of the per-prompt correlations
+    recall_top5_in_top10: float  # share of each prompt's 5 largest exact effects in its top 10
+    exact_near_top5: float  # cells per prompt within 10% of the fifth largest exact effect
+
+    @classmethod
+    def of(cls, row: pd.Series) -> ScanAgreement:
+        return cls(int(row["n_cells"]), float(row["spearman"]), float(row["spearman_median"]),
+                   float(row["recall_top5_in_top10"]), float(row["exact_near_top5"]))
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """The scan's mean |error| on the residual stream at one layer, beside the mean |exact
+    effect| there (fractions of the clean−corrupted gap: `atp_checks.error_by_layer`)."""
+
+    layer: int
+    exact_abs: float
+    atp_abs_error: float
+    atp_star_abs_error: float
+
+
+@dataclass(frozen=True)
+class ProposedCell:
+    """One head × position cell the scan proposed, patched exactly; estimate and exact effect
+    as fractions of the clean−corrupted gap."""
+
+    prompt_id: int
+    layer: int
+    head: int
+    pos: int
+    estimate: float
+    exact: float
+
+
+# AtP* must remove more than this share of AtP's mean |error| for the notebook to put part of
+# the error on the first attention pattern saturating
+SATURATION_SHARE = 0.1
+
+
 @dataclass
 class AtpCheck:
     """The AtP scan against the exact grids: agreement per component, cell pairs, error by
@@ -433,12 +479,27 @@ class AtpCheck:
     errors: pd.DataFrame  # mean |error| by layer, AtP and AtP*
     proposals: pd.DataFrame
     checked: dict  # proposal_summary
-    resid_atp: pd.Series = field(default=None)
-    resid_star: pd.Series = field(default=None)
+
+    def _residual(self, method: str) -> ScanAgreement:
+        rows = self.agreement[self.agreement["component"] == "resid_pre"].set_index("method")
+        return ScanAgreement.of(rows.loc[method])
 
     @property
-    def worst_layer(self) -> pd.Series:
-        return self.errors.loc[self.errors["atp_abs_error"].idxmax()]
+    def residual_atp(self) -> ScanAgreement:
+        """AtP against exact patching of the residual stream."""
+        return self._residual("AtP")
+
+    @property
+    def residual_atp_star(self) -> ScanAgreement:
+        """AtP* against exact patching of the residual stream."""
+        return self._residual("AtP*")
+
+    @property
+    def worst_layer(self) -> LayerError:
+        """The layer where AtP errs most on the residual stream."""
+        row = self.errors.loc[self.errors["atp_abs_error"].idxmax()]
+        return LayerError(int(row["layer"]), float(row["exact_abs"]),
+                          float(row["atp_abs_error"]), float(row["atp_star_abs_error"]))
 
     @property
     def mean_abs_error(self) -> tuple[float, float]:
@@ -452,13 +513,39 @@ class AtpCheck:
         atp_error, star_error = self.mean_abs_error
         return star_error / atp_error - 1
 
+    @property
+    def star_error_removed(self) -> float:
+        """Share of AtP's mean |error| that AtP* removes (0.3: 30%; negative: it adds)."""
+        return -self.star_error_change
+
+    @property
+    def saturation_explains_part(self) -> bool:
+        """Whether AtP* removes more than `SATURATION_SHARE` of AtP's error, so part of the
+        error is the first attention pattern that reads the patched state saturating."""
+        return self.star_error_change < -SATURATION_SHARE
+
+    @property
+    def n_proposals_checked(self) -> int:
+        """Head × position cells the scan proposed and exact patching checked."""
+        return int(self.checked["n_cells"])
+
+    @property
+    def proposals_same_sign(self) -> float:
+        """Share of the proposed cells whose exact effect has the estimate's sign."""
+        return float(self.checked["same_sign"])
+
+    @property
+    def proposals_spearman(self) -> float:
+        """Rank correlation of the proposed cells' estimates with their exact effects."""
+        return float(self.checked["spearman"])
+
     def numbers(self, exact_seconds: float) -> dict:
+        atp, star = self.residual_atp, self.residual_atp_star
         return dict(
             atp_seconds=self.scan["resid_pre"].seconds, exact_patching_seconds=exact_seconds,
-            atp_resid_pre_spearman=float(self.resid_atp["spearman"]),
-            atp_star_resid_pre_spearman=float(self.resid_star["spearman"]),
-            atp_resid_pre_recall_top5_in_top10=float(self.resid_atp["recall_top5_in_top10"]),
-            atp_resid_pre_exact_near_top5=float(self.resid_atp["exact_near_top5"]),
+            atp_resid_pre_spearman=atp.spearman, atp_star_resid_pre_spearman=star.spearman,
+            atp_resid_pre_recall_top5_in_top10=atp.recall_top5_in_top10,
+            atp_resid_pre_exact_near_top5=atp.exact_near_top5,
             atp_heads_by_pos_same_sign=self.checked["same_sign"])
 
 
@@ -471,13 +558,11 @@ def atp_check(lm: LoadedModel, pairs: PreparedTask, summary: PatchingMaps,
         + [AC.agreement(scan["z"], summary.heads)]
         + ([AC.agreement(scan["z"], summary.heads_by_position)]
            if summary.heads_by_position is not None else []))
-    resid = agreement[agreement["component"] == "resid_pre"].set_index("method")
     cells = pd.concat([AC.paired_cells(scan[c], results[c]) for c in results],
                       ignore_index=True)
     errors = AC.error_by_layer(scan["resid_pre"], results["resid_pre"])
     proposals = AC.check_proposals(lm, pairs, scan["z"], k=top_k)
-    return AtpCheck(scan, agreement, cells, errors, proposals, AC.proposal_summary(proposals),
-                    resid.loc["AtP"], resid.loc["AtP*"])
+    return AtpCheck(scan, agreement, cells, errors, proposals, AC.proposal_summary(proposals))
 
 
 @dataclass(kw_only=True)
@@ -493,6 +578,10 @@ class ActivationPatchingSummary(Summary):
     def peak(self, component: str) -> pd.Series:
         """The component's row of `peaks`: its peak class, layer and effect."""
         return self.patching.peaks.set_index("component").loc[component]
+
+    def peak_class(self, component: str) -> str:
+        """The token class where patching `component` restores most."""
+        return str(self.peak(component)["token_class"])
 
     def peak_text(self, component: str) -> str:
         """'layer 5 (95% of resamples in layers 4–6), normalized effect 0.42 (95% CI …)'."""
@@ -526,11 +615,23 @@ class ActivationPatchingSummary(Summary):
         return (result.normalized()[:, :n_tok, index].T.numpy(),
                 [f"{i}: {t!r}" for i, t in enumerate(tokens)])
 
-    def best_proposal(self) -> pd.Series:
+    def best_proposal(self) -> ProposedCell:
         """The scan's proposed head × position cell with the largest exact effect, estimate
         and effect as fractions of the clean−corrupted gap."""
-        return AC.normalized_proposals(pd.DataFrame([self.atp.checked["best"]]),
-                                       self.gap).iloc[0]
+        row = AC.normalized_proposals(pd.DataFrame([self.atp.checked["best"]]),
+                                      self.gap).iloc[0]
+        return ProposedCell(int(row["prompt_id"]), int(row["layer"]), int(row["head"]),
+                            int(row["pos"]), float(row["estimate"]), float(row["exact"]))
+
+    @property
+    def head_grid(self) -> np.ndarray:
+        """Each head's normalized effect, patched at all positions [layer × head]."""
+        return self.patching.heads.normalized_mean().numpy()
+
+    @property
+    def peak_layers_by_draw(self) -> pd.DataFrame:
+        """The layer of each located peak [peak × counterfactual draw]."""
+        return self.patching.spread.peaks.pivot(index="peak", columns="draw", values="layer")
 
     @property
     def gap(self) -> float:
