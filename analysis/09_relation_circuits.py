@@ -99,7 +99,7 @@ display(Markdown(
 # %%
 counts = study.relations
 figures.pairs_figure(counts, min_pairs).show()
-few = counts[~counts["searched"]]
+few = found.relations_with_too_few_pairs
 if len(counts) <= 1:
     display(Markdown(
         f"The pairs hold **one relation** ({', '.join(counts['relation']) or 'none'}), so its "
@@ -120,8 +120,7 @@ else:
 if pooled is None:
     display(Markdown("No prompt pair can be patched, so this notebook shows nothing further."))
 else:
-    figures.curves_figure(found.faithfulness[found.faithfulness["relation"]
-                                             == pooled.name]).show()
+    figures.curves_figure(found.pooled_faithfulness).show()
     split_text = {"held-out": "scored on a seeded half of the pairs and judged on the other",
                   "cross-fitted": "two seeded folds, each fold's circuits judged on the other",
                   "in-sample": "one pair: it both chooses and judges"}[pooled.split.kind]
@@ -140,6 +139,7 @@ else:
 if pooled is not None and pooled.stability is not None:
     s = pooled.stability
     low, high = s.interval
+    kept = found.pooled_inclusion
     verdict = ("**stable** (median ≥ 0.8)" if s.stable else
                "**not stable at this sample size** (median below 0.8)")
     display(Markdown(
@@ -147,8 +147,8 @@ if pooled is not None and pooled.stability is not None:
         f"circuit of a resample shares a median Jaccard of **{s.median:.2f}** with the full "
         f"sample's (95% of resamples {low:.2f}–{high:.2f}; two circuits of {s.k:,} edges "
         f"drawn at random would share about {s.chance:.2f}): {verdict}. "
-        f"{int((s.inclusion >= 0.95).sum()):,} edges are in at least 95% of the resamples' "
-        f"circuits, {int(((s.inclusion > 0) & (s.inclusion < 0.5)).sum()):,} in fewer than "
+        f"{kept.n_in_95_percent:,} edges are in at least 95% of the resamples' "
+        f"circuits, {kept.n_in_under_half_but_some:,} in fewer than "
         "half (but some)."))
 elif pooled is not None:
     display(Markdown(
@@ -173,9 +173,9 @@ drawing, roles = found.drawing, found.roles
 if drawing is not None:
     printed = strongest(drawing.circuit_edges, "eap_ig", max_edges_drawn)
     if drawing.inclusion is not None:
-        shown = drawing.inclusion.loc[printed.index]
-        kept = (f" Of the {len(printed):,} edges drawn, {int((shown >= 0.95).sum()):,} are in "
-                f"at least 95% of the resamples' circuits and {int((shown < 0.5).sum()):,} in "
+        shown = found.drawn_inclusion(printed)
+        kept = (f" Of the {shown.n_edges:,} edges drawn, {shown.n_in_95_percent:,} are in "
+                f"at least 95% of the resamples' circuits and {shown.n_in_under_half:,} in "
                 "fewer than half.")
         hover = ("hover over an edge's midpoint for its EAP-IG and EAP scores and the share "
                  "of bootstrap circuits holding it")
@@ -204,8 +204,7 @@ if drawing is not None:
 
 # %%
 if study.circuits:
-    figures.curves_figure(found.faithfulness[found.faithfulness["relation"]
-                                             != chapter.POOLED]).show()
+    figures.curves_figure(found.relation_faithfulness).show()
     display(chapter.relations_view(found.relations).style.hide(axis="index"))
     display(Markdown(
         "Faithfulness and CPR on each relation's evaluation pairs (cross-fitted below 20 "
@@ -221,8 +220,7 @@ else:
 # %%
 if len(found.stability):
     figures.stability_figure(found.stability).show()
-    rows = found.relations.dropna(subset=["stability_median"])
-    n_stable = int(rows["stable"].astype(bool).sum())
+    rows, n_stable = found.resampled_circuits, found.n_stable_circuits
     verdict = (f"all {len(rows)} circuits are stable" if n_stable == len(rows) else
                f"none of the {len(rows)} circuits is stable: not stable at this sample size"
                if n_stable == 0 else
@@ -238,16 +236,15 @@ if len(found.stability):
 
 # %%
 nodes, circuit_edges = found.circuits
-resampled = circuit_edges.dropna(subset=["inclusion"])
-if len(resampled):
+by_group = found.inclusion_by_circuit
+if by_group:
     figures.inclusion_figure(circuit_edges).show()
-    by_group = resampled.groupby("relation", sort=False)["inclusion"]
     display(Markdown(
         "Inclusion frequency of each resampled circuit's edges (the share of resamples whose "
         "circuit of the same size holds the edge): "
-        + "; ".join(f"{name}: {int((v >= 0.95).sum()):,} of {len(v):,} edges in at least 95% "
-                    f"of resamples, {int((v < 0.5).sum()):,} in fewer than half, median "
-                    f"{v.median():.2f}" for name, v in by_group)
+        + "; ".join(f"{name}: {v.n_in_95_percent:,} of {v.n_edges:,} edges in at least 95% "
+                    f"of resamples, {v.n_in_under_half:,} in fewer than half, median "
+                    f"{v.median:.2f}" for name, v in by_group)
         + "."))
 
 # %% [markdown]
@@ -274,7 +271,7 @@ else:
         f"**{core.n_edges:,} edges**, those {rule}."))
     if core.n_edges:
         figures.core_figure(study.core_table, f"the shared core ({core.n_edges:,} edges)").show()
-        carried = int((study.core_table["core_low"] >= 0.8).sum())
+        carried = h.n_relations_core_carries
         display(Markdown(
             f"Alone, the core's faithfulness interval clears 0.8 on **{carried} of "
             f"{len(study.core_table)}** relations' pairs (in sample). Each relation's own part "

@@ -1,4 +1,4 @@
-"""The numbers notebook 04 narrates, read off each chapter's Summary: checked against
+"""The numbers notebooks 04 and 09 narrate, read off each chapter's Summary: checked against
 values worked out by hand on small synthetic tables."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from factcircuits.chapters import activation_patching as AP
+from factcircuits.chapters import relation_circuits as RC
 
 
 def _atp_check(star_errors=(0.05, 0.1, 0.3)) -> AP.AtpCheck:
@@ -87,3 +88,60 @@ def test_proposals_checked_and_the_best_one_in_units_of_the_gap():
     by_draw = found.peak_layers_by_draw
     assert by_draw.loc["resid_pre"].tolist() == [3, 4] and by_draw.loc["mlp"].tolist() == [5, 5]
     assert list(by_draw.columns) == [0, 1]
+
+
+def test_inclusion_counts_by_hand():
+    counts = RC.InclusionCounts.of(np.array([1.0, 0.95, 0.94, 0.5, 0.45, 0.0, 0.0],
+                                            dtype=np.float32))
+    # ≥ 0.95: 1.0, 0.95; < 0.5: 0.45, 0, 0; of those above 0: 0.45; median: 0.5
+    assert counts == RC.InclusionCounts(7, 2, 3, 1, 0.5)
+    assert RC.InclusionCounts.of(torch.tensor([0.2, 0.4])).median == pytest.approx(0.3)
+
+
+def _relation_summary() -> RC.RelationCircuitsSummary:
+    pooled = SimpleNamespace(name=RC.POOLED, stability=SimpleNamespace(
+        inclusion=torch.tensor([1.0, 0.97, 0.3, 0.0, 0.6])))
+    counts = pd.DataFrame({"relation": ["capital", "currency", "language"],
+                           "n_pairs": [8, 2, 6], "searched": [True, False, True]})
+    study = SimpleNamespace(pooled=pooled, relations=counts)
+    relations = pd.DataFrame({"relation": [RC.POOLED, "capital", "language"],
+                              "stability_median": [0.9, np.nan, 0.5],
+                              "stable": [True, None, False]})
+    faithfulness = pd.DataFrame({"relation": [RC.POOLED, RC.POOLED, "capital", "language"],
+                                 "faithfulness": [0.1, 0.9, 0.5, 0.7]})
+    edges = pd.DataFrame({"relation": [RC.POOLED] * 3 + ["capital"] * 2 + ["language"] * 2,
+                          "inclusion": [1.0, 0.4, 0.96, np.nan, np.nan, 0.2, 0.1]})
+    edge_index = pd.Index(["a", "b", "c", "d"])
+    drawing = RC.CircuitDrawing(None, None, None,
+                                pd.Series([0.99, 0.2, 0.0, 0.7], index=edge_index), [])
+    return RC.RelationCircuitsSummary(
+        headline=RC.RelationCircuitsHeadline(), pairs=None, dropped=pd.DataFrame(),
+        study=study, relations=relations, faithfulness=faithfulness, stability=pd.DataFrame(),
+        circuits=(pd.DataFrame(), edges), drawing=drawing, roles=None)
+
+
+def test_relation_circuits_selections_and_counts_by_hand():
+    found = _relation_summary()
+    assert found.relations_with_too_few_pairs["relation"].tolist() == ["currency"]
+    assert found.pooled_faithfulness["faithfulness"].tolist() == [0.1, 0.9]
+    assert found.relation_faithfulness["relation"].tolist() == ["capital", "language"]
+    # every edge of the graph: 1.0 and 0.97 in ≥ 95 %; 0.3 in under half but some; 0.0 never
+    pooled = found.pooled_inclusion
+    assert (pooled.n_edges, pooled.n_in_95_percent, pooled.n_in_under_half,
+            pooled.n_in_under_half_but_some) == (5, 2, 2, 1)
+    drawn = found.drawn_inclusion(pd.DataFrame(index=["a", "b", "c"]))
+    assert (drawn.n_edges, drawn.n_in_95_percent, drawn.n_in_under_half) == (3, 1, 2)
+    assert found.resampled_circuits["relation"].tolist() == [RC.POOLED, "language"]
+    assert found.n_stable_circuits == 1
+    by_circuit = dict(found.inclusion_by_circuit)
+    assert list(by_circuit) == [RC.POOLED, "language"]  # capital: never resampled
+    assert by_circuit[RC.POOLED] == RC.InclusionCounts(3, 2, 1, 1, pytest.approx(0.96))
+    assert by_circuit["language"] == RC.InclusionCounts(2, 0, 2, 2, pytest.approx(0.15))
+
+
+def test_no_stability_no_inclusion_counts():
+    found = _relation_summary()
+    found.study.pooled.stability = None
+    assert found.pooled_inclusion is None
+    found.study.pooled = None
+    assert found.pooled_inclusion is None

@@ -101,6 +101,30 @@ class RelationCircuitsHeadline(Headline):
                                                  "over those pairs", JACCARD)
 
 
+NEARLY_ALWAYS = 0.95  # inclusion frequency of an edge called nearly always kept
+HALF = 0.5
+
+
+@dataclass(frozen=True)
+class InclusionCounts:
+    """How often a set of edges survives resampling: of `n_edges`, how many are in at least
+    95 % of the resamples' circuits, how many in fewer than half (never included) and in fewer
+    than half but some, and the median inclusion frequency."""
+
+    n_edges: int
+    n_in_95_percent: int
+    n_in_under_half: int
+    n_in_under_half_but_some: int
+    median: float
+
+    @classmethod
+    def of(cls, inclusion) -> InclusionCounts:
+        """From the edges' inclusion frequencies (a Series, an array or a tensor)."""
+        v = pd.Series(np.asarray(inclusion))
+        return cls(len(v), int((v >= NEARLY_ALWAYS).sum()), int((v < HALF).sum()),
+                   int(((v > 0) & (v < HALF)).sum()), float(v.median()))
+
+
 @dataclass(kw_only=True)
 class RelationCircuitsSummary(Summary):
     pairs: PreparedTask  # the equal-length pairs scored
@@ -112,6 +136,55 @@ class RelationCircuitsSummary(Summary):
     circuits: tuple[pd.DataFrame, pd.DataFrame]  # circuits_graph: every circuit at 80 %
     drawing: CircuitDrawing | None  # the run's circuit as drawn (None: no circuit)
     roles: pd.DataFrame | None  # the drawn circuit's heads' roles
+
+    @property
+    def relations_with_too_few_pairs(self) -> pd.DataFrame:
+        """Rows of `study.relations` with fewer than `min_pairs` pairs (no circuit of their
+        own)."""
+        counts = self.study.relations
+        return counts[~counts["searched"]]
+
+    @property
+    def pooled_faithfulness(self) -> pd.DataFrame:
+        """The faithfulness curves of the run's circuit (every pair)."""
+        return self.faithfulness[self.faithfulness["relation"] == self.study.pooled.name]
+
+    @property
+    def relation_faithfulness(self) -> pd.DataFrame:
+        """The faithfulness curves of the circuits by relation."""
+        return self.faithfulness[self.faithfulness["relation"] != POOLED]
+
+    @property
+    def pooled_inclusion(self) -> InclusionCounts | None:
+        """How often each edge of the graph is in the run's circuit's resamples (None without
+        stability)."""
+        pooled = self.study.pooled
+        if pooled is None or pooled.stability is None:
+            return None
+        return InclusionCounts.of(pooled.stability.inclusion.numpy())
+
+    def drawn_inclusion(self, drawn: pd.DataFrame) -> InclusionCounts:
+        """How often the drawn edges (rows of `drawing.edges`) are in the resamples'
+        circuits (the drawing must carry inclusion frequencies)."""
+        return InclusionCounts.of(self.drawing.inclusion.loc[drawn.index])
+
+    @property
+    def resampled_circuits(self) -> pd.DataFrame:
+        """Rows of `relations` whose circuit's stability was computed."""
+        return self.relations.dropna(subset=["stability_median"])
+
+    @property
+    def n_stable_circuits(self) -> int:
+        """Of `resampled_circuits`, how many are stable (median Jaccard ≥ 0.8)."""
+        return int(self.resampled_circuits["stable"].astype(bool).sum())
+
+    @property
+    def inclusion_by_circuit(self) -> list[tuple[str, InclusionCounts]]:
+        """Per resampled circuit (in `circuits` order), how often its edges are in its
+        resamples' circuits."""
+        edges = self.circuits[1].dropna(subset=["inclusion"])
+        return [(name, InclusionCounts.of(v))
+                for name, v in edges.groupby("relation", sort=False)["inclusion"]]
 
 
 def _group_row(c: GroupCircuit) -> dict:
