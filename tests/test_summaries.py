@@ -1,5 +1,6 @@
-"""The per-notebook summary functions: their selections and headline numbers recomputed
-independently from the method tables (plain loops over the tidy rows)."""
+"""Each chapter's summarise (and activation patching's and ablation's stages): their selections
+and headline numbers recomputed independently from the method tables (plain loops over the tidy
+rows)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def _means(rows, keys, value="dla"):
     return {k: sum(v) / len(v) for k, v in sums.items()}
 
 
-def test_attribution_summary(tiny_lm, cloze):
+def test_attribution_top_layer_mlp_head_and_neuron_share_match_the_tables(tiny_lm, cloze):
     s = AD.summarise(tiny_lm, cloze, options=Options(AD.METHOD, top_components=3, batch_size=3))
     layers = _means(s.attribution.layers[s.attribution.layers.component != "embed"],
                     ["component", "layer"])
@@ -84,7 +85,7 @@ def test_patch_maps_peaks_and_top_head(tiny_lm, tmp_path):
     assert empty.results == {} and empty.headline["n_pairs"] == 0
 
 
-def test_tracing_summary_clamps_the_window_and_reports_every_peak(tiny_lm, cloze):
+def test_tracing_clamps_the_window_and_reports_every_peak(tiny_lm, cloze):
     s = CT.summarise(tiny_lm, cloze, options=Options(CT.METHOD, noise_samples=1, trace_window=99))
     n_layers = tiny_lm.model.cfg.n_layers
     assert s.window == n_layers and s.traces["windowed_mlp"].window == n_layers
@@ -99,7 +100,7 @@ def test_tracing_summary_clamps_the_window_and_reports_every_peak(tiny_lm, cloze
     assert s.peak("mlp", "no_such_class") is None
 
 
-def test_ablation_and_knockout_summaries(tiny_lm, cloze):
+def test_biggest_resample_ablation_and_deepest_subject_knockout(tiny_lm, cloze):
     abl = AK.ablate_top_components(tiny_lm, cloze, n_components=2, batch_size=3)
     single = abl.table[~abl.table["component"].str.startswith("all")]
     # the headline ablation is resample: the largest mean drop over the prompts with a donor
@@ -115,7 +116,7 @@ def test_ablation_and_knockout_summaries(tiny_lm, cloze):
     assert ko.headline["knockout_subject_peak_centre"] == min(changes, key=changes.get)[0]
 
 
-def test_attention_summary_subject_attention(tiny_lm, cloze):
+def test_attention_top_subject_head_and_its_attention_to_the_subject(tiny_lm, cloze):
     s = AT.summarise(tiny_lm, cloze, options=Options(AT.METHOD, n_heads=3, example=99,
                                                       batch_size=3))
     assert s.example == len(cloze.prompts) - 1  # clamped to the prompts
