@@ -71,25 +71,25 @@ abl, ko, h = found.ablation, found.knockout, found.headline
 
 # %%
 AB.ablation_figure(abl.table).show()
-big, components = abl.biggest, abl.components
+components = abl.components
 joint_txt = "".join(f" Ablating all {len(components)} together ({r.mode}"
                     f"{', off-distribution' if r.mode != 'resample' else ''}) drops it by "
                     f"{r.drop:.3f}." for r in abl.joint.itertuples())
-h_abl = abl.headline
-donors = (f"{h_abl['ablation_resample_prompts']} of {len(prepared.prompts)} prompts have a "
+donors = (f"{h.ablation_resample_prompts} of {len(prepared.prompts)} prompts have a "
           f"counterfactual prompt of equal token length to resample from "
-          f"({h_abl['ablation_resample_donors']:.1f} on average); the others are left out of "
-          "resample ablation" if h_abl["ablation_resample_donors"] else
+          f"({h.ablation_resample_donors:.1f} on average); the others are left out of "
+          "resample ablation" if h.ablation_resample_donors else
           "No prompt has a counterfactual prompt of equal token length, so the headline falls "
           "back to zero ablation")
 display(Markdown(
     f"Components ablated: the {len(components)} with the largest mean |DLA| "
     f"({', '.join(AB.component_label(c) for c in components)}). Mean clean metric "
-    f"{abl.clean_mean:.3f}. {donors}. The biggest single drop is **{big['drop']:.3f}**, from "
-    f"{big['mode']}-ablating **{big['component']}**.{joint_txt} Off the distribution, zero "
-    f"ablation's biggest single drop is {h_abl['ablation_zero_biggest_drop']:.3f} "
-    f"({h_abl['ablation_zero_biggest_component']}) and mean ablation's "
-    f"{h_abl['ablation_mean_biggest_drop']:.3f} ({h_abl['ablation_mean_biggest_component']}); "
+    f"{abl.clean_mean:.3f}. {donors}. The biggest single drop is "
+    f"**{h.ablation_biggest_drop:.3f}**, from {h.ablation_biggest_mode}-ablating "
+    f"**{h.ablation_biggest_component}**.{joint_txt} Off the distribution, zero "
+    f"ablation's biggest single drop is {h.ablation_zero_biggest_drop:.3f} "
+    f"({h.ablation_zero_biggest_component}) and mean ablation's "
+    f"{h.ablation_mean_biggest_drop:.3f} ({h.ablation_mean_biggest_component}); "
     f"mean ablation uses the mean over all {len(session.task.prompts)} dataset prompts at "
     "each position."))
 display(abl.summary)
@@ -101,15 +101,15 @@ display(abl.summary)
 KO.knockout_figure(ko.table).show()
 KO.knockout_figure(ko.table, "metric_change").show()
 display(Markdown(" ".join(
-    f"Blocking the last token's attention to the **{role}** tokens hurts most in layers "
-    f"{p['first']}–{p['last']} (centre {p['centre']}): P(answer) changes by "
-    f"{100 * p['relative_p_change']:.1f}% and the metric by {p['metric_change']:.3f}."
-    for role, p in ko.peaks.items()) + f" (Windows of {ko.window} layers.)"))
+    f"Blocking the last token's attention to the **{w.role}** tokens hurts most in layers "
+    f"{w.first}–{w.last} (centre {w.centre}): P(answer) changes by "
+    f"{100 * w.relative_p_change:.1f}% and the metric by {w.metric_change:.3f}."
+    for w in ko.worst_windows) + f" (Windows of {ko.window} layers.)"))
 if h.knockout_relation_minus_subject is not None:
     low, high = h.knockout_relation_minus_subject_ci
-    which = ("blocking the **relation** tokens hurts more" if high < 0 else
-             "blocking the **subject** hurts more" if low > 0 else
-             "which of the two hurts more is **not resolved**")
+    which = {"relation": "blocking the **relation** tokens hurts more",
+             "subject": "blocking the **subject** hurts more"}.get(
+        found.knockout_hurts_more, "which of the two hurts more is **not resolved**")
     display(Markdown(
         f"Each at its own worst window, P(answer)'s relative change with the relation tokens "
         f"blocked minus with the subject blocked is {h.knockout_relation_minus_subject:+.1%} "

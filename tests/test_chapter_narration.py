@@ -1,4 +1,4 @@
-"""The numbers notebooks 04 and 09 narrate, read off each chapter's Summary: checked against
+"""The numbers notebooks 04, 06 and 09 narrate, read off each chapter's Summary: checked against
 values worked out by hand on small synthetic tables."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from factcircuits.chapters import ablation_knockout as AK
 from factcircuits.chapters import activation_patching as AP
 from factcircuits.chapters import relation_circuits as RC
 
@@ -145,3 +146,30 @@ def test_no_stability_no_inclusion_counts():
     assert found.pooled_inclusion is None
     found.study.pooled = None
     assert found.pooled_inclusion is None
+
+
+def _knockout_summary(diff, ci) -> AK.AblationKnockoutSummary:
+    peaks = {"relation": {"centre": 4, "first": 3, "last": 5, "relative_p_change": -0.2,
+                          "metric_change": -0.5},
+             "subject": {"centre": 2, "first": 1, "last": 3, "relative_p_change": -0.6,
+                         "metric_change": -1.5}}
+    knockout = AK.Knockout(pd.DataFrame(), pd.DataFrame(), peaks, 3, {})
+    headline = AK.AblationKnockoutHeadline(knockout_relation_minus_subject=diff,
+                                           knockout_relation_minus_subject_ci=ci)
+    return AK.AblationKnockoutSummary(headline=headline, ablation=None, knockout=knockout)
+
+
+def test_knockout_worst_windows_in_role_order():
+    windows = _knockout_summary(None, None).knockout.worst_windows
+    assert windows == [AK.WorstWindow("relation", 4, 3, 5, -0.2, -0.5),
+                       AK.WorstWindow("subject", 2, 1, 3, -0.6, -1.5)]
+
+
+@pytest.mark.parametrize(("diff", "ci", "hurts_more"), [
+    (-0.3, [-0.5, -0.1], "relation"),  # relation − subject below 0: relation's drop larger
+    (0.3, [0.1, 0.5], "subject"),
+    (0.1, [-0.1, 0.3], None),  # the interval holds 0
+    (0.1, [float("nan"), float("nan")], None),
+    (None, None, None)])  # not compared
+def test_which_knockout_hurts_more_by_its_paired_interval(diff, ci, hurts_more):
+    assert _knockout_summary(diff, ci).knockout_hurts_more == hurts_more

@@ -167,6 +167,19 @@ def ablate_top_components(
     return Ablation(components, table, summary, biggest, summary[together], headline)
 
 
+@dataclass(frozen=True)
+class WorstWindow:
+    """The window of layers whose knockout of one role lowers P(answer) most (means over the
+    prompts)."""
+
+    role: str
+    centre: int
+    first: int
+    last: int
+    relative_p_change: float
+    metric_change: float
+
+
 @dataclass
 class Knockout:
     table: pd.DataFrame  # knockout_sweep
@@ -174,6 +187,12 @@ class Knockout:
     peaks: dict[str, dict]  # per role: the window that lowers P(answer) most
     window: int
     headline: dict
+
+    @property
+    def worst_windows(self) -> list[WorstWindow]:
+        """`peaks`, one per role in its order."""
+        return [WorstWindow(role, p["centre"], p["first"], p["last"], p["relative_p_change"],
+                            p["metric_change"]) for role, p in self.peaks.items()]
 
 
 def knock_out(lm: LoadedModel, prepared: PreparedTask, *, window: int = 0,
@@ -237,6 +256,17 @@ def relation_against_subject(table: pd.DataFrame, peaks: dict[str, dict], seed: 
 class AblationKnockoutSummary(Summary):
     ablation: Ablation
     knockout: Knockout
+
+    @property
+    def knockout_hurts_more(self) -> str | None:
+        """Which knockout lowers P(answer) more, each at its worst window, by the paired 95%
+        interval of relation − subject: "relation" (interval below 0), "subject" (above 0),
+        None when the interval holds 0 or the two were not compared."""
+        ci = self.headline.knockout_relation_minus_subject_ci
+        if self.headline.knockout_relation_minus_subject is None or not ci:
+            return None
+        low, high = ci
+        return "relation" if high < 0 else "subject" if low > 0 else None
 
 
 def summarise(lm: LoadedModel, prepared: PreparedTask, *, options: Options
