@@ -73,7 +73,6 @@ from factcircuits.methods.circuits.figures import (
     faithfulness_figure,
     interactive_circuit_figure,
     rest_summary,
-    size_steps,
     static_circuit_figure,
     strongest,
 )
@@ -150,13 +149,11 @@ if summary is not None:
         "resolved majority; **other** heads have no resolved positive direct effect (they can "
         "still matter through the heads and MLPs they feed) or write mostly from the last "
         "token or BOS. Attention is reported beside the role, not used by it."))
-    shown_roles = roles.sort_values("dla", ascending=False).head(20)
-    cols = ["node", "role", "dla", "dla_low", "dla_high", "subject_share", "relation_share",
-            "attn_subject", "attn_relation", "attn_last"]
+    shown_roles = found.strongest_heads
     display(Markdown(f"The {len(shown_roles)} heads with the largest direct effect (of "
                      f"{len(roles)}; `results/08_circuit/head_roles.csv` holds every head "
                      "and every column):"))
-    display(shown_roles[cols].style.hide(axis="index"))
+    display(shown_roles.style.hide(axis="index"))
 
 # %% [markdown]
 # ## The circuit, layer by layer
@@ -170,9 +167,7 @@ if summary is not None:
 
 # %%
 if summary is not None:
-    k = len(summary.circuit_edges)
-    steps = size_steps(summary.faithfulness, k,
-                       h.faithfulness_for_80 if h.edges_for_80 is not None else None)
+    steps = found.slider_steps
     printed = strongest(summary.circuit_edges, "eap_ig", max_edges_drawn)
     media_note(
         "The figure opens on the smallest circuit of the grid; move the slider up to the "

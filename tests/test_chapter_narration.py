@@ -1,4 +1,4 @@
-"""The numbers notebooks 04, 06 and 09 narrate, read off each chapter's Summary: checked against
+"""The numbers notebooks 04, 06, 08 and 09 narrate, read off each chapter's Summary: checked against
 values worked out by hand on small synthetic tables."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 
 from factcircuits.chapters import ablation_knockout as AK
 from factcircuits.chapters import activation_patching as AP
+from factcircuits.chapters import circuit as CC
 from factcircuits.chapters import relation_circuits as RC
 
 
@@ -173,3 +174,33 @@ def test_knockout_worst_windows_in_role_order():
     (None, None, None)])  # not compared
 def test_which_knockout_hurts_more_by_its_paired_interval(diff, ci, hurts_more):
     assert _knockout_summary(diff, ci).knockout_hurts_more == hurts_more
+
+
+def _circuit_summary(edges_for_80=3, faithfulness_for_80=0.85) -> CC.CircuitChapterSummary:
+    roles = pd.DataFrame({c: range(25) for c in CC.HEAD_COLUMNS_SHOWN} | {
+        "node": [f"a{i}" for i in range(25)], "role": "other",
+        "dla": [(i * 7) % 25 for i in range(25)], "extra": 0.0})
+    faithfulness = pd.DataFrame({
+        "method": ["EAP-IG"] * 4 + ["EAP"], "variant": ["top-k"] * 3 + ["random", "top-k"],
+        "n_edges": [2, 1, 5, 1, 1], "faithfulness": [0.5, 0.25, 1.0, 0.0, 0.1]})
+    circuit = SimpleNamespace(faithfulness=faithfulness, circuit_edges=pd.DataFrame(index=[
+        0, 1, 2]))
+    headline = SimpleNamespace(edges_for_80=edges_for_80,
+                               faithfulness_for_80=faithfulness_for_80)
+    return CC.CircuitChapterSummary(headline=headline, pairs=None, dropped=pd.DataFrame(),
+                                    circuit=circuit, top_edges=pd.DataFrame(), roles=roles)
+
+
+def test_strongest_heads_shown_by_mean_dla():
+    shown = _circuit_summary().strongest_heads
+    # dla = 7i mod 25 is a permutation of 0..24: the top 20 are dla 24 down to 5
+    assert shown["dla"].tolist() == list(range(24, 4, -1))
+    assert shown["node"].iloc[0] == "a7"  # 7 · 7 = 49 ≡ 24
+    assert list(shown.columns) == CC.HEAD_COLUMNS_SHOWN
+
+
+def test_slider_steps_below_the_80_percent_circuit():
+    # EAP-IG top-k sizes under the circuit's 3 edges: 1 and 2, then the circuit itself
+    assert _circuit_summary().slider_steps == [
+        (1, "1 edges (f = 0.25)"), (2, "2 edges (f = 0.50)"), (3, "3 edges (f = 0.85)")]
+    assert _circuit_summary(edges_for_80=None).slider_steps[-1] == (3, "3 edges")

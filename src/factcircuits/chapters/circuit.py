@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from factcircuits.methods.circuits.faithfulness import ABLATION
-from factcircuits.methods.circuits.figures import MAX_EDGES_DRAWN
+from factcircuits.methods.circuits.figures import MAX_EDGES_DRAWN, size_steps
 from factcircuits.methods.circuits.roles import COLUMNS as ROLE_COLUMNS
 from factcircuits.methods.circuits.roles import (
     MIXED_FLOOR,
@@ -44,6 +44,9 @@ from factcircuits.results.run import Run
 from factcircuits.results.summary import Options, Summary, estimates_of
 
 TOP_EDGES = 30  # rows of the top-edges table
+HEADS_SHOWN = 20  # rows of the notebook's table of head roles (the saved table has every head)
+HEAD_COLUMNS_SHOWN = ["node", "role", "dla", "dla_low", "dla_high", "subject_share",
+                      "relation_share", "attn_subject", "attn_relation", "attn_last"]
 
 
 @dataclass(kw_only=True)
@@ -54,6 +57,20 @@ class CircuitChapterSummary(Summary):
     top_edges: pd.DataFrame
     roles: pd.DataFrame | None = None  # every circuit head's role (methods/circuits/roles.py)
     cross_check: pd.DataFrame | None = None
+
+    @property
+    def strongest_heads(self) -> pd.DataFrame:
+        """The `HEADS_SHOWN` circuit heads with the largest mean DLA, largest first, in the
+        columns the notebook shows."""
+        return self.roles.sort_values("dla", ascending=False).head(HEADS_SHOWN)[
+            HEAD_COLUMNS_SHOWN]
+
+    @property
+    def slider_steps(self) -> list[tuple[int, str]]:
+        """The drawing's slider sizes: the grid's below the 80 % circuit's size, then it."""
+        h = self.headline
+        return size_steps(self.circuit.faithfulness, len(self.circuit.circuit_edges),
+                          h.faithfulness_for_80 if h.edges_for_80 is not None else None)
 
 
 def summarise(lm: LoadedModel, prepared: PreparedTask, *, options: Options
