@@ -59,30 +59,30 @@ from factcircuits.results.store import Results
 from factcircuits.results.summary import Options
 
 found = chapter.summarise(session.lm, prepared, options=Options.of(chapter.METHOD, globals()))
-h, lens, shares = found.headline, found.lens, found.shares
+h, lens, rise = found.headline, found.lens, found.increase
 
 # %% [markdown]
 # ## The accumulated residual stream, sublayer by sublayer
 
 # %%
 LL.lens_figure(lens).show()
-attn_share = with_interval(shares["attn_share"], h.attn_share_ci, ".0%")
-mlp_share = with_interval(shares["mlp_share"], h.mlp_share_ci, ".0%")
+attn_share = with_interval(rise.attn_share, h.attn_share_ci, ".0%")
+mlp_share = with_interval(rise.mlp_share, h.mlp_share_ci, ".0%")
 exact = ("exactly" if lens.direction.exact else
          "to first order (the log-odds are nonlinear in the logits; the curve adds the "
          "linearisation offset back so that it ends on the metric)")
 display(Markdown(
     f"Direction: **{lens.direction.label}**, which the components sum to {exact}. "
     f"Mean over {len(prepared.prompts)} prompts: the metric read after the embeddings is "
-    f"{shares['embed_value']:.3f} and after the last layer {shares['final_value']:.3f}, a total "
-    f"increase of {shares['total_increase']:.3f}. Attention sublayers contribute "
-    f"{shares['attn_increase']:.3f} (**{attn_share}**) "
-    f"and MLP sublayers {shares['mlp_increase']:.3f} (**{mlp_share}**; intervals: bootstrap "
+    f"{rise.embed_value:.3f} and after the last layer {rise.final_value:.3f}, a total "
+    f"increase of {rise.total_increase:.3f}. Attention sublayers contribute "
+    f"{rise.attn_increase:.3f} (**{attn_share}**) "
+    f"and MLP sublayers {rise.mlp_increase:.3f} (**{mlp_share}**; intervals: bootstrap "
     f"over the {h.n_prompts} prompts); the original study found MLPs carried about 70% on "
-    f"gemma-2b-it. The largest single jump, {shares['peak_jump']:.3f}, is at "
-    f"**{layer_with_range(shares['peak_layer'], h.peak_layer_range)}** "
-    f"({shares['peak_sublayer']})."))
-caveat = LL.share_caveat(shares)
+    f"gemma-2b-it. The largest single jump, {rise.peak_jump:.3f}, is at "
+    f"**{layer_with_range(rise.peak_layer, h.peak_layer_range)}** "
+    f"({rise.peak_sublayer})."))
+caveat = found.share_caveat
 if caveat:
     display(Markdown(f"**Caveat.** {caveat}"))
 cap = soft_cap_note(session.lm)

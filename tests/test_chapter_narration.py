@@ -1,5 +1,6 @@
-"""The numbers notebooks 04, 06, 08 and 09 narrate, read off each chapter's Summary: checked against
-values worked out by hand on small synthetic tables."""
+"""The numbers notebooks 02, 04, 06, 08 and 09 narrate, read off each chapter's Summary:
+checked against values worked out by hand on small synthetic tables (03's in
+test_summaries.py, on the tiny model)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from factcircuits.chapters import ablation_knockout as AK
 from factcircuits.chapters import activation_patching as AP
 from factcircuits.chapters import circuit as CC
+from factcircuits.chapters import logit_lens as LLC
 from factcircuits.chapters import relation_circuits as RC
 
 
@@ -204,3 +206,20 @@ def test_slider_steps_below_the_80_percent_circuit():
     assert _circuit_summary().slider_steps == [
         (1, "1 edges (f = 0.25)"), (2, "2 edges (f = 0.50)"), (3, "3 edges (f = 0.85)")]
     assert _circuit_summary(edges_for_80=None).slider_steps[-1] == (3, "3 edges")
+
+
+def test_logit_lens_increase_by_name_and_its_caveat():
+    shares = {"embed_value": 0.5, "final_value": 3.5, "total_increase": 3.0,
+              "attn_increase": 1.0, "mlp_increase": 2.0, "attn_share": 1 / 3,
+              "mlp_share": 2 / 3, "peak_layer": 4, "peak_sublayer": "mlp", "peak_jump": 1.2}
+    found = LLC.LensSummary(headline=None, lens=None, shares=shares, curve=None,
+                            attributes=None, rate_curve=None, example=0, top_tokens=None,
+                            by_relation=None)
+    assert found.increase == LLC.LensIncrease(**shares)
+    assert (found.increase.mlp_share, found.increase.peak_layer) == (2 / 3, 4)
+    assert found.share_caveat == ""  # net 3.0 of 3.0 moved: shares are shares
+    # +4 and −3.5 nearly cancel: net 0.5 against 7.5 moved, under a quarter
+    cancel = LLC.LensSummary(**{**found.__dict__, "shares": {
+        **shares, "attn_increase": 4.0, "mlp_increase": -3.5, "total_increase": 0.5,
+        "attn_share": 8.0, "mlp_share": -7.0}})
+    assert "net +0.500 against 7.500 moved" in cancel.share_caveat

@@ -171,6 +171,23 @@ def lens_depth(table, n_layers: int):
     return (table["layer"].astype(float) + 1 - half) / n_layers
 
 
+@dataclass(frozen=True)
+class LensIncrease:
+    """The mean lens curve's rise from the embeddings to the final metric, split between the
+    attention and MLP sublayers, and its largest single jump (`LogitLens.shares`)."""
+
+    embed_value: float  # the metric read after the embeddings
+    final_value: float  # ... and after the last layer
+    total_increase: float
+    attn_increase: float
+    mlp_increase: float
+    attn_share: float  # of the total increase (NaN when it is 0)
+    mlp_share: float
+    peak_layer: int  # where the largest single jump is
+    peak_sublayer: str
+    peak_jump: float
+
+
 @dataclass(kw_only=True)
 class LensSummary(Summary):
     """The logit lens and the attribute rate of the prepared prompts, with what the
@@ -184,6 +201,16 @@ class LensSummary(Summary):
     example: int  # the prompt whose top tokens are listed
     top_tokens: pd.DataFrame
     by_relation: pd.DataFrame | None  # None: the prompts come from one relation
+
+    @property
+    def increase(self) -> LensIncrease:
+        """`shares` by name."""
+        return LensIncrease(**self.shares)
+
+    @property
+    def share_caveat(self) -> str:
+        """Why the attention/MLP shares are not meaningful, when they cancel (else empty)."""
+        return LL.share_caveat(self.shares)
 
 
 def summarise(lm: LoadedModel, prepared: PreparedTask, *, options: Options) -> LensSummary:
