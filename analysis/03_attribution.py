@@ -79,8 +79,8 @@ display(check)
 # %%
 A.layer_figure(layers).show()
 top_row = summary.top_layer
-display(Markdown(f"The largest mean contribution is the {top_row['component']} of layer "
-                 f"**{top_row['layer']}** ({top_row['dla']:.3f})."))
+display(Markdown(f"The largest mean contribution is the {top_row.component} of layer "
+                 f"**{top_row.layer}** ({top_row.dla:.3f})."))
 
 # %% [markdown]
 # ## By head
@@ -89,8 +89,9 @@ display(Markdown(f"The largest mean contribution is the {top_row['component']} o
 A.head_heatmap(heads).show()
 top_h = summary.top_heads
 display(top_h)
-display(Markdown(f"Top head: layer {int(top_h['layer'][0])}, head {int(top_h['head'][0])}, mean "
-                 f"DLA {top_h['dla'][0]:.3f}."))
+top_head = summary.strongest_head
+display(Markdown(f"Top head: layer {top_head.layer}, head {top_head.head}, mean DLA "
+                 f"{top_head.dla:.3f}."))
 
 # %% [markdown]
 # ## The top heads' direct effect by the position they read

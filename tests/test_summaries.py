@@ -39,13 +39,14 @@ def test_attribution_top_layer_mlp_head_and_neuron_share_match_the_tables(tiny_l
     layers = _means(s.attribution.layers[s.attribution.layers.component != "embed"],
                     ["component", "layer"])
     (comp, layer), dla = max(layers.items(), key=lambda kv: abs(kv[1]))
-    assert s.top_layer == {"component": comp, "layer": layer, "dla": pytest.approx(dla)}
+    assert s.top_layer == AD.LayerDLA(comp, layer, pytest.approx(dla))
     assert s.headline.top_layer_component == f"{comp} L{layer}"
     mlp = {ly: v for (c, ly), v in layers.items() if c == "mlp"}
     assert s.key_mlp_layer == max(mlp, key=lambda ly: abs(mlp[ly]))
     heads = _means(s.attribution.heads[s.attribution.heads["head"] >= 0], ["layer", "head"])
     best = max(heads, key=lambda k: abs(heads[k]))
     assert s.headline.top_head == f"L{best[0]}H{best[1]}"
+    assert s.strongest_head == AD.HeadDLA(*best, pytest.approx(heads[best]))
     assert s.neuron_share == pytest.approx(s.top_neurons["dla"].sum() / mlp[s.key_mlp_layer])
     errors = s.sum_check["error"].abs()
     assert s.headline.dla_sum_check_passes == bool(errors.max() < 1e-3)

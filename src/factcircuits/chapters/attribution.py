@@ -65,11 +65,29 @@ class AttributionHeadline(Headline):
         "subject (interval of the subject share above 0.5)")
 
 
+@dataclass(frozen=True)
+class LayerDLA:
+    """One layer's attention or MLP output and its mean direct logit attribution."""
+
+    component: str  # "attn" or "mlp"
+    layer: int
+    dla: float
+
+
+@dataclass(frozen=True)
+class HeadDLA:
+    """One attention head and its mean direct logit attribution."""
+
+    layer: int
+    head: int
+    dla: float
+
+
 @dataclass(kw_only=True)
 class AttributionSummary(Summary):
     attribution: A.HeadAttribution
     sum_check: pd.DataFrame
-    top_layer: dict  # the layer × component with the largest mean |DLA|: component, layer, dla
+    top_layer: LayerDLA  # the layer × component with the largest mean |DLA|
     top_heads: pd.DataFrame
     key_mlp_layer: int  # the MLP layer with the largest mean |DLA|
     top_neurons: pd.DataFrame  # of the key MLP layer
@@ -77,6 +95,12 @@ class AttributionSummary(Summary):
     soft_cap_note: str
     sources: pd.DataFrame  # head_source_dla: every head's DLA by source
     top_head_sources: pd.DataFrame  # source_split of the top heads
+
+    @property
+    def strongest_head(self) -> HeadDLA:
+        """The first row of `top_heads`: the head with the largest mean |DLA|."""
+        top = self.top_heads
+        return HeadDLA(int(top["layer"][0]), int(top["head"][0]), float(top["dla"][0]))
 
     @property
     def max_linearisation_offset(self) -> float:
@@ -125,8 +149,7 @@ def summarise(lm: LoadedModel, prepared: PreparedTask, *, options: Options
         direction=att.direction.kind,
         **top_head_source_fields(sources, int(top_h["layer"][0]), int(top_h["head"][0]),
                                  seed))
-    top_layer = {"component": top_row["component"], "layer": int(top_row["layer"]),
-                 "dla": float(top_row["dla"])}
+    top_layer = LayerDLA(top_row["component"], int(top_row["layer"]), float(top_row["dla"]))
     tables = {"sum_check": check, "layer_dla": att.layers, "head_dla": att.heads,
               "top_heads": top_h, "head_source_dla": sources, "top_head_sources": split,
               "top_neurons": top_n}
