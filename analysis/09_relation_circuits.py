@@ -152,12 +152,11 @@ if pooled is not None and pooled.stability is not None:
         "half (but some)."))
 elif pooled is not None:
     display(Markdown(
-        "Stability is not computed: " + (
-            "no circuit reaches 80%." if pooled.at_80 is None else
-            "the 80% circuit is the whole graph, the only circuit of its size."
-            if pooled.edges_for_80 == h.n_edges_total else
-            f"fewer than {MIN_PAIRS_FOR_STABILITY} pairs, where many resamples repeat the "
-            "full sample itself.")))
+        "Stability is not computed: " + {
+            "no circuit": "no circuit reaches 80%.",
+            "whole graph": "the 80% circuit is the whole graph, the only circuit of its size.",
+            "few pairs": f"fewer than {MIN_PAIRS_FOR_STABILITY} pairs, where many resamples "
+                         "repeat the full sample itself."}[found.why_pooled_not_resampled]))
 
 # %% [markdown]
 # ### The run's circuit, with how often each edge survives resampling

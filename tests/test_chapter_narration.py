@@ -223,3 +223,17 @@ def test_logit_lens_increase_by_name_and_its_caveat():
         **shares, "attn_increase": 4.0, "mlp_increase": -3.5, "total_increase": 0.5,
         "attn_share": 8.0, "mlp_share": -7.0}})
     assert "net +0.500 against 7.500 moved" in cancel.share_caveat
+
+
+@pytest.mark.parametrize(("at_80", "edges_for_80", "has_stability", "why"), [
+    (0.9, 4, True, None),
+    (None, None, False, "no circuit"),
+    (0.9, 10, False, "whole graph"),  # 10 of the graph's 10 edges
+    (0.9, 4, False, "few pairs")])
+def test_why_the_run_circuit_was_not_resampled(at_80, edges_for_80, has_stability, why):
+    found = _relation_summary()
+    found.headline.n_edges_total = 10
+    pooled = found.study.pooled
+    pooled.at_80, pooled.edges_for_80 = at_80, edges_for_80
+    pooled.stability = pooled.stability if has_stability else None
+    assert found.why_pooled_not_resampled == why

@@ -163,6 +163,21 @@ class RelationCircuitsSummary(Summary):
             return None
         return InclusionCounts.of(pooled.stability.inclusion.numpy())
 
+    @property
+    def why_pooled_not_resampled(self) -> str | None:
+        """Why the run's circuit has no stability: "no circuit" (none reaches 80 %), "whole
+        graph" (the 80 % circuit is every edge, the only circuit of its size) or "few pairs"
+        (fewer than `MIN_PAIRS_FOR_STABILITY`); None when it has one, or there is no run's
+        circuit."""
+        pooled = self.study.pooled
+        if pooled is None or pooled.stability is not None:
+            return None
+        if pooled.at_80 is None:
+            return "no circuit"
+        if pooled.edges_for_80 == self.headline.n_edges_total:
+            return "whole graph"
+        return "few pairs"
+
     def drawn_inclusion(self, drawn: pd.DataFrame) -> InclusionCounts:
         """How often the drawn edges (rows of `drawing.edges`) are in the resamples'
         circuits (the drawing must carry inclusion frequencies)."""
