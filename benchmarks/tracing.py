@@ -2,7 +2,7 @@
 default run's prompts, with the same seed and thread count.
 
 The prompts are the default run's: the embedded model, the default cloze dataset, the prompts
-the model answers correctly; every kind (hidden, MLP, attention), ROME's windows (1 / 10),
+the model answers correctly; the tracer's default kinds (hidden, MLP, attention, window 1 each),
 `--samples` noise samples (ROME: 10), seed 0. Each measurement runs in its own process and
 reports wall and CPU seconds; printed: both, the ratio, and max |difference| of every traced
 value (identical noise: same seed). The baseline ("before") is by default this checkout with
@@ -17,10 +17,17 @@ which is what limits how much faster it can get at equal numbers. `--bf16` also 
 checkout's tracer on a bfloat16 model and reports its difference from float32 (usable only if
 within 1e-3).
 
+`--mixed` measures cost against work on prompts of several lengths: one known prompt per
+relation of the `relations-cloze` dataset (the first the model answers correctly), grouped by
+token length; each group is traced on its own (`--prompts N`: its first N prompts) and the
+report gives, per length group, CPU-s before and after, the group's float32 floor, the ratio
+to it and max |difference|.
+
     python benchmarks/tracing.py [--json] [--threads N] [--samples 10] [--prompts 0]
-                                 [--reps 1] [--before budget=48|REV] [--bf16]
+                                 [--reps 1] [--before budget=48|REV] [--bf16] [--mixed]
                                  [--against saved.json]
     python benchmarks/tracing.py --samples 1 --prompts 1 --json      # smallest setting
+    python benchmarks/tracing.py --mixed --samples 1 --prompts 1 --json  # smallest mixed
 """
 
 from __future__ import annotations
@@ -59,11 +66,16 @@ def default_run_prompts(lm, n_prompts: int):
     return known.subset(list(range(n_prompts))) if n_prompts else known
 
 
-def trace_flops(lm, prepared, samples: int, windows=(1, 10, 10)) -> float:
+def trace_flops(lm, prepared, samples: int, windows=None) -> float:
     """Matmul FLOPs of a trace: for every restored (kind, layer, position) and noise sample,
-    the blocks from the window's first layer on over positions p.. , plus one unembedding."""
-    from factcircuits.methods.causal_tracing import window_layers
+    the blocks from the window's first layer on over positions p.. , plus one unembedding.
+    `windows`: one per restored state; default the tracer's own for its default kinds (window
+    1 each since the windowed traces became kinds of their own)."""
+    from factcircuits.methods.causal_tracing import KINDS, window_layers
     from factcircuits.methods.positions import task_positions
+
+    if windows is None:
+        windows = [1] * len(KINDS)
 
     cfg = lm.model.cfg
     n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
@@ -101,13 +113,68 @@ def matmul_ceiling(cfg, rows: int = 1024, reps: int = 5) -> float:
     return flops / seconds / 1e9
 
 
-def child(out: str, samples: int, n_prompts: int, seed: int, dtype: str, budget: str) -> None:
+def mixed_length_groups(lm, n_prompts: int) -> dict[int, object]:
+    """One known prompt per relation of `relations-cloze` (the first the model answers
+    correctly), grouped by token length: {length: prepared prompts}, `n_prompts` per group
+    at most (0: all)."""
+    import torch
+
+    from factcircuits.data.datasets import load_dataset
+    from factcircuits.methods.evaluate import prepare, score
+
+    prepared = prepare(lm, load_dataset("relations-cloze"))
+    _, table = score(lm, prepared)
+    known = prepared.subset(torch.as_tensor(table["correct"].to_numpy().copy()))
+    first = [int(i) for i in known.rows["relation"].astype(str).drop_duplicates().index]
+    one_each = known.subset(first)
+    lengths = one_each.clean_batch(lm.tokenizer).lengths.tolist()
+    groups = {}
+    for length in sorted(set(lengths)):
+        members = [i for i, n in enumerate(lengths) if n == length]
+        groups[length] = one_each.subset(members[:n_prompts] if n_prompts else members)
+    return groups
+
+
+def child_mixed(lm, out: str, samples: int, n_prompts: int, seed: int, budget_bytes) -> None:
+    """Each length group traced on its own: CPU and wall seconds and FLOPs per group."""
+    import torch
+
+    from factcircuits.methods import causal_tracing as CT
+
+    groups = mixed_length_groups(lm, n_prompts)
+    CT.trace(lm, next(iter(groups.values())).subset([0]), noise_samples=1, seed=seed,
+             progress=False)  # warm-up: the resume check and first-call costs, not timed
+    results, info = {}, {"threads": torch.get_num_threads(), "dtype": str(lm.model.cfg.dtype),
+                         "groups": []}
+    for length, prepared in groups.items():
+        wall, cpu = time.perf_counter(), time.process_time()
+        traces = CT.trace(lm, prepared, noise_samples=samples, seed=seed, progress=False,
+                          budget_bytes=budget_bytes)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        results[length] = {k: {"values": t.values.float(), "clean": t.clean,
+                               "corrupted": t.corrupted} for k, t in traces.items()}
+        info["groups"].append({"length": length, "n_prompts": len(prepared.prompts),
+                               "relations": sorted(set(prepared.rows["relation"].astype(str))),
+                               "wall_s": wall, "cpu_s": cpu,
+                               "flops": trace_flops(lm, prepared, samples)})
+    info["n_prompts"] = sum(g["n_prompts"] for g in info["groups"])
+    info["matmul_ceiling_gflops"] = matmul_ceiling(lm.model.cfg)
+    torch.save(results, out)
+    Path(out + ".json").write_text(json.dumps(info))
+
+
+def child(out: str, samples: int, n_prompts: int, seed: int, dtype: str, budget: str,
+          mixed: bool = False) -> None:
     import torch
 
     from factcircuits.methods import causal_tracing as CT
     from factcircuits.models import load_model
 
     lm = load_model("default", dtype=dtype or None)
+    if mixed:
+        child_mixed(lm, out, samples, n_prompts, seed,
+                    int(budget) * 2**20 if budget else "auto")
+        return
     prepared = default_run_prompts(lm, n_prompts)
     wall, cpu = time.perf_counter(), time.process_time()
     budget_bytes = int(budget) * 2**20 if budget else "auto"
@@ -151,7 +218,7 @@ def run_child(label, src: Path, threads: int, workdir: Path, rep: int, args, dty
 
     out = str(workdir / f"{label}_{rep}.pt")
     cmd = [sys.executable, __file__, "--child", out, str(args.samples), str(args.prompts),
-           str(args.seed), dtype, budget]
+           str(args.seed), dtype, budget, "mixed" if args.mixed else ""]
     env = child_env(threads, PYTHONPATH=str(src))
     run_quietly(cmd, env=env, cwd=ROOT)
     return out, json.loads(Path(out + ".json").read_text())
@@ -169,10 +236,63 @@ def max_abs_diff(a: dict, b: dict) -> tuple[float, bool]:
     return max(diffs), identical
 
 
+def report_mixed(report: dict, runs: dict, args, threads) -> int:
+    """Per length group: CPU-s before and after (median over reps), the group's float32 floor
+    (its matmul FLOPs at this process's model-shaped matmul rate), the ratios to it and
+    max |difference| of the traced values."""
+    from _common import compare_with_saved, machine
+
+    ceiling = runs["after"][0]["matmul_ceiling_gflops"]
+    report["matmul_ceiling_gflops"] = round(ceiling, 1)
+    report["n_prompts"] = runs["after"][0]["n_prompts"]
+    groups = []
+    for i, group in enumerate(runs["after"][0]["groups"]):
+        length = group["length"]
+        floor = group["flops"] / 1e9 / ceiling
+        row = {"length": length, "n_prompts": group["n_prompts"],
+               "relations": group["relations"], "tflop": round(group["flops"] / 1e12, 3),
+               "floor_cpu_s": round(floor, 2)}
+        for label, items in runs.items():
+            cpu = statistics.median(r["groups"][i]["cpu_s"] for r in items)
+            row[label] = {"cpu_s": round(cpu, 2), "ratio_to_floor": round(cpu / floor, 2),
+                          "wall_s": round(statistics.median(r["groups"][i]["wall_s"]
+                                                            for r in items), 2)}
+        row["max_abs_diff"], row["identical"] = max_abs_diff(
+            runs["before"][0]["result"][length], runs["after"][0]["result"][length])
+        groups.append(row)
+    report |= {"mixed": True, "groups": groups,
+               "max_abs_diff": max(g["max_abs_diff"] for g in groups),
+               "worst_ratio_to_floor": max(g["after"]["ratio_to_floor"] for g in groups)}
+    for label in runs:
+        report[label] = {"cpu_s": round(sum(g[label]["cpu_s"] for g in groups), 2),
+                         "wall_s": round(sum(g[label]["wall_s"] for g in groups), 2)}
+    report["machine_after"] = machine()
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"causal tracing by prompt length, {report['n_prompts']} prompts (one per "
+              f"relation of relations-cloze) × {args.samples} noise samples, seed {args.seed}, "
+              f"{threads.count} thread(s) ({threads.source}); load "
+              f"{report['machine_before']['load_average_1_5_15']} → "
+              f"{report['machine_after']['load_average_1_5_15']}; float32 floor at "
+              f"{report['matmul_ceiling_gflops']} GFLOP/s")
+        print(f"{'tokens':>6} {'prompts':>7} {'floor s':>8} {'before s':>9} {'÷floor':>7} "
+              f"{'after s':>8} {'÷floor':>7} {'max|diff|':>10}")
+        for g in groups:
+            print(f"{g['length']:>6} {g['n_prompts']:>7} {g['floor_cpu_s']:>8.2f} "
+                  f"{g['before']['cpu_s']:>9.2f} {g['before']['ratio_to_floor']:>6.2f}x "
+                  f"{g['after']['cpu_s']:>8.2f} {g['after']['ratio_to_floor']:>6.2f}x "
+                  f"{g['max_abs_diff']:>10.2e}")
+    if args.against:
+        print("\n".join(compare_with_saved(args.against, report, [
+            ("after", "cpu_s"), ("worst_ratio_to_floor",), ("max_abs_diff",)])))
+    return 0
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        out, samples, n_prompts, seed, dtype, budget = (sys.argv[2:8] + ["", ""])[:6]
-        child(out, int(samples), int(n_prompts), int(seed), dtype, budget)
+        out, samples, n_prompts, seed, dtype, budget, mixed = (sys.argv[2:9] + ["", "", ""])[:7]
+        child(out, int(samples), int(n_prompts), int(seed), dtype, budget, mixed == "mixed")
         return 0
     sys.path.insert(0, str(Path(__file__).parent))
     from _common import (
@@ -194,7 +314,12 @@ def main() -> int:
                              "default: the budget before issue 14) or a git revision")
     parser.add_argument("--bf16", action="store_true",
                         help="also trace with a bfloat16 model and report its difference")
+    parser.add_argument("--mixed", action="store_true",
+                        help="one known prompt per relation of relations-cloze, by token "
+                             "length: CPU-s against each length group's float32 floor")
     args = parser.parse_args()
+    if args.mixed and args.bf16:
+        parser.error("--bf16 compares the default run's prompts; leave out --mixed")
     threads = choose_threads(args)
     import torch
 
@@ -213,12 +338,17 @@ def main() -> int:
                 out, info = run_child(label, sources[label], threads.count, workdir, rep, args,
                                       budget=budgets[label])
                 info["result"] = torch.load(out)
+                if args.mixed:
+                    info["wall_s"] = sum(g["wall_s"] for g in info["groups"])
+                    info["cpu_s"] = sum(g["cpu_s"] for g in info["groups"])
                 runs[label].append(info)
                 if not args.json:
                     print(f"rep {rep} {label}: {info['wall_s']:.1f} s wall, "
                           f"{info['cpu_s']:.1f} s CPU", file=sys.stderr)
         refuse_mixed_threads({f"{label} #{i}": r["threads"] for label in runs
                               for i, r in enumerate(runs[label])} | {"asked": threads.count})
+        if args.mixed:
+            return report_mixed(report, runs, args, threads)
         diff, identical = max_abs_diff(runs["before"][0]["result"], runs["after"][0]["result"])
         side = {}
         for label, items in runs.items():

@@ -13,6 +13,7 @@ from factcircuits.methods import causal_tracing as CT
 from factcircuits.methods import intervals as I
 from factcircuits.methods import patching as P
 from factcircuits.methods.evaluate import prepare
+from factcircuits.models.tokens import encode
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -180,6 +181,86 @@ def test_window_one_and_windowed_traces_equal_a_plain_restoration(spec):
                                   samples, seed, std)[state]
         diff = (result.values[:, 2:] - expected[:, 2:]).abs().max()
         assert diff <= 1e-5, (kind, float(diff))
+
+
+def traced_by_hand_in_groups(lm, prepared, subjects, windows, noise_samples, seed, std):
+    """ROME's trace with one plain full forward per (kind, layer, position) of each prompt
+    group, no stacking and no resuming: prompts grouped as the tracer documents (token length,
+    then first subject position), noise drawn group by group, sample-major, from one seeded
+    generator; every clean state of the window restored at that position; P(answer) averaged
+    over samples. {kind: [n_layers, width, n_prompts]}, NaN before each first subject token."""
+    hook_of = {"hidden": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
+    lengths = encode(lm.tokenizer, prepared.prompts).lengths.tolist()
+    width, n_layers = max(lengths), lm.cfg.n_layers
+    out = {k: torch.full((n_layers, width, len(lengths)), float("nan")) for k in windows}
+    generator = torch.Generator().manual_seed(seed)
+    keys = sorted({(n, min(s)) for n, s in zip(lengths, subjects)})
+    for n, first in keys:
+        idx = [i for i, (m, s) in enumerate(zip(lengths, subjects)) if (m, min(s)) == (n, first)]
+        G = len(idx)
+        tokens = encode(lm.tokenizer, [prepared.prompts[i] for i in idx]).tokens
+        noise = torch.zeros(noise_samples * G, n, lm.cfg.d_model)
+        for s in range(noise_samples):
+            for g, i in enumerate(idx):
+                noise[s * G + g, subjects[i]] = 3.0 * std * torch.randn(
+                    len(subjects[i]), lm.cfg.d_model, generator=generator)
+        batch = tokens.repeat(noise_samples, 1)
+        rows = torch.tensor(idx).repeat(noise_samples)
+        _, clean = lm.model.run_with_cache(batch, return_cache_object=False)
+        for kind, window in windows.items():
+            state = hook_of[CT.state_of(kind)]
+            for layer in range(n_layers):
+                for pos in range(first, n):
+                    def restore(act, hook, pos=pos, clean=clean):
+                        act[:, pos] = clean[hook.name][:, pos]
+                        return act
+
+                    def add_noise(act, hook, noise=noise):
+                        return act + noise.to(act.dtype)
+
+                    hooks = [("hook_embed", add_noise)]
+                    hooks += [(f"blocks.{w}.hook_{state}", restore)
+                              for w in CT.window_layers(layer, window, n_layers)]
+                    with torch.no_grad():
+                        logits = lm.model.run_with_hooks(batch, fwd_hooks=hooks)[:, -1]
+                    p = prepared.answer_probability(logits, rows).float()
+                    out[kind][layer, pos, idx] = p.view(noise_samples, G).mean(0)
+    return out
+
+
+@pytest.mark.slow  # one plain forward per cell: ~5 s of CPU a family
+@pytest.mark.parametrize("spec", FAMILIES)
+def test_prompts_of_several_lengths_traced_together_equal_plain_restorations(spec):
+    """Five prompts of three token lengths (6, 8, 13: past the tiny models' sliding window)
+    and four groups (two of length 8 with different first subject tokens, one of them with two
+    prompts) in one call, every trace kind, windows of 1, 3 and 2 layers, two noise samples:
+    one copy per forward (`max_patches=1`) and the default stacking both equal one plain full
+    forward per cell, on every model family."""
+    lm = _family_model(spec)
+    prepared = prepare(lm, load_dataset("paris-cloze"))
+    chosen = [0, 5, 9, 10, 1]
+    assert encode(lm.tokenizer, [prepared.prompts[i] for i in chosen]).lengths.tolist() == [
+        6, 8, 8, 8, 13]
+    prepared = prepared.subset(chosen)
+    subjects = [[1, 2], [2, 3], [2, 3], [1], [3, 4, 5]]
+    windows = {"hidden": 1, "mlp": 1, "attn": 1, "windowed_mlp": 3, "windowed_attn": 2}
+    kw = dict(windows=windows, noise_samples=2, seed=7, progress=False,
+              subject_positions=subjects)
+    traces = {m: CT.trace(lm, prepared, CT.TRACE_KINDS, max_patches=m, **kw)
+              for m in (1, "auto")}
+    # the P(answer) of a stack taken in chunks of 3 rows (seams inside every stack)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CT, "SOFTMAX_CHUNK_BYTES", 3 * 4 * lm.cfg.d_vocab)
+        traces["chunks of 3 rows"] = CT.trace(lm, prepared, CT.TRACE_KINDS, **kw)
+    expected = traced_by_hand_in_groups(lm, prepared, subjects, windows, 2, 7,
+                                        traces[1]["hidden"].noise_std)
+    for kind, want in expected.items():
+        traced = ~want.isnan()
+        assert int(traced.sum()) == lm.cfg.n_layers * sum(
+            n - min(s) for n, s in zip([6, 8, 8, 8, 13], subjects))
+        for max_patches, got in traces.items():
+            diff = (got[kind].values[traced] - want[traced]).abs().max()
+            assert diff <= 1e-5, (kind, max_patches, float(diff))
 
 
 # --------------------------------------------------------------------------- peaks and claims

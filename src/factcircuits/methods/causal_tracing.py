@@ -192,6 +192,27 @@ class TraceResult:
         return df.reset_index(drop=True)
 
 
+# P(answer) of a stacked forward is taken in row chunks of at most this many bytes of logits on
+# CPU: a softmax over a whole stack's logits (hundreds of rows × the vocabulary) writes a fresh
+# ~100 MB block that page-faults on every forward; chunks under glibc's 32 MiB mmap threshold
+# reuse freed memory. Row-wise, so the numbers are the same.
+SOFTMAX_CHUNK_BYTES = 24 * 2**20
+
+
+def in_row_chunks(metric, d_vocab: int):
+    """`metric(logits, index)` evaluated on row chunks of the logits (CPU only)."""
+    rows = max(1, SOFTMAX_CHUNK_BYTES // (4 * d_vocab))
+
+    def chunked(logits, index=None):
+        if logits.device.type != "cpu" or len(logits) <= rows:
+            return metric(logits, index)
+        index = torch.arange(len(logits)) if index is None else index
+        return torch.cat([metric(logits[i:i + rows], index[i:i + rows])
+                          for i in range(0, len(logits), rows)])
+
+    return chunked
+
+
 def _noise_hook(noise: torch.Tensor):
     def hook(act, hook):
         return act + noise.to(act.device, act.dtype)
@@ -226,7 +247,8 @@ def trace(lm: LoadedModel, prepared: PreparedTask, kinds=KINDS, *,
     if int(noise_samples) < 1 or not math.isfinite(noise_scale) or noise_scale < 0:
         raise UserError(f"noise_samples={noise_samples}, noise_scale={noise_scale}: use at "
                         "least 1 sample and a finite scale of at least 0")
-    metric_fn = prepared.answer_probability if metric == "prob" else prepared.metric
+    metric_fn = in_row_chunks(prepared.answer_probability if metric == "prob" else
+                              prepared.metric, cfg.d_vocab)
     batch = prepared.clean_batch(lm.tokenizer)
     if subject_positions is None:
         subject_positions = [p.subject for p in task_positions(prepared, lm.tokenizer)]
