@@ -171,11 +171,13 @@ def prepare_group(runner: Resumable, model, metric: Metric, index: Int[Tensor, "
 
 
 def run_stack(runner: Resumable, model, group: StackGroup, past: int, copies: Sequence[Copy],
-              metric: Metric) -> Float[Tensor, "n_copies G"]:
+              metric: Metric, vocab: Int[Tensor, " k"] | None = None
+              ) -> Float[Tensor, "n_copies G"]:
     """One forward of len(copies) patched copies of `group` at positions past.. (each copy is
     (start layer, patches), see the module docstring). A copy joins the batch at its own start
     layer: blocks before it would only reproduce the reference run. Returns the metric of each
-    copy's rows, in the order given."""
+    copy's rows, in the order given. `vocab`: the token ids `metric` reads, if known (only
+    those logits are computed, see `Resumable.unembed`)."""
     G = len(group.index)
     order = sorted(range(len(copies)), key=lambda j: copies[j][0])
     starts = [copies[j][0] for j in order]
@@ -226,7 +228,7 @@ def run_stack(runner: Resumable, model, group: StackGroup, past: int, copies: Se
              for layer in sorted(joining) if layer != first]
     hooks += [(name, make_hook(name, items)) for name, items in by_name.items()]
     with model.hooks(fwd_hooks=hooks):
-        logits = runner.run(first, residual, kv, past)
+        logits = runner.run(first, residual, kv, past, vocab=vocab)
     index = group.index.repeat(len(copies))
     values = metric(logits, index).float().cpu().view(len(copies), G)
     out = torch.empty_like(values)
@@ -249,12 +251,12 @@ class Step:
 @torch.inference_mode()
 def execute(runner: Resumable, model, groups: Sequence[StackGroup], plan: Sequence[Step],
             metric: Metric, *, max_patches: int | str = MAX_PATCHES.default, budget_bytes="auto",
-            progress: bool = True, desc: str = "patching"
+            progress: bool = True, desc: str = "patching", vocab: Int[Tensor, " k"] | None = None
             ) -> Iterator[tuple[Sequence[Step], Float[Tensor, "n_steps G"]]]:
     """Run `plan`: consecutive steps of one group and position share forwards, `max_patches`
     copies each (an int; "auto": as many as `budget_bytes` allows, see `memory_budget`).
     Yields each forward's steps with their metric (one row of the group's G rows per step),
-    in plan order."""
+    in plan order. `vocab`: the token ids `metric` reads, if known (see `run_stack`)."""
     budget = memory_budget(model.cfg.device, budget_bytes)
     stacks = []
     for (g, past), steps in itertools.groupby(plan, key=lambda step: (step.group, step.past)):
@@ -263,4 +265,5 @@ def execute(runner: Resumable, model, groups: Sequence[StackGroup], plan: Sequen
         stacks += [(group, past, chunk) for chunk in chunks(list(steps), cap)]
     for group, past, chunk in tqdm(stacks, desc=desc, mininterval=1.0, disable=not progress,
                                    leave=False):
-        yield chunk, run_stack(runner, model, group, past, [s.copy for s in chunk], metric)
+        yield chunk, run_stack(runner, model, group, past, [s.copy for s in chunk], metric,
+                               vocab)

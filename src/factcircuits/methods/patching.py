@@ -156,6 +156,16 @@ def first_difference(clean, corrupt) -> torch.Tensor:
     return torch.where(differ, pos, differ.shape[1]).min(1).values.clamp(max=clean.lengths)
 
 
+def metric_vocab(prepared: PreparedTask) -> Int[Tensor, " k"]:
+    """The token ids `PreparedTask.metric` reads: the answer sets (yes/no) or every prompt's
+    answer and counterfactual (cloze)."""
+    if prepared.task == "yesno":
+        ids = torch.tensor(prepared.answer_sets.true_ids + prepared.answer_sets.false_ids)
+    else:
+        ids = torch.cat([torch.as_tensor(prepared.answer_ids), torch.as_tensor(prepared.cf_ids)])
+    return ids.unique()
+
+
 @torch.inference_mode()
 def patch(lm: LoadedModel, prepared: PreparedTask, component: str = "resid_pre",
           by: str = "pos", *, direction: str = "denoising", layers=None, metric=None,
@@ -181,6 +191,7 @@ def patch(lm: LoadedModel, prepared: PreparedTask, component: str = "resid_pre",
         raise UserError(f"direction={direction!r}: use one of {', '.join(DIRECTIONS)}")
     noising = direction == "noising"
     model, cfg = lm.model, lm.model.cfg
+    vocab = metric_vocab(prepared) if metric is None else None
     metric = metric or prepared.metric
     clean, corrupt = prepared.pairs(lm.tokenizer)
     layers = list(range(cfg.n_layers)) if layers is None else list(layers)
@@ -221,7 +232,7 @@ def patch(lm: LoadedModel, prepared: PreparedTask, component: str = "resid_pre",
 
     for steps, out in execute(runner, model, groups, plan, metric, max_patches=max_patches,
                               budget_bytes=budget_bytes, progress=progress,
-                              desc=f"{direction} {component}"):
+                              desc=f"{direction} {component}", vocab=vocab):
         index = groups[steps[0].group].index
         for step, row in zip(steps, out):
             layer, pos, h = step.cell

@@ -33,6 +33,12 @@ KV = list[tuple[Tensor, Tensor]]  # per layer (keys, values) [batch, kv_heads, p
 # differ, so they agree to rounding. Wrong per-layer settings move logits by 1e-2 and more.
 RESUME_TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 2e-2}
 RESUME_CHECKED = "_factcircuits_resume_checked"  # flag on the HF model: checked once
+# Unembedding only the columns a metric reads (`Resumable.unembed`) is exact when the BLAS
+# computes each column as in the full product. On CPU BLAS it does once the product is a blocked
+# kernel's (>= 16 columns, >= 4 rows; a narrower product or a one-row one is summed in
+# another order): so pad to at least these sizes, and check once per model.
+COLUMN_WIDTH, COLUMN_ROWS = 64, 8
+COLUMNS_EXACT = "_factcircuits_columns_exact"  # flag on the HF model: None = not checked yet
 
 
 class _PassThrough(torch.nn.Module):
@@ -74,11 +80,16 @@ class Resumable:
 
         names = [hook_name(layer, "resid_pre") for layer in range(cfg.n_layers)]
         with self.model.hooks(fwd_hooks=[(n, keep) for n in names]):
-            full, _ = self.kv_cache(tokens)
+            full_hidden, _ = self._full_forward(tokens)
+        hidden = [self.run_hidden(start, resid[start]) for start in range(cfg.n_layers)]
+        # One unembedding for every start: a one-row unembedding reads the whole (vocab ×
+        # d_model) matrix for one row, so n_layers + 1 of them cost more than the forwards.
+        logits = self.unembed(torch.cat([full_hidden, *hidden]))
+        full = logits[:1]
         tol = RESUME_TOLERANCE.get(full.dtype, 1e-2) * max(1.0, float(full.abs().max()))
         worst = 0.0
         for start in range(cfg.n_layers):
-            diff = float((self.run(start, resid[start]) - full).abs().max())
+            diff = float((logits[start + 1] - full).abs().max())
             worst = max(worst, diff)
             if not diff <= tol:
                 raise UnsupportedArchitectureError(
@@ -122,13 +133,18 @@ class Resumable:
     def kv_cache(self, tokens: Int[Tensor, "batch pos"]
                  ) -> tuple[Float[Tensor, "batch vocab"], KV]:
         """Run `tokens`: (final-position logits [batch, vocab], per-layer (keys, values))."""
+        hidden, kv = self._full_forward(tokens)
+        return self.unembed(hidden), kv
+
+    def _full_forward(self, tokens: Int[Tensor, "batch pos"]
+                      ) -> tuple[Float[Tensor, "batch d_model"], KV]:
+        """Run `tokens`: (final-position hidden states after the final norm, per-layer KV)."""
         from transformers import DynamicCache
 
         with self._cache_kwarg():  # full-length cache layers only: see the module docstring
             out = self.decoder(input_ids=tokens, cache=DynamicCache(), use_cache=True)
         cache = out.past_key_values
-        kv = [(layer.keys, layer.values) for layer in cache.layers]
-        return self.unembed(out.last_hidden_state[:, -1]), kv
+        return out.last_hidden_state[:, -1], [(layer.keys, layer.values) for layer in cache.layers]
 
     @contextlib.contextmanager
     def _cache_kwarg(self):
@@ -153,18 +169,66 @@ class Resumable:
             for h in handles:
                 h.remove()
 
-    def unembed(self, hidden: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch vocab"]:
-        """Unembed final hidden states (after the final norm), with the model's soft cap."""
-        logits = self.model.unembed(hidden)
+    def unembed(self, hidden: Float[Tensor, "batch d_model"],
+                vocab: Int[Tensor, " k"] | None = None) -> Float[Tensor, "batch vocab"]:
+        """Unembed final hidden states (after the final norm), with the model's soft cap.
+        `vocab`: the only token ids the caller reads. Then only those logits are computed (the
+        metrics read two of tens of thousands: the full unembedding of every patched copy's
+        last position was a tenth of patching's time), each bitwise the full product's (of a
+        batch of at least `COLUMN_ROWS` rows, as the reference forwards are), and the other
+        columns are NaN, so a metric that reads one shows NaN instead of a wrong number.
+        Where the BLAS gives other bits (`columns_exact`), the full product is used."""
+        if vocab is not None and self.columns_exact():
+            logits = self._unembed_columns(hidden, vocab)
+        else:
+            logits = self.model.unembed(hidden)
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
 
-    def run(self, start: int, residual: Float[Tensor, "batch pos d_model"], kv: KV | None = None,
-            past: int = 0) -> Float[Tensor, "batch vocab"]:
-        """Logits at the last position. `residual` enters block `start` at absolute positions
-        past..past+pos-1; `kv` holds keys/values of positions < past of every layer, repeated to
-        the rows that layer sees (the batch may grow between blocks through hooks)."""
+    def _unembed_columns(self, hidden: Float[Tensor, "batch d_model"],
+                         vocab: Int[Tensor, " k"]) -> Float[Tensor, "batch vocab"]:
+        head = self.model.unembed.original_component
+        n_vocab, n_rows = head.out_features, len(hidden)
+        vocab = vocab.to(head.weight.device)
+        others = torch.ones(n_vocab, dtype=torch.bool, device=vocab.device)
+        others[vocab] = False
+        pad = max(0, min(COLUMN_WIDTH, n_vocab) - len(vocab))
+        columns = torch.cat([vocab, others.nonzero().flatten()[:pad]])
+        rows = hidden
+        if n_rows < COLUMN_ROWS:
+            rows = torch.cat([hidden, hidden.new_zeros(COLUMN_ROWS - n_rows, hidden.shape[1])])
+        bias = None if head.bias is None else head.bias[columns]
+        out = torch.nn.functional.linear(rows, head.weight[columns], bias)[:n_rows]
+        logits = out.new_full((n_rows, n_vocab), float("nan"))
+        logits[:, columns] = out
+        return logits
+
+    def columns_exact(self) -> bool:
+        """Whether `unembed(hidden, vocab)` gives bitwise the full unembedding's logits here
+        (a plain linear unembedding, and a BLAS that sums each column alike whatever the other
+        columns): checked once per model on random states, at a few batch sizes."""
+        exact = getattr(self.hf, COLUMNS_EXACT, None)
+        if exact is None:
+            head = self.model.unembed.original_component
+            exact = type(head) is torch.nn.Linear
+            if exact:
+                gen = torch.Generator().manual_seed(0)
+                hidden = torch.randn(8 * COLUMN_ROWS + 3, head.in_features, generator=gen)
+                hidden = hidden.to(head.weight.device, head.weight.dtype)
+                vocab = torch.randperm(head.out_features, generator=gen)[:4]
+                with torch.inference_mode():
+                    for n in (COLUMN_ROWS, 2 * COLUMN_ROWS + 3, len(hidden)):
+                        full = self.model.unembed(hidden[:n])[:, vocab.to(head.weight.device)]
+                        part = self._unembed_columns(hidden[:n], vocab)[:, vocab]
+                        exact = exact and torch.equal(full, part)
+            setattr(self.hf, COLUMNS_EXACT, exact)
+        return exact
+
+    def run_hidden(self, start: int, residual: Float[Tensor, "batch pos d_model"],
+                   kv: KV | None = None, past: int = 0) -> Float[Tensor, "batch d_model"]:
+        """`run` before the unembedding: the last position's hidden state after the final
+        norm."""
         from transformers import DynamicCache
 
         cache = None
@@ -172,4 +236,12 @@ class Resumable:
             cache = DynamicCache(ddp_cache_data=[(k, v) for k, v in kv])  # full layers
         with self._sliced(start, residual):
             out = self.decoder(inputs_embeds=residual, cache=cache, use_cache=cache is not None)
-        return self.unembed(out.last_hidden_state[:, -1])
+        return out.last_hidden_state[:, -1]
+
+    def run(self, start: int, residual: Float[Tensor, "batch pos d_model"], kv: KV | None = None,
+            past: int = 0, vocab: Int[Tensor, " k"] | None = None) -> Float[Tensor, "batch vocab"]:
+        """Logits at the last position. `residual` enters block `start` at absolute positions
+        past..past+pos-1; `kv` holds keys/values of positions < past of every layer, repeated to
+        the rows that layer sees (the batch may grow between blocks through hooks). `vocab`:
+        see `unembed`."""
+        return self.unembed(self.run_hidden(start, residual, kv, past), vocab)
