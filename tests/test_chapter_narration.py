@@ -237,3 +237,11 @@ def test_why_the_run_circuit_was_not_resampled(at_80, edges_for_80, has_stabilit
     pooled.at_80, pooled.edges_for_80 = at_80, edges_for_80
     pooled.stability = pooled.stability if has_stability else None
     assert found.why_pooled_not_resampled == why
+
+
+def test_inclusion_counts_once_float32_frequencies_meet_float64_ones():
+    # A table holding several circuits stores float32 frequencies beside float64 ones: 19 of 20
+    # resamples then reads 0.94999999 and must still count as kept in 95 % of them.
+    widened = np.array([19 / 20, 9 / 20], dtype=np.float32).astype(np.float64)
+    assert widened[0] < RC.NEARLY_ALWAYS  # the trap itself
+    assert RC.InclusionCounts.of(widened) == RC.InclusionCounts(2, 1, 1, 1, pytest.approx(0.7))

@@ -130,6 +130,9 @@ def test_stability_of_hand_made_per_pair_scores():
     assert got.median < 0.8 and not got.stable
     assert got.inclusion.sum() == pytest.approx(1.0)  # one edge per resample
     assert 0 < float(got.inclusion[0]) < 1
+    # frequencies are exact multiples of 1 / resamples (in float32, 19 / 20 < 0.95)
+    np.testing.assert_allclose(got.inclusion * 200, (got.inclusion * 200).round(), atol=1e-9)
+    assert got.inclusion.dtype == torch.float64
 
 
 def test_relation_study_on_a_tiny_model(lm):

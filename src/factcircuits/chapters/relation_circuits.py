@@ -103,6 +103,7 @@ class RelationCircuitsHeadline(Headline):
 
 NEARLY_ALWAYS = 0.95  # inclusion frequency of an edge called nearly always kept
 HALF = 0.5
+_STEP_TOLERANCE = 1e-6  # far below 1 / resamples for any resample count in use
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,12 @@ class InclusionCounts:
     @classmethod
     def of(cls, inclusion) -> InclusionCounts:
         """From the edges' inclusion frequencies (a Series, an array or a tensor)."""
-        v = pd.Series(np.asarray(inclusion))
-        return cls(len(v), int((v >= NEARLY_ALWAYS).sum()), int((v < HALF).sum()),
-                   int(((v > 0) & (v < HALF)).sum()), float(v.median()))
+        v = pd.Series(np.asarray(inclusion, dtype=np.float64))
+        # Frequencies are multiples of 1 / resamples; older runs stored them in float32, where
+        # 19 / 20 reads 0.94999999: compare with a tolerance far below one resample's step.
+        nearly_always, half = NEARLY_ALWAYS - _STEP_TOLERANCE, HALF - _STEP_TOLERANCE
+        return cls(len(v), int((v >= nearly_always).sum()), int((v < half).sum()),
+                   int(((v > 0) & (v < half)).sum()), float(v.median()))
 
 
 @dataclass(kw_only=True)
