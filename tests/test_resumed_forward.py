@@ -232,5 +232,7 @@ def test_patching_resumed_at_every_layer_equals_transformer_lens(spec):
                 mine = results[component].values[..., i]
                 if component != "heads":  # [layer, pos(, head)]: this pair's positions
                     mine = mine[:, :n]
+                # float32 rounding grows with the metric's size: 1e-5 of it, at least 1e-5
+                tol = TOL * max(1.0, float(ref.abs().max()))
                 diff = (mine - ref).abs().max()
-                assert diff <= TOL, (component, i, max_patches, direction, float(diff))
+                assert diff <= tol, (component, i, max_patches, direction, float(diff), tol)
