@@ -105,12 +105,13 @@ def glance_figure(runs: list[Run]):
                                          "line": {"color": "white", "width": 1}},
                                  hovertext=[r["hover"] for _, r in picked],
                                  hoverinfo="text"))
-    height = max(MIN_PX, 190 + ROW_PX * len(slots))
+    height = max(MIN_PX, 210 + ROW_PX * len(slots))
     fig.update_layout(
         title={"text": "Where the methods locate the fact<br><sup>bar: layers holding the peak "
-                       "in 95% of bootstrap resamples; dot: the peak; colour: agreement, as "
+                       "in 95% of bootstrap resamples; dot: the peak;<br>colour: agreement, as "
                        "under How sure</sup>", "x": 0},
-        height=height, width=900, margin={"l": 340, "r": 20, "t": 90, "b": 130},
+        # the right margin holds the last tick's label ("1 (last)") at the site's column width
+        height=height, width=900, margin={"l": 340, "r": 50, "t": 110, "b": 130},
         legend={"orientation": "h", "yanchor": "top", "y": -120 / (height - 210), "x": 0,
                 "font": {"size": 14}},
         plot_bgcolor="white", font={"size": 15})
