@@ -68,6 +68,12 @@ def machine() -> dict:
             "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
+def load_change(report: dict) -> str:
+    """'load [1, 5, 15 min] → [...]' from a report's `machine_before` and `machine_after`."""
+    return (f"load {report['machine_before']['load_average_1_5_15']} → "
+            f"{report['machine_after']['load_average_1_5_15']}")
+
+
 def refuse_mixed_threads(counts: dict[str, int]) -> None:
     """Exit (status 2) when the measurements to compare ran with different thread counts."""
     if len(set(counts.values())) > 1:

@@ -157,6 +157,7 @@ def main() -> int:
         add_common_arguments,
         choose_threads,
         compare_with_saved,
+        load_change,
         machine,
         refuse_mixed_threads,
     )
@@ -221,9 +222,8 @@ def main() -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{threads.count} thread(s) ({threads.source}); load "
-              f"{report['machine_before']['load_average_1_5_15']} → "
-              f"{report['machine_after']['load_average_1_5_15']}")
+        print(f"{threads.count} thread(s) ({threads.source}); "
+              f"{load_change(report)}")
         for component, r in report["components"].items():
             print(f"{component}: grid {r['grid']} on {r['n_pairs']} pairs, {r['threads']} threads")
             print(f"  median wall  TL {r['tl_median_s']:.2f} s   ours {r['ours_median_s']:.2f} s"

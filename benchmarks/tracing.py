@@ -240,7 +240,7 @@ def report_mixed(report: dict, runs: dict, args, threads) -> int:
     """Per length group: CPU-s before and after (median over reps), the group's float32 floor
     (its matmul FLOPs at this process's model-shaped matmul rate), the ratios to it and
     max |difference| of the traced values."""
-    from _common import compare_with_saved, machine
+    from _common import compare_with_saved, load_change, machine
 
     ceiling = runs["after"][0]["matmul_ceiling_gflops"]
     report["matmul_ceiling_gflops"] = round(ceiling, 1)
@@ -272,9 +272,8 @@ def report_mixed(report: dict, runs: dict, args, threads) -> int:
     else:
         print(f"causal tracing by prompt length, {report['n_prompts']} prompts (one per "
               f"relation of relations-cloze) × {args.samples} noise samples, seed {args.seed}, "
-              f"{threads.count} thread(s) ({threads.source}); load "
-              f"{report['machine_before']['load_average_1_5_15']} → "
-              f"{report['machine_after']['load_average_1_5_15']}; float32 floor at "
+              f"{threads.count} thread(s) ({threads.source}); "
+              f"{load_change(report)}; float32 floor at "
               f"{report['matmul_ceiling_gflops']} GFLOP/s")
         print(f"{'tokens':>6} {'prompts':>7} {'floor s':>8} {'before s':>9} {'÷floor':>7} "
               f"{'after s':>8} {'÷floor':>7} {'max|diff|':>10}")
@@ -299,6 +298,7 @@ def main() -> int:
         add_common_arguments,
         choose_threads,
         compare_with_saved,
+        load_change,
         machine,
         refuse_mixed_threads,
     )
@@ -381,9 +381,8 @@ def main() -> int:
         print(json.dumps(report))
     else:
         print(f"causal tracing, {report['n_prompts']} prompts × {args.samples} noise samples, "
-              f"seed {args.seed}, {threads.count} thread(s) ({threads.source}); load "
-              f"{report['machine_before']['load_average_1_5_15']} → "
-              f"{report['machine_after']['load_average_1_5_15']}")
+              f"seed {args.seed}, {threads.count} thread(s) ({threads.source}); "
+              f"{load_change(report)}")
         print(f"{'':<14} {'before':>10} {'after':>10} {'ratio':>8}")
         for key in ("wall_s", "cpu_s"):
             print(f"{key:<14} {side['before'][key]:>10.1f} {side['after'][key]:>10.1f} "
