@@ -236,11 +236,27 @@ def max_abs_diff(a: dict, b: dict) -> tuple[float, bool]:
     return max(diffs), identical
 
 
+def json_or_header(report: dict, args, threads, what: str = "", prompts: str = "",
+                   tail: str = "") -> bool:
+    """Stamp the load after the measurements, then print the JSON report (True: nothing more to
+    print) or the text report's first line (False: the caller prints its table)."""
+    from _common import load_change, machine
+
+    report["machine_after"] = machine()
+    if args.json:
+        print(json.dumps(report))
+        return True
+    print(f"causal tracing{what}, {report['n_prompts']} prompts{prompts} × {args.samples} noise "
+          f"samples, seed {args.seed}, {threads.count} thread(s) ({threads.source}); "
+          f"{load_change(report)}{tail}")
+    return False
+
+
 def report_mixed(report: dict, runs: dict, args, threads) -> int:
     """Per length group: CPU-s before and after (median over reps), the group's float32 floor
     (its matmul FLOPs at this process's model-shaped matmul rate), the ratios to it and
     max |difference| of the traced values."""
-    from _common import compare_with_saved, load_change, machine
+    from _common import compare_with_saved
 
     ceiling = runs["after"][0]["matmul_ceiling_gflops"]
     report["matmul_ceiling_gflops"] = round(ceiling, 1)
@@ -266,15 +282,9 @@ def report_mixed(report: dict, runs: dict, args, threads) -> int:
     for label in runs:
         report[label] = {"cpu_s": round(sum(g[label]["cpu_s"] for g in groups), 2),
                          "wall_s": round(sum(g[label]["wall_s"] for g in groups), 2)}
-    report["machine_after"] = machine()
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"causal tracing by prompt length, {report['n_prompts']} prompts (one per "
-              f"relation of relations-cloze) × {args.samples} noise samples, seed {args.seed}, "
-              f"{threads.count} thread(s) ({threads.source}); "
-              f"{load_change(report)}; float32 floor at "
-              f"{report['matmul_ceiling_gflops']} GFLOP/s")
+    if not json_or_header(report, args, threads, " by prompt length",
+                          " (one per relation of relations-cloze)",
+                          f"; float32 floor at {report['matmul_ceiling_gflops']} GFLOP/s"):
         print(f"{'tokens':>6} {'prompts':>7} {'floor s':>8} {'before s':>9} {'÷floor':>7} "
               f"{'after s':>8} {'÷floor':>7} {'max|diff|':>10}")
         for g in groups:
@@ -298,7 +308,6 @@ def main() -> int:
         add_common_arguments,
         choose_threads,
         compare_with_saved,
-        load_change,
         machine,
         refuse_mixed_threads,
     )
@@ -376,13 +385,7 @@ def main() -> int:
             report["bf16"] = {"wall_s": round(info["wall_s"], 2), "cpu_s": round(info["cpu_s"], 2),
                               "max_abs_diff_vs_float32": bf_diff,
                               "within_1e-3": bf_diff <= 1e-3}
-    report["machine_after"] = machine()
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"causal tracing, {report['n_prompts']} prompts × {args.samples} noise samples, "
-              f"seed {args.seed}, {threads.count} thread(s) ({threads.source}); "
-              f"{load_change(report)}")
+    if not json_or_header(report, args, threads):
         print(f"{'':<14} {'before':>10} {'after':>10} {'ratio':>8}")
         for key in ("wall_s", "cpu_s"):
             print(f"{key:<14} {side['before'][key]:>10.1f} {side['after'][key]:>10.1f} "
