@@ -83,7 +83,7 @@ display(Markdown(
     "patching compares the same positions in both runs and a different token count would "
     "shift every position after the subject."))
 if len(dropped):
-    display(dropped[["prompt", "corrupted_prompt", "reason"]])
+    display(dropped[["prompt", "corrupted_prompt", "reason"]].style.hide(axis="index"))
 if results:
     display(Markdown(
         f"Mean {prepared.main_metric}: clean **{headline.clean_metric:.2f}**, corrupted "
@@ -139,7 +139,7 @@ if results:
                          tickvals=list(range(len(classes))))
         fig.show()
     states = summary.states
-    display(states.round(3))
+    display(chapter.necessity_view(states).style.hide(axis="index"))
     noising_layer = layer_with_range(headline.noising_resid_pre_peak_layer,
                                      headline.noising_resid_pre_peak_layer_range)
     noising_peak = with_interval(headline.noising_resid_pre_peak,
@@ -219,14 +219,14 @@ if results:
                     labels={"x": "head", "y": "layer", "color": "normalized"},
                     title="Per-head patching (all positions): normalized effect")
     fig.show()
-    display(summary.top_heads)
+    display(summary.top_heads.style.hide(axis="index"))
 
 # %% [markdown]
 # ## Where the effect peaks
 
 # %%
 if results:
-    display(summary.peaks)
+    display(summary.peaks.style.hide(axis="index"))
     handover = summary.handover
     display(Markdown(
         "In the residual stream the clean answer is carried by the subject tokens first and by "
@@ -254,7 +254,7 @@ if results:
 if summary.by_relation is not None:
     display(Markdown(R.relation_peaks_markdown(
         summary.by_relation, headline.mlp_out_subject_last_peak_layer, "Activation patching")))
-    display(summary.by_relation.round(3))
+    display(summary.by_relation.style.hide(axis="index").format(precision=3))
 else:
     display(Markdown("The patched pairs come from one relation."))
 
@@ -277,7 +277,7 @@ else:
 
 # %%
 if atp:
-    display(atp.agreement.round(3))
+    display(atp.agreement.style.hide(axis="index").format(precision=3))
     resid_atp, resid_star = atp.residual_atp, atp.residual_atp_star
     display(Markdown(
         f"The scan took **{headline.atp_seconds:.1f} s** for all four grids; the exact "

@@ -245,3 +245,18 @@ def test_inclusion_counts_once_float32_frequencies_meet_float64_ones():
     widened = np.array([19 / 20, 9 / 20], dtype=np.float32).astype(np.float64)
     assert widened[0] < RC.NEARLY_ALWAYS  # the trap itself
     assert RC.InclusionCounts.of(widened) == RC.InclusionCounts(2, 1, 1, 1, pytest.approx(0.7))
+
+
+def test_necessity_view_puts_each_share_beside_its_interval():
+    states = pd.DataFrame({
+        "state": ["resid_pre", "mlp_out"], "component": ["resid_pre", "mlp_out"],
+        "token_class": ["subject_middle", "subject_last"], "layer": [14, 13],
+        "restored": [1.0694, 0.1512], "restored_low": [0.91, 0.07],
+        "restored_high": [2.08, 0.22], "lost": [1.15, 0.09], "lost_low": [1.09, 0.01],
+        "lost_high": [1.58, 0.13], "verdict": ["necessary and sufficient", "neither resolved"]})
+    view = AP.necessity_view(states)
+    assert list(view.columns) == ["state", "layer", "restored (denoising)", "lost (noising)",
+                                  "verdict"]
+    assert view["restored (denoising)"].tolist() == ["1.07 [0.91, 2.08]", "0.15 [0.07, 0.22]"]
+    assert view["lost (noising)"].tolist() == ["1.15 [1.09, 1.58]", "0.09 [0.01, 0.13]"]
+    assert view["state"][1].startswith("MLP") and "last subject" in view["state"][1]

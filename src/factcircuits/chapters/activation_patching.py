@@ -23,7 +23,7 @@ from factcircuits.methods.counterfactual_sets import N_COUNTERFACTUALS, with_cou
 from factcircuits.methods.engine import MAX_PATCHES
 from factcircuits.methods.evaluate import PreparedTask, relations_of
 from factcircuits.methods.patching import HEADS_BY_POSITION
-from factcircuits.methods.positions import TOKEN_CLASSES
+from factcircuits.methods.positions import CLASS_TITLES, TOKEN_CLASSES
 from factcircuits.methods.uncertainty import layer_with_range, with_interval
 from factcircuits.models import LoadedModel
 from factcircuits.results.estimates import ANSWER_HEAD, MLP_AT_SUBJECT, Estimate
@@ -44,6 +44,7 @@ from factcircuits.results.summary import Options, Summary, estimates_of
 from factcircuits.results.wording import (
     LAYER0_MLP,
     head_label,
+    interval_cell,
     layer_text,
     peak_cell,
     relation_peaks_text,
@@ -677,6 +678,22 @@ def summarise(lm: LoadedModel, prepared: PreparedTask, *, options: Options
     return ActivationPatchingSummary(headline=headline, tables=tables,
                                      estimates=estimates_of(METHOD, headline, tables), pairs=pairs,
                                      dropped=dropped, patching=summary, atp=atp)
+
+
+def necessity_view(states: pd.DataFrame) -> pd.DataFrame:
+    """The necessity table as a page shows it: each located state, the share restored and lost
+    beside their 95 % intervals and the verdict, in columns that fit an A4 page (the saved
+    `necessity` table keeps every column)."""
+    return pd.DataFrame({
+        "state": [f"{P.COMPONENT_TITLES[c]}, {CLASS_TITLES.get(t, t)}"
+                  for c, t in zip(states["component"], states["token_class"])],
+        "layer": states["layer"],
+        "restored (denoising)": [interval_cell(v, [lo, hi], ".2f") for v, lo, hi in
+                                 zip(states["restored"], states["restored_low"],
+                                     states["restored_high"])],
+        "lost (noising)": [interval_cell(v, [lo, hi], ".2f") for v, lo, hi in
+                           zip(states["lost"], states["lost_low"], states["lost_high"])],
+        "verdict": states["verdict"]})
 
 
 # ------------------------------------------------------------------ findings
