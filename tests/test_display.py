@@ -246,3 +246,18 @@ def test_show_pair_gives_the_site_one_figure_and_the_pdf_another(monkeypatch):
     assert base64.b64decode(bundle["image/png"]) == b"png"
     [only] = exported  # the interactive figure is never exported as an image
     assert only["layout"]["title"]["text"] == "for print"
+
+
+def test_tables_drop_row_numbers_but_keep_a_real_index():
+    import pandas as pd
+
+    from factcircuits.run.display import table_html
+
+    with pd.option_context("display.precision", 4, "display.max_columns", 10):
+        numbered = table_html(pd.DataFrame({"effect": [1.123456, 2.0], "layer": [3, 4]}))
+        assert "1.1235" in numbered and "<th>effect</th>" in numbered
+        assert "<th>0</th>" not in numbered and "<th>1</th>" not in numbered
+        rows = table_html(pd.DataFrame({"prompt": ["a", "b"]}, index=[4, 7]))
+        assert "<th>4</th>" in rows and "<th>7</th>" in rows  # a dataset's row numbers stay
+        wide = table_html(pd.DataFrame([range(14)], columns=[f"c{i}" for i in range(14)]))
+        assert "<th>c4</th>" in wide and "<th>c5</th>" not in wide and "..." in wide

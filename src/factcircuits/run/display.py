@@ -151,6 +151,27 @@ def _table_format() -> None:
     pd.set_option("styler.format.precision", 4)
     pd.set_option("display.max_colwidth", 60)
     pd.set_option("display.max_columns", 10)
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the notebook stack
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, table_html)
+
+
+def table_html(frame) -> str:
+    """A table's HTML as the notebooks show it: pandas' own, without the row numbers of a
+    default index (0, 1, 2, … carry no information and cost an A4 column); any other index
+    (a dataset's row numbers, names) is kept."""
+    import pandas as pd
+
+    index = frame.index
+    numbered = isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+    return frame.to_html(index=not numbered, notebook=True,
+                         max_rows=pd.get_option("display.max_rows"),
+                         max_cols=pd.get_option("display.max_columns"),
+                         show_dimensions=pd.get_option("display.show_dimensions"))
 
 
 def rich_only(format_dict: dict, md_dict: dict) -> tuple[dict, dict]:
