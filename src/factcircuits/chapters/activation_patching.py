@@ -44,7 +44,7 @@ from factcircuits.results.summary import Options, Summary, estimates_of
 from factcircuits.results.wording import (
     LAYER0_MLP,
     head_label,
-    interval_cell,
+    interval_cells,
     layer_text,
     peak_cell,
     relation_peaks_text,
@@ -688,11 +688,9 @@ def necessity_view(states: pd.DataFrame) -> pd.DataFrame:
         "state": [f"{P.COMPONENT_TITLES[c]}, {CLASS_TITLES.get(t, t)}"
                   for c, t in zip(states["component"], states["token_class"])],
         "layer": states["layer"],
-        "restored (denoising)": [interval_cell(v, [lo, hi], ".2f") for v, lo, hi in
-                                 zip(states["restored"], states["restored_low"],
-                                     states["restored_high"])],
-        "lost (noising)": [interval_cell(v, [lo, hi], ".2f") for v, lo, hi in
-                           zip(states["lost"], states["lost_low"], states["lost_high"])],
+        "restored (denoising)": interval_cells(states, "restored", "restored_low",
+                                               "restored_high", ".2f"),
+        "lost (noising)": interval_cells(states, "lost", "lost_low", "lost_high", ".2f"),
         "verdict": states["verdict"]})
 
 

@@ -33,7 +33,7 @@ from factcircuits.results.kinds import Graph, Table
 from factcircuits.results.registry import CIRCUITS, Finding, Method
 from factcircuits.results.run import Run
 from factcircuits.results.summary import Options, Summary, estimates_of
-from factcircuits.results.wording import interval_cell
+from factcircuits.results.wording import interval_cells
 
 FAITH = "fraction (0 = empty circuit, 1 = full model)"
 AREA = "faithfulness × fraction of edges"
@@ -278,21 +278,16 @@ def circuit_drawing(study: RelationStudy, group: GroupCircuit) -> CircuitDrawing
                           size_steps(curve, len(circuit), at_80))
 
 
-def _with_interval(table: pd.DataFrame, value: str, low: str, high: str, spec: str) -> list:
-    return [interval_cell(v, [lo, hi], spec)
-            for v, lo, hi in zip(table[value], table[low], table[high])]
-
-
 def relations_view(relations: pd.DataFrame) -> pd.DataFrame:
     """The per-relation table as a page shows it: each number beside its 95 % interval, in
     columns that fit an A4 page (the saved `relations` table keeps every column)."""
     return pd.DataFrame({
         "relation": relations["relation"], "pairs": relations["n_pairs"],
         "chosen / judged": relations["split"], "edges (80 %)": relations["edges_for_80"],
-        "faithfulness": _with_interval(relations, "faithfulness_for_80", "faithfulness_low",
+        "faithfulness": interval_cells(relations, "faithfulness_for_80", "faithfulness_low",
                                        "faithfulness_high", ".2f"),
-        "CPR": _with_interval(relations, "cpr", "cpr_low", "cpr_high", ".2f"),
-        "stability (median Jaccard)": _with_interval(relations, "stability_median",
+        "CPR": interval_cells(relations, "cpr", "cpr_low", "cpr_high", ".2f"),
+        "stability (median Jaccard)": interval_cells(relations, "stability_median",
                                                      "stability_low", "stability_high", ".2f"),
         "stable": ["yes" if s is True else "no" if s is False else "—"
                    for s in relations["stable"]]})
@@ -304,8 +299,8 @@ def core_view(core: pd.DataFrame) -> pd.DataFrame:
         "relation": core["relation"], "pairs": core["n_pairs"],
         "circuit edges": core["circuit_edges"], "own edges": core["own_edges"],
         "in no other": core["unique_edges"],
-        "core alone": _with_interval(core, "core_faithfulness", "core_low", "core_high", ".2f"),
-        "whole circuit": _with_interval(core, "circuit_faithfulness", "circuit_low",
+        "core alone": interval_cells(core, "core_faithfulness", "core_low", "core_high", ".2f"),
+        "whole circuit": interval_cells(core, "circuit_faithfulness", "circuit_low",
                                         "circuit_high", ".2f")})
 
 

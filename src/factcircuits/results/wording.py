@@ -196,6 +196,13 @@ def interval_cell(value, ci, spec: str) -> str:
     return text
 
 
+def interval_cells(table, value: str, low: str, high: str, spec: str) -> list[str]:
+    """`interval_cell` of every row of `table`: column `value` with its interval's ends in
+    columns `low` and `high`."""
+    return [interval_cell(v, [lo, hi], spec)
+            for v, lo, hi in zip(table[value], table[low], table[high])]
+
+
 def peak_cell(layer, layer_range, value, ci, spec: str = ".2f",
               layer0_mlp: bool = False) -> str:
     """'L13 (12–15): 0.21 [0.10, 0.32]': a peak layer with the layers holding it in 95% of
