@@ -176,7 +176,8 @@ def test_credentials_never_reach_the_output(two_versions, monkeypatch, capsys):
 def test_quarto_render_after_a_run_was_deleted_and_its_version(two_versions, tmp_path,
                                                                 monkeypatch):
     """Quarto reads report/_generated/book.yml before its pre-render: it is rewritten before
-    Quarto starts, so a deleted run's chapters are gone; the version lists the runs shown."""
+    Quarto starts (and copied into the folder Quarto renders), so a deleted run's chapters
+    are gone; the version lists the runs shown."""
     import yaml
     from test_quarto_project import copy_project
 
@@ -192,9 +193,10 @@ def test_quarto_render_after_a_run_was_deleted_and_its_version(two_versions, tmp
     def fake_quarto(args, **kwargs):
         if args[0] != "quarto":
             return real_run(args, **kwargs)
-        seen["book"] = stale.read_text()
-        (project / "report" / "_output").mkdir(parents=True)
-        (project / "report" / "_output" / "index.html").write_text("<body>site</body>")
+        where = Path(kwargs["cwd"])  # the copy of the book that Quarto renders
+        seen["book"] = (where / "report" / "_generated" / "book.yml").read_text()
+        (where / "report" / "_output").mkdir(parents=True)
+        (where / "report" / "_output" / "index.html").write_text("<body>site</body>")
         return subprocess.CompletedProcess(args, 0)
 
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)

@@ -157,3 +157,33 @@ def test_one_run_with_leftover_staging_and_failed_folders(tmp_path):
         assert len([i for i in images if " image " in i]) >= 2
     else:
         assert text.count("Figure not available as an image") == 2
+
+
+def test_factcircuits_render_site_and_pdf_at_once_outside_the_project_folder(tmp_path,
+                                                                              monkeypatch,
+                                                                              capfd):
+    """`factcircuits render --to all`: both formats rendered in copies of the book's inputs
+    (report/book_copies.py), the site and its PDF in report/_output/, no copy left behind, no
+    kernel or warning in the log, and a .venv in the project never walked (it is not in the
+    copies)."""
+    from factcircuits.report import render
+
+    project = copy_project(tmp_path)
+    monkeypatch.setenv("FACTCIRCUITS_ROOT", str(project))
+    monkeypatch.delenv("FACTCIRCUITS_RUNS", raising=False)
+    result = pipeline.run(None, str(FIXTURES / "datasets" / "fixture.csv"), {},
+                          notebooks_dir=FIXTURES / "notebooks",
+                          runs_root=project / "report" / "runs", progress=False)
+    (project / ".venv" / "lib").mkdir(parents=True)
+    before = sorted(p.name for p in (project / "report" / "runs" / result.run_id).iterdir())
+    render.render(to="all", root=project)
+    log = capfd.readouterr()
+    assert log_problems(log.out + log.err) == []
+    site = project / "report" / "_output"
+    page = site / "report" / "runs" / result.run_id / "01_first.html"
+    assert "fixture-one-figure" in page.read_text()
+    assert "Fixture notebook one" in pdf_text(site / "factcircuits.pdf")
+    assert not [p for p in (project / "report").iterdir() if p.name.startswith(".")]
+    # Quarto wrote nothing next to the run's notebooks (it rendered hard-linked copies)
+    assert sorted(p.name for p in (project / "report" / "runs" / result.run_id).iterdir()) \
+        == before

@@ -15,7 +15,6 @@ from __future__ import annotations
 import html
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -90,23 +89,22 @@ def check_renderable(runs_root: Path | None, root: Path | None = None) -> None:
 
 
 def render_quarto(to: str, root: Path) -> list[Path]:
-    formats = {"html": ["--to", "html"], "pdf": ["--to", "typst"], "all": []}[to]
-    # Quarto runs the pre-render script with `python` from PATH and the pages' hidden cells
-    # with QUARTO_PYTHON: both must be this environment's Python, which has factcircuits.
+    from factcircuits.report.book_copies import OUTPUT, PAGES_WRITTEN_ENV, render_in_copies
+    from factcircuits.report.pages import write_generated
+
+    # Quarto runs the pre-render script with `python` from PATH: it must be this
+    # environment's Python, which has factcircuits.
     env = dict(os.environ, QUARTO_PYTHON=sys.executable,
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     runs = _runs(root, None)
-    # Quarto reads report/_generated/book.yml before its pre-render rewrites it: a chapter of
-    # a run deleted since the last render would fail the render, so write it first (the
-    # pages' markdown and figures are the pre-render's: written once, not twice).
-    from factcircuits.report.pages import write_generated
-
-    write_generated(root, pages=False)
-    proc = subprocess.run(["quarto", "render", *formats], check=False, cwd=root, env=env)
-    if proc.returncode != 0:
-        raise UserError(f"quarto render {' '.join(formats)} failed (exit {proc.returncode}); "
-                        "see its output above".replace("  ", " "))
-    output = root / "report" / "_output"
+    # The generated pages are written here, once, before Quarto starts: the copies that
+    # Quarto renders (book_copies: the site and the PDF at once, without walking the
+    # project's .venv) take them from the project, so both formats show the same version.
+    write_generated(root)
+    env[PAGES_WRITTEN_ENV] = str(root)
+    render_in_copies(root, {"html": ["html"], "pdf": ["typst"], "all": ["html", "typst"]}[to],
+                     env)
+    output = root / OUTPUT
     return [output, _record(output, root, runs, "quarto")]
 
 
