@@ -133,3 +133,13 @@ def test_the_prerender_skips_only_projects_whose_pages_were_written(project, mon
     monkeypatch.delenv(PAGES_WRITTEN_ENV)
     book_copies.prerender()
     assert wrote == [1]
+
+
+def test_copies_of_a_killed_render_are_removed_and_a_live_ones_kept(project):
+    root, env, _ = project
+    dead = root / "report" / ".render-html-99999999-x1"  # above any pid_max: no such process
+    live = root / "report" / f".render-typst-{os.getpid()}-x2"  # this process: alive
+    for folder in (dead, live):
+        (folder / "report").mkdir(parents=True)
+    render_in_copies(root, ["html"], env)
+    assert not dead.exists() and live.is_dir()

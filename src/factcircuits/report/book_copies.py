@@ -13,7 +13,7 @@ Why copies of the project rather than the project itself:
 - **The last good write-up stays whole.** The new site replaces report/_output/ only when
   every format has rendered, and Quarto never writes into the run folders.
 
-A copy is report/.render-<format>-*/ (hidden: Quarto ignores folders that start with a dot;
+A copy is report/.render-<format>-<pid>-*/ (hidden: Quarto ignores folders that start with a dot;
 on the project's file system, so the notebooks are hard links, not copies of their
 megabytes): `_quarto.yml`, the files it names and every file and folder of report/ but the
 outputs of earlier renders. The generated pages are written once into the project before
@@ -122,29 +122,44 @@ def _replace_folder(new: Path, old: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def _remove_orphans(root: Path) -> None:
+    """Copies left by a render that was killed (its process is gone): removed, so they never
+    pile up. A copy's name carries the process id of the render that made it."""
+    for copy in (root / "report").glob(f"{COPY_PREFIX}*"):
+        try:
+            pid = int(copy.name.split("-")[2])
+        except (IndexError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(copy, ignore_errors=True)
+        except OSError:  # alive, another user's
+            continue
+
+
 def render_in_copies(root: Path, formats: list[str], env: dict[str, str]) -> None:
     """`quarto render --to <format>` for each format ("html", "typst"), at once, each in a
     `book_copy`; then the site replaces report/_output/ (or, PDF only, the PDF is added to
     it). The first format's log streams; the others' follow it. Raises UserError, leaving
     report/_output/ as it was, when any fails."""
+    _remove_orphans(root)
     copies: dict[str, Path] = {}
+    procs: dict[str, subprocess.Popen] = {}
     try:
         for fmt in formats:
-            copies[fmt] = book_copy(root, fmt)
+            copies[fmt] = book_copy(root, f"{fmt}-{os.getpid()}")
         env = dict(env, **{PAGES_WRITTEN_ENV: os.pathsep.join(
             [str(root), *(str(c) for c in copies.values())])})
         first, *others = formats
-        logs = {fmt: open(copies[fmt] / "render.log", "wb") for fmt in others}
-        try:
-            procs = {fmt: subprocess.Popen(["quarto", "render", "--to", fmt], cwd=copies[fmt],
-                                           env=env, stdout=logs[fmt], stderr=subprocess.STDOUT)
-                     for fmt in others}
-            codes = {first: subprocess.run(["quarto", "render", "--to", first],
-                                           cwd=copies[first], env=env, check=False).returncode}
-            codes.update({fmt: proc.wait() for fmt, proc in procs.items()})
-        finally:
-            for log in logs.values():
-                log.close()
+        for fmt in others:
+            with open(copies[fmt] / "render.log", "wb") as log:
+                procs[fmt] = subprocess.Popen(["quarto", "render", "--to", fmt],
+                                              cwd=copies[fmt], env=env, stdout=log,
+                                              stderr=subprocess.STDOUT)
+        codes = {first: subprocess.run(["quarto", "render", "--to", first],
+                                       cwd=copies[first], env=env, check=False).returncode}
+        codes.update({fmt: proc.wait() for fmt, proc in procs.items()})
         for fmt in others:
             print(f"--- quarto render --to {fmt} (alongside --to {first}) ---")
             print((copies[fmt] / "render.log").read_text(encoding="utf-8", errors="replace"),
@@ -168,5 +183,9 @@ def render_in_copies(root: Path, formats: list[str], env: dict[str, str]) -> Non
             for pdf in pdfs:
                 os.replace(pdf, root / OUTPUT / pdf.name)
     finally:
+        for proc in procs.values():  # interrupted: no render left writing into a copy
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
         for copy in copies.values():
             shutil.rmtree(copy, ignore_errors=True)
