@@ -6,7 +6,9 @@ from __future__ import annotations
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "render", help="render the write-up (Quarto; a preview HTML without it)")
-    parser.add_argument("--to", choices=("html", "pdf", "all"), default="html")
+    parser.add_argument("--to", choices=("html", "pdf", "all"), default="html",
+                        help="html: the site; pdf: the PDF, added to the site as it is; all: "
+                             "both, rendered at once (default: html)")
     parser.add_argument("--runs-dir", help="default: report/runs/")
     parser.set_defaults(handler=handle)
 
