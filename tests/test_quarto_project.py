@@ -108,6 +108,10 @@ def test_pre_render_with_runs_and_leftovers(tmp_path):
                                    "Run 2: toy-model on toy-facts")):
         text = (project / page).read_text()
         assert text.startswith(f"# {title}") and "**In short.**" in text
+        # in the PDF the findings start after the part page (its contents at the foot), in a
+        # raw typst block the site drops
+        head, body = text.split("```{=typst}\n#pagebreak(weak: true)\n```\n", 1)
+        assert "**In short.**" in body and "**In short.**" not in head
         assert "## toy-model on toy-facts" not in text  # the part title is the heading
     # notebooks in the order run.json lists them (01 only for b: the only one it records)
     assert parts[0]["chapters"] == ["report/runs/a__x__1/02_logit_lens.ipynb",

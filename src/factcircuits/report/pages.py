@@ -220,6 +220,12 @@ def book_config(runs: list[Run], info: dict[str, Any], project_dir: Path) -> dic
     return config
 
 
+# The PDF's part page (orange-book) places the part's title at the top and its contents at the
+# bottom of the page; text that follows on the same page pushed the contents up over the
+# title. The part's findings start on the next page (typst only; the site ignores it).
+PART_BODY_ON_NEXT_PAGE = "```{=typst}\n#pagebreak(weak: true)\n```\n\n"
+
+
 def write_generated(project_dir: Path | None = None, pages: bool = True) -> Path:
     """Write report/_generated/ of the project being rendered; returns that folder. With
     `pages`, also the pages' markdown and figures (`page_files.write_pages`); without, only
@@ -240,7 +246,7 @@ def write_generated(project_dir: Path | None = None, pages: bool = True) -> Path
             atomic_write(root / part_file(ev),
                          f"# {part_title(i, ev)} {{.unnumbered}}\n\n"
                          "<!-- Written by factcircuits.report.pages before each render. -->\n\n"
-                         + run_part_markdown(ev))
+                         + PART_BODY_ON_NEXT_PAGE + run_part_markdown(ev))
     header = "# Written by factcircuits.report.pages before each render; do not edit.\n"
     atomic_write(out / "book.yml", header + yaml.safe_dump(book_config(runs, info, root),
                                                            sort_keys=False, allow_unicode=True))
