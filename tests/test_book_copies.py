@@ -52,6 +52,8 @@ def project(tmp_path, monkeypatch):
     run = root / "report" / "runs" / "run-a"
     run.mkdir(parents=True)
     (run / "01_x.ipynb").write_text("{}")
+    for unfinished in ("_staging-run-b-1", "_failed/run-c-1"):
+        (root / "report" / "runs" / unfinished).mkdir(parents=True)
     (root / "report" / "_generated" / "pages").mkdir(parents=True)
     (root / "report" / "_generated" / "pages" / "x.md").write_text("pages v1")
     (root / "report" / "versions" / "v0").mkdir(parents=True)
@@ -84,7 +86,8 @@ def test_the_copy_holds_the_book_inputs_and_links_the_notebooks(project):
     assert os.path.samefile(notebook, root / "report" / "runs" / "run-a" / "01_x.ipynb")
     assert (copy / "report" / "_generated" / "pages" / "x.md").read_text() == "pages v1"
     # outputs of earlier renders and the project's other folders stay out
-    for absent in ("report/_output", "report/versions", ".venv"):
+    for absent in ("report/_output", "report/versions", ".venv", "report/runs/_failed",
+                   "report/runs/_staging-run-b-1"):
         assert not (copy / absent).exists(), absent
     assert {"_quarto.yml", "index.qmd", "report/_prerender.py"} <= set(book_inputs(root))
 

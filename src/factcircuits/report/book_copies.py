@@ -60,16 +60,23 @@ def prerender() -> None:
         main()
 
 
-def _link_tree(source: Path, target: Path) -> None:
+def _link_tree(source: Path, target: Path, runs: bool = False) -> None:
     """`target` as a copy of `source` whose files are hard links (copies where the file
-    system has none). Quarto replaces, never edits, the files it reads."""
+    system has none). Quarto replaces, never edits, the files it reads. For the runs folder
+    (`runs`), its entries whose name starts with "_" or "." are left out: staging folders of
+    runs still being written, failed runs and locks, never in the book (run/folders.py), and
+    a file vanishing from one mid-copy would fail the render."""
     def link(src: str, dst: str) -> None:
         try:
             os.link(src, dst)
         except OSError:
             shutil.copy2(src, dst)
 
-    shutil.copytree(source, target, copy_function=link, symlinks=True)
+    def unfinished(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if n.startswith(("_", "."))] \
+            if runs and Path(folder) == source else []
+
+    shutil.copytree(source, target, copy_function=link, symlinks=True, ignore=unfinished)
 
 
 def book_inputs(root: Path) -> list[str]:
@@ -99,7 +106,7 @@ def book_copy(root: Path, label: str) -> Path:
                 continue
             target = copy / "report" / entry.name
             if entry.is_dir():
-                _link_tree(entry, target)
+                _link_tree(entry, target, runs=entry.name == "runs")
             elif not target.exists():
                 shutil.copy2(entry, target)
     except BaseException:
