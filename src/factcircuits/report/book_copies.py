@@ -101,6 +101,7 @@ def book_copy(root: Path, label: str) -> Path:
             if (root / name).is_file():
                 (copy / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(root / name, copy / name)
+        (copy / "report").mkdir(exist_ok=True)
         for entry in (root / "report").iterdir():
             if entry.name.startswith(".") or entry.name in _OUTPUTS:
                 continue
