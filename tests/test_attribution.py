@@ -209,7 +209,7 @@ def test_source_split_shares_add_up(tiny, cloze):
     split = A.source_split(sources, top)
     assert list(zip(split["layer"], split["head"])) == list(zip(top["layer"], top["head"]))
     assert split["dla"].to_numpy() == pytest.approx(top["dla"].to_numpy(), abs=1e-5)
-    shares = split[[f"{s}_share" for s in A.SOURCES]].sum(1)
+    shares = split[[f"{s}_share" for s in A.SOURCES]].sum(axis=1)
     assert shares.to_numpy() == pytest.approx(1.0)
 
 
