@@ -105,24 +105,26 @@ fig.show()
 # %% [markdown]
 # ## By relation
 #
-# Accuracy per relation with its 95% bootstrap interval over the relation's prompts; *known*
-# prompts pass the `known` criterion, *analysed* ones go on to the mechanistic notebooks
-# (all known prompts, or `per_relation` of them per relation).
+# Accuracy per relation with its exact 95% interval (Clopper–Pearson) over the relation's
+# prompts; each relation is tested against the pooled accuracy (exact binomial test,
+# Holm-adjusted over the relations tested). *Known* prompts pass the `known` criterion,
+# *analysed* ones go on to the mechanistic notebooks (all known prompts, or `per_relation` of
+# them per relation).
 
 # %%
 if report.by_relation is not None:
     table = report.by_relation
     fig = px.scatter(table, x="accuracy", y="relation", error_x=table["accuracy_high"]
                      - table["accuracy"], error_x_minus=table["accuracy"] - table["accuracy_low"],
-                     title="Accuracy by relation (bars: 95% bootstrap interval)",
+                     title="Accuracy by relation (bars: exact 95% interval)",
                      labels={"accuracy": "accuracy (top-1)" if prepared.task == "cloze"
                              else "accuracy"})
     fig.add_vline(x=report.headline.accuracy, line_dash="dot",
                   annotation_text="all relations")
     fig.update_layout(height=120 + 28 * len(table))
     fig.show()
-    display(Markdown(task_check.relation_markdown(table, report.headline.accuracy)))
-    display(table.round(3))
+    display(Markdown(chapter.relation_accuracy_text(table)))
+    display(chapter.relation_view(table))
 else:
     display(Markdown("The dataset has one relation."))
 

@@ -260,3 +260,27 @@ def test_necessity_view_puts_each_share_beside_its_interval():
     assert view["restored (denoising)"].tolist() == ["1.07 [0.91, 2.08]", "0.15 [0.07, 0.22]"]
     assert view["lost (noising)"].tolist() == ["1.15 [1.09, 1.58]", "0.09 [0.01, 0.13]"]
     assert view["state"][1].startswith("MLP") and "last subject" in view["state"][1]
+
+
+def test_relation_view_puts_each_accuracy_beside_its_exact_interval_and_test():
+    from factcircuits.chapters.task_check import relation_view
+
+    accuracy = pd.DataFrame({
+        "relation": ["capital", "currency", "tiny"], "rows": [24, 30, 3],
+        "accuracy": [0.667, 0.1, 1.0], "accuracy_low": [0.447, 0.021, 0.292],
+        "accuracy_high": [0.844, 0.265, 1.0], "known": [16, 3, 3], "analysed": [16, 3, 3],
+        "p_vs_pooled": [0.0001, 0.058, float("nan")],
+        "p_vs_pooled_holm": [0.0002, 0.116, float("nan")],
+        "differs_from_pooled": [True, False, False]})
+    view = relation_view(accuracy)
+    assert list(view.columns) == ["relation", "prompts", "accuracy [exact 95% CI]", "known",
+                                  "analysed", "p vs pooled (Holm)", "differs from pooled"]
+    assert view["accuracy [exact 95% CI]"].tolist() == [
+        "0.67 [0.45, 0.84]", "0.10 [0.02, 0.27]", "1.00 [0.29, 1.00]"]
+    assert view["p vs pooled (Holm)"].tolist() == ["0.0002", "0.12", "not tested"]
+    assert view["differs from pooled"].tolist() == ["yes", "no", "—"]
+    # a run from before the tests: nothing claimed either way
+    old = relation_view(accuracy.drop(columns=["p_vs_pooled", "p_vs_pooled_holm",
+                                               "differs_from_pooled"]))
+    assert old["p vs pooled (Holm)"].tolist() == ["not tested"] * 3
+    assert old["differs from pooled"].tolist() == ["—"] * 3

@@ -33,6 +33,7 @@ from factcircuits.results.summary import Options, Summary, estimates_of
 from factcircuits.results.wording import (
     MIN_PROMPTS,
     interval_cell,
+    interval_cells,
     metric_name,
     not_tested_text,
 )
@@ -252,6 +253,27 @@ def relation_accuracy_text(accuracy: pd.DataFrame) -> str:
                            "accuracy")
             + " (exact binomial tests, Holm-adjusted over the relations tested)")
     return text + (f"; {untested}." if len(tested) < len(accuracy) else ".")
+
+
+def relation_view(accuracy: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy-by-relation table as a page shows it: the accuracy beside its exact 95 %
+    interval, the Holm-adjusted p of the exact test against the pooled accuracy and its
+    verdict, in columns that fit an A4 page (the saved table keeps every column). A relation
+    with too few prompts to be tested (or a run from before the tests) says so."""
+    holm_p = accuracy.get("p_vs_pooled_holm", pd.Series(float("nan"), index=accuracy.index))
+    differs = accuracy.get("differs_from_pooled", pd.Series(False, index=accuracy.index))
+    tested = holm_p.notna()
+    return pd.DataFrame({
+        "relation": accuracy["relation"].to_numpy(),
+        "prompts": accuracy["rows"].to_numpy(),
+        "accuracy [exact 95% CI]": interval_cells(accuracy, "accuracy", "accuracy_low",
+                                                  "accuracy_high", ".2f"),
+        "known": accuracy["known"].to_numpy(),
+        "analysed": accuracy["analysed"].to_numpy(),
+        "p vs pooled (Holm)": [f"{v:.2g}" if t else "not tested"
+                               for v, t in zip(holm_p, tested)],
+        "differs from pooled": [("yes" if bool(d) else "no") if t else "—"
+                                for d, t in zip(differs, tested)]})
 
 
 def at_chance(run: Run) -> bool:

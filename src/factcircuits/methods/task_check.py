@@ -31,16 +31,6 @@ def shown_rows(table: pd.DataFrame, path: str,
                                f"`{path}` in the run folder.")
 
 
-def relation_markdown(table: pd.DataFrame, pooled: float) -> str:
-    """Which relations' accuracy intervals exclude the pooled accuracy."""
-    differ = table[table["differs_from_pooled"]]
-    if differ.empty:
-        return (f"No relation's interval excludes the pooled accuracy ({pooled:.0%}) at these "
-                "sample sizes.")
-    names = ", ".join(f"{r.relation} ({r.accuracy:.0%}, 95% CI {r.accuracy_low:.0%} to "
-                      f"{r.accuracy_high:.0%})" for r in differ.itertuples())
-    return f"Relations whose interval excludes the pooled accuracy ({pooled:.0%}): {names}."
-
 def metric_explanation(prepared) -> str:
     """Why the task's metrics exist side by side (set sizes come from the answer sets)."""
     if prepared.task == "cloze":
