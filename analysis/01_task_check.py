@@ -134,7 +134,7 @@ else:
 # %%
 display(Markdown(report.filter_markdown()))
 if len(report.dropped):
-    display(report.dropped)
+    display(shown(chapter.dropped_view(report.dropped), "dropped"))
 
 # %% tags=["remove-cell"]
 report.filtered_rows.to_csv(f"{run_dir}/{task_check.FILTERED_FILE}", index=False)

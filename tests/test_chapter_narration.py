@@ -284,3 +284,22 @@ def test_relation_view_puts_each_accuracy_beside_its_exact_interval_and_test():
                                                "differs_from_pooled"]))
     assert old["p vs pooled (Holm)"].tolist() == ["not tested"] * 3
     assert old["differs from pooled"].tolist() == ["—"] * 3
+
+
+def test_dropped_view_keeps_which_prompt_and_why():
+    from factcircuits.chapters.task_check import dropped_view
+
+    dropped = pd.DataFrame({
+        "task": ["cloze"] * 3, "prompt": ["a is", "b is", "c is"], "label": [True] * 3,
+        "answer": [" x", " y", " z"], "counterfactual": [" y", " z", " x"],
+        "relation": ["r1", "r2", "r1"], "corrupted_prompt": ["b is", "c is", "a is"],
+        "metric": [0.1, 0.2, 0.3], "rank": [2, 5, None], "p_answer": [0.2, 0.01, None],
+        "short_prompt": ["a is", "b is", "c is"],
+        "reason": ["answered incorrectly", "answered incorrectly", "not scorable"]})
+    assert list(dropped_view(dropped).columns) == [
+        "relation", "prompt", "answer", "counterfactual", "rank", "p_answer", "reason"]
+    # one relation and a yes/no task's varying label: the label stays, the relation goes
+    yesno = dropped.assign(relation="r1", label=[True, False, True])
+    assert list(dropped_view(yesno).columns) == [
+        "prompt", "label", "answer", "counterfactual", "rank", "p_answer", "reason"]
+    assert dropped_view(dropped)["reason"].tolist() == dropped["reason"].tolist()

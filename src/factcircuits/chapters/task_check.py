@@ -276,6 +276,20 @@ def relation_view(accuracy: pd.DataFrame) -> pd.DataFrame:
                                 for d, t in zip(differs, tested)]})
 
 
+# The columns of a dropped prompt that say which prompt and why: the saved table keeps all 20
+# (corrupted prompt, clue, metric...), which wrapped into narrow cells on an A4 page.
+DROPPED_SHOWN = ("relation", "prompt", "label", "answer", "counterfactual", "rank", "p_answer",
+                 "reason")
+
+
+def dropped_view(dropped: pd.DataFrame) -> pd.DataFrame:
+    """The dropped prompts as a page shows them: `DROPPED_SHOWN` where present, the relation
+    and the label only when they vary (one relation, or a cloze task's label, say nothing)."""
+    varying = ("relation", "label")
+    return dropped[[c for c in DROPPED_SHOWN if c in dropped
+                    and (c not in varying or dropped[c].nunique(dropna=False) > 1)]]
+
+
 def at_chance(run: Run) -> bool:
     """The model does not know the facts: the findings do not interpret a mechanism."""
     return bool(run.headline(METHOD).at_chance)
