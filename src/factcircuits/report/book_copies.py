@@ -132,7 +132,10 @@ def _replace_folder(new: Path, old: Path) -> None:
 
 def _remove_orphans(root: Path) -> None:
     """Copies left by a render that was killed (its process is gone): removed, so they never
-    pile up. A copy's name carries the process id of the render that made it."""
+    pile up. A copy's name carries the process id of the render that made it. Not on
+    Windows, where os.kill(pid, 0) would end that process rather than probe it."""
+    if os.name == "nt":
+        return
     for copy in (root / "report").glob(f"{COPY_PREFIX}*"):
         try:
             pid = int(copy.name.split("-")[2])

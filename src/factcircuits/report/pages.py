@@ -226,10 +226,10 @@ def book_config(runs: list[Run], info: dict[str, Any], project_dir: Path) -> dic
 PART_BODY_ON_NEXT_PAGE = "```{=typst}\n#pagebreak(weak: true)\n```\n\n"
 
 
-def write_generated(project_dir: Path | None = None, pages: bool = True) -> Path:
-    """Write report/_generated/ of the project being rendered; returns that folder. With
-    `pages`, also the pages' markdown and figures (`page_files.write_pages`); without, only
-    what Quarto reads before its pre-render (book.yml, version.json)."""
+def write_generated(project_dir: Path | None = None) -> Path:
+    """Write report/_generated/ of the project being rendered (book.yml, version.json, the run
+    parts, and the pages' markdown and figures: `page_files.write_pages`); returns that
+    folder."""
     from factcircuits.report.page_files import write_pages
 
     root = Path(project_dir or quarto_project_dir()).resolve()
@@ -251,8 +251,7 @@ def write_generated(project_dir: Path | None = None, pages: bool = True) -> Path
     atomic_write(out / "book.yml", header + yaml.safe_dump(book_config(runs, info, root),
                                                            sort_keys=False, allow_unicode=True))
     atomic_write(out / "version.json", json.dumps(info, indent=2) + "\n")
-    if pages:
-        write_pages(root, runs, damaged)
+    write_pages(root, runs, damaged)
     return out
 
 

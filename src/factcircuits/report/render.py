@@ -1,8 +1,10 @@
 """The write-up: `quarto render` when Quarto is installed, else a single preview HTML.
 
-Quarto path: `quarto render` at the project root renders the book of `_quarto.yml` (its
-pre-render writes the run-dependent parts): an HTML site in `report/_output/` and, with
-`--to pdf|all`, one PDF of the whole write-up. Every render (the preview too) is kept as a
+Quarto path: the book of `_quarto.yml`, its run-dependent parts written first
+(`pages.write_generated`), rendered by Quarto in copies of its inputs (`book_copies`: the site
+and the PDF at once): an HTML site in `report/_output/` and, with `--to pdf|all`, one PDF of
+the whole write-up. `quarto render` at the root renders the same book, its pre-render writing
+those parts. Every render (the preview too) is kept as a
 version in `report/versions/` (`versions.py`), which `factcircuits publish` puts online.
 Preview path (no Quarto): `report/_preview/index.html`, one self-contained file with the same
 structure: the findings first, one section per run with its notebooks (results only, no
@@ -89,7 +91,7 @@ def check_renderable(runs_root: Path | None, root: Path | None = None) -> None:
 
 
 def render_quarto(to: str, root: Path) -> list[Path]:
-    from factcircuits.report.book_copies import OUTPUT, PAGES_WRITTEN_ENV, render_in_copies
+    from factcircuits.report.book_copies import OUTPUT, render_in_copies
     from factcircuits.report.pages import write_generated
 
     # Quarto runs the pre-render script with `python` from PATH: it must be this
@@ -101,7 +103,6 @@ def render_quarto(to: str, root: Path) -> list[Path]:
     # Quarto renders (book_copies: the site and the PDF at once, without walking the
     # project's .venv) take them from the project, so both formats show the same version.
     write_generated(root)
-    env[PAGES_WRITTEN_ENV] = str(root)
     render_in_copies(root, {"html": ["html"], "pdf": ["typst"], "all": ["html", "typst"]}[to],
                      env)
     output = root / OUTPUT
