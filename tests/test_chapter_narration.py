@@ -303,3 +303,15 @@ def test_dropped_view_keeps_which_prompt_and_why():
     assert list(dropped_view(yesno).columns) == [
         "prompt", "label", "answer", "counterfactual", "rank", "p_answer", "reason"]
     assert dropped_view(dropped)["reason"].tolist() == dropped["reason"].tolist()
+
+
+def test_task_check_summary_names_each_interval_by_how_it_was_computed():
+    from factcircuits.chapters.task_check import TaskCheckSummary
+
+    h = SimpleNamespace(n_prompts=279, accuracy=0.258, accuracy_ci=[0.208, 0.314],
+                        mean_metric=4.17, mean_metric_ci=[3.652, 4.651])
+    text = TaskCheckSummary.summary_markdown(
+        SimpleNamespace(headline=h, main_metric="logit_diff", task="cloze"))
+    assert "accuracy **26% (exact 95% CI 21% to 31%)**" in text
+    assert "**+4.170 (95% bootstrap CI over prompts +3.652 to +4.651)**" in text
+    assert "bootstrap intervals over prompts" not in text  # the accuracy's is exact

@@ -106,10 +106,12 @@ class TaskCheckSummary(Summary):
 
     def summary_markdown(self) -> str:
         h = self.headline
-        accuracy = with_interval(h.accuracy, h.accuracy_ci, ".0%")
-        mean = with_interval(h.mean_metric, h.mean_metric_ci, "+.3f")
+        # the accuracy's interval is exact (Clopper–Pearson), the mean's a bootstrap
+        accuracy = with_interval(h.accuracy, h.accuracy_ci, ".0%", "exact 95% CI")
+        mean = with_interval(h.mean_metric, h.mean_metric_ci, "+.3f",
+                             "95% bootstrap CI over prompts")
         text = (f"**{h.n_prompts} prompts**, accuracy **{accuracy}**, mean "
-                f"{self.main_metric} **{mean}** (95% bootstrap intervals over prompts).")
+                f"{self.main_metric} **{mean}**.")
         if self.task == "yesno":
             text += (f" AUC of the log-odds against the labels: **{h.auc:.2f}**; two-sided "
                      f"binomial test against 50%: p = {h.p_vs_chance:.3g}.")
